@@ -1,0 +1,50 @@
+// CompletionQueue: owns an ibv_cq and polls it.
+//
+// Polling is the hot path: Poll() makes no allocation and no system call.
+// Thread-safety: none; the caller serializes Poll() on one queue. Move-only;
+// the queue must outlive the queue pairs attached to it.
+
+#ifndef DEMI_RDMA_COMPLETION_QUEUE_H_
+#define DEMI_RDMA_COMPLETION_QUEUE_H_
+
+#include <infiniband/verbs.h>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "rdma/owned.h"
+
+namespace demi::rdma {
+
+struct CompletionQueueTraits {
+  using Type = ibv_cq;
+  static constexpr char kRelease[] = "ibv_destroy_cq";
+  static int Release(ibv_cq* cq) { return ibv_destroy_cq(cq); }
+};
+
+class CompletionQueue {
+ public:
+  // Creates a queue of at least `min_entries` on `context` (not owned).
+  static absl::StatusOr<CompletionQueue> Create(ibv_context* context,
+                                                int min_entries);
+
+  ibv_cq* get() const { return cq_.get(); }
+
+  // Fills up to completions.size() entries; returns how many were filled
+  // (0 if none are ready) or an error if polling itself failed.
+  absl::StatusOr<int> Poll(absl::Span<ibv_wc> completions) {
+    int n = ibv_poll_cq(cq_.get(), static_cast<int>(completions.size()),
+                        completions.data());
+    if (n < 0) return PollError(n);
+    return n;
+  }
+
+ private:
+  explicit CompletionQueue(ibv_cq* cq) : cq_(cq) {}
+  static absl::Status PollError(int rc);
+
+  Owned<CompletionQueueTraits> cq_;
+};
+
+}  // namespace demi::rdma
+
+#endif  // DEMI_RDMA_COMPLETION_QUEUE_H_
