@@ -1,0 +1,125 @@
+#include "rdma/wire.h"
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+
+namespace demi::rdma::wire {
+namespace {
+
+// Layout of ConnectionParams (8 bytes):
+//   0: version  1: reserved (0)  2-3: receive_buffers  4-7: receive_buffer_size
+// Layout of the header's fixed part (8 bytes):
+//   0: version  1: type  2-3: credits_returned  4: num_segments  5-7: reserved
+
+void Put16(uint8_t* out, uint16_t value) {
+  out[0] = static_cast<uint8_t>(value);
+  out[1] = static_cast<uint8_t>(value >> 8);
+}
+
+void Put32(uint8_t* out, uint32_t value) {
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<uint8_t>(value >> (8 * i));
+}
+
+uint16_t Get16(const uint8_t* in) {
+  return static_cast<uint16_t>(in[0] | (in[1] << 8));
+}
+
+uint32_t Get32(const uint8_t* in) {
+  uint32_t value = 0;
+  for (int i = 3; i >= 0; --i) value = (value << 8) | in[i];
+  return value;
+}
+
+absl::Status ProtocolError(absl::string_view what) {
+  return ErrnoError(EPROTO, absl::StrCat("wire protocol: ", what));
+}
+
+}  // namespace
+
+void EncodeConnectionParams(const ConnectionParams& params,
+                            uint8_t out[kConnectionParamsSize]) {
+  out[0] = kVersion;
+  out[1] = 0;
+  Put16(out + 2, params.receive_buffers);
+  Put32(out + 4, params.receive_buffer_size);
+}
+
+absl::StatusOr<ConnectionParams> DecodeConnectionParams(const void* data,
+                                                        size_t length) {
+  // rdma_cm may pad private data with zeros, so longer is fine.
+  if (data == nullptr || length < kConnectionParamsSize) {
+    return ProtocolError(absl::StrCat("connection parameters of ", length,
+                                      " bytes, need ", kConnectionParamsSize));
+  }
+  const uint8_t* in = static_cast<const uint8_t*>(data);
+  if (in[0] != kVersion) {
+    return ProtocolError(absl::StrCat("peer speaks version ", in[0],
+                                      ", this library ", kVersion));
+  }
+  ConnectionParams params;
+  params.receive_buffers = Get16(in + 2);
+  params.receive_buffer_size = Get32(in + 4);
+  if (params.receive_buffers == 0 ||
+      params.receive_buffer_size < kMaxHeaderSize) {
+    return ProtocolError("peer offers no usable receive buffers");
+  }
+  return params;
+}
+
+size_t EncodeHeader(const MessageHeader& header, uint8_t out[kMaxHeaderSize]) {
+  out[0] = kVersion;
+  out[1] = static_cast<uint8_t>(header.type);
+  Put16(out + 2, header.credits_returned);
+  out[4] = header.num_segments;
+  out[5] = out[6] = out[7] = 0;
+  for (int i = 0; i < header.num_segments; ++i) {
+    Put32(out + kHeaderFixedSize + 4 * i, header.segment_lengths[i]);
+  }
+  return HeaderSize(header.num_segments);
+}
+
+absl::StatusOr<MessageHeader> DecodeHeader(const uint8_t* message,
+                                           size_t message_length) {
+  if (message_length < kHeaderFixedSize) {
+    return ProtocolError(
+        absl::StrCat("message of ", message_length, " bytes has no header"));
+  }
+  if (message[0] != kVersion) {
+    return ProtocolError(absl::StrCat("message version ", message[0]));
+  }
+  MessageHeader header;
+  uint8_t type = message[1];
+  if (type < static_cast<uint8_t>(MessageType::kData) ||
+      type > static_cast<uint8_t>(MessageType::kEndOfStream)) {
+    return ProtocolError(absl::StrCat("unknown message type ", type));
+  }
+  header.type = static_cast<MessageType>(type);
+  header.credits_returned = Get16(message + 2);
+  header.num_segments = message[4];
+  if (header.num_segments > kMaxSegments) {
+    return ProtocolError(
+        absl::StrCat(header.num_segments, " segments in one message"));
+  }
+  if ((header.type == MessageType::kData) != (header.num_segments > 0)) {
+    return ProtocolError("segments on a control message, or none on data");
+  }
+  size_t header_size = HeaderSize(header.num_segments);
+  if (message_length < header_size) {
+    return ProtocolError("message shorter than its segment table");
+  }
+  uint64_t payload = 0;
+  for (int i = 0; i < header.num_segments; ++i) {
+    header.segment_lengths[i] = Get32(message + kHeaderFixedSize + 4 * i);
+    payload += header.segment_lengths[i];
+  }
+  if (header_size + payload != message_length) {
+    return ProtocolError(absl::StrCat("segments hold ", payload,
+                                      " bytes but the message carries ",
+                                      message_length - header_size));
+  }
+  return header;
+}
+
+}  // namespace demi::rdma::wire

@@ -1,0 +1,139 @@
+#include "rdma/wire.h"
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "common/errno_status.h"
+#include "gtest/gtest.h"
+
+namespace demi::rdma::wire {
+namespace {
+
+TEST(WireTest, ConnectionParamsRoundTrip) {
+  uint8_t bytes[kConnectionParamsSize];
+  EncodeConnectionParams({.receive_buffers = 64, .receive_buffer_size = 8264},
+                         bytes);
+  EXPECT_EQ(bytes[0], kVersion);
+  auto params = DecodeConnectionParams(bytes, sizeof(bytes));
+  ASSERT_TRUE(params.ok()) << params.status();
+  EXPECT_EQ(params->receive_buffers, 64);
+  EXPECT_EQ(params->receive_buffer_size, 8264u);
+}
+
+TEST(WireTest, ConnectionParamsAreLittleEndian) {
+  uint8_t bytes[kConnectionParamsSize];
+  EncodeConnectionParams(
+      {.receive_buffers = 0x0102, .receive_buffer_size = 0x0a0b0c0d}, bytes);
+  const uint8_t expected[] = {kVersion, 0, 0x02, 0x01, 0x0d, 0x0c, 0x0b, 0x0a};
+  EXPECT_EQ(std::memcmp(bytes, expected, sizeof(expected)), 0);
+}
+
+TEST(WireTest, BadConnectionParamsAreEPROTO) {
+  uint8_t bytes[kConnectionParamsSize];
+  EncodeConnectionParams({.receive_buffers = 4, .receive_buffer_size = 4096},
+                         bytes);
+  EXPECT_EQ(ErrnoFromStatus(DecodeConnectionParams(bytes, 7).status()), EPROTO);
+  EXPECT_EQ(ErrnoFromStatus(DecodeConnectionParams(nullptr, 8).status()),
+            EPROTO);
+  uint8_t wrong_version[kConnectionParamsSize];
+  std::memcpy(wrong_version, bytes, sizeof(bytes));
+  wrong_version[0] = kVersion + 1;
+  EXPECT_EQ(ErrnoFromStatus(
+                DecodeConnectionParams(wrong_version, sizeof(bytes)).status()),
+            EPROTO);
+  uint8_t no_buffers[kConnectionParamsSize];
+  EncodeConnectionParams({.receive_buffers = 0, .receive_buffer_size = 4096},
+                         no_buffers);
+  EXPECT_EQ(ErrnoFromStatus(
+                DecodeConnectionParams(no_buffers, sizeof(bytes)).status()),
+            EPROTO);
+}
+
+// Builds a whole message (header + payload) as the receiver sees it.
+std::vector<uint8_t> Message(const MessageHeader& header) {
+  std::vector<uint8_t> message(kMaxHeaderSize);
+  size_t size = EncodeHeader(header, message.data());
+  message.resize(size);
+  for (int i = 0; i < header.num_segments; ++i) {
+    message.insert(message.end(), header.segment_lengths[i],
+                   static_cast<uint8_t>(i));
+  }
+  return message;
+}
+
+TEST(WireTest, HeaderRoundTripsForEverySegmentCount) {
+  std::mt19937 random(7);
+  for (int n = 1; n <= kMaxSegments; ++n) {
+    MessageHeader header;
+    header.type = MessageType::kData;
+    header.credits_returned = static_cast<uint16_t>(random());
+    header.num_segments = static_cast<uint8_t>(n);
+    for (int i = 0; i < n; ++i) header.segment_lengths[i] = random() % 300;
+    std::vector<uint8_t> message = Message(header);
+    EXPECT_EQ(EncodeHeader(header, std::vector<uint8_t>(72).data()),
+              HeaderSize(n));
+    auto decoded = DecodeHeader(message.data(), message.size());
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(decoded->type, MessageType::kData);
+    EXPECT_EQ(decoded->credits_returned, header.credits_returned);
+    ASSERT_EQ(decoded->num_segments, n);
+    for (int i = 0; i < n; ++i) {
+      EXPECT_EQ(decoded->segment_lengths[i], header.segment_lengths[i]);
+    }
+  }
+}
+
+TEST(WireTest, ControlMessagesHaveNoSegments) {
+  for (MessageType type :
+       {MessageType::kCreditUpdate, MessageType::kEndOfStream}) {
+    MessageHeader header{.type = type, .credits_returned = 9};
+    std::vector<uint8_t> message = Message(header);
+    EXPECT_EQ(message.size(), kHeaderFixedSize);
+    auto decoded = DecodeHeader(message.data(), message.size());
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(decoded->type, type);
+    EXPECT_EQ(decoded->credits_returned, 9);
+  }
+}
+
+TEST(WireTest, MalformedMessagesAreEPROTO) {
+  MessageHeader header{.type = MessageType::kData, .num_segments = 2};
+  header.segment_lengths[0] = 10;
+  header.segment_lengths[1] = 20;
+  std::vector<uint8_t> good = Message(header);
+  ASSERT_TRUE(DecodeHeader(good.data(), good.size()).ok());
+
+  auto expect_eproto = [](std::vector<uint8_t> message, size_t length) {
+    EXPECT_EQ(ErrnoFromStatus(DecodeHeader(message.data(), length).status()),
+              EPROTO);
+  };
+  expect_eproto(good, good.size() - 1);  // payload shorter than declared
+  std::vector<uint8_t> longer = good;
+  longer.push_back(0);
+  expect_eproto(longer, longer.size());  // payload longer than declared
+  expect_eproto(good, 4);                // no header at all
+  expect_eproto(good, 12);               // segment table cut short
+  std::vector<uint8_t> bad = good;
+  bad[0] = kVersion + 1;
+  expect_eproto(bad, bad.size());
+  bad = good;
+  bad[1] = 0;
+  expect_eproto(bad, bad.size());  // unknown type
+  bad = good;
+  bad[1] = 77;
+  expect_eproto(bad, bad.size());
+  bad = good;
+  bad[4] = kMaxSegments + 1;
+  expect_eproto(bad, bad.size());
+  bad = good;
+  bad[1] = static_cast<uint8_t>(MessageType::kCreditUpdate);
+  expect_eproto(bad, bad.size());  // control message with segments
+  MessageHeader empty_data{.type = MessageType::kData, .num_segments = 0};
+  std::vector<uint8_t> no_segments = Message(empty_data);
+  expect_eproto(no_segments, no_segments.size());
+}
+
+}  // namespace
+}  // namespace demi::rdma::wire
