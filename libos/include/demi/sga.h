@@ -1,0 +1,37 @@
+/*
+ * Scatter-gather arrays owned by the library.
+ *
+ * demi_sgaalloc returns registered memory ready to push with no copy; popped
+ * arrays also belong to the library. Both go back with demi_sgafree.
+ */
+
+#ifndef DEMI_SGA_H_
+#define DEMI_SGA_H_
+
+#include <demi/types.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Allocates a one-segment array of `size` bytes of registered memory. On
+ * failure (size 0, too large, out of memory, library not initialized) the
+ * result has sga_numsegs == 0 and sga_buf == NULL.
+ */
+demi_sgarray_t demi_sgaalloc(size_t size);
+
+/*
+ * Returns an array from demi_sgaalloc or from a pop to the library. The
+ * memory must not be used afterwards; a push still in flight keeps it alive
+ * until that push completes. Returns 0, or EINVAL for an array the library
+ * does not own.
+ */
+int demi_sgafree(demi_sgarray_t *sga);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DEMI_SGA_H_ */

@@ -1,0 +1,44 @@
+/*
+ * Waiting for asynchronous operations.
+ *
+ * A NULL timeout waits forever; a zero timeout checks once. A token whose
+ * result has been returned is consumed: waiting on it again gives EINVAL.
+ * ETIMEDOUT leaves the tokens valid.
+ */
+
+#ifndef DEMI_WAIT_H_
+#define DEMI_WAIT_H_
+
+#include <demi/types.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Waits for the operation `qt`; fills *qr_out with its result. */
+int demi_wait(demi_qresult_t *qr_out, demi_qtoken_t qt,
+              const struct timespec *timeout);
+
+/*
+ * Waits for the first of `num_qts` operations to complete; fills *qr_out and
+ * sets *ready_offset to its index in `qts`. Tokens later in the array are not
+ * starved by earlier ones.
+ */
+int demi_wait_any(demi_qresult_t *qr_out, int *ready_offset,
+                  const demi_qtoken_t qts[], int num_qts,
+                  const struct timespec *timeout);
+
+/*
+ * Waits for any operations of the process to complete and returns up to
+ * `num_qrs` results in qr_out, their count in *num_qrs_out (at least one,
+ * unless the timeout expired).
+ */
+int demi_wait_next_n(demi_qresult_t *qr_out, int num_qrs, int *num_qrs_out,
+                     const struct timespec *timeout);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DEMI_WAIT_H_ */

@@ -1,0 +1,216 @@
+#include "libos/token_table.h"
+
+#include <cerrno>
+
+#include "common/errno_status.h"
+
+namespace demi::libos {
+namespace {
+
+constexpr uint32_t kNil = UINT32_MAX;  // end of a slot list
+
+constexpr demi_qtoken_t MakeToken(uint32_t generation, uint32_t index) {
+  return (static_cast<demi_qtoken_t>(generation) << 32) | index;
+}
+constexpr uint32_t TokenGeneration(demi_qtoken_t qt) {
+  return static_cast<uint32_t>(qt >> 32);
+}
+constexpr uint32_t TokenIndex(demi_qtoken_t qt) {
+  return static_cast<uint32_t>(qt);
+}
+
+// Never 0, so that no token is 0 (nor a small integer such as a qd).
+constexpr uint32_t NextGeneration(uint32_t generation) {
+  return generation == UINT32_MAX ? 1 : generation + 1;
+}
+
+absl::Status InvalidToken() {
+  return ErrnoError(EINVAL, "unknown, consumed or stale queue token");
+}
+
+}  // namespace
+
+struct TokenTable::Slot {
+  enum class State : uint8_t { kFree, kPending, kDone };
+
+  uint32_t generation = 1;
+  State state = State::kFree;
+  int qd = -1;
+  demi_opcode_t opcode = DEMI_OPC_INVALID;
+  // Free: next free slot. Done: next (newer) entry of the ready FIFO.
+  uint32_t next = kNil;
+  // Done: previous (older) entry of the ready FIFO.
+  uint32_t prev = kNil;
+  demi_qresult_t result{};  // meaningful when done
+};
+
+TokenTable::TokenTable(uint32_t capacity)
+    : capacity_(capacity < kMaxCapacity ? capacity : kMaxCapacity),
+      slots_(new Slot[capacity_]),
+      free_head_(capacity_ == 0 ? kNil : 0),
+      ready_head_(kNil),
+      ready_tail_(kNil) {
+  for (uint32_t i = 0; i < capacity_; ++i) {
+    slots_[i].next = (i + 1 < capacity_) ? i + 1 : kNil;
+  }
+}
+
+TokenTable::~TokenTable() = default;
+
+TokenTable::Slot* TokenTable::Find(demi_qtoken_t qt) {
+  return const_cast<Slot*>(static_cast<const TokenTable*>(this)->Find(qt));
+}
+
+const TokenTable::Slot* TokenTable::Find(demi_qtoken_t qt) const {
+  const uint32_t index = TokenIndex(qt);
+  if (index >= capacity_) return nullptr;
+  const Slot& slot = slots_[index];
+  if (slot.state == Slot::State::kFree) return nullptr;
+  if (slot.generation != TokenGeneration(qt)) return nullptr;
+  return &slot;
+}
+
+absl::StatusOr<demi_qtoken_t> TokenTable::Allocate(int qd,
+                                                   demi_opcode_t opcode) {
+  if (free_head_ == kNil) {
+    return ErrnoError(EAGAIN, "too many operations in flight");
+  }
+  const uint32_t index = free_head_;
+  Slot& slot = slots_[index];
+  free_head_ = slot.next;
+  slot.state = Slot::State::kPending;
+  slot.qd = qd;
+  slot.opcode = opcode;
+  slot.next = kNil;
+  slot.prev = kNil;
+  ++pending_count_;
+  return MakeToken(slot.generation, index);
+}
+
+absl::Status TokenTable::Complete(demi_qtoken_t qt,
+                                  const demi_qresult_t& result) {
+  Slot* slot = Find(qt);
+  if (slot == nullptr || slot->state != Slot::State::kPending) {
+    return InvalidToken();
+  }
+  const uint32_t index = TokenIndex(qt);
+  slot->result = result;
+  slot->result.qr_qt = qt;
+  slot->result.qr_qd = slot->qd;
+  slot->state = Slot::State::kDone;
+  --pending_count_;
+
+  // Append to the tail of the ready FIFO.
+  slot->next = kNil;
+  slot->prev = ready_tail_;
+  if (ready_tail_ == kNil) {
+    ready_head_ = index;
+  } else {
+    slots_[ready_tail_].next = index;
+  }
+  ready_tail_ = index;
+  ++ready_count_;
+  return absl::OkStatus();
+}
+
+absl::Status TokenTable::Fail(demi_qtoken_t qt, int errnum) {
+  demi_qresult_t result{};
+  result.qr_opcode = DEMI_OPC_FAILED;
+  result.qr_ret = errnum;
+  return Complete(qt, result);
+}
+
+absl::Status TokenTable::Release(demi_qtoken_t qt) {
+  Slot* slot = Find(qt);
+  if (slot == nullptr) return InvalidToken();
+  if (slot->state != Slot::State::kPending) {
+    return ErrnoError(EALREADY,
+                      "operation already completed; take its result instead");
+  }
+  --pending_count_;
+  FreeSlot(TokenIndex(qt));
+  return absl::OkStatus();
+}
+
+TokenState TokenTable::StateOf(demi_qtoken_t qt) const {
+  const Slot* slot = Find(qt);
+  if (slot == nullptr) return TokenState::kInvalid;
+  return slot->state == Slot::State::kDone ? TokenState::kDone
+                                           : TokenState::kPending;
+}
+
+absl::StatusOr<demi_qresult_t> TokenTable::Take(demi_qtoken_t qt) {
+  Slot* slot = Find(qt);
+  if (slot == nullptr) return InvalidToken();
+  if (slot->state != Slot::State::kDone) {
+    return ErrnoError(EAGAIN, "operation still pending");
+  }
+  const demi_qresult_t result = slot->result;
+  const uint32_t index = TokenIndex(qt);
+  UnlinkReady(index);
+  FreeSlot(index);
+  return result;
+}
+
+size_t TokenTable::TakeReady(absl::Span<demi_qresult_t> out) {
+  size_t n = 0;
+  while (n < out.size() && ready_head_ != kNil) {
+    const uint32_t index = ready_head_;
+    out[n++] = slots_[index].result;
+    UnlinkReady(index);
+    FreeSlot(index);
+  }
+  return n;
+}
+
+absl::StatusOr<int> TokenTable::QueueOf(demi_qtoken_t qt) const {
+  const Slot* slot = Find(qt);
+  if (slot == nullptr) return InvalidToken();
+  return slot->qd;
+}
+
+absl::StatusOr<demi_opcode_t> TokenTable::OpcodeOf(demi_qtoken_t qt) const {
+  const Slot* slot = Find(qt);
+  if (slot == nullptr) return InvalidToken();
+  return slot->opcode;
+}
+
+void TokenTable::PendingOf(int qd, std::vector<demi_qtoken_t>* out) const {
+  out->clear();
+  for (uint32_t i = 0; i < capacity_; ++i) {
+    const Slot& slot = slots_[i];
+    if (slot.state == Slot::State::kPending && slot.qd == qd) {
+      out->push_back(MakeToken(slot.generation, i));
+    }
+  }
+}
+
+void TokenTable::UnlinkReady(uint32_t index) {
+  Slot& slot = slots_[index];
+  if (slot.prev == kNil) {
+    ready_head_ = slot.next;
+  } else {
+    slots_[slot.prev].next = slot.next;
+  }
+  if (slot.next == kNil) {
+    ready_tail_ = slot.prev;
+  } else {
+    slots_[slot.next].prev = slot.prev;
+  }
+  slot.next = kNil;
+  slot.prev = kNil;
+  --ready_count_;
+}
+
+void TokenTable::FreeSlot(uint32_t index) {
+  Slot& slot = slots_[index];
+  slot.state = Slot::State::kFree;
+  slot.generation = NextGeneration(slot.generation);
+  slot.qd = -1;
+  slot.opcode = DEMI_OPC_INVALID;
+  slot.prev = kNil;
+  slot.next = free_head_;
+  free_head_ = index;
+}
+
+}  // namespace demi::libos

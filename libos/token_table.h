@@ -1,0 +1,160 @@
+// TokenTable: the queue tokens of the asynchronous operations in flight.
+//
+// Every asynchronous operation (accept, connect, push, pop, close) gets a
+// token from Allocate() when the API starts it. The token stays *pending*
+// until the operation finishes and Complete() records its result; it is then
+// *done* until a wait takes the result with Take() or TakeReady(), which
+// *consumes* it. A consumed token is never valid again. The table is the
+// single place that guarantees that no token is lost or completed twice.
+//
+//   TokenTable table(1024);
+//   absl::StatusOr<demi_qtoken_t> qt = table.Allocate(qd, DEMI_OPC_PUSH);
+//   ...                                   // later, from the progress engine
+//   demi_qresult_t r = {};
+//   r.qr_opcode = DEMI_OPC_PUSH;
+//   table.Complete(*qt, r);
+//   ...                                   // in demi_wait
+//   if (table.StateOf(*qt) == TokenState::kDone) result = table.Take(*qt);
+//
+// Tokens. A token is never 0. It encodes a slot index (low 32 bits) and that
+// slot's generation (high 32 bits, never 0), and the generation changes each
+// time a slot is freed, so a consumed token, a stale copy of one whose slot
+// has since been reused, or an arbitrary number is recognized as invalid. A
+// given token value comes back only after its slot has been reused 2^32 - 1
+// times.
+//
+// Errors. Failures are absl::Status values made with demi::ErrnoError, so
+// demi::ErrnoFromStatus() yields the errno for the C API:
+//   EINVAL  the token is unknown: never issued, already consumed, or stale.
+//   EAGAIN  Allocate(): every slot is in use ("cannot take one more operation
+//           now"); Take(): the operation is still pending (the token stays
+//           valid).
+//   EALREADY  Release() of an operation that has already completed.
+//
+// Memory. All memory is allocated by the constructor. Allocate(), Complete(),
+// Fail(), Take(), TakeReady(), Release() and StateOf() never allocate on
+// success; building an error status does, so a poller should test StateOf()
+// (which never allocates) before calling Take().
+//
+// Lifetime and ownership. The table owns no application memory: results are
+// plain copies of demi_qresult_t, and any buffers they point to belong to
+// whoever receives the result.
+//
+// Thread-safety: NOT internally synchronized. The libOS calls every method
+// under its own mutex; const methods may run concurrently with each other
+// only.
+
+#ifndef DEMI_LIBOS_TOKEN_TABLE_H_
+#define DEMI_LIBOS_TOKEN_TABLE_H_
+
+#include <demi/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace demi::libos {
+
+// Where a token stands, as StateOf() reports it.
+enum class TokenState {
+  kInvalid,  // unknown, consumed or stale
+  kPending,  // allocated, no result yet
+  kDone,     // completed, result not yet taken
+};
+
+class TokenTable {
+ public:
+  // Largest capacity the constructor accepts; larger values are clamped.
+  static constexpr uint32_t kMaxCapacity = uint32_t{1} << 24;
+
+  // Makes a table for at most `capacity` operations in flight at once
+  // (pending plus done-but-not-taken). Allocates all of its memory here.
+  // A capacity of 0 makes a table where Allocate() always fails with EAGAIN.
+  explicit TokenTable(uint32_t capacity);
+  ~TokenTable();
+
+  TokenTable(const TokenTable&) = delete;
+  TokenTable& operator=(const TokenTable&) = delete;
+
+  // Starts tracking a new pending operation `opcode` on queue `qd` and
+  // returns its token (never 0). EAGAIN when every slot is in use.
+  absl::StatusOr<demi_qtoken_t> Allocate(int qd, demi_opcode_t opcode);
+
+  // Records the result of the pending operation `qt` and appends it to the
+  // tail of the ready FIFO. The caller fills qr_opcode, qr_ret and qr_value;
+  // the table sets qr_qt to `qt` and qr_qd to the queue given to Allocate().
+  // EINVAL if `qt` is not pending (unknown, consumed, or already completed);
+  // the table is then unchanged, so a first result is never overwritten.
+  absl::Status Complete(demi_qtoken_t qt, const demi_qresult_t& result);
+
+  // Completes `qt` as failed: qr_opcode DEMI_OPC_FAILED, qr_ret `errnum`
+  // (a positive errno such as ECANCELED or ECONNRESET), qr_value zeroed.
+  // Same errors as Complete().
+  absl::Status Fail(demi_qtoken_t qt, int errnum);
+
+  // Forgets the pending operation `qt` without a result, for an operation
+  // that could not be started after its token was allocated. The token is
+  // consumed. EINVAL if `qt` is unknown; EALREADY (and nothing changes) if it
+  // has already completed: its result must be taken instead.
+  absl::Status Release(demi_qtoken_t qt);
+
+  // Where `qt` stands. Never fails and never allocates.
+  TokenState StateOf(demi_qtoken_t qt) const;
+
+  // If `qt` is done: returns its result, removes it from the ready FIFO and
+  // consumes the token. EAGAIN if it is still pending (the token stays
+  // valid); EINVAL if it is unknown, consumed or stale.
+  absl::StatusOr<demi_qresult_t> Take(demi_qtoken_t qt);
+
+  // Takes up to out.size() results from the head of the ready FIFO, in the
+  // order their operations completed, consuming their tokens. Returns how
+  // many were written to out[0..n). Returns 0 when none is ready.
+  size_t TakeReady(absl::Span<demi_qresult_t> out);
+
+  // The queue and the opcode given to Allocate() for a pending or done
+  // token. EINVAL if `qt` is unknown, consumed or stale.
+  absl::StatusOr<int> QueueOf(demi_qtoken_t qt) const;
+  absl::StatusOr<demi_opcode_t> OpcodeOf(demi_qtoken_t qt) const;
+
+  // Replaces the contents of `*out` with the tokens of `qd` that are still
+  // pending (not the done ones), in slot order. Used on close (to fail them
+  // with ECANCELED) and on a disconnect (ECONNRESET). A slow path: it scans
+  // every slot, O(capacity), and may grow `*out`, which allocates.
+  void PendingOf(int qd, std::vector<demi_qtoken_t>* out) const;
+
+  // Operations allocated but not yet completed.
+  size_t pending_count() const { return pending_count_; }
+  // Operations completed whose results have not been taken.
+  size_t ready_count() const { return ready_count_; }
+  // Slots in all: pending_count() + ready_count() never exceeds this.
+  size_t capacity() const { return capacity_; }
+
+ private:
+  struct Slot;
+
+  // Returns the slot of a pending or done token, or nullptr.
+  Slot* Find(demi_qtoken_t qt);
+  const Slot* Find(demi_qtoken_t qt) const;
+
+  // Unlinks a done slot from the ready FIFO.
+  void UnlinkReady(uint32_t index);
+  // Bumps the generation of a live slot and returns it to the free list.
+  void FreeSlot(uint32_t index);
+
+  const uint32_t capacity_;
+  std::unique_ptr<Slot[]> slots_;
+  uint32_t free_head_;   // singly linked through Slot::next
+  uint32_t ready_head_;  // oldest completed; doubly linked
+  uint32_t ready_tail_;  // newest completed
+  size_t pending_count_ = 0;
+  size_t ready_count_ = 0;
+};
+
+}  // namespace demi::libos
+
+#endif  // DEMI_LIBOS_TOKEN_TABLE_H_

@@ -1,0 +1,569 @@
+#include "libos/token_table.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <iterator>
+#include <map>
+#include <random>
+#include <set>
+#include <unordered_set>
+#include <vector>
+
+#include "common/errno_status.h"
+#include "gtest/gtest.h"
+
+namespace demi::libos {
+namespace {
+
+// A result as a completing engine would fill it: opcode, ret and a value
+// whose bytes are recognizable. qr_qt and qr_qd are deliberately wrong: the
+// table must overwrite them.
+demi_qresult_t MakeResult(demi_opcode_t opcode, int64_t ret, uint8_t tag) {
+  demi_qresult_t r;
+  std::memset(&r, 0, sizeof(r));
+  r.qr_opcode = opcode;
+  r.qr_ret = ret;
+  r.qr_qd = -12345;
+  r.qr_qt = 0xdeadbeef;
+  r.qr_value.sga.sga_numsegs = tag;
+  r.qr_value.sga.sga_segs[0].sgaseg_len = 1000u + tag;
+  r.qr_value.sga.sga_addr.sin_port = tag;
+  return r;
+}
+
+// What Take() must return for `r` completed on token `qt` of queue `qd`.
+demi_qresult_t Expected(demi_qresult_t r, demi_qtoken_t qt, int qd) {
+  r.qr_qt = qt;
+  r.qr_qd = qd;
+  return r;
+}
+
+bool SameBytes(const demi_qresult_t& a, const demi_qresult_t& b) {
+  return std::memcmp(&a, &b, sizeof(a)) == 0;
+}
+
+int ErrnoOf(const absl::Status& s) { return ErrnoFromStatus(s); }
+template <typename T>
+int ErrnoOf(const absl::StatusOr<T>& s) {
+  return ErrnoFromStatus(s.status());
+}
+
+TEST(TokenTableTest, AllocateCompleteTakeRoundTrip) {
+  TokenTable table(4);
+  EXPECT_EQ(table.capacity(), 4u);
+  absl::StatusOr<demi_qtoken_t> qt = table.Allocate(7, DEMI_OPC_PUSH);
+  ASSERT_TRUE(qt.ok()) << qt.status();
+  EXPECT_NE(*qt, 0u);
+  EXPECT_EQ(table.StateOf(*qt), TokenState::kPending);
+  EXPECT_EQ(table.pending_count(), 1u);
+  EXPECT_EQ(table.ready_count(), 0u);
+  ASSERT_TRUE(table.QueueOf(*qt).ok());
+  EXPECT_EQ(*table.QueueOf(*qt), 7);
+  ASSERT_TRUE(table.OpcodeOf(*qt).ok());
+  EXPECT_EQ(*table.OpcodeOf(*qt), DEMI_OPC_PUSH);
+
+  const demi_qresult_t r = MakeResult(DEMI_OPC_PUSH, 0, 42);
+  ASSERT_TRUE(table.Complete(*qt, r).ok());
+  EXPECT_EQ(table.StateOf(*qt), TokenState::kDone);
+  EXPECT_EQ(table.pending_count(), 0u);
+  EXPECT_EQ(table.ready_count(), 1u);
+  EXPECT_EQ(*table.QueueOf(*qt), 7);
+
+  absl::StatusOr<demi_qresult_t> got = table.Take(*qt);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(SameBytes(*got, Expected(r, *qt, 7)));
+  EXPECT_EQ(got->qr_qt, *qt);
+  EXPECT_EQ(got->qr_qd, 7);
+  EXPECT_EQ(got->qr_opcode, DEMI_OPC_PUSH);
+  EXPECT_EQ(got->qr_value.sga.sga_numsegs, 42u);
+
+  EXPECT_EQ(table.StateOf(*qt), TokenState::kInvalid);
+  EXPECT_EQ(table.pending_count(), 0u);
+  EXPECT_EQ(table.ready_count(), 0u);
+  EXPECT_EQ(ErrnoOf(table.QueueOf(*qt)), EINVAL);
+  EXPECT_EQ(ErrnoOf(table.OpcodeOf(*qt)), EINVAL);
+}
+
+TEST(TokenTableTest, TakeOfPendingIsEagainAndTokenStaysValid) {
+  TokenTable table(2);
+  demi_qtoken_t qt = *table.Allocate(3, DEMI_OPC_POP);
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<demi_qresult_t> got = table.Take(qt);
+    EXPECT_EQ(ErrnoOf(got), EAGAIN);
+    EXPECT_EQ(table.StateOf(qt), TokenState::kPending);
+    EXPECT_EQ(table.pending_count(), 1u);
+  }
+  ASSERT_TRUE(table.Complete(qt, MakeResult(DEMI_OPC_POP, 0, 1)).ok());
+  EXPECT_TRUE(table.Take(qt).ok());
+}
+
+TEST(TokenTableTest, TakeTwiceIsEinval) {
+  TokenTable table(2);
+  demi_qtoken_t qt = *table.Allocate(3, DEMI_OPC_CONNECT);
+  ASSERT_TRUE(table.Complete(qt, MakeResult(DEMI_OPC_CONNECT, 0, 1)).ok());
+  ASSERT_TRUE(table.Take(qt).ok());
+  EXPECT_EQ(ErrnoOf(table.Take(qt)), EINVAL);
+  // Completing or releasing a consumed token is also an error.
+  EXPECT_EQ(ErrnoOf(table.Complete(qt, MakeResult(DEMI_OPC_CONNECT, 0, 2))),
+            EINVAL);
+  EXPECT_EQ(ErrnoOf(table.Release(qt)), EINVAL);
+  EXPECT_EQ(table.ready_count(), 0u);
+  EXPECT_EQ(table.pending_count(), 0u);
+}
+
+TEST(TokenTableTest, CompleteTwiceIsEinvalAndKeepsFirstResult) {
+  TokenTable table(2);
+  demi_qtoken_t qt = *table.Allocate(5, DEMI_OPC_POP);
+  const demi_qresult_t first = MakeResult(DEMI_OPC_POP, 0, 1);
+  ASSERT_TRUE(table.Complete(qt, first).ok());
+  EXPECT_EQ(ErrnoOf(table.Complete(qt, MakeResult(DEMI_OPC_FAILED, 9, 2))),
+            EINVAL);
+  EXPECT_EQ(ErrnoOf(table.Fail(qt, ECANCELED)), EINVAL);
+  EXPECT_EQ(table.ready_count(), 1u);
+  absl::StatusOr<demi_qresult_t> got = table.Take(qt);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(SameBytes(*got, Expected(first, qt, 5)));
+}
+
+TEST(TokenTableTest, GarbageTokensAreEinval) {
+  TokenTable table(8);
+  demi_qtoken_t live = *table.Allocate(1, DEMI_OPC_PUSH);
+  const demi_qtoken_t next_gen = live + (uint64_t{1} << 32);
+  const demi_qtoken_t prev_gen = live - (uint64_t{1} << 32);
+  const std::vector<demi_qtoken_t> garbage = {0,
+                                              UINT64_MAX,
+                                              1,
+                                              2,
+                                              7,
+                                              8,
+                                              next_gen,
+                                              prev_gen,
+                                              live ^ 1,
+                                              live + 100,
+                                              uint64_t{0xFFFFFFFF},
+                                              uint64_t{1} << 63};
+  for (demi_qtoken_t qt : garbage) {
+    SCOPED_TRACE(qt);
+    EXPECT_EQ(table.StateOf(qt), TokenState::kInvalid);
+    EXPECT_EQ(ErrnoOf(table.Take(qt)), EINVAL);
+    EXPECT_EQ(ErrnoOf(table.Complete(qt, MakeResult(DEMI_OPC_PUSH, 0, 0))),
+              EINVAL);
+    EXPECT_EQ(ErrnoOf(table.Fail(qt, ECANCELED)), EINVAL);
+    EXPECT_EQ(ErrnoOf(table.Release(qt)), EINVAL);
+    EXPECT_EQ(ErrnoOf(table.QueueOf(qt)), EINVAL);
+    EXPECT_EQ(ErrnoOf(table.OpcodeOf(qt)), EINVAL);
+  }
+  // None of that touched the live token.
+  EXPECT_EQ(table.StateOf(live), TokenState::kPending);
+  EXPECT_EQ(table.pending_count(), 1u);
+  EXPECT_EQ(table.ready_count(), 0u);
+}
+
+TEST(TokenTableTest, StaleTokenOfReusedSlotIsEinval) {
+  TokenTable table(1);
+  demi_qtoken_t old_qt = *table.Allocate(1, DEMI_OPC_POP);
+  ASSERT_TRUE(table.Complete(old_qt, MakeResult(DEMI_OPC_POP, 0, 1)).ok());
+  ASSERT_TRUE(table.Take(old_qt).ok());
+  demi_qtoken_t new_qt = *table.Allocate(1, DEMI_OPC_POP);
+  EXPECT_NE(new_qt, old_qt);
+  EXPECT_EQ(table.StateOf(old_qt), TokenState::kInvalid);
+  EXPECT_EQ(ErrnoOf(table.Take(old_qt)), EINVAL);
+  EXPECT_EQ(ErrnoOf(table.Complete(old_qt, MakeResult(DEMI_OPC_POP, 0, 2))),
+            EINVAL);
+  EXPECT_EQ(table.StateOf(new_qt), TokenState::kPending);
+}
+
+TEST(TokenTableTest, TokensAreUniqueAndNonZeroOverManyCycles) {
+  constexpr int kCycles = 100000;
+  TokenTable table(8);
+  std::unordered_set<demi_qtoken_t> seen;
+  std::vector<demi_qtoken_t> recent;  // consumed, still checked for staleness
+  std::deque<demi_qtoken_t> live;
+  std::mt19937 rng(1);
+  for (int i = 0; i < kCycles; ++i) {
+    // Keep between 1 and 8 tokens live so slots are reused in varied orders.
+    while (live.size() < 1 + rng() % 8) {
+      absl::StatusOr<demi_qtoken_t> qt = table.Allocate(i, DEMI_OPC_PUSH);
+      ASSERT_TRUE(qt.ok()) << qt.status();
+      ASSERT_NE(*qt, 0u);
+      ASSERT_TRUE(seen.insert(*qt).second) << "token repeated: " << *qt;
+      live.push_back(*qt);
+    }
+    const size_t pick = rng() % live.size();
+    const demi_qtoken_t qt = live[pick];
+    live.erase(live.begin() + pick);
+    ASSERT_TRUE(table.Complete(qt, MakeResult(DEMI_OPC_PUSH, 0, 0)).ok());
+    ASSERT_TRUE(table.Take(qt).ok());
+    recent.push_back(qt);
+    if (recent.size() > 64) recent.erase(recent.begin());
+    for (demi_qtoken_t stale : recent) {
+      ASSERT_EQ(table.StateOf(stale), TokenState::kInvalid);
+    }
+  }
+  EXPECT_GE(seen.size(), static_cast<size_t>(kCycles));
+}
+
+TEST(TokenTableTest, CapacityExhaustionIsEagainAndRecovers) {
+  TokenTable table(3);
+  std::vector<demi_qtoken_t> qts;
+  for (int i = 0; i < 3; ++i) qts.push_back(*table.Allocate(i, DEMI_OPC_POP));
+  EXPECT_EQ(ErrnoOf(table.Allocate(9, DEMI_OPC_POP)), EAGAIN);
+
+  // Completed but not taken results still hold their slot.
+  ASSERT_TRUE(table.Complete(qts[1], MakeResult(DEMI_OPC_POP, 0, 1)).ok());
+  EXPECT_EQ(ErrnoOf(table.Allocate(9, DEMI_OPC_POP)), EAGAIN);
+  EXPECT_EQ(table.pending_count() + table.ready_count(), 3u);
+
+  ASSERT_TRUE(table.Take(qts[1]).ok());
+  absl::StatusOr<demi_qtoken_t> again = table.Allocate(9, DEMI_OPC_POP);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ErrnoOf(table.Allocate(9, DEMI_OPC_POP)), EAGAIN);
+
+  // Release frees a slot as well.
+  ASSERT_TRUE(table.Release(qts[0]).ok());
+  EXPECT_TRUE(table.Allocate(9, DEMI_OPC_POP).ok());
+  EXPECT_EQ(table.pending_count(), 3u);
+}
+
+TEST(TokenTableTest, ZeroCapacityAlwaysEagain) {
+  TokenTable table(0);
+  EXPECT_EQ(table.capacity(), 0u);
+  EXPECT_EQ(ErrnoOf(table.Allocate(1, DEMI_OPC_PUSH)), EAGAIN);
+  EXPECT_EQ(table.StateOf(0), TokenState::kInvalid);
+  EXPECT_EQ(table.StateOf(uint64_t{1} << 32), TokenState::kInvalid);
+  demi_qresult_t out[2];
+  EXPECT_EQ(table.TakeReady(absl::MakeSpan(out)), 0u);
+}
+
+TEST(TokenTableTest, TakeReadyReturnsCompletionOrder) {
+  TokenTable table(8);
+  std::vector<demi_qtoken_t> qts;
+  for (int i = 0; i < 6; ++i) {
+    qts.push_back(*table.Allocate(10 + i, DEMI_OPC_POP));
+  }
+  // Complete in an order different from allocation order.
+  const std::vector<int> order = {3, 0, 5, 1, 4, 2};
+  for (int i : order) {
+    ASSERT_TRUE(
+        table.Complete(qts[i], MakeResult(DEMI_OPC_POP, 0, uint8_t(i))).ok());
+  }
+  EXPECT_EQ(table.ready_count(), 6u);
+
+  demi_qresult_t empty[1];
+  EXPECT_EQ(table.TakeReady(absl::Span<demi_qresult_t>(empty, 0)), 0u);
+
+  demi_qresult_t out[4];
+  ASSERT_EQ(table.TakeReady(absl::MakeSpan(out)), 4u);
+  for (int k = 0; k < 4; ++k) {
+    const int i = order[k];
+    EXPECT_EQ(out[k].qr_qt, qts[i]);
+    EXPECT_EQ(out[k].qr_qd, 10 + i);
+    EXPECT_EQ(out[k].qr_value.sga.sga_numsegs, uint32_t(i));
+    EXPECT_EQ(table.StateOf(qts[i]), TokenState::kInvalid);
+  }
+  EXPECT_EQ(table.ready_count(), 2u);
+  ASSERT_EQ(table.TakeReady(absl::MakeSpan(out)), 2u);
+  EXPECT_EQ(out[0].qr_qt, qts[order[4]]);
+  EXPECT_EQ(out[1].qr_qt, qts[order[5]]);
+  EXPECT_EQ(table.TakeReady(absl::MakeSpan(out)), 0u);
+  EXPECT_EQ(table.ready_count(), 0u);
+}
+
+TEST(TokenTableTest, TakeRemovesFromTheMiddleOfTheReadyFifo) {
+  TokenTable table(4);
+  demi_qtoken_t a = *table.Allocate(1, DEMI_OPC_PUSH);
+  demi_qtoken_t b = *table.Allocate(1, DEMI_OPC_PUSH);
+  demi_qtoken_t c = *table.Allocate(1, DEMI_OPC_PUSH);
+  for (demi_qtoken_t qt : {a, b, c}) {
+    ASSERT_TRUE(table.Complete(qt, MakeResult(DEMI_OPC_PUSH, 0, 0)).ok());
+  }
+  ASSERT_TRUE(table.Take(b).ok());
+  demi_qresult_t out[4];
+  ASSERT_EQ(table.TakeReady(absl::MakeSpan(out)), 2u);
+  EXPECT_EQ(out[0].qr_qt, a);
+  EXPECT_EQ(out[1].qr_qt, c);
+}
+
+TEST(TokenTableTest, PendingOfListsExactlyThePendingTokensOfAQueue) {
+  TokenTable table(16);
+  demi_qtoken_t a1 = *table.Allocate(1, DEMI_OPC_POP);
+  demi_qtoken_t b1 = *table.Allocate(2, DEMI_OPC_POP);
+  demi_qtoken_t a2 = *table.Allocate(1, DEMI_OPC_PUSH);
+  demi_qtoken_t a3 = *table.Allocate(1, DEMI_OPC_PUSH);
+  demi_qtoken_t a4 = *table.Allocate(1, DEMI_OPC_CLOSE);
+  ASSERT_TRUE(table.Complete(a2, MakeResult(DEMI_OPC_PUSH, 0, 0)).ok());
+  ASSERT_TRUE(table.Release(a4).ok());
+
+  std::vector<demi_qtoken_t> out = {12345};  // replaced, not appended to
+  table.PendingOf(1, &out);
+  EXPECT_EQ(std::set<demi_qtoken_t>(out.begin(), out.end()),
+            (std::set<demi_qtoken_t>{a1, a3}));
+  EXPECT_EQ(out.size(), 2u);
+
+  table.PendingOf(2, &out);
+  EXPECT_EQ(out, std::vector<demi_qtoken_t>{b1});
+  table.PendingOf(3, &out);
+  EXPECT_TRUE(out.empty());
+
+  // What the libOS does on close: fail them all with ECANCELED.
+  table.PendingOf(1, &out);
+  for (demi_qtoken_t qt : out) ASSERT_TRUE(table.Fail(qt, ECANCELED).ok());
+  table.PendingOf(1, &out);
+  EXPECT_TRUE(out.empty());
+  absl::StatusOr<demi_qresult_t> r = table.Take(a3);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->qr_opcode, DEMI_OPC_FAILED);
+  EXPECT_EQ(r->qr_ret, ECANCELED);
+  EXPECT_EQ(r->qr_qd, 1);
+  EXPECT_EQ(r->qr_qt, a3);
+}
+
+TEST(TokenTableTest, ReleaseOfCompletedIsEalreadyAndKeepsResult) {
+  TokenTable table(2);
+  demi_qtoken_t qt = *table.Allocate(4, DEMI_OPC_ACCEPT);
+  const demi_qresult_t r = MakeResult(DEMI_OPC_ACCEPT, 0, 3);
+  ASSERT_TRUE(table.Complete(qt, r).ok());
+  EXPECT_EQ(ErrnoOf(table.Release(qt)), EALREADY);
+  EXPECT_EQ(table.StateOf(qt), TokenState::kDone);
+  absl::StatusOr<demi_qresult_t> got = table.Take(qt);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(SameBytes(*got, Expected(r, qt, 4)));
+}
+
+// A reference model with the same contract, written in the simplest way.
+class Model {
+ public:
+  struct Entry {
+    int qd;
+    demi_opcode_t opcode;
+    bool done;
+    demi_qresult_t result;
+  };
+
+  explicit Model(size_t capacity) : capacity_(capacity) {}
+
+  bool Full() const { return entries_.size() >= capacity_; }
+  void Add(demi_qtoken_t qt, int qd, demi_opcode_t opcode) {
+    entries_[qt] = Entry{qd, opcode, false, {}};
+  }
+  const Entry* Get(demi_qtoken_t qt) const {
+    auto it = entries_.find(qt);
+    return it == entries_.end() ? nullptr : &it->second;
+  }
+  void Complete(demi_qtoken_t qt, const demi_qresult_t& r) {
+    Entry& e = entries_.at(qt);
+    e.done = true;
+    e.result = Expected(r, qt, e.qd);
+    ready_.push_back(qt);
+  }
+  demi_qresult_t Remove(demi_qtoken_t qt) {
+    demi_qresult_t r = entries_.at(qt).result;
+    entries_.erase(qt);
+    for (auto it = ready_.begin(); it != ready_.end(); ++it) {
+      if (*it == qt) {
+        ready_.erase(it);
+        break;
+      }
+    }
+    return r;
+  }
+  std::set<demi_qtoken_t> PendingOf(int qd) const {
+    std::set<demi_qtoken_t> out;
+    for (const auto& [qt, e] : entries_) {
+      if (!e.done && e.qd == qd) out.insert(qt);
+    }
+    return out;
+  }
+  size_t pending_count() const { return entries_.size() - ready_.size(); }
+  size_t ready_count() const { return ready_.size(); }
+  const std::deque<demi_qtoken_t>& ready() const { return ready_; }
+  const std::map<demi_qtoken_t, Entry>& entries() const { return entries_; }
+
+ private:
+  size_t capacity_;
+  std::map<demi_qtoken_t, Entry> entries_;
+  std::deque<demi_qtoken_t> ready_;
+};
+
+TEST(TokenTableTest, RandomOperationsMatchReferenceModel) {
+  constexpr uint32_t kCapacity = 24;
+  constexpr int kSteps = 200000;
+  constexpr int kQueues = 5;
+  TokenTable table(kCapacity);
+  Model model(kCapacity);
+  std::mt19937_64 rng(20240601);
+  std::unordered_set<demi_qtoken_t> issued;
+  std::vector<demi_qtoken_t> consumed;  // a sample of past tokens
+
+  auto random_of = [&](uint64_t n) { return rng() % n; };
+  // Mostly live tokens; sometimes consumed, off-by-generation or garbage.
+  auto pick_token = [&]() -> demi_qtoken_t {
+    const uint64_t kind = random_of(10);
+    if (kind < 6 && !model.entries().empty()) {
+      auto it = model.entries().begin();
+      std::advance(it, random_of(model.entries().size()));
+      return it->first;
+    }
+    if (kind < 8 && !consumed.empty()) {
+      return consumed[random_of(consumed.size())];
+    }
+    if (kind < 9 && !model.entries().empty()) {
+      auto it = model.entries().begin();
+      std::advance(it, random_of(model.entries().size()));
+      return it->first +
+             ((rng() & 1) ? (uint64_t{1} << 32) : -(uint64_t{1} << 32));
+    }
+    switch (random_of(4)) {
+      case 0:
+        return 0;
+      case 1:
+        return UINT64_MAX;
+      case 2:
+        return random_of(kCapacity + 2);
+      default:
+        return rng();
+    }
+  };
+  auto note_consumed = [&](demi_qtoken_t qt) {
+    if (consumed.size() < 256) {
+      consumed.push_back(qt);
+    } else {
+      consumed[random_of(consumed.size())] = qt;
+    }
+  };
+
+  for (int step = 0; step < kSteps; ++step) {
+    SCOPED_TRACE(step);
+    switch (random_of(9)) {
+      case 0:
+      case 1: {  // Allocate
+        const int qd = static_cast<int>(random_of(kQueues));
+        const auto opcode =
+            static_cast<demi_opcode_t>(DEMI_OPC_PUSH + random_of(5));
+        absl::StatusOr<demi_qtoken_t> qt = table.Allocate(qd, opcode);
+        if (model.Full()) {
+          ASSERT_EQ(ErrnoOf(qt), EAGAIN);
+        } else {
+          ASSERT_TRUE(qt.ok()) << qt.status();
+          ASSERT_NE(*qt, 0u);
+          ASSERT_TRUE(issued.insert(*qt).second) << "token reissued";
+          model.Add(*qt, qd, opcode);
+        }
+        break;
+      }
+      case 2:
+      case 3: {  // Complete or Fail
+        const demi_qtoken_t qt = pick_token();
+        const Model::Entry* e = model.Get(qt);
+        const bool fail = random_of(4) == 0;
+        demi_qresult_t r = MakeResult(e ? e->opcode : DEMI_OPC_PUSH, 0,
+                                      static_cast<uint8_t>(rng()));
+        if (fail) {
+          std::memset(&r, 0, sizeof(r));
+          r.qr_opcode = DEMI_OPC_FAILED;
+          r.qr_ret = ECONNRESET;
+        }
+        absl::Status s =
+            fail ? table.Fail(qt, ECONNRESET) : table.Complete(qt, r);
+        if (e != nullptr && !e->done) {
+          ASSERT_TRUE(s.ok()) << s;
+          model.Complete(qt, r);
+        } else {
+          ASSERT_EQ(ErrnoOf(s), EINVAL);
+        }
+        break;
+      }
+      case 4:
+      case 5: {  // Take
+        const demi_qtoken_t qt = pick_token();
+        const Model::Entry* e = model.Get(qt);
+        absl::StatusOr<demi_qresult_t> got = table.Take(qt);
+        if (e == nullptr) {
+          ASSERT_EQ(ErrnoOf(got), EINVAL);
+        } else if (!e->done) {
+          ASSERT_EQ(ErrnoOf(got), EAGAIN);
+        } else {
+          ASSERT_TRUE(got.ok()) << got.status();
+          ASSERT_TRUE(SameBytes(*got, model.Remove(qt)));
+          note_consumed(qt);
+        }
+        break;
+      }
+      case 6: {  // TakeReady
+        demi_qresult_t out[6];
+        const size_t want = random_of(7);
+        const size_t n = table.TakeReady(absl::MakeSpan(out, want));
+        ASSERT_EQ(n, std::min(want, model.ready_count()));
+        for (size_t i = 0; i < n; ++i) {
+          const demi_qtoken_t qt = model.ready().front();
+          ASSERT_EQ(out[i].qr_qt, qt);
+          ASSERT_TRUE(SameBytes(out[i], model.Remove(qt)));
+          note_consumed(qt);
+        }
+        break;
+      }
+      case 7: {  // Release
+        const demi_qtoken_t qt = pick_token();
+        const Model::Entry* e = model.Get(qt);
+        absl::Status s = table.Release(qt);
+        if (e == nullptr) {
+          ASSERT_EQ(ErrnoOf(s), EINVAL);
+        } else if (e->done) {
+          ASSERT_EQ(ErrnoOf(s), EALREADY);
+        } else {
+          ASSERT_TRUE(s.ok()) << s;
+          model.Remove(qt);
+          note_consumed(qt);
+        }
+        break;
+      }
+      default: {  // Queries
+        const demi_qtoken_t qt = pick_token();
+        const Model::Entry* e = model.Get(qt);
+        const TokenState state = table.StateOf(qt);
+        if (e == nullptr) {
+          ASSERT_EQ(state, TokenState::kInvalid);
+          ASSERT_EQ(ErrnoOf(table.QueueOf(qt)), EINVAL);
+          ASSERT_EQ(ErrnoOf(table.OpcodeOf(qt)), EINVAL);
+        } else {
+          ASSERT_EQ(state, e->done ? TokenState::kDone : TokenState::kPending);
+          ASSERT_EQ(*table.QueueOf(qt), e->qd);
+          ASSERT_EQ(*table.OpcodeOf(qt), e->opcode);
+        }
+        const int qd = static_cast<int>(random_of(kQueues + 1));
+        std::vector<demi_qtoken_t> pending;
+        table.PendingOf(qd, &pending);
+        ASSERT_EQ(std::set<demi_qtoken_t>(pending.begin(), pending.end()),
+                  model.PendingOf(qd));
+        ASSERT_EQ(pending.size(), model.PendingOf(qd).size());
+        break;
+      }
+    }
+    ASSERT_EQ(table.pending_count(), model.pending_count());
+    ASSERT_EQ(table.ready_count(), model.ready_count());
+  }
+
+  // Drain: everything left is either taken or released, in FIFO order.
+  std::vector<demi_qtoken_t> rest;
+  for (const auto& [qt, e] : model.entries()) rest.push_back(qt);
+  for (demi_qtoken_t qt : rest) {
+    if (!model.Get(qt)->done) {
+      ASSERT_TRUE(table.Release(qt).ok());
+      model.Remove(qt);
+    }
+  }
+  std::vector<demi_qresult_t> out(kCapacity);
+  const size_t n = table.TakeReady(absl::MakeSpan(out));
+  ASSERT_EQ(n, model.ready_count());
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_TRUE(SameBytes(out[i], model.Remove(model.ready().front())));
+  }
+  EXPECT_EQ(table.pending_count(), 0u);
+  EXPECT_EQ(table.ready_count(), 0u);
+}
+
+}  // namespace
+}  // namespace demi::libos
