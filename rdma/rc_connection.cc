@@ -1,0 +1,541 @@
+#include "rdma/rc_connection.h"
+
+#include <errno.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+
+namespace demi::rdma {
+namespace {
+
+// Header slots are spaced to keep each on its own cache lines.
+constexpr size_t kHeaderSlotSize = 128;
+static_assert(wire::kMaxHeaderSize <= kHeaderSlotSize);
+
+constexpr int kPollBatch = 16;
+
+int ErrnoForCompletion(ibv_wc_status status) {
+  switch (status) {
+    case IBV_WC_WR_FLUSH_ERR:
+    case IBV_WC_RETRY_EXC_ERR:
+    case IBV_WC_RNR_RETRY_EXC_ERR:
+      return ECONNRESET;
+    default:
+      return EIO;
+  }
+}
+
+absl::Status CompletionError(const ibv_wc& wc) {
+  return ErrnoError(
+      ErrnoForCompletion(wc.status),
+      absl::StrCat("work completion: ", ibv_wc_status_str(wc.status),
+                   " (vendor ", wc.vendor_err, ")"));
+}
+
+absl::Status ValidateOptions(const RcConnectionOptions& options) {
+  if (options.receive_buffers < CreditAccount::kMinReceiveBuffers ||
+      options.receive_buffers > CreditAccount::kMaxReceiveBuffers) {
+    return ErrnoError(EINVAL,
+                      absl::StrCat("receive_buffers ", options.receive_buffers,
+                                   " out of range"));
+  }
+  if (options.eager_limit == 0 ||
+      options.eager_limit > (1u << 30) - wire::kMaxHeaderSize) {
+    return ErrnoError(EINVAL, "eager_limit out of range");
+  }
+  if (options.send_queue_depth < 2 || options.send_queue_depth > 1u << 16) {
+    return ErrnoError(EINVAL, "send_queue_depth out of range");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
+    : id_(std::move(id)),
+      options_(options),
+      receive_buffer_size_(options.eager_limit + wire::kMaxHeaderSize),
+      send_queue_depth_(options.send_queue_depth),
+      held_(options.receive_buffers, 0),
+      posted_(options.send_queue_depth),
+      queued_(options.send_queue_depth) {}
+
+RcConnection::~RcConnection() = default;
+
+absl::StatusOr<std::unique_ptr<RcConnection>> RcConnection::Accept(
+    CmEvent request, const RcConnectionOptions& options) {
+  if (request.type() != RDMA_CM_EVENT_CONNECT_REQUEST) {
+    return ErrnoError(EINVAL, "Accept needs a CONNECT_REQUEST event");
+  }
+  CmId id = CmId::Adopt(request.id());
+  // Copy the private data, then acknowledge the event: destroying the id (on
+  // any error below) would otherwise wait for the acknowledgement forever.
+  uint8_t private_data[wire::kConnectionParamsSize] = {};
+  size_t private_length = 0;
+  const rdma_conn_param& param = request.connection();
+  if (param.private_data != nullptr &&
+      param.private_data_len >= wire::kConnectionParamsSize) {
+    private_length = wire::kConnectionParamsSize;
+    std::memcpy(private_data, param.private_data, private_length);
+  }
+  { CmEvent acknowledged = std::move(request); }
+
+  if (absl::Status valid = ValidateOptions(options); !valid.ok()) {
+    (void)id.Reject(nullptr, 0);
+    return valid;
+  }
+  std::unique_ptr<RcConnection> connection(
+      new RcConnection(std::move(id), options));
+  absl::Status peer = connection->SetPeer(private_data, private_length);
+  if (!peer.ok()) {
+    (void)connection->id_->Reject(nullptr, 0);
+    return peer;
+  }
+  absl::Status created = connection->CreateResources();
+  if (!created.ok()) {
+    (void)connection->id_->Reject(nullptr, 0);
+    return created;
+  }
+  uint8_t ours[wire::kConnectionParamsSize];
+  DEMI_RETURN_IF_ERROR(connection->id_->Accept(connection->ConnParam(ours)));
+  return connection;
+}
+
+absl::StatusOr<std::unique_ptr<RcConnection>> RcConnection::Connect(
+    CmId id, const RcConnectionOptions& options) {
+  DEMI_RETURN_IF_ERROR(ValidateOptions(options));
+  if (id.verbs() == nullptr) {
+    return ErrnoError(EINVAL, "Connect needs an id bound to a device");
+  }
+  std::unique_ptr<RcConnection> connection(
+      new RcConnection(std::move(id), options));
+  DEMI_RETURN_IF_ERROR(connection->CreateResources());
+  uint8_t ours[wire::kConnectionParamsSize];
+  DEMI_RETURN_IF_ERROR(connection->id_->Connect(connection->ConnParam(ours)));
+  return connection;
+}
+
+rdma_conn_param RcConnection::ConnParam(uint8_t private_data[]) const {
+  wire::EncodeConnectionParams(
+      wire::ConnectionParams{
+          .receive_buffers = static_cast<uint16_t>(options_.receive_buffers),
+          .receive_buffer_size = receive_buffer_size_},
+      private_data);
+  rdma_conn_param param{};
+  param.private_data = private_data;
+  param.private_data_len = wire::kConnectionParamsSize;
+  param.responder_resources = 1;
+  param.initiator_depth = 1;
+  param.retry_count = 7;
+  param.rnr_retry_count = 0;  // a SEND without a posted receive is an error
+  return param;
+}
+
+absl::Status RcConnection::SetPeer(const void* private_data, size_t length) {
+  DEMI_ASSIGN_OR_RETURN(wire::ConnectionParams peer,
+                        wire::DecodeConnectionParams(private_data, length));
+  if (peer.receive_buffer_size <= wire::kMaxHeaderSize) {
+    return ErrnoError(EPROTO, absl::StrCat("peer receive buffers of ",
+                                           peer.receive_buffer_size,
+                                           " bytes hold no payload"));
+  }
+  credits_ =
+      CreditAccount::Create(peer.receive_buffers, options_.receive_buffers);
+  if (!credits_) {
+    return ErrnoError(EPROTO, absl::StrCat("peer keeps ", peer.receive_buffers,
+                                           " receive buffers posted"));
+  }
+  peer_receive_buffer_size_ = peer.receive_buffer_size;
+  return absl::OkStatus();
+}
+
+absl::Status RcConnection::CreateResources() {
+  ibv_context* context = id_->verbs();
+  ibv_device_attr device{};
+  if (int rc = ibv_query_device(context, &device); rc != 0) {
+    return ErrnoStatus(rc, "ibv_query_device");
+  }
+  if (device.max_sge < wire::kMaxSegments + 1) {
+    return ErrnoError(ENOTSUP, absl::StrCat("device allows ", device.max_sge,
+                                            " scatter/gather entries, need ",
+                                            wire::kMaxSegments + 1));
+  }
+  if (options_.pd != nullptr) {
+    pd_ = options_.pd;
+  } else {
+    DEMI_ASSIGN_OR_RETURN(ProtectionDomain pd,
+                          ProtectionDomain::Create(context));
+    own_pd_.emplace(std::move(pd));
+    pd_ = own_pd_->get();
+  }
+  DEMI_ASSIGN_OR_RETURN(CompletionQueue send_cq,
+                        CompletionQueue::Create(context, send_queue_depth_));
+  send_cq_.emplace(std::move(send_cq));
+  DEMI_ASSIGN_OR_RETURN(
+      CompletionQueue recv_cq,
+      CompletionQueue::Create(context, options_.receive_buffers));
+  recv_cq_.emplace(std::move(recv_cq));
+
+  size_t receive_bytes =
+      static_cast<size_t>(options_.receive_buffers) * receive_buffer_size_;
+  receive_memory_.reset(new uint8_t[receive_bytes]);
+  DEMI_ASSIGN_OR_RETURN(
+      MemoryRegion receive_mr,
+      MemoryRegion::Register(pd_, receive_memory_.get(), receive_bytes,
+                             IBV_ACCESS_LOCAL_WRITE));
+  receive_mr_.emplace(std::move(receive_mr));
+  size_t header_bytes =
+      static_cast<size_t>(send_queue_depth_) * kHeaderSlotSize;
+  header_memory_.reset(new uint8_t[header_bytes]);
+  DEMI_ASSIGN_OR_RETURN(
+      MemoryRegion header_mr,
+      MemoryRegion::Register(pd_, header_memory_.get(), header_bytes, 0));
+  header_mr_.emplace(std::move(header_mr));
+
+  ibv_qp_init_attr attr{};
+  attr.send_cq = send_cq_->get();
+  attr.recv_cq = recv_cq_->get();
+  attr.qp_type = IBV_QPT_RC;
+  attr.sq_sig_all = 0;
+  attr.cap.max_send_wr = send_queue_depth_;
+  attr.cap.max_recv_wr = options_.receive_buffers;
+  attr.cap.max_send_sge = wire::kMaxSegments + 1;
+  attr.cap.max_recv_sge = 1;
+  attr.cap.max_inline_data = options_.max_inline_data;
+  absl::StatusOr<QueuePair> qp = QueuePair::Create(*id_, pd_, attr);
+  if (!qp.ok() && options_.max_inline_data > 0) {
+    // Some devices refuse inline data altogether; do without.
+    attr.cap.max_inline_data = 0;
+    qp = QueuePair::Create(*id_, pd_, attr);
+  }
+  if (!qp.ok()) return qp.status();
+  qp_.emplace(std::move(*qp));
+  max_inline_data_ = attr.cap.max_inline_data;
+
+  for (uint32_t i = 0; i < options_.receive_buffers; ++i) {
+    DEMI_RETURN_IF_ERROR(PostReceive(i));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RcConnection::OnEstablished(const CmEvent& event) {
+  if (event.type() != RDMA_CM_EVENT_ESTABLISHED) {
+    return ErrnoError(EINVAL, "OnEstablished needs an ESTABLISHED event");
+  }
+  if (!credits_) {
+    const rdma_conn_param& param = event.connection();
+    absl::Status peer =
+        param.private_data == nullptr
+            ? ErrnoError(EPROTO, "peer accepted without parameters")
+            : SetPeer(param.private_data, param.private_data_len);
+    if (!peer.ok()) {
+      Fail(peer);
+      return peer;
+    }
+  }
+  established_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status RcConnection::PostReceive(uint32_t buffer_index) {
+  ibv_sge sge{};
+  sge.addr = reinterpret_cast<uintptr_t>(receive_memory_.get()) +
+             static_cast<uintptr_t>(buffer_index) * receive_buffer_size_;
+  sge.length = receive_buffer_size_;
+  sge.lkey = receive_mr_->lkey();
+  ibv_recv_wr wr{};
+  wr.wr_id = buffer_index;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  return qp_->PostRecv(&wr);
+}
+
+absl::Status RcConnection::Send(absl::Span<const Segment> segments,
+                                uint64_t cookie) {
+  if (!status_.ok()) return status_;
+  if (segments.empty() || segments.size() > wire::kMaxSegments) {
+    return ErrnoError(EINVAL, "a message has 1 to 16 segments");
+  }
+  uint64_t total = 0;
+  for (const Segment& segment : segments) total += segment.length;
+  if (total > options_.eager_limit ||
+      (credits_ && wire::HeaderSize(static_cast<int>(segments.size())) + total >
+                       peer_receive_buffer_size_)) {
+    return ErrnoError(EMSGSIZE, "message larger than the eager limit");
+  }
+  if (end_of_stream_sent_) return ErrnoError(EPIPE, "end of stream was sent");
+  if (queued_count_ == 0 && established_ && credits_->CanSendData() &&
+      !SendQueueFull()) {
+    uint16_t returned = *credits_->ConsumeForData();
+    absl::Status posted = Post(Kind::kData, returned, segments.data(),
+                               static_cast<uint32_t>(segments.size()), cookie);
+    if (!posted.ok()) Fail(posted);
+    return posted;
+  }
+  return Enqueue(Kind::kData, segments, cookie);
+}
+
+absl::Status RcConnection::SendEndOfStream() {
+  if (!status_.ok()) return status_;
+  if (end_of_stream_sent_) return ErrnoError(EPIPE, "end of stream was sent");
+  if (queued_count_ == 0 && established_ && credits_->CanSendData() &&
+      !SendQueueFull()) {
+    uint16_t returned = *credits_->ConsumeForData();
+    absl::Status posted = Post(Kind::kEndOfStream, returned, nullptr, 0, 0);
+    if (!posted.ok()) Fail(posted);
+    end_of_stream_sent_ = posted.ok();
+    return posted;
+  }
+  DEMI_RETURN_IF_ERROR(Enqueue(Kind::kEndOfStream, {}, 0));
+  end_of_stream_sent_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status RcConnection::Enqueue(Kind kind,
+                                   absl::Span<const Segment> segments,
+                                   uint64_t cookie) {
+  if (queued_count_ == send_queue_depth_) {
+    return ErrnoError(EAGAIN, "send queue full");
+  }
+  QueuedSend& entry =
+      queued_[(queued_head_ + queued_count_) % send_queue_depth_];
+  entry.cookie = cookie;
+  entry.kind = kind;
+  entry.num_segments = static_cast<uint8_t>(segments.size());
+  std::copy(segments.begin(), segments.end(), entry.segments);
+  ++queued_count_;
+  return absl::OkStatus();
+}
+
+absl::Status RcConnection::Post(Kind kind, uint16_t credits_returned,
+                                const Segment* segments, uint32_t num_segments,
+                                uint64_t cookie) {
+  uint32_t slot = (posted_head_ + posted_count_) % send_queue_depth_;
+  uint8_t* header_slot = header_memory_.get() + slot * kHeaderSlotSize;
+  wire::MessageHeader header;
+  header.type = kind == Kind::kData           ? wire::MessageType::kData
+                : kind == Kind::kCreditUpdate ? wire::MessageType::kCreditUpdate
+                                              : wire::MessageType::kEndOfStream;
+  header.credits_returned = credits_returned;
+  header.num_segments = static_cast<uint8_t>(num_segments);
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < num_segments; ++i) {
+    header.segment_lengths[i] = segments[i].length;
+    total += segments[i].length;
+  }
+  size_t header_size = wire::EncodeHeader(header, header_slot);
+
+  ibv_sge sge[wire::kMaxSegments + 1];
+  sge[0].addr = reinterpret_cast<uintptr_t>(header_slot);
+  sge[0].length = static_cast<uint32_t>(header_size);
+  sge[0].lkey = header_mr_->lkey();
+  for (uint32_t i = 0; i < num_segments; ++i) {
+    sge[i + 1].addr = reinterpret_cast<uintptr_t>(segments[i].data);
+    sge[i + 1].length = segments[i].length;
+    sge[i + 1].lkey = segments[i].lkey;
+  }
+  ibv_send_wr wr{};
+  wr.wr_id = slot;
+  wr.sg_list = sge;
+  wr.num_sge = static_cast<int>(num_segments + 1);
+  wr.opcode = IBV_WR_SEND;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  if (header_size + total <= max_inline_data_) {
+    wr.send_flags |= IBV_SEND_INLINE;
+  }
+  DEMI_RETURN_IF_ERROR(qp_->PostSend(&wr));
+  posted_[slot] = PostedSend{.cookie = cookie, .kind = kind};
+  ++posted_count_;
+  return absl::OkStatus();
+}
+
+void RcConnection::Pump() {
+  // Nothing is posted before ESTABLISHED: the peer's queue pair may not be
+  // ready to receive yet.
+  if (!status_.ok() || !established_) return;
+  while (queued_count_ > 0 && credits_->CanSendData() && !SendQueueFull()) {
+    QueuedSend& entry = queued_[queued_head_];
+    uint16_t returned = *credits_->ConsumeForData();
+    absl::Status posted = Post(entry.kind, returned, entry.segments,
+                               entry.num_segments, entry.cookie);
+    if (!posted.ok()) {
+      // The entry stays queued; it is reported by Poll or FailAll.
+      Fail(posted);
+      return;
+    }
+    queued_head_ = (queued_head_ + 1) % send_queue_depth_;
+    --queued_count_;
+  }
+  if (credits_->ShouldSendCreditUpdate() && !SendQueueFull()) {
+    uint16_t returned = *credits_->ConsumeForCreditUpdate();
+    absl::Status posted = Post(Kind::kCreditUpdate, returned, nullptr, 0, 0);
+    if (!posted.ok()) Fail(posted);
+  }
+}
+
+absl::Status RcConnection::Poll(CompletionSink& sink) {
+  ibv_wc wc[kPollBatch];
+  // Send completions.
+  for (;;) {
+    absl::StatusOr<int> n = send_cq_->Poll(absl::MakeSpan(wc));
+    if (!n.ok()) {
+      Fail(n.status());
+      break;
+    }
+    for (int i = 0; i < *n; ++i) HandleSendCompletion(wc[i], sink);
+    if (*n < kPollBatch) break;
+  }
+  // Receive completions: left in the queue until the peer's parameters (and
+  // so the credit account) are known.
+  while (credits_) {
+    absl::StatusOr<int> n = recv_cq_->Poll(absl::MakeSpan(wc));
+    if (!n.ok()) {
+      Fail(n.status());
+      break;
+    }
+    for (int i = 0; i < *n; ++i) HandleReceiveCompletion(wc[i], sink);
+    if (*n < kPollBatch) break;
+  }
+  if (status_.ok()) {
+    Pump();
+  }
+  if (!status_.ok()) FailQueued(sink);
+  return status_;
+}
+
+void RcConnection::HandleSendCompletion(const ibv_wc& wc,
+                                        CompletionSink& sink) {
+  uint32_t slot = static_cast<uint32_t>(wc.wr_id);
+  if (posted_count_ == 0 || slot != posted_head_) {
+    // Cannot happen with every send signaled: RC completes in order.
+    DEMI_LOG(kError, "send completion for slot ", slot, ", expected ",
+             posted_head_, " (", posted_count_, " posted)");
+    Fail(ErrnoError(EIO, "send completion out of order"));
+    return;
+  }
+  PostedSend posted = posted_[slot];
+  posted_head_ = (posted_head_ + 1) % send_queue_depth_;
+  --posted_count_;
+  absl::Status status;
+  if (wc.status != IBV_WC_SUCCESS) {
+    status = CompletionError(wc);
+    Fail(status);
+  }
+  if (posted.kind == Kind::kData) sink.OnSendComplete(posted.cookie, status);
+}
+
+void RcConnection::HandleReceiveCompletion(const ibv_wc& wc,
+                                           CompletionSink& sink) {
+  if (wc.status != IBV_WC_SUCCESS) {
+    // Flushed receives after a failure or disconnect; buffers are not reused.
+    Fail(CompletionError(wc));
+    return;
+  }
+  if (!status_.ok()) return;  // failed: drop what still arrives
+  uint32_t index = static_cast<uint32_t>(wc.wr_id);
+  if (index >= options_.receive_buffers || held_[index]) {
+    Fail(ErrnoError(EIO, "receive completion for an unknown buffer"));
+    return;
+  }
+  if (wc.opcode != IBV_WC_RECV) {
+    Fail(ErrnoError(EPROTO, "unexpected receive opcode"));
+    return;
+  }
+  const uint8_t* buffer =
+      receive_memory_.get() + static_cast<size_t>(index) * receive_buffer_size_;
+  absl::StatusOr<wire::MessageHeader> header =
+      wire::DecodeHeader(buffer, wc.byte_len);
+  if (!header.ok()) {
+    Fail(header.status());
+    return;
+  }
+  if (!credits_->OnMessageReceived(header->credits_returned)) {
+    Fail(ErrnoError(EPROTO, "peer broke the credit protocol"));
+    return;
+  }
+  if (header->type == wire::MessageType::kData) {
+    ReceivedMessage message;
+    message.buffer_index = index;
+    message.num_segments = header->num_segments;
+    const uint8_t* data = buffer + wire::HeaderSize(header->num_segments);
+    for (uint32_t i = 0; i < header->num_segments; ++i) {
+      message.segment_data[i] = data;
+      message.segment_lengths[i] = header->segment_lengths[i];
+      data += header->segment_lengths[i];
+    }
+    held_[index] = 1;
+    sink.OnMessage(message);
+    return;
+  }
+  // Header-only: re-post at once, before any other SEND of ours.
+  absl::Status reposted = PostReceive(index);
+  if (!reposted.ok()) {
+    Fail(reposted);
+    return;
+  }
+  if (!credits_->OnReceiveReposted()) {
+    Fail(ErrnoError(EIO, "credit account: nothing to re-post"));
+    return;
+  }
+  if (header->type == wire::MessageType::kEndOfStream) sink.OnEndOfStream();
+}
+
+absl::Status RcConnection::Release(uint32_t buffer_index) {
+  if (buffer_index >= options_.receive_buffers || !held_[buffer_index]) {
+    return ErrnoError(
+        EINVAL, absl::StrCat("receive buffer ", buffer_index, " is not held"));
+  }
+  held_[buffer_index] = 0;
+  if (!status_.ok()) return absl::OkStatus();  // nothing to re-post for
+  absl::Status reposted = PostReceive(buffer_index);
+  if (!reposted.ok()) {
+    Fail(reposted);
+    return reposted;
+  }
+  if (!credits_->OnReceiveReposted()) {
+    Fail(ErrnoError(EIO, "credit account: nothing to re-post"));
+    return status_;
+  }
+  Pump();
+  return absl::OkStatus();
+}
+
+void RcConnection::Fail(absl::Status status) {
+  if (status_.ok()) {
+    status_ = std::move(status);
+    DEMI_LOG(kInfo, "connection failed: ", status_.message());
+  }
+  if (!qp_flushed_ && qp_) {
+    qp_flushed_ = true;
+    ibv_qp_attr attr{};
+    attr.qp_state = IBV_QPS_ERR;
+    if (int rc = ibv_modify_qp(qp_->get(), &attr, IBV_QP_STATE); rc != 0) {
+      DEMI_LOG(kWarning, "ibv_modify_qp(ERR): ", rc);
+    }
+  }
+}
+
+void RcConnection::FailQueued(CompletionSink& sink) {
+  absl::Status status =
+      ErrnoError(ErrnoFromStatus(status_),
+                 absl::StrCat("connection failed: ", status_.message()));
+  while (queued_count_ > 0) {
+    QueuedSend& entry = queued_[queued_head_];
+    queued_head_ = (queued_head_ + 1) % send_queue_depth_;
+    --queued_count_;
+    if (entry.kind == Kind::kData) sink.OnSendComplete(entry.cookie, status);
+  }
+}
+
+void RcConnection::FailAll(int errnum, CompletionSink& sink) {
+  Fail(ErrnoError(errnum, "connection closed"));
+  FailQueued(sink);
+}
+
+}  // namespace demi::rdma

@@ -1,0 +1,276 @@
+// RcConnection: one reliable-connected queue pair carrying demi messages.
+//
+// It owns everything one connection needs below the demi API: the rdma_cm id,
+// a protection domain (or borrows one), a send and a receive completion queue,
+// the queue pair, the receive buffers (one registered slab, `receive_buffers`
+// buffers of eager_limit + wire::kMaxHeaderSize bytes, all kept posted), one
+// registered header slot per send-queue entry, and the CreditAccount that
+// keeps every SEND matched by a posted receive at the peer (the queue pair
+// uses rnr_retry_count 0, so a receiver-not-ready is a visible error).
+//
+// It knows nothing of queue tokens: the caller passes an opaque uint64 cookie
+// with each Send and gets it back, exactly once, through
+// CompletionSink::OnSendComplete.
+//
+// Setting up. rdma_cm events stay with the caller:
+//  * passive side: on CONNECT_REQUEST call Accept(event, options); it adopts
+//    the event's new id, reads the peer's wire::ConnectionParams from the
+//    private data, creates the resources, posts the receives and calls
+//    rdma_accept with ours. Then on ESTABLISHED call OnEstablished(event).
+//  * active side: after ROUTE_RESOLVED call Connect(id, options); it creates
+//    the resources, posts receives and calls rdma_connect with our params. On
+//    ESTABLISHED call OnEstablished(event), which reads the peer's params.
+// Sends made before OnEstablished are queued (posted by the first Poll or
+// Release after it).
+//
+// Sending. Send() posts one SEND work request: sge[0] is a header slot (the
+// wire::MessageHeader and segment lengths), sge[i + 1] is segment i, read in
+// place from the caller's registered memory. A message that fits the queue
+// pair's max_inline_data is posted with IBV_SEND_INLINE (the data is copied
+// at post time). Every SEND is signaled (no selective signaling yet). Without
+// a credit, or with the send queue full, the request waits in a FIFO of
+// send_queue_depth entries and is posted by a later Poll() or Release();
+// until its completion is reported the caller keeps the segments' memory
+// valid and unchanged.
+//
+// Receiving. Poll() reports each data message as a ReceivedMessage pointing
+// into a receive buffer (zero copy). The buffer stays the caller's until it
+// calls Release(buffer_index); only then is it posted again and a credit
+// returned to the peer, so a consumer that stops releasing makes the peer's
+// sends queue (backpressure) rather than fail.
+//
+// Failure. A completion in error, a malformed message from the peer (EPROTO)
+// or a failed post marks the connection failed and moves the queue pair to the
+// error state, so that every posted send completes (flushed). Each posted
+// send's cookie is then reported once with an error: ECONNRESET for flush and
+// retry-exceeded errors, EIO otherwise; queued sends are reported with the
+// connection's errno by the next Poll() or by FailAll(). Later Send calls fail
+// with the connection's error (ECONNRESET after a disconnect).
+//
+// Thread-safety: none; the caller serializes all calls. The hot path (Send,
+// Poll, Release) makes no allocation and no system call other than
+// ibv_post_send / ibv_post_recv (the provider's doorbell). Sink callbacks may
+// call Send() and Release() on the same connection; they must not destroy it.
+//
+// Lifetime: the EventChannel of the id must outlive the connection; an
+// external protection domain (options.pd) must outlive it too. Destroying the
+// connection destroys the queue pair, memory regions, queues and the id
+// (which blocks until the id's events are acknowledged: destroy events first).
+
+#ifndef DEMI_RDMA_RC_CONNECTION_H_
+#define DEMI_RDMA_RC_CONNECTION_H_
+
+#include <infiniband/verbs.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "rdma/cm_event_channel.h"
+#include "rdma/cm_id.h"
+#include "rdma/completion_queue.h"
+#include "rdma/credit_account.h"
+#include "rdma/memory_region.h"
+#include "rdma/protection_domain.h"
+#include "rdma/queue_pair.h"
+#include "rdma/wire.h"
+
+namespace demi::rdma {
+
+struct RcConnectionOptions {
+  // Receive buffers kept posted: in [CreditAccount::kMinReceiveBuffers,
+  // kMaxReceiveBuffers].
+  uint32_t receive_buffers = 64;
+  // Largest payload of one message (sum of its segments); a receive buffer
+  // holds eager_limit + wire::kMaxHeaderSize bytes.
+  uint32_t eager_limit = 8192;
+  // Send work requests outstanding at once; also the capacity of the FIFO of
+  // sends waiting for credits. >= 2.
+  uint32_t send_queue_depth = 64;
+  // Inline data asked of the queue pair (the device may give more or less;
+  // 0 if it refuses inline sends altogether).
+  uint32_t max_inline_data = 256;
+  // If not null, the protection domain to create everything in (not owned;
+  // must be of the id's device and outlive the connection). Otherwise the
+  // connection allocates its own.
+  ibv_pd* pd = nullptr;
+};
+
+// A part of an outgoing message, in memory registered in the connection's
+// protection domain (lkey).
+struct Segment {
+  const void* data = nullptr;
+  uint32_t length = 0;
+  uint32_t lkey = 0;
+};
+
+// A data message received into receive buffer `buffer_index`. The pointers
+// stay valid, and the bytes unchanged, until Release(buffer_index).
+struct ReceivedMessage {
+  uint32_t buffer_index = 0;
+  uint32_t num_segments = 0;
+  const uint8_t* segment_data[wire::kMaxSegments] = {};
+  uint32_t segment_lengths[wire::kMaxSegments] = {};
+};
+
+// What Poll() and FailAll() report.
+class CompletionSink {
+ public:
+  virtual ~CompletionSink() = default;
+  // The send of `cookie` finished: OK once the peer's device has the data,
+  // otherwise an error carrying an errno (ECONNRESET, EIO, EMSGSIZE...).
+  virtual void OnSendComplete(uint64_t cookie, const absl::Status& status) = 0;
+  // A data message arrived; release its buffer with Release().
+  virtual void OnMessage(const ReceivedMessage& message) = 0;
+  // The peer closed gracefully; everything it sent before was reported.
+  virtual void OnEndOfStream() = 0;
+};
+
+class RcConnection {
+ public:
+  // Passive side. `request` must be a CONNECT_REQUEST; its id is adopted (and
+  // the event acknowledged here, so the caller must not use it afterwards).
+  // A request with bad or missing parameters is rejected (EPROTO).
+  static absl::StatusOr<std::unique_ptr<RcConnection>> Accept(
+      CmEvent request, const RcConnectionOptions& options);
+
+  // Active side. `id` must have its route resolved (after ROUTE_RESOLVED).
+  static absl::StatusOr<std::unique_ptr<RcConnection>> Connect(
+      CmId id, const RcConnectionOptions& options);
+
+  RcConnection(const RcConnection&) = delete;
+  RcConnection& operator=(const RcConnection&) = delete;
+  ~RcConnection();
+
+  // Handles ESTABLISHED for this connection. On the active side reads the
+  // peer's parameters from the event (EPROTO if bad). Queued sends are posted
+  // by the next Poll().
+  absl::Status OnEstablished(const CmEvent& event);
+
+  // Sends one message of `segments` (1..wire::kMaxSegments, EINVAL otherwise)
+  // totalling at most eager_limit bytes (and what the peer's buffers hold;
+  // EMSGSIZE otherwise). On OK the send was posted or queued and `cookie`
+  // will be reported exactly once; on error it never will. EAGAIN: the FIFO
+  // of queued sends is full (poll and retry). EPIPE after SendEndOfStream.
+  // A failed connection returns its error (ECONNRESET after a disconnect).
+  absl::Status Send(absl::Span<const Segment> segments, uint64_t cookie);
+
+  // Sends end of stream after everything sent before (under the same credit
+  // rule as data). No cookie is reported for it. Errors as Send.
+  absl::Status SendEndOfStream();
+
+  // Polls both completion queues and reports to `sink`, then posts queued
+  // sends that now have credits and a credit update if one is due. Returns OK
+  // while the connection is healthy, its error once it has failed (after
+  // reporting what it could). Keep polling a failed connection until
+  // idle() to collect the flushed sends.
+  absl::Status Poll(CompletionSink& sink);
+
+  // The consumer is done with the message in `buffer_index`: re-posts the
+  // buffer, owes the peer a credit and may post queued sends or a credit
+  // update. EINVAL if the buffer is not held by the consumer.
+  absl::Status Release(uint32_t buffer_index);
+
+  // Fails the connection with `errnum` (if not failed already), reports every
+  // queued, not yet posted, send to `sink` with that error, and moves the
+  // queue pair to the error state so posted sends flush (reported by Poll).
+  // For DISCONNECTED and close.
+  void FailAll(int errnum, CompletionSink& sink);
+
+  // The connection's error (OK while healthy).
+  const absl::Status& status() const { return status_; }
+  bool established() const { return established_; }
+  // No send posted and none queued.
+  bool idle() const { return posted_count_ == 0 && queued_count_ == 0; }
+
+  CmId& id() { return *id_; }
+  ibv_pd* pd() const { return pd_; }
+  uint32_t max_inline_data() const { return max_inline_data_; }
+  uint32_t queued_sends() const { return queued_count_; }
+  uint32_t posted_sends() const { return posted_count_; }
+  // Null until the peer's parameters are known.
+  const CreditAccount* credits() const {
+    return credits_ ? &*credits_ : nullptr;
+  }
+
+ private:
+  enum class Kind : uint8_t { kData, kCreditUpdate, kEndOfStream };
+
+  // A send waiting for a credit or a send-queue slot.
+  struct QueuedSend {
+    uint64_t cookie = 0;
+    Kind kind = Kind::kData;
+    uint8_t num_segments = 0;
+    Segment segments[wire::kMaxSegments];
+  };
+  // A posted send, by send-queue slot (ring order = completion order).
+  struct PostedSend {
+    uint64_t cookie = 0;
+    Kind kind = Kind::kData;
+  };
+
+  RcConnection(CmId id, const RcConnectionOptions& options);
+
+  absl::Status CreateResources();
+  absl::Status PostReceive(uint32_t buffer_index);
+  absl::Status SetPeer(const void* private_data, size_t length);
+  rdma_conn_param ConnParam(uint8_t private_data[]) const;
+
+  bool SendQueueFull() const { return posted_count_ == send_queue_depth_; }
+  absl::Status Enqueue(Kind kind, absl::Span<const Segment> segments,
+                       uint64_t cookie);
+  // Posts a SEND now; the caller checked credits and send-queue room.
+  absl::Status Post(Kind kind, uint16_t credits_returned,
+                    const Segment* segments, uint32_t num_segments,
+                    uint64_t cookie);
+  // Posts queued sends while credits allow, then a credit update if due.
+  void Pump();
+  void HandleSendCompletion(const ibv_wc& wc, CompletionSink& sink);
+  void HandleReceiveCompletion(const ibv_wc& wc, CompletionSink& sink);
+  // Marks the connection failed (first error wins) and flushes the QP.
+  void Fail(absl::Status status);
+  void FailQueued(CompletionSink& sink);
+
+  // Destruction order matters: declared so that the queue pair goes first,
+  // then memory regions, memory, queues, protection domain, id.
+  std::optional<CmId> id_;
+  std::optional<ProtectionDomain> own_pd_;
+  ibv_pd* pd_ = nullptr;
+  std::optional<CompletionQueue> send_cq_;
+  std::optional<CompletionQueue> recv_cq_;
+  std::unique_ptr<uint8_t[]> receive_memory_;
+  std::unique_ptr<uint8_t[]> header_memory_;
+  std::optional<MemoryRegion> receive_mr_;
+  std::optional<MemoryRegion> header_mr_;
+  std::optional<QueuePair> qp_;
+
+  const RcConnectionOptions options_;
+  const uint32_t receive_buffer_size_;
+  const uint32_t send_queue_depth_;
+  uint32_t max_inline_data_ = 0;
+  uint32_t peer_receive_buffer_size_ = 0;
+  std::optional<CreditAccount> credits_;
+  bool established_ = false;
+  bool end_of_stream_sent_ = false;
+  bool qp_flushed_ = false;
+  absl::Status status_;
+
+  // Buffers held by the consumer (reported, not yet released).
+  std::vector<uint8_t> held_;
+  // Ring of posted sends, indexed by header slot.
+  std::vector<PostedSend> posted_;
+  uint32_t posted_head_ = 0;
+  uint32_t posted_count_ = 0;
+  // Ring of queued sends.
+  std::vector<QueuedSend> queued_;
+  uint32_t queued_head_ = 0;
+  uint32_t queued_count_ = 0;
+};
+
+}  // namespace demi::rdma
+
+#endif  // DEMI_RDMA_RC_CONNECTION_H_
