@@ -1,0 +1,189 @@
+// The C API: each demi_* function forwards to the process's LibOS and turns
+// its status into the positive errno the API returns. Nothing else lives here.
+
+#include <demi/libos.h>
+#include <demi/sga.h>
+#include <demi/wait.h>
+
+#include <atomic>
+#include <cerrno>
+#include <ctime>
+#include <memory>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/errno_status.h"
+#include "libos/libos.h"
+
+namespace {
+
+using demi::ErrnoFromStatus;
+using demi::libos::LibOS;
+
+absl::Mutex init_mutex;
+// Set once by demi_init; lives until the process exits.
+std::atomic<LibOS*> the_libos{nullptr};
+
+LibOS* Os() { return the_libos.load(std::memory_order_acquire); }
+
+// Calls before demi_init fail with this.
+constexpr int kNotInitialized = EINVAL;
+
+template <typename T>
+int ToErrno(const absl::StatusOr<T>& result, T* out) {
+  if (!result.ok()) return ErrnoFromStatus(result.status());
+  if (out == nullptr) return EINVAL;
+  *out = *result;
+  return 0;
+}
+
+// NULL: forever. A negative or out-of-range timespec is invalid.
+bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
+  if (timeout == nullptr) {
+    *out = absl::InfiniteDuration();
+    return true;
+  }
+  if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 ||
+      timeout->tv_nsec >= 1000000000) {
+    return false;
+  }
+  *out = absl::DurationFromTimespec(*timeout);
+  return true;
+}
+
+}  // namespace
+
+extern "C" {
+
+int demi_init(const struct demi_args* args) {
+  if (args != nullptr && (args->argc <= 0 || args->argv == nullptr)) {
+    return EINVAL;
+  }
+  absl::MutexLock lock(&init_mutex);
+  if (Os() != nullptr) return EEXIST;
+  absl::StatusOr<std::unique_ptr<LibOS>> os =
+      LibOS::Create(demi::libos::LibOSOptions());
+  if (!os.ok()) return ErrnoFromStatus(os.status());
+  the_libos.store(os->release(), std::memory_order_release);
+  return 0;
+}
+
+int demi_socket(int* sockqd_out, int domain, int type, int protocol) {
+  if (Os() == nullptr) return kNotInitialized;
+  if (sockqd_out == nullptr) return EINVAL;
+  return ToErrno(Os()->Socket(domain, type, protocol), sockqd_out);
+}
+
+int demi_listen(int sockqd, int backlog) {
+  if (Os() == nullptr) return kNotInitialized;
+  return ErrnoFromStatus(Os()->Listen(sockqd, backlog));
+}
+
+int demi_bind(int sockqd, const struct sockaddr* addr, socklen_t size) {
+  if (Os() == nullptr) return kNotInitialized;
+  return ErrnoFromStatus(Os()->Bind(sockqd, addr, size));
+}
+
+int demi_accept(demi_qtoken_t* qt_out, int sockqd) {
+  if (Os() == nullptr) return kNotInitialized;
+  if (qt_out == nullptr) return EINVAL;
+  return ToErrno(Os()->Accept(sockqd), qt_out);
+}
+
+int demi_connect(demi_qtoken_t* qt_out, int sockqd, const struct sockaddr* addr,
+                 socklen_t size) {
+  if (Os() == nullptr) return kNotInitialized;
+  if (qt_out == nullptr) return EINVAL;
+  return ToErrno(Os()->Connect(sockqd, addr, size), qt_out);
+}
+
+int demi_close(int qd) {
+  if (Os() == nullptr) return kNotInitialized;
+  return ErrnoFromStatus(Os()->Close(qd));
+}
+
+int demi_push(demi_qtoken_t* qt_out, int qd, const demi_sgarray_t* sga) {
+  if (Os() == nullptr) return kNotInitialized;
+  if (qt_out == nullptr) return EINVAL;
+  return ToErrno(Os()->Push(qd, sga), qt_out);
+}
+
+int demi_pushto(demi_qtoken_t* qt_out, int sockqd, const demi_sgarray_t* sga,
+                const struct sockaddr* dest_addr, socklen_t size) {
+  (void)qt_out, (void)sockqd, (void)sga, (void)dest_addr, (void)size;
+  if (Os() == nullptr) return kNotInitialized;
+  return ENOTSUP;  // datagram sockets are not implemented yet
+}
+
+int demi_pop(demi_qtoken_t* qt_out, int qd) {
+  if (Os() == nullptr) return kNotInitialized;
+  if (qt_out == nullptr) return EINVAL;
+  return ToErrno(Os()->Pop(qd), qt_out);
+}
+
+int demi_setsockopt(int qd, int level, int optname, const void* optval,
+                    socklen_t optlen) {
+  if (Os() == nullptr) return kNotInitialized;
+  if (level != SOL_SOCKET) return ENOTSUP;
+  if (optname != SO_LINGER) return ENOPROTOOPT;
+  return ErrnoFromStatus(Os()->SetLinger(qd, optval, optlen));
+}
+
+int demi_getsockopt(int qd, int level, int optname, void* optval,
+                    socklen_t* optlen) {
+  if (Os() == nullptr) return kNotInitialized;
+  if (level != SOL_SOCKET) return ENOTSUP;
+  if (optname != SO_LINGER) return ENOPROTOOPT;
+  return ErrnoFromStatus(Os()->GetLinger(qd, optval, optlen));
+}
+
+int demi_getpeername(int qd, struct sockaddr* addr, socklen_t* addrlen) {
+  if (Os() == nullptr) return kNotInitialized;
+  return ErrnoFromStatus(Os()->GetPeerName(qd, addr, addrlen));
+}
+
+demi_sgarray_t demi_sgaalloc(size_t size) {
+  if (Os() == nullptr) return demi_sgarray_t{};
+  return Os()->SgaAlloc(size);
+}
+
+int demi_sgafree(demi_sgarray_t* sga) {
+  if (Os() == nullptr) return kNotInitialized;
+  return ErrnoFromStatus(Os()->SgaFree(sga));
+}
+
+int demi_wait(demi_qresult_t* qr_out, demi_qtoken_t qt,
+              const struct timespec* timeout) {
+  if (Os() == nullptr) return kNotInitialized;
+  absl::Duration duration;
+  if (qr_out == nullptr || !ToDuration(timeout, &duration)) return EINVAL;
+  return ErrnoFromStatus(Os()->Wait(qt, duration, qr_out));
+}
+
+int demi_wait_any(demi_qresult_t* qr_out, int* ready_offset,
+                  const demi_qtoken_t qts[], int num_qts,
+                  const struct timespec* timeout) {
+  if (Os() == nullptr) return kNotInitialized;
+  absl::Duration duration;
+  if (qr_out == nullptr || ready_offset == nullptr || qts == nullptr ||
+      num_qts <= 0 || !ToDuration(timeout, &duration)) {
+    return EINVAL;
+  }
+  return ToErrno(
+      Os()->WaitAny(absl::MakeConstSpan(qts, num_qts), duration, qr_out),
+      ready_offset);
+}
+
+int demi_wait_next_n(demi_qresult_t* qr_out, int num_qrs, int* num_qrs_out,
+                     const struct timespec* timeout) {
+  if (Os() == nullptr) return kNotInitialized;
+  absl::Duration duration;
+  if (qr_out == nullptr || num_qrs <= 0 || num_qrs_out == nullptr ||
+      !ToDuration(timeout, &duration)) {
+    return EINVAL;
+  }
+  return ToErrno(Os()->WaitNextN(absl::MakeSpan(qr_out, num_qrs), duration),
+                 num_qrs_out);
+}
+
+}  // extern "C"

@@ -1,0 +1,774 @@
+#include "libos/libos.h"
+
+#include <netinet/in.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+
+namespace demi::libos {
+
+// One demi queue: a socket, then a listener or a connection.
+struct LibOS::Queue {
+  enum class State {
+    kSocket,      // created, maybe bound
+    kListening,   // listener
+    kConnecting,  // demi_connect in progress
+    kAccepting,   // accepted request, waiting for ESTABLISHED
+    kConnected,
+    kFailed,  // connect failed or peer vanished; error holds why
+  };
+  int qd = 0;
+  State state = State::kSocket;
+  bool bound = false;
+  sockaddr_in peer{};
+  linger linger_option{};
+  std::optional<rdma::CmId> id;  // socket, listener, or connecting (pre-route)
+  std::unique_ptr<rdma::RcConnection> connection;
+  demi_qtoken_t connect_token = 0;
+  int listener_qd = 0;                      // kAccepting: who accepted
+  std::deque<demi_qtoken_t> accept_tokens;  // listener: waiting accepts
+  std::deque<int> accepted;                 // listener: ready, not handed out
+  std::deque<demi_qtoken_t> pop_tokens;     // waiting pops
+  std::deque<rdma::ReceivedMessage> messages;  // arrived, not popped
+  bool end_of_stream = false;
+  int error = 0;  // errno once failed
+  std::unique_ptr<ReceiveHandle[]> handles;
+  uint32_t handle_count = 0;
+  uint32_t held = 0;  // popped buffers not yet freed
+};
+
+// Routes one connection's completions to its queue.
+class LibOS::QueueSink final : public rdma::CompletionSink {
+ public:
+  QueueSink(LibOS& os, Queue& queue) : os_(os), queue_(queue) {}
+
+  void OnSendComplete(uint64_t cookie, const absl::Status& status) override
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under os_.mu_
+    demi_qresult_t result{};
+    result.qr_opcode = status.ok() ? DEMI_OPC_PUSH : DEMI_OPC_FAILED;
+    result.qr_ret = ErrnoFromStatus(status);
+    auto push = os_.pushes_.find(cookie);
+    if (push == os_.pushes_.end()) return;  // cancelled by close
+    result.qr_value.sga = push->second;
+    os_.pushes_.erase(push);
+    (void)os_.tokens_.Complete(cookie, result);
+  }
+
+  void OnMessage(const rdma::ReceivedMessage& message) override
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (!queue_.pop_tokens.empty()) {
+      demi_qtoken_t qt = queue_.pop_tokens.front();
+      queue_.pop_tokens.pop_front();
+      os_.CompletePop(queue_, qt, &message);
+    } else {
+      queue_.messages.push_back(message);
+    }
+  }
+
+  void OnEndOfStream() override ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    queue_.end_of_stream = true;
+    while (!queue_.pop_tokens.empty()) {
+      os_.CompletePop(queue_, queue_.pop_tokens.front(), nullptr);
+      queue_.pop_tokens.pop_front();
+    }
+  }
+
+ private:
+  LibOS& os_;
+  Queue& queue_;
+};
+
+namespace {
+
+void* QdContext(int qd) {
+  return reinterpret_cast<void*>(static_cast<intptr_t>(qd));
+}
+
+int QdOf(const rdma_cm_id* id) {
+  return id == nullptr
+             ? 0
+             : static_cast<int>(reinterpret_cast<intptr_t>(id->context));
+}
+
+absl::StatusOr<sockaddr_in> Ipv4Address(const sockaddr* address,
+                                        socklen_t size) {
+  if (address == nullptr) return ErrnoError(EINVAL, "null address");
+  if (size < static_cast<socklen_t>(sizeof(sockaddr_in))) {
+    return ErrnoError(EINVAL, absl::StrCat("address size ", size));
+  }
+  if (address->sa_family != AF_INET) {
+    return ErrnoError(EINVAL, "only AF_INET addresses are supported");
+  }
+  sockaddr_in ipv4;
+  std::memcpy(&ipv4, address, sizeof(ipv4));
+  return ipv4;
+}
+
+}  // namespace
+
+LibOS::LibOS(const LibOSOptions& options)
+    : options_(options), tokens_(options.max_operations) {}
+
+absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
+    const LibOSOptions& options) {
+  std::unique_ptr<LibOS> os(new LibOS(options));
+  rdma::BufferPoolOptions pool = options.pool;
+  pool.max_buffer_size = options.connection.eager_limit;
+  DEMI_ASSIGN_OR_RETURN(os->devices_, rdma::DeviceRegistry::Create(pool));
+  DEMI_ASSIGN_OR_RETURN(rdma::EventChannel channel,
+                        rdma::EventChannel::Create());
+  os->channel_.emplace(std::move(channel));
+  os->pushes_.reserve(options.max_operations);
+  return os;
+}
+
+LibOS::~LibOS() {
+  absl::MutexLock lock(&mu_);
+  // Connections go before the protection domains and the channel.
+  queues_.clear();
+  retired_.clear();
+}
+
+absl::StatusOr<LibOS::Queue*> LibOS::Find(int qd) {
+  auto it = queues_.find(qd);
+  if (it == queues_.end()) {
+    return ErrnoError(EBADF, absl::StrCat("no queue ", qd));
+  }
+  return it->second.get();
+}
+
+int LibOS::NewQd() {
+  while (queues_.contains(next_qd_) || next_qd_ <= 0) {
+    next_qd_ = next_qd_ <= 0 ? 1 : next_qd_ + 1;
+  }
+  return next_qd_++;
+}
+
+absl::StatusOr<int> LibOS::Socket(int domain, int type, int protocol) {
+  if (domain != AF_INET) {
+    return ErrnoError(ENOTSUP, absl::StrCat("socket domain ", domain));
+  }
+  if (type != SOCK_STREAM) {
+    return ErrnoError(ENOTSUP, absl::StrCat("socket type ", type,
+                                            " (only SOCK_STREAM so far)"));
+  }
+  if (protocol != 0 && protocol != IPPROTO_TCP) {
+    return ErrnoError(ENOTSUP, absl::StrCat("protocol ", protocol));
+  }
+  absl::MutexLock lock(&mu_);
+  auto queue = std::make_unique<Queue>();
+  queue->qd = NewQd();
+  int qd = queue->qd;
+  queues_[qd] = std::move(queue);
+  return qd;
+}
+
+absl::Status LibOS::Bind(int qd, const sockaddr* address, socklen_t size) {
+  absl::MutexLock lock(&mu_);
+  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
+  DEMI_ASSIGN_OR_RETURN(sockaddr_in local, Ipv4Address(address, size));
+  if (queue->state != Queue::State::kSocket || queue->bound) {
+    return ErrnoError(EINVAL, "the socket is already bound or in use");
+  }
+  DEMI_ASSIGN_OR_RETURN(
+      rdma::CmId id, rdma::CmId::Create(*channel_, RDMA_PS_TCP, QdContext(qd)));
+  DEMI_RETURN_IF_ERROR(id.Bind(local));
+  queue->id.emplace(std::move(id));
+  queue->bound = true;
+  return absl::OkStatus();
+}
+
+absl::Status LibOS::Listen(int qd, int backlog) {
+  absl::MutexLock lock(&mu_);
+  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
+  if (backlog <= 0) return ErrnoError(EINVAL, "backlog must be positive");
+  if (queue->state != Queue::State::kSocket) {
+    return ErrnoError(EINVAL, "the socket is connecting or connected");
+  }
+  if (!queue->bound) {
+    return ErrnoError(EDESTADDRREQ, "listen on an unbound socket");
+  }
+  DEMI_RETURN_IF_ERROR(queue->id->Listen(backlog));
+  queue->state = Queue::State::kListening;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<demi_qtoken_t> LibOS::Accept(int qd) {
+  absl::MutexLock lock(&mu_);
+  DEMI_ASSIGN_OR_RETURN(Queue * listener, Find(qd));
+  if (listener->state != Queue::State::kListening) {
+    return ErrnoError(EINVAL, "accept on a socket that is not listening");
+  }
+  DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
+                        tokens_.Allocate(qd, DEMI_OPC_ACCEPT));
+  if (!listener->accepted.empty()) {
+    auto accepted = queues_.find(listener->accepted.front());
+    listener->accepted.pop_front();
+    if (accepted != queues_.end()) {
+      CompleteAccept(*listener, qt, *accepted->second);
+      return qt;
+    }
+  }
+  listener->accept_tokens.push_back(qt);
+  return qt;
+}
+
+absl::StatusOr<demi_qtoken_t> LibOS::Connect(int qd, const sockaddr* address,
+                                             socklen_t size) {
+  absl::MutexLock lock(&mu_);
+  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
+  DEMI_ASSIGN_OR_RETURN(sockaddr_in remote, Ipv4Address(address, size));
+  if (queue->state != Queue::State::kSocket) {
+    return ErrnoError(EINVAL, "connect on a listening or connected socket");
+  }
+  if (!queue->id.has_value()) {
+    DEMI_ASSIGN_OR_RETURN(
+        rdma::CmId id,
+        rdma::CmId::Create(*channel_, RDMA_PS_TCP, QdContext(qd)));
+    queue->id.emplace(std::move(id));
+  }
+  DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
+                        tokens_.Allocate(qd, DEMI_OPC_CONNECT));
+  absl::Status started =
+      queue->id->ResolveAddress(remote, options_.resolve_timeout);
+  if (!started.ok()) {
+    (void)tokens_.Release(qt);
+    return started;
+  }
+  queue->peer = remote;
+  queue->state = Queue::State::kConnecting;
+  queue->connect_token = qt;
+  return qt;
+}
+
+absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
+  if (sga == nullptr) return ErrnoError(EINVAL, "null scatter-gather array");
+  if (sga->sga_numsegs == 0 || sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
+    return ErrnoError(EINVAL,
+                      absl::StrCat("bad segment count ", sga->sga_numsegs));
+  }
+  absl::MutexLock lock(&mu_);
+  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
+  if (sga->sga_buf == nullptr) {
+    return ErrnoError(EINVAL,
+                      "pushing application memory (sga_buf == NULL) needs "
+                      "the memory-region cache, not implemented yet");
+  }
+  auto* buffer = static_cast<rdma::PoolBuffer*>(sga->sga_buf);
+  if (!devices_->pool().IsAllocated(buffer)) {
+    return ErrnoError(EINVAL,
+                      "sga_buf is not memory from demi_sgaalloc (pushing "
+                      "popped memory is not supported yet)");
+  }
+  rdma::Segment segments[DEMI_SGARRAY_MAXSIZE];
+  const auto begin = reinterpret_cast<uintptr_t>(buffer->data());
+  for (uint32_t i = 0; i < sga->sga_numsegs; ++i) {
+    const demi_sgaseg_t& segment = sga->sga_segs[i];
+    const auto address = reinterpret_cast<uintptr_t>(segment.sgaseg_buf);
+    if (segment.sgaseg_buf == nullptr || segment.sgaseg_len == 0) {
+      return ErrnoError(EINVAL, absl::StrCat("segment ", i, " is empty"));
+    }
+    if (address < begin || segment.sgaseg_len > buffer->capacity() ||
+        address - begin > buffer->capacity() - segment.sgaseg_len) {
+      return ErrnoError(
+          EINVAL, absl::StrCat("segment ", i, " lies outside its sga_buf"));
+    }
+    segments[i] = {segment.sgaseg_buf, segment.sgaseg_len, buffer->keys().lkey};
+  }
+  if (queue->state == Queue::State::kFailed ||
+      (queue->state == Queue::State::kConnected && queue->error != 0)) {
+    DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
+                          tokens_.Allocate(qd, DEMI_OPC_PUSH));
+    (void)tokens_.Fail(qt, queue->error != 0 ? queue->error : ECONNRESET);
+    return qt;
+  }
+  if (queue->state != Queue::State::kConnected) {
+    return ErrnoError(ENOTCONN, "push on a queue that is not connected");
+  }
+  DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt, tokens_.Allocate(qd, DEMI_OPC_PUSH));
+  pushes_[qt] = *sga;
+  absl::Status sent = queue->connection->Send(
+      absl::MakeConstSpan(segments, sga->sga_numsegs), qt);
+  if (!sent.ok()) {
+    pushes_.erase(qt);
+    (void)tokens_.Release(qt);
+    return sent;
+  }
+  return qt;
+}
+
+absl::StatusOr<demi_qtoken_t> LibOS::Pop(int qd) {
+  absl::MutexLock lock(&mu_);
+  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
+  if (queue->state != Queue::State::kConnected &&
+      queue->state != Queue::State::kFailed) {
+    return ErrnoError(ENOTCONN, "pop on a queue that is not connected");
+  }
+  DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt, tokens_.Allocate(qd, DEMI_OPC_POP));
+  if (!queue->messages.empty()) {
+    rdma::ReceivedMessage message = queue->messages.front();
+    queue->messages.pop_front();
+    CompletePop(*queue, qt, &message);
+  } else if (queue->end_of_stream) {
+    CompletePop(*queue, qt, nullptr);
+  } else if (queue->error != 0 || queue->state == Queue::State::kFailed) {
+    (void)tokens_.Fail(qt, queue->error != 0 ? queue->error : ECONNRESET);
+  } else {
+    queue->pop_tokens.push_back(qt);
+  }
+  return qt;
+}
+
+void LibOS::CompletePop(Queue& queue, demi_qtoken_t qt,
+                        const rdma::ReceivedMessage* message) {
+  demi_qresult_t result{};
+  result.qr_opcode = DEMI_OPC_POP;
+  demi_sgarray_t& sga = result.qr_value.sga;
+  sga.sga_addr = queue.peer;
+  if (message != nullptr) {  // nullptr: end of stream, zero segments
+    ReceiveHandle& handle = queue.handles[message->buffer_index];
+    handle.in_use = true;
+    ++queue.held;
+    sga.sga_buf = &handle;
+    sga.sga_numsegs = message->num_segments;
+    for (uint32_t i = 0; i < message->num_segments; ++i) {
+      sga.sga_segs[i].sgaseg_buf =
+          const_cast<uint8_t*>(message->segment_data[i]);
+      sga.sga_segs[i].sgaseg_len = message->segment_lengths[i];
+    }
+  }
+  (void)tokens_.Complete(qt, result);
+}
+
+void LibOS::CompleteAccept(Queue& listener, demi_qtoken_t qt, Queue& accepted) {
+  demi_qresult_t result{};
+  result.qr_opcode = DEMI_OPC_ACCEPT;
+  result.qr_value.ares.qd = accepted.qd;
+  result.qr_value.ares.addr = accepted.peer;
+  (void)listener;
+  (void)tokens_.Complete(qt, result);
+}
+
+absl::Status LibOS::GetPeerName(int qd, sockaddr* address, socklen_t* size) {
+  absl::MutexLock lock(&mu_);
+  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
+  if (address == nullptr || size == nullptr) {
+    return ErrnoError(EINVAL, "null address or size");
+  }
+  if (*size < static_cast<socklen_t>(sizeof(sockaddr_in))) {
+    return ErrnoError(EINVAL, absl::StrCat("address size ", *size));
+  }
+  if (queue->state != Queue::State::kConnected) {
+    return ErrnoError(ENOTCONN, "the queue is not connected");
+  }
+  std::memcpy(address, &queue->peer, sizeof(sockaddr_in));
+  *size = sizeof(sockaddr_in);
+  return absl::OkStatus();
+}
+
+absl::Status LibOS::SetLinger(int qd, const void* value, socklen_t size) {
+  absl::MutexLock lock(&mu_);
+  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
+  if (value == nullptr) return ErrnoError(EINVAL, "null option value");
+  if (size != static_cast<socklen_t>(sizeof(linger))) {
+    return ErrnoError(EINVAL, "SO_LINGER takes a struct linger");
+  }
+  std::memcpy(&queue->linger_option, value, sizeof(linger));
+  return absl::OkStatus();
+}
+
+absl::Status LibOS::GetLinger(int qd, void* value, socklen_t* size) {
+  absl::MutexLock lock(&mu_);
+  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
+  if (value == nullptr || size == nullptr) {
+    return ErrnoError(EINVAL, "null option value or size");
+  }
+  if (*size < static_cast<socklen_t>(sizeof(linger))) {
+    return ErrnoError(EINVAL, "SO_LINGER needs room for a struct linger");
+  }
+  std::memcpy(value, &queue->linger_option, sizeof(linger));
+  *size = sizeof(linger);
+  return absl::OkStatus();
+}
+
+demi_sgarray_t LibOS::SgaAlloc(size_t size) {
+  demi_sgarray_t sga{};
+  absl::StatusOr<rdma::PoolBuffer*> buffer = devices_->pool().Allocate(size);
+  if (!buffer.ok()) {
+    DEMI_LOG(kDebug, "demi_sgaalloc(", size, "): ", buffer.status().message());
+    return sga;
+  }
+  sga.sga_buf = *buffer;
+  sga.sga_numsegs = 1;
+  sga.sga_segs[0].sgaseg_buf = (*buffer)->data();
+  sga.sga_segs[0].sgaseg_len = static_cast<uint32_t>(size);
+  return sga;
+}
+
+LibOS::ReceiveHandle* LibOS::FindHandle(const void* pointer) {
+  const auto address = reinterpret_cast<uintptr_t>(pointer);
+  auto it = handle_arrays_.upper_bound(address);
+  if (it == handle_arrays_.begin()) return nullptr;
+  --it;
+  if (address >= it->second ||
+      (address - it->first) % sizeof(ReceiveHandle) != 0) {
+    return nullptr;
+  }
+  return reinterpret_cast<ReceiveHandle*>(address);
+}
+
+absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
+  if (sga == nullptr || sga->sga_buf == nullptr) {
+    return ErrnoError(EINVAL, "not an array the library owns");
+  }
+  if (sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
+    return ErrnoError(EINVAL, "bad segment count");
+  }
+  auto* buffer = static_cast<rdma::PoolBuffer*>(sga->sga_buf);
+  if (devices_->pool().Owns(buffer)) return devices_->pool().Free(buffer);
+  absl::MutexLock lock(&mu_);
+  ReceiveHandle* handle = FindHandle(sga->sga_buf);
+  if (handle == nullptr || !handle->in_use) {
+    return ErrnoError(EINVAL, "not an array the library owns (or freed)");
+  }
+  handle->in_use = false;
+  Queue& queue = *handle->queue;
+  --queue.held;
+  if (queue.connection != nullptr) {
+    absl::Status released = queue.connection->Release(handle->buffer_index);
+    if (!released.ok()) {
+      DEMI_LOG(kWarning, "re-posting a receive buffer: ", released.message());
+    }
+  }
+  ReapRetired();
+  return absl::OkStatus();
+}
+
+absl::Status LibOS::Close(int qd) {
+  absl::MutexLock lock(&mu_);
+  auto it = queues_.find(qd);
+  if (it == queues_.end())
+    return ErrnoError(EBADF, absl::StrCat("no queue ", qd));
+  std::unique_ptr<Queue> queue = std::move(it->second);
+  queues_.erase(it);
+  CancelPending(*queue, ECANCELED);
+  if (queue->state == Queue::State::kListening) {
+    // Connections accepted but never handed out go with their listener.
+    for (int accepted_qd : queue->accepted) {
+      auto accepted = queues_.find(accepted_qd);
+      if (accepted == queues_.end()) continue;
+      std::unique_ptr<Queue> orphan = std::move(accepted->second);
+      queues_.erase(accepted);
+      Retire(std::move(orphan));
+    }
+  }
+  if (queue->connection != nullptr && queue->error == 0) {
+    (void)queue->connection->SendEndOfStream();
+  }
+  Retire(std::move(queue));
+  return absl::OkStatus();
+}
+
+void LibOS::CancelPending(Queue& queue, int errnum) {
+  std::vector<demi_qtoken_t> pending;
+  tokens_.PendingOf(queue.qd, &pending);
+  for (demi_qtoken_t qt : pending) {
+    pushes_.erase(qt);
+    (void)tokens_.Fail(qt, errnum);
+  }
+  queue.pop_tokens.clear();
+  queue.accept_tokens.clear();
+}
+
+void LibOS::Retire(std::unique_ptr<Queue> queue) {
+  queue->qd = -1;  // late completions find no token of it
+  retired_.push_back(std::move(queue));
+  ReapRetired();
+}
+
+void LibOS::ReapRetired() {
+  for (size_t i = 0; i < retired_.size();) {
+    Queue& queue = *retired_[i];
+    bool busy =
+        queue.held > 0 || (queue.connection != nullptr && queue.error == 0 &&
+                           !queue.connection->idle());
+    if (busy) {
+      ++i;
+      continue;
+    }
+    if (queue.connection != nullptr && queue.error == 0) {
+      (void)queue.connection->id().Disconnect();
+    }
+    if (queue.handles != nullptr) {
+      handle_arrays_.erase(reinterpret_cast<uintptr_t>(queue.handles.get()));
+    }
+    retired_[i] = std::move(retired_.back());
+    retired_.pop_back();
+  }
+}
+
+void LibOS::FailConnection(Queue& queue, int errnum) {
+  if (queue.error == 0) queue.error = errnum;
+  if (queue.state == Queue::State::kConnecting) {
+    (void)tokens_.Fail(queue.connect_token, errnum);
+  }
+  if (queue.state != Queue::State::kConnected) {
+    queue.state = Queue::State::kFailed;
+  }
+  if (queue.connection != nullptr) {
+    QueueSink sink(*this, queue);
+    queue.connection->FailAll(errnum, sink);
+  }
+  while (!queue.pop_tokens.empty()) {
+    demi_qtoken_t qt = queue.pop_tokens.front();
+    queue.pop_tokens.pop_front();
+    if (queue.end_of_stream) {
+      CompletePop(queue, qt, nullptr);
+    } else {
+      (void)tokens_.Fail(qt, errnum);
+    }
+  }
+}
+
+void LibOS::PollConnection(Queue& queue) {
+  if (queue.connection == nullptr) return;
+  QueueSink sink(*this, queue);
+  absl::Status polled = queue.connection->Poll(sink);
+  if (!polled.ok() && queue.error == 0) {
+    FailConnection(queue, ErrnoFromStatus(polled));
+  }
+}
+
+void LibOS::Progress() {
+  for (auto& [qd, queue] : queues_) PollConnection(*queue);
+  for (auto& queue : retired_) PollConnection(*queue);
+  for (;;) {
+    absl::StatusOr<rdma::CmEvent> event = channel_->Next(absl::ZeroDuration());
+    if (!event.ok()) break;  // ETIMEDOUT: no event waiting
+    HandleEvent(std::move(*event));
+  }
+  ReapRetired();
+}
+
+void LibOS::HandleEvent(rdma::CmEvent event) {
+  if (event.type() == RDMA_CM_EVENT_CONNECT_REQUEST) {
+    auto listener = queues_.find(QdOf(event.listen_id()));
+    if (listener == queues_.end() ||
+        listener->second->state != Queue::State::kListening) {
+      rdma_cm_id* id = event.id();
+      { rdma::CmEvent acknowledged = std::move(event); }
+      rdma::CmId rejected = rdma::CmId::Adopt(id);
+      (void)rejected.Reject(nullptr, 0);
+      return;
+    }
+    HandleConnectRequest(std::move(event), *listener->second);
+    return;
+  }
+  auto it = queues_.find(QdOf(event.id()));
+  Queue* queue = it == queues_.end() ? nullptr : it->second.get();
+  if (queue == nullptr) {
+    // A closed queue's event: nothing waits for it; answer a disconnect.
+    return;
+  }
+  const rdma_cm_event_type type = event.type();
+  const int status = event.status();
+  switch (type) {
+    case RDMA_CM_EVENT_ADDR_RESOLVED: {
+      absl::Status routed = queue->id->ResolveRoute(options_.resolve_timeout);
+      if (!routed.ok()) FailConnection(*queue, ErrnoFromStatus(routed));
+      return;
+    }
+    case RDMA_CM_EVENT_ROUTE_RESOLVED: {
+      {
+        rdma::CmEvent acknowledged = std::move(event);
+      }
+      rdma::RcConnectionOptions options = options_.connection;
+      options.pd = devices_->PdFor(queue->id->verbs());
+      absl::StatusOr<std::unique_ptr<rdma::RcConnection>> connection =
+          rdma::RcConnection::Connect(std::move(*queue->id), options);
+      queue->id.reset();
+      if (!connection.ok()) {
+        FailConnection(*queue, ErrnoFromStatus(connection.status()));
+        return;
+      }
+      queue->connection = std::move(*connection);
+      return;
+    }
+    case RDMA_CM_EVENT_ESTABLISHED:
+      HandleEstablished(event, *queue);
+      return;
+    case RDMA_CM_EVENT_DISCONNECTED: {
+      {
+        rdma::CmEvent acknowledged = std::move(event);
+      }
+      if (queue->connection != nullptr) {
+        (void)queue->connection->id().Disconnect();  // answer the peer
+      }
+      FailConnection(*queue, ECONNRESET);
+      return;
+    }
+    case RDMA_CM_EVENT_TIMEWAIT_EXIT:
+      return;
+    default: {
+      {
+        rdma::CmEvent acknowledged = std::move(event);
+      }
+      int errnum = rdma::ErrnoForCmEvent(type, status);
+      if (queue->state == Queue::State::kAccepting) {
+        std::unique_ptr<Queue> failed = std::move(it->second);
+        queues_.erase(it);
+        Retire(std::move(failed));
+        return;
+      }
+      FailConnection(*queue, errnum);
+      return;
+    }
+  }
+}
+
+void LibOS::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
+  rdma::RcConnectionOptions options = options_.connection;
+  options.pd = devices_->PdFor(event.id()->verbs);
+  auto queue = std::make_unique<Queue>();
+  queue->qd = NewQd();
+  queue->state = Queue::State::kAccepting;
+  queue->listener_qd = listener.qd;
+  rdma_cm_id* id = event.id();
+  id->context = QdContext(queue->qd);
+  absl::StatusOr<std::unique_ptr<rdma::RcConnection>> connection =
+      rdma::RcConnection::Accept(std::move(event), options);
+  if (!connection.ok()) {
+    DEMI_LOG(kWarning, "refused a connection: ", connection.status().message());
+    return;
+  }
+  queue->connection = std::move(*connection);
+  queue->peer = queue->connection->id().PeerAddress();
+  int qd = queue->qd;
+  queues_[qd] = std::move(queue);
+}
+
+void LibOS::HandleEstablished(const rdma::CmEvent& event, Queue& queue) {
+  if (queue.connection == nullptr) return;
+  absl::Status established = queue.connection->OnEstablished(event);
+  if (!established.ok()) {
+    FailConnection(queue, ErrnoFromStatus(established));
+    return;
+  }
+  queue.handle_count = options_.connection.receive_buffers;
+  queue.handles = std::make_unique<ReceiveHandle[]>(queue.handle_count);
+  for (uint32_t i = 0; i < queue.handle_count; ++i) {
+    queue.handles[i].queue = &queue;
+    queue.handles[i].buffer_index = i;
+  }
+  const auto begin = reinterpret_cast<uintptr_t>(queue.handles.get());
+  handle_arrays_[begin] = begin + queue.handle_count * sizeof(ReceiveHandle);
+
+  const Queue::State was = queue.state;
+  queue.state = Queue::State::kConnected;
+  if (was == Queue::State::kConnecting) {
+    demi_qresult_t result{};
+    result.qr_opcode = DEMI_OPC_CONNECT;
+    (void)tokens_.Complete(queue.connect_token, result);
+    return;
+  }
+  auto listener = queues_.find(queue.listener_qd);
+  if (listener == queues_.end()) return;
+  Queue& accepting = *listener->second;
+  if (!accepting.accept_tokens.empty()) {
+    demi_qtoken_t qt = accepting.accept_tokens.front();
+    accepting.accept_tokens.pop_front();
+    CompleteAccept(accepting, qt, queue);
+  } else {
+    accepting.accepted.push_back(queue.qd);
+  }
+}
+
+absl::Status LibOS::Wait(demi_qtoken_t qt, absl::Duration timeout,
+                         demi_qresult_t* result) {
+  if (result == nullptr) return ErrnoError(EINVAL, "null result");
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      for (int round = 0; round < 2; ++round) {
+        TokenState state = tokens_.StateOf(qt);
+        if (state == TokenState::kInvalid) {
+          return ErrnoError(EINVAL, "unknown or consumed queue token");
+        }
+        if (state == TokenState::kDone) {
+          DEMI_ASSIGN_OR_RETURN(*result, tokens_.Take(qt));
+          return absl::OkStatus();
+        }
+        if (round == 0) Progress();
+      }
+    }
+    if (absl::Now() >= deadline) {
+      return ErrnoError(ETIMEDOUT, "the operation did not complete in time");
+    }
+  }
+}
+
+absl::StatusOr<int> LibOS::WaitAny(absl::Span<const demi_qtoken_t> qts,
+                                   absl::Duration timeout,
+                                   demi_qresult_t* result) {
+  if (result == nullptr || qts.empty() || qts.data() == nullptr) {
+    return ErrnoError(EINVAL, "bad result or token array");
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      for (int round = 0; round < 2; ++round) {
+        // Start after the index returned last time, so a busy early token
+        // cannot starve later ones.
+        const size_t start = wait_any_start_ % qts.size();
+        for (size_t k = 0; k < qts.size(); ++k) {
+          const size_t i = (start + k) % qts.size();
+          TokenState state = tokens_.StateOf(qts[i]);
+          if (state == TokenState::kInvalid) {
+            return ErrnoError(
+                EINVAL, absl::StrCat("queue token at ", i, " is invalid"));
+          }
+          if (state == TokenState::kDone) {
+            DEMI_ASSIGN_OR_RETURN(*result, tokens_.Take(qts[i]));
+            wait_any_start_ = static_cast<uint32_t>(i + 1);
+            return static_cast<int>(i);
+          }
+        }
+        if (round == 0) Progress();
+      }
+    }
+    if (absl::Now() >= deadline) {
+      return ErrnoError(ETIMEDOUT, "no operation completed in time");
+    }
+  }
+}
+
+absl::StatusOr<int> LibOS::WaitNextN(absl::Span<demi_qresult_t> results,
+                                     absl::Duration timeout) {
+  if (results.empty() || results.data() == nullptr) {
+    return ErrnoError(EINVAL, "bad result array");
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      for (int round = 0; round < 2; ++round) {
+        size_t n = tokens_.TakeReady(results);
+        if (n > 0) return static_cast<int>(n);
+        if (round == 0) Progress();
+      }
+    }
+    if (absl::Now() >= deadline) {
+      return ErrnoError(ETIMEDOUT, "no operation completed in time");
+    }
+  }
+}
+
+}  // namespace demi::libos

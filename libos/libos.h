@@ -1,0 +1,142 @@
+// LibOS: the state behind the demi_* C API (see DESIGN.md).
+//
+// Owns the queues (sockets, listeners, connections), the token table, the
+// rdma_cm event channel and the per-device resources. Every public method is
+// safe from any thread: one mutex guards the state, and the wait methods drop
+// it between polling rounds so other threads get in. Errors are absl::Status
+// values carrying the positive errno the C API returns (common/errno_status.h).
+//
+// Memory: demi_sgaalloc memory comes from the registered BufferPool; popped
+// memory points into a connection's receive buffers (zero copy) and stays
+// valid, even after demi_close, until SgaFree returns it. Application memory
+// (sga_buf == NULL) is not accepted yet (EINVAL): the memory-region cache
+// will take it.
+
+#ifndef DEMI_LIBOS_LIBOS_H_
+#define DEMI_LIBOS_LIBOS_H_
+
+#include <demi/types.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "libos/token_table.h"
+#include "rdma/buffer_pool.h"
+#include "rdma/cm_event_channel.h"
+#include "rdma/cm_id.h"
+#include "rdma/device_registry.h"
+#include "rdma/rc_connection.h"
+
+namespace demi::libos {
+
+struct LibOSOptions {
+  // Operations in flight at once (tokens issued and not yet waited for).
+  uint32_t max_operations = 1 << 16;
+  rdma::RcConnectionOptions connection;  // pd is filled in per device
+  rdma::BufferPoolOptions pool;          // max_buffer_size = eager limit
+  // How long address and route resolution may take.
+  absl::Duration resolve_timeout = absl::Seconds(2);
+};
+
+class LibOS {
+ public:
+  // ENODEV without an RDMA device.
+  static absl::StatusOr<std::unique_ptr<LibOS>> Create(
+      const LibOSOptions& options);
+  ~LibOS();
+
+  absl::StatusOr<int> Socket(int domain, int type, int protocol);
+  absl::Status Bind(int qd, const sockaddr* address, socklen_t size);
+  absl::Status Listen(int qd, int backlog);
+  absl::StatusOr<demi_qtoken_t> Accept(int qd);
+  absl::StatusOr<demi_qtoken_t> Connect(int qd, const sockaddr* address,
+                                        socklen_t size);
+  absl::Status Close(int qd);
+  absl::StatusOr<demi_qtoken_t> Push(int qd, const demi_sgarray_t* sga);
+  absl::StatusOr<demi_qtoken_t> Pop(int qd);
+  absl::Status GetPeerName(int qd, sockaddr* address, socklen_t* size);
+  absl::Status SetLinger(int qd, const void* value, socklen_t size);
+  absl::Status GetLinger(int qd, void* value, socklen_t* size);
+
+  // An array of one segment of `size` registered bytes; all zero on failure.
+  demi_sgarray_t SgaAlloc(size_t size);
+  absl::Status SgaFree(demi_sgarray_t* sga);
+
+  // Waits at most `timeout` (InfiniteDuration: forever; zero: poll once).
+  absl::Status Wait(demi_qtoken_t qt, absl::Duration timeout,
+                    demi_qresult_t* result);
+  // Returns the index in `qts` of the result written to *result.
+  absl::StatusOr<int> WaitAny(absl::Span<const demi_qtoken_t> qts,
+                              absl::Duration timeout, demi_qresult_t* result);
+  // Returns how many results were written (at least one).
+  absl::StatusOr<int> WaitNextN(absl::Span<demi_qresult_t> results,
+                                absl::Duration timeout);
+
+ private:
+  struct Queue;
+  struct ReceiveHandle {
+    Queue* queue = nullptr;
+    uint32_t buffer_index = 0;
+    bool in_use = false;
+  };
+  class QueueSink;
+
+  explicit LibOS(const LibOSOptions& options);
+
+  absl::StatusOr<Queue*> Find(int qd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int NewQd() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One round of progress: every connection, then rdma_cm events.
+  void Progress() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PollConnection(Queue& queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleEvent(rdma::CmEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleConnectRequest(rdma::CmEvent event, Queue& listener)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleEstablished(const rdma::CmEvent& event, Queue& queue)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FailConnection(Queue& queue, int errnum)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CompletePop(Queue& queue, demi_qtoken_t qt,
+                   const rdma::ReceivedMessage* message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CompleteAccept(Queue& listener, demi_qtoken_t qt, Queue& accepted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelPending(Queue& queue, int errnum)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Retire(std::unique_ptr<Queue> queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReapRetired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  ReceiveHandle* FindHandle(const void* handle)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const LibOSOptions options_;
+  absl::Mutex mu_;
+  std::unique_ptr<rdma::DeviceRegistry> devices_;
+  std::optional<rdma::EventChannel> channel_;
+  TokenTable tokens_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<int, std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
+  // Closed connections kept until their sends finished and their popped
+  // buffers came back.
+  std::vector<std::unique_ptr<Queue>> retired_ ABSL_GUARDED_BY(mu_);
+  // The pushed array of each push in flight (the push result returns it).
+  absl::flat_hash_map<demi_qtoken_t, demi_sgarray_t> pushes_
+      ABSL_GUARDED_BY(mu_);
+  // Receive-handle arrays by start address -> end address.
+  absl::btree_map<uintptr_t, uintptr_t> handle_arrays_ ABSL_GUARDED_BY(mu_);
+  int next_qd_ ABSL_GUARDED_BY(mu_) = 1;
+  uint32_t wait_any_start_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace demi::libos
+
+#endif  // DEMI_LIBOS_LIBOS_H_

@@ -1,0 +1,347 @@
+// The demi_* API end to end on the test device: connections, pushes and pops
+// checked byte for byte, end of stream, close, and invalid arguments. All in
+// one process (one libOS), client and server on the same rxe address.
+
+#include <arpa/inet.h>
+#include <demi/libos.h>
+#include <demi/sga.h>
+#include <demi/wait.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/rdma_env.h"
+
+namespace {
+
+constexpr timespec kTenSeconds = {10, 0};
+constexpr timespec kZero = {0, 0};
+
+// Waits for `qt` and returns its result (fails the test on error).
+demi_qresult_t WaitResult(demi_qtoken_t qt) {
+  demi_qresult_t result{};
+  EXPECT_EQ(demi_wait(&result, qt, &kTenSeconds), 0);
+  return result;
+}
+
+class LibosTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_EQ(demi_init(nullptr), 0);
+    EXPECT_EQ(demi_init(nullptr), EEXIST);
+  }
+
+  static demi_qresult_t WaitFor(demi_qtoken_t qt) { return WaitResult(qt); }
+
+  // A listening socket on the test address (ephemeral port); its address.
+  static int Listen(sockaddr_in* address) {
+    absl::StatusOr<sockaddr_in> base = demi::testing::RdmaTestAddress(0);
+    EXPECT_TRUE(base.ok()) << base.status();
+    int qd = -1;
+    EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
+    // Pick a port: rdma_cm gives an ephemeral one for port 0, but demi has
+    // no getsockname, so use a fixed range per call.
+    static uint16_t next_port = 20000 + (getpid() % 1000) * 10;
+    *address = *base;
+    address->sin_port = htons(next_port++);
+    EXPECT_EQ(
+        demi_bind(qd, reinterpret_cast<sockaddr*>(address), sizeof(*address)),
+        0);
+    EXPECT_EQ(demi_listen(qd, 16), 0);
+    return qd;
+  }
+
+  // Connects a client to a new listener; returns {client, server, listener}.
+  static void Connect(int* client, int* server, int* listener) {
+    sockaddr_in address;
+    *listener = Listen(&address);
+    demi_qtoken_t accept_qt = 0, connect_qt = 0;
+    ASSERT_EQ(demi_accept(&accept_qt, *listener), 0);
+    ASSERT_EQ(demi_socket(client, AF_INET, SOCK_STREAM, 0), 0);
+    ASSERT_EQ(
+        demi_connect(&connect_qt, *client,
+                     reinterpret_cast<sockaddr*>(&address), sizeof(address)),
+        0);
+    demi_qresult_t connected = WaitFor(connect_qt);
+    ASSERT_EQ(connected.qr_opcode, DEMI_OPC_CONNECT) << connected.qr_ret;
+    demi_qresult_t accepted = WaitFor(accept_qt);
+    ASSERT_EQ(accepted.qr_opcode, DEMI_OPC_ACCEPT) << accepted.qr_ret;
+    *server = accepted.qr_value.ares.qd;
+    EXPECT_EQ(accepted.qr_value.ares.addr.sin_addr.s_addr,
+              address.sin_addr.s_addr);
+  }
+};
+
+uint8_t PatternByte(uint64_t message, size_t offset) {
+  return static_cast<uint8_t>(message * 131 + offset * 7 + 3);
+}
+
+// Pushes message `index` of `size` bytes in `segments` segments from one
+// demi_sgaalloc buffer.
+demi_qtoken_t PushMessage(int qd, uint64_t index, uint32_t size,
+                          uint32_t segments) {
+  demi_sgarray_t sga = demi_sgaalloc(size);
+  if (sga.sga_numsegs != 1) {
+    ADD_FAILURE() << "demi_sgaalloc(" << size << ") failed";
+    return 0;
+  }
+  auto* data = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
+  for (size_t j = 0; j < size; ++j) data[j] = PatternByte(index, j);
+  if (segments > size) segments = size;
+  sga.sga_numsegs = segments;
+  uint32_t offset = 0;
+  for (uint32_t s = 0; s < segments; ++s) {
+    uint32_t length = s + 1 == segments ? size - offset : size / segments;
+    sga.sga_segs[s].sgaseg_buf = data + offset;
+    sga.sga_segs[s].sgaseg_len = length;
+    offset += length;
+  }
+  demi_qtoken_t qt = 0;
+  EXPECT_EQ(demi_push(&qt, qd, &sga), 0);
+  return qt;
+}
+
+// Waits for a push and frees its array.
+void CompletePush(demi_qtoken_t qt) {
+  demi_qresult_t result = WaitResult(qt);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_PUSH) << result.qr_ret;
+  EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+}
+
+// Checks a popped message against PushMessage's layout; frees it.
+uint64_t CheckMessage(demi_qresult_t& result, uint64_t index, uint32_t size,
+                      uint32_t segments) {
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_POP) << result.qr_ret;
+  demi_sgarray_t& sga = result.qr_value.sga;
+  if (segments > size) segments = size;
+  EXPECT_EQ(sga.sga_numsegs, segments);
+  uint64_t offset = 0;
+  for (uint32_t s = 0; s < sga.sga_numsegs; ++s) {
+    uint32_t expected_length = s + 1 == segments
+                                   ? size - static_cast<uint32_t>(offset)
+                                   : size / segments;
+    EXPECT_EQ(sga.sga_segs[s].sgaseg_len, expected_length);
+    auto* data = static_cast<const uint8_t*>(sga.sga_segs[s].sgaseg_buf);
+    for (uint32_t j = 0; j < sga.sga_segs[s].sgaseg_len; ++j) {
+      if (data[j] != PatternByte(index, offset + j)) {
+        ADD_FAILURE() << "message " << index << " byte " << offset + j;
+        break;
+      }
+    }
+    offset += sga.sga_segs[s].sgaseg_len;
+  }
+  EXPECT_EQ(demi_sgafree(&sga), 0);
+  return offset;
+}
+
+TEST_F(LibosTest, EchoPingPongEveryByteChecked) {
+  int client, server, listener;
+  ASSERT_NO_FATAL_FAILURE(Connect(&client, &server, &listener));
+  sockaddr_in peer{};
+  socklen_t peer_size = sizeof(peer);
+  ASSERT_EQ(
+      demi_getpeername(client, reinterpret_cast<sockaddr*>(&peer), &peer_size),
+      0);
+  std::mt19937 random(42);
+  uint64_t bytes = 0;
+  constexpr int kMessages = 2000;
+  for (int i = 0; i < kMessages; ++i) {
+    uint32_t size = 1 + random() % 8192;
+    uint32_t segments = 1 + random() % 16;
+    demi_qtoken_t push = PushMessage(client, i, size, segments);
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, server), 0);
+    demi_qresult_t request = WaitFor(pop);
+    bytes += CheckMessage(request, i, size, segments);
+    CompletePush(push);
+    // Echo back as message i + kMessages.
+    demi_qtoken_t echo = PushMessage(server, i + kMessages, size, segments);
+    ASSERT_EQ(demi_pop(&pop, client), 0);
+    demi_qresult_t reply = WaitFor(pop);
+    bytes += CheckMessage(reply, i + kMessages, size, segments);
+    CompletePush(echo);
+    if (HasFailure()) break;
+  }
+  std::printf("echo: %d round trips, %lu bytes verified\n", kMessages,
+              static_cast<unsigned long>(bytes));
+  EXPECT_EQ(demi_close(client), 0);
+  // The server sees end of stream after everything sent before.
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, server), 0);
+  demi_qresult_t end = WaitFor(pop);
+  EXPECT_EQ(end.qr_opcode, DEMI_OPC_POP);
+  EXPECT_EQ(end.qr_value.sga.sga_numsegs, 0u);
+  EXPECT_EQ(demi_close(server), 0);
+  EXPECT_EQ(demi_close(listener), 0);
+}
+
+TEST_F(LibosTest, StreamOfPushesArrivesInOrder) {
+  int client, server, listener;
+  ASSERT_NO_FATAL_FAILURE(Connect(&client, &server, &listener));
+  std::mt19937 random(7);
+  constexpr int kMessages = 20000;
+  std::vector<uint32_t> sizes(kMessages), segments(kMessages);
+  for (int i = 0; i < kMessages; ++i) {
+    sizes[i] = 1 + random() % 4096;
+    segments[i] = 1 + random() % 16;
+  }
+  // Pushes run ahead of pops by up to kWindow messages.
+  constexpr int kWindow = 32;
+  std::deque<demi_qtoken_t> pushes;
+  int pushed = 0, popped = 0;
+  uint64_t bytes = 0;
+  while (popped < kMessages && !HasFailure()) {
+    while (pushed < kMessages && pushed - popped < kWindow) {
+      if (pushes.size() == kWindow) {
+        CompletePush(pushes.front());
+        pushes.pop_front();
+      }
+      pushes.push_back(
+          PushMessage(client, pushed, sizes[pushed], segments[pushed]));
+      ++pushed;
+    }
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, server), 0);
+    demi_qresult_t result = WaitFor(pop);
+    bytes += CheckMessage(result, popped, sizes[popped], segments[popped]);
+    ++popped;
+  }
+  for (demi_qtoken_t qt : pushes) CompletePush(qt);
+  std::printf("stream: %d messages, %lu bytes verified in order\n", kMessages,
+              static_cast<unsigned long>(bytes));
+  EXPECT_EQ(demi_close(client), 0);
+  EXPECT_EQ(demi_close(server), 0);
+  EXPECT_EQ(demi_close(listener), 0);
+}
+
+TEST_F(LibosTest, CloseCancelsPendingPops) {
+  int client, server, listener;
+  ASSERT_NO_FATAL_FAILURE(Connect(&client, &server, &listener));
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, server), 0);
+  demi_qresult_t result{};
+  EXPECT_EQ(demi_wait(&result, pop, &kZero), ETIMEDOUT);
+  EXPECT_EQ(demi_close(server), 0);
+  result = WaitFor(pop);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+  EXPECT_EQ(result.qr_ret, ECANCELED);
+  EXPECT_EQ(demi_wait(&result, pop, &kZero), EINVAL);  // consumed
+  // The client's pop ends: end of stream from the closed side.
+  ASSERT_EQ(demi_pop(&pop, client), 0);
+  result = WaitFor(pop);
+  EXPECT_TRUE(
+      result.qr_opcode == DEMI_OPC_POP ||
+      (result.qr_opcode == DEMI_OPC_FAILED && result.qr_ret == ECONNRESET))
+      << result.qr_opcode << " " << result.qr_ret;
+  EXPECT_EQ(demi_close(client), 0);
+  EXPECT_EQ(demi_close(listener), 0);
+}
+
+TEST_F(LibosTest, ConnectToNobodyIsRefused) {
+  absl::StatusOr<sockaddr_in> address = demi::testing::RdmaTestAddress(9);
+  ASSERT_TRUE(address.ok());
+  int qd = -1;
+  ASSERT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
+  demi_qtoken_t qt = 0;
+  ASSERT_EQ(demi_connect(&qt, qd, reinterpret_cast<sockaddr*>(&*address),
+                         sizeof(*address)),
+            0);
+  demi_qresult_t result = WaitFor(qt);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+  EXPECT_TRUE(result.qr_ret == ECONNREFUSED || result.qr_ret == ETIMEDOUT)
+      << result.qr_ret;
+  EXPECT_EQ(demi_close(qd), 0);
+}
+
+TEST_F(LibosTest, InvalidArguments) {
+  int qd = -1;
+  demi_qtoken_t qt = 0;
+  demi_qresult_t result{};
+  EXPECT_EQ(demi_socket(&qd, AF_INET6, SOCK_STREAM, 0), ENOTSUP);
+  EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_RAW, 0), ENOTSUP);
+  EXPECT_EQ(demi_socket(nullptr, AF_INET, SOCK_STREAM, 0), EINVAL);
+  EXPECT_EQ(demi_close(12345), EBADF);
+  EXPECT_EQ(demi_pop(&qt, 12345), EBADF);
+  EXPECT_EQ(demi_listen(12345, 1), EBADF);
+  EXPECT_EQ(demi_accept(&qt, 12345), EBADF);
+
+  ASSERT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
+  EXPECT_EQ(demi_listen(qd, 4), EDESTADDRREQ);
+  EXPECT_EQ(demi_listen(qd, 0), EINVAL);
+  EXPECT_EQ(demi_accept(&qt, qd), EINVAL);
+  EXPECT_EQ(demi_bind(qd, nullptr, sizeof(sockaddr_in)), EINVAL);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  EXPECT_EQ(demi_bind(qd, reinterpret_cast<sockaddr*>(&address), 3), EINVAL);
+  EXPECT_EQ(demi_connect(&qt, qd, nullptr, sizeof(address)), EINVAL);
+  EXPECT_EQ(demi_pop(&qt, qd), ENOTCONN);
+  sockaddr_in peer{};
+  socklen_t peer_size = sizeof(peer);
+  EXPECT_EQ(
+      demi_getpeername(qd, reinterpret_cast<sockaddr*>(&peer), &peer_size),
+      ENOTCONN);
+  linger option{1, 5};
+  EXPECT_EQ(demi_setsockopt(qd, SOL_SOCKET, SO_LINGER, &option, sizeof(option)),
+            0);
+  linger read_back{};
+  socklen_t size = sizeof(read_back);
+  EXPECT_EQ(demi_getsockopt(qd, SOL_SOCKET, SO_LINGER, &read_back, &size), 0);
+  EXPECT_EQ(read_back.l_linger, 5);
+  EXPECT_EQ(demi_setsockopt(qd, SOL_SOCKET, SO_LINGER, &option, 1), EINVAL);
+  EXPECT_EQ(demi_setsockopt(qd, SOL_SOCKET, SO_RCVBUF, &option, 4),
+            ENOPROTOOPT);
+  EXPECT_EQ(demi_setsockopt(qd, IPPROTO_TCP, 1, &option, 4), ENOTSUP);
+
+  // Scatter-gather arrays.
+  demi_sgarray_t sga = demi_sgaalloc(100);
+  ASSERT_EQ(sga.sga_numsegs, 1u);
+  EXPECT_EQ(demi_push(&qt, qd, nullptr), EINVAL);
+  demi_sgarray_t bad = sga;
+  bad.sga_numsegs = 0;
+  EXPECT_EQ(demi_push(&qt, qd, &bad), EINVAL);
+  bad.sga_numsegs = DEMI_SGARRAY_MAXSIZE + 1;
+  EXPECT_EQ(demi_push(&qt, qd, &bad), EINVAL);
+  bad = sga;
+  bad.sga_buf = nullptr;  // application memory: not yet
+  EXPECT_EQ(demi_push(&qt, qd, &bad), EINVAL);
+  bad = sga;
+  bad.sga_segs[0].sgaseg_len = 0;
+  EXPECT_EQ(demi_push(&qt, qd, &bad), EINVAL);
+  bad = sga;
+  bad.sga_segs[0].sgaseg_buf = &address;  // outside its buffer
+  EXPECT_EQ(demi_push(&qt, qd, &bad), EINVAL);
+  EXPECT_EQ(demi_push(&qt, qd, &sga), ENOTCONN);
+  EXPECT_EQ(demi_sgaalloc(0).sga_numsegs, 0u);
+  EXPECT_EQ(demi_sgaalloc(1 << 30).sga_numsegs, 0u);
+  EXPECT_EQ(demi_sgafree(nullptr), EINVAL);
+  bad = sga;
+  bad.sga_buf = &address;
+  EXPECT_EQ(demi_sgafree(&bad), EINVAL);
+  EXPECT_EQ(demi_sgafree(&sga), 0);
+  EXPECT_EQ(demi_sgafree(&sga), EINVAL);  // double free
+
+  // Waits.
+  EXPECT_EQ(demi_wait(&result, 0, &kZero), EINVAL);
+  EXPECT_EQ(demi_wait(&result, 0xdeadbeef, &kZero), EINVAL);
+  EXPECT_EQ(demi_wait(nullptr, 1, &kZero), EINVAL);
+  timespec negative{-1, 0};
+  EXPECT_EQ(demi_wait(&result, 1, &negative), EINVAL);
+  int offset = -1;
+  demi_qtoken_t tokens[1] = {0};
+  EXPECT_EQ(demi_wait_any(&result, &offset, tokens, 0, &kZero), EINVAL);
+  EXPECT_EQ(demi_wait_any(&result, &offset, tokens, 1, &kZero), EINVAL);
+  EXPECT_EQ(demi_wait_any(&result, &offset, nullptr, 1, &kZero), EINVAL);
+  int count = 0;
+  EXPECT_EQ(demi_wait_next_n(&result, 0, &count, &kZero), EINVAL);
+  EXPECT_EQ(demi_pushto(&qt, qd, &sga, nullptr, 0), ENOTSUP);
+  EXPECT_EQ(demi_close(qd), 0);
+  EXPECT_EQ(demi_close(qd), EBADF);
+}
+
+}  // namespace
