@@ -16,19 +16,13 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/libos_test_util.h"
 #include "tests/rdma_env.h"
 
+namespace demi::testing {
 namespace {
 
-constexpr timespec kTenSeconds = {10, 0};
 constexpr timespec kZero = {0, 0};
-
-// Waits for `qt` and returns its result (fails the test on error).
-demi_qresult_t WaitResult(demi_qtoken_t qt) {
-  demi_qresult_t result{};
-  EXPECT_EQ(demi_wait(&result, qt, &kTenSeconds), 0);
-  return result;
-}
 
 class LibosTest : public ::testing::Test {
  protected:
@@ -36,113 +30,11 @@ class LibosTest : public ::testing::Test {
     ASSERT_EQ(demi_init(nullptr), 0);
     EXPECT_EQ(demi_init(nullptr), EEXIST);
   }
-
-  static demi_qresult_t WaitFor(demi_qtoken_t qt) { return WaitResult(qt); }
-
-  // A listening socket on the test address (ephemeral port); its address.
-  static int Listen(sockaddr_in* address) {
-    absl::StatusOr<sockaddr_in> base = demi::testing::RdmaTestAddress(0);
-    EXPECT_TRUE(base.ok()) << base.status();
-    int qd = -1;
-    EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
-    // Pick a port: rdma_cm gives an ephemeral one for port 0, but demi has
-    // no getsockname, so use a fixed range per call.
-    static uint16_t next_port = 20000 + (getpid() % 1000) * 10;
-    *address = *base;
-    address->sin_port = htons(next_port++);
-    EXPECT_EQ(
-        demi_bind(qd, reinterpret_cast<sockaddr*>(address), sizeof(*address)),
-        0);
-    EXPECT_EQ(demi_listen(qd, 16), 0);
-    return qd;
-  }
-
-  // Connects a client to a new listener; returns {client, server, listener}.
-  static void Connect(int* client, int* server, int* listener) {
-    sockaddr_in address;
-    *listener = Listen(&address);
-    demi_qtoken_t accept_qt = 0, connect_qt = 0;
-    ASSERT_EQ(demi_accept(&accept_qt, *listener), 0);
-    ASSERT_EQ(demi_socket(client, AF_INET, SOCK_STREAM, 0), 0);
-    ASSERT_EQ(
-        demi_connect(&connect_qt, *client,
-                     reinterpret_cast<sockaddr*>(&address), sizeof(address)),
-        0);
-    demi_qresult_t connected = WaitFor(connect_qt);
-    ASSERT_EQ(connected.qr_opcode, DEMI_OPC_CONNECT) << connected.qr_ret;
-    demi_qresult_t accepted = WaitFor(accept_qt);
-    ASSERT_EQ(accepted.qr_opcode, DEMI_OPC_ACCEPT) << accepted.qr_ret;
-    *server = accepted.qr_value.ares.qd;
-    EXPECT_EQ(accepted.qr_value.ares.addr.sin_addr.s_addr,
-              address.sin_addr.s_addr);
-  }
 };
-
-uint8_t PatternByte(uint64_t message, size_t offset) {
-  return static_cast<uint8_t>(message * 131 + offset * 7 + 3);
-}
-
-// Pushes message `index` of `size` bytes in `segments` segments from one
-// demi_sgaalloc buffer.
-demi_qtoken_t PushMessage(int qd, uint64_t index, uint32_t size,
-                          uint32_t segments) {
-  demi_sgarray_t sga = demi_sgaalloc(size);
-  if (sga.sga_numsegs != 1) {
-    ADD_FAILURE() << "demi_sgaalloc(" << size << ") failed";
-    return 0;
-  }
-  auto* data = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
-  for (size_t j = 0; j < size; ++j) data[j] = PatternByte(index, j);
-  if (segments > size) segments = size;
-  sga.sga_numsegs = segments;
-  uint32_t offset = 0;
-  for (uint32_t s = 0; s < segments; ++s) {
-    uint32_t length = s + 1 == segments ? size - offset : size / segments;
-    sga.sga_segs[s].sgaseg_buf = data + offset;
-    sga.sga_segs[s].sgaseg_len = length;
-    offset += length;
-  }
-  demi_qtoken_t qt = 0;
-  EXPECT_EQ(demi_push(&qt, qd, &sga), 0);
-  return qt;
-}
-
-// Waits for a push and frees its array.
-void CompletePush(demi_qtoken_t qt) {
-  demi_qresult_t result = WaitResult(qt);
-  EXPECT_EQ(result.qr_opcode, DEMI_OPC_PUSH) << result.qr_ret;
-  EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
-}
-
-// Checks a popped message against PushMessage's layout; frees it.
-uint64_t CheckMessage(demi_qresult_t& result, uint64_t index, uint32_t size,
-                      uint32_t segments) {
-  EXPECT_EQ(result.qr_opcode, DEMI_OPC_POP) << result.qr_ret;
-  demi_sgarray_t& sga = result.qr_value.sga;
-  if (segments > size) segments = size;
-  EXPECT_EQ(sga.sga_numsegs, segments);
-  uint64_t offset = 0;
-  for (uint32_t s = 0; s < sga.sga_numsegs; ++s) {
-    uint32_t expected_length = s + 1 == segments
-                                   ? size - static_cast<uint32_t>(offset)
-                                   : size / segments;
-    EXPECT_EQ(sga.sga_segs[s].sgaseg_len, expected_length);
-    auto* data = static_cast<const uint8_t*>(sga.sga_segs[s].sgaseg_buf);
-    for (uint32_t j = 0; j < sga.sga_segs[s].sgaseg_len; ++j) {
-      if (data[j] != PatternByte(index, offset + j)) {
-        ADD_FAILURE() << "message " << index << " byte " << offset + j;
-        break;
-      }
-    }
-    offset += sga.sga_segs[s].sgaseg_len;
-  }
-  EXPECT_EQ(demi_sgafree(&sga), 0);
-  return offset;
-}
 
 TEST_F(LibosTest, EchoPingPongEveryByteChecked) {
   int client, server, listener;
-  ASSERT_NO_FATAL_FAILURE(Connect(&client, &server, &listener));
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
   sockaddr_in peer{};
   socklen_t peer_size = sizeof(peer);
   ASSERT_EQ(
@@ -157,13 +49,13 @@ TEST_F(LibosTest, EchoPingPongEveryByteChecked) {
     demi_qtoken_t push = PushMessage(client, i, size, segments);
     demi_qtoken_t pop = 0;
     ASSERT_EQ(demi_pop(&pop, server), 0);
-    demi_qresult_t request = WaitFor(pop);
+    demi_qresult_t request = WaitResult(pop);
     bytes += CheckMessage(request, i, size, segments);
     CompletePush(push);
     // Echo back as message i + kMessages.
     demi_qtoken_t echo = PushMessage(server, i + kMessages, size, segments);
     ASSERT_EQ(demi_pop(&pop, client), 0);
-    demi_qresult_t reply = WaitFor(pop);
+    demi_qresult_t reply = WaitResult(pop);
     bytes += CheckMessage(reply, i + kMessages, size, segments);
     CompletePush(echo);
     if (HasFailure()) break;
@@ -174,7 +66,7 @@ TEST_F(LibosTest, EchoPingPongEveryByteChecked) {
   // The server sees end of stream after everything sent before.
   demi_qtoken_t pop = 0;
   ASSERT_EQ(demi_pop(&pop, server), 0);
-  demi_qresult_t end = WaitFor(pop);
+  demi_qresult_t end = WaitResult(pop);
   EXPECT_EQ(end.qr_opcode, DEMI_OPC_POP);
   EXPECT_EQ(end.qr_value.sga.sga_numsegs, 0u);
   EXPECT_EQ(demi_close(server), 0);
@@ -183,7 +75,7 @@ TEST_F(LibosTest, EchoPingPongEveryByteChecked) {
 
 TEST_F(LibosTest, StreamOfPushesArrivesInOrder) {
   int client, server, listener;
-  ASSERT_NO_FATAL_FAILURE(Connect(&client, &server, &listener));
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
   std::mt19937 random(7);
   constexpr int kMessages = 20000;
   std::vector<uint32_t> sizes(kMessages), segments(kMessages);
@@ -208,7 +100,7 @@ TEST_F(LibosTest, StreamOfPushesArrivesInOrder) {
     }
     demi_qtoken_t pop = 0;
     ASSERT_EQ(demi_pop(&pop, server), 0);
-    demi_qresult_t result = WaitFor(pop);
+    demi_qresult_t result = WaitResult(pop);
     bytes += CheckMessage(result, popped, sizes[popped], segments[popped]);
     ++popped;
   }
@@ -222,19 +114,19 @@ TEST_F(LibosTest, StreamOfPushesArrivesInOrder) {
 
 TEST_F(LibosTest, CloseCancelsPendingPops) {
   int client, server, listener;
-  ASSERT_NO_FATAL_FAILURE(Connect(&client, &server, &listener));
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
   demi_qtoken_t pop = 0;
   ASSERT_EQ(demi_pop(&pop, server), 0);
   demi_qresult_t result{};
   EXPECT_EQ(demi_wait(&result, pop, &kZero), ETIMEDOUT);
   EXPECT_EQ(demi_close(server), 0);
-  result = WaitFor(pop);
+  result = WaitResult(pop);
   EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
   EXPECT_EQ(result.qr_ret, ECANCELED);
   EXPECT_EQ(demi_wait(&result, pop, &kZero), EINVAL);  // consumed
   // The client's pop ends: end of stream from the closed side.
   ASSERT_EQ(demi_pop(&pop, client), 0);
-  result = WaitFor(pop);
+  result = WaitResult(pop);
   EXPECT_TRUE(
       result.qr_opcode == DEMI_OPC_POP ||
       (result.qr_opcode == DEMI_OPC_FAILED && result.qr_ret == ECONNRESET))
@@ -244,7 +136,7 @@ TEST_F(LibosTest, CloseCancelsPendingPops) {
 }
 
 TEST_F(LibosTest, ConnectToNobodyIsRefused) {
-  absl::StatusOr<sockaddr_in> address = demi::testing::RdmaTestAddress(9);
+  absl::StatusOr<sockaddr_in> address = RdmaTestAddress(9);
   ASSERT_TRUE(address.ok());
   int qd = -1;
   ASSERT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
@@ -252,7 +144,7 @@ TEST_F(LibosTest, ConnectToNobodyIsRefused) {
   ASSERT_EQ(demi_connect(&qt, qd, reinterpret_cast<sockaddr*>(&*address),
                          sizeof(*address)),
             0);
-  demi_qresult_t result = WaitFor(qt);
+  demi_qresult_t result = WaitResult(qt);
   EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
   EXPECT_TRUE(result.qr_ret == ECONNREFUSED || result.qr_ret == ETIMEDOUT)
       << result.qr_ret;
@@ -345,3 +237,4 @@ TEST_F(LibosTest, InvalidArguments) {
 }
 
 }  // namespace
+}  // namespace demi::testing

@@ -1,0 +1,117 @@
+#include "tests/libos_test_util.h"
+
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "absl/status/statusor.h"
+#include "gtest/gtest.h"
+#include "tests/rdma_env.h"
+
+namespace demi::testing {
+namespace {
+
+uint8_t PatternByte(uint64_t message, size_t offset) {
+  return static_cast<uint8_t>(message * 131 + offset * 7 + 3);
+}
+
+uint32_t SegmentLength(uint32_t size, uint32_t segments, uint32_t s,
+                       uint32_t offset) {
+  return s + 1 == segments ? size - offset : size / segments;
+}
+
+}  // namespace
+
+demi_qresult_t WaitResult(demi_qtoken_t qt) {
+  demi_qresult_t result{};
+  EXPECT_EQ(demi_wait(&result, qt, &kTenSeconds), 0);
+  return result;
+}
+
+int ListenOnTestAddress(sockaddr_in* address) {
+  absl::StatusOr<sockaddr_in> base = RdmaTestAddress(0);
+  EXPECT_TRUE(base.ok()) << base.status();
+  int qd = -1;
+  EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
+  // demi has no getsockname, so each listener takes the next port of a
+  // range chosen per process.
+  static uint16_t next_port = 20000 + (getpid() % 1000) * 20;
+  *address = base.ok() ? *base : sockaddr_in{};
+  address->sin_port = htons(next_port++);
+  EXPECT_EQ(
+      demi_bind(qd, reinterpret_cast<sockaddr*>(address), sizeof(*address)), 0);
+  EXPECT_EQ(demi_listen(qd, 128), 0);
+  return qd;
+}
+
+void ConnectPair(int* client, int* server, int* listener) {
+  sockaddr_in address;
+  *listener = ListenOnTestAddress(&address);
+  demi_qtoken_t accept_qt = 0, connect_qt = 0;
+  ASSERT_EQ(demi_accept(&accept_qt, *listener), 0);
+  ASSERT_EQ(demi_socket(client, AF_INET, SOCK_STREAM, 0), 0);
+  ASSERT_EQ(
+      demi_connect(&connect_qt, *client, reinterpret_cast<sockaddr*>(&address),
+                   sizeof(address)),
+      0);
+  demi_qresult_t connected = WaitResult(connect_qt);
+  ASSERT_EQ(connected.qr_opcode, DEMI_OPC_CONNECT) << connected.qr_ret;
+  demi_qresult_t accepted = WaitResult(accept_qt);
+  ASSERT_EQ(accepted.qr_opcode, DEMI_OPC_ACCEPT) << accepted.qr_ret;
+  *server = accepted.qr_value.ares.qd;
+  EXPECT_EQ(accepted.qr_value.ares.addr.sin_addr.s_addr,
+            address.sin_addr.s_addr);
+}
+
+demi_qtoken_t PushMessage(int qd, uint64_t index, uint32_t size,
+                          uint32_t segments) {
+  demi_sgarray_t sga = demi_sgaalloc(size);
+  if (sga.sga_numsegs != 1) {
+    ADD_FAILURE() << "demi_sgaalloc(" << size << ") failed";
+    return 0;
+  }
+  auto* data = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
+  for (size_t j = 0; j < size; ++j) data[j] = PatternByte(index, j);
+  if (segments > size) segments = size;
+  sga.sga_numsegs = segments;
+  uint32_t offset = 0;
+  for (uint32_t s = 0; s < segments; ++s) {
+    sga.sga_segs[s].sgaseg_buf = data + offset;
+    sga.sga_segs[s].sgaseg_len = SegmentLength(size, segments, s, offset);
+    offset += sga.sga_segs[s].sgaseg_len;
+  }
+  demi_qtoken_t qt = 0;
+  EXPECT_EQ(demi_push(&qt, qd, &sga), 0);
+  return qt;
+}
+
+void CompletePush(demi_qtoken_t qt) {
+  demi_qresult_t result = WaitResult(qt);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_PUSH) << result.qr_ret;
+  EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+}
+
+uint64_t CheckMessage(demi_qresult_t& result, uint64_t index, uint32_t size,
+                      uint32_t segments) {
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_POP) << result.qr_ret;
+  if (result.qr_opcode != DEMI_OPC_POP) return 0;
+  demi_sgarray_t& sga = result.qr_value.sga;
+  if (segments > size) segments = size;
+  EXPECT_EQ(sga.sga_numsegs, segments);
+  uint32_t offset = 0;
+  for (uint32_t s = 0; s < sga.sga_numsegs && s < segments; ++s) {
+    EXPECT_EQ(sga.sga_segs[s].sgaseg_len,
+              SegmentLength(size, segments, s, offset));
+    auto* data = static_cast<const uint8_t*>(sga.sga_segs[s].sgaseg_buf);
+    for (uint32_t j = 0; j < sga.sga_segs[s].sgaseg_len; ++j) {
+      if (data[j] != PatternByte(index, offset + j)) {
+        ADD_FAILURE() << "message " << index << " byte " << offset + j;
+        break;
+      }
+    }
+    offset += sga.sga_segs[s].sgaseg_len;
+  }
+  EXPECT_EQ(demi_sgafree(&sga), 0);
+  return offset;
+}
+
+}  // namespace demi::testing

@@ -1,0 +1,41 @@
+// Helpers shared by the demi_* integration tests: connecting a pair and
+// pushing/checking messages with a pattern derived from their index.
+
+#ifndef DEMI_TESTS_LIBOS_TEST_UTIL_H_
+#define DEMI_TESTS_LIBOS_TEST_UTIL_H_
+
+#include <demi/libos.h>
+#include <demi/sga.h>
+#include <demi/wait.h>
+
+#include <cstdint>
+
+namespace demi::testing {
+
+inline constexpr timespec kTenSeconds = {10, 0};
+
+// Waits up to 10 s for `qt` and returns its result (a test failure if not).
+demi_qresult_t WaitResult(demi_qtoken_t qt);
+
+// A listening socket on the test address with a port of its own.
+int ListenOnTestAddress(sockaddr_in* address);
+
+// Connects a client to a new listener: {client, server, listener} qds.
+void ConnectPair(int* client, int* server, int* listener);
+
+// Pushes message `index` of `size` bytes split in `segments` segments of one
+// demi_sgaalloc buffer; returns the push token (0 on failure).
+demi_qtoken_t PushMessage(int qd, uint64_t index, uint32_t size,
+                          uint32_t segments);
+
+// Waits for a push, checks it succeeded and frees its array.
+void CompletePush(demi_qtoken_t qt);
+
+// Checks a popped result against PushMessage's layout, frees it, and returns
+// the bytes checked.
+uint64_t CheckMessage(demi_qresult_t& result, uint64_t index, uint32_t size,
+                      uint32_t segments);
+
+}  // namespace demi::testing
+
+#endif  // DEMI_TESTS_LIBOS_TEST_UTIL_H_
