@@ -112,6 +112,47 @@ TEST_F(LibosTest, StreamOfPushesArrivesInOrder) {
   EXPECT_EQ(demi_close(listener), 0);
 }
 
+TEST_F(LibosTest, StalledConsumerMakesPushesWaitNotFail) {
+  int client, server, listener;
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
+  // The server does not pop: pushes pile up until the library says EAGAIN.
+  std::deque<demi_qtoken_t> pushes;
+  int pushed = 0;
+  for (;;) {
+    demi_sgarray_t sga = demi_sgaalloc(1000);
+    ASSERT_EQ(sga.sga_numsegs, 1u);
+    std::memset(sga.sga_segs[0].sgaseg_buf, 0, 1000);
+    demi_qtoken_t qt = 0;
+    int rc = demi_push(&qt, client, &sga);
+    if (rc == EAGAIN) {
+      EXPECT_EQ(demi_sgafree(&sga), 0);
+      break;
+    }
+    ASSERT_EQ(rc, 0);
+    pushes.push_back(qt);
+    ASSERT_LT(++pushed, 10000) << "pushes never stalled";
+  }
+  // Stalled, not failed: the newest push is still pending after a while.
+  demi_qresult_t result{};
+  timespec pause{0, 200000000};
+  EXPECT_EQ(demi_wait(&result, pushes.back(), &pause), ETIMEDOUT);
+  std::printf("stalled after %d pushes\n", pushed);
+  // The consumer resumes: every message arrives, and every push completes.
+  for (int i = 0; i < pushed; ++i) {
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, server), 0);
+    result = WaitResult(pop);
+    ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
+    ASSERT_EQ(result.qr_value.sga.sga_numsegs, 1u);
+    EXPECT_EQ(result.qr_value.sga.sga_segs[0].sgaseg_len, 1000u);
+    EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+  }
+  for (demi_qtoken_t qt : pushes) CompletePush(qt);
+  EXPECT_EQ(demi_close(client), 0);
+  EXPECT_EQ(demi_close(server), 0);
+  EXPECT_EQ(demi_close(listener), 0);
+}
+
 TEST_F(LibosTest, CloseCancelsPendingPops) {
   int client, server, listener;
   ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
