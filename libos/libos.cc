@@ -37,7 +37,8 @@ struct LibOS::Queue {
   std::deque<demi_qtoken_t> pop_tokens;     // waiting pops
   std::deque<rdma::ReceivedMessage> messages;  // arrived, not popped
   bool end_of_stream = false;
-  int error = 0;  // errno once failed
+  bool closed = false;  // demi_close was called; kept only to finish sends
+  int error = 0;        // errno once failed
   std::unique_ptr<ReceiveHandle[]> handles;
   uint32_t handle_count = 0;
   uint32_t held = 0;  // popped buffers not yet freed
@@ -52,7 +53,11 @@ class LibOS::QueueSink final : public rdma::CompletionSink {
       ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under os_.mu_
     demi_qresult_t result{};
     result.qr_opcode = status.ok() ? DEMI_OPC_PUSH : DEMI_OPC_FAILED;
-    result.qr_ret = ErrnoFromStatus(status);
+    // A push that demi_close stopped reports ECANCELED, whatever the flush
+    // said.
+    result.qr_ret = status.ok()     ? 0
+                    : queue_.closed ? ECANCELED
+                                    : ErrnoFromStatus(status);
     auto push = os_.pushes_.find(cookie);
     if (push == os_.pushes_.end()) return;  // cancelled by close
     result.qr_value.sga = push->second;
@@ -468,8 +473,17 @@ absl::Status LibOS::Close(int qd) {
       Retire(std::move(orphan));
     }
   }
-  if (queue->connection != nullptr && queue->error == 0) {
-    (void)queue->connection->SendEndOfStream();
+  queue->closed = true;
+  if (queue->connection != nullptr) {
+    if (queue->error == 0 && queue->connection->queued_sends() == 0) {
+      // Graceful: the peer pops what was sent, then end of stream.
+      (void)queue->connection->SendEndOfStream();
+    } else {
+      // Pushes still waiting for credits are dropped (ECANCELED) and the
+      // connection is reset; the peer's pops fail with ECONNRESET.
+      QueueSink sink(*this, *queue);
+      queue->connection->FailAll(ECANCELED, sink);
+    }
   }
   Retire(std::move(queue));
   return absl::OkStatus();
@@ -479,6 +493,9 @@ void LibOS::CancelPending(Queue& queue, int errnum) {
   std::vector<demi_qtoken_t> pending;
   tokens_.PendingOf(queue.qd, &pending);
   for (demi_qtoken_t qt : pending) {
+    // A push the device may still be reading completes when its connection
+    // reports it (free protection): never before the device is done.
+    if (queue.connection != nullptr && pushes_.contains(qt)) continue;
     pushes_.erase(qt);
     (void)tokens_.Fail(qt, errnum);
   }
