@@ -64,6 +64,8 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
       send_queue_depth_(options.send_queue_depth),
       held_(options.receive_buffers, 0),
       posted_(options.send_queue_depth),
+      send_wrs_(options.send_queue_depth),
+      send_sges_(options.send_queue_depth * kSgesPerSend),
       queued_(options.send_queue_depth) {}
 
 RcConnection::~RcConnection() = default;
@@ -313,10 +315,12 @@ absl::Status RcConnection::Enqueue(Kind kind,
   return absl::OkStatus();
 }
 
-absl::Status RcConnection::Post(Kind kind, uint16_t credits_returned,
-                                const Segment* segments, uint32_t num_segments,
-                                uint64_t cookie) {
-  uint32_t slot = (posted_head_ + posted_count_) % send_queue_depth_;
+ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
+                                   uint16_t credits_returned,
+                                   const Segment* segments,
+                                   uint32_t num_segments, uint64_t cookie) {
+  const uint32_t slot =
+      (posted_head_ + posted_count_ + position) % send_queue_depth_;
   uint8_t* header_slot = header_memory_.get() + slot * kHeaderSlotSize;
   wire::MessageHeader header;
   header.type = kind == Kind::kData           ? wire::MessageType::kData
@@ -331,7 +335,7 @@ absl::Status RcConnection::Post(Kind kind, uint16_t credits_returned,
   }
   size_t header_size = wire::EncodeHeader(header, header_slot);
 
-  ibv_sge sge[wire::kMaxSegments + 1];
+  ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
   sge[0].addr = reinterpret_cast<uintptr_t>(header_slot);
   sge[0].length = static_cast<uint32_t>(header_size);
   sge[0].lkey = header_mr_->lkey();
@@ -340,18 +344,49 @@ absl::Status RcConnection::Post(Kind kind, uint16_t credits_returned,
     sge[i + 1].length = segments[i].length;
     sge[i + 1].lkey = segments[i].lkey;
   }
-  ibv_send_wr wr{};
+  ibv_send_wr& wr = send_wrs_[slot];
+  wr = ibv_send_wr{};
   wr.wr_id = slot;
   wr.sg_list = sge;
   wr.num_sge = static_cast<int>(num_segments + 1);
   wr.opcode = IBV_WR_SEND;
-  wr.send_flags = IBV_SEND_SIGNALED;
   if (header_size + total <= max_inline_data_) {
     wr.send_flags |= IBV_SEND_INLINE;
   }
-  DEMI_RETURN_IF_ERROR(qp_->PostSend(&wr));
   posted_[slot] = PostedSend{.cookie = cookie, .kind = kind};
-  ++posted_count_;
+  return &wr;
+}
+
+uint32_t RcConnection::PostChain(ibv_send_wr* first, ibv_send_wr* last,
+                                 uint32_t count) {
+  // One doorbell for the whole chain; only the last request is signaled:
+  // RC completes in order, so its completion retires the ones before it.
+  last->next = nullptr;
+  last->send_flags |= IBV_SEND_SIGNALED;
+  ibv_send_wr* rejected = nullptr;
+  absl::Status status = qp_->PostSend(first, &rejected);
+  uint32_t posted = count;
+  if (!status.ok()) {
+    posted = 0;
+    for (ibv_send_wr* wr = first; wr != rejected && wr != nullptr;
+         wr = wr->next) {
+      ++posted;
+    }
+    // Requests before the rejected one went out unsignaled; the queue pair
+    // is failed below, so each completes with a flush error of its own.
+    Fail(status);
+  }
+  posted_count_ += posted;
+  ++doorbells_;
+  return posted;
+}
+
+absl::Status RcConnection::Post(Kind kind, uint16_t credits_returned,
+                                const Segment* segments, uint32_t num_segments,
+                                uint64_t cookie) {
+  ibv_send_wr* wr =
+      Prepare(0, kind, credits_returned, segments, num_segments, cookie);
+  if (PostChain(wr, wr, 1) != 1) return status_;
   return absl::OkStatus();
 }
 
@@ -359,24 +394,37 @@ void RcConnection::Pump() {
   // Nothing is posted before ESTABLISHED: the peer's queue pair may not be
   // ready to receive yet.
   if (!status_.ok() || !established_) return;
-  while (queued_count_ > 0 && credits_->CanSendData() && !SendQueueFull()) {
-    QueuedSend& entry = queued_[queued_head_];
+  // Chain every queued send that has a credit and a send-queue slot, then a
+  // credit update if one is due, and ring the doorbell once.
+  const uint32_t room = send_queue_depth_ - posted_count_;
+  uint32_t count = 0;
+  ibv_send_wr* first = nullptr;
+  ibv_send_wr* last = nullptr;
+  auto append = [&](ibv_send_wr* wr) {
+    if (last != nullptr) last->next = wr;
+    if (first == nullptr) first = wr;
+    last = wr;
+    ++count;
+  };
+  uint32_t data = 0;
+  while (data < queued_count_ && count < room && credits_->CanSendData()) {
+    const QueuedSend& entry =
+        queued_[(queued_head_ + data) % send_queue_depth_];
     uint16_t returned = *credits_->ConsumeForData();
-    absl::Status posted = Post(entry.kind, returned, entry.segments,
-                               entry.num_segments, entry.cookie);
-    if (!posted.ok()) {
-      // The entry stays queued; it is reported by Poll or FailAll.
-      Fail(posted);
-      return;
-    }
-    queued_head_ = (queued_head_ + 1) % send_queue_depth_;
-    --queued_count_;
+    append(Prepare(count, entry.kind, returned, entry.segments,
+                   entry.num_segments, entry.cookie));
+    ++data;
   }
-  if (credits_->ShouldSendCreditUpdate() && !SendQueueFull()) {
+  if (count < room && credits_->ShouldSendCreditUpdate()) {
     uint16_t returned = *credits_->ConsumeForCreditUpdate();
-    absl::Status posted = Post(Kind::kCreditUpdate, returned, nullptr, 0, 0);
-    if (!posted.ok()) Fail(posted);
+    append(Prepare(count, Kind::kCreditUpdate, returned, nullptr, 0, 0));
   }
+  if (count == 0) return;
+  uint32_t posted = PostChain(first, last, count);
+  // Entries that were not posted stay queued; Poll or FailAll reports them.
+  uint32_t posted_data = posted < data ? posted : data;
+  queued_head_ = (queued_head_ + posted_data) % send_queue_depth_;
+  queued_count_ -= posted_data;
 }
 
 absl::Status RcConnection::Poll(CompletionSink& sink) {
@@ -411,23 +459,29 @@ absl::Status RcConnection::Poll(CompletionSink& sink) {
 
 void RcConnection::HandleSendCompletion(const ibv_wc& wc,
                                         CompletionSink& sink) {
-  uint32_t slot = static_cast<uint32_t>(wc.wr_id);
-  if (posted_count_ == 0 || slot != posted_head_) {
-    // Cannot happen with every send signaled: RC completes in order.
-    DEMI_LOG(kError, "send completion for slot ", slot, ", expected ",
-             posted_head_, " (", posted_count_, " posted)");
-    Fail(ErrnoError(EIO, "send completion out of order"));
+  // A completion retires its own request and every unsignaled one posted
+  // before it (RC completes in order; an error completes only its request,
+  // those before it having succeeded).
+  const uint32_t slot = static_cast<uint32_t>(wc.wr_id);
+  const uint32_t distance =
+      (slot + send_queue_depth_ - posted_head_) % send_queue_depth_;
+  if (slot >= send_queue_depth_ || distance >= posted_count_) {
+    DEMI_LOG(kError, "send completion for slot ", slot, ", expected one of ",
+             posted_count_, " from ", posted_head_);
+    Fail(ErrnoError(EIO, "send completion for no posted request"));
     return;
   }
-  PostedSend posted = posted_[slot];
-  posted_head_ = (posted_head_ + 1) % send_queue_depth_;
-  --posted_count_;
-  absl::Status status;
-  if (wc.status != IBV_WC_SUCCESS) {
-    status = CompletionError(wc);
-    Fail(status);
+  for (uint32_t i = 0; i <= distance; ++i) {
+    PostedSend posted = posted_[posted_head_];
+    posted_head_ = (posted_head_ + 1) % send_queue_depth_;
+    --posted_count_;
+    absl::Status status;
+    if (i == distance && wc.status != IBV_WC_SUCCESS) {
+      status = CompletionError(wc);
+      Fail(status);
+    }
+    if (posted.kind == Kind::kData) sink.OnSendComplete(posted.cookie, status);
   }
-  if (posted.kind == Kind::kData) sink.OnSendComplete(posted.cookie, status);
 }
 
 void RcConnection::HandleReceiveCompletion(const ibv_wc& wc,

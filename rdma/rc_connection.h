@@ -27,9 +27,11 @@
 // wire::MessageHeader and segment lengths), sge[i + 1] is segment i, read in
 // place from the caller's registered memory. A message that fits the queue
 // pair's max_inline_data is posted with IBV_SEND_INLINE (the data is copied
-// at post time). Every SEND is signaled (no selective signaling yet). Without
+// at post time). A SEND posted alone is signaled. Without
 // a credit, or with the send queue full, the request waits in a FIFO of
-// send_queue_depth entries and is posted by a later Poll() or Release();
+// send_queue_depth entries and is posted by a later Poll() or Release(),
+// all that can go at once chained in one ibv_post_send with only the last
+// request signaled (selective signaling: one completion retires the chain);
 // until its completion is reported the caller keeps the segments' memory
 // valid and unchanged.
 //
@@ -192,6 +194,8 @@ class RcConnection {
   uint32_t max_inline_data() const { return max_inline_data_; }
   uint32_t queued_sends() const { return queued_count_; }
   uint32_t posted_sends() const { return posted_count_; }
+  // ibv_post_send calls made (one per chain of sends).
+  uint64_t doorbells() const { return doorbells_; }
   // Null until the peer's parameters are known.
   const CreditAccount* credits() const {
     return credits_ ? &*credits_ : nullptr;
@@ -223,7 +227,17 @@ class RcConnection {
   bool SendQueueFull() const { return posted_count_ == send_queue_depth_; }
   absl::Status Enqueue(Kind kind, absl::Span<const Segment> segments,
                        uint64_t cookie);
-  // Posts a SEND now; the caller checked credits and send-queue room.
+  // Builds the work request for the send-queue slot `position` places after
+  // the last posted one (header, scatter-gather list, posted_ entry); does
+  // not post it.
+  ibv_send_wr* Prepare(uint32_t position, Kind kind, uint16_t credits_returned,
+                       const Segment* segments, uint32_t num_segments,
+                       uint64_t cookie);
+  // Posts a chain of `count` prepared requests with one ibv_post_send,
+  // signaling only the last; returns how many were posted (all, unless the
+  // post failed, which fails the connection).
+  uint32_t PostChain(ibv_send_wr* first, ibv_send_wr* last, uint32_t count);
+  // Posts one SEND now; the caller checked credits and send-queue room.
   absl::Status Post(Kind kind, uint16_t credits_returned,
                     const Segment* segments, uint32_t num_segments,
                     uint64_t cookie);
@@ -265,6 +279,13 @@ class RcConnection {
   std::vector<PostedSend> posted_;
   uint32_t posted_head_ = 0;
   uint32_t posted_count_ = 0;
+  // Work requests and scatter-gather lists by send-queue slot, kept until
+  // posted (a chain is built before its one ibv_post_send).
+  static constexpr size_t kSgesPerSend = wire::kMaxSegments + 1;
+  std::vector<ibv_send_wr> send_wrs_;
+  std::vector<ibv_sge> send_sges_;
+  uint64_t doorbells_ = 0;  // ibv_post_send calls
+
   // Ring of queued sends.
   std::vector<QueuedSend> queued_;
   uint32_t queued_head_ = 0;

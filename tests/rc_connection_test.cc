@@ -407,6 +407,11 @@ TEST(RcConnectionTest, StreamBackpressureErrorsEndOfStream) {
       static_cast<unsigned long>(client_credits.credit_updates_sent()),
       static_cast<unsigned long>(server_credits.messages_received()),
       static_cast<unsigned long>(server_credits.credit_updates_sent()));
+  // Queued sends went out in chains: fewer doorbells than messages.
+  std::printf("client: %lu doorbells for %lu sends\n",
+              static_cast<unsigned long>(pair.client->doorbells()),
+              static_cast<unsigned long>(client_credits.data_messages_sent()));
+  EXPECT_LT(pair.client->doorbells(), client_credits.data_messages_sent());
 
   // Disconnect; the passive side answers. Then both fail cleanly.
   ASSERT_TRUE(pair.client->id().Disconnect().ok());
