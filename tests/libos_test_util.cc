@@ -3,6 +3,9 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "absl/status/statusor.h"
 #include "gtest/gtest.h"
 #include "tests/rdma_env.h"
@@ -82,6 +85,28 @@ demi_qtoken_t PushMessage(int qd, uint64_t index, uint32_t size,
   demi_qtoken_t qt = 0;
   EXPECT_EQ(demi_push(&qt, qd, &sga), 0);
   return qt;
+}
+
+std::vector<demi_qtoken_t> PushUntilEagain(int qd, uint32_t size) {
+  std::vector<demi_qtoken_t> pushes;
+  while (pushes.size() < 10000) {
+    demi_sgarray_t sga = demi_sgaalloc(size);
+    if (sga.sga_numsegs != 1) {
+      ADD_FAILURE() << "demi_sgaalloc(" << size << ") failed";
+      break;
+    }
+    std::memset(sga.sga_segs[0].sgaseg_buf, 0, size);
+    demi_qtoken_t qt = 0;
+    int rc = demi_push(&qt, qd, &sga);
+    if (rc != 0) {
+      EXPECT_EQ(rc, EAGAIN);
+      EXPECT_EQ(demi_sgafree(&sga), 0);
+      return pushes;
+    }
+    pushes.push_back(qt);
+  }
+  ADD_FAILURE() << "pushes never stalled";
+  return pushes;
 }
 
 void CompletePush(demi_qtoken_t qt) {

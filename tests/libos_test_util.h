@@ -9,6 +9,7 @@
 #include <demi/wait.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace demi::testing {
 
@@ -27,6 +28,10 @@ void ConnectPair(int* client, int* server, int* listener);
 // demi_sgaalloc buffer; returns the push token (0 on failure).
 demi_qtoken_t PushMessage(int qd, uint64_t index, uint32_t size,
                           uint32_t segments);
+
+// Pushes `size`-byte messages (zeros) until demi_push says EAGAIN (the peer
+// does not pop); returns their tokens. Fails the test past 10000 pushes.
+std::vector<demi_qtoken_t> PushUntilEagain(int qd, uint32_t size);
 
 // Waits for a push, checks it succeeded and frees its array.
 void CompletePush(demi_qtoken_t qt);
