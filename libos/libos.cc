@@ -61,6 +61,7 @@ class LibOS::QueueSink final : public rdma::CompletionSink {
     auto push = os_.pushes_.find(cookie);
     if (push == os_.pushes_.end()) return;  // cancelled by close
     result.qr_value.sga = push->second;
+    os_.PushFinished(static_cast<rdma::PoolBuffer*>(push->second.sga_buf));
     os_.pushes_.erase(push);
     (void)os_.tokens_.Complete(cookie, result);
   }
@@ -130,6 +131,7 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
                         rdma::EventChannel::Create());
   os->channel_.emplace(std::move(channel));
   os->pushes_.reserve(options.max_operations);
+  os->pushes_reading_.reserve(options.max_operations);
   return os;
 }
 
@@ -266,7 +268,8 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
                       "the memory-region cache, not implemented yet");
   }
   auto* buffer = static_cast<rdma::PoolBuffer*>(sga->sga_buf);
-  if (!devices_->pool().IsAllocated(buffer)) {
+  if (!devices_->pool().IsAllocated(buffer) ||
+      free_when_pushed_.contains(buffer)) {
     return ErrnoError(EINVAL,
                       "sga_buf is not memory from demi_sgaalloc (pushing "
                       "popped memory is not supported yet)");
@@ -298,9 +301,11 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
   }
   DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt, tokens_.Allocate(qd, DEMI_OPC_PUSH));
   pushes_[qt] = *sga;
+  PushStarted(buffer);
   absl::Status sent = queue->connection->Send(
       absl::MakeConstSpan(segments, sga->sga_numsegs), qt);
   if (!sent.ok()) {
+    PushFinished(buffer);
     pushes_.erase(qt);
     (void)tokens_.Release(qt);
     return sent;
@@ -436,8 +441,17 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
     return ErrnoError(EINVAL, "bad segment count");
   }
   auto* buffer = static_cast<rdma::PoolBuffer*>(sga->sga_buf);
-  if (devices_->pool().Owns(buffer)) return devices_->pool().Free(buffer);
   absl::MutexLock lock(&mu_);
+  if (devices_->pool().Owns(buffer)) {
+    if (free_when_pushed_.contains(buffer)) {
+      return ErrnoError(EINVAL, "the array was already freed");
+    }
+    if (pushes_reading_.contains(buffer)) {
+      free_when_pushed_.insert(buffer);  // freed when its pushes complete
+      return absl::OkStatus();
+    }
+    return devices_->pool().Free(buffer);
+  }
   ReceiveHandle* handle = FindHandle(sga->sga_buf);
   if (handle == nullptr || !handle->in_use) {
     return ErrnoError(EINVAL, "not an array the library owns (or freed)");
@@ -453,6 +467,18 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
   }
   ReapRetired();
   return absl::OkStatus();
+}
+
+void LibOS::PushStarted(rdma::PoolBuffer* buffer) { ++pushes_reading_[buffer]; }
+
+void LibOS::PushFinished(rdma::PoolBuffer* buffer) {
+  auto it = pushes_reading_.find(buffer);
+  if (it == pushes_reading_.end() || --it->second > 0) return;
+  pushes_reading_.erase(it);
+  if (free_when_pushed_.erase(buffer) > 0) {
+    absl::Status freed = devices_->pool().Free(buffer);
+    if (!freed.ok()) DEMI_LOG(kError, "deferred free: ", freed.message());
+  }
 }
 
 absl::Status LibOS::Close(int qd) {
@@ -495,8 +521,12 @@ void LibOS::CancelPending(Queue& queue, int errnum) {
   for (demi_qtoken_t qt : pending) {
     // A push the device may still be reading completes when its connection
     // reports it (free protection): never before the device is done.
-    if (queue.connection != nullptr && pushes_.contains(qt)) continue;
-    pushes_.erase(qt);
+    auto push = pushes_.find(qt);
+    if (push != pushes_.end()) {
+      if (queue.connection != nullptr) continue;
+      PushFinished(static_cast<rdma::PoolBuffer*>(push->second.sga_buf));
+      pushes_.erase(push);
+    }
     (void)tokens_.Fail(qt, errnum);
   }
   queue.pop_tokens.clear();

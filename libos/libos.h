@@ -6,7 +6,8 @@
 // it between polling rounds so other threads get in. Errors are absl::Status
 // values carrying the positive errno the C API returns (common/errno_status.h).
 //
-// Memory: demi_sgaalloc memory comes from the registered BufferPool; popped
+// Memory: demi_sgaalloc memory comes from the registered BufferPool (freeing
+// it while a push reads it defers the free until the push completes); popped
 // memory points into a connection's receive buffers (zero copy) and stays
 // valid, even after demi_close, until SgaFree returns it. Application memory
 // (sga_buf == NULL) is not accepted yet (EINVAL): the memory-region cache
@@ -27,6 +28,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -118,6 +120,11 @@ class LibOS {
   void ReapRetired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   ReceiveHandle* FindHandle(const void* handle)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Free protection for demi_sgaalloc memory: a buffer freed while pushes
+  // read it goes back to the pool when the last of them completes.
+  void PushStarted(rdma::PoolBuffer* buffer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PushFinished(rdma::PoolBuffer* buffer)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const LibOSOptions options_;
   absl::Mutex mu_;
@@ -131,6 +138,10 @@ class LibOS {
   // The pushed array of each push in flight (the push result returns it).
   absl::flat_hash_map<demi_qtoken_t, demi_sgarray_t> pushes_
       ABSL_GUARDED_BY(mu_);
+  // Pushes in flight per pool buffer, and buffers freed while in flight.
+  absl::flat_hash_map<rdma::PoolBuffer*, uint32_t> pushes_reading_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<rdma::PoolBuffer*> free_when_pushed_ ABSL_GUARDED_BY(mu_);
   // Receive-handle arrays by start address -> end address.
   absl::btree_map<uintptr_t, uintptr_t> handle_arrays_ ABSL_GUARDED_BY(mu_);
   int next_qd_ ABSL_GUARDED_BY(mu_) = 1;

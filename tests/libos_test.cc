@@ -141,6 +141,59 @@ TEST_F(LibosTest, StalledConsumerMakesPushesWaitNotFail) {
   EXPECT_EQ(demi_close(listener), 0);
 }
 
+TEST_F(LibosTest, FreeDuringPushIsDeferredUntilThePushCompletes) {
+  int client, server, listener;
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
+  constexpr int kRounds = 300;
+  uint64_t bytes = 0;
+  for (int i = 0; i < kRounds && !HasFailure(); ++i) {
+    const uint32_t size = 100 + (i * 37) % 8000;
+    demi_sgarray_t sga = demi_sgaalloc(size);
+    ASSERT_EQ(sga.sga_numsegs, 1u);
+    auto* data = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
+    for (uint32_t j = 0; j < size; ++j) data[j] = static_cast<uint8_t>(i + j);
+    demi_qtoken_t push = 0;
+    ASSERT_EQ(demi_push(&push, client, &sga), 0);
+    // Free it at once, then take new memory and fill it with other bytes
+    // before anyone waits: the pushed bytes must arrive unchanged.
+    ASSERT_EQ(demi_sgafree(&sga), 0);
+    std::vector<demi_sgarray_t> others;
+    for (int k = 0; k < 4; ++k) {
+      demi_sgarray_t other = demi_sgaalloc(size);
+      ASSERT_EQ(other.sga_numsegs, 1u);
+      EXPECT_NE(other.sga_buf, sga.sga_buf) << "freed buffer reused early";
+      std::memset(other.sga_segs[0].sgaseg_buf, 0xee, size);
+      others.push_back(other);
+    }
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, server), 0);
+    demi_qresult_t result = WaitResult(pop);
+    ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
+    ASSERT_EQ(result.qr_value.sga.sga_numsegs, 1u);
+    ASSERT_EQ(result.qr_value.sga.sga_segs[0].sgaseg_len, size);
+    auto* received =
+        static_cast<const uint8_t*>(result.qr_value.sga.sga_segs[0].sgaseg_buf);
+    for (uint32_t j = 0; j < size; ++j) {
+      if (received[j] != static_cast<uint8_t>(i + j)) {
+        ADD_FAILURE() << "round " << i << " byte " << j << " is stale";
+        break;
+      }
+    }
+    bytes += size;
+    EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+    demi_qresult_t done = WaitResult(push);
+    EXPECT_EQ(done.qr_opcode, DEMI_OPC_PUSH);
+    // Already freed (the deferred free ran when the push completed).
+    EXPECT_EQ(demi_sgafree(&done.qr_value.sga), EINVAL);
+    for (demi_sgarray_t& other : others) EXPECT_EQ(demi_sgafree(&other), 0);
+  }
+  std::printf("free during push: %d rounds, %lu bytes verified\n", kRounds,
+              static_cast<unsigned long>(bytes));
+  EXPECT_EQ(demi_close(client), 0);
+  EXPECT_EQ(demi_close(server), 0);
+  EXPECT_EQ(demi_close(listener), 0);
+}
+
 TEST_F(LibosTest, CloseCancelsPendingPops) {
   int client, server, listener;
   ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
