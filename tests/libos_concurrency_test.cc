@@ -31,9 +31,7 @@ class LibosConcurrencyTest : public ::testing::Test {
   static void SetUpTestSuite() { ASSERT_EQ(demi_init(nullptr), 0); }
 
   static void Close(const Pair& pair) {
-    EXPECT_EQ(demi_close(pair.client), 0);
-    EXPECT_EQ(demi_close(pair.server), 0);
-    EXPECT_EQ(demi_close(pair.listener), 0);
+    CloseQueues({pair.client, pair.server, pair.listener});
   }
 };
 

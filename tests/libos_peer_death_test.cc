@@ -107,11 +107,7 @@ TEST(LibosPeerDeathTest, KilledPeerFailsPendingPopsWithinTwoSeconds) {
   CheckMessage(survived, 5, 500, 3);
   CompletePush(push);
 
-  EXPECT_EQ(demi_close(doomed), 0);
-  EXPECT_EQ(demi_close(client), 0);
-  EXPECT_EQ(demi_close(server), 0);
-  EXPECT_EQ(demi_close(other_listener), 0);
-  EXPECT_EQ(demi_close(listener), 0);
+  CloseQueues({doomed, client, server, other_listener, listener});
 }
 
 }  // namespace

@@ -69,8 +69,7 @@ TEST_F(LibosTest, EchoPingPongEveryByteChecked) {
   demi_qresult_t end = WaitResult(pop);
   EXPECT_EQ(end.qr_opcode, DEMI_OPC_POP);
   EXPECT_EQ(end.qr_value.sga.sga_numsegs, 0u);
-  EXPECT_EQ(demi_close(server), 0);
-  EXPECT_EQ(demi_close(listener), 0);
+  CloseQueues({server, listener});
 }
 
 TEST_F(LibosTest, StreamOfPushesArrivesInOrder) {
@@ -108,9 +107,7 @@ TEST_F(LibosTest, StreamOfPushesArrivesInOrder) {
   for (demi_qtoken_t qt : pushes) CompletePush(qt);
   std::printf("stream: %d messages, %lu bytes verified in order\n", kMessages,
               static_cast<unsigned long>(bytes));
-  EXPECT_EQ(demi_close(client), 0);
-  EXPECT_EQ(demi_close(server), 0);
-  EXPECT_EQ(demi_close(listener), 0);
+  CloseQueues({client, server, listener});
 }
 
 TEST_F(LibosTest, StalledConsumerMakesPushesWaitNotFail) {
@@ -136,9 +133,7 @@ TEST_F(LibosTest, StalledConsumerMakesPushesWaitNotFail) {
     EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
   }
   for (demi_qtoken_t qt : pushes) CompletePush(qt);
-  EXPECT_EQ(demi_close(client), 0);
-  EXPECT_EQ(demi_close(server), 0);
-  EXPECT_EQ(demi_close(listener), 0);
+  CloseQueues({client, server, listener});
 }
 
 TEST_F(LibosTest, FreeDuringPushIsDeferredUntilThePushCompletes) {
@@ -189,9 +184,7 @@ TEST_F(LibosTest, FreeDuringPushIsDeferredUntilThePushCompletes) {
   }
   std::printf("free during push: %d rounds, %lu bytes verified\n", kRounds,
               static_cast<unsigned long>(bytes));
-  EXPECT_EQ(demi_close(client), 0);
-  EXPECT_EQ(demi_close(server), 0);
-  EXPECT_EQ(demi_close(listener), 0);
+  CloseQueues({client, server, listener});
 }
 
 TEST_F(LibosTest, CloseCancelsPendingPops) {
@@ -213,8 +206,7 @@ TEST_F(LibosTest, CloseCancelsPendingPops) {
       result.qr_opcode == DEMI_OPC_POP ||
       (result.qr_opcode == DEMI_OPC_FAILED && result.qr_ret == ECONNRESET))
       << result.qr_opcode << " " << result.qr_ret;
-  EXPECT_EQ(demi_close(client), 0);
-  EXPECT_EQ(demi_close(listener), 0);
+  CloseQueues({client, listener});
 }
 
 TEST_F(LibosTest, CloseCancelsQueuedPushesAndResetsThePeer) {
@@ -255,8 +247,7 @@ TEST_F(LibosTest, CloseCancelsQueuedPushesAndResetsThePeer) {
   EXPECT_EQ(delivered, completed);
   std::printf("close: %d pushes delivered, %d cancelled\n", completed,
               cancelled);
-  EXPECT_EQ(demi_close(server), 0);
-  EXPECT_EQ(demi_close(listener), 0);
+  CloseQueues({server, listener});
 }
 
 TEST_F(LibosTest, ConnectToNobodyIsRefused) {

@@ -87,6 +87,10 @@ demi_qtoken_t PushMessage(int qd, uint64_t index, uint32_t size,
   return qt;
 }
 
+void CloseQueues(std::initializer_list<int> qds) {
+  for (int qd : qds) EXPECT_EQ(demi_close(qd), 0) << "queue " << qd;
+}
+
 std::vector<demi_qtoken_t> PushUntilEagain(int qd, uint32_t size) {
   std::vector<demi_qtoken_t> pushes;
   while (pushes.size() < 10000) {

@@ -9,6 +9,7 @@
 #include <demi/wait.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 namespace demi::testing {
@@ -28,6 +29,9 @@ void ConnectPair(int* client, int* server, int* listener);
 // demi_sgaalloc buffer; returns the push token (0 on failure).
 demi_qtoken_t PushMessage(int qd, uint64_t index, uint32_t size,
                           uint32_t segments);
+
+// Closes each queue, expecting success.
+void CloseQueues(std::initializer_list<int> qds);
 
 // Pushes `size`-byte messages (zeros) until demi_push says EAGAIN (the peer
 // does not pop); returns their tokens. Fails the test past 10000 pushes.
