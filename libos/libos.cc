@@ -39,9 +39,8 @@ struct LibOS::Queue {
   bool end_of_stream = false;
   bool closed = false;  // demi_close was called; kept only to finish sends
   int error = 0;        // errno once failed
-  std::unique_ptr<ReceiveHandle[]> handles;
-  uint32_t handle_count = 0;
-  uint32_t held = 0;  // popped buffers not yet freed
+  std::unique_ptr<ReceiveHandle[]> handles;  // one per receive buffer
+  uint32_t held = 0;                         // popped buffers not yet freed
 };
 
 // Routes one connection's completions to its queue.
@@ -218,7 +217,7 @@ absl::StatusOr<demi_qtoken_t> LibOS::Accept(int qd) {
     auto accepted = queues_.find(listener->accepted.front());
     listener->accepted.pop_front();
     if (accepted != queues_.end()) {
-      CompleteAccept(*listener, qt, *accepted->second);
+      CompleteAccept(qt, *accepted->second);
       return qt;
     }
   }
@@ -356,12 +355,11 @@ void LibOS::CompletePop(Queue& queue, demi_qtoken_t qt,
   (void)tokens_.Complete(qt, result);
 }
 
-void LibOS::CompleteAccept(Queue& listener, demi_qtoken_t qt, Queue& accepted) {
+void LibOS::CompleteAccept(demi_qtoken_t qt, const Queue& accepted) {
   demi_qresult_t result{};
   result.qr_opcode = DEMI_OPC_ACCEPT;
   result.qr_value.ares.qd = accepted.qd;
   result.qr_value.ares.addr = accepted.peer;
-  (void)listener;
   (void)tokens_.Complete(qt, result);
 }
 
@@ -534,7 +532,6 @@ void LibOS::CancelPending(Queue& queue, int errnum) {
 }
 
 void LibOS::Retire(std::unique_ptr<Queue> queue) {
-  queue->qd = -1;  // late completions find no token of it
   retired_.push_back(std::move(queue));
   ReapRetired();
 }
@@ -707,14 +704,14 @@ void LibOS::HandleEstablished(const rdma::CmEvent& event, Queue& queue) {
     FailConnection(queue, ErrnoFromStatus(established));
     return;
   }
-  queue.handle_count = options_.connection.receive_buffers;
-  queue.handles = std::make_unique<ReceiveHandle[]>(queue.handle_count);
-  for (uint32_t i = 0; i < queue.handle_count; ++i) {
+  const uint32_t count = options_.connection.receive_buffers;
+  queue.handles = std::make_unique<ReceiveHandle[]>(count);
+  for (uint32_t i = 0; i < count; ++i) {
     queue.handles[i].queue = &queue;
     queue.handles[i].buffer_index = i;
   }
   const auto begin = reinterpret_cast<uintptr_t>(queue.handles.get());
-  handle_arrays_[begin] = begin + queue.handle_count * sizeof(ReceiveHandle);
+  handle_arrays_[begin] = begin + count * sizeof(ReceiveHandle);
 
   const Queue::State was = queue.state;
   queue.state = Queue::State::kConnected;
@@ -730,7 +727,7 @@ void LibOS::HandleEstablished(const rdma::CmEvent& event, Queue& queue) {
   if (!accepting.accept_tokens.empty()) {
     demi_qtoken_t qt = accepting.accept_tokens.front();
     accepting.accept_tokens.pop_front();
-    CompleteAccept(accepting, qt, queue);
+    CompleteAccept(qt, queue);
   } else {
     accepting.accepted.push_back(queue.qd);
   }

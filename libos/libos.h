@@ -112,7 +112,7 @@ class LibOS {
   void CompletePop(Queue& queue, demi_qtoken_t qt,
                    const rdma::ReceivedMessage* message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CompleteAccept(Queue& listener, demi_qtoken_t qt, Queue& accepted)
+  void CompleteAccept(demi_qtoken_t qt, const Queue& accepted)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelPending(Queue& queue, int errnum)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -41,7 +41,6 @@ class DeviceRegistry {
 
   // Registered buffers on the first device.
   BufferPool& pool() const { return *pool_; }
-  ibv_context* pool_context() const { return devices_.front().context; }
 
  private:
   struct Device {
