@@ -153,6 +153,22 @@ absl::Status ConnectPair(Pair& p, const RcConnectionOptions& options) {
 }
 
 // Drives a client streaming to a server; checks everything the server gets.
+// The client disconnects, the server answers, and both connections fail
+// what they still hold with ECONNRESET, as the libOS does on DISCONNECTED.
+absl::Status DisconnectBoth(Pair& pair) {
+  DEMI_RETURN_IF_ERROR(pair.client->id().Disconnect());
+  DEMI_RETURN_IF_ERROR(
+      pair.server_channel->Expect(RDMA_CM_EVENT_DISCONNECTED, kStepTimeout)
+          .status());
+  DEMI_RETURN_IF_ERROR(pair.server->id().Disconnect());
+  DEMI_RETURN_IF_ERROR(
+      pair.client_channel->Expect(RDMA_CM_EVENT_DISCONNECTED, kStepTimeout)
+          .status());
+  pair.client->FailAll(ECONNRESET, pair.client_sink);
+  pair.server->FailAll(ECONNRESET, pair.server_sink);
+  return absl::OkStatus();
+}
+
 class Stream {
  public:
   Stream(Pair& pair, uint32_t send_queue_depth)
@@ -414,16 +430,8 @@ TEST(RcConnectionTest, StreamBackpressureErrorsEndOfStream) {
   EXPECT_LT(pair.client->doorbells(), client_credits.data_messages_sent());
 
   // Disconnect; the passive side answers. Then both fail cleanly.
-  ASSERT_TRUE(pair.client->id().Disconnect().ok());
-  ASSERT_TRUE(
-      pair.server_channel->Expect(RDMA_CM_EVENT_DISCONNECTED, kStepTimeout)
-          .ok());
-  ASSERT_TRUE(pair.server->id().Disconnect().ok());
-  ASSERT_TRUE(
-      pair.client_channel->Expect(RDMA_CM_EVENT_DISCONNECTED, kStepTimeout)
-          .ok());
-  pair.client->FailAll(ECONNRESET, pair.client_sink);
-  pair.server->FailAll(ECONNRESET, pair.server_sink);
+  absl::Status disconnected = DisconnectBoth(pair);
+  ASSERT_TRUE(disconnected.ok()) << disconnected;
   (void)pair.client->Poll(pair.client_sink);
   (void)pair.server->Poll(pair.server_sink);
   EXPECT_TRUE(pair.client->idle());
@@ -459,16 +467,8 @@ TEST(RcConnectionTest, DisconnectFailsQueuedSendsOnce) {
   EXPECT_EQ(queued, options.send_queue_depth);
   EXPECT_EQ(stream.received() + queued, stream.sent());
 
-  ASSERT_TRUE(pair.client->id().Disconnect().ok());
-  ASSERT_TRUE(
-      pair.server_channel->Expect(RDMA_CM_EVENT_DISCONNECTED, kStepTimeout)
-          .ok());
-  ASSERT_TRUE(pair.server->id().Disconnect().ok());
-  ASSERT_TRUE(
-      pair.client_channel->Expect(RDMA_CM_EVENT_DISCONNECTED, kStepTimeout)
-          .ok());
-  pair.client->FailAll(ECONNRESET, pair.client_sink);
-  pair.server->FailAll(ECONNRESET, pair.server_sink);
+  absl::Status disconnected = DisconnectBoth(pair);
+  ASSERT_TRUE(disconnected.ok()) << disconnected;
   absl::Time deadline = absl::Now() + kStepTimeout;
   while (!pair.client->idle() && absl::Now() < deadline) {
     (void)pair.client->Poll(pair.client_sink);
