@@ -11,6 +11,11 @@
 //   - (Problems() only) a registration never destroyed, when
 //     `expect_all_destroyed` is true.
 //
+// Constructed with `pins_pages`, it stands for a real device, whose
+// registrations keep their pages: then overlapping registrations and
+// deregistering after an unmap are allowed (the region cache does both),
+// and only the other checks apply.
+//
 // Lifetime: must outlive every registration it hands out (as a real
 // registrar). Thread-safety: every member function is safe from any thread.
 
@@ -39,7 +44,7 @@ namespace demi::rdma {
 
 class FakeRegistrar final : public Registrar {
  public:
-  FakeRegistrar() = default;
+  explicit FakeRegistrar(bool pins_pages = false) : pins_pages_(pins_pages) {}
   FakeRegistrar(const FakeRegistrar&) = delete;
   FakeRegistrar& operator=(const FakeRegistrar&) = delete;
 
@@ -57,7 +62,8 @@ class FakeRegistrar final : public Registrar {
     uintptr_t begin = reinterpret_cast<uintptr_t>(address);
     for (size_t i = 0; i < entries_.size(); ++i) {
       const Entry& other = entries_[i];
-      if (other.destroyed == 0 && begin < other.begin + other.length &&
+      if (!pins_pages_ && other.destroyed == 0 &&
+          begin < other.begin + other.length &&
           other.begin < begin + length) {
         problems_.push_back(absl::StrCat("registration ", entries_.size(),
                                          " overlaps live registration ", i));
@@ -167,7 +173,7 @@ class FakeRegistrar final : public Registrar {
                                        entry.destroyed, " times"));
       return;
     }
-    if (!Mapped(entry.begin, entry.length)) {
+    if (!pins_pages_ && !Mapped(entry.begin, entry.length)) {
       problems_.push_back(absl::StrCat(
           "registration ", id, " destroyed after its memory was unmapped"));
     }
@@ -175,6 +181,7 @@ class FakeRegistrar final : public Registrar {
     --live_;
   }
 
+  const bool pins_pages_;
   mutable absl::Mutex mu_;
   std::vector<Entry> entries_ ABSL_GUARDED_BY(mu_);  // Indexed by id.
   std::vector<std::string> problems_ ABSL_GUARDED_BY(mu_);
