@@ -3,6 +3,7 @@
 
 #include <demi/libos.h>
 #include <demi/sga.h>
+#include <demi/stats.h>
 #include <demi/types.h>
 #include <demi/wait.h>
 #include <stddef.h>
@@ -34,6 +35,9 @@ _Static_assert(DEMI_OPC_INVALID == 0 && DEMI_OPC_PUSH == 1 &&
                    DEMI_OPC_FAILED == 6,
                "opcode values");
 
+_Static_assert(sizeof(demi_mr_cache_stats_t) == 7 * 8 + 8, "cache stats");
+_Static_assert(offsetof(demi_mr_cache_stats_t, caching) == 56, "caching");
+
 /* Redeclaring each function as API.md states it fails to compile if a header
  * disagrees (C requires compatible types for redeclarations). */
 int demi_init(const struct demi_args *args);
@@ -62,5 +66,7 @@ int demi_wait_any(demi_qresult_t *qr_out, int *ready_offset,
                   const struct timespec *timeout);
 int demi_wait_next_n(demi_qresult_t *qr_out, int num_qrs, int *num_qrs_out,
                      const struct timespec *timeout);
+
+int demi_mr_cache_stats(demi_mr_cache_stats_t *stats);
 
 int main(void) { return 0; }

@@ -3,22 +3,28 @@
 
 #include <demi/libos.h>
 #include <demi/sga.h>
+#include <demi/stats.h>
 #include <demi/wait.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <ctime>
 #include <memory>
+#include <string_view>
 
+#include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/errno_status.h"
+#include "common/logging.h"
 #include "libos/libos.h"
 
 namespace {
 
 using demi::ErrnoFromStatus;
 using demi::libos::LibOS;
+using demi::libos::LibOSOptions;
 
 absl::Mutex init_mutex;
 // Set once by demi_init; lives until the process exits.
@@ -51,6 +57,32 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
   return true;
 }
 
+// The options, with what the environment overrides:
+//   DEMI_MR_CACHE=0              register application memory per push
+//   DEMI_MR_CACHE_MAX_BYTES=N    cap on bytes the cache keeps registered
+//   DEMI_MR_CACHE_MAX_REGIONS=N  cap on its registrations
+// A value that does not parse is ignored (with a warning).
+LibOSOptions OptionsFromEnvironment() {
+  LibOSOptions options;
+  auto number = [](const char* name, size_t* out) {
+    const char* text = getenv(name);
+    if (text == nullptr) return;
+    uint64_t value;
+    if (absl::SimpleAtoi(text, &value) && value > 0) {
+      *out = static_cast<size_t>(value);
+    } else {
+      DEMI_LOG(kWarning, "ignoring ", name, "=", text,
+               " (not a positive count)");
+    }
+  };
+  if (const char* cache = getenv("DEMI_MR_CACHE"); cache != nullptr) {
+    options.region_cache_enabled = std::string_view(cache) != "0";
+  }
+  number("DEMI_MR_CACHE_MAX_BYTES", &options.region_cache.max_pinned_bytes);
+  number("DEMI_MR_CACHE_MAX_REGIONS", &options.region_cache.max_regions);
+  return options;
+}
+
 }  // namespace
 
 extern "C" {
@@ -62,7 +94,7 @@ int demi_init(const struct demi_args* args) {
   absl::MutexLock lock(&init_mutex);
   if (Os() != nullptr) return EEXIST;
   absl::StatusOr<std::unique_ptr<LibOS>> os =
-      LibOS::Create(demi::libos::LibOSOptions());
+      LibOS::Create(OptionsFromEnvironment());
   if (!os.ok()) return ErrnoFromStatus(os.status());
   the_libos.store(os->release(), std::memory_order_release);
   return 0;
@@ -150,6 +182,21 @@ demi_sgarray_t demi_sgaalloc(size_t size) {
 int demi_sgafree(demi_sgarray_t* sga) {
   if (Os() == nullptr) return kNotInitialized;
   return ErrnoFromStatus(Os()->SgaFree(sga));
+}
+
+int demi_mr_cache_stats(demi_mr_cache_stats_t* stats) {
+  if (Os() == nullptr || stats == nullptr) return EINVAL;
+  const demi::rdma::RegionCacheStats cache = Os()->CacheStats();
+  *stats = demi_mr_cache_stats_t{};
+  stats->hits = cache.hits;
+  stats->misses = cache.misses;
+  stats->evictions = cache.evictions;
+  stats->invalidations = cache.invalidations;
+  stats->uncached = cache.uncached;
+  stats->pinned_bytes = cache.pinned_bytes;
+  stats->regions = cache.regions;
+  stats->caching = cache.caching ? 1 : 0;
+  return 0;
 }
 
 int demi_wait(demi_qresult_t* qr_out, demi_qtoken_t qt,

@@ -59,8 +59,8 @@ class LibOS::QueueSink final : public rdma::CompletionSink {
                                     : ErrnoFromStatus(status);
     auto push = os_.pushes_.find(cookie);
     if (push == os_.pushes_.end()) return;  // cancelled by close
-    result.qr_value.sga = push->second;
-    os_.PushFinished(static_cast<rdma::PoolBuffer*>(push->second.sga_buf));
+    result.qr_value.sga = push->second.sga;
+    os_.PushFinished(push->second);
     os_.pushes_.erase(push);
     (void)os_.tokens_.Complete(cookie, result);
   }
@@ -125,7 +125,9 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
   std::unique_ptr<LibOS> os(new LibOS(options));
   rdma::BufferPoolOptions pool = options.pool;
   pool.max_buffer_size = options.connection.eager_limit;
-  DEMI_ASSIGN_OR_RETURN(os->devices_, rdma::DeviceRegistry::Create(pool));
+  DEMI_ASSIGN_OR_RETURN(
+      os->devices_, rdma::DeviceRegistry::Create(pool, options.region_cache,
+                                                 options.region_cache_enabled));
   DEMI_ASSIGN_OR_RETURN(rdma::EventChannel channel,
                         rdma::EventChannel::Create());
   os->channel_.emplace(std::move(channel));
@@ -139,6 +141,9 @@ LibOS::~LibOS() {
   // Connections go before the protection domains and the channel.
   queues_.clear();
   retired_.clear();
+  // Their devices are gone: nothing reads the pushed memory any more.
+  for (const auto& [qt, record] : pushes_) PushFinished(record);
+  pushes_.clear();
 }
 
 absl::StatusOr<LibOS::Queue*> LibOS::Find(int qd) {
@@ -259,34 +264,20 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
     return ErrnoError(EINVAL,
                       absl::StrCat("bad segment count ", sga->sga_numsegs));
   }
-  absl::MutexLock lock(&mu_);
-  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
-  if (sga->sga_buf == nullptr) {
-    return ErrnoError(EINVAL,
-                      "pushing application memory (sga_buf == NULL) needs "
-                      "the memory-region cache, not implemented yet");
-  }
-  auto* buffer = static_cast<rdma::PoolBuffer*>(sga->sga_buf);
-  if (!devices_->pool().IsAllocated(buffer) ||
-      free_when_pushed_.contains(buffer)) {
-    return ErrnoError(EINVAL,
-                      "sga_buf is not memory from demi_sgaalloc (pushing "
-                      "popped memory is not supported yet)");
-  }
-  rdma::Segment segments[DEMI_SGARRAY_MAXSIZE];
-  const auto begin = reinterpret_cast<uintptr_t>(buffer->data());
   for (uint32_t i = 0; i < sga->sga_numsegs; ++i) {
-    const demi_sgaseg_t& segment = sga->sga_segs[i];
-    const auto address = reinterpret_cast<uintptr_t>(segment.sgaseg_buf);
-    if (segment.sgaseg_buf == nullptr || segment.sgaseg_len == 0) {
+    if (sga->sga_segs[i].sgaseg_buf == nullptr ||
+        sga->sga_segs[i].sgaseg_len == 0) {
       return ErrnoError(EINVAL, absl::StrCat("segment ", i, " is empty"));
     }
-    if (address < begin || segment.sgaseg_len > buffer->capacity() ||
-        address - begin > buffer->capacity() - segment.sgaseg_len) {
-      return ErrnoError(
-          EINVAL, absl::StrCat("segment ", i, " lies outside its sga_buf"));
-    }
-    segments[i] = {segment.sgaseg_buf, segment.sgaseg_len, buffer->keys().lkey};
+  }
+  absl::MutexLock lock(&mu_);
+  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
+  auto* buffer = static_cast<rdma::PoolBuffer*>(sga->sga_buf);
+  if (buffer != nullptr && (!devices_->pool().IsAllocated(buffer) ||
+                            free_when_pushed_.contains(buffer))) {
+    return ErrnoError(EINVAL,
+                      "sga_buf is neither NULL nor memory from demi_sgaalloc "
+                      "(pushing popped memory is not supported yet)");
   }
   if (queue->state == Queue::State::kFailed ||
       (queue->state == Queue::State::kConnected && queue->error != 0)) {
@@ -299,17 +290,67 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
     return ErrnoError(ENOTCONN, "push on a queue that is not connected");
   }
   DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt, tokens_.Allocate(qd, DEMI_OPC_PUSH));
-  pushes_[qt] = *sga;
-  PushStarted(buffer);
+  PushRecord record;
+  rdma::Segment segments[DEMI_SGARRAY_MAXSIZE];
+  absl::Status mapped =
+      MapSegments(*sga, *queue->connection, segments, &record);
+  if (!mapped.ok()) {
+    (void)tokens_.Release(qt);
+    return mapped;
+  }
+  PushStarted(record);
   absl::Status sent = queue->connection->Send(
       absl::MakeConstSpan(segments, sga->sga_numsegs), qt);
   if (!sent.ok()) {
-    PushFinished(buffer);
-    pushes_.erase(qt);
+    PushFinished(record);
     (void)tokens_.Release(qt);
     return sent;
   }
+  pushes_.insert_or_assign(qt, record);
   return qt;
+}
+
+absl::Status LibOS::MapSegments(const demi_sgarray_t& sga,
+                                const rdma::RcConnection& connection,
+                                rdma::Segment* segments, PushRecord* record) {
+  record->sga = sga;
+  record->buffer = static_cast<rdma::PoolBuffer*>(sga.sga_buf);
+  // Pool memory is registered in the first device's PD only.
+  const rdma::PoolBuffer* pool_buffer =
+      connection.pd() == devices_->pool_pd() ? record->buffer : nullptr;
+  const uintptr_t pool_begin =
+      pool_buffer ? reinterpret_cast<uintptr_t>(pool_buffer->data()) : 0;
+  for (uint32_t i = 0; i < sga.sga_numsegs; ++i) {
+    const demi_sgaseg_t& segment = sga.sga_segs[i];
+    const auto address = reinterpret_cast<uintptr_t>(segment.sgaseg_buf);
+    if (pool_buffer != nullptr && address >= pool_begin &&
+        segment.sgaseg_len <= pool_buffer->capacity() &&
+        address - pool_begin <= pool_buffer->capacity() - segment.sgaseg_len) {
+      segments[i] = {segment.sgaseg_buf, segment.sgaseg_len,
+                     pool_buffer->keys().lkey};
+      continue;
+    }
+    if (record->cache == nullptr) {
+      record->cache = devices_->CacheFor(connection.pd());
+      if (record->cache == nullptr) {
+        return ErrnoError(EIO, "connection on a device without a cache");
+      }
+    }
+    absl::StatusOr<rdma::RegionCache::Lease> lease =
+        record->cache->Acquire(segment.sgaseg_buf, segment.sgaseg_len);
+    if (!lease.ok()) {
+      for (uint32_t j = 0; j < record->num_regions; ++j) {
+        record->cache->Release(record->regions[j]);
+      }
+      record->num_regions = 0;
+      return ErrnoError(
+          ErrnoFromStatus(lease.status()),
+          absl::StrCat("segment ", i, ": ", lease.status().message()));
+    }
+    record->regions[record->num_regions++] = lease->region;
+    segments[i] = {segment.sgaseg_buf, segment.sgaseg_len, lease->keys.lkey};
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::Pop(int qd) {
@@ -467,9 +508,16 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
   return absl::OkStatus();
 }
 
-void LibOS::PushStarted(rdma::PoolBuffer* buffer) { ++pushes_reading_[buffer]; }
+void LibOS::PushStarted(const PushRecord& record) {
+  if (record.buffer != nullptr) ++pushes_reading_[record.buffer];
+}
 
-void LibOS::PushFinished(rdma::PoolBuffer* buffer) {
+void LibOS::PushFinished(const PushRecord& record) {
+  for (uint32_t i = 0; i < record.num_regions; ++i) {
+    record.cache->Release(record.regions[i]);
+  }
+  rdma::PoolBuffer* buffer = record.buffer;
+  if (buffer == nullptr) return;
   auto it = pushes_reading_.find(buffer);
   if (it == pushes_reading_.end() || --it->second > 0) return;
   pushes_reading_.erase(it);
@@ -477,6 +525,10 @@ void LibOS::PushFinished(rdma::PoolBuffer* buffer) {
     absl::Status freed = devices_->pool().Free(buffer);
     if (!freed.ok()) DEMI_LOG(kError, "deferred free: ", freed.message());
   }
+}
+
+rdma::RegionCacheStats LibOS::CacheStats() const {
+  return devices_->CacheStats();
 }
 
 absl::Status LibOS::Close(int qd) {
@@ -522,7 +574,7 @@ void LibOS::CancelPending(Queue& queue, int errnum) {
     auto push = pushes_.find(qt);
     if (push != pushes_.end()) {
       if (queue.connection != nullptr) continue;
-      PushFinished(static_cast<rdma::PoolBuffer*>(push->second.sga_buf));
+      PushFinished(push->second);
       pushes_.erase(push);
     }
     (void)tokens_.Fail(qt, errnum);

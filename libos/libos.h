@@ -10,8 +10,9 @@
 // it while a push reads it defers the free until the push completes); popped
 // memory points into a connection's receive buffers (zero copy) and stays
 // valid, even after demi_close, until SgaFree returns it. Application memory
-// (sga_buf == NULL) is not accepted yet (EINVAL): the memory-region cache
-// will take it.
+// (sga_buf == NULL, or segments outside sga_buf) is registered through the
+// device's RegionCache and leased for the push: the registration (and so the
+// pages) stays until the push completes, whatever the application unmaps.
 
 #ifndef DEMI_LIBOS_LIBOS_H_
 #define DEMI_LIBOS_LIBOS_H_
@@ -40,6 +41,7 @@
 #include "rdma/cm_id.h"
 #include "rdma/device_registry.h"
 #include "rdma/rc_connection.h"
+#include "rdma/region_cache.h"
 
 namespace demi::libos {
 
@@ -48,6 +50,10 @@ struct LibOSOptions {
   uint32_t max_operations = 1 << 16;
   rdma::RcConnectionOptions connection;  // pd is filled in per device
   rdma::BufferPoolOptions pool;          // max_buffer_size = eager limit
+  // The memory-region cache for application memory; when disabled (or when
+  // userfaultfd is refused) application memory is registered per push.
+  rdma::RegionCacheOptions region_cache;
+  bool region_cache_enabled = true;
   // How long address and route resolution may take.
   absl::Duration resolve_timeout = absl::Seconds(2);
 };
@@ -76,6 +82,9 @@ class LibOS {
   demi_sgarray_t SgaAlloc(size_t size);
   absl::Status SgaFree(demi_sgarray_t* sga);
 
+  // The memory-region caches' counters (summed over devices).
+  rdma::RegionCacheStats CacheStats() const;
+
   // Waits at most `timeout` (InfiniteDuration: forever; zero: poll once).
   absl::Status Wait(demi_qtoken_t qt, absl::Duration timeout,
                     demi_qresult_t* result);
@@ -88,6 +97,15 @@ class LibOS {
 
  private:
   struct Queue;
+  // A push in flight: the array (returned in its result) and what keeps its
+  // memory valid until the device is done with it.
+  struct PushRecord {
+    demi_sgarray_t sga;
+    rdma::PoolBuffer* buffer = nullptr;  // sga_buf, if from demi_sgaalloc
+    rdma::RegionCache* cache = nullptr;  // where `regions` were leased
+    uint32_t num_regions = 0;
+    rdma::RegionCache::Region* regions[DEMI_SGARRAY_MAXSIZE];
+  };
   struct ReceiveHandle {
     Queue* queue = nullptr;
     uint32_t buffer_index = 0;
@@ -120,14 +138,22 @@ class LibOS {
   void ReapRetired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   ReceiveHandle* FindHandle(const void* handle)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Free protection for demi_sgaalloc memory: a buffer freed while pushes
-  // read it goes back to the pool when the last of them completes.
-  void PushStarted(rdma::PoolBuffer* buffer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PushFinished(rdma::PoolBuffer* buffer)
+  // Fills `segments` and `record` for pushing `sga` on `connection`: pool
+  // memory by its keys, anything else leased from the device's region cache.
+  // On error nothing stays leased.
+  absl::Status MapSegments(const demi_sgarray_t& sga,
+                           const rdma::RcConnection& connection,
+                           rdma::Segment* segments, PushRecord* record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Free protection: a demi_sgaalloc buffer freed while pushes read it goes
+  // back to the pool when the last of them completes; leased regions are
+  // released when their push completes.
+  void PushStarted(const PushRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PushFinished(const PushRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const LibOSOptions options_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::unique_ptr<rdma::DeviceRegistry> devices_;
   std::optional<rdma::EventChannel> channel_;
   TokenTable tokens_ ABSL_GUARDED_BY(mu_);
@@ -135,9 +161,7 @@ class LibOS {
   // Closed connections kept until their sends finished and their popped
   // buffers came back.
   std::vector<std::unique_ptr<Queue>> retired_ ABSL_GUARDED_BY(mu_);
-  // The pushed array of each push in flight (the push result returns it).
-  absl::flat_hash_map<demi_qtoken_t, demi_sgarray_t> pushes_
-      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<demi_qtoken_t, PushRecord> pushes_ ABSL_GUARDED_BY(mu_);
   // Pushes in flight per pool buffer, and buffers freed while in flight.
   absl::flat_hash_map<rdma::PoolBuffer*, uint32_t> pushes_reading_
       ABSL_GUARDED_BY(mu_);

@@ -4,8 +4,12 @@
 // rdma_cm opens each device once per process (rdma_get_devices); the contexts
 // of connection ids (CmId::verbs()) are those same contexts. The registry
 // allocates one protection domain per device, so memory registered once is
-// usable on every connection to that device, and one BufferPool on the first
-// device for memory handed out before any connection exists (demi_sgaalloc).
+// usable on every connection to that device, one BufferPool on the first
+// device for memory handed out before any connection exists (demi_sgaalloc),
+// and one RegionCache per device for application memory. The caches share one
+// UserfaultWatcher; if the kernel or a sandbox refuses userfaultfd, or
+// `cache_enabled` is false, they register per push instead (the reason is
+// logged once).
 //
 // Errors: Create fails with ENODEV when there is no RDMA device.
 // Thread-safety: immutable after Create except the pool, which is internally
@@ -22,14 +26,17 @@
 #include "absl/status/statusor.h"
 #include "rdma/buffer_pool.h"
 #include "rdma/protection_domain.h"
+#include "rdma/region_cache.h"
 #include "rdma/registrar.h"
+#include "rdma/userfault_watcher.h"
 
 namespace demi::rdma {
 
 class DeviceRegistry {
  public:
   static absl::StatusOr<std::unique_ptr<DeviceRegistry>> Create(
-      const BufferPoolOptions& pool_options);
+      const BufferPoolOptions& pool_options,
+      const RegionCacheOptions& cache_options, bool cache_enabled);
 
   DeviceRegistry(const DeviceRegistry&) = delete;
   DeviceRegistry& operator=(const DeviceRegistry&) = delete;
@@ -39,17 +46,27 @@ class DeviceRegistry {
   // null if the device appeared after Create.
   ibv_pd* PdFor(const ibv_context* context) const;
 
-  // Registered buffers on the first device.
+  // Registered buffers on the first device, and that device's PD.
   BufferPool& pool() const { return *pool_; }
+  ibv_pd* pool_pd() const { return devices_.front().pd.get(); }
+
+  // The application-memory cache of the device of `pd` (one PdFor returned),
+  // or null for an unknown PD.
+  RegionCache* CacheFor(const ibv_pd* pd) const;
+  // The counters of every device's cache, summed.
+  RegionCacheStats CacheStats() const;
 
  private:
   struct Device {
     ibv_context* context;  // owned by rdma_cm
     ProtectionDomain pd;
+    std::unique_ptr<VerbsRegistrar> cache_registrar;
+    std::unique_ptr<RegionCache> cache;  // destroyed before the registrar
   };
   DeviceRegistry() = default;
 
   ibv_context** rdma_cm_devices_ = nullptr;  // rdma_free_devices on destruction
+  std::unique_ptr<UserfaultWatcher> watcher_;  // null: no caching
   std::vector<Device> devices_;
   std::unique_ptr<VerbsRegistrar> registrar_;
   std::unique_ptr<BufferPool> pool_;  // destroyed before registrar_ and pds

@@ -63,8 +63,7 @@ class FakeRegistrar final : public Registrar {
     for (size_t i = 0; i < entries_.size(); ++i) {
       const Entry& other = entries_[i];
       if (!pins_pages_ && other.destroyed == 0 &&
-          begin < other.begin + other.length &&
-          other.begin < begin + length) {
+          begin < other.begin + other.length && other.begin < begin + length) {
         problems_.push_back(absl::StrCat("registration ", entries_.size(),
                                          " overlaps live registration ", i));
       }

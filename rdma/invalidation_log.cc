@@ -28,8 +28,7 @@ size_t InvalidationLog::Read(Cursor* cursor, absl::Span<AddressRange> out,
     *lost = true;
     cursor->next = appended_ - kCapacity;
   }
-  const size_t count =
-      std::min<uint64_t>(appended_ - cursor->next, out.size());
+  const size_t count = std::min<uint64_t>(appended_ - cursor->next, out.size());
   for (size_t i = 0; i < count; ++i) {
     out[i] = ring_[(cursor->next + i) % kCapacity];
   }

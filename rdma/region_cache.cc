@@ -32,9 +32,8 @@ absl::StatusOr<std::unique_ptr<RegionCache>> RegionCache::Create(
   if (options.max_regions == 0 ||
       options.max_pinned_bytes < static_cast<size_t>(getpagesize())) {
     return ErrnoError(EINVAL, absl::StrCat("region cache caps too small: ",
-                                           options.max_pinned_bytes,
-                                           " bytes, ", options.max_regions,
-                                           " regions"));
+                                           options.max_pinned_bytes, " bytes, ",
+                                           options.max_regions, " regions"));
   }
   return std::unique_ptr<RegionCache>(
       new RegionCache(registrar, watcher, options));
@@ -140,10 +139,10 @@ absl::Status RegionCache::MakeRoomLocked(size_t bytes) {
   while (stats_.pinned_bytes + bytes > options_.max_pinned_bytes ||
          stats_.regions + 1 > options_.max_regions) {
     if (lru_tail_ == nullptr) {
-      return ErrnoError(
-          EAGAIN, absl::StrCat("region cache full of regions in use (",
-                               stats_.pinned_bytes, " bytes in ",
-                               stats_.regions, " regions)"));
+      return ErrnoError(EAGAIN,
+                        absl::StrCat("region cache full of regions in use (",
+                                     stats_.pinned_bytes, " bytes in ",
+                                     stats_.regions, " regions)"));
     }
     ++stats_.evictions;
     DetachLocked(cached_.find(lru_tail_->pages.end));
@@ -181,8 +180,9 @@ void RegionCache::SyncLocked() {
     for (size_t i = 0; i < count; ++i) InvalidateLocked(ranges[i]);
   } while (count == std::size(ranges));
   if (lost) {
-    DEMI_LOG(kWarning, "region cache fell behind the memory watcher; "
-                       "dropping every cached region");
+    DEMI_LOG(kWarning,
+             "region cache fell behind the memory watcher; "
+             "dropping every cached region");
     InvalidateLocked({0, ~uintptr_t{0}});
   }
 }
@@ -268,8 +268,8 @@ absl::Status RegionCache::CheckInvariants() const {
     ++on_list;
   }
   if (previous != lru_tail_ || on_list != idle) {
-    return ErrnoError(EIO, absl::StrCat("LRU list has ", on_list,
-                                        " regions, ", idle, " idle cached"));
+    return ErrnoError(EIO, absl::StrCat("LRU list has ", on_list, " regions, ",
+                                        idle, " idle cached"));
   }
   if (stats_.pinned_bytes > options_.max_pinned_bytes ||
       stats_.regions > options_.max_regions) {

@@ -3,8 +3,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <map>
 #include <random>
@@ -60,8 +60,7 @@ class RegionCacheTest : public ::testing::Test {
 
   void TearDown() override {
     if (cache_ != nullptr) {
-      EXPECT_TRUE(cache_->CheckInvariants().ok())
-          << cache_->CheckInvariants();
+      EXPECT_TRUE(cache_->CheckInvariants().ok()) << cache_->CheckInvariants();
     }
     cache_.reset();
     EXPECT_EQ(registrar_.Problems(/*expect_all_destroyed=*/true),
@@ -86,8 +85,7 @@ class RegionCacheTest : public ::testing::Test {
 
   // Acquires, expecting success, and checks the keys cover the range.
   RegionCache::Lease Get(const void* address, size_t length) {
-    absl::StatusOr<RegionCache::Lease> lease =
-        cache_->Acquire(address, length);
+    absl::StatusOr<RegionCache::Lease> lease = cache_->Acquire(address, length);
     EXPECT_TRUE(lease.ok()) << lease.status();
     if (!lease.ok()) return {};
     std::optional<MemoryKeys> keys = registrar_.KeysFor(address, length);
@@ -234,7 +232,8 @@ TEST_F(RegionCacheTest, EvictsLeastRecentlyUsedUnderTheByteCap) {
   RegionCacheOptions options;
   options.max_pinned_bytes = 4 * page_;
   MakeCache(options);
-  for (size_t i = 0; i < 4; ++i) cache_->Release(Get(Page(80 + 2 * i), 1).region);
+  for (size_t i = 0; i < 4; ++i)
+    cache_->Release(Get(Page(80 + 2 * i), 1).region);
   // Touch page 80 so that 82 is the least recently used.
   cache_->Release(Get(Page(80), 1).region);
   cache_->Release(Get(Page(90), 1).region);  // evicts 82

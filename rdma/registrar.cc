@@ -1,9 +1,10 @@
 #include "rdma/registrar.h"
 
+#include <cerrno>
 #include <memory>
 #include <utility>
 
-#include "common/status_macros.h"
+#include "common/errno_status.h"
 #include "rdma/memory_region.h"
 
 namespace demi::rdma {
@@ -26,9 +27,19 @@ class VerbsRegistration final : public Registration {
 
 absl::StatusOr<std::unique_ptr<Registration>> VerbsRegistrar::Register(
     void* address, size_t length) {
-  DEMI_ASSIGN_OR_RETURN(MemoryRegion region,
-                        MemoryRegion::Register(pd_, address, length, access_));
-  return std::make_unique<VerbsRegistration>(std::move(region));
+  absl::StatusOr<MemoryRegion> region =
+      MemoryRegion::Register(pd_, address, length, access_);
+  constexpr int kWriteAccess = IBV_ACCESS_LOCAL_WRITE |
+                               IBV_ACCESS_REMOTE_WRITE |
+                               IBV_ACCESS_REMOTE_ATOMIC;
+  const int errnum = ErrnoFromStatus(region.status());
+  if (!region.ok() && fallback_ == ReadOnlyFallback::kYes &&
+      (access_ & kWriteAccess) != 0 && (errnum == EFAULT || errnum == EACCES)) {
+    region =
+        MemoryRegion::Register(pd_, address, length, access_ & ~kWriteAccess);
+  }
+  if (!region.ok()) return region.status();
+  return std::make_unique<VerbsRegistration>(*std::move(region));
 }
 
 }  // namespace demi::rdma

@@ -68,9 +68,16 @@ class Registrar {
 // Registers with ibv_reg_mr in one protection domain, with fixed access flags.
 class VerbsRegistrar final : public Registrar {
  public:
+  enum class ReadOnlyFallback { kNo, kYes };
+
   // `pd` is not owned and must outlive the registrar and every registration
-  // it hands out. `access` is a set of IBV_ACCESS_* flags.
-  VerbsRegistrar(ibv_pd* pd, int access) : pd_(pd), access_(access) {}
+  // it hands out. `access` is a set of IBV_ACCESS_* flags. With
+  // ReadOnlyFallback::kYes, memory the process may not write (EFAULT/EACCES
+  // with write access, e.g. constants in .rodata) is registered without the
+  // write flags: enough to send it.
+  VerbsRegistrar(ibv_pd* pd, int access,
+                 ReadOnlyFallback fallback = ReadOnlyFallback::kNo)
+      : pd_(pd), access_(access), fallback_(fallback) {}
 
   absl::StatusOr<std::unique_ptr<Registration>> Register(
       void* address, size_t length) override;
@@ -78,6 +85,7 @@ class VerbsRegistrar final : public Registrar {
  private:
   ibv_pd* const pd_;
   const int access_;
+  const ReadOnlyFallback fallback_;
 };
 
 }  // namespace demi::rdma

@@ -24,9 +24,8 @@ constexpr uint64_t kEvents = UFFD_FEATURE_EVENT_UNMAP |
 int OpenUserfaultfd() {
   // User-mode-only first: it is what we need (we never take faults) and it
   // does not need privilege. Kernels before 5.11 reject the flag.
-  int fd = static_cast<int>(syscall(SYS_userfaultfd,
-                                    O_CLOEXEC | O_NONBLOCK |
-                                        UFFD_USER_MODE_ONLY));
+  int fd = static_cast<int>(
+      syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
   if (fd < 0 && errno == EINVAL) {
     fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
   }
