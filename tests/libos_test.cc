@@ -315,13 +315,16 @@ TEST_F(LibosTest, InvalidArguments) {
   bad.sga_numsegs = DEMI_SGARRAY_MAXSIZE + 1;
   EXPECT_EQ(demi_push(&qt, qd, &bad), EINVAL);
   bad = sga;
-  bad.sga_buf = nullptr;  // application memory: not yet
-  EXPECT_EQ(demi_push(&qt, qd, &bad), EINVAL);
+  bad.sga_buf = nullptr;  // application memory: fine, but not connected
+  EXPECT_EQ(demi_push(&qt, qd, &bad), ENOTCONN);
   bad = sga;
   bad.sga_segs[0].sgaseg_len = 0;
   EXPECT_EQ(demi_push(&qt, qd, &bad), EINVAL);
   bad = sga;
-  bad.sga_segs[0].sgaseg_buf = &address;  // outside its buffer
+  bad.sga_segs[0].sgaseg_buf = nullptr;
+  EXPECT_EQ(demi_push(&qt, qd, &bad), EINVAL);
+  bad = sga;
+  bad.sga_buf = &address;  // neither NULL nor from demi_sgaalloc
   EXPECT_EQ(demi_push(&qt, qd, &bad), EINVAL);
   EXPECT_EQ(demi_push(&qt, qd, &sga), ENOTCONN);
   EXPECT_EQ(demi_sgaalloc(0).sga_numsegs, 0u);
