@@ -7,7 +7,7 @@
 // raw verbs (that is rdma_bench's job).
 //
 //   tools/softroce/run -- bazel-bin/tests/push_memory_benchmark
-//   tools/softroce/run --env DEMI_MR_CACHE=0 -- bazel-bin/tests/...
+//   DEMI_MR_CACHE=0 tools/softroce/run -- bazel-bin/tests/push_memory_benchmark
 
 #include <demi/libos.h>
 #include <demi/sga.h>
