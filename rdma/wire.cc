@@ -32,6 +32,15 @@ uint32_t Get32(const uint8_t* in) {
   return value;
 }
 
+void Put64(uint8_t* out, uint64_t value) {
+  Put32(out, static_cast<uint32_t>(value));
+  Put32(out + 4, static_cast<uint32_t>(value >> 32));
+}
+
+uint64_t Get64(const uint8_t* in) {
+  return Get32(in) | (static_cast<uint64_t>(Get32(in + 4)) << 32);
+}
+
 absl::Status ProtocolError(absl::string_view what) {
   return ErrnoError(EPROTO, absl::StrCat("wire protocol: ", what));
 }
@@ -68,7 +77,20 @@ absl::StatusOr<ConnectionParams> DecodeConnectionParams(const void* data,
   return params;
 }
 
-size_t EncodeHeader(const MessageHeader& header, uint8_t out[kMaxHeaderSize]) {
+size_t EncodedSize(const MessageHeader& header) {
+  switch (header.type) {
+    case MessageType::kData:
+      return HeaderSize(header.num_segments);
+    case MessageType::kRendezvous:
+      return RendezvousSize(header.num_segments);
+    case MessageType::kRendezvousDone:
+      return kRendezvousDoneSize;
+    default:
+      return kHeaderFixedSize;
+  }
+}
+
+size_t EncodeHeader(const MessageHeader& header, uint8_t out[kMaxEncodedSize]) {
   out[0] = kVersion;
   out[1] = static_cast<uint8_t>(header.type);
   Put16(out + 2, header.credits_returned);
@@ -77,7 +99,19 @@ size_t EncodeHeader(const MessageHeader& header, uint8_t out[kMaxHeaderSize]) {
   for (int i = 0; i < header.num_segments; ++i) {
     Put32(out + kHeaderFixedSize + 4 * i, header.segment_lengths[i]);
   }
-  return HeaderSize(header.num_segments);
+  if (header.type == MessageType::kRendezvous ||
+      header.type == MessageType::kRendezvousDone) {
+    uint8_t* block = out + HeaderSize(header.num_segments);
+    Put32(block, header.transfer_id);
+    Put32(block + 4, 0);
+    for (int i = 0; i < header.num_segments; ++i) {
+      uint8_t* remote = block + 8 + kRemoteSegmentSize * i;
+      Put64(remote, header.remote[i].address);
+      Put32(remote + 8, header.remote[i].rkey);
+      Put32(remote + 12, 0);
+    }
+  }
+  return EncodedSize(header);
 }
 
 absl::StatusOr<MessageHeader> DecodeHeader(const uint8_t* message,
@@ -92,7 +126,7 @@ absl::StatusOr<MessageHeader> DecodeHeader(const uint8_t* message,
   MessageHeader header;
   uint8_t type = message[1];
   if (type < static_cast<uint8_t>(MessageType::kData) ||
-      type > static_cast<uint8_t>(MessageType::kEndOfStream)) {
+      type > static_cast<uint8_t>(MessageType::kRendezvousDone)) {
     return ProtocolError(absl::StrCat("unknown message type ", type));
   }
   header.type = static_cast<MessageType>(type);
@@ -102,7 +136,9 @@ absl::StatusOr<MessageHeader> DecodeHeader(const uint8_t* message,
     return ProtocolError(
         absl::StrCat(header.num_segments, " segments in one message"));
   }
-  if ((header.type == MessageType::kData) != (header.num_segments > 0)) {
+  const bool has_segments = header.type == MessageType::kData ||
+                            header.type == MessageType::kRendezvous;
+  if (has_segments != (header.num_segments > 0)) {
     return ProtocolError("segments on a control message, or none on data");
   }
   size_t header_size = HeaderSize(header.num_segments);
@@ -114,10 +150,31 @@ absl::StatusOr<MessageHeader> DecodeHeader(const uint8_t* message,
     header.segment_lengths[i] = Get32(message + kHeaderFixedSize + 4 * i);
     payload += header.segment_lengths[i];
   }
-  if (header_size + payload != message_length) {
-    return ProtocolError(absl::StrCat("segments hold ", payload,
-                                      " bytes but the message carries ",
-                                      message_length - header_size));
+  if (header.type == MessageType::kData) {
+    if (header_size + payload != message_length) {
+      return ProtocolError(absl::StrCat("segments hold ", payload,
+                                        " bytes but the message carries ",
+                                        message_length - header_size));
+    }
+    return header;
+  }
+  if (message_length != EncodedSize(header)) {
+    return ProtocolError(absl::StrCat("message type ", type, " of ",
+                                      message_length, " bytes, expected ",
+                                      EncodedSize(header)));
+  }
+  if (header.type == MessageType::kRendezvous ||
+      header.type == MessageType::kRendezvousDone) {
+    const uint8_t* block = message + header_size;
+    header.transfer_id = Get32(block);
+    for (int i = 0; i < header.num_segments; ++i) {
+      const uint8_t* remote = block + 8 + kRemoteSegmentSize * i;
+      header.remote[i].address = Get64(remote);
+      header.remote[i].rkey = Get32(remote + 8);
+      if (header.segment_lengths[i] == 0) {
+        return ProtocolError("empty rendezvous segment");
+      }
+    }
   }
   return header;
 }

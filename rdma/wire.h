@@ -24,7 +24,7 @@ namespace demi::rdma::wire {
 
 // Bumped on any incompatible change; peers with different versions refuse to
 // connect (the passive side rejects, the active side fails with EPROTO).
-inline constexpr uint8_t kVersion = 1;
+inline constexpr uint8_t kVersion = 2;
 
 // Most segments one message carries (DEMI_SGARRAY_MAXSIZE).
 inline constexpr int kMaxSegments = 16;
@@ -52,6 +52,19 @@ enum class MessageType : uint8_t {
   kData = 1,          // an application message (one push = one pop)
   kCreditUpdate = 2,  // no payload; only returns credits
   kEndOfStream = 3,   // the sender closed gracefully; no payload
+  // A message too large to send eagerly: its segments' lengths, addresses and
+  // remote keys; the receiver pulls them with RDMA READ.
+  kRendezvous = 4,
+  // The receiver has read transfer `transfer_id`; the sender may reuse it.
+  kRendezvousDone = 5,
+};
+
+// Where one segment of a rendezvous message lies at the sender.
+struct RemoteSegment {
+  uint64_t address = 0;
+  uint32_t rkey = 0;
+
+  friend bool operator==(const RemoteSegment&, const RemoteSegment&) = default;
 };
 
 struct MessageHeader {
@@ -59,9 +72,14 @@ struct MessageHeader {
   uint16_t credits_returned = 0;  // receive buffers re-posted since last told
   uint8_t num_segments = 0;       // 0..kMaxSegments (0 only if not kData)
   uint32_t segment_lengths[kMaxSegments] = {};
+  // kRendezvous and kRendezvousDone: the sender's number for the transfer.
+  uint32_t transfer_id = 0;
+  // kRendezvous: one per segment.
+  RemoteSegment remote[kMaxSegments] = {};
 };
 
-// Fixed part, then 4 bytes per segment.
+// Fixed part, then 4 bytes per segment: the header of a data message, which
+// its payload follows.
 inline constexpr size_t kHeaderFixedSize = 8;
 inline constexpr size_t kMaxHeaderSize = kHeaderFixedSize + 4 * kMaxSegments;
 static_assert(kMaxHeaderSize == 72, "header layout changed: bump kVersion");
@@ -70,11 +88,32 @@ inline constexpr size_t HeaderSize(int num_segments) {
   return kHeaderFixedSize + 4 * static_cast<size_t>(num_segments);
 }
 
-// Writes HeaderSize(header.num_segments) bytes to `out` and returns that size.
-size_t EncodeHeader(const MessageHeader& header, uint8_t out[kMaxHeaderSize]);
+// A rendezvous message: the data header, then transfer id (4) and reserved
+// (4), then per segment address (8), rkey (4) and reserved (4). A done
+// message: the fixed part, transfer id (4), reserved (4).
+inline constexpr size_t kRemoteSegmentSize = 16;
+inline constexpr size_t RendezvousSize(int num_segments) {
+  return HeaderSize(num_segments) + 8 +
+         kRemoteSegmentSize * static_cast<size_t>(num_segments);
+}
+inline constexpr size_t kRendezvousDoneSize = kHeaderFixedSize + 8;
+// The most bytes EncodeHeader writes (a rendezvous message of 16 segments).
+// A receive buffer must hold it for the peer to send rendezvous messages.
+inline constexpr size_t kMaxEncodedSize = RendezvousSize(kMaxSegments);
+static_assert(kMaxEncodedSize == 336,
+              "rendezvous layout changed: bump kVersion");
+
+// The bytes EncodeHeader writes for `header`: HeaderSize(n) for data (the
+// payload follows), RendezvousSize(n), kRendezvousDoneSize, or the fixed
+// part.
+size_t EncodedSize(const MessageHeader& header);
+
+// Writes EncodedSize(header) bytes to `out` and returns that size.
+size_t EncodeHeader(const MessageHeader& header, uint8_t out[kMaxEncodedSize]);
 
 // Decodes the header of a received message of `message_length` bytes and
-// checks that its segments account for exactly the rest of the message.
+// checks that it accounts for exactly the message: a data message's segments
+// fill the rest; every other type has exactly its encoded size.
 absl::StatusOr<MessageHeader> DecodeHeader(const uint8_t* message,
                                            size_t message_length);
 

@@ -53,7 +53,7 @@ TEST(WireTest, BadConnectionParamsAreEPROTO) {
 
 // Builds a whole message (header + payload) as the receiver sees it.
 std::vector<uint8_t> Message(const MessageHeader& header) {
-  std::vector<uint8_t> message(kMaxHeaderSize);
+  std::vector<uint8_t> message(kMaxEncodedSize);
   size_t size = EncodeHeader(header, message.data());
   message.resize(size);
   for (int i = 0; i < header.num_segments; ++i) {
@@ -72,8 +72,9 @@ TEST(WireTest, HeaderRoundTripsForEverySegmentCount) {
     header.num_segments = static_cast<uint8_t>(n);
     for (int i = 0; i < n; ++i) header.segment_lengths[i] = random() % 300;
     std::vector<uint8_t> message = Message(header);
-    EXPECT_EQ(EncodeHeader(header, std::vector<uint8_t>(72).data()),
-              HeaderSize(n));
+    EXPECT_EQ(
+        EncodeHeader(header, std::vector<uint8_t>(kMaxEncodedSize).data()),
+        HeaderSize(n));
     auto decoded = DecodeHeader(message.data(), message.size());
     ASSERT_TRUE(decoded.ok()) << decoded.status();
     EXPECT_EQ(decoded->type, MessageType::kData);
@@ -133,6 +134,59 @@ TEST(WireTest, MalformedMessagesAreEPROTO) {
   MessageHeader empty_data{.type = MessageType::kData, .num_segments = 0};
   std::vector<uint8_t> no_segments = Message(empty_data);
   expect_eproto(no_segments, no_segments.size());
+}
+
+TEST(WireTest, RendezvousRoundTripsForEverySegmentCount) {
+  std::mt19937_64 random(11);
+  for (int n = 1; n <= kMaxSegments; ++n) {
+    MessageHeader header{.type = MessageType::kRendezvous,
+                         .credits_returned = 3,
+                         .num_segments = static_cast<uint8_t>(n)};
+    header.transfer_id = static_cast<uint32_t>(random());
+    for (int i = 0; i < n; ++i) {
+      header.segment_lengths[i] = 1 + static_cast<uint32_t>(random() >> 34);
+      header.remote[i] = {random(), static_cast<uint32_t>(random())};
+    }
+    uint8_t out[kMaxEncodedSize];
+    const size_t size = EncodeHeader(header, out);
+    EXPECT_EQ(size, RendezvousSize(n));
+    auto decoded = DecodeHeader(out, size);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(decoded->type, MessageType::kRendezvous);
+    EXPECT_EQ(decoded->transfer_id, header.transfer_id);
+    for (int i = 0; i < n; ++i) {
+      EXPECT_EQ(decoded->segment_lengths[i], header.segment_lengths[i]);
+      EXPECT_EQ(decoded->remote[i], header.remote[i]);
+    }
+    // One byte more or less is malformed.
+    EXPECT_EQ(ErrnoFromStatus(DecodeHeader(out, size - 1).status()), EPROTO);
+  }
+}
+
+TEST(WireTest, RendezvousDoneRoundTrips) {
+  MessageHeader header{.type = MessageType::kRendezvousDone,
+                       .credits_returned = 5};
+  header.transfer_id = 0xdeadbeef;
+  uint8_t out[kMaxEncodedSize];
+  ASSERT_EQ(EncodeHeader(header, out), kRendezvousDoneSize);
+  auto decoded = DecodeHeader(out, kRendezvousDoneSize);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->transfer_id, 0xdeadbeef);
+  EXPECT_EQ(decoded->credits_returned, 5);
+  EXPECT_EQ(ErrnoFromStatus(DecodeHeader(out, kHeaderFixedSize).status()),
+            EPROTO);
+}
+
+TEST(WireTest, MalformedRendezvousIsEPROTO) {
+  MessageHeader header{.type = MessageType::kRendezvous, .num_segments = 2};
+  header.segment_lengths[0] = 100;
+  header.segment_lengths[1] = 0;  // empty segment
+  uint8_t out[kMaxEncodedSize];
+  const size_t size = EncodeHeader(header, out);
+  EXPECT_EQ(ErrnoFromStatus(DecodeHeader(out, size).status()), EPROTO);
+  header.num_segments = 0;  // none at all
+  const size_t none = EncodeHeader(header, out);
+  EXPECT_EQ(ErrnoFromStatus(DecodeHeader(out, none).status()), EPROTO);
 }
 
 }  // namespace

@@ -1,0 +1,65 @@
+#include "rdma/large_buffer_pool.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/errno_status.h"
+#include "gtest/gtest.h"
+#include "rdma/fake_registrar.h"
+
+namespace demi::rdma {
+namespace {
+
+constexpr size_t kKiB = 1024, kMiB = 1024 * 1024;
+
+TEST(LargeBufferPoolTest, BuffersAreRegisteredPowerOfTwoClassesAndReused) {
+  FakeRegistrar registrar;
+  auto pool = *LargeBufferPool::Create(&registrar, {.max_bytes = 64 * kMiB});
+  LargeBuffer* a = *pool->Allocate(20 * kKiB);
+  EXPECT_EQ(a->capacity(), 32 * kKiB);
+  EXPECT_TRUE(registrar.KeysFor(a->data(), a->capacity()).has_value());
+  memset(a->data(), 1, a->capacity());  // writable
+  EXPECT_TRUE(pool->IsAllocated(a));
+  ASSERT_TRUE(pool->Free(a).ok());
+  EXPECT_FALSE(pool->IsAllocated(a));
+  LargeBuffer* b = *pool->Allocate(30 * kKiB);  // the kept one again
+  EXPECT_EQ(b, a);
+  EXPECT_EQ(registrar.total_registrations(), 1u);
+  ASSERT_TRUE(pool->Free(b).ok());
+  EXPECT_EQ(ErrnoFromStatus(pool->Free(b)), EINVAL);  // double free
+  EXPECT_EQ(ErrnoFromStatus(pool->Free(nullptr)), EINVAL);
+  EXPECT_EQ(ErrnoFromStatus(pool->Allocate(0).status()), EINVAL);
+  pool.reset();
+  EXPECT_EQ(registrar.Problems(/*expect_all_destroyed=*/true),
+            std::vector<std::string>{});
+}
+
+TEST(LargeBufferPoolTest, CapGivesEagainThenRoomAfterFree) {
+  FakeRegistrar registrar;
+  auto pool = *LargeBufferPool::Create(&registrar, {.max_bytes = 4 * kMiB});
+  LargeBuffer* a = *pool->Allocate(2 * kMiB);
+  LargeBuffer* b = *pool->Allocate(2 * kMiB);
+  EXPECT_EQ(ErrnoFromStatus(pool->Allocate(1 * kMiB).status()), EAGAIN);
+  EXPECT_EQ(ErrnoFromStatus(pool->Allocate(5 * kMiB).status()), ENOBUFS);
+  // 3 MiB takes the 4 MiB class: the whole cap, so it waits for both.
+  EXPECT_EQ(ErrnoFromStatus(pool->Allocate(3 * kMiB).status()), EAGAIN);
+  ASSERT_TRUE(pool->Free(a).ok());
+  // The kept 2 MiB buffer is dropped to make room for a 1 MiB one.
+  LargeBuffer* c = *pool->Allocate(1 * kMiB);
+  EXPECT_LE(pool->Stats().mapped_bytes, 4 * kMiB);
+  ASSERT_TRUE(pool->Free(b).ok());
+  ASSERT_TRUE(pool->Free(c).ok());
+  EXPECT_EQ(pool->Stats().in_use, 0u);
+}
+
+TEST(LargeBufferPoolTest, RegistrationFailureLeavesNothingMapped) {
+  FakeRegistrar registrar;
+  auto pool = *LargeBufferPool::Create(&registrar, {.max_bytes = 8 * kMiB});
+  registrar.FailNext(1, ENOMEM);
+  EXPECT_EQ(ErrnoFromStatus(pool->Allocate(kMiB).status()), ENOMEM);
+  EXPECT_EQ(pool->Stats().mapped_bytes, 0u);
+  EXPECT_TRUE(pool->Allocate(kMiB).ok());
+}
+
+}  // namespace
+}  // namespace demi::rdma
