@@ -6,6 +6,7 @@
 #include <demi/stats.h>
 #include <demi/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -25,6 +26,7 @@ namespace {
 using demi::ErrnoFromStatus;
 using demi::libos::LibOS;
 using demi::libos::LibOSOptions;
+namespace rdma = demi::rdma;
 
 absl::Mutex init_mutex;
 // Set once by demi_init; lives until the process exits.
@@ -61,6 +63,9 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
 //   DEMI_MR_CACHE=0              register application memory per push
 //   DEMI_MR_CACHE_MAX_BYTES=N    cap on bytes the cache keeps registered
 //   DEMI_MR_CACHE_MAX_REGIONS=N  cap on its registrations
+//   DEMI_EAGER_LIMIT=N           receive buffer payload (largest eager send)
+//   DEMI_RENDEZVOUS_THRESHOLD=N  larger messages go by rendezvous (<= eager)
+//   DEMI_LARGE_POOL_MAX_BYTES=N  cap on memory for large messages, per device
 // A value that does not parse is ignored (with a warning).
 LibOSOptions OptionsFromEnvironment() {
   LibOSOptions options;
@@ -80,6 +85,15 @@ LibOSOptions OptionsFromEnvironment() {
   }
   number("DEMI_MR_CACHE_MAX_BYTES", &options.region_cache.max_pinned_bytes);
   number("DEMI_MR_CACHE_MAX_REGIONS", &options.region_cache.max_regions);
+  number("DEMI_LARGE_POOL_MAX_BYTES", &options.large_pool.max_bytes);
+  size_t eager = options.connection.eager_limit;
+  number("DEMI_EAGER_LIMIT", &eager);
+  options.connection.eager_limit = static_cast<uint32_t>(
+      std::min<size_t>(eager, rdma::BufferPool::kMaxBufferSizeLimit));
+  size_t threshold = options.connection.eager_limit;
+  number("DEMI_RENDEZVOUS_THRESHOLD", &threshold);
+  options.connection.rendezvous_threshold = static_cast<uint32_t>(
+      std::min<size_t>(threshold, options.connection.eager_limit));
   return options;
 }
 

@@ -127,7 +127,8 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
   pool.max_buffer_size = options.connection.eager_limit;
   DEMI_ASSIGN_OR_RETURN(
       os->devices_, rdma::DeviceRegistry::Create(pool, options.region_cache,
-                                                 options.region_cache_enabled));
+                                                 options.region_cache_enabled,
+                                                 options.large_pool));
   DEMI_ASSIGN_OR_RETURN(rdma::EventChannel channel,
                         rdma::EventChannel::Create());
   os->channel_.emplace(std::move(channel));
@@ -272,9 +273,8 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
   }
   absl::MutexLock lock(&mu_);
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
-  auto* buffer = static_cast<rdma::PoolBuffer*>(sga->sga_buf);
-  if (buffer != nullptr && (!devices_->pool().IsAllocated(buffer) ||
-                            free_when_pushed_.contains(buffer))) {
+  if (sga->sga_buf != nullptr && (!FindLibraryBuffer(sga->sga_buf) ||
+                                  free_when_pushed_.contains(sga->sga_buf))) {
     return ErrnoError(EINVAL,
                       "sga_buf is neither NULL nor memory from demi_sgaalloc "
                       "(pushing popped memory is not supported yet)");
@@ -314,20 +314,22 @@ absl::Status LibOS::MapSegments(const demi_sgarray_t& sga,
                                 const rdma::RcConnection& connection,
                                 rdma::Segment* segments, PushRecord* record) {
   record->sga = sga;
-  record->buffer = static_cast<rdma::PoolBuffer*>(sga.sga_buf);
-  // Pool memory is registered in the first device's PD only.
-  const rdma::PoolBuffer* pool_buffer =
-      connection.pd() == devices_->pool_pd() ? record->buffer : nullptr;
-  const uintptr_t pool_begin =
-      pool_buffer ? reinterpret_cast<uintptr_t>(pool_buffer->data()) : 0;
+  record->buffer = sga.sga_buf;
+  // Library memory is registered in the first device's PD only.
+  std::optional<LibraryBuffer> library;
+  if (sga.sga_buf != nullptr && connection.pd() == devices_->pool_pd()) {
+    library = FindLibraryBuffer(sga.sga_buf);
+  }
+  const uintptr_t library_begin =
+      library ? reinterpret_cast<uintptr_t>(library->data) : 0;
   for (uint32_t i = 0; i < sga.sga_numsegs; ++i) {
     const demi_sgaseg_t& segment = sga.sga_segs[i];
     const auto address = reinterpret_cast<uintptr_t>(segment.sgaseg_buf);
-    if (pool_buffer != nullptr && address >= pool_begin &&
-        segment.sgaseg_len <= pool_buffer->capacity() &&
-        address - pool_begin <= pool_buffer->capacity() - segment.sgaseg_len) {
-      segments[i] = {segment.sgaseg_buf, segment.sgaseg_len,
-                     pool_buffer->keys().lkey};
+    if (library && address >= library_begin &&
+        segment.sgaseg_len <= library->capacity &&
+        address - library_begin <= library->capacity - segment.sgaseg_len) {
+      segments[i] = {segment.sgaseg_buf, segment.sgaseg_len, library->keys.lkey,
+                     library->keys.rkey};
       continue;
     }
     if (record->cache == nullptr) {
@@ -348,7 +350,8 @@ absl::Status LibOS::MapSegments(const demi_sgarray_t& sga,
           absl::StrCat("segment ", i, ": ", lease.status().message()));
     }
     record->regions[record->num_regions++] = lease->region;
-    segments[i] = {segment.sgaseg_buf, segment.sgaseg_len, lease->keys.lkey};
+    segments[i] = {segment.sgaseg_buf, segment.sgaseg_len, lease->keys.lkey,
+                   lease->keys.rkey};
   }
   return absl::OkStatus();
 }
@@ -448,16 +451,57 @@ absl::Status LibOS::GetLinger(int qd, void* value, socklen_t* size) {
 
 demi_sgarray_t LibOS::SgaAlloc(size_t size) {
   demi_sgarray_t sga{};
-  absl::StatusOr<rdma::PoolBuffer*> buffer = devices_->pool().Allocate(size);
-  if (!buffer.ok()) {
-    DEMI_LOG(kDebug, "demi_sgaalloc(", size, "): ", buffer.status().message());
-    return sga;
+  if (size > UINT32_MAX) return sga;  // one segment's length is 32 bits
+  void* handle = nullptr;
+  void* data = nullptr;
+  if (size <= devices_->pool().max_buffer_size()) {
+    absl::StatusOr<rdma::PoolBuffer*> buffer = devices_->pool().Allocate(size);
+    if (!buffer.ok()) {
+      DEMI_LOG(kDebug, "demi_sgaalloc(", size,
+               "): ", buffer.status().message());
+      return sga;
+    }
+    handle = *buffer;
+    data = (*buffer)->data();
+  } else {
+    absl::StatusOr<rdma::LargeBuffer*> buffer =
+        devices_->large_pool().Allocate(size);
+    if (!buffer.ok()) {
+      DEMI_LOG(kDebug, "demi_sgaalloc(", size,
+               "): ", buffer.status().message());
+      return sga;
+    }
+    handle = *buffer;
+    data = (*buffer)->data();
   }
-  sga.sga_buf = *buffer;
+  sga.sga_buf = handle;
   sga.sga_numsegs = 1;
-  sga.sga_segs[0].sgaseg_buf = (*buffer)->data();
+  sga.sga_segs[0].sgaseg_buf = data;
   sga.sga_segs[0].sgaseg_len = static_cast<uint32_t>(size);
   return sga;
+}
+
+std::optional<LibOS::LibraryBuffer> LibOS::FindLibraryBuffer(
+    void* handle) const {
+  auto* pool_buffer = static_cast<rdma::PoolBuffer*>(handle);
+  if (devices_->pool().IsAllocated(pool_buffer)) {
+    return LibraryBuffer{handle, pool_buffer->data(), pool_buffer->capacity(),
+                         pool_buffer->keys(), false};
+  }
+  auto* large = static_cast<rdma::LargeBuffer*>(handle);
+  if (devices_->large_pool().IsAllocated(large)) {
+    return LibraryBuffer{handle, large->data(), large->capacity(),
+                         large->keys(), true};
+  }
+  return std::nullopt;
+}
+
+absl::Status LibOS::FreeLibraryBuffer(void* handle) {
+  auto* pool_buffer = static_cast<rdma::PoolBuffer*>(handle);
+  if (devices_->pool().Owns(pool_buffer)) {
+    return devices_->pool().Free(pool_buffer);
+  }
+  return devices_->large_pool().Free(static_cast<rdma::LargeBuffer*>(handle));
 }
 
 LibOS::ReceiveHandle* LibOS::FindHandle(const void* pointer) {
@@ -479,9 +523,11 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
   if (sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
     return ErrnoError(EINVAL, "bad segment count");
   }
-  auto* buffer = static_cast<rdma::PoolBuffer*>(sga->sga_buf);
+  void* buffer = sga->sga_buf;
   absl::MutexLock lock(&mu_);
-  if (devices_->pool().Owns(buffer)) {
+  if (devices_->pool().Owns(static_cast<rdma::PoolBuffer*>(buffer)) ||
+      devices_->large_pool().IsAllocated(
+          static_cast<rdma::LargeBuffer*>(buffer))) {
     if (free_when_pushed_.contains(buffer)) {
       return ErrnoError(EINVAL, "the array was already freed");
     }
@@ -489,7 +535,7 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
       free_when_pushed_.insert(buffer);  // freed when its pushes complete
       return absl::OkStatus();
     }
-    return devices_->pool().Free(buffer);
+    return FreeLibraryBuffer(buffer);
   }
   ReceiveHandle* handle = FindHandle(sga->sga_buf);
   if (handle == nullptr || !handle->in_use) {
@@ -516,13 +562,13 @@ void LibOS::PushFinished(const PushRecord& record) {
   for (uint32_t i = 0; i < record.num_regions; ++i) {
     record.cache->Release(record.regions[i]);
   }
-  rdma::PoolBuffer* buffer = record.buffer;
+  const void* buffer = record.buffer;
   if (buffer == nullptr) return;
   auto it = pushes_reading_.find(buffer);
   if (it == pushes_reading_.end() || --it->second > 0) return;
   pushes_reading_.erase(it);
   if (free_when_pushed_.erase(buffer) > 0) {
-    absl::Status freed = devices_->pool().Free(buffer);
+    absl::Status freed = FreeLibraryBuffer(const_cast<void*>(buffer));
     if (!freed.ok()) DEMI_LOG(kError, "deferred free: ", freed.message());
   }
 }
@@ -686,6 +732,7 @@ void LibOS::HandleEvent(rdma::CmEvent event) {
       }
       rdma::RcConnectionOptions options = options_.connection;
       options.pd = devices_->PdFor(queue->id->verbs());
+      options.large_pool = devices_->LargePoolFor(options.pd);
       absl::StatusOr<std::unique_ptr<rdma::RcConnection>> connection =
           rdma::RcConnection::Connect(std::move(*queue->id), options);
       queue->id.reset();
@@ -731,6 +778,7 @@ void LibOS::HandleEvent(rdma::CmEvent event) {
 void LibOS::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
   rdma::RcConnectionOptions options = options_.connection;
   options.pd = devices_->PdFor(event.id()->verbs);
+  options.large_pool = devices_->LargePoolFor(options.pd);
   auto queue = std::make_unique<Queue>();
   queue->qd = NewQd();
   queue->state = Queue::State::kAccepting;

@@ -54,6 +54,9 @@ struct LibOSOptions {
   // userfaultfd is refused) application memory is registered per push.
   rdma::RegionCacheOptions region_cache;
   bool region_cache_enabled = true;
+  // Memory for messages above the eager limit (received by rendezvous, or
+  // from demi_sgaalloc), per device.
+  rdma::LargeBufferPoolOptions large_pool;
   // How long address and route resolution may take.
   absl::Duration resolve_timeout = absl::Seconds(2);
 };
@@ -101,7 +104,7 @@ class LibOS {
   // memory valid until the device is done with it.
   struct PushRecord {
     demi_sgarray_t sga;
-    rdma::PoolBuffer* buffer = nullptr;  // sga_buf, if from demi_sgaalloc
+    void* buffer = nullptr;              // sga_buf, if from demi_sgaalloc
     rdma::RegionCache* cache = nullptr;  // where `regions` were leased
     uint32_t num_regions = 0;
     rdma::RegionCache::Region* regions[DEMI_SGARRAY_MAXSIZE];
@@ -138,6 +141,17 @@ class LibOS {
   void ReapRetired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   ReceiveHandle* FindHandle(const void* handle)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // demi_sgaalloc memory behind an sga_buf handle: a PoolBuffer (up to the
+  // eager limit) or a LargeBuffer; empty if `handle` is neither, allocated.
+  struct LibraryBuffer {
+    void* handle = nullptr;
+    const void* data = nullptr;
+    size_t capacity = 0;
+    rdma::MemoryKeys keys;
+    bool large = false;
+  };
+  std::optional<LibraryBuffer> FindLibraryBuffer(void* handle) const;
+  absl::Status FreeLibraryBuffer(void* handle);
   // Fills `segments` and `record` for pushing `sga` on `connection`: pool
   // memory by its keys, anything else leased from the device's region cache.
   // On error nothing stays leased.
@@ -163,9 +177,9 @@ class LibOS {
   std::vector<std::unique_ptr<Queue>> retired_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<demi_qtoken_t, PushRecord> pushes_ ABSL_GUARDED_BY(mu_);
   // Pushes in flight per pool buffer, and buffers freed while in flight.
-  absl::flat_hash_map<rdma::PoolBuffer*, uint32_t> pushes_reading_
+  absl::flat_hash_map<const void*, uint32_t> pushes_reading_
       ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<rdma::PoolBuffer*> free_when_pushed_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<const void*> free_when_pushed_ ABSL_GUARDED_BY(mu_);
   // Receive-handle arrays by start address -> end address.
   absl::btree_map<uintptr_t, uintptr_t> handle_arrays_ ABSL_GUARDED_BY(mu_);
   int next_qd_ ABSL_GUARDED_BY(mu_) = 1;

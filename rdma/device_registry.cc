@@ -12,7 +12,8 @@ namespace demi::rdma {
 
 absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
     const BufferPoolOptions& pool_options,
-    const RegionCacheOptions& cache_options, bool cache_enabled) {
+    const RegionCacheOptions& cache_options, bool cache_enabled,
+    const LargeBufferPoolOptions& large_options) {
   std::unique_ptr<DeviceRegistry> registry(new DeviceRegistry());
   int count = 0;
   registry->rdma_cm_devices_ = rdma_get_devices(&count);
@@ -35,10 +36,13 @@ absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
     ibv_context* context = registry->rdma_cm_devices_[i];
     DEMI_ASSIGN_OR_RETURN(ProtectionDomain pd,
                           ProtectionDomain::Create(context));
-    Device device{context, std::move(pd), nullptr, nullptr};
+    Device device{context, std::move(pd), nullptr, nullptr, nullptr};
     device.cache_registrar = std::make_unique<VerbsRegistrar>(
-        device.pd.get(), IBV_ACCESS_LOCAL_WRITE,
+        device.pd.get(), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ,
         VerbsRegistrar::ReadOnlyFallback::kYes);
+    DEMI_ASSIGN_OR_RETURN(
+        device.large_pool,
+        LargeBufferPool::Create(device.cache_registrar.get(), large_options));
     DEMI_ASSIGN_OR_RETURN(
         device.cache,
         RegionCache::Create(device.cache_registrar.get(),
@@ -46,7 +50,8 @@ absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
     registry->devices_.push_back(std::move(device));
   }
   registry->registrar_ = std::make_unique<VerbsRegistrar>(
-      registry->devices_.front().pd.get(), IBV_ACCESS_LOCAL_WRITE);
+      registry->devices_.front().pd.get(),
+      IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ);
   DEMI_ASSIGN_OR_RETURN(
       registry->pool_,
       BufferPool::Create(registry->registrar_.get(), pool_options));
@@ -71,6 +76,13 @@ ibv_pd* DeviceRegistry::PdFor(const ibv_context* context) const {
 RegionCache* DeviceRegistry::CacheFor(const ibv_pd* pd) const {
   for (const Device& device : devices_) {
     if (device.pd.get() == pd) return device.cache.get();
+  }
+  return nullptr;
+}
+
+LargeBufferPool* DeviceRegistry::LargePoolFor(const ibv_pd* pd) const {
+  for (const Device& device : devices_) {
+    if (device.pd.get() == pd) return device.large_pool.get();
   }
   return nullptr;
 }

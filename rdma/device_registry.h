@@ -6,9 +6,11 @@
 // allocates one protection domain per device, so memory registered once is
 // usable on every connection to that device, one BufferPool on the first
 // device for memory handed out before any connection exists (demi_sgaalloc),
-// and one RegionCache per device for application memory. The caches share one
-// UserfaultWatcher; if the kernel or a sandbox refuses userfaultfd, or
-// `cache_enabled` is false, they register per push instead (the reason is
+// and per device a RegionCache for application memory and a LargeBufferPool
+// for messages above the eager limit. Everything is registered with
+// REMOTE_READ as well, since the peer pulls rendezvous messages. The caches
+// share one UserfaultWatcher; if the kernel or a sandbox refuses userfaultfd,
+// or `cache_enabled` is false, they register per push instead (the reason is
 // logged once).
 //
 // Errors: Create fails with ENODEV when there is no RDMA device.
@@ -25,6 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "rdma/buffer_pool.h"
+#include "rdma/large_buffer_pool.h"
 #include "rdma/protection_domain.h"
 #include "rdma/region_cache.h"
 #include "rdma/registrar.h"
@@ -36,7 +39,8 @@ class DeviceRegistry {
  public:
   static absl::StatusOr<std::unique_ptr<DeviceRegistry>> Create(
       const BufferPoolOptions& pool_options,
-      const RegionCacheOptions& cache_options, bool cache_enabled);
+      const RegionCacheOptions& cache_options, bool cache_enabled,
+      const LargeBufferPoolOptions& large_options);
 
   DeviceRegistry(const DeviceRegistry&) = delete;
   DeviceRegistry& operator=(const DeviceRegistry&) = delete;
@@ -53,6 +57,10 @@ class DeviceRegistry {
   // The application-memory cache of the device of `pd` (one PdFor returned),
   // or null for an unknown PD.
   RegionCache* CacheFor(const ibv_pd* pd) const;
+  // The pool for messages above the eager limit on the device of `pd`, or
+  // null for an unknown PD; and the first device's (demi_sgaalloc).
+  LargeBufferPool* LargePoolFor(const ibv_pd* pd) const;
+  LargeBufferPool& large_pool() const { return *devices_.front().large_pool; }
   // The counters of every device's cache, summed.
   RegionCacheStats CacheStats() const;
 
@@ -60,8 +68,11 @@ class DeviceRegistry {
   struct Device {
     ibv_context* context;  // owned by rdma_cm
     ProtectionDomain pd;
+    // Application memory and large buffers: LOCAL_WRITE | REMOTE_READ (a
+    // peer pulls what is pushed by rendezvous).
     std::unique_ptr<VerbsRegistrar> cache_registrar;
     std::unique_ptr<RegionCache> cache;  // destroyed before the registrar
+    std::unique_ptr<LargeBufferPool> large_pool;
   };
   DeviceRegistry() = default;
 

@@ -15,8 +15,11 @@ namespace demi::rdma {
 namespace {
 
 // Header slots are spaced to keep each on its own cache lines.
-constexpr size_t kHeaderSlotSize = 128;
-static_assert(wire::kMaxHeaderSize <= kHeaderSlotSize);
+constexpr size_t kHeaderSlotSize = 384;
+static_assert(wire::kMaxEncodedSize <= kHeaderSlotSize);
+
+// RDMA READs in flight per queue pair, at most (the device may allow fewer).
+constexpr uint32_t kMaxReadsInFlight = 16;
 
 constexpr int kPollBatch = 16;
 
@@ -52,6 +55,10 @@ absl::Status ValidateOptions(const RcConnectionOptions& options) {
   if (options.send_queue_depth < 2 || options.send_queue_depth > 1u << 16) {
     return ErrnoError(EINVAL, "send_queue_depth out of range");
   }
+  if (options.rendezvous_threshold > options.eager_limit ||
+      options.read_chunk == 0) {
+    return ErrnoError(EINVAL, "rendezvous_threshold above eager_limit");
+  }
   return absl::OkStatus();
 }
 
@@ -66,9 +73,24 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
       posted_(options.send_queue_depth),
       send_wrs_(options.send_queue_depth),
       send_sges_(options.send_queue_depth * kSgesPerSend),
-      queued_(options.send_queue_depth) {}
+      queued_(options.send_queue_depth),
+      outbound_(options.send_queue_depth),
+      inbound_(options.receive_buffers),
+      arrival_(options.receive_buffers),
+      dones_(options.receive_buffers) {}
 
-RcConnection::~RcConnection() = default;
+RcConnection::~RcConnection() {
+  // The device stops writing into inbound memory once the queue pair is
+  // gone; only then does the memory go back to the pool.
+  qp_.reset();
+  if (options_.large_pool == nullptr) return;
+  for (InboundMessage& inbound : inbound_) {
+    if (inbound.memory == nullptr) continue;
+    absl::Status freed = options_.large_pool->Free(inbound.memory);
+    if (!freed.ok()) DEMI_LOG(kError, "rendezvous memory: ", freed.message());
+    inbound.memory = nullptr;
+  }
+}
 
 absl::StatusOr<std::unique_ptr<RcConnection>> RcConnection::Accept(
     CmEvent request, const RcConnectionOptions& options) {
@@ -127,13 +149,14 @@ rdma_conn_param RcConnection::ConnParam(uint8_t private_data[]) const {
   wire::EncodeConnectionParams(
       wire::ConnectionParams{
           .receive_buffers = static_cast<uint16_t>(options_.receive_buffers),
-          .receive_buffer_size = receive_buffer_size_},
+          .receive_buffer_size = receive_buffer_size_,
+          .rendezvous = options_.large_pool != nullptr},
       private_data);
   rdma_conn_param param{};
   param.private_data = private_data;
   param.private_data_len = wire::kConnectionParamsSize;
-  param.responder_resources = 1;
-  param.initiator_depth = 1;
+  param.responder_resources = static_cast<uint8_t>(rd_atomic_);
+  param.initiator_depth = static_cast<uint8_t>(rd_atomic_);
   param.retry_count = 7;
   param.rnr_retry_count = 0;  // a SEND without a posted receive is an error
   return param;
@@ -154,6 +177,7 @@ absl::Status RcConnection::SetPeer(const void* private_data, size_t length) {
                                            " receive buffers posted"));
   }
   peer_receive_buffer_size_ = peer.receive_buffer_size;
+  peer_rendezvous_ = peer.rendezvous;
   return absl::OkStatus();
 }
 
@@ -168,6 +192,10 @@ absl::Status RcConnection::CreateResources() {
                                             " scatter/gather entries, need ",
                                             wire::kMaxSegments + 1));
   }
+  rd_atomic_ = std::max(
+      1u,
+      std::min({kMaxReadsInFlight, static_cast<uint32_t>(device.max_qp_rd_atom),
+                static_cast<uint32_t>(device.max_qp_init_rd_atom)}));
   if (options_.pd != nullptr) {
     pd_ = options_.pd;
   } else {
@@ -266,12 +294,14 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
   }
   uint64_t total = 0;
   for (const Segment& segment : segments) total += segment.length;
-  if (total > options_.eager_limit ||
-      (credits_ && wire::HeaderSize(static_cast<int>(segments.size())) + total >
-                       peer_receive_buffer_size_)) {
-    return ErrnoError(EMSGSIZE, "message larger than the eager limit");
-  }
   if (end_of_stream_sent_) return ErrnoError(EPIPE, "end of stream was sent");
+  if (total > options_.rendezvous_threshold) {
+    return SendRendezvous(segments, cookie);
+  }
+  if (credits_ && wire::HeaderSize(static_cast<int>(segments.size())) + total >
+                      peer_receive_buffer_size_) {
+    return ErrnoError(EMSGSIZE, "message larger than the peer's buffers");
+  }
   if (queued_count_ == 0 && established_ && credits_->CanSendData() &&
       !SendQueueFull()) {
     uint16_t returned = *credits_->ConsumeForData();
@@ -281,6 +311,43 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
     return posted;
   }
   return Enqueue(Kind::kData, segments, cookie);
+}
+
+absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
+                                          uint64_t cookie) {
+  if (credits_ && (!peer_rendezvous_ ||
+                   wire::RendezvousSize(static_cast<int>(segments.size())) >
+                       peer_receive_buffer_size_)) {
+    return ErrnoError(EMSGSIZE,
+                      "message above the eager limit, and the peer takes no "
+                      "rendezvous");
+  }
+  if (outbound_in_use_ == send_queue_depth_ ||
+      queued_count_ == send_queue_depth_) {
+    return ErrnoError(EAGAIN, "too many rendezvous sends in flight");
+  }
+  uint32_t index = 0;
+  while (outbound_[index].in_use) ++index;
+  OutboundTransfer& transfer = outbound_[index];
+  transfer.in_use = true;
+  ++transfer.generation;
+  transfer.cookie = cookie;
+  ++outbound_in_use_;
+  // The announcement travels like data (credits, FIFO); the cookie is
+  // reported when the done message arrives.
+  if (queued_count_ == 0 && established_ && credits_->CanSendData() &&
+      !SendQueueFull()) {
+    uint16_t returned = *credits_->ConsumeForData();
+    absl::Status posted = Post(Kind::kRendezvous, returned, segments.data(),
+                               static_cast<uint32_t>(segments.size()), index);
+    if (!posted.ok()) {
+      Fail(posted);
+      transfer.in_use = false;
+      --outbound_in_use_;
+    }
+    return posted;
+  }
+  return Enqueue(Kind::kRendezvous, segments, index);
 }
 
 absl::Status RcConnection::SendEndOfStream() {
@@ -323,23 +390,47 @@ ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
       (posted_head_ + posted_count_ + position) % send_queue_depth_;
   uint8_t* header_slot = header_memory_.get() + slot * kHeaderSlotSize;
   wire::MessageHeader header;
-  header.type = kind == Kind::kData           ? wire::MessageType::kData
-                : kind == Kind::kCreditUpdate ? wire::MessageType::kCreditUpdate
-                                              : wire::MessageType::kEndOfStream;
+  switch (kind) {
+    case Kind::kData:
+      header.type = wire::MessageType::kData;
+      break;
+    case Kind::kCreditUpdate:
+      header.type = wire::MessageType::kCreditUpdate;
+      break;
+    case Kind::kEndOfStream:
+      header.type = wire::MessageType::kEndOfStream;
+      break;
+    case Kind::kRendezvous:
+      header.type = wire::MessageType::kRendezvous;
+      header.transfer_id = static_cast<uint32_t>(cookie) |
+                           (uint32_t{outbound_[cookie].generation} << 16);
+      break;
+    case Kind::kRendezvousDone:
+      header.type = wire::MessageType::kRendezvousDone;
+      header.transfer_id = static_cast<uint32_t>(cookie);
+      break;
+    case Kind::kRead:
+      break;  // not a SEND; see PrepareRead
+  }
   header.credits_returned = credits_returned;
   header.num_segments = static_cast<uint8_t>(num_segments);
   uint64_t total = 0;
   for (uint32_t i = 0; i < num_segments; ++i) {
     header.segment_lengths[i] = segments[i].length;
+    header.remote[i] = {reinterpret_cast<uintptr_t>(segments[i].data),
+                        segments[i].rkey};
     total += segments[i].length;
   }
   size_t header_size = wire::EncodeHeader(header, header_slot);
+  // A rendezvous announcement carries no payload: only the header slot.
+  const uint32_t gathered = kind == Kind::kData ? num_segments : 0;
+  if (kind != Kind::kData) total = 0;
 
   ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
   sge[0].addr = reinterpret_cast<uintptr_t>(header_slot);
   sge[0].length = static_cast<uint32_t>(header_size);
   sge[0].lkey = header_mr_->lkey();
-  for (uint32_t i = 0; i < num_segments; ++i) {
+  for (uint32_t i = 0; i < gathered; ++i) {
     sge[i + 1].addr = reinterpret_cast<uintptr_t>(segments[i].data);
     sge[i + 1].length = segments[i].length;
     sge[i + 1].lkey = segments[i].lkey;
@@ -348,7 +439,7 @@ ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
   wr = ibv_send_wr{};
   wr.wr_id = slot;
   wr.sg_list = sge;
-  wr.num_sge = static_cast<int>(num_segments + 1);
+  wr.num_sge = static_cast<int>(gathered + 1);
   wr.opcode = IBV_WR_SEND;
   if (header_size + total <= max_inline_data_) {
     wr.send_flags |= IBV_SEND_INLINE;
@@ -394,8 +485,9 @@ void RcConnection::Pump() {
   // Nothing is posted before ESTABLISHED: the peer's queue pair may not be
   // ready to receive yet.
   if (!status_.ok() || !established_) return;
-  // Chain every queued send that has a credit and a send-queue slot, then a
-  // credit update if one is due, and ring the doorbell once.
+  // Chain, for one doorbell: done messages owed to the peer, queued sends
+  // that have a credit, RDMA READs of inbound transfers, then a credit update
+  // if one is due; all within the send queue's free slots.
   const uint32_t room = send_queue_depth_ - posted_count_;
   uint32_t count = 0;
   ibv_send_wr* first = nullptr;
@@ -406,6 +498,13 @@ void RcConnection::Pump() {
     last = wr;
     ++count;
   };
+  uint32_t dones = 0;
+  while (dones < dones_count_ && count < room && credits_->CanSendData()) {
+    uint16_t returned = *credits_->ConsumeForData();
+    append(Prepare(count, Kind::kRendezvousDone, returned, nullptr, 0,
+                   dones_[(dones_head_ + dones) % options_.receive_buffers]));
+    ++dones;
+  }
   uint32_t data = 0;
   while (data < queued_count_ && count < room && credits_->CanSendData()) {
     const QueuedSend& entry =
@@ -415,16 +514,140 @@ void RcConnection::Pump() {
                    entry.num_segments, entry.cookie));
     ++data;
   }
+  for (uint32_t a = 0; a < arrival_count_ && count < room; ++a) {
+    const uint32_t index =
+        arrival_[(arrival_head_ + a) % options_.receive_buffers];
+    InboundMessage& inbound = inbound_[index];
+    while (inbound.state == InboundMessage::State::kReading &&
+           inbound.next_segment < inbound.header.num_segments && count < room) {
+      append(PrepareRead(count, index));
+    }
+  }
   if (count < room && credits_->ShouldSendCreditUpdate()) {
     uint16_t returned = *credits_->ConsumeForCreditUpdate();
     append(Prepare(count, Kind::kCreditUpdate, returned, nullptr, 0, 0));
   }
   if (count == 0) return;
   uint32_t posted = PostChain(first, last, count);
-  // Entries that were not posted stay queued; Poll or FailAll reports them.
-  uint32_t posted_data = posted < data ? posted : data;
+  // What was not posted stays queued (the connection has failed; Poll or
+  // FailAll reports it).
+  const uint32_t posted_dones = std::min(posted, dones);
+  dones_head_ = (dones_head_ + posted_dones) % options_.receive_buffers;
+  dones_count_ -= posted_dones;
+  const uint32_t posted_data = std::min(posted - posted_dones, data);
   queued_head_ = (queued_head_ + posted_data) % send_queue_depth_;
   queued_count_ -= posted_data;
+}
+
+ibv_send_wr* RcConnection::PrepareRead(uint32_t position,
+                                       uint32_t buffer_index) {
+  InboundMessage& inbound = inbound_[buffer_index];
+  const wire::MessageHeader& header = inbound.header;
+  const uint8_t segment = inbound.next_segment;
+  uint64_t local_offset = inbound.next_offset;
+  for (uint8_t i = 0; i < segment; ++i) {
+    local_offset += header.segment_lengths[i];
+  }
+  const uint32_t length =
+      std::min(options_.read_chunk,
+               header.segment_lengths[segment] - inbound.next_offset);
+  const uint32_t slot =
+      (posted_head_ + posted_count_ + position) % send_queue_depth_;
+  ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
+  sge[0].addr =
+      reinterpret_cast<uintptr_t>(inbound.memory->data()) + local_offset;
+  sge[0].length = length;
+  sge[0].lkey = inbound.memory->keys().lkey;
+  ibv_send_wr& wr = send_wrs_[slot];
+  wr = ibv_send_wr{};
+  wr.wr_id = slot;
+  wr.sg_list = sge;
+  wr.num_sge = 1;
+  wr.opcode = IBV_WR_RDMA_READ;
+  wr.wr.rdma.remote_addr = header.remote[segment].address + inbound.next_offset;
+  wr.wr.rdma.rkey = header.remote[segment].rkey;
+  posted_[slot] = PostedSend{.cookie = buffer_index, .kind = Kind::kRead};
+  ++inbound.reads_in_flight;
+  inbound.next_offset += length;
+  if (inbound.next_offset == header.segment_lengths[segment]) {
+    ++inbound.next_segment;
+    inbound.next_offset = 0;
+  }
+  return &wr;
+}
+
+void RcConnection::AdvanceInbound(CompletionSink& sink) {
+  // Memory, in arrival order: a transfer the pool cannot serve yet waits,
+  // and so do the ones behind it.
+  for (uint32_t a = 0; a < arrival_count_ && status_.ok(); ++a) {
+    InboundMessage& inbound =
+        inbound_[arrival_[(arrival_head_ + a) % options_.receive_buffers]];
+    if (inbound.state != InboundMessage::State::kWaitingForMemory) continue;
+    uint64_t total = 0;
+    for (uint8_t i = 0; i < inbound.header.num_segments; ++i) {
+      total += inbound.header.segment_lengths[i];
+    }
+    absl::StatusOr<LargeBuffer*> memory = options_.large_pool->Allocate(total);
+    if (!memory.ok()) {
+      if (ErrnoFromStatus(memory.status()) == EAGAIN) break;
+      Fail(memory.status());  // larger than the receiver will ever take
+      return;
+    }
+    inbound.memory = *memory;
+    inbound.state = InboundMessage::State::kReading;
+    inbound.next_segment = 0;
+    inbound.next_offset = 0;
+  }
+  // Report complete messages at the head, in order.
+  while (arrival_count_ > 0 && status_.ok()) {
+    const uint32_t index = arrival_[arrival_head_];
+    InboundMessage& inbound = inbound_[index];
+    if (inbound.state == InboundMessage::State::kWaitingForMemory ||
+        inbound.state == InboundMessage::State::kReading) {
+      break;
+    }
+    arrival_head_ = (arrival_head_ + 1) % options_.receive_buffers;
+    --arrival_count_;
+    if (inbound.state == InboundMessage::State::kRead) {
+      // The sender may reuse its memory now.
+      dones_[(dones_head_ + dones_count_) % options_.receive_buffers] =
+          inbound.header.transfer_id;
+      ++dones_count_;
+      ReceivedMessage& message = inbound.message;
+      message = ReceivedMessage{};
+      message.buffer_index = index;
+      message.num_segments = inbound.header.num_segments;
+      const auto* data = static_cast<const uint8_t*>(inbound.memory->data());
+      for (uint32_t i = 0; i < message.num_segments; ++i) {
+        message.segment_data[i] = data;
+        message.segment_lengths[i] = inbound.header.segment_lengths[i];
+        data += inbound.header.segment_lengths[i];
+      }
+    }
+    inbound.state = InboundMessage::State::kEager;  // reported: nothing left
+    sink.OnMessage(inbound.message);
+  }
+}
+
+void RcConnection::DropUnreported() {
+  for (uint32_t a = 0; a < arrival_count_; ++a) {
+    const uint32_t index =
+        arrival_[(arrival_head_ + a) % options_.receive_buffers];
+    InboundMessage& inbound = inbound_[index];
+    if (inbound.reads_in_flight > 0) return;  // flushes still to come
+  }
+  for (uint32_t a = 0; a < arrival_count_; ++a) {
+    const uint32_t index =
+        arrival_[(arrival_head_ + a) % options_.receive_buffers];
+    InboundMessage& inbound = inbound_[index];
+    if (inbound.memory != nullptr) {
+      (void)options_.large_pool->Free(inbound.memory);
+      inbound.memory = nullptr;
+    }
+    inbound.state = InboundMessage::State::kEager;
+    held_[index] = 0;  // never reported: nobody will release it
+  }
+  arrival_count_ = 0;
 }
 
 absl::Status RcConnection::Poll(CompletionSink& sink) {
@@ -450,10 +673,14 @@ absl::Status RcConnection::Poll(CompletionSink& sink) {
     for (int i = 0; i < *n; ++i) HandleReceiveCompletion(wc[i], sink);
     if (*n < kPollBatch) break;
   }
+  if (status_.ok() && arrival_count_ > 0) AdvanceInbound(sink);
   if (status_.ok()) {
     Pump();
   }
-  if (!status_.ok()) FailQueued(sink);
+  if (!status_.ok()) {
+    FailQueued(sink);
+    DropUnreported();
+  }
   return status_;
 }
 
@@ -481,6 +708,14 @@ void RcConnection::HandleSendCompletion(const ibv_wc& wc,
       Fail(status);
     }
     if (posted.kind == Kind::kData) sink.OnSendComplete(posted.cookie, status);
+    if (posted.kind == Kind::kRead) {
+      InboundMessage& inbound = inbound_[posted.cookie];
+      --inbound.reads_in_flight;
+      if (status_.ok() && inbound.reads_in_flight == 0 &&
+          inbound.next_segment == inbound.header.num_segments) {
+        inbound.state = InboundMessage::State::kRead;
+      }
+    }
   }
 }
 
@@ -514,7 +749,8 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc,
     return;
   }
   if (header->type == wire::MessageType::kData) {
-    ReceivedMessage message;
+    InboundMessage& inbound = inbound_[index];
+    ReceivedMessage& message = inbound.message;
     message.buffer_index = index;
     message.num_segments = header->num_segments;
     const uint8_t* data = buffer + wire::HeaderSize(header->num_segments);
@@ -524,8 +760,42 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc,
       data += header->segment_lengths[i];
     }
     held_[index] = 1;
-    sink.OnMessage(message);
+    if (arrival_count_ == 0) {
+      sink.OnMessage(message);  // nothing before it: report at once
+    } else {
+      inbound.state = InboundMessage::State::kEager;
+      arrival_[(arrival_head_ + arrival_count_) % options_.receive_buffers] =
+          index;
+      ++arrival_count_;
+    }
     return;
+  }
+  if (header->type == wire::MessageType::kRendezvous) {
+    if (options_.large_pool == nullptr) {
+      Fail(ErrnoError(ENOTSUP, "peer sent a rendezvous message; no pool"));
+      return;
+    }
+    InboundMessage& inbound = inbound_[index];
+    inbound.header = *header;
+    inbound.state = InboundMessage::State::kWaitingForMemory;
+    inbound.reads_in_flight = 0;
+    held_[index] = 1;  // until the message is released
+    arrival_[(arrival_head_ + arrival_count_) % options_.receive_buffers] =
+        index;
+    ++arrival_count_;
+    return;  // Poll calls AdvanceInbound
+  }
+  if (header->type == wire::MessageType::kRendezvousDone) {
+    const uint32_t transfer = header->transfer_id & 0xffff;
+    if (transfer >= send_queue_depth_ || !outbound_[transfer].in_use ||
+        outbound_[transfer].generation != header->transfer_id >> 16) {
+      Fail(ErrnoError(EPROTO, "done message for no transfer of ours"));
+      return;
+    }
+    outbound_[transfer].in_use = false;
+    --outbound_in_use_;
+    sink.OnSendComplete(outbound_[transfer].cookie, absl::OkStatus());
+    // Then re-post below, as for the other header-only messages.
   }
   // Header-only: re-post at once, before any other SEND of ours.
   absl::Status reposted = PostReceive(index);
@@ -546,6 +816,12 @@ absl::Status RcConnection::Release(uint32_t buffer_index) {
         EINVAL, absl::StrCat("receive buffer ", buffer_index, " is not held"));
   }
   held_[buffer_index] = 0;
+  InboundMessage& inbound = inbound_[buffer_index];
+  if (inbound.memory != nullptr) {
+    absl::Status freed = options_.large_pool->Free(inbound.memory);
+    if (!freed.ok()) DEMI_LOG(kError, "rendezvous memory: ", freed.message());
+    inbound.memory = nullptr;
+  }
   if (!status_.ok()) return absl::OkStatus();  // nothing to re-post for
   absl::Status reposted = PostReceive(buffer_index);
   if (!reposted.ok()) {
@@ -584,6 +860,14 @@ void RcConnection::FailQueued(CompletionSink& sink) {
     queued_head_ = (queued_head_ + 1) % send_queue_depth_;
     --queued_count_;
     if (entry.kind == Kind::kData) sink.OnSendComplete(entry.cookie, status);
+  }
+  // Rendezvous sends (queued, posted or awaiting their done message): the
+  // peer will not read them now.
+  for (OutboundTransfer& transfer : outbound_) {
+    if (!transfer.in_use) continue;
+    transfer.in_use = false;
+    --outbound_in_use_;
+    sink.OnSendComplete(transfer.cookie, status);
   }
 }
 

@@ -35,6 +35,15 @@
 // until its completion is reported the caller keeps the segments' memory
 // valid and unchanged.
 //
+// Rendezvous. A message of more than rendezvous_threshold bytes is announced
+// instead (wire::MessageType::kRendezvous: lengths, addresses, rkeys); the
+// receiver takes a LargeBuffer for it (waiting, in order, while the pool is
+// at its cap), pulls the segments with RDMA READs of at most read_chunk
+// bytes, several in flight, and answers kRendezvousDone; only then is the
+// sender's cookie reported. Messages are reported in arrival order, small
+// and large alike. At most send_queue_depth rendezvous sends may await their
+// done message (EAGAIN beyond).
+//
 // Receiving. Poll() reports each data message as a ReceivedMessage pointing
 // into a receive buffer (zero copy). The buffer stays the caller's until it
 // calls Release(buffer_index); only then is it posted again and a credit
@@ -76,6 +85,7 @@
 #include "rdma/cm_id.h"
 #include "rdma/completion_queue.h"
 #include "rdma/credit_account.h"
+#include "rdma/large_buffer_pool.h"
 #include "rdma/memory_region.h"
 #include "rdma/protection_domain.h"
 #include "rdma/queue_pair.h"
@@ -100,6 +110,14 @@ struct RcConnectionOptions {
   // must be of the id's device and outlive the connection). Otherwise the
   // connection allocates its own.
   ibv_pd* pd = nullptr;
+  // Messages of more bytes than this go by rendezvous (<= eager_limit).
+  uint32_t rendezvous_threshold = 8192;
+  // Where incoming rendezvous messages are pulled to (not owned; registered
+  // in `pd`; must outlive the connection). Null: a peer's rendezvous fails
+  // the connection (ENOTSUP).
+  LargeBufferPool* large_pool = nullptr;
+  // Largest RDMA READ posted (a segment is pulled in chunks of this size).
+  uint32_t read_chunk = 1u << 20;
 };
 
 // A part of an outgoing message, in memory registered in the connection's
@@ -108,10 +126,15 @@ struct Segment {
   const void* data = nullptr;
   uint32_t length = 0;
   uint32_t lkey = 0;
+  // For rendezvous: the peer reads the segment with this key (the memory must
+  // be registered with IBV_ACCESS_REMOTE_READ).
+  uint32_t rkey = 0;
 };
 
-// A data message received into receive buffer `buffer_index`. The pointers
-// stay valid, and the bytes unchanged, until Release(buffer_index).
+// A data message received into receive buffer `buffer_index` (or, for a
+// rendezvous message, pulled into a LargeBuffer tied to that receive buffer).
+// The pointers stay valid, and the bytes unchanged, until
+// Release(buffer_index).
 struct ReceivedMessage {
   uint32_t buffer_index = 0;
   uint32_t num_segments = 0;
@@ -202,7 +225,14 @@ class RcConnection {
   }
 
  private:
-  enum class Kind : uint8_t { kData, kCreditUpdate, kEndOfStream };
+  enum class Kind : uint8_t {
+    kData,
+    kCreditUpdate,
+    kEndOfStream,
+    kRendezvous,      // cookie: the outbound transfer's index
+    kRendezvousDone,  // cookie: the peer's transfer id
+    kRead,            // cookie: the receive buffer of the inbound transfer
+  };
 
   // A send waiting for a credit or a send-queue slot.
   struct QueuedSend {
@@ -211,10 +241,28 @@ class RcConnection {
     uint8_t num_segments = 0;
     Segment segments[wire::kMaxSegments];
   };
-  // A posted send, by send-queue slot (ring order = completion order).
+  // A posted work request, by send-queue slot (ring order = completion
+  // order).
   struct PostedSend {
     uint64_t cookie = 0;
     Kind kind = Kind::kData;
+  };
+  // A rendezvous send awaiting the peer's done message.
+  struct OutboundTransfer {
+    bool in_use = false;
+    uint16_t generation = 0;
+    uint64_t cookie = 0;
+  };
+  // An incoming message not yet reported, by receive buffer.
+  struct InboundMessage {
+    enum class State : uint8_t { kEager, kWaitingForMemory, kReading, kRead };
+    State state = State::kEager;
+    ReceivedMessage message;     // kEager: complete; else filled when read
+    wire::MessageHeader header;  // rendezvous: what to read
+    LargeBuffer* memory = nullptr;
+    uint8_t next_segment = 0;  // the next READ to post
+    uint32_t next_offset = 0;
+    uint32_t reads_in_flight = 0;
   };
 
   RcConnection(CmId id, const RcConnectionOptions& options);
@@ -243,6 +291,17 @@ class RcConnection {
                     uint64_t cookie);
   // Posts queued sends while credits allow, then a credit update if due.
   void Pump();
+  // Rendezvous: starts a send of `segments` as an announcement.
+  absl::Status SendRendezvous(absl::Span<const Segment> segments,
+                              uint64_t cookie);
+  // Takes memory for waiting inbound transfers (in order) and reports the
+  // messages at the head of the arrival order that are complete.
+  void AdvanceInbound(CompletionSink& sink);
+  // Appends READs of inbound transfers to a chain being built by Pump.
+  ibv_send_wr* PrepareRead(uint32_t position, uint32_t buffer_index);
+  // Frees the memory of inbound transfers never reported (after a failure),
+  // once no READ of theirs is in flight.
+  void DropUnreported();
   void HandleSendCompletion(const ibv_wc& wc, CompletionSink& sink);
   void HandleReceiveCompletion(const ibv_wc& wc, CompletionSink& sink);
   // Marks the connection failed (first error wins) and flushes the QP.
@@ -267,6 +326,7 @@ class RcConnection {
   const uint32_t send_queue_depth_;
   uint32_t max_inline_data_ = 0;
   uint32_t peer_receive_buffer_size_ = 0;
+  bool peer_rendezvous_ = false;  // the peer has a pool for rendezvous
   std::optional<CreditAccount> credits_;
   bool established_ = false;
   bool end_of_stream_sent_ = false;
@@ -290,6 +350,21 @@ class RcConnection {
   std::vector<QueuedSend> queued_;
   uint32_t queued_head_ = 0;
   uint32_t queued_count_ = 0;
+
+  // Rendezvous, sending side: by transfer index (send_queue_depth of them).
+  std::vector<OutboundTransfer> outbound_;
+  uint32_t outbound_in_use_ = 0;
+  // Rendezvous, receiving side: messages not yet reported, by receive
+  // buffer, and their receive buffers in arrival order (a ring).
+  std::vector<InboundMessage> inbound_;
+  std::vector<uint32_t> arrival_;
+  uint32_t arrival_head_ = 0;
+  uint32_t arrival_count_ = 0;
+  // Done messages owed to the peer (transfer ids; a ring of receive_buffers).
+  std::vector<uint32_t> dones_;
+  uint32_t dones_head_ = 0;
+  uint32_t dones_count_ = 0;
+  uint32_t rd_atomic_ = 1;  // RDMA READs in flight the QP allows
 };
 
 }  // namespace demi::rdma

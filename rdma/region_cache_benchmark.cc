@@ -45,9 +45,9 @@ struct Setup {
     cache = *RegionCache::Create(&registrar, watcher.get(), options);
     const size_t page = static_cast<size_t>(getpagesize());
     arena_bytes = 2 * page * regions;
-    arena = static_cast<uint8_t*>(mmap(nullptr, arena_bytes,
-                                       PROT_READ | PROT_WRITE,
-                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    arena =
+        static_cast<uint8_t*>(mmap(nullptr, arena_bytes, PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     for (size_t i = 0; i < regions; ++i) {
       uint8_t* buffer = arena + 2 * page * i + 64;
       buffers.push_back(buffer);

@@ -9,7 +9,8 @@ namespace demi::rdma::wire {
 namespace {
 
 // Layout of ConnectionParams (8 bytes):
-//   0: version  1: reserved (0)  2-3: receive_buffers  4-7: receive_buffer_size
+//   0: version  1: flags (bit 0: rendezvous accepted)  2-3: receive_buffers
+//   4-7: receive_buffer_size
 // Layout of the header's fixed part (8 bytes):
 //   0: version  1: type  2-3: credits_returned  4: num_segments  5-7: reserved
 
@@ -50,7 +51,7 @@ absl::Status ProtocolError(absl::string_view what) {
 void EncodeConnectionParams(const ConnectionParams& params,
                             uint8_t out[kConnectionParamsSize]) {
   out[0] = kVersion;
-  out[1] = 0;
+  out[1] = params.rendezvous ? 1 : 0;
   Put16(out + 2, params.receive_buffers);
   Put32(out + 4, params.receive_buffer_size);
 }
@@ -68,6 +69,7 @@ absl::StatusOr<ConnectionParams> DecodeConnectionParams(const void* data,
                                       ", this library ", kVersion));
   }
   ConnectionParams params;
+  params.rendezvous = (in[1] & 1) != 0;
   params.receive_buffers = Get16(in + 2);
   params.receive_buffer_size = Get32(in + 4);
   if (params.receive_buffers == 0 ||

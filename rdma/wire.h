@@ -34,6 +34,7 @@ inline constexpr int kMaxSegments = 16;
 struct ConnectionParams {
   uint16_t receive_buffers = 0;      // receives the sender keeps posted
   uint32_t receive_buffer_size = 0;  // bytes per receive buffer
+  bool rendezvous = false;           // the sender accepts rendezvous messages
 };
 
 inline constexpr size_t kConnectionParamsSize = 8;

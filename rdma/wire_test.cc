@@ -20,6 +20,11 @@ TEST(WireTest, ConnectionParamsRoundTrip) {
   ASSERT_TRUE(params.ok()) << params.status();
   EXPECT_EQ(params->receive_buffers, 64);
   EXPECT_EQ(params->receive_buffer_size, 8264u);
+  EXPECT_FALSE(params->rendezvous);
+  EncodeConnectionParams(
+      {.receive_buffers = 3, .receive_buffer_size = 400, .rendezvous = true},
+      bytes);
+  EXPECT_TRUE(DecodeConnectionParams(bytes, sizeof(bytes))->rendezvous);
 }
 
 TEST(WireTest, ConnectionParamsAreLittleEndian) {

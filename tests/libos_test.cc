@@ -328,7 +328,7 @@ TEST_F(LibosTest, InvalidArguments) {
   EXPECT_EQ(demi_push(&qt, qd, &bad), EINVAL);
   EXPECT_EQ(demi_push(&qt, qd, &sga), ENOTCONN);
   EXPECT_EQ(demi_sgaalloc(0).sga_numsegs, 0u);
-  EXPECT_EQ(demi_sgaalloc(1 << 30).sga_numsegs, 0u);
+  EXPECT_EQ(demi_sgaalloc(size_t{5} << 30).sga_numsegs, 0u);  // > 32 bits
   EXPECT_EQ(demi_sgafree(nullptr), EINVAL);
   bad = sga;
   bad.sga_buf = &address;

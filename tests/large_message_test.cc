@@ -1,0 +1,419 @@
+// Messages above the eager limit (rendezvous: the receiver pulls them with
+// RDMA READ) end to end on the test device, every byte checked: sizes around
+// the threshold up to 1 GiB from library and application memory, several
+// segments, small and large interleaved in order, a receiver that does not
+// pop under a small memory cap, and a peer killed mid-transfer.
+//
+// Runs as a gtest binary; with --sender/--receiver it is the peer process of
+// the peer-death tests, and with DEMI_TEST_CAPPED=1 the child of the cap
+// test (each started by the test itself).
+
+#include <arpa/inet.h>
+#include <demi/libos.h>
+#include <demi/sga.h>
+#include <demi/wait.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/libos_test_util.h"
+#include "tests/rdma_env.h"
+
+namespace demi::testing {
+namespace {
+
+constexpr size_t kMiB = 1 << 20;
+constexpr size_t kThreshold = 8192;  // the default rendezvous threshold
+constexpr timespec kTwoMinutes = {120, 0};
+
+// Pattern: 64-bit word k of message `seed` is seed * kMix + k (tail bytes of
+// the last word likewise), so any shifted, stale or foreign byte shows.
+constexpr uint64_t kMix = 0x9E3779B97F4A7C15ull;
+
+void Fill(void* data, size_t length, uint64_t seed, size_t offset = 0) {
+  auto* bytes = static_cast<uint8_t*>(data);
+  for (size_t i = 0; i < length;) {
+    const uint64_t word = seed * kMix + (offset + i) / 8;
+    if ((offset + i) % 8 == 0 && length - i >= 8) {
+      std::memcpy(bytes + i, &word, 8);
+      i += 8;
+    } else {
+      bytes[i] = static_cast<uint8_t>(word >> (8 * ((offset + i) % 8)));
+      ++i;
+    }
+  }
+}
+
+// The first bad byte's index, or -1.
+int64_t Check(const void* data, size_t length, uint64_t seed,
+              size_t offset = 0) {
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < length;) {
+    const uint64_t word = seed * kMix + (offset + i) / 8;
+    if ((offset + i) % 8 == 0 && length - i >= 8) {
+      if (std::memcmp(bytes + i, &word, 8) != 0) return static_cast<int64_t>(i);
+      i += 8;
+    } else {
+      if (bytes[i] != static_cast<uint8_t>(word >> (8 * ((offset + i) % 8)))) {
+        return static_cast<int64_t>(i);
+      }
+      ++i;
+    }
+  }
+  return -1;
+}
+
+// Memory for one segment: from demi_sgaalloc or from mmap.
+struct Buffer {
+  bool library = false;
+  demi_sgarray_t sga{};
+  void* data = nullptr;
+  size_t length = 0;
+
+  static Buffer Make(bool library, size_t length) {
+    Buffer b;
+    b.library = library;
+    b.length = length;
+    if (library) {
+      b.sga = demi_sgaalloc(length);
+      b.data = b.sga.sga_numsegs == 1 ? b.sga.sga_segs[0].sgaseg_buf : nullptr;
+    } else {
+      void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      b.data = p == MAP_FAILED ? nullptr : p;
+    }
+    return b;
+  }
+  void Release() {
+    if (data == nullptr) return;
+    if (library) {
+      EXPECT_EQ(demi_sgafree(&sga), 0);
+    } else {
+      munmap(data, length);
+    }
+    data = nullptr;
+  }
+};
+
+demi_qtoken_t PushOne(int qd, const Buffer& buffer) {
+  demi_sgarray_t sga{};
+  sga.sga_buf = buffer.library ? buffer.sga.sga_buf : nullptr;
+  sga.sga_numsegs = 1;
+  sga.sga_segs[0] = {buffer.data, static_cast<uint32_t>(buffer.length)};
+  demi_qtoken_t qt = 0;
+  EXPECT_EQ(demi_push(&qt, qd, &sga), 0);
+  return qt;
+}
+
+demi_qresult_t Wait(demi_qtoken_t qt, const timespec& timeout = kTwoMinutes) {
+  demi_qresult_t result{};
+  EXPECT_EQ(demi_wait(&result, qt, &timeout), 0);
+  return result;
+}
+
+// Pops one message and checks it is one segment of `length` bytes of
+// pattern `seed`.
+void PopAndCheck(int qd, size_t length, uint64_t seed) {
+  demi_qtoken_t qt = 0;
+  ASSERT_EQ(demi_pop(&qt, qd), 0);
+  demi_qresult_t result = Wait(qt);
+  ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP) << result.qr_ret;
+  demi_sgarray_t& sga = result.qr_value.sga;
+  ASSERT_EQ(sga.sga_numsegs, 1u);
+  ASSERT_EQ(sga.sga_segs[0].sgaseg_len, length);
+  EXPECT_EQ(Check(sga.sga_segs[0].sgaseg_buf, length, seed), -1)
+      << length << "-byte message " << seed;
+  EXPECT_EQ(demi_sgafree(&sga), 0);
+}
+
+class LargeMessageTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { ASSERT_EQ(demi_init(nullptr), 0); }
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(ConnectPair(&client_, &server_, &listener_));
+  }
+  void TearDown() override { CloseQueues({client_, server_, listener_}); }
+
+  int client_ = -1, server_ = -1, listener_ = -1;
+};
+
+TEST_F(LargeMessageTest, SizesAroundTheThresholdUpToOneGiB) {
+  const size_t sizes[] = {kThreshold - 1, kThreshold, kThreshold + 1,
+                          1 * kMiB,       64 * kMiB,  1024 * kMiB};
+  uint64_t seed = 1;
+  for (bool library : {true, false}) {
+    for (size_t size : sizes) {
+      Buffer buffer = Buffer::Make(library, size);
+      ASSERT_NE(buffer.data, nullptr) << size << " bytes";
+      Fill(buffer.data, size, seed);
+      const auto start = std::chrono::steady_clock::now();
+      demi_qtoken_t push = PushOne(client_, buffer);
+      ASSERT_NO_FATAL_FAILURE(PopAndCheck(server_, size, seed));
+      demi_qresult_t pushed = Wait(push);
+      EXPECT_EQ(pushed.qr_opcode, DEMI_OPC_PUSH) << pushed.qr_ret;
+      const double seconds = std::chrono::duration<double>(
+                                 std::chrono::steady_clock::now() - start)
+                                 .count();
+      std::printf("%s memory, %zu bytes: ok (%.2f s with the check)\n",
+                  library ? "library" : "application", size, seconds);
+      buffer.Release();
+      ++seed;
+    }
+  }
+}
+
+TEST_F(LargeMessageTest, ThreeSegmentsOfFiveMiB) {
+  std::vector<Buffer> buffers;
+  demi_sgarray_t sga{};
+  for (int s = 0; s < 3; ++s) {
+    // Mixed: the middle one from the library.
+    buffers.push_back(Buffer::Make(s == 1, 5 * kMiB));
+    ASSERT_NE(buffers.back().data, nullptr);
+    Fill(buffers.back().data, 5 * kMiB, 100 + s);
+    sga.sga_segs[s] = {buffers.back().data, static_cast<uint32_t>(5 * kMiB)};
+  }
+  sga.sga_buf = buffers[1].sga.sga_buf;
+  sga.sga_numsegs = 3;
+  demi_qtoken_t push = 0;
+  ASSERT_EQ(demi_push(&push, client_, &sga), 0);
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, server_), 0);
+  demi_qresult_t result = Wait(pop);
+  ASSERT_EQ(result.qr_value.sga.sga_numsegs, 3u);
+  for (int s = 0; s < 3; ++s) {
+    ASSERT_EQ(result.qr_value.sga.sga_segs[s].sgaseg_len, 5 * kMiB);
+    EXPECT_EQ(
+        Check(result.qr_value.sga.sga_segs[s].sgaseg_buf, 5 * kMiB, 100 + s),
+        -1)
+        << "segment " << s;
+  }
+  EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+  EXPECT_EQ(Wait(push).qr_opcode, DEMI_OPC_PUSH);
+  for (Buffer& b : buffers) b.Release();
+}
+
+TEST_F(LargeMessageTest, SmallAndLargeInterleavedArriveInOrder) {
+  const size_t pattern[] = {
+      100, 2 * kMiB, 5000, 300 * 1024, kThreshold + 1, 1, kThreshold, 3 * kMiB};
+  constexpr int kMessages = 48, kWindow = 16;
+  std::vector<Buffer> buffers(kMessages);
+  std::vector<demi_qtoken_t> pushes(kMessages);
+  int popped = 0;
+  for (int i = 0; i < kMessages; ++i) {
+    const size_t size = pattern[i % std::size(pattern)];
+    buffers[i] = Buffer::Make(i % 3 == 0, size);
+    ASSERT_NE(buffers[i].data, nullptr);
+    Fill(buffers[i].data, size, 1000 + i);
+    pushes[i] = PushOne(client_, buffers[i]);
+    if (i + 1 - popped == kWindow || i + 1 == kMessages) {
+      for (; popped <= i; ++popped) {
+        ASSERT_NO_FATAL_FAILURE(PopAndCheck(
+            server_, pattern[popped % std::size(pattern)], 1000 + popped));
+        EXPECT_EQ(Wait(pushes[popped]).qr_opcode, DEMI_OPC_PUSH);
+        buffers[popped].Release();
+      }
+    }
+  }
+  std::printf("interleaved: %d messages in order\n", kMessages);
+}
+
+// Started by ReceiverThatDoesNotPopStaysUnderTheCap in a child process with a
+// pool cap of 8 MiB: eight 2 MiB pushes; while the server does not pop, at
+// most four can have been pulled (their pushes completed), the others wait;
+// popping lets them all through.
+void RunCappedReceiver(int client, int server) {
+  constexpr int kPushes = 8;
+  std::vector<Buffer> buffers(kPushes);
+  std::vector<demi_qtoken_t> pushes(kPushes);
+  for (int i = 0; i < kPushes; ++i) {
+    buffers[i] = Buffer::Make(false, 2 * kMiB);
+    Fill(buffers[i].data, 2 * kMiB, 500 + i);
+    pushes[i] = PushOne(client, buffers[i]);
+  }
+  // Drive progress for a while without popping.
+  int completed = 0;
+  std::vector<bool> done(kPushes, false);
+  const timespec slice = {0, 100 * 1000 * 1000};
+  for (int round = 0; round < 30; ++round) {
+    for (int i = 0; i < kPushes; ++i) {
+      if (done[i]) continue;
+      demi_qresult_t result{};
+      const int rc = demi_wait(&result, pushes[i], &slice);
+      if (rc == 0) {
+        EXPECT_EQ(result.qr_opcode, DEMI_OPC_PUSH);
+        done[i] = true;
+        ++completed;
+      } else {
+        EXPECT_EQ(rc, ETIMEDOUT);
+      }
+    }
+  }
+  std::printf("capped: %d of %d pushes pulled while the receiver waits\n",
+              completed, kPushes);
+  EXPECT_GE(completed, 1);
+  EXPECT_LE(completed, 4) << "more received than the 8 MiB cap holds";
+  for (int i = 0; i < kPushes; ++i) {
+    ASSERT_NO_FATAL_FAILURE(PopAndCheck(server, 2 * kMiB, 500 + i));
+  }
+  for (int i = 0; i < kPushes; ++i) {
+    if (!done[i]) {
+      EXPECT_EQ(Wait(pushes[i]).qr_opcode, DEMI_OPC_PUSH);
+    }
+    buffers[i].Release();
+  }
+}
+
+TEST_F(LargeMessageTest, ReceiverThatDoesNotPopStaysUnderTheCap) {
+  if (getenv("DEMI_TEST_CAPPED") != nullptr) {
+    RunCappedReceiver(client_, server_);
+    return;
+  }
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    setenv("DEMI_TEST_CAPPED", "1", 1);
+    setenv("DEMI_LARGE_POOL_MAX_BYTES", std::to_string(8 * kMiB).c_str(), 1);
+    setenv("GTEST_FILTER",
+           "LargeMessageTest.ReceiverThatDoesNotPopStaysUnderTheCap", 1);
+    execl("/proc/self/exe", "large_message_test", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the capped run failed (see above)";
+}
+
+// The peer processes of the peer-death tests. Writes a byte to `ready_fd`
+// once its push or pop is under way.
+int RunPeer(bool sender, uint16_t port, int ready_fd) {
+  absl::StatusOr<sockaddr_in> address = RdmaTestAddress(port);
+  if (!address.ok() || demi_init(nullptr) != 0) return 11;
+  int qd = -1;
+  demi_qtoken_t qt = 0;
+  if (demi_socket(&qd, AF_INET, SOCK_STREAM, 0) != 0) return 12;
+  if (demi_connect(&qt, qd, reinterpret_cast<const sockaddr*>(&*address),
+                   sizeof(*address)) != 0) {
+    return 13;
+  }
+  demi_qresult_t result{};
+  if (demi_wait(&result, qt, &kTenSeconds) != 0 ||
+      result.qr_opcode != DEMI_OPC_CONNECT) {
+    return 14;
+  }
+  if (sender) {
+    Buffer buffer = Buffer::Make(false, 64 * kMiB);
+    Fill(buffer.data, 64 * kMiB, 7);
+    qt = PushOne(qd, buffer);
+  } else if (demi_pop(&qt, qd) != 0) {
+    return 15;
+  }
+  if (write(ready_fd, "x", 1) != 1) return 16;
+  for (;;) demi_wait(&result, qt, nullptr);  // until SIGKILL
+}
+
+// Starts this binary as the peer, accepts its connection and returns it;
+// *ready_fd becomes readable when the peer's push or pop is under way.
+pid_t StartPeer(bool sender, int listener, uint16_t port, int* qd,
+                int* ready_fd) {
+  int ready[2];
+  EXPECT_EQ(pipe(ready), 0);
+  const pid_t child = fork();
+  if (child == 0) {
+    close(ready[0]);
+    execl("/proc/self/exe", "large_message_test",
+          sender ? "--sender" : "--receiver", std::to_string(port).c_str(),
+          std::to_string(ready[1]).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(ready[1]);
+  *ready_fd = ready[0];
+  demi_qtoken_t accept = 0;
+  EXPECT_EQ(demi_accept(&accept, listener), 0);
+  demi_qresult_t accepted = Wait(accept, kTenSeconds);
+  EXPECT_EQ(accepted.qr_opcode, DEMI_OPC_ACCEPT);
+  *qd = accepted.qr_value.ares.qd;
+  return child;
+}
+
+TEST_F(LargeMessageTest, SenderKilledWithA64MiBTransferAnnounced) {
+  sockaddr_in address;
+  const int listener = ListenOnTestAddress(&address);
+  int qd = -1, ready = -1;
+  const pid_t child =
+      StartPeer(true, listener, ntohs(address.sin_port), &qd, &ready);
+  ASSERT_GT(child, 0);
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, qd), 0);
+  char byte;
+  ASSERT_EQ(read(ready, &byte, 1), 1);  // the 64 MiB push is announced
+  close(ready);
+  // Killed before this side pulled it (rxe pulls 64 MiB in well under a
+  // second, so waiting first would race the kill): the pulls that follow
+  // find no peer.
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  demi_qresult_t result = Wait(pop, kTenSeconds);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+  EXPECT_EQ(result.qr_ret, ECONNRESET);
+  CloseQueues({qd, listener});
+  // This process still moves large messages.
+  Buffer buffer = Buffer::Make(false, kMiB);
+  Fill(buffer.data, kMiB, 9);
+  demi_qtoken_t push = PushOne(client_, buffer);
+  ASSERT_NO_FATAL_FAILURE(PopAndCheck(server_, kMiB, 9));
+  EXPECT_EQ(Wait(push).qr_opcode, DEMI_OPC_PUSH);
+  buffer.Release();
+}
+
+TEST_F(LargeMessageTest, ReceiverKilledDuringA64MiBTransfer) {
+  sockaddr_in address;
+  const int listener = ListenOnTestAddress(&address);
+  int qd = -1, ready = -1;
+  const pid_t child =
+      StartPeer(false, listener, ntohs(address.sin_port), &qd, &ready);
+  ASSERT_GT(child, 0);
+  char byte;
+  ASSERT_EQ(read(ready, &byte, 1), 1);  // the peer's pop is pending
+  close(ready);
+  Buffer buffer = Buffer::Make(false, 64 * kMiB);
+  Fill(buffer.data, 64 * kMiB, 8);
+  demi_qtoken_t push = PushOne(qd, buffer);
+  // One round of progress sends the announcement; the peer is killed while
+  // it takes memory for the message or pulls it.
+  demi_qresult_t result{};
+  const timespec zero = {0, 0};
+  EXPECT_EQ(demi_wait(&result, push, &zero), ETIMEDOUT);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  result = Wait(push, kTenSeconds);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+  EXPECT_EQ(result.qr_ret, ECONNRESET);
+  buffer.Release();
+  CloseQueues({qd, listener});
+}
+
+}  // namespace
+}  // namespace demi::testing
+
+int main(int argc, char** argv) {
+  if (argc == 4 && (std::string(argv[1]) == "--sender" ||
+                    std::string(argv[1]) == "--receiver")) {
+    return demi::testing::RunPeer(std::string(argv[1]) == "--sender",
+                                  static_cast<uint16_t>(atoi(argv[2])),
+                                  atoi(argv[3]));
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
