@@ -600,11 +600,22 @@ class Client::Session {
     }
   }
 
-  // Starts a cell: allocates buffers, tells the server. An empty reason
-  // string means everything is ready.
+  // Starts a cell: tells the server (which always answers, so End() always
+  // follows), then allocates this side's buffers. An empty reason string
+  // means everything is ready.
   absl::StatusOr<std::string> Begin(const Cell& cell, size_t buffers) {
+    Control begin;
+    begin.kind = Kind::kBegin;
+    begin.workload = cell.workload;
+    begin.memory = cell.memory;
+    begin.size = cell.size;
+    for (Connection& c : connections) c.StartCell(cell.size);
+    if (absl::Status s = Broadcast(begin); !s.ok()) return s;
+    std::vector<Control> failed;
+    absl::StatusOr<std::vector<Control>> ready =
+        AwaitAll(Kind::kReady, &failed);
+    if (!ready.ok()) return ready.status();
     for (Connection& c : connections) {
-      c.StartCell(cell.size);
       for (size_t i = 0; i < buffers; ++i) {
         absl::StatusOr<std::unique_ptr<Buffer>> buffer =
             Buffer::Allocate(cell.memory, cell.size);
@@ -615,16 +626,6 @@ class Client::Session {
         c.buffers.push_back(*std::move(buffer));
       }
     }
-    Control begin;
-    begin.kind = Kind::kBegin;
-    begin.workload = cell.workload;
-    begin.memory = cell.memory;
-    begin.size = cell.size;
-    if (absl::Status s = Broadcast(begin); !s.ok()) return s;
-    std::vector<Control> failed;
-    absl::StatusOr<std::vector<Control>> ready =
-        AwaitAll(Kind::kReady, &failed);
-    if (!ready.ok()) return ready.status();
     for (const Control& r : *ready) {
       if (r.value != 0) {
         return absl::StrCat("server: demi_sgaalloc(", cell.size,
@@ -697,8 +698,7 @@ absl::StatusOr<CellResult> Client::Session::PingPong(const Cell& cell,
   std::vector<State> states(connections.size());
   std::vector<double> samples;
   const int64_t start = NowNs();
-  const int64_t warm_until =
-      start + absl::ToInt64Nanoseconds(limits.duration) / 10;
+  const int64_t warm_until = start + absl::ToInt64Nanoseconds(limits.warmup);
   const int64_t measure_until =
       warm_until + absl::ToInt64Nanoseconds(limits.duration);
   int64_t first_measured = 0, last_measured = 0;
@@ -799,24 +799,25 @@ absl::StatusOr<CellResult> Client::Session::Stream(const Cell& cell,
   if (!begun.ok()) return begun.status();
   std::string reason = *begun;
 
-  // Phase 0 warms up (one window per connection, not measured); phase 1
-  // measures for limits.duration and at least min_iterations messages per
-  // connection.
+  // Phase 0 warms up (limits.warmup and at least one window per connection,
+  // not measured); phase 1 measures for limits.duration and at least
+  // min_iterations messages per connection.
   uint64_t measured_from_completed = 0;
   int64_t start = 0, end = 0;
   std::vector<uint64_t> warm_completed(connections.size(), 0);
   for (int phase = 0; phase < 2 && reason.empty(); ++phase) {
     const int64_t phase_start = NowNs();
     const int64_t deadline =
-        phase_start + absl::ToInt64Nanoseconds(limits.duration);
+        phase_start +
+        absl::ToInt64Nanoseconds(phase == 0 ? limits.warmup : limits.duration);
     std::vector<uint64_t> issued_before(connections.size());
     for (size_t i = 0; i < connections.size(); ++i) {
       issued_before[i] = connections[i].issued;
     }
     auto enough = [&](size_t i, int64_t now) {
       const uint64_t issued = connections[i].issued - issued_before[i];
-      if (phase == 0) return issued >= window;
-      return issued >= limits.min_iterations && now >= deadline;
+      const uint64_t least = phase == 0 ? window : limits.min_iterations;
+      return issued >= least && now >= deadline;
     };
     for (;;) {
       bool busy = false;

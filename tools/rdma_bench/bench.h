@@ -39,6 +39,7 @@ struct Cell {
 };
 
 struct Limits {
+  absl::Duration warmup;    // unmeasured time first (at least one iteration)
   absl::Duration duration;  // measured time, about
   uint32_t min_iterations;  // measured round trips / messages, at least
   uint32_t window;          // pushes outstanding per connection (stream)

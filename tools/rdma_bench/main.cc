@@ -71,8 +71,11 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
   }
   const size_t total =
       workloads.size() * options.memories.size() * options.sizes.size();
-  Limits limits{absl::Milliseconds(options.duration_ms), options.min_iterations,
-                options.window};
+  // Under emulation fresh code runs slowly at first (QEMU translates it),
+  // so every cell warms up for a while before measuring.
+  const absl::Duration duration = absl::Milliseconds(options.duration_ms);
+  Limits limits{std::max(duration / 5, absl::Milliseconds(50)), duration,
+                options.min_iterations, options.window};
   std::vector<Row> latency, rate, bandwidth;
   size_t done = 0;
   for (Workload workload : workloads) {

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <optional>
 #include <thread>
 
@@ -19,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
@@ -173,6 +175,27 @@ class Child {
   std::string output_;
 };
 
+// True if some socket listens on TCP `port` (IPv4 or IPv6). perftest's
+// "Waiting for client" banner cannot tell: its stdout is a pipe here, so
+// the banner sits in its buffer.
+bool ListensOn(uint16_t port) {
+  const std::string hex = absl::StrFormat(":%04X", port);
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream file(table);
+    std::string line;
+    while (std::getline(file, line)) {
+      // "sl local_address rem_address st ...": state 0A is LISTEN.
+      std::vector<absl::string_view> fields =
+          absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (fields.size() > 3 && absl::EndsWith(fields[1], hex) &&
+          fields[3] == "0A") {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 absl::StatusOr<PerftestLatency> ParseLatencyReport(absl::string_view output) {
@@ -234,19 +257,18 @@ absl::StatusOr<PerftestOutputs> RunPerftestPair(
 
   Child server;
   if (absl::Status s = server.Spawn(server_argv); !s.ok()) return s;
-  // The banner comes just before the server listens.
-  while (!absl::StrContains(server.output(), "Waiting for client")) {
-    if (absl::Now() >= deadline) {
+  const absl::Time listen_deadline =
+      std::min(deadline, absl::Now() + absl::Seconds(30));
+  while (!ListensOn(port)) {
+    if (absl::Now() >= listen_deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
           tool, " server never waited for a client: ", Tail(server.output())));
     }
-    if (!server.Read(absl::Milliseconds(50)) && server.Exited()) {
+    if (!server.Read(absl::Milliseconds(20)) && server.Exited()) {
       return absl::UnavailableError(
           absl::StrCat(tool, " server exited early: ", Tail(server.output())));
     }
   }
-  absl::SleepFor(absl::Milliseconds(100));
-
   PerftestOutputs outputs;
   int client_status = -1;
   constexpr int kAttempts = 5;

@@ -55,7 +55,7 @@ struct PerftestOutputs {
   std::string client;
 };
 
-// Runs `tool ARGS -p PORT` as the server and, once it waits for a client,
+// Runs `tool ARGS -p PORT` as the server and, once it listens on PORT,
 // `tool ARGS -p PORT 127.0.0.1` as the client (perftest exchanges queue pair
 // details over TCP; the traffic itself goes over the device named in ARGS).
 // A client that fails while the server still waits (it raced the server's
