@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -354,6 +356,15 @@ absl::Status Plot(const std::vector<Row>& rows, const std::string& png) {
         "gnuplot is not installed: apt-get install gnuplot-nox, then run "
         "`gnuplot ",
         script_path, "`"));
+  }
+  // Fontconfig (pngcairo) complains when it cannot write its cache, as
+  // under the Soft-RoCE guest's read-only root: point it at /tmp then.
+  const char* home = std::getenv("HOME");
+  const std::string cache =
+      absl::StrCat(home != nullptr ? home : "", "/.cache");
+  if (std::getenv("XDG_CACHE_HOME") == nullptr &&
+      access(cache.c_str(), W_OK) != 0) {
+    setenv("XDG_CACHE_HOME", "/tmp", 1);
   }
   std::vector<char*> argv = {const_cast<char*>("gnuplot"),
                              const_cast<char*>(script_path.c_str()), nullptr};
