@@ -628,8 +628,10 @@ class Client::Session {
     }
     for (const Control& r : *ready) {
       if (r.value != 0) {
-        return absl::StrCat("server: demi_sgaalloc(", cell.size,
-                            ") returned no memory");
+        return cell.memory == Memory::kLibrary
+                   ? absl::StrCat("server: demi_sgaalloc(", cell.size,
+                                  ") returned no memory")
+                   : absl::StrCat("server: malloc(", cell.size, ") failed");
       }
     }
     return std::string();

@@ -87,11 +87,10 @@ class Client {
   // Closes every connection (the server then ends its session).
   absl::Status Close();
 
-  struct Connection;
-
  private:
-  Client();
+  struct Connection;
   class Session;
+  Client();
   std::unique_ptr<Session> session_;
 };
 
