@@ -202,6 +202,11 @@ absl::StatusOr<PerftestLatency> ParseLatencyReport(absl::string_view output) {
   absl::StatusOr<std::vector<double>> n = ResultNumbers(output, 9);
   if (!n.ok()) return n.status();
   const std::vector<double>& v = *n;
+  if (v[4] <= 0) {
+    return absl::DataLossError(
+        "perftest reported a zero latency (its clock is unreliable under "
+        "emulation)");
+  }
   PerftestLatency result;
   result.bytes = static_cast<uint64_t>(v[0]);
   result.iterations = static_cast<uint64_t>(v[1]);
@@ -220,6 +225,11 @@ absl::StatusOr<PerftestBandwidth> ParseBandwidthReport(
   absl::StatusOr<std::vector<double>> n = ResultNumbers(output, 5);
   if (!n.ok()) return n.status();
   const std::vector<double>& v = *n;
+  if (v[3] <= 0 || v[4] <= 0) {
+    return absl::DataLossError(
+        "perftest reported zero bandwidth (its clock is unreliable under "
+        "emulation)");
+  }
   PerftestBandwidth result;
   result.bytes = static_cast<uint64_t>(v[0]);
   result.iterations = static_cast<uint64_t>(v[1]);

@@ -40,7 +40,8 @@ struct PerftestBandwidth {
 
 // Parse the first result line after the "#bytes" header of a report.
 // NotFound when there is none (e.g. "Can't produce a report" after a failed
-// clock calibration under emulation); the message says why if it can.
+// clock calibration under emulation); an error too for a zero median or
+// bandwidth (seen under emulation); the message says why if it can.
 absl::StatusOr<PerftestLatency> ParseLatencyReport(absl::string_view output);
 absl::StatusOr<PerftestBandwidth> ParseBandwidthReport(
     absl::string_view output);

@@ -73,6 +73,15 @@ TEST(PerftestParseTest, FailedCalibrationSaysSo) {
   EXPECT_NE(lat.status().message().find("calibrate"), std::string::npos);
 }
 
+TEST(PerftestParseTest, ZeroFiguresAreErrors) {
+  EXPECT_FALSE(ParseBandwidthReport(" #bytes #iterations BW peak BW average "
+                                    "MsgRate\n 4096 100 0.00 0.00 0.000000\n")
+                   .ok());
+  EXPECT_FALSE(ParseLatencyReport(" #bytes #iterations t_min\n"
+                                  " 64 1000 0 0 0 0 0 0 0\n")
+                   .ok());
+}
+
 TEST(PerftestParseTest, NoResultLine) {
   EXPECT_FALSE(ParseBandwidthReport("").ok());
   EXPECT_FALSE(
