@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# rdma_bench end to end on the test device: a --quick --local --baseline run
+# must finish, print its table, and write JSON and CSV in which every row has
+# every field (a figure, or null with a reason). Figures are not judged.
+#
+# Runs under `bazel test` (runfiles) or directly, as tools/run_tests does in
+# the Soft-RoCE guest. Needs DEMI_RDMA_ADDR (tools/softroce/run sets it) and
+# python3.
+set -euo pipefail
+
+if [[ -z ${DEMI_RDMA_ADDR:-} ]]; then
+  echo "DEMI_RDMA_ADDR is not set: run RDMA tests through tools/softroce/run" >&2
+  exit 1
+fi
+
+bench=
+for root in "${TEST_SRCDIR:-}" "${RUNFILES_DIR:-}" "$0.runfiles"; do
+  candidate=$root/demi_rdma/tools/rdma_bench/rdma_bench
+  if [[ -n $root && -x $candidate ]]; then
+    bench=$candidate
+    break
+  fi
+done
+[[ -n $bench ]] || { echo "rdma_bench not found in the runfiles of $0" >&2; exit 1; }
+
+python=/usr/bin/python3
+[[ -x $python ]] || python=$(command -v python3) ||
+  { echo "python3 is needed to check the JSON" >&2; exit 1; }
+
+out=$(mktemp -d "${TEST_TMPDIR:-/tmp}/rdma_bench_test.XXXXXX")
+trap 'rm -rf "$out"' EXIT
+
+"$bench" --local --quick --baseline --json "$out/bench.json" \
+  --csv "$out/bench.csv" >"$out/table.txt"
+cat "$out/table.txt"
+
+for heading in "Latency, one way" "Message rate" "Bandwidth" "Targets"; do
+  grep -q "$heading" "$out/table.txt" ||
+    { echo "the table has no '$heading' section" >&2; exit 1; }
+done
+
+"$python" - "$out/bench.json" "$out/bench.csv" <<'PY'
+import csv, json, sys
+
+doc = json.load(open(sys.argv[1]))
+problems = []
+def check(ok, what):
+    if not ok:
+        problems.append(what)
+
+check(doc.get("tool") == "rdma_bench", "tool is not rdma_bench")
+check(doc.get("run", {}).get("baseline") is True, "run.baseline is not true")
+rows = doc.get("rows", [])
+check(len(rows) == 12, f"{len(rows)} rows, want 12 (3 workloads x 2 memories x 2 sizes)")
+
+number = (int, float)
+common = ["workload", "size", "memory", "connections", "window", "iterations",
+          "seconds", "value", "unit", "median_us", "p99_us", "p999_us",
+          "mean_us", "mpps", "mib_per_s", "reason"]
+baseline = ["baseline_tool", "baseline_value", "baseline_p99_us",
+            "baseline_p999_us", "baseline_reason", "ratio", "read_bw_tool",
+            "read_bw_mib_per_s", "read_bw_reason", "read_bw_ratio"]
+units = {"latency": "us", "msgrate": "Mpps", "bandwidth": "MiB/s"}
+tools = {"latency": "ib_send_lat", "msgrate": "ib_send_bw",
+         "bandwidth": "ib_send_bw"}
+seen = set()
+for row in rows:
+    name = f"{row.get('workload')} {row.get('size')} {row.get('memory')}"
+    for key in common + baseline:
+        check(key in row, f"{name}: no '{key}'")
+    if problems:
+        break
+    seen.add((row["workload"], row["size"], row["memory"]))
+    check(row["workload"] in units, f"{name}: unknown workload")
+    check(row["memory"] in ("lib", "app"), f"{name}: unknown memory")
+    check(row["unit"] == units.get(row["workload"]), f"{name}: unit")
+    value = row["value"]
+    if value is None:
+        check(isinstance(row["reason"], str) and row["reason"],
+              f"{name}: null value without a reason")
+    else:
+        check(isinstance(value, number) and value > 0, f"{name}: bad value")
+        check(row["reason"] is None, f"{name}: a value and a reason")
+        check(row["iterations"] > 0, f"{name}: no iterations")
+        if row["workload"] == "latency":
+            check(all(isinstance(row[k], number)
+                      for k in ("median_us", "p99_us", "p999_us")),
+                  f"{name}: latency figures missing")
+            check(row["median_us"] <= row["p99_us"] <= row["p999_us"],
+                  f"{name}: percentiles out of order")
+        else:
+            key = "mpps" if row["workload"] == "msgrate" else "mib_per_s"
+            check(row[key] == value, f"{name}: {key} differs from value")
+    # The library runs 64 B messages from its own memory today.
+    if row["size"] == 64 and row["memory"] == "lib":
+        check(value is not None, f"{name}: no figure ({row['reason']})")
+    check(row["baseline_tool"] == tools.get(row["workload"]),
+          f"{name}: baseline tool {row['baseline_tool']}")
+    if row["baseline_value"] is None:
+        check(isinstance(row["baseline_reason"], str) and row["baseline_reason"],
+              f"{name}: null baseline without a reason")
+    if row["workload"] == "bandwidth" and row["size"] > 8192:
+        check(row["read_bw_tool"] == "ib_read_bw", f"{name}: no ib_read_bw")
+        if row["read_bw_mib_per_s"] is None:
+            check(bool(row["read_bw_reason"]), f"{name}: read_bw without reason")
+check(len(seen) == len(rows), "duplicate rows")
+
+with open(sys.argv[2]) as f:
+    table = list(csv.DictReader(f))
+check(len(table) == len(rows), f"CSV has {len(table)} rows, JSON {len(rows)}")
+if table:
+    check(set(common + baseline) <= set(table[0].keys()), "CSV columns")
+
+if problems:
+    print("rdma_bench JSON/CSV problems:", *problems, sep="\n  ")
+    sys.exit(1)
+print(f"rdma_bench_test: {len(rows)} rows, every field present")
+PY

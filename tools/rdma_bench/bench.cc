@@ -1,0 +1,939 @@
+#include "tools/rdma_bench/bench.h"
+
+#include <demi/libos.h>
+#include <demi/sga.h>
+#include <demi/wait.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <limits>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace demi::bench {
+namespace {
+
+// ---- the control protocol --------------------------------------------------
+
+constexpr uint32_t kMagic = 0x48434252;  // "RBCH" in memory order
+
+enum class Kind : uint32_t {
+  kBegin = 1,  // client: a cell starts (workload, memory, size)
+  kReady,      // server: value 0, or the errno that stops the cell
+  kEnd,        // client: the cell is over
+  kDone,       // server: value = data messages received in the cell
+  kFailed,     // server: replying failed with errno `value` (ping-pong)
+};
+
+// What failed on the server side (kReady, kFailed).
+enum class Detail : uint32_t { kNone = 0, kAllocate, kPush };
+
+struct Control {
+  uint32_t magic = kMagic;
+  Kind kind = Kind::kBegin;
+  Workload workload = Workload::kPingPong;
+  Memory memory = Memory::kLibrary;
+  uint64_t size = 0;
+  uint64_t value = 0;
+  Detail detail = Detail::kNone;
+  uint32_t reserved = 0;
+};
+
+// A control message travels as two segments split here; data as one.
+constexpr uint32_t kControlSplit = 8;
+
+bool DecodeControl(const demi_sgarray_t& sga, Control* control) {
+  if (sga.sga_numsegs != 2 || sga.sga_segs[0].sgaseg_len != kControlSplit ||
+      sga.sga_segs[1].sgaseg_len != sizeof(Control) - kControlSplit) {
+    return false;
+  }
+  auto* bytes = reinterpret_cast<char*>(control);
+  std::memcpy(bytes, sga.sga_segs[0].sgaseg_buf, kControlSplit);
+  std::memcpy(bytes + kControlSplit, sga.sga_segs[1].sgaseg_buf,
+              sizeof(Control) - kControlSplit);
+  return control->magic == kMagic;
+}
+
+uint64_t MessageBytes(const demi_sgarray_t& sga) {
+  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < sga.sga_numsegs; ++i) {
+    bytes += sga.sga_segs[i].sgaseg_len;
+  }
+  return bytes;
+}
+
+// ---- small helpers ---------------------------------------------------------
+
+// Pops kept posted per connection on both sides.
+constexpr int kPopsPosted = 32;
+// A wait that sees nothing at all for this long means the peer is gone.
+constexpr absl::Duration kStall = absl::Seconds(60);
+
+int64_t NowNs() {
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+}
+
+std::string ErrnoText(int err) {
+  const char* name = strerrorname_np(err);
+  return absl::StrCat(name != nullptr ? name : "errno", " (",
+                      std::strerror(err), ")");
+}
+
+absl::Status DemiError(int err, absl::string_view what) {
+  return absl::ErrnoToStatus(err, absl::StrCat(what, ": ", ErrnoText(err)));
+}
+
+// Errors with which the library says it cannot do this (yet): the cell is
+// reported as n/a, and the run goes on.
+bool IsUnsupported(int err) {
+  return err == EINVAL || err == EMSGSIZE || err == ENOTSUP ||
+         err == EOPNOTSUPP || err == ENOMEM || err == ENOBUFS;
+}
+
+std::string MemoryName(Memory memory) {
+  return memory == Memory::kLibrary ? "library memory" : "application memory";
+}
+
+// One message's memory: from demi_sgaalloc, or malloc'ed and pushed with
+// sga_buf == NULL.
+class Buffer {
+ public:
+  // Errors are cells the library cannot run (FailedPrecondition, reason).
+  static absl::StatusOr<std::unique_ptr<Buffer>> Allocate(Memory memory,
+                                                          uint64_t size) {
+    auto buffer = std::unique_ptr<Buffer>(new Buffer(memory));
+    void* data = nullptr;
+    if (memory == Memory::kLibrary) {
+      buffer->sga_ = demi_sgaalloc(size);
+      if (buffer->sga_.sga_numsegs == 0) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("demi_sgaalloc(", size, ") returned no memory"));
+      }
+      data = buffer->sga_.sga_segs[0].sgaseg_buf;
+    } else {
+      data = buffer->app_ = std::malloc(size);
+      if (data == nullptr) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("malloc(", size, ") failed"));
+      }
+      buffer->sga_.sga_buf = nullptr;
+      buffer->sga_.sga_numsegs = 1;
+    }
+    buffer->sga_.sga_segs[0].sgaseg_buf = data;
+    buffer->sga_.sga_segs[0].sgaseg_len = static_cast<uint32_t>(size);
+    std::memset(data, 0x5a, size);  // touch every page before measuring
+    return buffer;
+  }
+
+  ~Buffer() {
+    if (memory_ == Memory::kLibrary) {
+      (void)demi_sgafree(&sga_);
+    } else {
+      std::free(app_);
+    }
+  }
+
+  const demi_sgarray_t& sga() const { return sga_; }
+
+ private:
+  explicit Buffer(Memory memory) : memory_(memory) {}
+  Memory memory_;
+  demi_sgarray_t sga_{};
+  void* app_ = nullptr;
+};
+
+// Waits up to `timeout` for results of any operation of the process and
+// hands each to `handle`. Returns how many there were (0 on a timeout).
+absl::StatusOr<int> Pump(
+    absl::Duration timeout,
+    absl::FunctionRef<absl::Status(demi_qresult_t&)> handle) {
+  demi_qresult_t results[32];
+  int count = 0;
+  timespec limit = absl::ToTimespec(timeout);
+  int rc = demi_wait_next_n(results, 32, &count, &limit);
+  if (rc == ETIMEDOUT) return 0;
+  if (rc != 0) return DemiError(rc, "demi_wait_next_n");
+  for (int i = 0; i < count; ++i) {
+    if (absl::Status s = handle(results[i]); !s.ok()) return s;
+  }
+  return count;
+}
+
+absl::Status PostPop(int qd) {
+  demi_qtoken_t qt = 0;
+  int rc = demi_pop(&qt, qd);
+  return rc == 0 ? absl::OkStatus() : DemiError(rc, "demi_pop");
+}
+
+// Control messages waiting for the library to take them (EAGAIN).
+class Outbox {
+ public:
+  void Add(const Control& control) { pending_.push_back(control); }
+
+  // Pushes what it can; EAGAIN leaves the rest for the next call.
+  absl::Status Flush(int qd) {
+    while (!pending_.empty()) {
+      demi_sgarray_t sga = demi_sgaalloc(sizeof(Control));
+      if (sga.sga_numsegs != 1) {
+        return absl::ResourceExhaustedError(
+            "demi_sgaalloc for a control message failed");
+      }
+      auto* bytes = static_cast<char*>(sga.sga_segs[0].sgaseg_buf);
+      std::memcpy(bytes, &pending_.front(), sizeof(Control));
+      sga.sga_numsegs = 2;
+      sga.sga_segs[0] = {bytes, kControlSplit};
+      sga.sga_segs[1] = {bytes + kControlSplit,
+                         sizeof(Control) - kControlSplit};
+      demi_qtoken_t qt = 0;
+      int rc = demi_push(&qt, qd, &sga);
+      if (rc != 0) {
+        (void)demi_sgafree(&sga);
+        if (rc == EAGAIN) return absl::OkStatus();
+        return DemiError(rc, "demi_push of a control message");
+      }
+      pending_.pop_front();  // the push result frees the array
+    }
+    return absl::OkStatus();
+  }
+
+  bool empty() const { return pending_.empty(); }
+
+ private:
+  std::deque<Control> pending_;
+};
+
+// A completed push of a control message: give its array back. True if it
+// was one.
+bool FreeIfControlPush(demi_qresult_t& result) {
+  demi_sgarray_t& sga = result.qr_value.sga;
+  if (sga.sga_numsegs != 2 || sga.sga_buf == nullptr) return false;
+  (void)demi_sgafree(&sga);
+  return true;
+}
+
+// ---- the server
+// --------------------------------------------------------------
+
+struct ServerConnection {
+  int qd = -1;
+  bool open = true;
+  Outbox outbox;
+  Control cell;                                  // the last kBegin
+  std::unique_ptr<Buffer> reply;                 // ping-pong replies
+  std::vector<std::unique_ptr<Buffer>> retired;  // freed once pushes finish
+  uint32_t pushes_in_flight = 0;
+  uint32_t replies_owed = 0;  // deferred by EAGAIN
+  uint64_t received = 0;
+};
+
+class Server {
+ public:
+  absl::Status Run(const sockaddr_in& address, absl::Duration idle,
+                   const std::function<void()>& listening) {
+    int rc = demi_socket(&listener_, AF_INET, SOCK_STREAM, 0);
+    if (rc != 0) return DemiError(rc, "demi_socket");
+    rc = demi_bind(listener_, reinterpret_cast<const sockaddr*>(&address),
+                   sizeof(address));
+    if (rc != 0) return DemiError(rc, "demi_bind");
+    rc = demi_listen(listener_, 64);
+    if (rc != 0) return DemiError(rc, "demi_listen");
+    if (absl::Status s = Accept(); !s.ok()) return s;
+    listening();
+    while (!finished_) {
+      absl::StatusOr<int> n =
+          Pump(idle, [this](demi_qresult_t& r) { return Handle(r); });
+      if (!n.ok()) return n.status();
+      if (*n == 0) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "server: nothing happened for ", absl::FormatDuration(idle)));
+      }
+      for (ServerConnection& c : connections_) {
+        if (!c.open) continue;
+        if (absl::Status s = SendReplies(c); !s.ok()) return s;
+        if (absl::Status s = c.outbox.Flush(c.qd); !s.ok()) return s;
+      }
+    }
+    (void)demi_close(listener_);
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status Accept() {
+    int rc = demi_accept(&accept_qt_, listener_);
+    return rc == 0 ? absl::OkStatus() : DemiError(rc, "demi_accept");
+  }
+
+  ServerConnection* Find(int qd) {
+    for (ServerConnection& c : connections_) {
+      if (c.qd == qd && c.open) return &c;
+    }
+    return nullptr;
+  }
+
+  absl::Status Handle(demi_qresult_t& result) {
+    if (result.qr_qt == accept_qt_) {
+      if (result.qr_opcode != DEMI_OPC_ACCEPT) {
+        return DemiError(static_cast<int>(result.qr_ret), "demi_accept");
+      }
+      connections_.emplace_back();
+      connections_.back().qd = result.qr_value.ares.qd;
+      for (int i = 0; i < kPopsPosted; ++i) {
+        if (absl::Status s = PostPop(result.qr_value.ares.qd); !s.ok()) {
+          return s;
+        }
+      }
+      return Accept();
+    }
+    ServerConnection* c = Find(result.qr_qd);
+    switch (result.qr_opcode) {
+      case DEMI_OPC_PUSH:
+        if (FreeIfControlPush(result) || c == nullptr) return absl::OkStatus();
+        if (--c->pushes_in_flight == 0) c->retired.clear();
+        return absl::OkStatus();
+      case DEMI_OPC_POP:
+        if (c == nullptr) {
+          (void)demi_sgafree(&result.qr_value.sga);
+          return absl::OkStatus();
+        }
+        return OnMessage(*c, result.qr_value.sga);
+      case DEMI_OPC_FAILED:
+        // After a close every pending operation fails (ECANCELED); a lost
+        // client shows up as ECONNRESET. Either way the connection is over.
+        if (c != nullptr) {
+          int err = static_cast<int>(result.qr_ret);
+          if (err != ECANCELED && err != ECONNRESET) {
+            return DemiError(err, "server: an operation failed");
+          }
+          CloseConnection(*c);
+        }
+        return absl::OkStatus();
+      default:
+        return absl::InternalError(
+            absl::StrCat("server: unexpected result opcode ",
+                         static_cast<int>(result.qr_opcode)));
+    }
+  }
+
+  void CloseConnection(ServerConnection& c) {
+    c.open = false;
+    (void)demi_close(c.qd);
+    finished_ = std::none_of(connections_.begin(), connections_.end(),
+                             [](const ServerConnection& x) { return x.open; });
+  }
+
+  absl::Status OnMessage(ServerConnection& c, demi_sgarray_t& sga) {
+    if (sga.sga_numsegs == 0) {  // the client closed
+      CloseConnection(c);
+      return absl::OkStatus();
+    }
+    Control control;
+    const bool is_control = DecodeControl(sga, &control);
+    const uint64_t bytes = MessageBytes(sga);
+    (void)demi_sgafree(&sga);
+    if (absl::Status s = PostPop(c.qd); !s.ok()) return s;
+    if (is_control) return OnControl(c, control);
+    if (bytes != c.cell.size) {
+      return absl::DataLossError(absl::StrCat(
+          "server: a message of ", bytes, " bytes, expected ", c.cell.size));
+    }
+    ++c.received;
+    if (c.cell.workload == Workload::kPingPong) {
+      ++c.replies_owed;
+      return SendReplies(c);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OnControl(ServerConnection& c, const Control& control) {
+    Control answer;
+    answer.workload = control.workload;
+    answer.memory = control.memory;
+    answer.size = control.size;
+    switch (control.kind) {
+      case Kind::kBegin: {
+        c.cell = control;
+        c.received = 0;
+        c.replies_owed = 0;
+        answer.kind = Kind::kReady;
+        if (control.workload == Workload::kPingPong) {
+          absl::StatusOr<std::unique_ptr<Buffer>> reply =
+              Buffer::Allocate(control.memory, control.size);
+          if (!reply.ok()) {
+            answer.value = ENOMEM;
+            answer.detail = Detail::kAllocate;
+          } else {
+            c.reply = *std::move(reply);
+          }
+        }
+        break;
+      }
+      case Kind::kEnd:
+        answer.kind = Kind::kDone;
+        answer.value = c.received;
+        if (c.reply != nullptr) c.retired.push_back(std::move(c.reply));
+        if (c.pushes_in_flight == 0) c.retired.clear();
+        break;
+      default:
+        return absl::DataLossError(
+            absl::StrCat("server: unexpected control message ",
+                         static_cast<uint32_t>(control.kind)));
+    }
+    c.outbox.Add(answer);
+    return c.outbox.Flush(c.qd);
+  }
+
+  // Pushes the owed ping-pong replies; EAGAIN leaves them owed.
+  absl::Status SendReplies(ServerConnection& c) {
+    while (c.replies_owed > 0) {
+      if (c.reply == nullptr) {  // the Ready said it could not
+        c.replies_owed = 0;
+        break;
+      }
+      demi_qtoken_t qt = 0;
+      int rc = demi_push(&qt, c.qd, &c.reply->sga());
+      if (rc == EAGAIN) return absl::OkStatus();
+      --c.replies_owed;
+      if (rc != 0) {
+        if (!IsUnsupported(rc)) return DemiError(rc, "server: demi_push");
+        Control failed;
+        failed.kind = Kind::kFailed;
+        failed.value = static_cast<uint64_t>(rc);
+        failed.detail = Detail::kPush;
+        c.outbox.Add(failed);
+        continue;
+      }
+      ++c.pushes_in_flight;
+    }
+    return c.outbox.Flush(c.qd);
+  }
+
+  int listener_ = -1;
+  demi_qtoken_t accept_qt_ = 0;
+  std::deque<ServerConnection> connections_;  // stable addresses
+  bool finished_ = false;
+};
+
+}  // namespace
+
+uint32_t EffectiveWindow(uint32_t window, uint64_t size) {
+  constexpr uint64_t kInFlight = 32 << 20;
+  uint64_t fits = std::max<uint64_t>(2, kInFlight / size);
+  return static_cast<uint32_t>(std::min<uint64_t>(window, fits));
+}
+
+absl::Status Serve(const sockaddr_in& address, absl::Duration idle,
+                   const std::function<void()>& listening) {
+  Server server;
+  return server.Run(address, idle, listening);
+}
+
+// ---- the client
+// ----------------------------------------------------------------
+
+struct Client::Connection {
+  int qd = -1;
+  Outbox outbox;
+  std::deque<Control> controls;  // received, not yet looked at
+  // The current cell.
+  std::vector<std::unique_ptr<Buffer>> buffers;
+  size_t next_buffer = 0;
+  uint64_t expected_size = 0;
+  uint32_t in_flight = 0;  // data pushes not completed
+  uint64_t issued = 0;     // data pushes accepted
+  uint64_t completed = 0;  // data pushes completed
+  int64_t last_completion_ns = 0;
+  uint64_t popped = 0;  // data messages received
+  int64_t last_pop_ns = 0;
+  int push_error = 0;  // a data push that failed after starting
+
+  void StartCell(uint64_t size) {
+    buffers.clear();
+    next_buffer = 0;
+    expected_size = size;
+    in_flight = 0;
+    issued = completed = popped = 0;
+    last_completion_ns = last_pop_ns = 0;
+    push_error = 0;
+  }
+
+  // Pushes the next buffer: 0, or the errno of demi_push.
+  int Push() {
+    demi_qtoken_t qt = 0;
+    int rc = demi_push(&qt, qd, &buffers[next_buffer]->sga());
+    if (rc != 0) return rc;
+    next_buffer = (next_buffer + 1) % buffers.size();
+    ++in_flight;
+    ++issued;
+    return 0;
+  }
+};
+
+class Client::Session {
+ public:
+  std::deque<Connection> connections;  // stable addresses
+
+  Connection* Find(int qd) {
+    for (Connection& c : connections) {
+      if (c.qd == qd) return &c;
+    }
+    return nullptr;
+  }
+
+  // One round of waiting: up to `timeout` for results, then the outboxes.
+  absl::StatusOr<int> Step(absl::Duration timeout) {
+    absl::StatusOr<int> n =
+        Pump(timeout, [this](demi_qresult_t& r) { return Handle(r); });
+    if (!n.ok()) return n.status();
+    for (Connection& c : connections) {
+      if (absl::Status s = c.outbox.Flush(c.qd); !s.ok()) return s;
+    }
+    return n;
+  }
+
+  // Step() that treats a long silence as a lost server.
+  absl::Status StepOrStall() {
+    absl::StatusOr<int> n = Step(kStall);
+    if (!n.ok()) return n.status();
+    if (*n == 0) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("nothing completed for ", absl::FormatDuration(kStall)));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Handle(demi_qresult_t& result) {
+    Connection* c = Find(result.qr_qd);
+    if (c == nullptr) {
+      return absl::InternalError(
+          absl::StrCat("a result for unknown queue ", result.qr_qd));
+    }
+    const int64_t now = NowNs();
+    switch (result.qr_opcode) {
+      case DEMI_OPC_PUSH:
+        if (FreeIfControlPush(result)) return absl::OkStatus();
+        --c->in_flight;
+        ++c->completed;
+        c->last_completion_ns = now;
+        return absl::OkStatus();
+      case DEMI_OPC_POP: {
+        demi_sgarray_t& sga = result.qr_value.sga;
+        if (sga.sga_numsegs == 0) {
+          return absl::UnavailableError("the server closed the connection");
+        }
+        Control control;
+        if (DecodeControl(sga, &control)) {
+          c->controls.push_back(control);
+        } else if (MessageBytes(sga) != c->expected_size) {
+          return absl::DataLossError(
+              absl::StrCat("a reply of ", MessageBytes(sga),
+                           " bytes, expected ", c->expected_size));
+        } else {
+          ++c->popped;
+          c->last_pop_ns = now;
+        }
+        (void)demi_sgafree(&sga);
+        return PostPop(c->qd);
+      }
+      case DEMI_OPC_FAILED: {
+        const int err = static_cast<int>(result.qr_ret);
+        // A data push that started and then failed for a reason the
+        // library gives for what it cannot do: the cell is n/a.
+        if (result.qr_value.sga.sga_numsegs == 1 && IsUnsupported(err)) {
+          --c->in_flight;
+          c->push_error = err;
+          return absl::OkStatus();
+        }
+        return DemiError(err, "an operation failed");
+      }
+      default:
+        return absl::InternalError(absl::StrCat(
+            "unexpected result opcode ", static_cast<int>(result.qr_opcode)));
+    }
+  }
+
+  // Sends `control` on every connection.
+  absl::Status Broadcast(const Control& control) {
+    for (Connection& c : connections) {
+      c.outbox.Add(control);
+      if (absl::Status s = c.outbox.Flush(c.qd); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  // Waits for a `kind` control message on every connection; returns them in
+  // connection order. kFailed messages met on the way are kept in *failed.
+  absl::StatusOr<std::vector<Control>> AwaitAll(Kind kind,
+                                                std::vector<Control>* failed) {
+    std::vector<Control> got(connections.size());
+    std::vector<bool> have(connections.size(), false);
+    size_t remaining = connections.size();
+    for (;;) {
+      for (size_t i = 0; i < connections.size(); ++i) {
+        std::deque<Control>& queue = connections[i].controls;
+        while (!have[i] && !queue.empty()) {
+          Control control = queue.front();
+          queue.pop_front();
+          if (control.kind == kind) {
+            got[i] = control;
+            have[i] = true;
+            --remaining;
+          } else if (control.kind == Kind::kFailed) {
+            failed->push_back(control);
+          } else {
+            return absl::DataLossError(absl::StrCat(
+                "unexpected control message ",
+                static_cast<uint32_t>(control.kind), " while waiting for ",
+                static_cast<uint32_t>(kind)));
+          }
+        }
+      }
+      if (remaining == 0) return got;
+      if (absl::Status s = StepOrStall(); !s.ok()) return s;
+    }
+  }
+
+  // Starts a cell: tells the server (which always answers, so End() always
+  // follows), then allocates this side's buffers. An empty reason string
+  // means everything is ready.
+  absl::StatusOr<std::string> Begin(const Cell& cell, size_t buffers) {
+    Control begin;
+    begin.kind = Kind::kBegin;
+    begin.workload = cell.workload;
+    begin.memory = cell.memory;
+    begin.size = cell.size;
+    for (Connection& c : connections) c.StartCell(cell.size);
+    if (absl::Status s = Broadcast(begin); !s.ok()) return s;
+    std::vector<Control> failed;
+    absl::StatusOr<std::vector<Control>> ready =
+        AwaitAll(Kind::kReady, &failed);
+    if (!ready.ok()) return ready.status();
+    for (Connection& c : connections) {
+      for (size_t i = 0; i < buffers; ++i) {
+        absl::StatusOr<std::unique_ptr<Buffer>> buffer =
+            Buffer::Allocate(cell.memory, cell.size);
+        if (absl::IsFailedPrecondition(buffer.status())) {
+          return std::string(buffer.status().message());
+        }
+        if (!buffer.ok()) return buffer.status();
+        c.buffers.push_back(*std::move(buffer));
+      }
+    }
+    for (const Control& r : *ready) {
+      if (r.value != 0) {
+        return cell.memory == Memory::kLibrary
+                   ? absl::StrCat("server: demi_sgaalloc(", cell.size,
+                                  ") returned no memory")
+                   : absl::StrCat("server: malloc(", cell.size, ") failed");
+      }
+    }
+    return std::string();
+  }
+
+  // Ends a cell: waits for the connections' pushes, tells the server, and
+  // checks that every data message arrived. Returns the server's kFailed
+  // messages seen on the way.
+  absl::StatusOr<std::vector<Control>> End(bool check_counts) {
+    while (std::any_of(connections.begin(), connections.end(),
+                       [](const Connection& c) { return c.in_flight > 0; })) {
+      if (absl::Status s = StepOrStall(); !s.ok()) return s;
+    }
+    Control end;
+    end.kind = Kind::kEnd;
+    if (absl::Status s = Broadcast(end); !s.ok()) return s;
+    std::vector<Control> failed;
+    absl::StatusOr<std::vector<Control>> done = AwaitAll(Kind::kDone, &failed);
+    if (!done.ok()) return done.status();
+    for (size_t i = 0; i < connections.size(); ++i) {
+      Connection& c = connections[i];
+      if (check_counts && (*done)[i].value != c.completed) {
+        return absl::DataLossError(absl::StrCat(
+            "the server received ", (*done)[i].value, " messages of ",
+            c.completed, " pushed on connection ", i));
+      }
+      c.buffers.clear();
+    }
+    return failed;
+  }
+
+  absl::StatusOr<CellResult> PingPong(const Cell& cell, const Limits& limits);
+  absl::StatusOr<CellResult> Stream(const Cell& cell, const Limits& limits);
+};
+
+namespace {
+
+std::string PushFailure(const Cell& cell, int err, bool server) {
+  return absl::StrCat(server ? "server: " : "", "demi_push of ",
+                      MemoryName(cell.memory), ": ", ErrnoText(err));
+}
+
+CellResult Unsupported(std::string reason) {
+  CellResult result;
+  result.supported = false;
+  result.reason = std::move(reason);
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<CellResult> Client::Session::PingPong(const Cell& cell,
+                                                     const Limits& limits) {
+  absl::StatusOr<std::string> begun = Begin(cell, 1);
+  if (!begun.ok()) return begun.status();
+  std::string reason = *begun;
+
+  struct State {
+    int64_t ping_ns = 0;    // when the outstanding ping was pushed
+    bool waiting = false;   // a ping awaits its pong
+    bool measured = false;  // the outstanding ping counts
+    uint64_t seen = 0;      // pongs accounted for
+    uint64_t samples = 0;   // measured round trips
+    bool done = false;
+  };
+  std::vector<State> states(connections.size());
+  std::vector<double> samples;
+  const int64_t start = NowNs();
+  const int64_t warm_until = start + absl::ToInt64Nanoseconds(limits.warmup);
+  const int64_t measure_until =
+      warm_until + absl::ToInt64Nanoseconds(limits.duration);
+  int64_t first_measured = 0, last_measured = 0;
+
+  // Pushes a ping on connection i; false (and `reason`) if the library
+  // refuses the message.
+  auto ping = [&](size_t i) -> absl::StatusOr<bool> {
+    for (;;) {
+      const int64_t now = NowNs();
+      int rc = connections[i].Push();
+      if (rc == 0) {
+        states[i].ping_ns = now;
+        states[i].waiting = true;
+        states[i].measured = now >= warm_until;
+        if (states[i].measured && first_measured == 0) first_measured = now;
+        return true;
+      }
+      if (rc == EAGAIN) {  // too many pushes outstanding: let some finish
+        absl::StatusOr<int> n = Step(absl::Milliseconds(1));
+        if (!n.ok()) return n.status();
+        continue;
+      }
+      if (!IsUnsupported(rc)) return DemiError(rc, "demi_push");
+      reason = PushFailure(cell, rc, false);
+      return false;
+    }
+  };
+
+  bool stop = !reason.empty();
+  for (size_t i = 0; i < connections.size() && !stop; ++i) {
+    absl::StatusOr<bool> pushed = ping(i);
+    if (!pushed.ok()) return pushed.status();
+    stop = !*pushed;
+  }
+  for (;;) {
+    bool waiting = false;
+    for (const State& s : states) waiting |= s.waiting;
+    if (!waiting) break;
+    if (absl::Status s = StepOrStall(); !s.ok()) return s;
+    for (size_t i = 0; i < connections.size(); ++i) {
+      Connection& c = connections[i];
+      State& state = states[i];
+      // The server answers a ping it cannot echo with kFailed.
+      for (const Control& control : c.controls) {
+        if (control.kind == Kind::kFailed && state.waiting) {
+          state.waiting = false;
+          stop = true;
+          if (reason.empty()) {
+            reason = PushFailure(cell, static_cast<int>(control.value), true);
+          }
+        }
+      }
+      if (c.push_error != 0) {
+        stop = true;
+        if (reason.empty()) reason = PushFailure(cell, c.push_error, false);
+      }
+      if (!state.waiting || c.popped == state.seen) continue;
+      state.seen = c.popped;
+      state.waiting = false;
+      if (state.measured) {
+        samples.push_back(static_cast<double>(c.last_pop_ns - state.ping_ns) /
+                          2000.0);
+        ++state.samples;
+        last_measured = c.last_pop_ns;
+      }
+      if (state.samples >= limits.min_iterations &&
+          c.last_pop_ns >= measure_until) {
+        state.done = true;
+      }
+      if (!stop && !state.done) {
+        absl::StatusOr<bool> pushed = ping(i);
+        if (!pushed.ok()) return pushed.status();
+        stop = !*pushed;
+      }
+    }
+  }
+  absl::StatusOr<std::vector<Control>> failed = End(false);
+  if (!failed.ok()) return failed.status();
+  if (reason.empty() && !failed->empty()) {
+    reason = PushFailure(cell, static_cast<int>(failed->front().value), true);
+  }
+  if (!reason.empty()) return Unsupported(reason);
+  CellResult result;
+  result.iterations = samples.size();
+  result.seconds = static_cast<double>(last_measured - first_measured) / 1e9;
+  result.latency = Summarize(samples);
+  return result;
+}
+
+absl::StatusOr<CellResult> Client::Session::Stream(const Cell& cell,
+                                                   const Limits& limits) {
+  const uint32_t window = EffectiveWindow(limits.window, cell.size);
+  // Buffers are reused round robin; a buffer may be in several pushes at
+  // once (the device only reads it). At most ~64 MiB of them.
+  const size_t buffers =
+      std::clamp<uint64_t>((64u << 20) / cell.size, 1, window);
+  absl::StatusOr<std::string> begun = Begin(cell, buffers);
+  if (!begun.ok()) return begun.status();
+  std::string reason = *begun;
+
+  // Phase 0 warms up (limits.warmup and at least one window per connection,
+  // not measured); phase 1 measures for limits.duration and at least
+  // min_iterations messages per connection.
+  uint64_t measured_from_completed = 0;
+  int64_t start = 0, end = 0;
+  std::vector<uint64_t> warm_completed(connections.size(), 0);
+  for (int phase = 0; phase < 2 && reason.empty(); ++phase) {
+    const int64_t phase_start = NowNs();
+    const int64_t deadline =
+        phase_start +
+        absl::ToInt64Nanoseconds(phase == 0 ? limits.warmup : limits.duration);
+    std::vector<uint64_t> issued_before(connections.size());
+    for (size_t i = 0; i < connections.size(); ++i) {
+      issued_before[i] = connections[i].issued;
+    }
+    auto enough = [&](size_t i, int64_t now) {
+      const uint64_t issued = connections[i].issued - issued_before[i];
+      const uint64_t least = phase == 0 ? window : limits.min_iterations;
+      return issued >= least && now >= deadline;
+    };
+    for (;;) {
+      bool busy = false;
+      for (size_t i = 0; i < connections.size() && reason.empty(); ++i) {
+        Connection& c = connections[i];
+        if (c.push_error != 0) {
+          reason = PushFailure(cell, c.push_error, false);
+          break;
+        }
+        const int64_t now = NowNs();
+        while (c.in_flight < window && !enough(i, now)) {
+          int rc = c.Push();
+          if (rc == EAGAIN) break;
+          if (rc != 0) {
+            if (!IsUnsupported(rc)) return DemiError(rc, "demi_push");
+            reason = PushFailure(cell, rc, false);
+            break;
+          }
+        }
+        busy |= c.in_flight > 0 || !enough(i, now);
+      }
+      if (!busy || !reason.empty()) break;
+      bool any_in_flight = false;
+      for (const Connection& c : connections) any_in_flight |= c.in_flight > 0;
+      if (any_in_flight) {
+        if (absl::Status s = StepOrStall(); !s.ok()) return s;
+      } else {  // every push said EAGAIN: give the library a moment
+        absl::StatusOr<int> n = Step(absl::Milliseconds(1));
+        if (!n.ok()) return n.status();
+      }
+    }
+    if (phase == 1) {
+      start = phase_start;
+      for (size_t i = 0; i < connections.size(); ++i) {
+        end = std::max(end, connections[i].last_completion_ns);
+        measured_from_completed += connections[i].completed - warm_completed[i];
+      }
+    } else {
+      for (size_t i = 0; i < connections.size(); ++i) {
+        warm_completed[i] = connections[i].completed;
+      }
+    }
+  }
+  absl::StatusOr<std::vector<Control>> failed = End(true);
+  if (!failed.ok()) return failed.status();
+  if (!reason.empty()) return Unsupported(reason);
+  CellResult result;
+  result.window = window;
+  result.iterations = measured_from_completed;
+  result.seconds = static_cast<double>(end - start) / 1e9;
+  if (result.seconds > 0) {
+    const double messages = static_cast<double>(measured_from_completed);
+    result.mpps = messages / result.seconds / 1e6;
+    result.mib_per_s =
+        messages * static_cast<double>(cell.size) / result.seconds / (1 << 20);
+  }
+  return result;
+}
+
+Client::Client() : session_(std::make_unique<Session>()) {}
+
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
+    const sockaddr_in& address, uint32_t connections,
+    absl::Duration retry_for) {
+  auto client = std::unique_ptr<Client>(new Client());
+  const absl::Time deadline = absl::Now() + retry_for;
+  const timespec connect_timeout = {10, 0};
+  for (uint32_t i = 0; i < connections; ++i) {
+    int qd = -1;
+    for (;;) {
+      int rc = demi_socket(&qd, AF_INET, SOCK_STREAM, 0);
+      if (rc != 0) return DemiError(rc, "demi_socket");
+      demi_qtoken_t qt = 0;
+      rc = demi_connect(&qt, qd, reinterpret_cast<const sockaddr*>(&address),
+                        sizeof(address));
+      if (rc != 0) return DemiError(rc, "demi_connect");
+      demi_qresult_t result{};
+      rc = demi_wait(&result, qt, &connect_timeout);
+      if (rc != 0) return DemiError(rc, "waiting for demi_connect");
+      if (result.qr_opcode == DEMI_OPC_CONNECT) break;
+      const int err = static_cast<int>(result.qr_ret);
+      (void)demi_close(qd);
+      if ((err != ECONNREFUSED && err != ETIMEDOUT) ||
+          absl::Now() >= deadline) {
+        return DemiError(err, "connecting to the server");
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    client->session_->connections.emplace_back();
+    client->session_->connections.back().qd = qd;
+    for (int p = 0; p < kPopsPosted; ++p) {
+      if (absl::Status s = PostPop(qd); !s.ok()) return s;
+    }
+  }
+  return client;
+}
+
+absl::StatusOr<CellResult> Client::Run(const Cell& cell, const Limits& limits) {
+  if (cell.workload == Workload::kPingPong) {
+    return session_->PingPong(cell, limits);
+  }
+  return session_->Stream(cell, limits);
+}
+
+absl::Status Client::Close() {
+  absl::Status status;
+  for (Connection& c : session_->connections) {
+    int rc = demi_close(c.qd);
+    if (rc != 0 && status.ok()) status = DemiError(rc, "demi_close");
+  }
+  session_->connections.clear();
+  return status;
+}
+
+}  // namespace demi::bench

@@ -1,0 +1,534 @@
+// rdma_bench: what the demi_* API costs over raw verbs. See Usage() in
+// options.cc and the README.
+
+#include <arpa/inet.h>
+#include <demi/libos.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "tools/rdma_bench/bench.h"
+#include "tools/rdma_bench/options.h"
+#include "tools/rdma_bench/perftest.h"
+#include "tools/rdma_bench/report.h"
+
+extern char** environ;
+
+namespace demi::bench {
+namespace {
+
+constexpr uint64_t kEagerSize = 8 << 10;       // ib_read_bw above this
+constexpr uint64_t kAlwaysBaseline = 1 << 20;  // perftest up to this size
+
+void Progress(const std::string& line) {
+  std::fprintf(stderr, "rdma_bench: %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+std::string AddressText(const sockaddr_in& address) {
+  char text[INET_ADDRSTRLEN] = "?";
+  inet_ntop(AF_INET, &address.sin_addr, text, sizeof(text));
+  return absl::StrCat(text, ":", ntohs(address.sin_port));
+}
+
+const char* MemoryLabel(Memory memory) {
+  return memory == Memory::kLibrary ? "lib" : "app";
+}
+
+absl::Status InitDemi() {
+  int rc = demi_init(nullptr);
+  if (rc != 0 && rc != EEXIST) {
+    return absl::ErrnoToStatus(
+        rc, absl::StrCat("demi_init failed (is there an RDMA device? "
+                         "tools/softroce/run provides one): ",
+                         std::strerror(rc)));
+  }
+  return absl::OkStatus();
+}
+
+// Runs every cell against the server; the rows in table order (workload,
+// then memory, then size).
+absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Connect(options.address, options.connections, absl::Seconds(30));
+  if (!client.ok()) return client.status();
+  std::vector<Workload> workloads;
+  if (options.workloads.latency) workloads.push_back(Workload::kPingPong);
+  if (options.workloads.rate || options.workloads.bandwidth) {
+    workloads.push_back(Workload::kStream);
+  }
+  const size_t total =
+      workloads.size() * options.memories.size() * options.sizes.size();
+  // Under emulation fresh code runs slowly at first (QEMU translates it),
+  // so every cell warms up for a while before measuring.
+  const absl::Duration duration = absl::Milliseconds(options.duration_ms);
+  Limits limits{std::max(duration / 5, absl::Milliseconds(50)), duration,
+                options.min_iterations, options.window};
+  // The first round trips of a session are much slower (under emulation,
+  // ~20 ms each for the first handful), so an unreported ping-pong of
+  // small messages comes first.
+  for (Memory memory : options.memories) {
+    Limits warm = limits;
+    warm.warmup = absl::ZeroDuration();
+    warm.duration = std::max(duration, absl::Milliseconds(300));
+    absl::StatusOr<CellResult> warmed =
+        (*client)->Run(Cell{Workload::kPingPong, 64, memory}, warm);
+    if (!warmed.ok()) return warmed.status();
+    if (warmed->supported) break;
+  }
+  std::vector<Row> latency, rate, bandwidth;
+  size_t done = 0;
+  for (Workload workload : workloads) {
+    for (Memory memory : options.memories) {
+      for (uint64_t size : options.sizes) {
+        Cell cell{workload, size, memory};
+        absl::StatusOr<CellResult> result = (*client)->Run(cell, limits);
+        if (!result.ok()) return result.status();
+        ++done;
+        const bool ping = workload == Workload::kPingPong;
+        std::string head = absl::StrFormat(
+            "[%u/%u] %s %s %s: ", done, total, ping ? "latency" : "stream",
+            FormatSize(size), MemoryLabel(memory));
+        Row row;
+        row.size = size;
+        row.memory = memory;
+        row.connections = options.connections;
+        row.window = ping ? 0 : result->window;
+        row.iterations = result->iterations;
+        row.seconds = result->seconds;
+        row.reason = result->reason;
+        if (!result->supported) {
+          Progress(head + "n/a: " + result->reason);
+        } else if (ping) {
+          const LatencySummary& l = result->latency;
+          Progress(head + absl::StrFormat(
+                              "median %.2f us, p99 %.2f us (%u round trips "
+                              "in %.2f s)",
+                              l.median, l.p99, l.samples, result->seconds));
+        } else {
+          Progress(head + absl::StrFormat(
+                              "%.4f Mpps, %.1f MiB/s (%u messages in %.2f s, "
+                              "window %u)",
+                              result->mpps, result->mib_per_s,
+                              result->iterations, result->seconds,
+                              result->window));
+        }
+        if (ping) {
+          row.workload = "latency";
+          if (result->supported) {
+            row.value = row.median_us = result->latency.median;
+            row.p99_us = result->latency.p99;
+            row.p999_us = result->latency.p999;
+            row.mean_us = result->latency.mean;
+          }
+          latency.push_back(row);
+          continue;
+        }
+        if (options.workloads.rate) {
+          row.workload = "msgrate";
+          if (result->supported) row.value = result->mpps;
+          rate.push_back(row);
+        }
+        if (options.workloads.bandwidth) {
+          row.workload = "bandwidth";
+          row.value.reset();
+          if (result->supported) row.value = result->mib_per_s;
+          bandwidth.push_back(row);
+        }
+      }
+    }
+  }
+  if (absl::Status s = (*client)->Close(); !s.ok()) return s;
+  std::vector<Row> rows = std::move(latency);
+  rows.insert(rows.end(), rate.begin(), rate.end());
+  rows.insert(rows.end(), bandwidth.begin(), bandwidth.end());
+  return rows;
+}
+
+// ---- the perftest baseline --------------------------------------------------
+
+// What one perftest run gave.
+struct PerftestFigures {
+  std::optional<double> median_us, p99_us, p999_us;  // ib_send_lat
+  std::optional<double> mib_per_s, mpps;             // ib_send_bw, ib_read_bw
+  std::string reason;                                // when there are none
+  std::string tx_depth;                              // ib_send_bw's window
+};
+
+// Runs one perftest pair and reads its report (the client's, else the
+// server's).
+PerftestFigures RunPerftest(const std::string& tool,
+                            const std::vector<std::string>& args, uint16_t port,
+                            absl::Duration timeout) {
+  PerftestFigures figures;
+  absl::StatusOr<PerftestOutputs> outputs =
+      RunPerftestPair(tool, args, port, timeout);
+  if (!outputs.ok()) {
+    figures.reason = std::string(outputs.status().message());
+    return figures;
+  }
+  if (tool == "ib_send_lat") {
+    absl::StatusOr<PerftestLatency> lat = ParseLatencyReport(outputs->client);
+    if (!lat.ok()) lat = ParseLatencyReport(outputs->server);
+    if (!lat.ok()) {
+      figures.reason = std::string(lat.status().message());
+      return figures;
+    }
+    figures.median_us = lat->typical_us;
+    figures.p99_us = lat->p99_us;
+    figures.p999_us = lat->p999_us;
+    return figures;
+  }
+  absl::StatusOr<PerftestBandwidth> bw = ParseBandwidthReport(outputs->client);
+  if (!bw.ok()) bw = ParseBandwidthReport(outputs->server);
+  if (!bw.ok()) {
+    figures.reason = std::string(bw.status().message());
+    return figures;
+  }
+  // Message rate and bandwidth come from the same report.
+  figures.mib_per_s = bw->average_mib_s;
+  figures.mpps = bw->mpps;
+  figures.tx_depth = ReportField(outputs->client, "TX depth");
+  return figures;
+}
+
+struct BaselineKey {
+  std::string tool;
+  uint64_t size;
+  bool operator<(const BaselineKey& o) const {
+    return std::tie(tool, size) < std::tie(o.tool, o.size);
+  }
+};
+
+// The library's best figure of `workload` at `size` (any memory), if any.
+std::optional<double> LibraryFigure(const std::vector<Row>& rows,
+                                    const std::string& workload,
+                                    uint64_t size) {
+  std::optional<double> best;
+  for (const Row& row : rows) {
+    if (row.workload == workload && row.size == size && row.value) {
+      best = best ? std::min(*best, *row.value) : *row.value;
+    }
+  }
+  return best;
+}
+
+// perftest iterations that take about `budget`, from the library's figure
+// at this size or else a rough model of Soft-RoCE under emulation
+// (~15 us per message, ~50 MB/s).
+uint64_t Iterations(const std::vector<Row>& rows, const std::string& tool,
+                    uint64_t size, absl::Duration budget) {
+  const double model_us = 15.0 + static_cast<double>(size) / 50.0;
+  double per_iteration_us;
+  if (tool == "ib_send_lat") {
+    std::optional<double> lib = LibraryFigure(rows, "latency", size);
+    per_iteration_us = 2 * (lib ? *lib : model_us);
+  } else {
+    std::optional<double> lib = LibraryFigure(rows, "msgrate", size);
+    per_iteration_us = lib && *lib > 0 ? 1.0 / *lib : model_us;
+  }
+  const double n = absl::ToDoubleMicroseconds(budget) / per_iteration_us;
+  return static_cast<uint64_t>(std::clamp(n, 5.0, 100000.0));
+}
+
+// Runs perftest where the rows want it and attaches the figures.
+void RunBaselines(const Options& options, std::vector<Row>& rows,
+                  std::string* notes) {
+  std::vector<std::string> missing;
+  for (const char* tool : {"ib_send_lat", "ib_send_bw", "ib_read_bw"}) {
+    if (FindOnPath(tool).empty()) missing.push_back(tool);
+  }
+  if (!missing.empty()) {
+    const std::string reason =
+        "perftest is not installed (apt-get install perftest)";
+    Progress(absl::StrCat("no ", missing.front(),
+                          " on PATH: perftest is not installed; install it "
+                          "with `apt-get install perftest`. Continuing "
+                          "without a baseline."));
+    for (Row& row : rows) {
+      const char* tool =
+          row.workload == "latency" ? "ib_send_lat" : "ib_send_bw";
+      row.baseline =
+          Baseline{tool, std::nullopt, std::nullopt, std::nullopt, reason};
+      if (row.workload == "bandwidth" && row.size > kEagerSize) {
+        row.read_baseline = Baseline{"ib_read_bw", std::nullopt, std::nullopt,
+                                     std::nullopt, reason};
+      }
+    }
+    *notes = reason;
+    return;
+  }
+  // What to run: (tool, size), each once, in size order.
+  std::map<BaselineKey, PerftestFigures> results;
+  for (const Row& row : rows) {
+    const bool latency = row.workload == "latency";
+    results.try_emplace({latency ? "ib_send_lat" : "ib_send_bw", row.size});
+    if (row.workload == "bandwidth" && row.size > kEagerSize) {
+      results.try_emplace({"ib_read_bw", row.size});
+    }
+  }
+  const absl::Duration budget = absl::Milliseconds(options.duration_ms);
+  uint16_t port = static_cast<uint16_t>(40000 + getpid() % 10000);
+  size_t done = 0;
+  std::string tx_depth;
+  for (auto& [key, baseline] : results) {
+    ++done;
+    const std::string workload =
+        key.tool == "ib_send_lat" ? "latency" : "msgrate";
+    if (!options.baseline_all && key.size > kAlwaysBaseline &&
+        !LibraryFigure(rows, workload, key.size)) {
+      baseline.reason =
+          "skipped: the library has no figure at this size (--baseline-all "
+          "runs it)";
+      continue;
+    }
+    const uint64_t iterations = Iterations(rows, key.tool, key.size, budget);
+    // -F: no warning about CPU frequency scaling (meaningless in a guest).
+    std::vector<std::string> args = {"-d", options.device, "-F"};
+    for (std::string arg : {std::string("-n"), absl::StrCat(iterations),
+                            std::string("-s"), absl::StrCat(key.size)}) {
+      args.push_back(arg);
+    }
+    if (key.tool != "ib_send_lat" && options.connections > 1) {
+      args.push_back("-q");
+      args.push_back(absl::StrCat(options.connections));
+    }
+    const absl::Duration timeout =
+        absl::Seconds(60) + budget * 10 +
+        absl::Seconds(static_cast<double>(key.size) * iterations / 10e6);
+    std::string head =
+        absl::StrFormat("baseline [%u/%u] %s %s: ", done, results.size(),
+                        key.tool, FormatSize(key.size));
+    // perftest sometimes gives no usable figure under emulation (clock
+    // calibration); one more try usually does.
+    for (int attempt = 1; attempt <= 2; ++attempt) {
+      baseline = RunPerftest(key.tool, args, port++, timeout);
+      if (baseline.reason.empty()) break;
+      Progress(absl::StrCat(head, "attempt ", attempt,
+                            " gave no figure: ", baseline.reason));
+    }
+    if (key.tool == "ib_send_bw" && tx_depth.empty()) {
+      tx_depth = baseline.tx_depth;
+    }
+    if (baseline.median_us) {
+      Progress(head + absl::StrFormat("median %.2f us, p99 %.2f us",
+                                      *baseline.median_us, *baseline.p99_us));
+    } else if (baseline.mib_per_s) {
+      Progress(head + absl::StrFormat("%.1f MiB/s, %.4f Mpps",
+                                      *baseline.mib_per_s, *baseline.mpps));
+    }
+  }
+  for (Row& row : rows) {
+    if (row.workload == "latency") {
+      const PerftestFigures& lat = results[{"ib_send_lat", row.size}];
+      row.baseline = Baseline{"ib_send_lat", lat.median_us, lat.p99_us,
+                              lat.p999_us, lat.reason};
+      continue;
+    }
+    const PerftestFigures& send = results[{"ib_send_bw", row.size}];
+    row.baseline = Baseline{
+        "ib_send_bw", row.workload == "msgrate" ? send.mpps : send.mib_per_s,
+        std::nullopt, std::nullopt, send.reason};
+    if (row.workload == "bandwidth" && row.size > kEagerSize) {
+      const PerftestFigures& read = results[{"ib_read_bw", row.size}];
+      row.read_baseline = Baseline{"ib_read_bw", read.mib_per_s, std::nullopt,
+                                   std::nullopt, read.reason};
+    }
+  }
+  *notes = absl::StrCat(
+      "Baseline: perftest ib_send_lat / ib_send_bw / ib_read_bw -d ",
+      options.device,
+      " -F -n N -s SIZE, otherwise default flags (ib_send_bw: TX depth ",
+      tx_depth.empty() ? "?" : tx_depth,
+      ", one work request per ibv_post_send), RC, one process each side, "
+      "N sized for ~",
+      options.duration_ms, " ms", options.connections > 1 ? ", -q N" : "",
+      ". perftest latency is the median (t_typical) of round trip / 2.");
+}
+
+// ---- output
+// -------------------------------------------------------------------
+
+absl::Status Plot(const std::vector<Row>& rows, const std::string& png) {
+  const std::string script_path = png + ".gp";
+  if (absl::Status s = WriteFile(script_path, GnuplotScript(rows, png));
+      !s.ok()) {
+    return s;
+  }
+  if (FindOnPath("gnuplot").empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "gnuplot is not installed: apt-get install gnuplot-nox, then run "
+        "`gnuplot ",
+        script_path, "`"));
+  }
+  // Fontconfig (pngcairo) complains when it cannot write its cache, as
+  // under the Soft-RoCE guest's read-only root: point it at /tmp then.
+  const char* home = std::getenv("HOME");
+  const std::string cache =
+      absl::StrCat(home != nullptr ? home : "", "/.cache");
+  if (std::getenv("XDG_CACHE_HOME") == nullptr &&
+      access(cache.c_str(), W_OK) != 0) {
+    setenv("XDG_CACHE_HOME", "/tmp", 1);
+  }
+  std::vector<char*> argv = {const_cast<char*>("gnuplot"),
+                             const_cast<char*>(script_path.c_str()), nullptr};
+  pid_t pid = 0;
+  int rc =
+      posix_spawnp(&pid, "gnuplot", nullptr, nullptr, argv.data(), environ);
+  if (rc != 0) return absl::ErrnoToStatus(rc, "spawning gnuplot");
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError(
+        absl::StrCat("gnuplot ", script_path, " failed"));
+  }
+  return absl::OkStatus();
+}
+
+int Output(const Options& options, std::vector<Row>& rows,
+           const std::string& notes) {
+  RunInfo info;
+  info.baseline = options.baseline;
+  info.window = options.window;
+  info.connections = options.connections;
+  info.device = options.device;
+  info.notes = notes;
+  std::fputs(FormatTable(rows, info).c_str(), stdout);
+  std::fflush(stdout);
+  int exit_code = 0;
+  auto write = [&](const std::string& path, const std::string& text) {
+    if (path.empty()) return;
+    if (absl::Status s = WriteFile(path, text); !s.ok()) {
+      Progress(std::string(s.message()));
+      exit_code = 1;
+    } else {
+      Progress("wrote " + path);
+    }
+  };
+  write(options.json_path, FormatJson(rows, info));
+  write(options.csv_path, FormatCsv(rows, info));
+  if (!options.plot_path.empty()) {
+    if (absl::Status s = Plot(rows, options.plot_path); !s.ok()) {
+      Progress(absl::StrCat("no plot: ", s.message()));
+    } else {
+      Progress("wrote " + options.plot_path);
+    }
+  }
+  return exit_code;
+}
+
+// ---- roles
+// ----------------------------------------------------------------------
+
+int RunServer(const Options& options, bool quiet) {
+  if (absl::Status s = InitDemi(); !s.ok()) {
+    Progress(std::string(s.message()));
+    return 1;
+  }
+  absl::Status served = Serve(options.address, absl::Minutes(10), [&] {
+    if (!quiet) Progress("server listening on " + AddressText(options.address));
+  });
+  if (!served.ok()) {
+    Progress(absl::StrCat("server: ", served.message()));
+    return 1;
+  }
+  if (!quiet) Progress("server: the client is done");
+  return 0;
+}
+
+// Waits up to `limit` for the server child, then kills it.
+int ReapServer(pid_t pid, absl::Duration limit) {
+  const absl::Time deadline = absl::Now() + limit;
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (absl::Now() >= deadline) {
+      Progress("the server did not exit; killing it");
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return 1;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+int RunClient(const Options& options, pid_t server) {
+  const absl::Time start = absl::Now();
+  if (absl::Status s = InitDemi(); !s.ok()) {
+    Progress(std::string(s.message()));
+    if (server > 0) ReapServer(server, absl::ZeroDuration());
+    return 1;
+  }
+  Progress(absl::StrCat("client of ", AddressText(options.address), ": ",
+                        options.sizes.size(), " sizes, ", options.duration_ms,
+                        " ms per cell"));
+  absl::StatusOr<std::vector<Row>> rows = Measure(options);
+  if (server > 0) {
+    int status = ReapServer(
+        server, rows.ok() ? absl::Seconds(10) : absl::ZeroDuration());
+    if (rows.ok() && status != 0) {
+      Progress(absl::StrCat("the server exited with status ", status));
+    }
+  }
+  if (!rows.ok()) {
+    Progress(absl::StrCat("failed: ", rows.status().message()));
+    return 1;
+  }
+  std::string notes;
+  if (options.baseline) RunBaselines(options, *rows, &notes);
+  int code = Output(options, *rows, notes);
+  Progress(absl::StrFormat("done in %.1f s",
+                           absl::ToDoubleSeconds(absl::Now() - start)));
+  return code;
+}
+
+int Main(int argc, char** argv) {
+  bool help = false;
+  absl::StatusOr<Options> options = ParseOptions(argc, argv, &help);
+  if (help) {
+    std::fputs(Usage().c_str(), stdout);
+    return 0;
+  }
+  if (!options.ok()) {
+    std::fprintf(stderr, "rdma_bench: %s\n",
+                 std::string(options.status().message()).c_str());
+    return 2;
+  }
+  switch (options->role) {
+    case Role::kServer:
+      return RunServer(*options, false);
+    case Role::kClient:
+      return RunClient(*options, -1);
+    case Role::kLocal:
+      break;
+  }
+  // --local: the server is a child process with a libOS of its own, forked
+  // before this process touches the library.
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) {
+    std::perror("rdma_bench: fork");
+    return 1;
+  }
+  if (pid == 0) _exit(RunServer(*options, true));
+  return RunClient(*options, pid);
+}
+
+}  // namespace
+}  // namespace demi::bench
+
+int main(int argc, char** argv) { return demi::bench::Main(argc, argv); }

@@ -1,0 +1,75 @@
+// perftest (ib_send_lat, ib_send_bw, ib_read_bw) as the raw-verbs baseline:
+// parsing its reports and running a server/client pair on one device.
+
+#ifndef DEMI_TOOLS_RDMA_BENCH_PERFTEST_H_
+#define DEMI_TOOLS_RDMA_BENCH_PERFTEST_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace demi::bench {
+
+// The result line of a latency test (ib_send_lat). Microseconds; perftest's
+// send latency is half the round trip, and t_typical is the median.
+struct PerftestLatency {
+  uint64_t bytes = 0;
+  uint64_t iterations = 0;
+  double min_us = 0;
+  double max_us = 0;
+  double typical_us = 0;
+  double average_us = 0;
+  double stdev_us = 0;
+  double p99_us = 0;
+  double p999_us = 0;
+};
+
+// The result line of a bandwidth test (ib_send_bw, ib_read_bw). perftest's
+// "MB/sec" is 2^20 bytes per second (MiB/s).
+struct PerftestBandwidth {
+  uint64_t bytes = 0;
+  uint64_t iterations = 0;
+  double peak_mib_s = 0;
+  double average_mib_s = 0;
+  double mpps = 0;
+};
+
+// Parse the first result line after the "#bytes" header of a report.
+// NotFound when there is none (e.g. "Can't produce a report" after a failed
+// clock calibration under emulation); an error too for a zero median or
+// bandwidth (seen under emulation); the message says why if it can.
+absl::StatusOr<PerftestLatency> ParseLatencyReport(absl::string_view output);
+absl::StatusOr<PerftestBandwidth> ParseBandwidthReport(
+    absl::string_view output);
+
+// The value of a "Name : value" line of a report's header (e.g. "TX depth"
+// -> "128"), or "" if absent.
+std::string ReportField(absl::string_view output, absl::string_view name);
+
+// The outputs (stdout and stderr together) of one server/client pair.
+struct PerftestOutputs {
+  std::string server;
+  std::string client;
+};
+
+// Runs `tool ARGS -p PORT` as the server and, once it listens on PORT,
+// `tool ARGS -p PORT 127.0.0.1` as the client (perftest exchanges queue pair
+// details over TCP; the traffic itself goes over the device named in ARGS).
+// A client that fails while the server still waits (it raced the server's
+// listen) is retried a few times. Both are killed after `timeout`. OK when
+// the client exited 0 or the server printed a report; otherwise an error
+// with the end of their output.
+absl::StatusOr<PerftestOutputs> RunPerftestPair(
+    const std::string& tool, const std::vector<std::string>& args,
+    uint16_t port, absl::Duration timeout);
+
+// The path of `program` on $PATH, or "" if it is not there.
+std::string FindOnPath(const std::string& program);
+
+}  // namespace demi::bench
+
+#endif  // DEMI_TOOLS_RDMA_BENCH_PERFTEST_H_

@@ -1,0 +1,477 @@
+#include "tools/rdma_bench/report.h"
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace demi::bench {
+namespace {
+
+const char* MemoryLabel(Memory memory) {
+  return memory == Memory::kLibrary ? "lib" : "app";
+}
+
+std::string JsonString(absl::string_view text) {
+  std::string out = "\"";
+  for (char ch : text) {
+    switch (ch) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(ch) < 0x20) {
+          out += absl::StrFormat("\\u%04x", ch);
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string JsonNumber(const std::optional<double>& value) {
+  return value.has_value() ? absl::StrFormat("%.6g", *value) : "null";
+}
+
+std::string JsonReason(const std::string& reason) {
+  return reason.empty() ? "null" : JsonString(reason);
+}
+
+std::string CsvField(absl::string_view text) {
+  if (text.find_first_of(",\"\n") == absl::string_view::npos) {
+    return std::string(text);
+  }
+  std::string out = "\"";
+  for (char ch : text) {
+    if (ch == '"') out += '"';
+    out += ch;
+  }
+  return out + "\"";
+}
+
+std::string CsvNumber(const std::optional<double>& value) {
+  return value.has_value() ? absl::StrFormat("%.6g", *value) : "";
+}
+
+// The fields of a row, in order, as (name, JSON text, CSV text).
+struct Field {
+  std::string name, json, csv;
+};
+
+std::vector<Field> Fields(const Row& row, const RunInfo& info) {
+  const bool latency = row.workload == "latency";
+  auto number = [](std::string name, const std::optional<double>& value) {
+    return Field{std::move(name), JsonNumber(value), CsvNumber(value)};
+  };
+  auto text = [](std::string name, const std::string& value) {
+    return Field{std::move(name), JsonReason(value), CsvField(value)};
+  };
+  auto integer = [](std::string name, uint64_t value) {
+    return Field{std::move(name), absl::StrCat(value), absl::StrCat(value)};
+  };
+  std::vector<Field> fields = {
+      Field{"workload", JsonString(row.workload), row.workload},
+      integer("size", row.size),
+      Field{"memory", JsonString(MemoryLabel(row.memory)),
+            MemoryLabel(row.memory)},
+      integer("connections", row.connections),
+      integer("window", row.window),
+      integer("iterations", row.iterations),
+      number("seconds",
+             row.value ? std::optional<double>(row.seconds) : std::nullopt),
+      number("value", row.value),
+      Field{"unit", JsonString(UnitOf(row.workload)), UnitOf(row.workload)},
+      number("median_us", row.median_us),
+      number("p99_us", row.p99_us),
+      number("p999_us", row.p999_us),
+      number("mean_us", row.mean_us),
+      number("mpps", row.workload == "msgrate" ? row.value : std::nullopt),
+      number("mib_per_s",
+             row.workload == "bandwidth" ? row.value : std::nullopt),
+      text("reason", row.value ? std::string() : row.reason),
+  };
+  if (info.baseline) {
+    const Baseline none;
+    const Baseline& b = row.baseline ? *row.baseline : none;
+    const Baseline& r = row.read_baseline ? *row.read_baseline : none;
+    fields.push_back(text("baseline_tool", b.tool));
+    fields.push_back(number("baseline_value", b.value));
+    fields.push_back(
+        number("baseline_p99_us", latency ? b.p99_us : std::nullopt));
+    fields.push_back(
+        number("baseline_p999_us", latency ? b.p999_us : std::nullopt));
+    fields.push_back(text("baseline_reason", b.value ? "" : b.reason));
+    fields.push_back(number("ratio", Ratio(row.value, row.baseline)));
+    fields.push_back(text("read_bw_tool", r.tool));
+    fields.push_back(number("read_bw_mib_per_s", r.value));
+    fields.push_back(text("read_bw_reason", r.value ? "" : r.reason));
+    fields.push_back(
+        number("read_bw_ratio", Ratio(row.value, row.read_baseline)));
+  }
+  return fields;
+}
+
+// Numbered footnotes for the reasons of n/a cells.
+class Footnotes {
+ public:
+  // "n/a[k]" for `reason`.
+  std::string Mark(const std::string& reason) {
+    auto [it, inserted] = numbers_.try_emplace(reason, order_.size() + 1);
+    if (inserted) order_.push_back(reason);
+    return absl::StrCat("n/a[", it->second, "]");
+  }
+  std::string Format() const {
+    std::string out;
+    for (size_t i = 0; i < order_.size(); ++i) {
+      absl::StrAppend(&out, "  [", i + 1, "] ", order_[i], "\n");
+    }
+    return out;
+  }
+
+ private:
+  std::map<std::string, size_t> numbers_;
+  std::vector<std::string> order_;
+};
+
+std::string Figure(const std::optional<double>& value,
+                   const std::string& reason, Footnotes& notes,
+                   const char* format = "%.2f") {
+  if (value.has_value()) return absl::StrFormat(format, *value);
+  return notes.Mark(reason.empty() ? "no figure" : reason);
+}
+
+std::string RatioText(const std::optional<double>& ratio) {
+  return ratio ? absl::StrFormat("%.2fx", *ratio) : "-";
+}
+
+const Row* FindRow(const std::vector<Row>& rows, const std::string& workload,
+                   uint64_t size, Memory memory) {
+  for (const Row& row : rows) {
+    if (row.workload == workload && row.size == size && row.memory == memory) {
+      return &row;
+    }
+  }
+  return nullptr;
+}
+
+std::string Target(const std::vector<Row>& rows, const std::string& workload,
+                   uint64_t size, const char* what) {
+  const Row* row = FindRow(rows, workload, size, Memory::kLibrary);
+  if (row == nullptr) return absl::StrCat("  ", what, ": not measured\n");
+  std::string line = absl::StrFormat("  %-18s ", absl::StrCat(what, ":"));
+  if (!row->value) {
+    return absl::StrCat(line, "n/a (", row->reason, ")\n");
+  }
+  absl::StrAppend(&line,
+                  absl::StrFormat("%.4g %s", *row->value, UnitOf(workload)));
+  if (row->baseline) {
+    if (row->baseline->value) {
+      absl::StrAppend(
+          &line, absl::StrFormat(" vs %s %.4g %s -> %s (%s is better)",
+                                 row->baseline->tool, *row->baseline->value,
+                                 UnitOf(workload),
+                                 RatioText(Ratio(row->value, row->baseline)),
+                                 LowerIsBetter(workload) ? "lower" : "higher"));
+    } else {
+      absl::StrAppend(&line, " vs ", row->baseline->tool, ": n/a (",
+                      row->baseline->reason, ")");
+    }
+  }
+  return line + "\n";
+}
+
+}  // namespace
+
+const char* UnitOf(const std::string& workload) {
+  if (workload == "latency") return "us";
+  if (workload == "msgrate") return "Mpps";
+  return "MiB/s";
+}
+
+bool LowerIsBetter(const std::string& workload) {
+  return workload == "latency";
+}
+
+std::optional<double> Ratio(const std::optional<double>& value,
+                            const std::optional<Baseline>& baseline) {
+  if (!value || !baseline || !baseline->value || *baseline->value <= 0) {
+    return std::nullopt;
+  }
+  return *value / *baseline->value;
+}
+
+std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
+  Footnotes notes;
+  std::string out = absl::StrFormat(
+      "rdma_bench: the demi_* API over RDMA; %u connection%s%s\n",
+      info.connections, info.connections == 1 ? "" : "s",
+      info.baseline ? absl::StrCat("; baseline: perftest on ", info.device,
+                                   ", same run; ratio = demi / verbs")
+                    : "");
+  const bool base = info.baseline;
+
+  bool any = false;
+  for (const Row& row : rows) any |= row.workload == "latency";
+  if (any) {
+    absl::StrAppend(&out,
+                    "\nLatency, one way (round trip / 2, as ib_send_lat), "
+                    "microseconds. Lower is better",
+                    base ? "; ratio below 1.00: demi is faster" : "", ".\n");
+    absl::StrAppend(&out, absl::StrFormat("%9s  %-6s %9s %9s %9s", "size",
+                                          "memory", "median", "p99", "p99.9"));
+    if (base) {
+      absl::StrAppend(
+          &out, absl::StrFormat(" | %11s %9s %9s | %7s", "ib_send_lat", "p99",
+                                "p99.9", "ratio"));
+    }
+    out += "\n";
+    for (const Row& row : rows) {
+      if (row.workload != "latency") continue;
+      absl::StrAppend(
+          &out, absl::StrFormat("%9s  %-6s %9s %9s %9s", FormatSize(row.size),
+                                MemoryLabel(row.memory),
+                                Figure(row.median_us, row.reason, notes),
+                                Figure(row.p99_us, row.reason, notes),
+                                Figure(row.p999_us, row.reason, notes)));
+      if (base) {
+        Baseline b = row.baseline.value_or(Baseline{});
+        absl::StrAppend(
+            &out, absl::StrFormat(" | %11s %9s %9s | %7s",
+                                  Figure(b.value, b.reason, notes),
+                                  Figure(b.p99_us, b.reason, notes),
+                                  Figure(b.p999_us, b.reason, notes),
+                                  RatioText(Ratio(row.value, row.baseline))));
+      }
+      out += "\n";
+    }
+  }
+
+  any = false;
+  for (const Row& row : rows) any |= row.workload == "msgrate";
+  if (any) {
+    absl::StrAppend(
+        &out,
+        absl::StrFormat("\nMessage rate, million messages per second (window "
+                        "%u per connection). Higher is better",
+                        info.window),
+        base ? "; ratio above 1.00: demi is faster" : "", ".\n");
+    absl::StrAppend(
+        &out, absl::StrFormat("%9s  %-6s %10s", "size", "memory", "Mpps"));
+    if (base) {
+      absl::StrAppend(&out,
+                      absl::StrFormat(" | %10s | %7s", "ib_send_bw", "ratio"));
+    }
+    out += "\n";
+    for (const Row& row : rows) {
+      if (row.workload != "msgrate") continue;
+      absl::StrAppend(
+          &out, absl::StrFormat("%9s  %-6s %10s", FormatSize(row.size),
+                                MemoryLabel(row.memory),
+                                Figure(row.value, row.reason, notes, "%.4f")));
+      if (base) {
+        Baseline b = row.baseline.value_or(Baseline{});
+        absl::StrAppend(
+            &out, absl::StrFormat(" | %10s | %7s",
+                                  Figure(b.value, b.reason, notes, "%.4f"),
+                                  RatioText(Ratio(row.value, row.baseline))));
+      }
+      out += "\n";
+    }
+  }
+
+  any = false;
+  for (const Row& row : rows) any |= row.workload == "bandwidth";
+  if (any) {
+    absl::StrAppend(&out,
+                    absl::StrFormat("\nBandwidth, MiB/s (2^20 bytes/s, "
+                                    "perftest's MB/sec; window %u per "
+                                    "connection, fewer for large messages). "
+                                    "Higher is better",
+                                    info.window),
+                    base ? "; ratio above 1.00: demi is faster" : "", ".\n");
+    absl::StrAppend(
+        &out, absl::StrFormat("%9s  %-6s %10s", "size", "memory", "MiB/s"));
+    if (base) {
+      absl::StrAppend(
+          &out, absl::StrFormat(" | %10s | %7s | %10s | %7s", "ib_send_bw",
+                                "ratio", "ib_read_bw", "ratio"));
+    }
+    out += "\n";
+    for (const Row& row : rows) {
+      if (row.workload != "bandwidth") continue;
+      absl::StrAppend(
+          &out, absl::StrFormat("%9s  %-6s %10s", FormatSize(row.size),
+                                MemoryLabel(row.memory),
+                                Figure(row.value, row.reason, notes, "%.1f")));
+      if (base) {
+        Baseline b = row.baseline.value_or(Baseline{});
+        std::string read = "-", read_ratio = "-";
+        if (row.read_baseline) {
+          read = Figure(row.read_baseline->value, row.read_baseline->reason,
+                        notes, "%.1f");
+          read_ratio = RatioText(Ratio(row.value, row.read_baseline));
+        }
+        absl::StrAppend(
+            &out, absl::StrFormat(" | %10s | %7s | %10s | %7s",
+                                  Figure(b.value, b.reason, notes, "%.1f"),
+                                  RatioText(Ratio(row.value, row.baseline)),
+                                  read, read_ratio));
+      }
+      out += "\n";
+    }
+  }
+
+  std::string footnotes = notes.Format();
+  if (!footnotes.empty()) absl::StrAppend(&out, "\nn/a:\n", footnotes);
+
+  absl::StrAppend(&out, "\nTargets (library memory):\n",
+                  Target(rows, "latency", 64, "64 B latency"));
+  const Row* bw64k = FindRow(rows, "bandwidth", 64 << 10, Memory::kLibrary);
+  absl::StrAppend(&out,
+                  Target(rows, "bandwidth", 64 << 10, "64 KiB bandwidth"));
+  if (bw64k == nullptr || !bw64k->value) {
+    // The largest size up to 64 KiB with a figure stands in.
+    const Row* best = nullptr;
+    for (const Row& row : rows) {
+      if (row.workload == "bandwidth" && row.memory == Memory::kLibrary &&
+          row.value && row.size <= (64 << 10) &&
+          (best == nullptr || row.size > best->size)) {
+        best = &row;
+      }
+    }
+    if (best != nullptr) {
+      absl::StrAppend(
+          &out,
+          Target(rows, "bandwidth", best->size,
+                 absl::StrCat(FormatSize(best->size), " bandwidth").c_str()));
+    }
+  }
+  absl::StrAppend(&out, Target(rows, "msgrate", 64, "64 B message rate"));
+  if (!info.notes.empty()) absl::StrAppend(&out, "\n", info.notes, "\n");
+  return out;
+}
+
+std::string FormatJson(const std::vector<Row>& rows, const RunInfo& info) {
+  std::string out = "{\n  \"tool\": \"rdma_bench\",\n  \"run\": {";
+  absl::StrAppend(&out, "\"connections\": ", info.connections,
+                  ", \"window\": ", info.window,
+                  ", \"baseline\": ", info.baseline ? "true" : "false",
+                  ", \"device\": ", JsonString(info.device), ", \"ratio\": ",
+                  JsonString("demi / verbs; latency: below 1 is better; "
+                             "msgrate and bandwidth: above 1 is better"),
+                  ", \"notes\": ", JsonString(info.notes), "},\n");
+  out += "  \"rows\": [";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    out += i == 0 ? "\n    {" : ",\n    {";
+    std::vector<Field> fields = Fields(rows[i], info);
+    for (size_t f = 0; f < fields.size(); ++f) {
+      absl::StrAppend(&out, f == 0 ? "" : ", ", "\"", fields[f].name,
+                      "\": ", fields[f].json);
+    }
+    out += "}";
+  }
+  out += "\n  ]\n}\n";
+  return out;
+}
+
+std::string FormatCsv(const std::vector<Row>& rows, const RunInfo& info) {
+  std::string out;
+  std::vector<Field> header = Fields(Row{}, info);
+  for (size_t f = 0; f < header.size(); ++f) {
+    absl::StrAppend(&out, f == 0 ? "" : ",", header[f].name);
+  }
+  out += "\n";
+  for (const Row& row : rows) {
+    std::vector<Field> fields = Fields(row, info);
+    for (size_t f = 0; f < fields.size(); ++f) {
+      absl::StrAppend(&out, f == 0 ? "" : ",", fields[f].csv);
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+std::string GnuplotScript(const std::vector<Row>& rows,
+                          const std::string& png_path) {
+  // Series name -> (size, value) points.
+  std::map<std::string, std::map<uint64_t, double>> series;
+  for (const Row& row : rows) {
+    std::string memory = MemoryLabel(row.memory);
+    if (row.workload == "latency") {
+      if (row.value) series["lat demi " + memory][row.size] = *row.value;
+      if (row.baseline && row.baseline->value) {
+        series["lat ib_send_lat"][row.size] = *row.baseline->value;
+      }
+    } else if (row.workload == "bandwidth") {
+      if (row.value) series["bw demi " + memory][row.size] = *row.value;
+      if (row.baseline && row.baseline->value) {
+        series["bw ib_send_bw"][row.size] = *row.baseline->value;
+      }
+      if (row.read_baseline && row.read_baseline->value) {
+        series["bw ib_read_bw"][row.size] = *row.read_baseline->value;
+      }
+    }
+  }
+  std::string out;
+  int block = 0;
+  std::vector<std::string> lat_plots, bw_plots;
+  for (const auto& [name, points] : series) {
+    std::string data = absl::StrCat("$d", block++);
+    absl::StrAppend(&out, data, " << EOD\n");
+    for (const auto& [size, value] : points) {
+      absl::StrAppend(&out, size, " ", absl::StrFormat("%.6g", value), "\n");
+    }
+    out += "EOD\n";
+    std::string plot =
+        absl::StrCat(data, " using 1:2 with linespoints title ",
+                     JsonString(name.substr(name.find(' ') + 1)));
+    (name.rfind("lat", 0) == 0 ? lat_plots : bw_plots).push_back(plot);
+  }
+  absl::StrAppend(&out, "set terminal pngcairo size 1280,520 noenhanced\n",
+                  "set output ", JsonString(png_path), "\n",
+                  "set multiplot layout 1,2 title \"rdma_bench: demi_* vs "
+                  "raw verbs (perftest)\"\n",
+                  "set logscale xy 2\nset format x \"%.0b%B\"\n",
+                  "set grid\nset key top left\nset xlabel \"message size "
+                  "(bytes)\"\n");
+  auto panel = [&](const char* title, const char* ylabel,
+                   const std::vector<std::string>& plots) {
+    absl::StrAppend(&out, "set title \"", title, "\"\nset ylabel \"", ylabel,
+                    "\"\n");
+    if (plots.empty()) {
+      out +=
+          "set label 1 \"no data\" at graph 0.5,0.5 center\n"
+          "plot [1:2] [1:2] NaN notitle\nunset label 1\n";
+    } else {
+      absl::StrAppend(&out, "plot ", absl::StrJoin(plots, ", \\\n     "), "\n");
+    }
+  };
+  panel("latency (median, one way)", "microseconds", lat_plots);
+  panel("bandwidth", "MiB/s", bw_plots);
+  out += "unset multiplot\n";
+  return out;
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  if (!file) return absl::NotFoundError(absl::StrCat("cannot write ", path));
+  file << text;
+  file.close();
+  if (!file) return absl::DataLossError(absl::StrCat("writing ", path));
+  return absl::OkStatus();
+}
+
+}  // namespace demi::bench

@@ -1,0 +1,82 @@
+// Rows of results and their output: the table (stdout), JSON, CSV, and a
+// gnuplot chart.
+
+#ifndef DEMI_TOOLS_RDMA_BENCH_REPORT_H_
+#define DEMI_TOOLS_RDMA_BENCH_REPORT_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "tools/rdma_bench/options.h"
+
+namespace demi::bench {
+
+// One figure of perftest beside a library figure.
+struct Baseline {
+  std::string tool;              // "ib_send_lat", "ib_send_bw", "ib_read_bw"
+  std::optional<double> value;   // same unit as the row's value
+  std::optional<double> p99_us;  // latency only
+  std::optional<double> p999_us;
+  std::string reason;  // why there is no value
+};
+
+// One line of the results: a workload at a size from one kind of memory.
+// A figure the library could not produce is nullopt with `reason` set.
+struct Row {
+  std::string workload;  // "latency", "msgrate" or "bandwidth"
+  uint64_t size = 0;
+  Memory memory = Memory::kLibrary;
+  uint32_t connections = 1;
+  uint32_t window = 0;  // pushes outstanding per connection (0: ping-pong)
+  uint64_t iterations = 0;
+  double seconds = 0;
+  std::optional<double> value;  // median_us, mpps or mib_per_s
+  std::optional<double> median_us, p99_us, p999_us, mean_us;  // latency
+  std::string reason;  // why value is missing
+  // Set when --baseline was given.
+  std::optional<Baseline> baseline;       // ib_send_lat / ib_send_bw
+  std::optional<Baseline> read_baseline;  // ib_read_bw, bandwidth > 8 KiB
+};
+
+// The unit of a workload's value and whether lower is better.
+const char* UnitOf(const std::string& workload);
+bool LowerIsBetter(const std::string& workload);
+
+// value / baseline value, if both exist (and the baseline is not zero).
+std::optional<double> Ratio(const std::optional<double>& value,
+                            const std::optional<Baseline>& baseline);
+
+struct RunInfo {
+  bool baseline = false;  // baseline columns wanted
+  uint32_t window = 0;
+  uint32_t connections = 1;
+  std::string device;
+  std::string notes;  // free text about the run (e.g. baseline flags)
+};
+
+// The human-readable table: one section per workload, n/a cells with
+// numbered reasons below, and the three headline comparisons at the end.
+std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info);
+
+// {"tool": "rdma_bench", "run": {...}, "rows": [...]}: every row has every
+// key; missing figures are null (with "reason").
+std::string FormatJson(const std::vector<Row>& rows, const RunInfo& info);
+
+// A header line and one line per row, the same fields as the JSON rows;
+// missing figures are empty.
+std::string FormatCsv(const std::vector<Row>& rows, const RunInfo& info);
+
+// The gnuplot script drawing latency (median) and bandwidth against size,
+// with the library's memories and the baselines as separate lines.
+std::string GnuplotScript(const std::vector<Row>& rows,
+                          const std::string& png_path);
+
+// Writes `text` to `path`.
+absl::Status WriteFile(const std::string& path, const std::string& text);
+
+}  // namespace demi::bench
+
+#endif  // DEMI_TOOLS_RDMA_BENCH_REPORT_H_

@@ -1,0 +1,120 @@
+#include "tools/rdma_bench/report.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace demi::bench {
+namespace {
+
+std::vector<Row> SampleRows() {
+  Row lat;
+  lat.workload = "latency";
+  lat.size = 64;
+  lat.iterations = 1000;
+  lat.seconds = 0.2;
+  lat.value = lat.median_us = 13.0;
+  lat.p99_us = 40.0;
+  lat.p999_us = 90.0;
+  lat.mean_us = 14.0;
+  lat.baseline = Baseline{"ib_send_lat", 12.5, 38.0, 80.0, ""};
+  Row app = lat;
+  app.memory = Memory::kApplication;
+  app.value = app.median_us = app.p99_us = app.p999_us = app.mean_us =
+      std::nullopt;
+  app.reason = "demi_push of application memory: EINVAL (Invalid argument)";
+  Row bw;
+  bw.workload = "bandwidth";
+  bw.size = 65536;
+  bw.window = 32;
+  bw.reason = "demi_sgaalloc(65536) returned no memory";
+  bw.baseline = Baseline{"ib_send_bw", 80.0, std::nullopt, std::nullopt, ""};
+  bw.read_baseline = Baseline{"ib_read_bw", std::nullopt, std::nullopt,
+                              std::nullopt, "calibration \"failed\""};
+  Row rate;
+  rate.workload = "msgrate";
+  rate.size = 64;
+  rate.window = 32;
+  rate.value = 0.05;
+  rate.baseline = Baseline{"ib_send_bw", 0.04, std::nullopt, std::nullopt, ""};
+  return {lat, app, rate, bw};
+}
+
+TEST(RatioTest, OnlyWithBothFigures) {
+  EXPECT_DOUBLE_EQ(*Ratio(10.0, Baseline{"t", 5.0, {}, {}, ""}), 2.0);
+  EXPECT_FALSE(Ratio(std::nullopt, Baseline{"t", 5.0, {}, {}, ""}));
+  EXPECT_FALSE(Ratio(10.0, std::nullopt));
+  EXPECT_FALSE(Ratio(10.0, Baseline{"t", 0.0, {}, {}, ""}));
+}
+
+TEST(FormatJsonTest, EveryRowHasEveryKey) {
+  RunInfo info;
+  info.baseline = true;
+  std::string json = FormatJson(SampleRows(), info);
+  EXPECT_NE(json.find("\"median_us\": 13,"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"value\": null"), std::string::npos);
+  EXPECT_NE(json.find("\"reason\": \"demi_push of application memory"),
+            std::string::npos);
+  EXPECT_NE(json.find("\"ratio\": 1.04,"), std::string::npos);
+  EXPECT_NE(json.find("\"mpps\": 0.05,"), std::string::npos);
+  EXPECT_NE(json.find("\"read_bw_reason\": \"calibration \\\"failed\\\"\""),
+            std::string::npos);
+  // Four rows, each with the same keys.
+  size_t rows = 0;
+  for (size_t at = json.find("\"workload\""); at != std::string::npos;
+       at = json.find("\"workload\"", at + 1)) {
+    ++rows;
+  }
+  EXPECT_EQ(rows, 4u);
+  size_t baseline_keys = 0;
+  for (size_t at = json.find("\"baseline_value\""); at != std::string::npos;
+       at = json.find("\"baseline_value\"", at + 1)) {
+    ++baseline_keys;
+  }
+  EXPECT_EQ(baseline_keys, 4u);
+}
+
+TEST(FormatJsonTest, NoBaselineKeysWithoutBaseline) {
+  std::string json = FormatJson(SampleRows(), RunInfo{});
+  EXPECT_EQ(json.find("baseline_value"), std::string::npos);
+}
+
+TEST(FormatCsvTest, HeaderAndQuoting) {
+  RunInfo info;
+  info.baseline = true;
+  std::string csv = FormatCsv(SampleRows(), info);
+  EXPECT_EQ(csv.rfind("workload,size,memory,", 0), 0u);
+  EXPECT_NE(csv.find("latency,64,app,"), std::string::npos);
+  EXPECT_NE(csv.find("\"calibration \"\"failed\"\"\""), std::string::npos);
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5);
+}
+
+TEST(FormatTableTest, FiguresRatiosAndFootnotes) {
+  RunInfo info;
+  info.baseline = true;
+  info.window = 32;
+  std::string table = FormatTable(SampleRows(), info);
+  EXPECT_NE(table.find("Lower is better"), std::string::npos) << table;
+  EXPECT_NE(table.find("13.00"), std::string::npos);
+  EXPECT_NE(table.find("1.04x"), std::string::npos);
+  EXPECT_NE(table.find("1.25x"), std::string::npos);
+  EXPECT_NE(table.find("n/a[1]"), std::string::npos);
+  EXPECT_NE(table.find("[1] demi_push of application memory"),
+            std::string::npos);
+  EXPECT_NE(table.find("64 B latency:"), std::string::npos);
+  EXPECT_NE(table.find("n/a (demi_sgaalloc(65536) returned no memory)"),
+            std::string::npos);
+}
+
+TEST(GnuplotScriptTest, SeriesForEachFigure) {
+  std::string script = GnuplotScript(SampleRows(), "out.png");
+  EXPECT_NE(script.find("set output \"out.png\""), std::string::npos);
+  EXPECT_NE(script.find("title \"demi lib\""), std::string::npos);
+  EXPECT_NE(script.find("title \"ib_send_lat\""), std::string::npos);
+  EXPECT_NE(script.find("title \"ib_send_bw\""), std::string::npos);
+  EXPECT_EQ(script.find("title \"demi app\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace demi::bench
