@@ -183,6 +183,8 @@ class LibOS {
   // Receive-handle arrays by start address -> end address.
   absl::btree_map<uintptr_t, uintptr_t> handle_arrays_ ABSL_GUARDED_BY(mu_);
   int next_qd_ ABSL_GUARDED_BY(mu_) = 1;
+  static constexpr uint32_t kCmPollInterval = 16;
+  uint32_t progress_rounds_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t wait_any_start_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
