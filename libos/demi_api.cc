@@ -156,9 +156,9 @@ int demi_push(demi_qtoken_t* qt_out, int qd, const demi_sgarray_t* sga) {
 
 int demi_pushto(demi_qtoken_t* qt_out, int sockqd, const demi_sgarray_t* sga,
                 const struct sockaddr* dest_addr, socklen_t size) {
-  (void)qt_out, (void)sockqd, (void)sga, (void)dest_addr, (void)size;
   if (Os() == nullptr) return kNotInitialized;
-  return ENOTSUP;  // datagram sockets are not implemented yet
+  if (qt_out == nullptr) return EINVAL;
+  return ToErrno(Os()->PushTo(sockqd, sga, dest_addr, size), qt_out);
 }
 
 int demi_pop(demi_qtoken_t* qt_out, int qd) {
@@ -210,6 +210,26 @@ int demi_mr_cache_stats(demi_mr_cache_stats_t* stats) {
   stats->pinned_bytes = cache.pinned_bytes;
   stats->regions = cache.regions;
   stats->caching = cache.caching ? 1 : 0;
+  return 0;
+}
+
+int demi_dgram_stats(demi_dgram_stats_t* stats) {
+  if (Os() == nullptr || stats == nullptr) return EINVAL;
+  const demi::libos::DatagramStats counters = Os()->DatagramStatistics();
+  *stats = demi_dgram_stats_t{};
+  stats->sent = counters.sent;
+  stats->send_failed = counters.send_failed;
+  stats->received = counters.received;
+  stats->malformed = counters.malformed;
+  stats->filtered = counters.filtered;
+  stats->receive_queue_empty = counters.receive_queue_empty;
+  stats->device_dropped = counters.device_dropped;
+  stats->ah_hits = counters.ah_hits;
+  stats->ah_misses = counters.ah_misses;
+  stats->ah_entries = counters.ah_entries;
+  stats->resolution_failures = counters.resolution_failures;
+  stats->max_payload = counters.max_payload;
+  stats->device_drops_reported = counters.device_drops_reported ? 1 : 0;
   return 0;
 }
 

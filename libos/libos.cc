@@ -168,6 +168,8 @@ LibOS::~LibOS() {
   // Connections go before the protection domains and the channel.
   queues_.clear();
   retired_.clear();
+  datagram_queues_.clear();
+  datagram_retired_.clear();
   // Their devices are gone: nothing reads the pushed memory any more.
   for (const auto& [qt, record] : pushes_) PushFinished(record);
   pushes_.clear();
@@ -182,7 +184,8 @@ absl::StatusOr<LibOS::Queue*> LibOS::Find(int qd) {
 }
 
 int LibOS::NewQd() {
-  while (queues_.contains(next_qd_) || next_qd_ <= 0) {
+  while (queues_.contains(next_qd_) || datagram_queues_.contains(next_qd_) ||
+         next_qd_ <= 0) {
     next_qd_ = next_qd_ <= 0 ? 1 : next_qd_ + 1;
   }
   return next_qd_++;
@@ -192,6 +195,7 @@ absl::StatusOr<int> LibOS::Socket(int domain, int type, int protocol) {
   if (domain != AF_INET) {
     return ErrnoError(ENOTSUP, absl::StrCat("socket domain ", domain));
   }
+  if (type == SOCK_DGRAM) return DatagramSocket(protocol);
   if (type != SOCK_STREAM) {
     return ErrnoError(ENOTSUP, absl::StrCat("socket type ", type,
                                             " (only SOCK_STREAM so far)"));
@@ -209,6 +213,7 @@ absl::StatusOr<int> LibOS::Socket(int domain, int type, int protocol) {
 
 absl::Status LibOS::Bind(int qd, const sockaddr* address, socklen_t size) {
   absl::MutexLock lock(&mu_);
+  if (IsDatagram(qd)) return DatagramBind(*datagram_queues_[qd], address, size);
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   DEMI_ASSIGN_OR_RETURN(sockaddr_in local, Ipv4Address(address, size));
   if (queue->state != Queue::State::kSocket || queue->bound) {
@@ -224,6 +229,7 @@ absl::Status LibOS::Bind(int qd, const sockaddr* address, socklen_t size) {
 
 absl::Status LibOS::Listen(int qd, int backlog) {
   absl::MutexLock lock(&mu_);
+  if (IsDatagram(qd)) return ErrnoError(EOPNOTSUPP, "datagram socket");
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (backlog <= 0) return ErrnoError(EINVAL, "backlog must be positive");
   if (queue->state != Queue::State::kSocket) {
@@ -239,6 +245,7 @@ absl::Status LibOS::Listen(int qd, int backlog) {
 
 absl::StatusOr<demi_qtoken_t> LibOS::Accept(int qd) {
   absl::MutexLock lock(&mu_);
+  if (IsDatagram(qd)) return ErrnoError(EOPNOTSUPP, "datagram socket");
   DEMI_ASSIGN_OR_RETURN(Queue * listener, Find(qd));
   if (listener->state != Queue::State::kListening) {
     return ErrnoError(EINVAL, "accept on a socket that is not listening");
@@ -260,6 +267,9 @@ absl::StatusOr<demi_qtoken_t> LibOS::Accept(int qd) {
 absl::StatusOr<demi_qtoken_t> LibOS::Connect(int qd, const sockaddr* address,
                                              socklen_t size) {
   absl::MutexLock lock(&mu_);
+  if (IsDatagram(qd)) {
+    return DatagramConnect(*datagram_queues_[qd], address, size);
+  }
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   DEMI_ASSIGN_OR_RETURN(sockaddr_in remote, Ipv4Address(address, size));
   if (queue->state != Queue::State::kSocket) {
@@ -298,6 +308,7 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
     }
   }
   absl::MutexLock lock(&mu_);
+  if (IsDatagram(qd)) return DatagramPush(*datagram_queues_[qd], sga, nullptr);
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (sga->sga_buf != nullptr && (!FindLibraryBuffer(sga->sga_buf) ||
                                   free_when_pushed_.contains(sga->sga_buf))) {
@@ -339,11 +350,16 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
 absl::Status LibOS::MapSegments(const demi_sgarray_t& sga,
                                 const rdma::RcConnection& connection,
                                 rdma::Segment* segments, PushRecord* record) {
+  return MapSegments(sga, connection.pd(), segments, record);
+}
+
+absl::Status LibOS::MapSegments(const demi_sgarray_t& sga, ibv_pd* pd,
+                                rdma::Segment* segments, PushRecord* record) {
   record->sga = sga;
   record->buffer = sga.sga_buf;
   // Library memory is registered in the first device's PD only.
   std::optional<LibraryBuffer> library;
-  if (sga.sga_buf != nullptr && connection.pd() == devices_->pool_pd()) {
+  if (sga.sga_buf != nullptr && pd == devices_->pool_pd()) {
     library = FindLibraryBuffer(sga.sga_buf);
   }
   const uintptr_t library_begin =
@@ -359,7 +375,7 @@ absl::Status LibOS::MapSegments(const demi_sgarray_t& sga,
       continue;
     }
     if (record->cache == nullptr) {
-      record->cache = devices_->CacheFor(connection.pd());
+      record->cache = devices_->CacheFor(pd);
       if (record->cache == nullptr) {
         return ErrnoError(EIO, "connection on a device without a cache");
       }
@@ -384,6 +400,7 @@ absl::Status LibOS::MapSegments(const demi_sgarray_t& sga,
 
 absl::StatusOr<demi_qtoken_t> LibOS::Pop(int qd) {
   absl::MutexLock lock(&mu_);
+  if (IsDatagram(qd)) return DatagramPop(*datagram_queues_[qd]);
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (queue->state != Queue::State::kConnected &&
       queue->state != Queue::State::kFailed) {
@@ -435,6 +452,9 @@ void LibOS::CompleteAccept(demi_qtoken_t qt, const Queue& accepted) {
 
 absl::Status LibOS::GetPeerName(int qd, sockaddr* address, socklen_t* size) {
   absl::MutexLock lock(&mu_);
+  if (IsDatagram(qd)) {
+    return DatagramGetPeerName(*datagram_queues_[qd], address, size);
+  }
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (address == nullptr || size == nullptr) {
     return ErrnoError(EINVAL, "null address or size");
@@ -452,6 +472,7 @@ absl::Status LibOS::GetPeerName(int qd, sockaddr* address, socklen_t* size) {
 
 absl::Status LibOS::SetLinger(int qd, const void* value, socklen_t size) {
   absl::MutexLock lock(&mu_);
+  if (IsDatagram(qd)) return ErrnoError(ENOPROTOOPT, "SO_LINGER on datagrams");
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (value == nullptr) return ErrnoError(EINVAL, "null option value");
   if (size != static_cast<socklen_t>(sizeof(linger))) {
@@ -463,6 +484,7 @@ absl::Status LibOS::SetLinger(int qd, const void* value, socklen_t size) {
 
 absl::Status LibOS::GetLinger(int qd, void* value, socklen_t* size) {
   absl::MutexLock lock(&mu_);
+  if (IsDatagram(qd)) return ErrnoError(ENOPROTOOPT, "SO_LINGER on datagrams");
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (value == nullptr || size == nullptr) {
     return ErrnoError(EINVAL, "null option value or size");
@@ -563,6 +585,9 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
     }
     return FreeLibraryBuffer(buffer);
   }
+  if (DatagramHandle* datagram = FindDatagramHandle(sga->sga_buf)) {
+    return DatagramSgaFree(*datagram);
+  }
   ReceiveHandle* handle = FindHandle(sga->sga_buf);
   if (handle == nullptr || !handle->in_use) {
     return ErrnoError(EINVAL, "not an array the library owns (or freed)");
@@ -605,6 +630,7 @@ rdma::RegionCacheStats LibOS::CacheStats() const {
 
 absl::Status LibOS::Close(int qd) {
   absl::MutexLock lock(&mu_);
+  if (IsDatagram(qd)) return DatagramClose(qd);
   auto it = queues_.find(qd);
   if (it == queues_.end())
     return ErrnoError(EBADF, absl::StrCat("no queue ", qd));
@@ -714,6 +740,7 @@ void LibOS::PollConnection(Queue& queue) {
 }
 
 void LibOS::Progress() {
+  ProgressDatagrams();
   for (auto& [qd, queue] : queues_) PollConnection(*queue);
   for (auto& queue : retired_) PollConnection(*queue);
   // rdma_cm events (connection setup and teardown) cost a system call to

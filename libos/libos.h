@@ -35,6 +35,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "libos/datagram.h"
 #include "libos/token_table.h"
 #include "rdma/buffer_pool.h"
 #include "rdma/cm_event_channel.h"
@@ -42,6 +43,7 @@
 #include "rdma/device_registry.h"
 #include "rdma/rc_connection.h"
 #include "rdma/region_cache.h"
+#include "rdma/ud_endpoint.h"
 
 namespace demi::libos {
 
@@ -59,6 +61,8 @@ struct LibOSOptions {
   rdma::LargeBufferPoolOptions large_pool;
   // How long address and route resolution may take.
   absl::Duration resolve_timeout = absl::Seconds(2);
+  // Datagram sockets' queue pairs (pd is filled in per device).
+  rdma::UdEndpointOptions datagram;
 };
 
 class LibOS {
@@ -80,6 +84,11 @@ class LibOS {
   absl::Status GetPeerName(int qd, sockaddr* address, socklen_t* size);
   absl::Status SetLinger(int qd, const void* value, socklen_t size);
   absl::Status GetLinger(int qd, void* value, socklen_t* size);
+  // demi_pushto. On a datagram socket: sends to `address` (overriding a
+  // demi_connect destination). On a stream socket (connection-mode) the
+  // address is checked for form and otherwise ignored: a push.
+  absl::StatusOr<demi_qtoken_t> PushTo(int qd, const demi_sgarray_t* sga,
+                                       const sockaddr* address, socklen_t size);
 
   // An array of one segment of `size` registered bytes; all zero on failure.
   demi_sgarray_t SgaAlloc(size_t size);
@@ -87,6 +96,8 @@ class LibOS {
 
   // The memory-region caches' counters (summed over devices).
   rdma::RegionCacheStats CacheStats() const;
+  // Datagram sockets' counters.
+  DatagramStats DatagramStatistics() const;
 
   // Waits at most `timeout` (InfiniteDuration: forever; zero: poll once).
   absl::Status Wait(demi_qtoken_t qt, absl::Duration timeout,
@@ -159,6 +170,10 @@ class LibOS {
                            const rdma::RcConnection& connection,
                            rdma::Segment* segments, PushRecord* record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The same for a queue pair in `pd` (one of devices_).
+  absl::Status MapSegments(const demi_sgarray_t& sga, ibv_pd* pd,
+                           rdma::Segment* segments, PushRecord* record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Free protection: a demi_sgaalloc buffer freed while pushes read it goes
   // back to the pool when the last of them completes; leased regions are
   // released when their push completes.
@@ -186,6 +201,73 @@ class LibOS {
   static constexpr uint32_t kCmPollInterval = 16;
   uint32_t progress_rounds_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t wait_any_start_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // ---- Datagram sockets (libos_dgram.cc) ----------------------------------
+  class DatagramQueueSink;
+  bool IsDatagram(int qd) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return datagram_queues_.contains(qd);
+  }
+  absl::StatusOr<int> DatagramSocket(int protocol) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status DatagramBind(DatagramQueue& queue, const sockaddr* address,
+                            socklen_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<demi_qtoken_t> DatagramConnect(DatagramQueue& queue,
+                                                const sockaddr* address,
+                                                socklen_t size)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `destination` null: the demi_connect destination (EDESTADDRREQ if none).
+  absl::StatusOr<demi_qtoken_t> DatagramPush(DatagramQueue& queue,
+                                             const demi_sgarray_t* sga,
+                                             const sockaddr_in* destination)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<demi_qtoken_t> DatagramPop(DatagramQueue& queue)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DatagramGetPeerName(const DatagramQueue& queue,
+                                   sockaddr* address, socklen_t* size)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DatagramClose(int qd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The handle of a popped datagram `pointer` is, or null.
+  DatagramHandle* FindDatagramHandle(const void* pointer)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DatagramSgaFree(DatagramHandle& handle)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Polls every datagram socket and the datagram rdma_cm channel.
+  void ProgressDatagrams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleDatagramEvent(rdma::CmEvent event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues `pending` behind the route of `key`, starting its resolution if
+  // there is none; fails the pending token if it cannot start.
+  void AwaitRoute(const DatagramRouteKey& key, const sockaddr_in& local,
+                  ibv_pd* pd, const PendingDatagram& pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RouteResolved(DatagramRoute& route) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FailPendingDatagram(const PendingDatagram& pending, int errnum)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CompleteDatagramPop(DatagramQueue& queue, demi_qtoken_t qt,
+                           const rdma::ReceivedDatagram& datagram)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReapDatagramQueues() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Declared last, so destroyed first: sockets (their queue pairs) before
+  // routes (the address handles their sends used) before the channel.
+  std::optional<rdma::EventChannel> datagram_channel_ ABSL_GUARDED_BY(mu_);
+  DatagramStats datagram_counters_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<DatagramRouteKey, std::unique_ptr<DatagramRoute>> routes_
+      ABSL_GUARDED_BY(mu_);
+  // Routes to sockets of this process that closed (their handles may still
+  // be in posted sends), and resolutions in progress by rdma_cm id.
+  std::vector<std::unique_ptr<DatagramRoute>> stale_routes_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<rdma_cm_id*, DatagramRouteKey> resolving_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<int, std::unique_ptr<DatagramQueue>> datagram_queues_
+      ABSL_GUARDED_BY(mu_);
+  // Closed sockets kept until their sends finished and popped buffers came
+  // back.
+  std::vector<std::unique_ptr<DatagramQueue>> datagram_retired_
+      ABSL_GUARDED_BY(mu_);
+  // Handle arrays by start address -> end address.
+  absl::btree_map<uintptr_t, uintptr_t> datagram_handle_arrays_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace demi::libos

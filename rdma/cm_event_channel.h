@@ -44,6 +44,9 @@ class CmEvent {
   rdma_cm_id* listen_id() const { return event_->listen_id; }
   int status() const { return event_->status; }
   const rdma_conn_param& connection() const { return event_->param.conn; }
+  // For ESTABLISHED on an RDMA_PS_UDP id: the peer's address handle
+  // attributes, queue pair number and Q_Key.
+  const rdma_ud_param& datagram() const { return event_->param.ud; }
 
  private:
   Owned<CmEventTraits> event_;

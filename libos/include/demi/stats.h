@@ -32,6 +32,37 @@ typedef struct demi_mr_cache_stats {
 /* Fills *stats. EINVAL if stats is NULL or before demi_init. */
 int demi_mr_cache_stats(demi_mr_cache_stats_t *stats);
 
+/*
+ * Datagram sockets (SOCK_DGRAM), summed over the process's sockets. Datagrams
+ * are unreliable: one that arrives while every receive buffer of its socket
+ * is held (popped and not freed, or not popped) is dropped by the device.
+ */
+typedef struct demi_dgram_stats {
+  uint64_t sent;        /* pushes the device sent (not: someone received) */
+  uint64_t send_failed; /* pushes completed FAILED (resolution, close...) */
+  uint64_t received;    /* datagrams received */
+  uint64_t malformed;   /* datagrams dropped: not in this library's format */
+  uint64_t filtered;    /* dropped: not from a connected socket's peer */
+  /* Times a socket's receive queue ran empty (arrivals then are dropped). */
+  uint64_t receive_queue_empty;
+  /* Datagrams the devices dropped for lack of a posted receive, where a
+   * device counts them (device-wide; see device_drops_reported). */
+  uint64_t device_dropped;
+  uint64_t ah_hits;    /* pushes/connects that found the destination cached */
+  uint64_t ah_misses;  /* pushes/connects that waited for its resolution */
+  uint64_t ah_entries; /* destinations cached now (address handles) */
+  uint64_t resolution_failures; /* destinations that could not be resolved */
+  /* The largest payload one datagram carries (smallest over bound
+   * sockets; 0 if none is bound): path MTU less this library's header. */
+  uint32_t max_payload;
+  /* 1 if device_dropped comes from a device counter; 0 if no device of a
+   * bound socket keeps one (Soft-RoCE does not). */
+  uint32_t device_drops_reported;
+} demi_dgram_stats_t;
+
+/* Fills *stats. EINVAL if stats is NULL or before demi_init. */
+int demi_dgram_stats(demi_dgram_stats_t *stats);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,94 @@
+// The state of datagram sockets (SOCK_DGRAM), kept by the LibOS beside its
+// stream queues; the code is in libos_dgram.cc (see DESIGN.md, "Datagram
+// sockets"). Internal to the libOS: plain structs, guarded by the LibOS mutex.
+
+#ifndef DEMI_LIBOS_DATAGRAM_H_
+#define DEMI_LIBOS_DATAGRAM_H_
+
+#include <demi/types.h>
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "rdma/rc_connection.h"
+#include "rdma/ud_endpoint.h"
+#include "rdma/ud_resolver.h"
+
+namespace demi::libos {
+
+struct DatagramQueue;
+
+// What sga_buf of a popped datagram points to: one per receive buffer,
+// preallocated when the socket is bound.
+struct DatagramHandle {
+  DatagramQueue* queue = nullptr;
+  uint32_t buffer_index = 0;
+  bool in_use = false;
+};
+
+// One datagram socket.
+struct DatagramQueue {
+  int qd = 0;
+  std::unique_ptr<rdma::UdEndpoint> endpoint;    // null until demi_bind
+  std::optional<sockaddr_in> default_peer;       // set by demi_connect
+  std::deque<demi_qtoken_t> pop_tokens;          // waiting pops
+  std::deque<rdma::ReceivedDatagram> datagrams;  // arrived, not popped
+  std::unique_ptr<DatagramHandle[]> handles;     // one per receive buffer
+  uint32_t held = 0;                             // popped buffers not yet freed
+  bool closed = false;  // demi_close was called; kept to finish sends
+};
+
+// A pushto, push or connect waiting for its destination to be resolved.
+struct PendingDatagram {
+  demi_qtoken_t qt = 0;
+  int qd = 0;
+  bool connect = false;  // a connect: completes when resolved, sends nothing
+  uint32_t num_segments = 0;
+  rdma::Segment segments[DEMI_SGARRAY_MAXSIZE];
+};
+
+// How to reach one destination from one local address: being resolved
+// (resolver set) or resolved (peer set).
+struct DatagramRoute {
+  std::unique_ptr<rdma::UdResolver> resolver;
+  std::optional<rdma::UdPeer> peer;
+  std::vector<PendingDatagram> waiting;
+};
+
+struct DatagramRouteKey {
+  uint32_t local_ipv4 = 0;  // the sending socket's address (network order)
+  uint32_t ipv4 = 0;        // the destination's (network order)
+  uint16_t port = 0;        // the destination's (network order)
+
+  friend bool operator==(const DatagramRouteKey&,
+                         const DatagramRouteKey&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const DatagramRouteKey& key) {
+    return H::combine(std::move(h), key.local_ipv4, key.ipv4, key.port);
+  }
+};
+
+// Counters behind demi_dgram_stats (see <demi/stats.h>).
+struct DatagramStats {
+  uint64_t sent = 0;                   // pushes the device sent
+  uint64_t send_failed = 0;            // pushes that completed FAILED
+  uint64_t received = 0;               // datagrams received
+  uint64_t malformed = 0;              // datagrams dropped: bad header
+  uint64_t filtered = 0;               // dropped: not from the connected peer
+  uint64_t receive_queue_empty = 0;    // times a socket had no receive posted
+  uint64_t device_dropped = 0;         // the device's own drop counter
+  bool device_drops_reported = false;  // whether device_dropped is known
+  uint64_t ah_hits = 0;     // pushes and connects with a cached handle
+  uint64_t ah_misses = 0;   // those that waited for a resolution
+  uint64_t ah_entries = 0;  // resolved destinations cached now
+  uint64_t resolution_failures = 0;
+  uint32_t max_payload = 0;  // smallest over bound sockets (0: none bound)
+};
+
+}  // namespace demi::libos
+
+#endif  // DEMI_LIBOS_DATAGRAM_H_

@@ -1,0 +1,93 @@
+#include "rdma/datagram_wire.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+
+namespace demi::rdma::datagram_wire {
+namespace {
+
+// Layout of the fixed part (12 bytes):
+//   0: version  1: type  2: num_segments  3: reserved (0)
+//   4-7: source IPv4 (network order)  8-9: source port  10-11: reserved (0)
+
+void Put16(uint8_t* out, uint16_t value) {
+  out[0] = static_cast<uint8_t>(value);
+  out[1] = static_cast<uint8_t>(value >> 8);
+}
+
+void Put32(uint8_t* out, uint32_t value) {
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<uint8_t>(value >> (8 * i));
+}
+
+uint16_t Get16(const uint8_t* in) {
+  return static_cast<uint16_t>(in[0] | (in[1] << 8));
+}
+
+uint32_t Get32(const uint8_t* in) {
+  uint32_t value = 0;
+  for (int i = 3; i >= 0; --i) value = (value << 8) | in[i];
+  return value;
+}
+
+absl::Status ProtocolError(absl::string_view what) {
+  return ErrnoError(EPROTO, absl::StrCat("datagram wire: ", what));
+}
+
+}  // namespace
+
+size_t EncodeHeader(const DatagramHeader& header, uint8_t out[kMaxHeaderSize]) {
+  out[0] = kVersion;
+  out[1] = static_cast<uint8_t>(header.type);
+  out[2] = header.num_segments;
+  out[3] = 0;
+  std::memcpy(out + 4, &header.source_ipv4, 4);  // already network order
+  Put16(out + 8, header.source_port);
+  out[10] = out[11] = 0;
+  for (int i = 0; i < header.num_segments; ++i) {
+    Put32(out + kHeaderFixedSize + 4 * i, header.segment_lengths[i]);
+  }
+  return HeaderSize(header.num_segments);
+}
+
+absl::StatusOr<DatagramHeader> DecodeHeader(const uint8_t* datagram,
+                                            size_t length) {
+  if (datagram == nullptr || length < kHeaderFixedSize) {
+    return ProtocolError(
+        absl::StrCat("datagram of ", length, " bytes has no header"));
+  }
+  if (datagram[0] != kVersion) {
+    return ProtocolError(absl::StrCat("datagram version ", datagram[0]));
+  }
+  if (datagram[1] != static_cast<uint8_t>(DatagramType::kData)) {
+    return ProtocolError(absl::StrCat("unknown datagram type ", datagram[1]));
+  }
+  DatagramHeader header;
+  header.num_segments = datagram[2];
+  if (header.num_segments == 0 || header.num_segments > kMaxSegments) {
+    return ProtocolError(
+        absl::StrCat(header.num_segments, " segments in one datagram"));
+  }
+  std::memcpy(&header.source_ipv4, datagram + 4, 4);
+  header.source_port = Get16(datagram + 8);
+  const size_t header_size = HeaderSize(header.num_segments);
+  if (length < header_size) {
+    return ProtocolError("datagram shorter than its segment table");
+  }
+  uint64_t payload = 0;
+  for (int i = 0; i < header.num_segments; ++i) {
+    header.segment_lengths[i] =
+        Get32(datagram + kHeaderFixedSize + 4 * static_cast<size_t>(i));
+    payload += header.segment_lengths[i];
+  }
+  if (header_size + payload != length) {
+    return ProtocolError(absl::StrCat("segments hold ", payload,
+                                      " bytes but the datagram carries ",
+                                      length - header_size));
+  }
+  return header;
+}
+
+}  // namespace demi::rdma::datagram_wire

@@ -1,0 +1,358 @@
+#include "rdma/ud_endpoint.h"
+
+#include <arpa/inet.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+
+namespace demi::rdma {
+namespace {
+
+namespace dw = datagram_wire;
+
+// Header slots are spaced to keep each on its own cache lines.
+constexpr size_t kHeaderSlotSize = 128;
+static_assert(dw::kMaxHeaderSize <= kHeaderSlotSize);
+constexpr size_t kSgesPerSend = dw::kMaxSegments + 1;
+constexpr int kPollBatch = 16;
+
+absl::Status CompletionError(const ibv_wc& wc) {
+  const int errnum = wc.status == IBV_WC_WR_FLUSH_ERR ? ECONNRESET : EIO;
+  return ErrnoError(errnum, absl::StrCat("datagram work completion: ",
+                                         ibv_wc_status_str(wc.status),
+                                         " (vendor ", wc.vendor_err, ")"));
+}
+
+uint32_t MtuBytes(ibv_mtu mtu) { return 128u << static_cast<int>(mtu); }
+
+}  // namespace
+
+UdEndpoint::UdEndpoint(CmId id, const UdEndpointOptions& options)
+    : id_(std::move(id)),
+      options_(options),
+      held_(options.receive_buffers, 0),
+      posted_(options.send_queue_depth, 0) {}
+
+UdEndpoint::~UdEndpoint() = default;
+
+absl::StatusOr<std::unique_ptr<UdEndpoint>> UdEndpoint::Create(
+    CmId id, const UdEndpointOptions& options) {
+  if (options.pd == nullptr || options.receive_buffers == 0 ||
+      options.receive_buffers > 1u << 16 || options.send_queue_depth == 0 ||
+      options.send_queue_depth > 1u << 16) {
+    return ErrnoError(EINVAL, "bad datagram endpoint options");
+  }
+  if (id.verbs() == nullptr) {
+    return ErrnoError(EADDRNOTAVAIL,
+                      "a datagram socket must be bound to the address of an "
+                      "RDMA interface");
+  }
+  if (id.verbs() != options.pd->context) {
+    return ErrnoError(EINVAL, "protection domain of another device");
+  }
+  std::unique_ptr<UdEndpoint> endpoint(new UdEndpoint(std::move(id), options));
+  DEMI_RETURN_IF_ERROR(endpoint->CreateResources());
+  // Peers resolving this endpoint send connect requests to the id.
+  DEMI_RETURN_IF_ERROR(endpoint->id_->Listen(128));
+  return endpoint;
+}
+
+absl::Status UdEndpoint::CreateResources() {
+  ibv_context* context = id_->verbs();
+  local_ = id_->LocalAddress();
+  port_num_ = id_->get()->port_num;
+  ibv_port_attr port{};
+  if (int rc = ibv_query_port(context, port_num_, &port); rc != 0) {
+    return ErrnoStatus(rc, "ibv_query_port");
+  }
+  const uint32_t mtu = MtuBytes(port.active_mtu);
+  if (mtu <= dw::kMaxHeaderSize) {
+    return ErrnoError(ENOTSUP, absl::StrCat("port MTU of ", mtu, " bytes"));
+  }
+  max_payload_ = mtu - static_cast<uint32_t>(dw::kMaxHeaderSize);
+  receive_buffer_size_ = static_cast<uint32_t>(dw::kGrhSize) + mtu;
+
+  DEMI_ASSIGN_OR_RETURN(
+      CompletionQueue send_cq,
+      CompletionQueue::Create(context,
+                              static_cast<int>(options_.send_queue_depth)));
+  send_cq_.emplace(std::move(send_cq));
+  DEMI_ASSIGN_OR_RETURN(
+      CompletionQueue recv_cq,
+      CompletionQueue::Create(context,
+                              static_cast<int>(options_.receive_buffers)));
+  recv_cq_.emplace(std::move(recv_cq));
+
+  const size_t receive_bytes =
+      static_cast<size_t>(options_.receive_buffers) * receive_buffer_size_;
+  receive_memory_.reset(new uint8_t[receive_bytes]);
+  DEMI_ASSIGN_OR_RETURN(
+      MemoryRegion receive_mr,
+      MemoryRegion::Register(options_.pd, receive_memory_.get(), receive_bytes,
+                             IBV_ACCESS_LOCAL_WRITE));
+  receive_mr_.emplace(std::move(receive_mr));
+  const size_t header_bytes =
+      static_cast<size_t>(options_.send_queue_depth) * kHeaderSlotSize;
+  header_memory_.reset(new uint8_t[header_bytes]);
+  DEMI_ASSIGN_OR_RETURN(
+      MemoryRegion header_mr,
+      MemoryRegion::Register(options_.pd, header_memory_.get(), header_bytes,
+                             0));
+  header_mr_.emplace(std::move(header_mr));
+
+  ibv_qp_init_attr attr{};
+  attr.send_cq = send_cq_->get();
+  attr.recv_cq = recv_cq_->get();
+  attr.qp_type = IBV_QPT_UD;
+  attr.sq_sig_all = 1;
+  attr.cap.max_send_wr = options_.send_queue_depth;
+  attr.cap.max_recv_wr = options_.receive_buffers;
+  attr.cap.max_send_sge = kSgesPerSend;
+  attr.cap.max_recv_sge = 1;
+  attr.cap.max_inline_data = options_.max_inline_data;
+  absl::StatusOr<QueuePair> qp = QueuePair::Create(*id_, options_.pd, attr);
+  if (!qp.ok() && options_.max_inline_data > 0) {
+    attr.cap.max_inline_data = 0;  // some devices refuse inline data
+    qp = QueuePair::Create(*id_, options_.pd, attr);
+  }
+  if (!qp.ok()) return qp.status();
+  qp_.emplace(std::move(*qp));
+  max_inline_data_ = attr.cap.max_inline_data;
+
+  for (uint32_t i = 0; i < options_.receive_buffers; ++i) {
+    DEMI_RETURN_IF_ERROR(PostReceive(i));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UdEndpoint::AcceptResolution(CmEvent request) {
+  if (request.type() != RDMA_CM_EVENT_CONNECT_REQUEST) {
+    return ErrnoError(EINVAL, "AcceptResolution needs a CONNECT_REQUEST");
+  }
+  CmId requester = CmId::Adopt(request.id());
+  { CmEvent acknowledged = std::move(request); }
+  if (!status_.ok()) {
+    (void)requester.Reject(nullptr, 0);
+    return status_;
+  }
+  // For UD, rdma_accept sends the reply (SIDR REP) at once; no further event
+  // comes for this id, so it goes when this function returns.
+  rdma_conn_param param{};
+  param.qp_num = qp_->qp_num();
+  // The reply's Q_Key is rdma_cm's: RDMA_UDP_QKEY for RDMA_PS_UDP, the one
+  // rdma_create_qp gave the queue pair.
+  return requester.Accept(param);
+}
+
+absl::Status UdEndpoint::PostReceive(uint32_t buffer_index) {
+  ibv_sge sge{};
+  sge.addr = reinterpret_cast<uintptr_t>(receive_memory_.get()) +
+             static_cast<uintptr_t>(buffer_index) * receive_buffer_size_;
+  sge.length = receive_buffer_size_;
+  sge.lkey = receive_mr_->lkey();
+  ibv_recv_wr wr{};
+  wr.wr_id = buffer_index;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  DEMI_RETURN_IF_ERROR(qp_->PostRecv(&wr));
+  ++posted_receives_;
+  return absl::OkStatus();
+}
+
+absl::Status UdEndpoint::Send(const UdDestination& destination,
+                              absl::Span<const Segment> segments,
+                              uint64_t cookie) {
+  if (!status_.ok()) return status_;
+  if (segments.empty() || segments.size() > dw::kMaxSegments) {
+    return ErrnoError(EINVAL, "a datagram has 1 to 16 segments");
+  }
+  if (destination.ah == nullptr) {
+    return ErrnoError(EINVAL, "no address handle");
+  }
+  uint64_t total = 0;
+  for (const Segment& segment : segments) total += segment.length;
+  if (total > max_payload_) {
+    return ErrnoError(EMSGSIZE,
+                      absl::StrCat("datagram of ", total, " bytes; at most ",
+                                   max_payload_, " fit one"));
+  }
+  if (posted_count_ == options_.send_queue_depth) {
+    return ErrnoError(EAGAIN, "datagram send queue full");
+  }
+  const uint32_t slot =
+      (posted_head_ + posted_count_) % options_.send_queue_depth;
+  uint8_t* header_slot = header_memory_.get() + slot * kHeaderSlotSize;
+  dw::DatagramHeader header;
+  header.num_segments = static_cast<uint8_t>(segments.size());
+  header.source_ipv4 = local_.sin_addr.s_addr;
+  header.source_port = ntohs(local_.sin_port);
+  for (size_t i = 0; i < segments.size(); ++i) {
+    header.segment_lengths[i] = segments[i].length;
+  }
+  const size_t header_size = dw::EncodeHeader(header, header_slot);
+
+  ibv_sge sge[kSgesPerSend];
+  sge[0].addr = reinterpret_cast<uintptr_t>(header_slot);
+  sge[0].length = static_cast<uint32_t>(header_size);
+  sge[0].lkey = header_mr_->lkey();
+  for (size_t i = 0; i < segments.size(); ++i) {
+    sge[i + 1].addr = reinterpret_cast<uintptr_t>(segments[i].data);
+    sge[i + 1].length = segments[i].length;
+    sge[i + 1].lkey = segments[i].lkey;
+  }
+  ibv_send_wr wr{};
+  wr.wr_id = slot;
+  wr.sg_list = sge;
+  wr.num_sge = static_cast<int>(segments.size() + 1);
+  wr.opcode = IBV_WR_SEND;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  if (header_size + total <= max_inline_data_) {
+    wr.send_flags |= IBV_SEND_INLINE;
+  }
+  wr.wr.ud.ah = destination.ah;
+  wr.wr.ud.remote_qpn = destination.qp_num;
+  wr.wr.ud.remote_qkey = destination.qkey;
+  // A rejected post leaves the endpoint usable: nothing was posted.
+  DEMI_RETURN_IF_ERROR(qp_->PostSend(&wr));
+  posted_[slot] = cookie;
+  ++posted_count_;
+  return absl::OkStatus();
+}
+
+absl::Status UdEndpoint::Poll(DatagramSink& sink) {
+  ibv_wc wc[kPollBatch];
+  for (;;) {
+    absl::StatusOr<int> n = send_cq_->Poll(absl::MakeSpan(wc));
+    if (!n.ok()) {
+      Fail(n.status());
+      break;
+    }
+    for (int i = 0; i < *n; ++i) HandleSendCompletion(wc[i], sink);
+    if (*n < kPollBatch) break;
+  }
+  for (;;) {
+    absl::StatusOr<int> n = recv_cq_->Poll(absl::MakeSpan(wc));
+    if (!n.ok()) {
+      Fail(n.status());
+      break;
+    }
+    for (int i = 0; i < *n; ++i) HandleReceiveCompletion(wc[i], sink);
+    if (*n < kPollBatch) break;
+  }
+  return status_;
+}
+
+void UdEndpoint::HandleSendCompletion(const ibv_wc& wc, DatagramSink& sink) {
+  // Every send is signaled and a queue pair completes its sends in order.
+  const uint32_t slot = static_cast<uint32_t>(wc.wr_id);
+  if (posted_count_ == 0 || slot != posted_head_) {
+    DEMI_LOG(kError, "datagram send completion for slot ", slot, ", expected ",
+             posted_head_, " (", posted_count_, " posted)");
+    Fail(ErrnoError(EIO, "datagram send completion out of order"));
+    return;
+  }
+  const uint64_t cookie = posted_[slot];
+  posted_head_ = (posted_head_ + 1) % options_.send_queue_depth;
+  --posted_count_;
+  absl::Status status;
+  if (wc.status != IBV_WC_SUCCESS) {
+    status = CompletionError(wc);
+    Fail(status);
+  }
+  sink.OnSendComplete(cookie, status);
+}
+
+void UdEndpoint::HandleReceiveCompletion(const ibv_wc& wc, DatagramSink& sink) {
+  const uint32_t index = static_cast<uint32_t>(wc.wr_id);
+  if (index >= options_.receive_buffers || held_[index]) {
+    Fail(ErrnoError(EIO, "receive completion for an unknown buffer"));
+    return;
+  }
+  --posted_receives_;
+  if (wc.status != IBV_WC_SUCCESS) {
+    // Flushed receives of a failed endpoint; buffers are not reused.
+    Fail(CompletionError(wc));
+    return;
+  }
+  if (!status_.ok()) return;
+  const uint8_t* buffer =
+      receive_memory_.get() + static_cast<size_t>(index) * receive_buffer_size_;
+  absl::StatusOr<dw::DatagramHeader> header =
+      wc.byte_len < dw::kGrhSize
+          ? ErrnoError(EPROTO, "datagram shorter than the GRH")
+          : dw::DecodeHeader(buffer + dw::kGrhSize, wc.byte_len - dw::kGrhSize);
+  if (!header.ok()) {
+    // Not ours to trust, but not a reason to fail: drop it, count it.
+    ++malformed_;
+    DEMI_LOG(kDebug, "dropped a datagram: ", header.status().message());
+    absl::Status reposted = PostReceive(index);
+    if (!reposted.ok()) Fail(reposted);
+    return;
+  }
+  ReceivedDatagram datagram;
+  datagram.buffer_index = index;
+  datagram.source.sin_family = AF_INET;
+  datagram.source.sin_addr.s_addr = header->source_ipv4;
+  datagram.source.sin_port = htons(header->source_port);
+  datagram.num_segments = header->num_segments;
+  const uint8_t* data =
+      buffer + dw::kGrhSize + dw::HeaderSize(header->num_segments);
+  for (uint32_t i = 0; i < header->num_segments; ++i) {
+    datagram.segment_data[i] = data;
+    datagram.segment_lengths[i] = header->segment_lengths[i];
+    data += header->segment_lengths[i];
+  }
+  held_[index] = 1;
+  if (posted_receives_ == 0) ++receive_queue_empty_;
+  sink.OnDatagram(datagram);
+}
+
+absl::Status UdEndpoint::Release(uint32_t buffer_index) {
+  if (buffer_index >= options_.receive_buffers || !held_[buffer_index]) {
+    return ErrnoError(
+        EINVAL, absl::StrCat("receive buffer ", buffer_index, " is not held"));
+  }
+  held_[buffer_index] = 0;
+  if (!status_.ok()) return absl::OkStatus();  // nothing to re-post for
+  absl::Status reposted = PostReceive(buffer_index);
+  if (!reposted.ok()) Fail(reposted);
+  return reposted;
+}
+
+absl::StatusOr<uint64_t> UdEndpoint::DeviceDroppedDatagrams() const {
+  // Counters named by the devices that keep one; rxe has none.
+  static constexpr const char* kCounters[] = {"out_of_buffer"};
+  const char* device = ibv_get_device_name(id_->verbs()->device);
+  for (const char* counter : kCounters) {
+    std::ifstream in(absl::StrCat("/sys/class/infiniband/", device, "/ports/",
+                                  port_num_, "/hw_counters/", counter));
+    uint64_t value = 0;
+    if (in >> value) return value;
+  }
+  return ErrnoError(ENOENT, absl::StrCat(device, " reports no receive drops"));
+}
+
+void UdEndpoint::Fail(absl::Status status) {
+  if (status_.ok()) {
+    status_ = std::move(status);
+    DEMI_LOG(kInfo, "datagram endpoint failed: ", status_.message());
+  }
+  if (!qp_flushed_ && qp_) {
+    qp_flushed_ = true;
+    ibv_qp_attr attr{};
+    attr.qp_state = IBV_QPS_ERR;
+    if (int rc = ibv_modify_qp(qp_->get(), &attr, IBV_QP_STATE); rc != 0) {
+      DEMI_LOG(kWarning, "ibv_modify_qp(ERR): ", rc);
+    }
+  }
+}
+
+}  // namespace demi::rdma

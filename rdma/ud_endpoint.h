@@ -1,0 +1,200 @@
+// UdEndpoint: one unreliable-datagram queue pair carrying demi datagrams.
+//
+// It owns an rdma_cm id in RDMA_PS_UDP bound to a local address, the UD queue
+// pair created on it (rdma_create_qp takes it straight to RTS with Q_Key
+// RDMA_UDP_QKEY), a send and a receive completion queue, the receive buffers
+// (one registered slab: `receive_buffers` buffers of kGrhSize + MTU bytes, all
+// kept posted) and one registered header slot per send-queue entry. The id
+// also listens, so peers can resolve this endpoint (rdma_connect on their
+// side, AcceptResolution here): that is how they learn its queue pair number.
+//
+// It knows nothing of queue tokens: each Send carries an opaque uint64
+// cookie reported, exactly once, through DatagramSink::OnSendComplete.
+//
+// Datagrams. One Send is one UD SEND: sge[0] is a header slot (a
+// datagram_wire::DatagramHeader naming this endpoint's address, and the
+// segment lengths), sge[i + 1] is segment i, read in place from the caller's
+// registered memory (inline when it fits max_inline_data). Every send is
+// signaled. A datagram carries at most max_payload() bytes: the port's MTU
+// less datagram_wire::kMaxHeaderSize, whatever the segment count.
+//
+// Honest datagram semantics: there are no credits. A datagram that arrives
+// when every receive buffer is held by the consumer is dropped by the device
+// (the sender's send still succeeds); receive_queue_empty() counts the times
+// the receive queue ran dry, and DeviceDroppedDatagrams() reads the device's
+// own drop counter where it has one. A malformed datagram is dropped and
+// counted; it never fails the endpoint.
+//
+// Receiving. Poll() reports each datagram as a ReceivedDatagram pointing into
+// a receive buffer (zero copy), held by the consumer until Release().
+//
+// Failure. An error completion (other than the flush of a failed endpoint) or
+// a failed post of a receive marks the endpoint failed and moves the queue
+// pair to the error state; posted sends then complete with an error
+// (flushed: ECONNRESET; otherwise EIO) and later Sends fail with it.
+//
+// Thread-safety: none; the caller serializes all calls. The hot path (Send,
+// Poll, Release) makes no allocation and no system call other than
+// ibv_post_send / ibv_post_recv. Sink callbacks may call Release() and Send()
+// but must not destroy the endpoint.
+//
+// Lifetime: the EventChannel of the id and the protection domain
+// (options.pd) must outlive the endpoint, and so must the address handles of
+// sends still posted. Destroying it destroys the queue pair first (the device
+// then no longer reads posted sends' memory), then memory, queues and the id.
+
+#ifndef DEMI_RDMA_UD_ENDPOINT_H_
+#define DEMI_RDMA_UD_ENDPOINT_H_
+
+#include <infiniband/verbs.h>
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "rdma/cm_event_channel.h"
+#include "rdma/cm_id.h"
+#include "rdma/completion_queue.h"
+#include "rdma/datagram_wire.h"
+#include "rdma/memory_region.h"
+#include "rdma/queue_pair.h"
+#include "rdma/rc_connection.h"  // Segment
+
+namespace demi::rdma {
+
+struct UdEndpointOptions {
+  // Receive buffers kept posted (1..65536).
+  uint32_t receive_buffers = 256;
+  // Sends outstanding at once (1..65536); Send says EAGAIN past it.
+  uint32_t send_queue_depth = 128;
+  // Inline data asked of the queue pair (0 if the device refuses any).
+  uint32_t max_inline_data = 256;
+  // The protection domain of the id's device (not owned; required).
+  ibv_pd* pd = nullptr;
+};
+
+// Where a datagram goes: what resolving the peer gave (UdResolver).
+struct UdDestination {
+  ibv_ah* ah = nullptr;
+  uint32_t qp_num = 0;
+  uint32_t qkey = 0;
+};
+
+// A datagram received into buffer `buffer_index`; the pointers stay valid,
+// and the bytes unchanged, until Release(buffer_index).
+struct ReceivedDatagram {
+  uint32_t buffer_index = 0;
+  sockaddr_in source{};  // the sender's bound address, from the header
+  uint32_t num_segments = 0;
+  const uint8_t* segment_data[datagram_wire::kMaxSegments] = {};
+  uint32_t segment_lengths[datagram_wire::kMaxSegments] = {};
+};
+
+class DatagramSink {
+ public:
+  virtual ~DatagramSink() = default;
+  // The send of `cookie` finished: OK once the device sent it (not that
+  // anyone received it), otherwise an error carrying an errno.
+  virtual void OnSendComplete(uint64_t cookie, const absl::Status& status) = 0;
+  // A datagram arrived; give its buffer back with Release().
+  virtual void OnDatagram(const ReceivedDatagram& datagram) = 0;
+};
+
+class UdEndpoint {
+ public:
+  // Takes `id` (RDMA_PS_UDP, bound to a local address of a device: verbs()
+  // not null, else EADDRNOTAVAIL), creates the queue pair and buffers, posts
+  // the receives and listens for resolution requests.
+  static absl::StatusOr<std::unique_ptr<UdEndpoint>> Create(
+      CmId id, const UdEndpointOptions& options);
+
+  UdEndpoint(const UdEndpoint&) = delete;
+  UdEndpoint& operator=(const UdEndpoint&) = delete;
+  ~UdEndpoint();
+
+  // Answers a CONNECT_REQUEST that arrived on id() (a peer resolving this
+  // endpoint) with this queue pair's number and Q_Key; the request's id is
+  // acknowledged and destroyed here.
+  absl::Status AcceptResolution(CmEvent request);
+
+  // Sends one datagram of `segments` (1..16, else EINVAL) totalling at most
+  // max_payload() bytes (EMSGSIZE) to `destination`. On OK it was posted and
+  // `cookie` will be reported exactly once; on error it never will. EAGAIN:
+  // send_queue_depth sends are outstanding (poll and retry). A failed
+  // endpoint returns its error.
+  absl::Status Send(const UdDestination& destination,
+                    absl::Span<const Segment> segments, uint64_t cookie);
+
+  // Polls both completion queues and reports to `sink`. Returns OK while the
+  // endpoint is healthy, its error once it failed (after reporting what it
+  // could; keep polling until idle() to collect flushed sends).
+  absl::Status Poll(DatagramSink& sink);
+
+  // The consumer is done with the datagram in `buffer_index`: re-posts it.
+  // EINVAL if the buffer is not held.
+  absl::Status Release(uint32_t buffer_index);
+
+  // Reads the device's counter of datagrams dropped for lack of a posted
+  // receive (device-wide, all queue pairs of the port) where the device has
+  // one (mlx5: out_of_buffer); ENOENT where it has none (rxe).
+  absl::StatusOr<uint64_t> DeviceDroppedDatagrams() const;
+
+  CmId& id() { return *id_; }
+  const sockaddr_in& local_address() const { return local_; }
+  ibv_pd* pd() const { return options_.pd; }
+  uint32_t qp_num() const { return qp_->qp_num(); }
+  uint32_t max_payload() const { return max_payload_; }
+  const absl::Status& status() const { return status_; }
+  bool idle() const { return posted_count_ == 0; }
+  uint32_t posted_sends() const { return posted_count_; }
+  uint64_t malformed() const { return malformed_; }
+  uint64_t receive_queue_empty() const { return receive_queue_empty_; }
+
+ private:
+  UdEndpoint(CmId id, const UdEndpointOptions& options);
+
+  absl::Status CreateResources();
+  absl::Status PostReceive(uint32_t buffer_index);
+  void HandleSendCompletion(const ibv_wc& wc, DatagramSink& sink);
+  void HandleReceiveCompletion(const ibv_wc& wc, DatagramSink& sink);
+  // Marks the endpoint failed (first error wins) and flushes the queue pair.
+  void Fail(absl::Status status);
+
+  // Destruction order: the queue pair first, then memory regions, memory,
+  // queues, id.
+  std::optional<CmId> id_;
+  std::optional<CompletionQueue> send_cq_;
+  std::optional<CompletionQueue> recv_cq_;
+  std::unique_ptr<uint8_t[]> receive_memory_;
+  std::unique_ptr<uint8_t[]> header_memory_;
+  std::optional<MemoryRegion> receive_mr_;
+  std::optional<MemoryRegion> header_mr_;
+  std::optional<QueuePair> qp_;
+
+  const UdEndpointOptions options_;
+  sockaddr_in local_{};
+  uint8_t port_num_ = 0;
+  uint32_t receive_buffer_size_ = 0;  // kGrhSize + MTU
+  uint32_t max_payload_ = 0;
+  uint32_t max_inline_data_ = 0;
+  bool qp_flushed_ = false;
+  absl::Status status_;
+
+  std::vector<uint8_t> held_;  // by buffer index
+  uint32_t posted_receives_ = 0;
+  // Ring of posted sends' cookies, by send-queue slot (completion order).
+  std::vector<uint64_t> posted_;
+  uint32_t posted_head_ = 0;
+  uint32_t posted_count_ = 0;
+  uint64_t malformed_ = 0;
+  uint64_t receive_queue_empty_ = 0;
+};
+
+}  // namespace demi::rdma
+
+#endif  // DEMI_RDMA_UD_ENDPOINT_H_

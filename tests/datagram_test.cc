@@ -1,0 +1,538 @@
+// Datagram sockets end to end on the test device: pushto/pop across sizes up
+// to the limit, several senders, the address-handle cache, connect, drops
+// without receive buffers, resolution failures and invalid arguments. All in
+// one process (one libOS), every socket on the same rxe address.
+
+#include <arpa/inet.h>
+#include <demi/libos.h>
+#include <demi/sga.h>
+#include <demi/stats.h>
+#include <demi/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/libos_test_util.h"
+#include "tests/rdma_env.h"
+
+namespace demi::testing {
+namespace {
+
+constexpr timespec kZero = {0, 0};
+
+uint8_t Pattern(uint64_t message, size_t offset) {
+  return static_cast<uint8_t>(message * 151 + offset * 13 + 5);
+}
+
+// A datagram socket bound to the test address on a port of its own.
+int BoundSocket(sockaddr_in* address) {
+  absl::StatusOr<sockaddr_in> base = RdmaTestAddress(0);
+  EXPECT_TRUE(base.ok()) << base.status();
+  static uint16_t next_port = 30000 + (getpid() % 1000) * 30;
+  *address = base.ok() ? *base : sockaddr_in{};
+  address->sin_port = htons(next_port++);
+  int qd = -1;
+  EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_DGRAM, 0), 0);
+  EXPECT_EQ(
+      demi_bind(qd, reinterpret_cast<sockaddr*>(address), sizeof(*address)), 0);
+  return qd;
+}
+
+const sockaddr* Sa(const sockaddr_in& address) {
+  return reinterpret_cast<const sockaddr*>(&address);
+}
+
+// Message `index` of `size` bytes in `segments` segments of one
+// demi_sgaalloc buffer.
+demi_sgarray_t MessageArray(uint64_t index, uint32_t size, uint32_t segments) {
+  demi_sgarray_t sga = demi_sgaalloc(size);
+  EXPECT_EQ(sga.sga_numsegs, 1u) << "demi_sgaalloc(" << size << ")";
+  if (sga.sga_numsegs != 1) return sga;
+  auto* data = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
+  for (uint32_t j = 0; j < size; ++j) data[j] = Pattern(index, j);
+  segments = std::min(segments, size);
+  sga.sga_numsegs = segments;
+  uint32_t offset = 0;
+  for (uint32_t s = 0; s < segments; ++s) {
+    sga.sga_segs[s].sgaseg_buf = data + offset;
+    sga.sga_segs[s].sgaseg_len =
+        s + 1 == segments ? size - offset : size / segments;
+    offset += sga.sga_segs[s].sgaseg_len;
+  }
+  return sga;
+}
+
+demi_qtoken_t PushTo(int qd, uint64_t index, uint32_t size, uint32_t segments,
+                     const sockaddr_in& destination) {
+  demi_sgarray_t sga = MessageArray(index, size, segments);
+  demi_qtoken_t qt = 0;
+  EXPECT_EQ(demi_pushto(&qt, qd, &sga, Sa(destination), sizeof(destination)),
+            0);
+  return qt;
+}
+
+// Pops one datagram and checks it is message `index` of `size` bytes in
+// `segments` segments from `sender`; frees it.
+void PopAndCheck(int qd, uint64_t index, uint32_t size, uint32_t segments,
+                 const sockaddr_in& sender) {
+  demi_qtoken_t qt = 0;
+  ASSERT_EQ(demi_pop(&qt, qd), 0);
+  demi_qresult_t result = WaitResult(qt);
+  ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP) << result.qr_ret;
+  demi_sgarray_t& sga = result.qr_value.sga;
+  EXPECT_EQ(sga.sga_addr.sin_family, AF_INET);
+  EXPECT_EQ(sga.sga_addr.sin_addr.s_addr, sender.sin_addr.s_addr);
+  EXPECT_EQ(ntohs(sga.sga_addr.sin_port), ntohs(sender.sin_port));
+  segments = std::min(segments, size);
+  EXPECT_EQ(sga.sga_numsegs, segments);
+  uint32_t offset = 0;
+  for (uint32_t s = 0; s < sga.sga_numsegs; ++s) {
+    auto* data = static_cast<const uint8_t*>(sga.sga_segs[s].sgaseg_buf);
+    for (uint32_t j = 0; j < sga.sga_segs[s].sgaseg_len; ++j) {
+      if (data[j] != Pattern(index, offset + j)) {
+        ADD_FAILURE() << "message " << index << " byte " << offset + j;
+        break;
+      }
+    }
+    offset += sga.sga_segs[s].sgaseg_len;
+  }
+  EXPECT_EQ(offset, size);
+  EXPECT_EQ(demi_sgafree(&sga), 0);
+}
+
+demi_dgram_stats_t Stats() {
+  demi_dgram_stats_t stats{};
+  EXPECT_EQ(demi_dgram_stats(&stats), 0);
+  return stats;
+}
+
+class DatagramTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { ASSERT_EQ(demi_init(nullptr), 0); }
+};
+
+TEST_F(DatagramTest, EchoEverySizeUpToTheLimit) {
+  sockaddr_in server_address, client_address;
+  const int server = BoundSocket(&server_address);
+  const int client = BoundSocket(&client_address);
+  const uint32_t limit = Stats().max_payload;
+  ASSERT_GT(limit, 0u);
+  std::printf("datagram payload limit: %u bytes\n", limit);
+  std::vector<uint32_t> sizes = {1,  2,   3,   15,  16,  17,  63,        64,
+                                 65, 255, 256, 257, 511, 512, limit - 1, limit};
+  for (uint32_t size = 1; size <= limit; size += 29) sizes.push_back(size);
+  uint64_t index = 0, bytes = 0;
+  for (uint32_t size : sizes) {
+    for (uint32_t segments : {1u, 1 + size % 16, 16u}) {
+      ++index;
+      demi_qtoken_t push =
+          PushTo(client, index, size, segments, server_address);
+      ASSERT_NO_FATAL_FAILURE(
+          PopAndCheck(server, index, size, segments, client_address));
+      CompletePush(push);
+      // Echo, as message index + 1e6, to the address the pop reported.
+      push = PushTo(server, index + 1000000, size, segments, client_address);
+      ASSERT_NO_FATAL_FAILURE(
+          PopAndCheck(client, index + 1000000, size, segments, server_address));
+      CompletePush(push);
+      bytes += 2 * size;
+      if (HasFailure()) return;
+    }
+  }
+  std::printf("datagram echo: %lu round trips, %lu bytes verified\n",
+              static_cast<unsigned long>(index),
+              static_cast<unsigned long>(bytes));
+
+  // Application memory (sga_buf == NULL) goes the same way.
+  std::vector<uint8_t> heap(limit);
+  for (uint32_t j = 0; j < limit; ++j) heap[j] = Pattern(7777, j);
+  demi_sgarray_t app{};
+  app.sga_numsegs = 1;
+  app.sga_segs[0] = {heap.data(), limit};
+  demi_qtoken_t qt = 0;
+  ASSERT_EQ(demi_pushto(&qt, client, &app, Sa(server_address),
+                        sizeof(server_address)),
+            0);
+  ASSERT_NO_FATAL_FAILURE(PopAndCheck(server, 7777, limit, 1, client_address));
+  EXPECT_EQ(WaitResult(qt).qr_opcode, DEMI_OPC_PUSH);
+
+  // One byte more does not fit one datagram, however it is split.
+  for (uint32_t segments : {1u, 16u}) {
+    demi_sgarray_t sga = MessageArray(0, limit + 1, segments);
+    EXPECT_EQ(demi_pushto(&qt, client, &sga, Sa(server_address),
+                          sizeof(server_address)),
+              EMSGSIZE);
+    EXPECT_EQ(demi_sgafree(&sga), 0);
+  }
+  CloseQueues({client, server});
+}
+
+TEST_F(DatagramTest, PingPongLatencyAt64Bytes) {
+  sockaddr_in a_address, b_address;
+  const int a = BoundSocket(&a_address);
+  const int b = BoundSocket(&b_address);
+  // The pushed arrays are never written, so several pushes of each may be in
+  // flight: push tokens are collected behind the ping-pong, as perftest
+  // polls its send completions. (rxe reports UD send completions from a
+  // tasklet, which under emulation can lag by milliseconds; a round trip
+  // that waited for them would measure the guest's scheduler.)
+  demi_sgarray_t ping = MessageArray(1, 64, 1);
+  demi_sgarray_t pong = MessageArray(2, 64, 1);
+  std::deque<demi_qtoken_t> pushes;
+  auto pop_one = [](int qd) {
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, qd), 0);
+    demi_qresult_t result = WaitResult(pop);
+    ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
+    ASSERT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+  };
+  auto round_trip = [&]() {
+    demi_qtoken_t push = 0;
+    ASSERT_EQ(demi_pushto(&push, a, &ping, Sa(b_address), sizeof(b_address)),
+              0);
+    pushes.push_back(push);
+    ASSERT_NO_FATAL_FAILURE(pop_one(b));
+    ASSERT_EQ(demi_pushto(&push, b, &pong, Sa(a_address), sizeof(a_address)),
+              0);
+    pushes.push_back(push);
+    ASSERT_NO_FATAL_FAILURE(pop_one(a));
+    while (pushes.size() > 32) {
+      ASSERT_EQ(WaitResult(pushes.front()).qr_opcode, DEMI_OPC_PUSH);
+      pushes.pop_front();
+    }
+  };
+  for (int i = 0; i < 100; ++i) ASSERT_NO_FATAL_FAILURE(round_trip());
+  constexpr int kRounds = 2000;
+  std::vector<double> micros;
+  micros.reserve(kRounds);
+  for (int i = 0; i < kRounds; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    ASSERT_NO_FATAL_FAILURE(round_trip());
+    micros.push_back(std::chrono::duration<double, std::micro>(
+                         std::chrono::steady_clock::now() - start)
+                         .count());
+  }
+  for (demi_qtoken_t qt : pushes) {
+    EXPECT_EQ(WaitResult(qt).qr_opcode, DEMI_OPC_PUSH);
+  }
+  std::sort(micros.begin(), micros.end());
+  // Half a round trip, as ib_send_lat reports.
+  std::printf(
+      "datagram ping-pong 64 B over %d round trips: one-way median %.2f us, "
+      "p99 %.2f us (round trip median %.2f us)\n",
+      kRounds, micros[kRounds / 2] / 2, micros[kRounds * 99 / 100] / 2,
+      micros[kRounds / 2]);
+  EXPECT_EQ(demi_sgafree(&ping), 0);
+  EXPECT_EQ(demi_sgafree(&pong), 0);
+  CloseQueues({a, b});
+}
+
+TEST_F(DatagramTest, SeveralSendersEachIdentifiedBySgaAddr) {
+  sockaddr_in receiver_address;
+  const int receiver = BoundSocket(&receiver_address);
+  constexpr int kSenders = 4, kEach = 50;  // 200 < the 256 receive buffers
+  int senders[kSenders];
+  sockaddr_in sender_addresses[kSenders];
+  for (int s = 0; s < kSenders; ++s) {
+    senders[s] = BoundSocket(&sender_addresses[s]);
+  }
+  std::vector<demi_qtoken_t> pushes;
+  for (int i = 0; i < kEach; ++i) {
+    for (int s = 0; s < kSenders; ++s) {
+      // Message s * 1000 + i, 40 + i bytes, so content names the sender.
+      pushes.push_back(PushTo(senders[s], s * 1000 + i, 40 + i, 1 + i % 4,
+                              receiver_address));
+    }
+  }
+  for (demi_qtoken_t qt : pushes) CompletePush(qt);
+  int next[kSenders] = {};
+  for (int n = 0; n < kSenders * kEach && !HasFailure(); ++n) {
+    demi_qtoken_t qt = 0;
+    ASSERT_EQ(demi_pop(&qt, receiver), 0);
+    demi_qresult_t result = WaitResult(qt);
+    ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
+    demi_sgarray_t& sga = result.qr_value.sga;
+    int s = 0;
+    while (s < kSenders &&
+           sga.sga_addr.sin_port != sender_addresses[s].sin_port) {
+      ++s;
+    }
+    ASSERT_LT(s, kSenders) << "unknown sender port "
+                           << ntohs(sga.sga_addr.sin_port);
+    EXPECT_EQ(sga.sga_addr.sin_addr.s_addr,
+              sender_addresses[s].sin_addr.s_addr);
+    // Each sender's datagrams arrive in its order here (one rxe device).
+    const int i = next[s]++;
+    ASSERT_GT(sga.sga_numsegs, 0u);
+    auto* first = static_cast<const uint8_t*>(sga.sga_segs[0].sgaseg_buf);
+    EXPECT_EQ(first[0], Pattern(s * 1000 + i, 0)) << "sender " << s;
+    uint32_t total = 0;
+    for (uint32_t k = 0; k < sga.sga_numsegs; ++k) {
+      total += sga.sga_segs[k].sgaseg_len;
+    }
+    EXPECT_EQ(total, 40u + i);
+    EXPECT_EQ(demi_sgafree(&sga), 0);
+  }
+  for (int s = 0; s < kSenders; ++s) EXPECT_EQ(next[s], kEach);
+  for (int s = 0; s < kSenders; ++s) EXPECT_EQ(demi_close(senders[s]), 0);
+  EXPECT_EQ(demi_close(receiver), 0);
+}
+
+TEST_F(DatagramTest, AddressHandleCacheServesRepeatedDestinations) {
+  sockaddr_in receiver_address, sender_address;
+  const int receiver = BoundSocket(&receiver_address);
+  const int sender = BoundSocket(&sender_address);
+  const demi_dgram_stats_t before = Stats();
+  // The first pushto resolves the destination (asynchronously).
+  CompletePush(PushTo(sender, 0, 100, 1, receiver_address));
+  const demi_dgram_stats_t first = Stats();
+  EXPECT_EQ(first.ah_misses, before.ah_misses + 1);
+  EXPECT_EQ(first.ah_entries, before.ah_entries + 1);
+  constexpr int kMore = 20;
+  for (int i = 1; i <= kMore; ++i) {
+    CompletePush(PushTo(sender, i, 100, 1, receiver_address));
+  }
+  const demi_dgram_stats_t after = Stats();
+  EXPECT_EQ(after.ah_hits, first.ah_hits + kMore);
+  EXPECT_EQ(after.ah_misses, first.ah_misses);
+  EXPECT_EQ(after.ah_entries, first.ah_entries);
+  for (int i = 0; i <= kMore; ++i) {
+    ASSERT_NO_FATAL_FAILURE(PopAndCheck(receiver, i, 100, 1, sender_address));
+  }
+  std::printf(
+      "address handles: %lu hits, %lu misses, %lu entries, %lu sent, %lu "
+      "received\n",
+      static_cast<unsigned long>(after.ah_hits),
+      static_cast<unsigned long>(after.ah_misses),
+      static_cast<unsigned long>(after.ah_entries),
+      static_cast<unsigned long>(after.sent),
+      static_cast<unsigned long>(after.received));
+  CloseQueues({sender, receiver});
+}
+
+TEST_F(DatagramTest, ConnectSetsTheDefaultDestination) {
+  sockaddr_in server_address, client_address, other_address;
+  const int server = BoundSocket(&server_address);
+  const int client = BoundSocket(&client_address);
+  const int other = BoundSocket(&other_address);
+  demi_sgarray_t sga = MessageArray(1, 10, 1);
+  demi_qtoken_t qt = 0;
+  EXPECT_EQ(demi_push(&qt, client, &sga), EDESTADDRREQ);
+  sockaddr_in peer{};
+  socklen_t peer_size = sizeof(peer);
+  EXPECT_EQ(
+      demi_getpeername(client, reinterpret_cast<sockaddr*>(&peer), &peer_size),
+      ENOTCONN);
+  // Connect resolves the destination; its token completes when that is done.
+  ASSERT_EQ(
+      demi_connect(&qt, client, Sa(server_address), sizeof(server_address)), 0);
+  EXPECT_EQ(WaitResult(qt).qr_opcode, DEMI_OPC_CONNECT);
+  ASSERT_EQ(
+      demi_getpeername(client, reinterpret_cast<sockaddr*>(&peer), &peer_size),
+      0);
+  EXPECT_EQ(peer.sin_port, server_address.sin_port);
+  ASSERT_EQ(demi_push(&qt, client, &sga), 0);
+  CompletePush(qt);
+  ASSERT_NO_FATAL_FAILURE(PopAndCheck(server, 1, 10, 1, client_address));
+  // pushto overrides the connected destination.
+  CompletePush(PushTo(client, 2, 20, 2, other_address));
+  ASSERT_NO_FATAL_FAILURE(PopAndCheck(other, 2, 20, 2, client_address));
+  // A connected socket only takes datagrams from its peer.
+  CompletePush(PushTo(other, 3, 30, 1, client_address));
+  CompletePush(PushTo(server, 4, 40, 1, client_address));
+  ASSERT_NO_FATAL_FAILURE(PopAndCheck(client, 4, 40, 1, server_address));
+  EXPECT_GE(Stats().filtered, 1u);
+  CloseQueues({client, server, other});
+}
+
+TEST_F(DatagramTest, ResolutionFailureFailsTheToken) {
+  sockaddr_in sender_address, nobody;
+  const int sender = BoundSocket(&sender_address);
+  const int closed = BoundSocket(&nobody);
+  ASSERT_EQ(demi_close(closed), 0);  // nobody listens on that port now
+  const demi_dgram_stats_t before = Stats();
+  demi_qtoken_t qt = PushTo(sender, 0, 10, 1, nobody);
+  demi_qresult_t result = WaitResult(qt);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+  EXPECT_EQ(result.qr_ret, ECONNREFUSED);
+  EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+  ASSERT_EQ(demi_connect(&qt, sender, Sa(nobody), sizeof(nobody)), 0);
+  result = WaitResult(qt);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+  EXPECT_EQ(result.qr_ret, ECONNREFUSED);
+  EXPECT_EQ(Stats().resolution_failures, before.resolution_failures + 2);
+  EXPECT_EQ(demi_close(sender), 0);
+}
+
+TEST_F(DatagramTest, NoReceiveBufferDropsDatagramsNeverBlocks) {
+  sockaddr_in receiver_address, sender_address;
+  const int receiver = BoundSocket(&receiver_address);
+  const int sender = BoundSocket(&sender_address);
+  // The receiver does not pop: past its 256 buffers, datagrams are dropped,
+  // and every push still completes.
+  constexpr int kSent = 600;
+  for (int i = 0; i < kSent; ++i) {
+    CompletePush(PushTo(sender, i, 64, 1, receiver_address));
+  }
+  int popped = 0;
+  demi_qtoken_t qt = 0;
+  for (;;) {
+    ASSERT_EQ(demi_pop(&qt, receiver), 0);
+    demi_qresult_t result{};
+    timespec wait = {0, 200000000};
+    int rc = demi_wait(&result, qt, &wait);
+    if (rc == ETIMEDOUT) break;  // the pop stays pending
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
+    EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+    ++popped;
+  }
+  const demi_dgram_stats_t stats = Stats();
+  std::printf(
+      "no-buffer drops: %d sent, %d received, receive queue ran empty %lu "
+      "times, device drop counter %s (%lu)\n",
+      kSent, popped, static_cast<unsigned long>(stats.receive_queue_empty),
+      stats.device_drops_reported ? "reported" : "not kept by this device",
+      static_cast<unsigned long>(stats.device_dropped));
+  EXPECT_GT(popped, 0);
+  EXPECT_LT(popped, kSent);
+  EXPECT_GE(stats.receive_queue_empty, 1u);
+  // Once buffers are back, datagrams arrive again: to the pending pop.
+  CompletePush(PushTo(sender, 9999, 64, 1, receiver_address));
+  demi_qresult_t result = WaitResult(qt);
+  ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
+  EXPECT_EQ(result.qr_value.sga.sga_addr.sin_port, sender_address.sin_port);
+  ASSERT_EQ(result.qr_value.sga.sga_segs[0].sgaseg_len, 64u);
+  EXPECT_EQ(
+      static_cast<uint8_t*>(result.qr_value.sga.sga_segs[0].sgaseg_buf)[63],
+      Pattern(9999, 63));
+  EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+  CloseQueues({sender, receiver});
+}
+
+TEST_F(DatagramTest, CloseCancelsPendingPopsAndKeepsPoppedMemory) {
+  sockaddr_in a_address, b_address;
+  const int a = BoundSocket(&a_address);
+  const int b = BoundSocket(&b_address);
+  CompletePush(PushTo(a, 5, 300, 3, b_address));
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, b), 0);
+  demi_qresult_t kept = WaitResult(pop);
+  ASSERT_EQ(kept.qr_opcode, DEMI_OPC_POP);
+  ASSERT_EQ(demi_pop(&pop, b), 0);
+  demi_qresult_t result{};
+  EXPECT_EQ(demi_wait(&result, pop, &kZero), ETIMEDOUT);
+  EXPECT_EQ(demi_close(b), 0);
+  result = WaitResult(pop);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+  EXPECT_EQ(result.qr_ret, ECANCELED);
+  // The popped datagram stays readable until freed, after close too.
+  auto* data =
+      static_cast<const uint8_t*>(kept.qr_value.sga.sga_segs[0].sgaseg_buf);
+  EXPECT_EQ(data[0], Pattern(5, 0));
+  EXPECT_EQ(demi_sgafree(&kept.qr_value.sga), 0);
+  EXPECT_EQ(demi_sgafree(&kept.qr_value.sga), EINVAL);  // twice
+  EXPECT_EQ(demi_close(a), 0);
+}
+
+TEST_F(DatagramTest, PushToOnAStreamSocketIgnoresTheAddress) {
+  int client, server, listener;
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
+  sockaddr_in elsewhere{};
+  elsewhere.sin_family = AF_INET;
+  elsewhere.sin_addr.s_addr = inet_addr("192.0.2.1");
+  elsewhere.sin_port = htons(9);
+  demi_sgarray_t sga = MessageArray(3, 50, 2);
+  demi_qtoken_t qt = 0;
+  ASSERT_EQ(demi_pushto(&qt, client, &sga, Sa(elsewhere), sizeof(elsewhere)),
+            0);
+  CompletePush(qt);
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, server), 0);
+  demi_qresult_t result = WaitResult(pop);
+  ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
+  EXPECT_EQ(result.qr_value.sga.sga_segs[0].sgaseg_len, 25u);
+  EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+  // The address must still be one.
+  sga = MessageArray(3, 50, 2);
+  EXPECT_EQ(demi_pushto(&qt, client, &sga, nullptr, sizeof(elsewhere)), EINVAL);
+  EXPECT_EQ(demi_sgafree(&sga), 0);
+  CloseQueues({client, server, listener});
+}
+
+TEST_F(DatagramTest, InvalidArguments) {
+  sockaddr_in bound_address, peer_address;
+  const int bound = BoundSocket(&bound_address);
+  const int peer = BoundSocket(&peer_address);
+  demi_sgarray_t sga = MessageArray(0, 32, 1);
+  demi_qtoken_t qt = 0;
+  const socklen_t size = sizeof(peer_address);
+  // Bad queue descriptors.
+  EXPECT_EQ(demi_pushto(&qt, 987654, &sga, Sa(peer_address), size), EBADF);
+  EXPECT_EQ(demi_pushto(&qt, -1, &sga, Sa(peer_address), size), EBADF);
+  // Bad addresses.
+  EXPECT_EQ(demi_pushto(&qt, bound, &sga, nullptr, size), EINVAL);
+  EXPECT_EQ(demi_pushto(&qt, bound, &sga, Sa(peer_address), 4), EINVAL);
+  EXPECT_EQ(demi_pushto(&qt, bound, &sga, Sa(peer_address), 0), EINVAL);
+  sockaddr_in bad = peer_address;
+  bad.sin_family = AF_INET6;
+  EXPECT_EQ(demi_pushto(&qt, bound, &sga, Sa(bad), size), EINVAL);
+  bad = peer_address;
+  bad.sin_port = 0;
+  EXPECT_EQ(demi_pushto(&qt, bound, &sga, Sa(bad), size), EINVAL);
+  bad = peer_address;
+  bad.sin_addr.s_addr = htonl(INADDR_ANY);
+  EXPECT_EQ(demi_pushto(&qt, bound, &sga, Sa(bad), size), EINVAL);
+  // Bad arrays.
+  EXPECT_EQ(demi_pushto(&qt, bound, nullptr, Sa(peer_address), size), EINVAL);
+  EXPECT_EQ(demi_pushto(nullptr, bound, &sga, Sa(peer_address), size), EINVAL);
+  demi_sgarray_t bad_sga = sga;
+  bad_sga.sga_numsegs = 0;
+  EXPECT_EQ(demi_pushto(&qt, bound, &bad_sga, Sa(peer_address), size), EINVAL);
+  bad_sga.sga_numsegs = DEMI_SGARRAY_MAXSIZE + 1;
+  EXPECT_EQ(demi_pushto(&qt, bound, &bad_sga, Sa(peer_address), size), EINVAL);
+  bad_sga = sga;
+  bad_sga.sga_segs[0].sgaseg_len = 0;
+  EXPECT_EQ(demi_pushto(&qt, bound, &bad_sga, Sa(peer_address), size), EINVAL);
+  bad_sga = sga;
+  bad_sga.sga_segs[0].sgaseg_buf = nullptr;
+  EXPECT_EQ(demi_pushto(&qt, bound, &bad_sga, Sa(peer_address), size), EINVAL);
+  bad_sga = sga;
+  int not_a_handle = 0;
+  bad_sga.sga_buf = &not_a_handle;
+  EXPECT_EQ(demi_pushto(&qt, bound, &bad_sga, Sa(peer_address), size), EINVAL);
+  // push without a destination; socket calls that datagrams do not have.
+  EXPECT_EQ(demi_push(&qt, bound, &sga), EDESTADDRREQ);
+  EXPECT_EQ(demi_listen(bound, 8), EOPNOTSUPP);
+  EXPECT_EQ(demi_accept(&qt, bound), EOPNOTSUPP);
+  // Unsupported protocol; binding twice; an address of no RDMA device.
+  int qd = 0;
+  EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_DGRAM, IPPROTO_TCP), ENOTSUP);
+  EXPECT_EQ(demi_bind(bound, Sa(bound_address), sizeof(bound_address)), EINVAL);
+  // An unbound datagram socket cannot send or receive (no implicit bind).
+  int unbound = 0;
+  ASSERT_EQ(demi_socket(&unbound, AF_INET, SOCK_DGRAM, 0), 0);
+  EXPECT_EQ(demi_pushto(&qt, unbound, &sga, Sa(peer_address), size), EINVAL);
+  EXPECT_EQ(demi_pop(&qt, unbound), EINVAL);
+  EXPECT_EQ(demi_connect(&qt, unbound, Sa(peer_address), size), EINVAL);
+  sockaddr_in any = bound_address;
+  any.sin_addr.s_addr = htonl(INADDR_ANY);
+  EXPECT_EQ(demi_bind(unbound, Sa(any), sizeof(any)), EADDRNOTAVAIL);
+  EXPECT_EQ(demi_close(unbound), 0);
+  EXPECT_EQ(demi_close(unbound), EBADF);
+  // Nothing above took a token or leaked: the array is still ours.
+  EXPECT_EQ(demi_sgafree(&sga), 0);
+  EXPECT_EQ(demi_dgram_stats(nullptr), EINVAL);
+  CloseQueues({bound, peer});
+}
+
+}  // namespace
+}  // namespace demi::testing
