@@ -66,6 +66,8 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
 //   DEMI_EAGER_LIMIT=N           receive buffer payload (largest eager send)
 //   DEMI_RENDEZVOUS_THRESHOLD=N  larger messages go by rendezvous (<= eager)
 //   DEMI_LARGE_POOL_MAX_BYTES=N  cap on memory for large messages, per device
+//   DEMI_BATCH_DOORBELLS=1       post pushes at the next wait, one doorbell
+//                                for all (pushed memory must stay untouched)
 // A value that does not parse is ignored (with a warning).
 LibOSOptions OptionsFromEnvironment() {
   LibOSOptions options;
@@ -86,6 +88,9 @@ LibOSOptions OptionsFromEnvironment() {
   number("DEMI_MR_CACHE_MAX_BYTES", &options.region_cache.max_pinned_bytes);
   number("DEMI_MR_CACHE_MAX_REGIONS", &options.region_cache.max_regions);
   number("DEMI_LARGE_POOL_MAX_BYTES", &options.large_pool.max_bytes);
+  if (const char* batch = getenv("DEMI_BATCH_DOORBELLS"); batch != nullptr) {
+    options.connection.batch_doorbells = std::string_view(batch) == "1";
+  }
   size_t eager = options.connection.eager_limit;
   number("DEMI_EAGER_LIMIT", &eager);
   options.connection.eager_limit = static_cast<uint32_t>(

@@ -649,6 +649,7 @@ absl::Status LibOS::Close(int qd) {
   }
   queue->closed = true;
   if (queue->connection != nullptr) {
+    queue->connection->Flush();  // pushes that credits allow go out now
     if (queue->error == 0 && queue->connection->queued_sends() == 0) {
       // Graceful: the peer pops what was sent, then end of stream.
       (void)queue->connection->SendEndOfStream();

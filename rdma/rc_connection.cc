@@ -302,16 +302,22 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
                       peer_receive_buffer_size_) {
     return ErrnoError(EMSGSIZE, "message larger than the peer's buffers");
   }
-  if (queued_count_ == 0 && established_ && credits_->CanSendData() &&
-      !SendQueueFull()) {
+  if (!options_.batch_doorbells && queued_count_ == 0 && established_ &&
+      credits_->CanSendData() && !SendQueueFull()) {
     uint16_t returned = *credits_->ConsumeForData();
     absl::Status posted = Post(Kind::kData, returned, segments.data(),
                                static_cast<uint32_t>(segments.size()), cookie);
     if (!posted.ok()) Fail(posted);
     return posted;
   }
+  // Queued: goes out with whatever else can, chained under one doorbell, at
+  // the next Poll(), Release() or Flush(); a full FIFO first posts what
+  // credits allow.
+  if (queued_count_ == send_queue_depth_) Pump();
   return Enqueue(Kind::kData, segments, cookie);
 }
+
+void RcConnection::Flush() { Pump(); }
 
 absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
                                           uint64_t cookie) {
@@ -322,6 +328,7 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
                       "message above the eager limit, and the peer takes no "
                       "rendezvous");
   }
+  if (queued_count_ == send_queue_depth_) Pump();
   if (outbound_in_use_ == send_queue_depth_ ||
       queued_count_ == send_queue_depth_) {
     return ErrnoError(EAGAIN, "too many rendezvous sends in flight");
@@ -335,8 +342,8 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
   ++outbound_in_use_;
   // The announcement travels like data (credits, FIFO); the cookie is
   // reported when the done message arrives.
-  if (queued_count_ == 0 && established_ && credits_->CanSendData() &&
-      !SendQueueFull()) {
+  if (!options_.batch_doorbells && queued_count_ == 0 && established_ &&
+      credits_->CanSendData() && !SendQueueFull()) {
     uint16_t returned = *credits_->ConsumeForData();
     absl::Status posted = Post(Kind::kRendezvous, returned, segments.data(),
                                static_cast<uint32_t>(segments.size()), index);

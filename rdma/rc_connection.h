@@ -23,17 +23,19 @@
 // Sends made before OnEstablished are queued (posted by the first Poll or
 // Release after it).
 //
-// Sending. Send() posts one SEND work request: sge[0] is a header slot (the
+// Sending. Each message is one SEND work request: sge[0] is a header slot (the
 // wire::MessageHeader and segment lengths), sge[i + 1] is segment i, read in
 // place from the caller's registered memory. A message that fits the queue
 // pair's max_inline_data is posted with IBV_SEND_INLINE (the data is copied
-// at post time). A SEND posted alone is signaled. Without
-// a credit, or with the send queue full, the request waits in a FIFO of
-// send_queue_depth entries and is posted by a later Poll() or Release(),
-// all that can go at once chained in one ibv_post_send with only the last
-// request signaled (selective signaling: one completion retires the chain);
-// until its completion is reported the caller keeps the segments' memory
-// valid and unchanged.
+// at post time). A SEND posted alone is signaled. Without a credit, or with
+// the send queue full, the request waits in a FIFO of send_queue_depth
+// entries and is posted by a later Poll(), Release() or Flush(), all that can
+// go at once chained in one ibv_post_send with only the last request
+// signaled (selective signaling: one completion retires the chain). With
+// options.batch_doorbells every Send() is queued that way, so a burst of
+// sends costs one doorbell at the next Poll() (but the device reads the
+// memory later: see the option). Until its completion is reported the
+// caller keeps the segments' memory valid and unchanged.
 //
 // Rendezvous. A message of more than rendezvous_threshold bytes is announced
 // instead (wire::MessageType::kRendezvous: lengths, addresses, rkeys); the
@@ -118,6 +120,12 @@ struct RcConnectionOptions {
   LargeBufferPool* large_pool = nullptr;
   // Largest RDMA READ posted (a segment is pulled in chunks of this size).
   uint32_t read_chunk = 1u << 20;
+  // Queue every Send() and ring the doorbell once per Poll() for all of them
+  // (fewer system calls per message on rxe), instead of posting a send at
+  // once when nothing is queued before it. The device then reads the memory
+  // at the next Poll(), not during Send(): memory freed (or reused by the
+  // allocator) right after the push is read later.
+  bool batch_doorbells = false;
 };
 
 // A part of an outgoing message, in memory registered in the connection's
@@ -176,13 +184,19 @@ class RcConnection {
   // by the next Poll().
   absl::Status OnEstablished(const CmEvent& event);
 
-  // Sends one message of `segments` (1..wire::kMaxSegments, EINVAL otherwise)
-  // totalling at most eager_limit bytes (and what the peer's buffers hold;
-  // EMSGSIZE otherwise). On OK the send was posted or queued and `cookie`
-  // will be reported exactly once; on error it never will. EAGAIN: the FIFO
-  // of queued sends is full (poll and retry). EPIPE after SendEndOfStream.
+  // Sends one message of `segments` (1..wire::kMaxSegments, EINVAL
+  // otherwise): eagerly up to rendezvous_threshold bytes, else by rendezvous
+  // (EMSGSIZE if the peer takes no rendezvous). On OK the send was posted or
+  // queued (see batch_doorbells) and `cookie` will be reported exactly once;
+  // on error it never will. EAGAIN: the FIFO of queued sends
+  // (or of rendezvous transfers) is full (poll and retry). EPIPE after
+  // SendEndOfStream.
   // A failed connection returns its error (ECONNRESET after a disconnect).
   absl::Status Send(absl::Span<const Segment> segments, uint64_t cookie);
+
+  // Posts now what Send() queued, as far as credits and the send queue
+  // allow (one doorbell). Poll() and Release() do this too.
+  void Flush();
 
   // Sends end of stream after everything sent before (under the same credit
   // rule as data). No cookie is reported for it. Errors as Send.
