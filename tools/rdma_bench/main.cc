@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "tools/rdma_bench/bench.h"
+#include "tools/rdma_bench/datagram.h"
 #include "tools/rdma_bench/options.h"
 #include "tools/rdma_bench/perftest.h"
 #include "tools/rdma_bench/report.h"
@@ -33,6 +34,7 @@ namespace {
 
 constexpr uint64_t kEagerSize = 8 << 10;       // ib_read_bw above this
 constexpr uint64_t kAlwaysBaseline = 1 << 20;  // perftest up to this size
+constexpr uint64_t kDatagramSize = 64;         // the datagram latency row
 
 void Progress(const std::string& line) {
   std::fprintf(stderr, "rdma_bench: %s\n", line.c_str());
@@ -153,6 +155,36 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
     }
   }
   if (absl::Status s = (*client)->Close(); !s.ok()) return s;
+  if (options.workloads.latency) {
+    // Datagram sockets, in this process, on two ports above the server's.
+    const uint16_t port =
+        static_cast<uint16_t>(ntohs(options.address.sin_port) + 100);
+    absl::StatusOr<CellResult> result = MeasureDatagramLatency(
+        options.address.sin_addr, port, kDatagramSize, limits);
+    if (!result.ok()) return result.status();
+    Row row;
+    row.workload = "dgram_latency";
+    row.size = kDatagramSize;
+    row.memory = Memory::kLibrary;
+    row.iterations = result->iterations;
+    row.seconds = result->seconds;
+    row.reason = result->reason;
+    const std::string head = "datagram latency 64 B lib: ";
+    if (result->supported) {
+      const LatencySummary& l = result->latency;
+      row.value = row.median_us = l.median;
+      row.p99_us = l.p99;
+      row.p999_us = l.p999;
+      row.mean_us = l.mean;
+      Progress(head + absl::StrFormat("median %.2f us, p99 %.2f us (%u round "
+                                      "trips in %.2f s)",
+                                      l.median, l.p99, l.samples,
+                                      result->seconds));
+    } else {
+      Progress(head + "n/a: " + result->reason);
+    }
+    latency.push_back(row);
+  }
   std::vector<Row> rows = std::move(latency);
   rows.insert(rows.end(), rate.begin(), rate.end());
   rows.insert(rows.end(), bandwidth.begin(), bandwidth.end());
@@ -160,6 +192,16 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
 }
 
 // ---- the perftest baseline --------------------------------------------------
+
+// The baseline of the datagram latency row (ib_send_lat with -c UD).
+constexpr char kUdLatencyTool[] = "ib_send_lat -c UD";
+
+// The perftest run a row is compared with.
+std::string BaselineToolOf(const std::string& workload) {
+  if (workload == "latency") return "ib_send_lat";
+  if (workload == "dgram_latency") return kUdLatencyTool;
+  return "ib_send_bw";
+}
 
 // What one perftest run gave.
 struct PerftestFigures {
@@ -234,7 +276,9 @@ uint64_t Iterations(const std::vector<Row>& rows, const std::string& tool,
                     uint64_t size, absl::Duration budget) {
   const double model_us = 15.0 + static_cast<double>(size) / 50.0;
   double per_iteration_us;
-  if (tool == "ib_send_lat") {
+  if (tool == kUdLatencyTool) {
+    per_iteration_us = 2 * model_us;  // ours is far slower (see the table)
+  } else if (tool == "ib_send_lat") {
     std::optional<double> lib = LibraryFigure(rows, "latency", size);
     per_iteration_us = 2 * (lib ? *lib : model_us);
   } else {
@@ -260,8 +304,7 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
                           "with `apt-get install perftest`. Continuing "
                           "without a baseline."));
     for (Row& row : rows) {
-      const char* tool =
-          row.workload == "latency" ? "ib_send_lat" : "ib_send_bw";
+      const std::string tool = BaselineToolOf(row.workload);
       row.baseline =
           Baseline{tool, std::nullopt, std::nullopt, std::nullopt, reason};
       if (row.workload == "bandwidth" && row.size > kEagerSize) {
@@ -275,8 +318,7 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
   // What to run: (tool, size), each once, in size order.
   std::map<BaselineKey, PerftestFigures> results;
   for (const Row& row : rows) {
-    const bool latency = row.workload == "latency";
-    results.try_emplace({latency ? "ib_send_lat" : "ib_send_bw", row.size});
+    results.try_emplace({BaselineToolOf(row.workload), row.size});
     if (row.workload == "bandwidth" && row.size > kEagerSize) {
       results.try_emplace({"ib_read_bw", row.size});
     }
@@ -288,7 +330,7 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
   for (auto& [key, baseline] : results) {
     ++done;
     const std::string workload =
-        key.tool == "ib_send_lat" ? "latency" : "msgrate";
+        key.tool == "ib_send_bw" ? "msgrate" : "latency";
     if (!options.baseline_all && key.size > kAlwaysBaseline &&
         !LibraryFigure(rows, workload, key.size)) {
       baseline.reason =
@@ -299,11 +341,16 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
     const uint64_t iterations = Iterations(rows, key.tool, key.size, budget);
     // -F: no warning about CPU frequency scaling (meaningless in a guest).
     std::vector<std::string> args = {"-d", options.device, "-F"};
+    const bool ud = key.tool == kUdLatencyTool;
+    if (ud) {
+      args.push_back("-c");
+      args.push_back("UD");
+    }
     for (std::string arg : {std::string("-n"), absl::StrCat(iterations),
                             std::string("-s"), absl::StrCat(key.size)}) {
       args.push_back(arg);
     }
-    if (key.tool != "ib_send_lat" && options.connections > 1) {
+    if (key.tool == "ib_send_bw" && options.connections > 1) {
       args.push_back("-q");
       args.push_back(absl::StrCat(options.connections));
     }
@@ -316,7 +363,8 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
     // perftest sometimes gives no usable figure under emulation (clock
     // calibration); one more try usually does.
     for (int attempt = 1; attempt <= 2; ++attempt) {
-      baseline = RunPerftest(key.tool, args, port++, timeout);
+      baseline =
+          RunPerftest(ud ? "ib_send_lat" : key.tool, args, port++, timeout);
       if (baseline.reason.empty()) break;
       Progress(absl::StrCat(head, "attempt ", attempt,
                             " gave no figure: ", baseline.reason));
@@ -333,10 +381,11 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
     }
   }
   for (Row& row : rows) {
-    if (row.workload == "latency") {
-      const PerftestFigures& lat = results[{"ib_send_lat", row.size}];
-      row.baseline = Baseline{"ib_send_lat", lat.median_us, lat.p99_us,
-                              lat.p999_us, lat.reason};
+    if (row.workload == "latency" || row.workload == "dgram_latency") {
+      const std::string tool = BaselineToolOf(row.workload);
+      const PerftestFigures& lat = results[{tool, row.size}];
+      row.baseline =
+          Baseline{tool, lat.median_us, lat.p99_us, lat.p999_us, lat.reason};
       continue;
     }
     const PerftestFigures& send = results[{"ib_send_bw", row.size}];
@@ -350,7 +399,8 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
     }
   }
   *notes = absl::StrCat(
-      "Baseline: perftest ib_send_lat / ib_send_bw / ib_read_bw -d ",
+      "Baseline: perftest ib_send_lat (and -c UD for datagrams) / "
+      "ib_send_bw / ib_read_bw -d ",
       options.device,
       " -F -n N -s SIZE, otherwise default flags (ib_send_bw: TX depth ",
       tx_depth.empty() ? "?" : tx_depth,

@@ -72,7 +72,8 @@ struct Field {
 };
 
 std::vector<Field> Fields(const Row& row, const RunInfo& info) {
-  const bool latency = row.workload == "latency";
+  const bool latency =
+      row.workload == "latency" || row.workload == "dgram_latency";
   auto number = [](std::string name, const std::optional<double>& value) {
     return Field{std::move(name), JsonNumber(value), CsvNumber(value)};
   };
@@ -196,13 +197,13 @@ std::string Target(const std::vector<Row>& rows, const std::string& workload,
 }  // namespace
 
 const char* UnitOf(const std::string& workload) {
-  if (workload == "latency") return "us";
+  if (workload == "latency" || workload == "dgram_latency") return "us";
   if (workload == "msgrate") return "Mpps";
   return "MiB/s";
 }
 
 bool LowerIsBetter(const std::string& workload) {
-  return workload == "latency";
+  return workload == "latency" || workload == "dgram_latency";
 }
 
 std::optional<double> Ratio(const std::optional<double>& value,
@@ -223,23 +224,23 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
                     : "");
   const bool base = info.baseline;
 
-  bool any = false;
-  for (const Row& row : rows) any |= row.workload == "latency";
-  if (any) {
-    absl::StrAppend(&out,
-                    "\nLatency, one way (round trip / 2, as ib_send_lat), "
-                    "microseconds. Lower is better",
+  // A latency section: `workload`'s rows beside `tool`.
+  auto latency_section = [&](const std::string& workload,
+                             const std::string& title, const char* tool) {
+    bool any = false;
+    for (const Row& row : rows) any |= row.workload == workload;
+    if (!any) return;
+    absl::StrAppend(&out, "\n", title, " Lower is better",
                     base ? "; ratio below 1.00: demi is faster" : "", ".\n");
     absl::StrAppend(&out, absl::StrFormat("%9s  %-6s %9s %9s %9s", "size",
                                           "memory", "median", "p99", "p99.9"));
     if (base) {
-      absl::StrAppend(
-          &out, absl::StrFormat(" | %11s %9s %9s | %7s", "ib_send_lat", "p99",
-                                "p99.9", "ratio"));
+      absl::StrAppend(&out, absl::StrFormat(" | %11s %9s %9s | %7s", tool,
+                                            "p99", "p99.9", "ratio"));
     }
     out += "\n";
     for (const Row& row : rows) {
-      if (row.workload != "latency") continue;
+      if (row.workload != workload) continue;
       absl::StrAppend(
           &out, absl::StrFormat("%9s  %-6s %9s %9s %9s", FormatSize(row.size),
                                 MemoryLabel(row.memory),
@@ -257,9 +258,18 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
       }
       out += "\n";
     }
-  }
+  };
+  latency_section("latency",
+                  "Latency, one way (round trip / 2, as ib_send_lat), "
+                  "microseconds.",
+                  "ib_send_lat");
+  latency_section("dgram_latency",
+                  "Datagram latency (SOCK_DGRAM on unreliable-datagram queue "
+                  "pairs, both sockets in one process), one way, "
+                  "microseconds; beside ib_send_lat -c UD.",
+                  "-c UD");
 
-  any = false;
+  bool any = false;
   for (const Row& row : rows) any |= row.workload == "msgrate";
   if (any) {
     absl::StrAppend(
