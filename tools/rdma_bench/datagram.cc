@@ -1,9 +1,15 @@
 #include "tools/rdma_bench/datagram.h"
 
+#include <arpa/inet.h>
 #include <demi/libos.h>
 #include <demi/sga.h>
 #include <demi/wait.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <array>
+#include <cerrno>
 #include <cstring>
 #include <deque>
 #include <string>
@@ -16,116 +22,320 @@ namespace demi::bench {
 namespace {
 
 constexpr timespec kTenSeconds = {10, 0};
-// Push tokens are collected behind the ping-pong, not waited for in it: rxe
-// reports unreliable-datagram send completions from a kernel task that can
-// lag by milliseconds under emulation (ib_send_lat does not wait for them
-// either).
+constexpr uint16_t kDatagramPortOffset = 100;
+// Push tokens are collected this far behind the ping-pong, not waited for
+// in it: rxe reports unreliable-datagram send completions from a kernel
+// tasklet that can lag under emulation (ib_send_lat does not wait for its
+// send completions in the round trip either).
 constexpr size_t kPushesBehind = 32;
+// The echo server's reply buffers (each reused only once its push is done).
+constexpr size_t kReplyBuffers = 32;
+constexpr uint64_t kReplyBufferBytes = 8192;  // above any datagram payload
+constexpr uint8_t kPattern = 0x5a;
+constexpr int kQuitCopies = 3;
 
 std::string Failure(const char* call, int rc) {
   return absl::StrCat(call, ": ", strerror(rc));
 }
 
-// The sockets, buffers and outstanding push tokens of one measurement;
-// everything is released by the destructor.
-class DatagramPair {
- public:
-  ~DatagramPair() {
-    demi_qresult_t result;
-    for (demi_qtoken_t qt : pushes_) (void)demi_wait(&result, qt, &kTenSeconds);
-    for (demi_sgarray_t& sga : buffers_) (void)demi_sgafree(&sga);
-    for (int qd : qds_) (void)demi_close(qd);
+const sockaddr* Sa(const sockaddr_in& address) {
+  return reinterpret_cast<const sockaddr*>(&address);
+}
+
+// This host's address on the way to `server` (the kernel's choice of source
+// address for it), port 0: what the client's datagram socket binds to.
+absl::StatusOr<sockaddr_in> LocalAddressTowards(const sockaddr_in& server) {
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "socket(AF_INET, SOCK_DGRAM)");
+  sockaddr_in local{};
+  socklen_t size = sizeof(local);
+  int rc = connect(fd, Sa(server), sizeof(server));
+  if (rc == 0) rc = getsockname(fd, reinterpret_cast<sockaddr*>(&local), &size);
+  const int saved = errno;
+  close(fd);
+  if (rc != 0) {
+    return absl::ErrnoToStatus(saved,
+                               "finding this host's address towards "
+                               "the server");
   }
+  local.sin_port = 0;
+  return local;
+}
+
+// One datagram socket, closed by the destructor (which cancels its pops).
+class DatagramSocket {
+ public:
+  DatagramSocket() = default;
+  ~DatagramSocket() {
+    if (qd_ >= 0) (void)demi_close(qd_);
+  }
+  DatagramSocket(const DatagramSocket&) = delete;
+  DatagramSocket& operator=(const DatagramSocket&) = delete;
 
   // "" or what failed.
-  std::string Open(in_addr ip, uint16_t port, uint64_t size) {
-    for (int i = 0; i < 2; ++i) {
-      int qd = -1;
-      if (int rc = demi_socket(&qd, AF_INET, SOCK_DGRAM, 0); rc != 0) {
-        return Failure("demi_socket(SOCK_DGRAM)", rc);
-      }
-      qds_.push_back(qd);
-      addresses_[i].sin_family = AF_INET;
-      addresses_[i].sin_addr = ip;
-      addresses_[i].sin_port = htons(static_cast<uint16_t>(port + i));
-      if (int rc = demi_bind(qd, Address(i), sizeof(addresses_[i])); rc != 0) {
-        return Failure("demi_bind", rc);
-      }
-      demi_sgarray_t sga = demi_sgaalloc(size);
-      if (sga.sga_numsegs != 1) return "demi_sgaalloc returned no memory";
-      std::memset(sga.sga_segs[0].sgaseg_buf, 0x5a, size);
-      buffers_.push_back(sga);
+  std::string Bind(const sockaddr_in& address) {
+    if (int rc = demi_socket(&qd_, AF_INET, SOCK_DGRAM, 0); rc != 0) {
+      qd_ = -1;
+      return Failure("demi_socket(SOCK_DGRAM)", rc);
+    }
+    if (int rc = demi_bind(qd_, Sa(address), sizeof(address)); rc != 0) {
+      return Failure("demi_bind", rc);
     }
     return "";
   }
 
-  // One round trip: 0 pushes to 1, 1 echoes. "" or what failed.
-  std::string RoundTrip() {
-    for (int from = 0; from < 2; ++from) {
-      const int to = 1 - from;
-      demi_qtoken_t push = 0;
-      if (int rc = demi_pushto(&push, qds_[from], &buffers_[from], Address(to),
-                               sizeof(addresses_[to]));
-          rc != 0) {
-        return Failure("demi_pushto", rc);
-      }
-      pushes_.push_back(push);
-      demi_qtoken_t pop = 0;
-      if (int rc = demi_pop(&pop, qds_[to]); rc != 0) {
-        return Failure("demi_pop", rc);
-      }
-      demi_qresult_t result{};
-      if (int rc = demi_wait(&result, pop, &kTenSeconds); rc != 0) {
-        return Failure("demi_wait (pop; a datagram was lost?)", rc);
-      }
-      if (result.qr_opcode != DEMI_OPC_POP) {
-        return Failure("pop", static_cast<int>(result.qr_ret));
-      }
-      (void)demi_sgafree(&result.qr_value.sga);
+  int qd() const { return qd_; }
+
+ private:
+  int qd_ = -1;
+};
+
+// Library memory, freed by the destructor.
+class DatagramBuffer {
+ public:
+  DatagramBuffer() = default;
+  ~DatagramBuffer() {
+    if (sga_.sga_numsegs != 0) (void)demi_sgafree(&sga_);
+  }
+  DatagramBuffer(const DatagramBuffer&) = delete;
+  DatagramBuffer& operator=(const DatagramBuffer&) = delete;
+
+  // "" or what failed.
+  std::string Allocate(uint64_t size, uint8_t fill) {
+    sga_ = demi_sgaalloc(size);
+    if (sga_.sga_numsegs != 1) return "demi_sgaalloc returned no memory";
+    std::memset(sga_.sga_segs[0].sgaseg_buf, fill, size);
+    return "";
+  }
+
+  demi_sgarray_t& sga() { return sga_; }
+  uint8_t* data() { return static_cast<uint8_t*>(sga_.sga_segs[0].sgaseg_buf); }
+
+ private:
+  demi_sgarray_t sga_{};
+};
+
+// Waits for a push token: "" if it completed, else what failed.
+std::string WaitPush(demi_qtoken_t qt) {
+  demi_qresult_t result{};
+  if (int rc = demi_wait(&result, qt, &kTenSeconds); rc != 0) {
+    return Failure("demi_wait (push)", rc);
+  }
+  if (result.qr_opcode != DEMI_OPC_PUSH) {
+    return Failure("push", static_cast<int>(result.qr_ret));
+  }
+  return "";
+}
+
+// The client's socket, bound and resolved to the server.
+class DatagramClient {
+ public:
+  ~DatagramClient() {
+    for (demi_qtoken_t qt : pushes_) (void)WaitPush(qt);
+  }
+
+  // Binds, then resolves the server (demi_connect), retrying while the
+  // server refuses (not bound yet) for up to `wait_for_server`. "" or what
+  // failed.
+  std::string Open(const sockaddr_in& server, absl::Duration wait_for_server) {
+    server_ = server;
+    absl::StatusOr<sockaddr_in> local = LocalAddressTowards(server);
+    if (!local.ok()) return std::string(local.status().message());
+    if (std::string failed = socket_.Bind(*local); !failed.empty()) {
+      return failed;
     }
-    while (pushes_.size() > kPushesBehind) {
+    const absl::Time give_up = absl::Now() + wait_for_server;
+    for (;;) {
+      demi_qtoken_t qt = 0;
+      int rc = demi_connect(&qt, socket_.qd(), Sa(server), sizeof(server));
+      if (rc != 0) return Failure("demi_connect (datagram)", rc);
       demi_qresult_t result{};
-      if (int rc = demi_wait(&result, pushes_.front(), &kTenSeconds); rc != 0) {
-        return Failure("demi_wait (push)", rc);
+      if (rc = demi_wait(&result, qt, &kTenSeconds); rc != 0) {
+        return Failure("demi_wait (datagram connect)", rc);
       }
+      if (result.qr_opcode == DEMI_OPC_CONNECT) return "";
+      rc = static_cast<int>(result.qr_ret);
+      if (rc != ECONNREFUSED || absl::Now() >= give_up) {
+        return Failure("resolving the datagram server", rc);
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+
+  // One round trip of `buffer` (its bytes are never rewritten, so pushes of
+  // it may still be in flight). "" or what failed.
+  std::string RoundTrip(DatagramBuffer& buffer, uint64_t size) {
+    demi_qtoken_t push = 0;
+    if (int rc = demi_pushto(&push, socket_.qd(), &buffer.sga(), Sa(server_),
+                             sizeof(server_));
+        rc != 0) {
+      return Failure("demi_pushto", rc);
+    }
+    pushes_.push_back(push);
+    demi_qtoken_t pop = 0;
+    if (int rc = demi_pop(&pop, socket_.qd()); rc != 0) {
+      return Failure("demi_pop", rc);
+    }
+    demi_qresult_t result{};
+    if (int rc = demi_wait(&result, pop, &kTenSeconds); rc != 0) {
+      return Failure("demi_wait (pop; the datagram or its echo was lost?)", rc);
+    }
+    if (result.qr_opcode != DEMI_OPC_POP) {
+      return Failure("pop", static_cast<int>(result.qr_ret));
+    }
+    demi_sgarray_t& echo = result.qr_value.sga;
+    const bool intact =
+        echo.sga_numsegs == 1 && echo.sga_segs[0].sgaseg_len == size &&
+        static_cast<const uint8_t*>(echo.sga_segs[0].sgaseg_buf)[0] ==
+            kPattern &&
+        static_cast<const uint8_t*>(echo.sga_segs[0].sgaseg_buf)[size - 1] ==
+            kPattern;
+    (void)demi_sgafree(&echo);
+    if (!intact) return "the echo differs from the datagram sent";
+    while (pushes_.size() > kPushesBehind) {
+      std::string failed = WaitPush(pushes_.front());
       pushes_.pop_front();
-      if (result.qr_opcode != DEMI_OPC_PUSH) {
-        return Failure("push", static_cast<int>(result.qr_ret));
-      }
+      if (!failed.empty()) return failed;
     }
     return "";
+  }
+
+  // Sends the quit datagram kQuitCopies times (best effort).
+  void Quit() {
+    DatagramBuffer quit;
+    if (!quit.Allocate(1, kDatagramQuit).empty()) return;
+    for (int i = 0; i < kQuitCopies; ++i) {
+      demi_qtoken_t qt = 0;
+      if (demi_pushto(&qt, socket_.qd(), &quit.sga(), Sa(server_),
+                      sizeof(server_)) != 0) {
+        return;
+      }
+      (void)WaitPush(qt);
+    }
   }
 
  private:
-  const sockaddr* Address(int i) const {
-    return reinterpret_cast<const sockaddr*>(&addresses_[i]);
-  }
-
-  std::vector<int> qds_;
-  sockaddr_in addresses_[2] = {};
-  std::vector<demi_sgarray_t> buffers_;
+  sockaddr_in server_{};
+  DatagramSocket socket_;
   std::deque<demi_qtoken_t> pushes_;
 };
 
 }  // namespace
 
-absl::StatusOr<CellResult> MeasureDatagramLatency(in_addr ip, uint16_t port,
-                                                  uint64_t size,
-                                                  const Limits& limits) {
+sockaddr_in DatagramServerAddress(const sockaddr_in& session) {
+  sockaddr_in address = session;
+  address.sin_port = htons(
+      static_cast<uint16_t>(ntohs(session.sin_port) + kDatagramPortOffset));
+  return address;
+}
+
+absl::Status ServeDatagrams(const sockaddr_in& address, absl::Duration idle,
+                            bool* quit) {
+  *quit = false;
+  DatagramSocket socket;
+  if (std::string failed = socket.Bind(address); !failed.empty()) {
+    return absl::UnavailableError(failed);
+  }
+  std::array<DatagramBuffer, kReplyBuffers> replies;
+  std::array<demi_qtoken_t, kReplyBuffers> reply_pushes{};  // 0: none
+  for (DatagramBuffer& reply : replies) {
+    if (std::string failed = reply.Allocate(kReplyBufferBytes, 0);
+        !failed.empty()) {
+      return absl::ResourceExhaustedError(failed);
+    }
+  }
+  auto drain = [&]() {
+    for (demi_qtoken_t& qt : reply_pushes) {
+      if (qt != 0) (void)WaitPush(qt);
+      qt = 0;
+    }
+  };
+  const timespec wait_for =
+      absl::ToTimespec(std::max(idle, absl::ZeroDuration()));
+  for (uint64_t next = 0;; ++next) {
+    demi_qtoken_t pop = 0;
+    if (int rc = demi_pop(&pop, socket.qd()); rc != 0) {
+      drain();
+      return absl::ErrnoToStatus(rc, "demi_pop (datagram server)");
+    }
+    demi_qresult_t result{};
+    if (int rc = demi_wait(&result, pop, &wait_for); rc != 0) {
+      drain();
+      if (rc == ETIMEDOUT)
+        return absl::OkStatus();  // idle: the pop is
+                                  // cancelled by close
+      return absl::ErrnoToStatus(rc, "demi_wait (datagram server)");
+    }
+    if (result.qr_opcode != DEMI_OPC_POP) {
+      drain();
+      return absl::ErrnoToStatus(static_cast<int>(result.qr_ret),
+                                 "pop (datagram server)");
+    }
+    demi_sgarray_t& datagram = result.qr_value.sga;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < datagram.sga_numsegs; ++i) {
+      total += datagram.sga_segs[i].sgaseg_len;
+    }
+    if (total == 1 && *static_cast<const uint8_t*>(
+                          datagram.sga_segs[0].sgaseg_buf) == kDatagramQuit) {
+      (void)demi_sgafree(&datagram);
+      *quit = true;
+      break;
+    }
+    const size_t slot = next % kReplyBuffers;
+    if (reply_pushes[slot] != 0) {
+      std::string failed = WaitPush(reply_pushes[slot]);
+      reply_pushes[slot] = 0;
+      if (!failed.empty()) {
+        (void)demi_sgafree(&datagram);
+        drain();
+        return absl::InternalError(failed);
+      }
+    }
+    DatagramBuffer& reply = replies[slot];
+    uint8_t* out = reply.data();
+    for (uint32_t i = 0; i < datagram.sga_numsegs && total <= kReplyBufferBytes;
+         ++i) {
+      std::memcpy(out, datagram.sga_segs[i].sgaseg_buf,
+                  datagram.sga_segs[i].sgaseg_len);
+      out += datagram.sga_segs[i].sgaseg_len;
+    }
+    const sockaddr_in peer = datagram.sga_addr;
+    (void)demi_sgafree(&datagram);
+    if (total > kReplyBufferBytes) continue;  // cannot happen: MTU-bound
+    demi_sgarray_t echo = reply.sga();
+    echo.sga_segs[0].sgaseg_len = static_cast<uint32_t>(total);
+    if (int rc = demi_pushto(&reply_pushes[slot], socket.qd(), &echo, Sa(peer),
+                             sizeof(peer));
+        rc != 0) {
+      reply_pushes[slot] = 0;
+      drain();
+      return absl::ErrnoToStatus(rc, "demi_pushto (datagram server)");
+    }
+  }
+  drain();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CellResult> MeasureDatagramLatency(
+    const sockaddr_in& server, uint64_t size, const Limits& limits,
+    absl::Duration wait_for_server) {
   CellResult cell;
-  DatagramPair pair;
-  std::string failed = pair.Open(ip, port, size);
-  // The first round trip resolves the addresses (rdma_cm) and shows whether
-  // the size fits a datagram.
-  if (failed.empty()) failed = pair.RoundTrip();
+  DatagramClient client;
+  DatagramBuffer buffer;
+  std::string failed = client.Open(server, wait_for_server);
+  if (failed.empty()) failed = buffer.Allocate(size, kPattern);
+  // The first round trip shows whether the size fits a datagram.
+  if (failed.empty()) failed = client.RoundTrip(buffer, size);
   if (!failed.empty()) {
+    client.Quit();
     cell.supported = false;
     cell.reason = failed;
     return cell;
   }
   const absl::Time warm_until = absl::Now() + limits.warmup;
-  while (absl::Now() < warm_until) {
-    if (failed = pair.RoundTrip(); !failed.empty()) break;
+  while (failed.empty() && absl::Now() < warm_until) {
+    failed = client.RoundTrip(buffer, size);
   }
   std::vector<double> one_way_us;
   const absl::Time start = absl::Now();
@@ -133,18 +343,26 @@ absl::StatusOr<CellResult> MeasureDatagramLatency(in_addr ip, uint16_t port,
   while (failed.empty() &&
          (absl::Now() < until || one_way_us.size() < limits.min_iterations)) {
     const absl::Time before = absl::Now();
-    failed = pair.RoundTrip();
+    failed = client.RoundTrip(buffer, size);
     one_way_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - before) / 2);
   }
+  const absl::Time end = absl::Now();
+  client.Quit();
   if (!failed.empty()) {
     cell.supported = false;
     cell.reason = failed;
     return cell;
   }
-  cell.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  cell.seconds = absl::ToDoubleSeconds(end - start);
   cell.iterations = one_way_us.size();
   cell.latency = Summarize(one_way_us);
   return cell;
+}
+
+void StopDatagramServer(const sockaddr_in& server,
+                        absl::Duration wait_for_server) {
+  DatagramClient client;
+  if (client.Open(server, wait_for_server).empty()) client.Quit();
 }
 
 }  // namespace demi::bench

@@ -155,12 +155,14 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
     }
   }
   if (absl::Status s = (*client)->Close(); !s.ok()) return s;
-  if (options.workloads.latency) {
-    // Datagram sockets, in this process, on two ports above the server's.
-    const uint16_t port =
-        static_cast<uint16_t>(ntohs(options.address.sin_port) + 100);
+  // Datagrams last: the server serves them once the session above ends.
+  const sockaddr_in datagram_server = DatagramServerAddress(options.address);
+  constexpr absl::Duration kWaitForServer = absl::Seconds(10);
+  if (!options.workloads.latency) {
+    StopDatagramServer(datagram_server, kWaitForServer);
+  } else {
     absl::StatusOr<CellResult> result = MeasureDatagramLatency(
-        options.address.sin_addr, port, kDatagramSize, limits);
+        datagram_server, kDatagramSize, limits, kWaitForServer);
     if (!result.ok()) return result.status();
     Row row;
     row.workload = "dgram_latency";
@@ -404,7 +406,8 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
       options.device,
       " -F -n N -s SIZE, otherwise default flags (ib_send_bw: TX depth ",
       tx_depth.empty() ? "?" : tx_depth,
-      ", one work request per ibv_post_send), RC, one process each side, "
+      ", one work request per ibv_post_send), RC (UD for the datagram row), "
+      "one process each side, "
       "N sized for ~",
       options.duration_ms, " ms", options.connections > 1 ? ", -q N" : "",
       ". perftest latency is the median (t_typical) of round trip / 2.");
@@ -496,7 +499,21 @@ int RunServer(const Options& options, bool quiet) {
     Progress(absl::StrCat("server: ", served.message()));
     return 1;
   }
-  if (!quiet) Progress("server: the client is done");
+  if (!quiet) {
+    Progress("server: the client is done; echoing datagrams on " +
+             AddressText(DatagramServerAddress(options.address)));
+  }
+  bool quit = false;
+  absl::Status echoed = ServeDatagrams(DatagramServerAddress(options.address),
+                                       absl::Seconds(10), &quit);
+  if (!echoed.ok()) {
+    Progress(absl::StrCat("datagram server: ", echoed.message()));
+    return 1;
+  }
+  if (!quiet) {
+    Progress(quit ? "datagram server: the client is done"
+                  : "datagram server: no datagram for 10 s, stopping");
+  }
   return 0;
 }
 

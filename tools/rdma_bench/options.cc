@@ -300,7 +300,10 @@ Measures the demi_* API over RDMA: ping-pong latency, message rate and
 bandwidth over a sweep of message sizes, from library memory (demi_sgaalloc)
 and from application memory (sga_buf == NULL). With --baseline, runs
 perftest (ib_send_lat, ib_send_bw, ib_read_bw) on the same device at the same
-sizes and shows each library figure next to raw verbs.
+sizes and shows each library figure next to raw verbs. With the latency
+workload, a 64 B datagram ping-pong (SOCK_DGRAM, unreliable-datagram queue
+pairs) follows, beside ib_send_lat -c UD: the server echoes datagrams on
+PORT + 100 once the connected session ends.
 
 Roles:
   --local               server and client on this host, on $DEMI_RDMA_ADDR

@@ -265,8 +265,9 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
                   "ib_send_lat");
   latency_section("dgram_latency",
                   "Datagram latency (SOCK_DGRAM on unreliable-datagram queue "
-                  "pairs, both sockets in one process), one way, "
-                  "microseconds; beside ib_send_lat -c UD.",
+                  "pairs; client and echo server in two processes, as "
+                  "perftest), one way, microseconds; beside ib_send_lat -c "
+                  "UD.",
                   "-c UD");
 
   bool any = false;
