@@ -37,10 +37,11 @@ _Static_assert(DEMI_OPC_INVALID == 0 && DEMI_OPC_PUSH == 1 &&
 
 _Static_assert(sizeof(demi_mr_cache_stats_t) == 7 * 8 + 8, "cache stats");
 _Static_assert(offsetof(demi_mr_cache_stats_t, caching) == 56, "caching");
-_Static_assert(sizeof(demi_dgram_stats_t) == 11 * 8 + 8, "datagram stats");
+_Static_assert(sizeof(demi_dgram_stats_t) == 14 * 8 + 8, "datagram stats");
 _Static_assert(offsetof(demi_dgram_stats_t, max_payload) == 88, "max_payload");
 _Static_assert(offsetof(demi_dgram_stats_t, device_drops_reported) == 92,
                "device_drops_reported");
+_Static_assert(offsetof(demi_dgram_stats_t, route_drops) == 112, "route_drops");
 
 /* Redeclaring each function as API.md states it fails to compile if a header
  * disagrees (C requires compatible types for redeclarations). */

@@ -14,6 +14,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "rdma/rc_connection.h"
 #include "rdma/ud_endpoint.h"
 #include "rdma/ud_resolver.h"
@@ -52,11 +53,14 @@ struct PendingDatagram {
 };
 
 // How to reach one destination from one local address: being resolved
-// (resolver set) or resolved (peer set).
+// (resolver set) or resolved (peer set; refresher set while it is resolved
+// again in the background, see LibOSOptions::datagram_route_ttl).
 struct DatagramRoute {
   std::unique_ptr<rdma::UdResolver> resolver;
   std::optional<rdma::UdPeer> peer;
   std::vector<PendingDatagram> waiting;
+  std::unique_ptr<rdma::UdResolver> refresher;
+  absl::Time resolved_at;  // when peer was last resolved
 };
 
 struct DatagramRouteKey {
@@ -86,7 +90,10 @@ struct DatagramStats {
   uint64_t ah_misses = 0;   // those that waited for a resolution
   uint64_t ah_entries = 0;  // resolved destinations cached now
   uint64_t resolution_failures = 0;
-  uint32_t max_payload = 0;  // smallest over bound sockets (0: none bound)
+  uint64_t route_refreshes = 0;  // background resolutions that succeeded
+  uint64_t route_changes = 0;    // ... and found another queue pair there
+  uint64_t route_drops = 0;      // ... and failed: the entry was dropped
+  uint32_t max_payload = 0;      // smallest over bound sockets (0: none bound)
 };
 
 }  // namespace demi::libos

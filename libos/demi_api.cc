@@ -68,6 +68,8 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
 //   DEMI_LARGE_POOL_MAX_BYTES=N  cap on memory for large messages, per device
 //   DEMI_BATCH_DOORBELLS=1       post pushes at the next wait, one doorbell
 //                                for all (pushed memory must stay untouched)
+//   DEMI_DGRAM_ROUTE_TTL_MS=N    age at which a cached datagram destination
+//                                is resolved again (0: never)
 // A value that does not parse is ignored (with a warning).
 LibOSOptions OptionsFromEnvironment() {
   LibOSOptions options;
@@ -90,6 +92,15 @@ LibOSOptions OptionsFromEnvironment() {
   number("DEMI_LARGE_POOL_MAX_BYTES", &options.large_pool.max_bytes);
   if (const char* batch = getenv("DEMI_BATCH_DOORBELLS"); batch != nullptr) {
     options.connection.batch_doorbells = std::string_view(batch) == "1";
+  }
+  if (const char* ttl = getenv("DEMI_DGRAM_ROUTE_TTL_MS"); ttl != nullptr) {
+    uint64_t ms;
+    if (absl::SimpleAtoi(ttl, &ms)) {
+      options.datagram_route_ttl = absl::Milliseconds(ms);
+    } else {
+      DEMI_LOG(kWarning, "ignoring DEMI_DGRAM_ROUTE_TTL_MS=", ttl,
+               " (not a count of milliseconds)");
+    }
   }
   size_t eager = options.connection.eager_limit;
   number("DEMI_EAGER_LIMIT", &eager);
@@ -235,6 +246,9 @@ int demi_dgram_stats(demi_dgram_stats_t* stats) {
   stats->resolution_failures = counters.resolution_failures;
   stats->max_payload = counters.max_payload;
   stats->device_drops_reported = counters.device_drops_reported ? 1 : 0;
+  stats->route_refreshes = counters.route_refreshes;
+  stats->route_changes = counters.route_changes;
+  stats->route_drops = counters.route_drops;
   return 0;
 }
 

@@ -63,6 +63,12 @@ struct LibOSOptions {
   absl::Duration resolve_timeout = absl::Seconds(2);
   // Datagram sockets' queue pairs (pd is filled in per device).
   rdma::UdEndpointOptions datagram;
+  // A resolved datagram destination is resolved again in the background
+  // once it is this old (zero: never), so a peer that re-bound its address
+  // in another process (a new queue pair) is found again; sends keep using
+  // the old handle meanwhile. A destination nobody answers for any more is
+  // dropped from the cache, and the next push resolves it (and fails).
+  absl::Duration datagram_route_ttl = absl::Seconds(5);
 };
 
 class LibOS {
@@ -199,6 +205,8 @@ class LibOS {
   absl::btree_map<uintptr_t, uintptr_t> handle_arrays_ ABSL_GUARDED_BY(mu_);
   int next_qd_ ABSL_GUARDED_BY(mu_) = 1;
   static constexpr uint32_t kCmPollInterval = 16;
+  // Progress rounds between looks for datagram routes to refresh.
+  static constexpr uint32_t kRouteRefreshInterval = 1024;
   uint32_t progress_rounds_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t wait_any_start_ ABSL_GUARDED_BY(mu_) = 0;
 
@@ -240,6 +248,17 @@ class LibOS {
                   ibv_pd* pd, const PendingDatagram& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RouteResolved(DatagramRoute& route) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts a background resolution of every route older than
+  // options_.datagram_route_ttl (slow path: reads the clock).
+  void RefreshOldRoutes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A refresh of `key`'s route ended with `peer` (or an error).
+  void RouteRefreshed(const DatagramRouteKey& key,
+                      absl::StatusOr<rdma::UdPeer> peer)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves `route` out of routes_ to stale_routes_ (its handle may be in
+  // posted sends); stops its refresh.
+  void RetireRoute(std::unique_ptr<DatagramRoute> route)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FailPendingDatagram(const PendingDatagram& pending, int errnum)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CompleteDatagramPop(DatagramQueue& queue, demi_qtoken_t qt,

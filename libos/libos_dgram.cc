@@ -391,15 +391,25 @@ void LibOS::HandleDatagramEvent(rdma::CmEvent event) {
   if (resolving == resolving_.end()) return;  // acknowledged, nothing waits
   const DatagramRouteKey key = resolving->second;
   auto it = routes_.find(key);
-  if (it == routes_.end()) {
+  DatagramRoute* route = it == routes_.end() ? nullptr : it->second.get();
+  const bool refresh = route != nullptr && route->refresher != nullptr &&
+                       route->refresher->id() == event.id();
+  if (route == nullptr || (!refresh && (route->resolver == nullptr ||
+                                        route->resolver->id() != event.id()))) {
     resolving_.erase(resolving);
     return;
   }
-  DatagramRoute& route = *it->second;
+  rdma::UdResolver& resolver = refresh ? *route->refresher : *route->resolver;
   absl::StatusOr<std::optional<rdma::UdPeer>> peer =
-      route.resolver->OnEvent(std::move(event));
+      resolver.OnEvent(std::move(event));
   if (peer.ok() && !peer->has_value()) return;  // more steps to come
   resolving_.erase(resolving);
+  if (refresh) {
+    RouteRefreshed(key, peer.ok()
+                            ? absl::StatusOr<rdma::UdPeer>(std::move(**peer))
+                            : absl::StatusOr<rdma::UdPeer>(peer.status()));
+    return;
+  }
   if (!peer.ok()) {
     DEMI_LOG(kInfo, peer.status().message());
     ++datagram_counters_.resolution_failures;
@@ -411,9 +421,77 @@ void LibOS::HandleDatagramEvent(rdma::CmEvent event) {
     }
     return;
   }
-  route.peer.emplace(std::move(**peer));
-  route.resolver.reset();
-  RouteResolved(route);
+  route->peer.emplace(std::move(**peer));
+  route->resolved_at = absl::Now();
+  route->resolver.reset();
+  RouteResolved(*route);
+}
+
+void LibOS::RefreshOldRoutes() {
+  const absl::Time now = absl::Now();
+  for (auto& [key, route] : routes_) {
+    if (!route->peer.has_value() || route->refresher != nullptr ||
+        now - route->resolved_at < options_.datagram_route_ttl) {
+      continue;
+    }
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    local.sin_addr.s_addr = key.local_ipv4;
+    sockaddr_in destination{};
+    destination.sin_family = AF_INET;
+    destination.sin_addr.s_addr = key.ipv4;
+    destination.sin_port = key.port;
+    absl::StatusOr<std::unique_ptr<rdma::UdResolver>> refresher =
+        rdma::UdResolver::Start(*datagram_channel_, local, destination,
+                                route->peer->ah.get()->pd,
+                                options_.resolve_timeout);
+    if (!refresher.ok()) {
+      // Out of rdma_cm resources, say: the old handle stays; try later.
+      DEMI_LOG(kInfo,
+               "refreshing a datagram route: ", refresher.status().message());
+      route->resolved_at = now;
+      continue;
+    }
+    route->refresher = std::move(*refresher);
+    resolving_[route->refresher->id()] = key;
+  }
+}
+
+void LibOS::RouteRefreshed(const DatagramRouteKey& key,
+                           absl::StatusOr<rdma::UdPeer> peer) {
+  auto it = routes_.find(key);
+  if (it == routes_.end()) return;
+  DatagramRoute& route = *it->second;
+  route.refresher.reset();
+  if (!peer.ok()) {
+    // Nobody answers there now (or not in time): forget the destination,
+    // so the next push resolves it and reports what it finds.
+    DEMI_LOG(kInfo, "dropping a cached datagram destination: ",
+             peer.status().message());
+    ++datagram_counters_.route_drops;
+    std::unique_ptr<DatagramRoute> dropped = std::move(it->second);
+    routes_.erase(it);
+    RetireRoute(std::move(dropped));
+    return;
+  }
+  ++datagram_counters_.route_refreshes;
+  route.resolved_at = absl::Now();
+  if (peer->qp_num == route.peer->qp_num && peer->qkey == route.peer->qkey) {
+    return;  // the same queue pair: keep the handle sends already use
+  }
+  ++datagram_counters_.route_changes;
+  auto old = std::make_unique<DatagramRoute>();
+  old->peer.emplace(std::move(*route.peer));
+  route.peer.emplace(std::move(*peer));
+  RetireRoute(std::move(old));
+}
+
+void LibOS::RetireRoute(std::unique_ptr<DatagramRoute> route) {
+  if (route->refresher != nullptr) {
+    resolving_.erase(route->refresher->id());
+    route->refresher.reset();
+  }
+  stale_routes_.push_back(std::move(route));
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::DatagramPop(DatagramQueue& queue) {
@@ -527,8 +605,9 @@ absl::Status LibOS::DatagramClose(int qd) {
       if (current->first.ipv4 == local.sin_addr.s_addr &&
           current->first.port == local.sin_port &&
           current->second->peer.has_value()) {
-        stale_routes_.push_back(std::move(current->second));
+        std::unique_ptr<DatagramRoute> closed = std::move(current->second);
         routes_.erase(current);
+        RetireRoute(std::move(closed));
       }
     }
   }
@@ -580,6 +659,10 @@ void LibOS::ProgressDatagrams() {
         datagram_channel_->Next(absl::ZeroDuration());
     if (!event.ok()) break;  // ETIMEDOUT: no event waiting
     HandleDatagramEvent(std::move(*event));
+  }
+  if (options_.datagram_route_ttl > absl::ZeroDuration() &&
+      progress_rounds_ % kRouteRefreshInterval == 0) {
+    RefreshOldRoutes();
   }
   ReapDatagramQueues();
 }

@@ -8,6 +8,10 @@
 #include <demi/sga.h>
 #include <demi/stats.h>
 #include <demi/wait.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,11 +21,14 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "tests/libos_test_util.h"
 #include "tests/rdma_env.h"
+
+extern char** environ;
 
 namespace demi::testing {
 namespace {
@@ -32,13 +39,19 @@ uint8_t Pattern(uint64_t message, size_t offset) {
   return static_cast<uint8_t>(message * 151 + offset * 13 + 5);
 }
 
-// A datagram socket bound to the test address on a port of its own.
-int BoundSocket(sockaddr_in* address) {
+// The test address with a port no other socket of this process has.
+sockaddr_in FreshTestAddress() {
   absl::StatusOr<sockaddr_in> base = RdmaTestAddress(0);
   EXPECT_TRUE(base.ok()) << base.status();
   static uint16_t next_port = 30000 + (getpid() % 1000) * 30;
-  *address = base.ok() ? *base : sockaddr_in{};
-  address->sin_port = htons(next_port++);
+  sockaddr_in address = base.ok() ? *base : sockaddr_in{};
+  address.sin_port = htons(next_port++);
+  return address;
+}
+
+// A datagram socket bound to the test address on a port of its own.
+int BoundSocket(sockaddr_in* address) {
+  *address = FreshTestAddress();
   int qd = -1;
   EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_DGRAM, 0), 0);
   EXPECT_EQ(
@@ -534,5 +547,153 @@ TEST_F(DatagramTest, InvalidArguments) {
   CloseQueues({bound, peer});
 }
 
+// The peer process of PeerThatRebindsElsewhereIsFoundAgain: binds `port` on
+// the test address, writes a byte to `ready_fd`, echoes one datagram to its
+// sender and exits 0; 1 if anything fails or nothing comes in 30 s.
+int RunEchoPeer(uint16_t port, int ready_fd) {
+  if (demi_init(nullptr) != 0) return 1;
+  absl::StatusOr<sockaddr_in> address = RdmaTestAddress(port);
+  int qd = -1;
+  if (!address.ok() || demi_socket(&qd, AF_INET, SOCK_DGRAM, 0) != 0 ||
+      demi_bind(qd, Sa(*address), sizeof(*address)) != 0) {
+    return 1;
+  }
+  if (write(ready_fd, "r", 1) != 1) return 1;
+  close(ready_fd);
+  demi_qtoken_t qt = 0;
+  demi_qresult_t result{};
+  const timespec thirty_seconds = {30, 0};
+  if (demi_pop(&qt, qd) != 0 || demi_wait(&result, qt, &thirty_seconds) != 0 ||
+      result.qr_opcode != DEMI_OPC_POP) {
+    return 1;
+  }
+  const demi_sgarray_t& datagram = result.qr_value.sga;
+  const uint32_t size = datagram.sga_segs[0].sgaseg_len;
+  demi_sgarray_t echo = demi_sgaalloc(size);
+  if (datagram.sga_numsegs != 1 || echo.sga_numsegs != 1) return 1;
+  std::memcpy(echo.sga_segs[0].sgaseg_buf, datagram.sga_segs[0].sgaseg_buf,
+              size);
+  const sockaddr_in sender = datagram.sga_addr;
+  if (demi_sgafree(&result.qr_value.sga) != 0 ||
+      demi_pushto(&qt, qd, &echo, Sa(sender), sizeof(sender)) != 0 ||
+      demi_wait(&result, qt, &thirty_seconds) != 0 ||
+      result.qr_opcode != DEMI_OPC_PUSH) {
+    return 1;
+  }
+  return demi_sgafree(&echo) == 0 && demi_close(qd) == 0 ? 0 : 1;
+}
+
+// Starts RunEchoPeer in a new process (this binary, --echo-peer) and waits
+// until its socket is bound; its pid, or -1.
+pid_t StartEchoPeer(uint16_t port) {
+  int ready[2];
+  if (pipe(ready) != 0) return -1;
+  const std::string port_text = std::to_string(port);
+  const std::string fd_text = std::to_string(ready[1]);
+  char* argv[] = {const_cast<char*>("datagram_test"),
+                  const_cast<char*>("--echo-peer"),
+                  const_cast<char*>(port_text.c_str()),
+                  const_cast<char*>(fd_text.c_str()), nullptr};
+  pid_t pid = -1;
+  if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, environ) !=
+      0) {
+    pid = -1;
+  }
+  close(ready[1]);
+  pollfd wait_ready = {ready[0], POLLIN, 0};
+  char byte = 0;
+  if (pid > 0 &&
+      (poll(&wait_ready, 1, 60000) != 1 || read(ready[0], &byte, 1) != 1)) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    pid = -1;
+  }
+  close(ready[0]);
+  return pid;
+}
+
+TEST_F(DatagramTest, PeerThatRebindsElsewhereIsFoundAgain) {
+  // A destination is cached with the queue pair of the process bound there.
+  // When that process goes and another binds the same address, datagrams to
+  // the cached queue pair are lost until the route is resolved again in the
+  // background (DEMI_DGRAM_ROUTE_TTL_MS, 200 ms in this test: see main).
+  sockaddr_in self_address;
+  const int self = BoundSocket(&self_address);
+  const sockaddr_in peer = FreshTestAddress();
+  const demi_dgram_stats_t before = Stats();
+  constexpr uint32_t kSize = 100;
+  int lost = 0;
+  for (uint64_t generation = 0; generation < 2; ++generation) {
+    const pid_t child = StartEchoPeer(ntohs(peer.sin_port));
+    ASSERT_GT(child, 0) << "the echo peer did not start";
+    demi_sgarray_t ping = MessageArray(generation, kSize, 1);
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, self), 0);
+    bool echoed = false;
+    const auto give_up =
+        std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!echoed && std::chrono::steady_clock::now() < give_up) {
+      demi_qtoken_t push = 0;
+      ASSERT_EQ(demi_pushto(&push, self, &ping, Sa(peer), sizeof(peer)), 0);
+      // Sent, even when nobody receives it: datagrams are unreliable.
+      ASSERT_EQ(WaitResult(push).qr_opcode, DEMI_OPC_PUSH);
+      const timespec a_while = {0, 100 * 1000 * 1000};
+      demi_qresult_t result{};
+      const int rc = demi_wait(&result, pop, &a_while);
+      if (rc == ETIMEDOUT) {
+        ++lost;
+        continue;
+      }
+      ASSERT_EQ(rc, 0);
+      ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
+      const demi_sgarray_t& echo = result.qr_value.sga;
+      ASSERT_EQ(echo.sga_numsegs, 1u);
+      ASSERT_EQ(echo.sga_segs[0].sgaseg_len, kSize);
+      const auto* bytes =
+          static_cast<const uint8_t*>(echo.sga_segs[0].sgaseg_buf);
+      for (uint32_t i = 0; i < kSize; ++i) {
+        ASSERT_EQ(bytes[i], Pattern(generation, i)) << "byte " << i;
+      }
+      EXPECT_EQ(echo.sga_addr.sin_port, peer.sin_port);
+      EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+      echoed = true;
+    }
+    EXPECT_EQ(demi_sgafree(&ping), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(echoed) << "generation " << generation << ": no echo in 20 s ("
+                        << lost << " lost)";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  const demi_dgram_stats_t after = Stats();
+  std::printf(
+      "rebound peer: %d datagrams lost to the old queue pair; %llu "
+      "refreshes, %llu changes, %llu drops\n",
+      lost,
+      static_cast<unsigned long long>(after.route_refreshes -
+                                      before.route_refreshes),
+      static_cast<unsigned long long>(after.route_changes -
+                                      before.route_changes),
+      static_cast<unsigned long long>(after.route_drops - before.route_drops));
+  // The second peer was reached through a new resolution: a refresh that
+  // found another queue pair, or one that failed (the first peer gone, the
+  // second not bound yet) and dropped the entry.
+  EXPECT_GE(after.route_changes + after.route_drops,
+            before.route_changes + before.route_drops + 1);
+  CloseQueues({self});
+}
+
 }  // namespace
 }  // namespace demi::testing
+
+int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "--echo-peer") {
+    return demi::testing::RunEchoPeer(static_cast<uint16_t>(atoi(argv[2])),
+                                      atoi(argv[3]));
+  }
+  // Cached destinations are refreshed quickly here (the default is 5 s), for
+  // PeerThatRebindsElsewhereIsFoundAgain; an explicit setting wins.
+  setenv("DEMI_DGRAM_ROUTE_TTL_MS", "200", 0);
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

@@ -58,6 +58,14 @@ typedef struct demi_dgram_stats {
   /* 1 if device_dropped comes from a device counter; 0 if no device of a
    * bound socket keeps one (Soft-RoCE does not). */
   uint32_t device_drops_reported;
+  /* Cached destinations are resolved again in the background once they are
+   * DEMI_DGRAM_ROUTE_TTL_MS old (a peer may have re-bound its address in
+   * another process): refreshes that succeeded, those that found another
+   * queue pair there (sends now go to it), and those that failed (the
+   * destination left the cache; the next push resolves it anew). */
+  uint64_t route_refreshes;
+  uint64_t route_changes;
+  uint64_t route_drops;
 } demi_dgram_stats_t;
 
 /* Fills *stats. EINVAL if stats is NULL or before demi_init. */
