@@ -31,15 +31,48 @@ struct DatagramHandle {
   bool in_use = false;
 };
 
+// Datagrams that arrived and were not popped yet, oldest first. Each holds
+// one of its socket's receive buffers, so there are never more than those:
+// a ring of that many entries, allocated when the socket is bound, so that
+// queueing an arrival never allocates.
+class ArrivedDatagrams {
+ public:
+  void Reserve(uint32_t receive_buffers) {
+    ring_.assign(receive_buffers, rdma::ReceivedDatagram{});
+    head_ = count_ = 0;
+  }
+  bool empty() const { return count_ == 0; }
+  uint32_t size() const { return count_; }
+  // False (and nothing queued) if full, which a socket's buffers rule out.
+  bool Push(const rdma::ReceivedDatagram& datagram) {
+    if (count_ == ring_.size()) return false;
+    ring_[(head_ + count_) % ring_.size()] = datagram;
+    ++count_;
+    return true;
+  }
+  // The oldest; the ring must not be empty.
+  rdma::ReceivedDatagram Pop() {
+    rdma::ReceivedDatagram oldest = ring_[head_];
+    head_ = (head_ + 1) % ring_.size();
+    --count_;
+    return oldest;
+  }
+
+ private:
+  std::vector<rdma::ReceivedDatagram> ring_;
+  uint32_t head_ = 0;
+  uint32_t count_ = 0;
+};
+
 // One datagram socket.
 struct DatagramQueue {
   int qd = 0;
-  std::unique_ptr<rdma::UdEndpoint> endpoint;    // null until demi_bind
-  std::optional<sockaddr_in> default_peer;       // set by demi_connect
-  std::deque<demi_qtoken_t> pop_tokens;          // waiting pops
-  std::deque<rdma::ReceivedDatagram> datagrams;  // arrived, not popped
-  std::unique_ptr<DatagramHandle[]> handles;     // one per receive buffer
-  uint32_t held = 0;                             // popped buffers not yet freed
+  std::unique_ptr<rdma::UdEndpoint> endpoint;  // null until demi_bind
+  std::optional<sockaddr_in> default_peer;     // set by demi_connect
+  std::deque<demi_qtoken_t> pop_tokens;        // waiting pops
+  ArrivedDatagrams datagrams;                  // arrived, not popped
+  std::unique_ptr<DatagramHandle[]> handles;   // one per receive buffer
+  uint32_t held = 0;                           // popped buffers not yet freed
   bool closed = false;  // demi_close was called; kept to finish sends
 };
 

@@ -121,7 +121,12 @@ class LibOS::DatagramQueueSink final : public rdma::DatagramSink {
       queue_.pop_tokens.pop_front();
       os_.CompleteDatagramPop(queue_, qt, datagram);
     } else {
-      queue_.datagrams.push_back(datagram);
+      if (!queue_.datagrams.Push(datagram)) {
+        // Cannot happen (one entry per receive buffer); never lose the
+        // buffer if it does.
+        DEMI_LOG(kError, "datagram arrival ring full");
+        (void)queue_.endpoint->Release(datagram.buffer_index);
+      }
     }
   }
 
@@ -168,6 +173,7 @@ absl::Status LibOS::DatagramBind(DatagramQueue& queue, const sockaddr* address,
   DEMI_ASSIGN_OR_RETURN(queue.endpoint,
                         rdma::UdEndpoint::Create(std::move(id), options));
   const uint32_t count = options.receive_buffers;
+  queue.datagrams.Reserve(count);
   queue.handles = std::make_unique<DatagramHandle[]>(count);
   for (uint32_t i = 0; i < count; ++i) {
     queue.handles[i].queue = &queue;
@@ -499,8 +505,7 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPop(DatagramQueue& queue) {
   DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
                         tokens_.Allocate(queue.qd, DEMI_OPC_POP));
   if (!queue.datagrams.empty()) {
-    rdma::ReceivedDatagram datagram = queue.datagrams.front();
-    queue.datagrams.pop_front();
+    const rdma::ReceivedDatagram datagram = queue.datagrams.Pop();
     CompleteDatagramPop(queue, qt, datagram);
   } else if (!queue.endpoint->status().ok()) {
     (void)tokens_.Fail(qt, ErrnoFromStatus(queue.endpoint->status()));
@@ -592,10 +597,9 @@ absl::Status LibOS::DatagramClose(int qd) {
   for (demi_qtoken_t qt : queue->pop_tokens) (void)tokens_.Fail(qt, ECANCELED);
   queue->pop_tokens.clear();
   if (queue->endpoint != nullptr) {
-    for (const rdma::ReceivedDatagram& datagram : queue->datagrams) {
-      (void)queue->endpoint->Release(datagram.buffer_index);
+    while (!queue->datagrams.empty()) {
+      (void)queue->endpoint->Release(queue->datagrams.Pop().buffer_index);
     }
-    queue->datagrams.clear();
     // Cached routes to this socket name a queue pair that is going away; a
     // socket bound to the address later gets resolved anew. The handles may
     // still be in posted sends, so they are kept until the LibOS goes.
