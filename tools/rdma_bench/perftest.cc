@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -54,6 +55,12 @@ absl::StatusOr<std::vector<double>> ResultNumbers(absl::string_view output,
       if (!absl::SimpleAtod(fields[i], &numbers[i])) {
         return absl::DataLossError(absl::StrCat(
             "perftest result field '", fields[i], "' is not a number: ", line));
+      }
+      // "inf" or "nan": perftest's clock failed (seen under emulation).
+      if (!std::isfinite(numbers[i])) {
+        return absl::DataLossError(absl::StrCat(
+            "perftest reported '", fields[i],
+            "' (its clock is unreliable under emulation): ", line));
       }
     }
     return numbers;

@@ -49,6 +49,19 @@ TEST(PerftestParseTest, SendLatency) {
   EXPECT_DOUBLE_EQ(lat->p999_us, 161.51);
 }
 
+TEST(PerftestParseTest, InfiniteLatencyIsNoFigure) {
+  // Seen in a CI run under emulation: perftest printed "inf" figures.
+  std::string report = kSendLat;
+  const std::string typical = "14.04";
+  report.replace(report.find(typical), typical.size(), "inf");
+  absl::StatusOr<PerftestLatency> lat = ParseLatencyReport(report);
+  EXPECT_EQ(lat.status().code(), absl::StatusCode::kDataLoss) << lat.status();
+  report = kSendBw;
+  report.replace(report.find("2.38"), 4, "nan");
+  EXPECT_EQ(ParseBandwidthReport(report).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
 TEST(PerftestParseTest, SendBandwidth) {
   absl::StatusOr<PerftestBandwidth> bw = ParseBandwidthReport(kSendBw);
   ASSERT_TRUE(bw.ok()) << bw.status();

@@ -1,5 +1,6 @@
 #include "tools/rdma_bench/report.h"
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -42,8 +43,11 @@ std::string JsonString(absl::string_view text) {
   return out + "\"";
 }
 
+// JSON has no infinity or NaN: such a figure is written as no figure.
 std::string JsonNumber(const std::optional<double>& value) {
-  return value.has_value() ? absl::StrFormat("%.6g", *value) : "null";
+  return value.has_value() && std::isfinite(*value)
+             ? absl::StrFormat("%.6g", *value)
+             : "null";
 }
 
 std::string JsonReason(const std::string& reason) {
@@ -63,7 +67,9 @@ std::string CsvField(absl::string_view text) {
 }
 
 std::string CsvNumber(const std::optional<double>& value) {
-  return value.has_value() ? absl::StrFormat("%.6g", *value) : "";
+  return value.has_value() && std::isfinite(*value)
+             ? absl::StrFormat("%.6g", *value)
+             : "";
 }
 
 // The fields of a row, in order, as (name, JSON text, CSV text).

@@ -1,5 +1,7 @@
 #include "tools/rdma_bench/report.h"
 
+#include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -73,6 +75,20 @@ TEST(FormatJsonTest, EveryRowHasEveryKey) {
     ++baseline_keys;
   }
   EXPECT_EQ(baseline_keys, 4u);
+}
+
+TEST(FormatJsonTest, NonFiniteFiguresAreNull) {
+  std::vector<Row> rows = SampleRows();
+  rows[0].baseline->value = std::numeric_limits<double>::infinity();
+  rows[0].p99_us = std::nan("");
+  RunInfo info;
+  info.baseline = true;
+  const std::string json = FormatJson(rows, info);
+  EXPECT_EQ(json.find("inf"), std::string::npos) << json;
+  EXPECT_EQ(json.find("nan"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"baseline_value\": null"), std::string::npos) << json;
+  const std::string csv = FormatCsv(rows, info);
+  EXPECT_EQ(csv.find("inf"), std::string::npos) << csv;
 }
 
 TEST(FormatJsonTest, NoBaselineKeysWithoutBaseline) {
