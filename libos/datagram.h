@@ -42,7 +42,6 @@ class ArrivedDatagrams {
     head_ = count_ = 0;
   }
   bool empty() const { return count_ == 0; }
-  uint32_t size() const { return count_; }
   // False (and nothing queued) if full, which a socket's buffers rule out.
   bool Push(const rdma::ReceivedDatagram& datagram) {
     if (count_ == ring_.size()) return false;

@@ -77,6 +77,15 @@ bool SameAddress(const sockaddr_in& a, const sockaddr_in& b) {
   return a.sin_addr.s_addr == b.sin_addr.s_addr && a.sin_port == b.sin_port;
 }
 
+// The destination a route leads to.
+sockaddr_in DestinationOf(const DatagramRouteKey& key) {
+  sockaddr_in destination{};
+  destination.sin_family = AF_INET;
+  destination.sin_addr.s_addr = key.ipv4;
+  destination.sin_port = key.port;
+  return destination;
+}
+
 absl::Status NotBound() {
   return ErrnoError(EINVAL,
                     "bind a datagram socket (demi_bind) before using it");
@@ -311,13 +320,9 @@ void LibOS::AwaitRoute(const DatagramRouteKey& key, const sockaddr_in& local,
                        ibv_pd* pd, const PendingDatagram& pending) {
   auto [it, inserted] = routes_.try_emplace(key);
   if (inserted) {
-    sockaddr_in destination{};
-    destination.sin_family = AF_INET;
-    destination.sin_addr.s_addr = key.ipv4;
-    destination.sin_port = key.port;
     absl::StatusOr<std::unique_ptr<rdma::UdResolver>> resolver =
-        rdma::UdResolver::Start(*datagram_channel_, local, destination, pd,
-                                options_.resolve_timeout);
+        rdma::UdResolver::Start(*datagram_channel_, local, DestinationOf(key),
+                                pd, options_.resolve_timeout);
     if (!resolver.ok()) {
       routes_.erase(it);
       ++datagram_counters_.resolution_failures;
@@ -443,12 +448,8 @@ void LibOS::RefreshOldRoutes() {
     sockaddr_in local{};
     local.sin_family = AF_INET;
     local.sin_addr.s_addr = key.local_ipv4;
-    sockaddr_in destination{};
-    destination.sin_family = AF_INET;
-    destination.sin_addr.s_addr = key.ipv4;
-    destination.sin_port = key.port;
     absl::StatusOr<std::unique_ptr<rdma::UdResolver>> refresher =
-        rdma::UdResolver::Start(*datagram_channel_, local, destination,
+        rdma::UdResolver::Start(*datagram_channel_, local, DestinationOf(key),
                                 route->peer->ah.get()->pd,
                                 options_.resolve_timeout);
     if (!refresher.ok()) {

@@ -15,6 +15,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "tools/rdma_bench/buffer.h"
 
 namespace demi::bench {
 namespace {
@@ -101,54 +102,6 @@ bool IsUnsupported(int err) {
 std::string MemoryName(Memory memory) {
   return memory == Memory::kLibrary ? "library memory" : "application memory";
 }
-
-// One message's memory: from demi_sgaalloc, or malloc'ed and pushed with
-// sga_buf == NULL.
-class Buffer {
- public:
-  // Errors are cells the library cannot run (FailedPrecondition, reason).
-  static absl::StatusOr<std::unique_ptr<Buffer>> Allocate(Memory memory,
-                                                          uint64_t size) {
-    auto buffer = std::unique_ptr<Buffer>(new Buffer(memory));
-    void* data = nullptr;
-    if (memory == Memory::kLibrary) {
-      buffer->sga_ = demi_sgaalloc(size);
-      if (buffer->sga_.sga_numsegs == 0) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("demi_sgaalloc(", size, ") returned no memory"));
-      }
-      data = buffer->sga_.sga_segs[0].sgaseg_buf;
-    } else {
-      data = buffer->app_ = std::malloc(size);
-      if (data == nullptr) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("malloc(", size, ") failed"));
-      }
-      buffer->sga_.sga_buf = nullptr;
-      buffer->sga_.sga_numsegs = 1;
-    }
-    buffer->sga_.sga_segs[0].sgaseg_buf = data;
-    buffer->sga_.sga_segs[0].sgaseg_len = static_cast<uint32_t>(size);
-    std::memset(data, 0x5a, size);  // touch every page before measuring
-    return buffer;
-  }
-
-  ~Buffer() {
-    if (memory_ == Memory::kLibrary) {
-      (void)demi_sgafree(&sga_);
-    } else {
-      std::free(app_);
-    }
-  }
-
-  const demi_sgarray_t& sga() const { return sga_; }
-
- private:
-  explicit Buffer(Memory memory) : memory_(memory) {}
-  Memory memory_;
-  demi_sgarray_t sga_{};
-  void* app_ = nullptr;
-};
 
 // Waits up to `timeout` for results of any operation of the process and
 // hands each to `handle`. Returns how many there were (0 on a timeout).

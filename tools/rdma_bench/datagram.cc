@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "tools/rdma_bench/buffer.h"
 
 namespace demi::bench {
 namespace {
@@ -31,7 +32,6 @@ constexpr size_t kPushesBehind = 32;
 // The echo server's reply buffers (each reused only once its push is done).
 constexpr size_t kReplyBuffers = 32;
 constexpr uint64_t kReplyBufferBytes = 8192;  // above any datagram payload
-constexpr uint8_t kPattern = 0x5a;
 constexpr int kQuitCopies = 3;
 
 std::string Failure(const char* call, int rc) {
@@ -90,31 +90,6 @@ class DatagramSocket {
   int qd_ = -1;
 };
 
-// Library memory, freed by the destructor.
-class DatagramBuffer {
- public:
-  DatagramBuffer() = default;
-  ~DatagramBuffer() {
-    if (sga_.sga_numsegs != 0) (void)demi_sgafree(&sga_);
-  }
-  DatagramBuffer(const DatagramBuffer&) = delete;
-  DatagramBuffer& operator=(const DatagramBuffer&) = delete;
-
-  // "" or what failed.
-  std::string Allocate(uint64_t size, uint8_t fill) {
-    sga_ = demi_sgaalloc(size);
-    if (sga_.sga_numsegs != 1) return "demi_sgaalloc returned no memory";
-    std::memset(sga_.sga_segs[0].sgaseg_buf, fill, size);
-    return "";
-  }
-
-  demi_sgarray_t& sga() { return sga_; }
-  uint8_t* data() { return static_cast<uint8_t*>(sga_.sga_segs[0].sgaseg_buf); }
-
- private:
-  demi_sgarray_t sga_{};
-};
-
 // Waits for a push token: "" if it completed, else what failed.
 std::string WaitPush(demi_qtoken_t qt) {
   demi_qresult_t result{};
@@ -164,7 +139,7 @@ class DatagramClient {
 
   // One round trip of `buffer` (its bytes are never rewritten, so pushes of
   // it may still be in flight). "" or what failed.
-  std::string RoundTrip(DatagramBuffer& buffer, uint64_t size) {
+  std::string RoundTrip(const Buffer& buffer, uint64_t size) {
     demi_qtoken_t push = 0;
     if (int rc = demi_pushto(&push, socket_.qd(), &buffer.sga(), Sa(server_),
                              sizeof(server_));
@@ -187,9 +162,9 @@ class DatagramClient {
     const bool intact =
         echo.sga_numsegs == 1 && echo.sga_segs[0].sgaseg_len == size &&
         static_cast<const uint8_t*>(echo.sga_segs[0].sgaseg_buf)[0] ==
-            kPattern &&
+            Buffer::kFill &&
         static_cast<const uint8_t*>(echo.sga_segs[0].sgaseg_buf)[size - 1] ==
-            kPattern;
+            Buffer::kFill;
     (void)demi_sgafree(&echo);
     if (!intact) return "the echo differs from the datagram sent";
     while (pushes_.size() > kPushesBehind) {
@@ -202,11 +177,13 @@ class DatagramClient {
 
   // Sends the quit datagram kQuitCopies times (best effort).
   void Quit() {
-    DatagramBuffer quit;
-    if (!quit.Allocate(1, kDatagramQuit).empty()) return;
+    absl::StatusOr<std::unique_ptr<Buffer>> quit =
+        Buffer::Allocate(Memory::kLibrary, 1);
+    if (!quit.ok()) return;
+    (*quit)->data()[0] = kDatagramQuit;
     for (int i = 0; i < kQuitCopies; ++i) {
       demi_qtoken_t qt = 0;
-      if (demi_pushto(&qt, socket_.qd(), &quit.sga(), Sa(server_),
+      if (demi_pushto(&qt, socket_.qd(), &(*quit)->sga(), Sa(server_),
                       sizeof(server_)) != 0) {
         return;
       }
@@ -236,13 +213,13 @@ absl::Status ServeDatagrams(const sockaddr_in& address, absl::Duration idle,
   if (std::string failed = socket.Bind(address); !failed.empty()) {
     return absl::UnavailableError(failed);
   }
-  std::array<DatagramBuffer, kReplyBuffers> replies;
+  std::array<std::unique_ptr<Buffer>, kReplyBuffers> replies;
   std::array<demi_qtoken_t, kReplyBuffers> reply_pushes{};  // 0: none
-  for (DatagramBuffer& reply : replies) {
-    if (std::string failed = reply.Allocate(kReplyBufferBytes, 0);
-        !failed.empty()) {
-      return absl::ResourceExhaustedError(failed);
-    }
+  for (std::unique_ptr<Buffer>& reply : replies) {
+    absl::StatusOr<std::unique_ptr<Buffer>> allocated =
+        Buffer::Allocate(Memory::kLibrary, kReplyBufferBytes);
+    if (!allocated.ok()) return allocated.status();
+    reply = std::move(*allocated);
   }
   auto drain = [&]() {
     for (demi_qtoken_t& qt : reply_pushes) {
@@ -292,7 +269,7 @@ absl::Status ServeDatagrams(const sockaddr_in& address, absl::Duration idle,
         return absl::InternalError(failed);
       }
     }
-    DatagramBuffer& reply = replies[slot];
+    const Buffer& reply = *replies[slot];
     uint8_t* out = reply.data();
     for (uint32_t i = 0; i < datagram.sga_numsegs && total <= kReplyBufferBytes;
          ++i) {
@@ -322,11 +299,14 @@ absl::StatusOr<CellResult> MeasureDatagramLatency(
     absl::Duration wait_for_server) {
   CellResult cell;
   DatagramClient client;
-  DatagramBuffer buffer;
   std::string failed = client.Open(server, wait_for_server);
-  if (failed.empty()) failed = buffer.Allocate(size, kPattern);
+  absl::StatusOr<std::unique_ptr<Buffer>> buffer =
+      Buffer::Allocate(Memory::kLibrary, size);
+  if (failed.empty() && !buffer.ok()) {
+    failed = std::string(buffer.status().message());
+  }
   // The first round trip shows whether the size fits a datagram.
-  if (failed.empty()) failed = client.RoundTrip(buffer, size);
+  if (failed.empty()) failed = client.RoundTrip(**buffer, size);
   if (!failed.empty()) {
     client.Quit();
     cell.supported = false;
@@ -335,7 +315,7 @@ absl::StatusOr<CellResult> MeasureDatagramLatency(
   }
   const absl::Time warm_until = absl::Now() + limits.warmup;
   while (failed.empty() && absl::Now() < warm_until) {
-    failed = client.RoundTrip(buffer, size);
+    failed = client.RoundTrip(**buffer, size);
   }
   std::vector<double> one_way_us;
   const absl::Time start = absl::Now();
@@ -343,7 +323,7 @@ absl::StatusOr<CellResult> MeasureDatagramLatency(
   while (failed.empty() &&
          (absl::Now() < until || one_way_us.size() < limits.min_iterations)) {
     const absl::Time before = absl::Now();
-    failed = client.RoundTrip(buffer, size);
+    failed = client.RoundTrip(**buffer, size);
     one_way_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - before) / 2);
   }
   const absl::Time end = absl::Now();

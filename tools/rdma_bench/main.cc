@@ -499,20 +499,22 @@ int RunServer(const Options& options, bool quiet) {
     Progress(absl::StrCat("server: ", served.message()));
     return 1;
   }
+  const sockaddr_in datagrams = DatagramServerAddress(options.address);
+  const absl::Duration idle = absl::Seconds(10);
   if (!quiet) {
     Progress("server: the client is done; echoing datagrams on " +
-             AddressText(DatagramServerAddress(options.address)));
+             AddressText(datagrams));
   }
   bool quit = false;
-  absl::Status echoed = ServeDatagrams(DatagramServerAddress(options.address),
-                                       absl::Seconds(10), &quit);
+  absl::Status echoed = ServeDatagrams(datagrams, idle, &quit);
   if (!echoed.ok()) {
     Progress(absl::StrCat("datagram server: ", echoed.message()));
     return 1;
   }
   if (!quiet) {
-    Progress(quit ? "datagram server: the client is done"
-                  : "datagram server: no datagram for 10 s, stopping");
+    Progress(quit ? std::string("datagram server: the client is done")
+                  : absl::StrCat("datagram server: no datagram for ",
+                                 absl::FormatDuration(idle), ", stopping"));
   }
   return 0;
 }
