@@ -1,6 +1,7 @@
 /* Every public header compiles as C11, alone and together, and the structs
  * have Demikernel's packed layouts (an application's binary view of them). */
 
+#include <demi/cc.h>
 #include <demi/libos.h>
 #include <demi/sga.h>
 #include <demi/stats.h>
@@ -28,6 +29,11 @@ _Static_assert(offsetof(demi_qresult_t, qr_ret) == 16, "ret");
 _Static_assert(offsetof(demi_qresult_t, qr_value) == 24, "value");
 _Static_assert(sizeof(demi_qresult_t) == 24 + sizeof(demi_sgarray_t),
                "packed result");
+
+_Static_assert(sizeof(struct demi_args) == 20, "packed demi_args");
+_Static_assert(offsetof(struct demi_args, argv) == 4, "demi_args argv");
+_Static_assert(offsetof(struct demi_args, callback) == 12,
+               "demi_args callback");
 
 _Static_assert(DEMI_OPC_INVALID == 0 && DEMI_OPC_PUSH == 1 &&
                    DEMI_OPC_POP == 2 && DEMI_OPC_ACCEPT == 3 &&

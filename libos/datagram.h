@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "libos/receive_handles.h"
 #include "rdma/rc_connection.h"
 #include "rdma/ud_endpoint.h"
 #include "rdma/ud_resolver.h"
@@ -22,14 +23,6 @@
 namespace demi::libos {
 
 struct DatagramQueue;
-
-// What sga_buf of a popped datagram points to: one per receive buffer,
-// preallocated when the socket is bound.
-struct DatagramHandle {
-  DatagramQueue* queue = nullptr;
-  uint32_t buffer_index = 0;
-  bool in_use = false;
-};
 
 // Datagrams that arrived and were not popped yet, oldest first. Each holds
 // one of its socket's receive buffers, so there are never more than those:
@@ -63,15 +56,21 @@ class ArrivedDatagrams {
   uint32_t count_ = 0;
 };
 
-// One datagram socket.
-struct DatagramQueue {
+// One datagram socket. Its receive buffers are lent out by pops
+// (ReceiveBufferOwner).
+struct DatagramQueue final : ReceiveBufferOwner {
+  rdma::RegisteredSpan HeldBuffer(uint32_t index) const override {
+    return endpoint->HeldBuffer(index);
+  }
+  void ReturnBuffer(uint32_t index) override;
+
   int qd = 0;
   std::unique_ptr<rdma::UdEndpoint> endpoint;  // null until demi_bind
   std::optional<sockaddr_in> default_peer;     // set by demi_connect
   std::deque<demi_qtoken_t> pop_tokens;        // waiting pops
   ArrivedDatagrams datagrams;                  // arrived, not popped
-  std::unique_ptr<DatagramHandle[]> handles;   // one per receive buffer
-  uint32_t held = 0;                           // popped buffers not yet freed
+  ReceiveHandle* handles = nullptr;            // one per receive buffer
+  uint32_t held = 0;    // buffers lent out by pops, not yet returned
   bool closed = false;  // demi_close was called; kept to finish sends
 };
 

@@ -13,8 +13,22 @@
 
 namespace demi::libos {
 
-// One demi queue: a socket, then a listener or a connection.
-struct LibOS::Queue {
+// One demi queue: a socket, then a listener or a connection. A connection's
+// receive buffers are lent out by pops (ReceiveBufferOwner).
+struct LibOS::Queue final : ReceiveBufferOwner {
+  rdma::RegisteredSpan HeldBuffer(uint32_t index) const override {
+    return connection == nullptr ? rdma::RegisteredSpan{}
+                                 : connection->HeldBuffer(index);
+  }
+  void ReturnBuffer(uint32_t index) override {
+    --held;
+    if (connection == nullptr) return;
+    absl::Status released = connection->Release(index);
+    if (!released.ok()) {
+      DEMI_LOG(kWarning, "re-posting a receive buffer: ", released.message());
+    }
+  }
+
   enum class State {
     kSocket,      // created, maybe bound
     kListening,   // listener
@@ -39,8 +53,8 @@ struct LibOS::Queue {
   bool end_of_stream = false;
   bool closed = false;  // demi_close was called; kept only to finish sends
   int error = 0;        // errno once failed
-  std::unique_ptr<ReceiveHandle[]> handles;  // one per receive buffer
-  uint32_t held = 0;                         // popped buffers not yet freed
+  ReceiveHandle* handles = nullptr;  // one per receive buffer (handles_)
+  uint32_t held = 0;  // buffers lent out by pops, not yet returned
 };
 
 // Routes one connection's completions to its queue.
@@ -57,12 +71,7 @@ class LibOS::QueueSink final : public rdma::CompletionSink {
     result.qr_ret = status.ok()     ? 0
                     : queue_.closed ? ECANCELED
                                     : ErrnoFromStatus(status);
-    auto push = os_.pushes_.find(cookie);
-    if (push == os_.pushes_.end()) return;  // cancelled by close
-    result.qr_value.sga = push->second.sga;
-    os_.PushFinished(push->second);
-    os_.pushes_.erase(push);
-    (void)os_.tokens_.Complete(cookie, result);
+    os_.FinishPush(cookie, result);
   }
 
   void OnMessage(const rdma::ReceivedMessage& message) override
@@ -158,8 +167,9 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
   DEMI_ASSIGN_OR_RETURN(rdma::EventChannel channel,
                         rdma::EventChannel::Create());
   os->channel_.emplace(std::move(channel));
+  absl::MutexLock lock(&os->mu_);
+  os->memory_.emplace(*os->devices_, os->handles_, options.max_operations);
   os->pushes_.reserve(options.max_operations);
-  os->pushes_reading_.reserve(options.max_operations);
   return os;
 }
 
@@ -170,8 +180,9 @@ LibOS::~LibOS() {
   retired_.clear();
   datagram_queues_.clear();
   datagram_retired_.clear();
-  // Their devices are gone: nothing reads the pushed memory any more.
-  for (const auto& [qt, record] : pushes_) PushFinished(record);
+  // Their queue pairs are gone: nothing reads the pushed memory any more.
+  // Popped arrays went with their queues.
+  for (const auto& [qt, record] : pushes_) memory_->Abandon(record);
   pushes_.clear();
 }
 
@@ -296,28 +307,14 @@ absl::StatusOr<demi_qtoken_t> LibOS::Connect(int qd, const sockaddr* address,
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
-  if (sga == nullptr) return ErrnoError(EINVAL, "null scatter-gather array");
-  if (sga->sga_numsegs == 0 || sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
-    return ErrnoError(EINVAL,
-                      absl::StrCat("bad segment count ", sga->sga_numsegs));
-  }
-  for (uint32_t i = 0; i < sga->sga_numsegs; ++i) {
-    if (sga->sga_segs[i].sgaseg_buf == nullptr ||
-        sga->sga_segs[i].sgaseg_len == 0) {
-      return ErrnoError(EINVAL, absl::StrCat("segment ", i, " is empty"));
-    }
-  }
+  DEMI_ASSIGN_OR_RETURN(const uint64_t total, CheckPushArray(sga));
   absl::MutexLock lock(&mu_);
   if (IsDatagram(qd)) return DatagramPush(*datagram_queues_[qd], sga, nullptr);
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
-  if (sga->sga_buf != nullptr && (!FindLibraryBuffer(sga->sga_buf) ||
-                                  free_when_pushed_.contains(sga->sga_buf))) {
-    return ErrnoError(EINVAL,
-                      "sga_buf is neither NULL nor memory from demi_sgaalloc "
-                      "(pushing popped memory is not supported yet)");
-  }
   if (queue->state == Queue::State::kFailed ||
       (queue->state == Queue::State::kConnected && queue->error != 0)) {
+    // The memory must still be something that may be pushed.
+    DEMI_RETURN_IF_ERROR(memory_->Identify(sga->sga_buf).status());
     DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
                           tokens_.Allocate(qd, DEMI_OPC_PUSH));
     (void)tokens_.Fail(qt, queue->error != 0 ? queue->error : ECONNRESET);
@@ -326,76 +323,37 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
   if (queue->state != Queue::State::kConnected) {
     return ErrnoError(ENOTCONN, "push on a queue that is not connected");
   }
-  DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt, tokens_.Allocate(qd, DEMI_OPC_PUSH));
+  rdma::RcConnection& connection = *queue->connection;
   PushRecord record;
   rdma::Segment segments[DEMI_SGARRAY_MAXSIZE];
-  absl::Status mapped =
-      MapSegments(*sga, *queue->connection, segments, &record);
-  if (!mapped.ok()) {
-    (void)tokens_.Release(qt);
-    return mapped;
+  DEMI_RETURN_IF_ERROR(
+      memory_->Map(*sga, connection.pd(),
+                   /*remote_read=*/total > connection.rendezvous_threshold(),
+                   segments, &record));
+  absl::StatusOr<demi_qtoken_t> qt = tokens_.Allocate(qd, DEMI_OPC_PUSH);
+  if (!qt.ok()) {
+    memory_->Abandon(record);
+    return qt.status();
   }
-  PushStarted(record);
-  absl::Status sent = queue->connection->Send(
-      absl::MakeConstSpan(segments, sga->sga_numsegs), qt);
+  absl::Status sent =
+      connection.Send(absl::MakeConstSpan(segments, sga->sga_numsegs), *qt);
   if (!sent.ok()) {
-    PushFinished(record);
-    (void)tokens_.Release(qt);
+    memory_->Abandon(record);
+    (void)tokens_.Release(*qt);
     return sent;
   }
-  pushes_.insert_or_assign(qt, record);
-  return qt;
+  memory_->Started(record);
+  pushes_.insert_or_assign(*qt, record);
+  return *qt;
 }
 
-absl::Status LibOS::MapSegments(const demi_sgarray_t& sga,
-                                const rdma::RcConnection& connection,
-                                rdma::Segment* segments, PushRecord* record) {
-  return MapSegments(sga, connection.pd(), segments, record);
-}
-
-absl::Status LibOS::MapSegments(const demi_sgarray_t& sga, ibv_pd* pd,
-                                rdma::Segment* segments, PushRecord* record) {
-  record->sga = sga;
-  record->buffer = sga.sga_buf;
-  // Library memory is registered in the first device's PD only.
-  std::optional<LibraryBuffer> library;
-  if (sga.sga_buf != nullptr && pd == devices_->pool_pd()) {
-    library = FindLibraryBuffer(sga.sga_buf);
-  }
-  const uintptr_t library_begin =
-      library ? reinterpret_cast<uintptr_t>(library->data) : 0;
-  for (uint32_t i = 0; i < sga.sga_numsegs; ++i) {
-    const demi_sgaseg_t& segment = sga.sga_segs[i];
-    const auto address = reinterpret_cast<uintptr_t>(segment.sgaseg_buf);
-    if (library && address >= library_begin &&
-        segment.sgaseg_len <= library->capacity &&
-        address - library_begin <= library->capacity - segment.sgaseg_len) {
-      segments[i] = {segment.sgaseg_buf, segment.sgaseg_len, library->keys.lkey,
-                     library->keys.rkey};
-      continue;
-    }
-    if (record->cache == nullptr) {
-      record->cache = devices_->CacheFor(pd);
-      if (record->cache == nullptr) {
-        return ErrnoError(EIO, "connection on a device without a cache");
-      }
-    }
-    absl::StatusOr<rdma::RegionCache::Lease> lease =
-        record->cache->Acquire(segment.sgaseg_buf, segment.sgaseg_len);
-    if (!lease.ok()) {
-      for (uint32_t j = 0; j < record->num_regions; ++j) {
-        record->cache->Release(record->regions[j]);
-      }
-      record->num_regions = 0;
-      return ErrnoError(
-          ErrnoFromStatus(lease.status()),
-          absl::StrCat("segment ", i, ": ", lease.status().message()));
-    }
-    record->regions[record->num_regions++] = lease->region;
-    segments[i] = {segment.sgaseg_buf, segment.sgaseg_len, lease->keys.lkey,
-                   lease->keys.rkey};
-  }
-  return absl::OkStatus();
+void LibOS::FinishPush(demi_qtoken_t qt, demi_qresult_t result) {
+  auto push = pushes_.find(qt);
+  if (push == pushes_.end()) return;  // cancelled by close
+  result.qr_value.sga = push->second.sga;
+  memory_->Finished(push->second);
+  pushes_.erase(push);
+  (void)tokens_.Complete(qt, result);
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::Pop(int qd) {
@@ -429,7 +387,7 @@ void LibOS::CompletePop(Queue& queue, demi_qtoken_t qt,
   sga.sga_addr = queue.peer;
   if (message != nullptr) {  // nullptr: end of stream, zero segments
     ReceiveHandle& handle = queue.handles[message->buffer_index];
-    handle.in_use = true;
+    handle.popped = true;
     ++queue.held;
     sga.sga_buf = &handle;
     sga.sga_numsegs = message->num_segments;
@@ -529,41 +487,6 @@ demi_sgarray_t LibOS::SgaAlloc(size_t size) {
   return sga;
 }
 
-std::optional<LibOS::LibraryBuffer> LibOS::FindLibraryBuffer(
-    void* handle) const {
-  auto* pool_buffer = static_cast<rdma::PoolBuffer*>(handle);
-  if (devices_->pool().IsAllocated(pool_buffer)) {
-    return LibraryBuffer{handle, pool_buffer->data(), pool_buffer->capacity(),
-                         pool_buffer->keys(), false};
-  }
-  auto* large = static_cast<rdma::LargeBuffer*>(handle);
-  if (devices_->large_pool().IsAllocated(large)) {
-    return LibraryBuffer{handle, large->data(), large->capacity(),
-                         large->keys(), true};
-  }
-  return std::nullopt;
-}
-
-absl::Status LibOS::FreeLibraryBuffer(void* handle) {
-  auto* pool_buffer = static_cast<rdma::PoolBuffer*>(handle);
-  if (devices_->pool().Owns(pool_buffer)) {
-    return devices_->pool().Free(pool_buffer);
-  }
-  return devices_->large_pool().Free(static_cast<rdma::LargeBuffer*>(handle));
-}
-
-LibOS::ReceiveHandle* LibOS::FindHandle(const void* pointer) {
-  const auto address = reinterpret_cast<uintptr_t>(pointer);
-  auto it = handle_arrays_.upper_bound(address);
-  if (it == handle_arrays_.begin()) return nullptr;
-  --it;
-  if (address >= it->second ||
-      (address - it->first) % sizeof(ReceiveHandle) != 0) {
-    return nullptr;
-  }
-  return reinterpret_cast<ReceiveHandle*>(address);
-}
-
 absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
   if (sga == nullptr || sga->sga_buf == nullptr) {
     return ErrnoError(EINVAL, "not an array the library owns");
@@ -571,57 +494,11 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
   if (sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
     return ErrnoError(EINVAL, "bad segment count");
   }
-  void* buffer = sga->sga_buf;
   absl::MutexLock lock(&mu_);
-  if (devices_->pool().Owns(static_cast<rdma::PoolBuffer*>(buffer)) ||
-      devices_->large_pool().IsAllocated(
-          static_cast<rdma::LargeBuffer*>(buffer))) {
-    if (free_when_pushed_.contains(buffer)) {
-      return ErrnoError(EINVAL, "the array was already freed");
-    }
-    if (pushes_reading_.contains(buffer)) {
-      free_when_pushed_.insert(buffer);  // freed when its pushes complete
-      return absl::OkStatus();
-    }
-    return FreeLibraryBuffer(buffer);
-  }
-  if (DatagramHandle* datagram = FindDatagramHandle(sga->sga_buf)) {
-    return DatagramSgaFree(*datagram);
-  }
-  ReceiveHandle* handle = FindHandle(sga->sga_buf);
-  if (handle == nullptr || !handle->in_use) {
-    return ErrnoError(EINVAL, "not an array the library owns (or freed)");
-  }
-  handle->in_use = false;
-  Queue& queue = *handle->queue;
-  --queue.held;
-  if (queue.connection != nullptr) {
-    absl::Status released = queue.connection->Release(handle->buffer_index);
-    if (!released.ok()) {
-      DEMI_LOG(kWarning, "re-posting a receive buffer: ", released.message());
-    }
-  }
+  DEMI_RETURN_IF_ERROR(memory_->Free(sga->sga_buf));
   ReapRetired();
+  ReapDatagramQueues();
   return absl::OkStatus();
-}
-
-void LibOS::PushStarted(const PushRecord& record) {
-  if (record.buffer != nullptr) ++pushes_reading_[record.buffer];
-}
-
-void LibOS::PushFinished(const PushRecord& record) {
-  for (uint32_t i = 0; i < record.num_regions; ++i) {
-    record.cache->Release(record.regions[i]);
-  }
-  const void* buffer = record.buffer;
-  if (buffer == nullptr) return;
-  auto it = pushes_reading_.find(buffer);
-  if (it == pushes_reading_.end() || --it->second > 0) return;
-  pushes_reading_.erase(it);
-  if (free_when_pushed_.erase(buffer) > 0) {
-    absl::Status freed = FreeLibraryBuffer(const_cast<void*>(buffer));
-    if (!freed.ok()) DEMI_LOG(kError, "deferred free: ", freed.message());
-  }
 }
 
 rdma::RegionCacheStats LibOS::CacheStats() const {
@@ -673,7 +550,7 @@ void LibOS::CancelPending(Queue& queue, int errnum) {
     auto push = pushes_.find(qt);
     if (push != pushes_.end()) {
       if (queue.connection != nullptr) continue;
-      PushFinished(push->second);
+      memory_->Finished(push->second);
       pushes_.erase(push);
     }
     (void)tokens_.Fail(qt, errnum);
@@ -700,9 +577,7 @@ void LibOS::ReapRetired() {
     if (queue.connection != nullptr && queue.error == 0) {
       (void)queue.connection->id().Disconnect();
     }
-    if (queue.handles != nullptr) {
-      handle_arrays_.erase(reinterpret_cast<uintptr_t>(queue.handles.get()));
-    }
+    handles_.Remove(queue.handles);
     retired_[i] = std::move(retired_.back());
     retired_.pop_back();
   }
@@ -865,14 +740,7 @@ void LibOS::HandleEstablished(const rdma::CmEvent& event, Queue& queue) {
     FailConnection(queue, ErrnoFromStatus(established));
     return;
   }
-  const uint32_t count = options_.connection.receive_buffers;
-  queue.handles = std::make_unique<ReceiveHandle[]>(count);
-  for (uint32_t i = 0; i < count; ++i) {
-    queue.handles[i].queue = &queue;
-    queue.handles[i].buffer_index = i;
-  }
-  const auto begin = reinterpret_cast<uintptr_t>(queue.handles.get());
-  handle_arrays_[begin] = begin + count * sizeof(ReceiveHandle);
+  queue.handles = handles_.Add(queue, options_.connection.receive_buffers);
 
   const Queue::State was = queue.state;
   queue.state = Queue::State::kConnected;

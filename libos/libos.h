@@ -6,13 +6,12 @@
 // it between polling rounds so other threads get in. Errors are absl::Status
 // values carrying the positive errno the C API returns (common/errno_status.h).
 //
-// Memory: demi_sgaalloc memory comes from the registered BufferPool (freeing
-// it while a push reads it defers the free until the push completes); popped
-// memory points into a connection's receive buffers (zero copy) and stays
-// valid, even after demi_close, until SgaFree returns it. Application memory
-// (sga_buf == NULL, or segments outside sga_buf) is registered through the
-// device's RegionCache and leased for the push: the registration (and so the
-// pages) stays until the push completes, whatever the application unmaps.
+// Memory: demi_sgaalloc memory comes from the registered pools; popped memory
+// points into a queue's receive buffers (zero copy) and stays valid, even
+// after demi_close, until SgaFree returns it. Any of these, and application
+// memory (sga_buf == NULL), may be pushed on any queue; PushMemory says what
+// the memory is, how the queue pair reads it, and keeps it (free protection)
+// until every push of it completed.
 
 #ifndef DEMI_LIBOS_LIBOS_H_
 #define DEMI_LIBOS_LIBOS_H_
@@ -27,15 +26,15 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "libos/datagram.h"
+#include "libos/push_memory.h"
+#include "libos/receive_handles.h"
 #include "libos/token_table.h"
 #include "rdma/buffer_pool.h"
 #include "rdma/cm_event_channel.h"
@@ -117,20 +116,6 @@ class LibOS {
 
  private:
   struct Queue;
-  // A push in flight: the array (returned in its result) and what keeps its
-  // memory valid until the device is done with it.
-  struct PushRecord {
-    demi_sgarray_t sga;
-    void* buffer = nullptr;              // sga_buf, if from demi_sgaalloc
-    rdma::RegionCache* cache = nullptr;  // where `regions` were leased
-    uint32_t num_regions = 0;
-    rdma::RegionCache::Region* regions[DEMI_SGARRAY_MAXSIZE];
-  };
-  struct ReceiveHandle {
-    Queue* queue = nullptr;
-    uint32_t buffer_index = 0;
-    bool in_use = false;
-  };
   class QueueSink;
 
   explicit LibOS(const LibOSOptions& options);
@@ -156,35 +141,10 @@ class LibOS {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Retire(std::unique_ptr<Queue> queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReapRetired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  ReceiveHandle* FindHandle(const void* handle)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // demi_sgaalloc memory behind an sga_buf handle: a PoolBuffer (up to the
-  // eager limit) or a LargeBuffer; empty if `handle` is neither, allocated.
-  struct LibraryBuffer {
-    void* handle = nullptr;
-    const void* data = nullptr;
-    size_t capacity = 0;
-    rdma::MemoryKeys keys;
-    bool large = false;
-  };
-  std::optional<LibraryBuffer> FindLibraryBuffer(void* handle) const;
-  absl::Status FreeLibraryBuffer(void* handle);
-  // Fills `segments` and `record` for pushing `sga` on `connection`: pool
-  // memory by its keys, anything else leased from the device's region cache.
-  // On error nothing stays leased.
-  absl::Status MapSegments(const demi_sgarray_t& sga,
-                           const rdma::RcConnection& connection,
-                           rdma::Segment* segments, PushRecord* record)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The same for a queue pair in `pd` (one of devices_).
-  absl::Status MapSegments(const demi_sgarray_t& sga, ibv_pd* pd,
-                           rdma::Segment* segments, PushRecord* record)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Free protection: a demi_sgaalloc buffer freed while pushes read it goes
-  // back to the pool when the last of them completes; leased regions are
-  // released when their push completes.
-  void PushStarted(const PushRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PushFinished(const PushRecord& record)
+  // The end of every push, whatever its queue: its memory is released
+  // (PushMemory::Finished) and its token completes with `result`'s opcode
+  // and errno and the pushed array.
+  void FinishPush(demi_qtoken_t qt, demi_qresult_t result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const LibOSOptions options_;
@@ -196,13 +156,11 @@ class LibOS {
   // Closed connections kept until their sends finished and their popped
   // buffers came back.
   std::vector<std::unique_ptr<Queue>> retired_ ABSL_GUARDED_BY(mu_);
+  // Popped arrays' handles of every queue (stream and datagram).
+  ReceiveHandleTable handles_ ABSL_GUARDED_BY(mu_);
+  // Pushed memory and free protection (set by Create).
+  std::optional<PushMemory> memory_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<demi_qtoken_t, PushRecord> pushes_ ABSL_GUARDED_BY(mu_);
-  // Pushes in flight per pool buffer, and buffers freed while in flight.
-  absl::flat_hash_map<const void*, uint32_t> pushes_reading_
-      ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<const void*> free_when_pushed_ ABSL_GUARDED_BY(mu_);
-  // Receive-handle arrays by start address -> end address.
-  absl::btree_map<uintptr_t, uintptr_t> handle_arrays_ ABSL_GUARDED_BY(mu_);
   int next_qd_ ABSL_GUARDED_BY(mu_) = 1;
   static constexpr uint32_t kCmPollInterval = 16;
   // Progress rounds between looks for datagram routes to refresh.
@@ -233,11 +191,6 @@ class LibOS {
                                    sockaddr* address, socklen_t* size)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DatagramClose(int qd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The handle of a popped datagram `pointer` is, or null.
-  DatagramHandle* FindDatagramHandle(const void* pointer)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status DatagramSgaFree(DatagramHandle& handle)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Polls every datagram socket and the datagram rdma_cm channel.
   void ProgressDatagrams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleDatagramEvent(rdma::CmEvent event)
@@ -283,9 +236,6 @@ class LibOS {
   // Closed sockets kept until their sends finished and popped buffers came
   // back.
   std::vector<std::unique_ptr<DatagramQueue>> datagram_retired_
-      ABSL_GUARDED_BY(mu_);
-  // Handle arrays by start address -> end address.
-  absl::btree_map<uintptr_t, uintptr_t> datagram_handle_arrays_
       ABSL_GUARDED_BY(mu_);
 };
 

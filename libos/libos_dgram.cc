@@ -57,22 +57,6 @@ absl::StatusOr<sockaddr_in> ParseDestination(const sockaddr* address,
   return destination;
 }
 
-// The checks every push makes of its array (as LibOS::Push).
-absl::Status CheckArray(const demi_sgarray_t* sga) {
-  if (sga == nullptr) return ErrnoError(EINVAL, "null scatter-gather array");
-  if (sga->sga_numsegs == 0 || sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
-    return ErrnoError(EINVAL,
-                      absl::StrCat("bad segment count ", sga->sga_numsegs));
-  }
-  for (uint32_t i = 0; i < sga->sga_numsegs; ++i) {
-    if (sga->sga_segs[i].sgaseg_buf == nullptr ||
-        sga->sga_segs[i].sgaseg_len == 0) {
-      return ErrnoError(EINVAL, absl::StrCat("segment ", i, " is empty"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 bool SameAddress(const sockaddr_in& a, const sockaddr_in& b) {
   return a.sin_addr.s_addr == b.sin_addr.s_addr && a.sin_port == b.sin_port;
 }
@@ -100,8 +84,7 @@ class LibOS::DatagramQueueSink final : public rdma::DatagramSink {
 
   void OnSendComplete(uint64_t cookie, const absl::Status& status) override
       ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under os_.mu_
-    auto push = os_.pushes_.find(cookie);
-    if (push == os_.pushes_.end()) return;
+    if (!os_.pushes_.contains(cookie)) return;
     demi_qresult_t result{};
     result.qr_opcode = status.ok() ? DEMI_OPC_PUSH : DEMI_OPC_FAILED;
     result.qr_ret = status.ok()     ? 0
@@ -109,10 +92,7 @@ class LibOS::DatagramQueueSink final : public rdma::DatagramSink {
                                     : ErrnoFromStatus(status);
     ++(status.ok() ? os_.datagram_counters_.sent
                    : os_.datagram_counters_.send_failed);
-    result.qr_value.sga = push->second.sga;
-    os_.PushFinished(push->second);
-    os_.pushes_.erase(push);
-    (void)os_.tokens_.Complete(cookie, result);
+    os_.FinishPush(cookie, result);
   }
 
   void OnDatagram(const rdma::ReceivedDatagram& datagram) override
@@ -183,13 +163,7 @@ absl::Status LibOS::DatagramBind(DatagramQueue& queue, const sockaddr* address,
                         rdma::UdEndpoint::Create(std::move(id), options));
   const uint32_t count = options.receive_buffers;
   queue.datagrams.Reserve(count);
-  queue.handles = std::make_unique<DatagramHandle[]>(count);
-  for (uint32_t i = 0; i < count; ++i) {
-    queue.handles[i].queue = &queue;
-    queue.handles[i].buffer_index = i;
-  }
-  const auto begin = reinterpret_cast<uintptr_t>(queue.handles.get());
-  datagram_handle_arrays_[begin] = begin + count * sizeof(DatagramHandle);
+  queue.handles = handles_.Add(queue, count);
   return absl::OkStatus();
 }
 
@@ -241,13 +215,7 @@ absl::StatusOr<demi_qtoken_t> LibOS::PushTo(int qd, const demi_sgarray_t* sga,
 absl::StatusOr<demi_qtoken_t> LibOS::DatagramPush(
     DatagramQueue& queue, const demi_sgarray_t* sga,
     const sockaddr_in* destination) {
-  DEMI_RETURN_IF_ERROR(CheckArray(sga));
-  auto* buffer = static_cast<rdma::PoolBuffer*>(sga->sga_buf);
-  if (buffer != nullptr && (!devices_->pool().IsAllocated(buffer) ||
-                            free_when_pushed_.contains(buffer))) {
-    return ErrnoError(EINVAL,
-                      "sga_buf is neither NULL nor memory from demi_sgaalloc");
-  }
+  DEMI_ASSIGN_OR_RETURN(const uint64_t total, CheckPushArray(sga));
   if (destination == nullptr) {
     if (!queue.default_peer.has_value()) {
       return ErrnoError(EDESTADDRREQ, "push on an unconnected datagram socket");
@@ -256,31 +224,29 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPush(
   }
   if (queue.endpoint == nullptr) return NotBound();
   rdma::UdEndpoint& endpoint = *queue.endpoint;
-  uint64_t total = 0;
-  for (uint32_t i = 0; i < sga->sga_numsegs; ++i) {
-    total += sga->sga_segs[i].sgaseg_len;
-  }
   if (total > endpoint.max_payload()) {
     return ErrnoError(EMSGSIZE,
                       absl::StrCat("datagram of ", total, " bytes; at most ",
                                    endpoint.max_payload(), " fit one"));
   }
-  DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
-                        tokens_.Allocate(queue.qd, DEMI_OPC_PUSH));
-  if (!endpoint.status().ok()) {
-    (void)tokens_.Fail(qt, ErrnoFromStatus(endpoint.status()));
-    return qt;
-  }
   PushRecord record;
   PendingDatagram pending;
-  pending.qt = qt;
   pending.qd = queue.qd;
   pending.num_segments = sga->sga_numsegs;
-  absl::Status mapped =
-      MapSegments(*sga, endpoint.pd(), pending.segments, &record);
-  if (!mapped.ok()) {
-    (void)tokens_.Release(qt);
-    return mapped;
+  DEMI_RETURN_IF_ERROR(memory_->Map(*sga, endpoint.pd(), /*remote_read=*/false,
+                                    pending.segments, &record));
+  absl::StatusOr<demi_qtoken_t> allocated =
+      tokens_.Allocate(queue.qd, DEMI_OPC_PUSH);
+  if (!allocated.ok()) {
+    memory_->Abandon(record);
+    return allocated.status();
+  }
+  const demi_qtoken_t qt = *allocated;
+  pending.qt = qt;
+  if (!endpoint.status().ok()) {
+    memory_->Abandon(record);
+    (void)tokens_.Fail(qt, ErrnoFromStatus(endpoint.status()));
+    return qt;
   }
   const sockaddr_in& local = endpoint.local_address();
   const DatagramRouteKey key{local.sin_addr.s_addr,
@@ -294,23 +260,23 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPush(
         {peer.ah.get(), peer.qp_num, peer.qkey},
         absl::MakeConstSpan(pending.segments, pending.num_segments), qt);
     if (!sent.ok()) {
-      PushFinished(record);
+      memory_->Abandon(record);
       (void)tokens_.Release(qt);
       return sent;
     }
     ++datagram_counters_.ah_hits;
-    PushStarted(record);
+    memory_->Started(record);
     pushes_.insert_or_assign(qt, record);
     return qt;
   }
   if (route != routes_.end() &&
       route->second->waiting.size() >= kMaxWaitingPerRoute) {
-    PushFinished(record);
+    memory_->Abandon(record);
     (void)tokens_.Release(qt);
     return ErrnoError(EAGAIN, "too many pushes wait for this destination");
   }
   ++datagram_counters_.ah_misses;
-  PushStarted(record);
+  memory_->Started(record);
   pushes_.insert_or_assign(qt, record);
   AwaitRoute(key, local, endpoint.pd(), pending);
   return qt;
@@ -344,7 +310,7 @@ void LibOS::FailPendingDatagram(const PendingDatagram& pending, int errnum) {
   if (push != pushes_.end()) {
     // The application gets its array back, as with any finished push.
     result.qr_value.sga = push->second.sga;
-    PushFinished(push->second);
+    memory_->Finished(push->second);
     pushes_.erase(push);
     ++datagram_counters_.send_failed;
   }
@@ -521,8 +487,8 @@ void LibOS::CompleteDatagramPop(DatagramQueue& queue, demi_qtoken_t qt,
   demi_qresult_t result{};
   result.qr_opcode = DEMI_OPC_POP;
   demi_sgarray_t& sga = result.qr_value.sga;
-  DatagramHandle& handle = queue.handles[datagram.buffer_index];
-  handle.in_use = true;
+  ReceiveHandle& handle = queue.handles[datagram.buffer_index];
+  handle.popped = true;
   ++queue.held;
   sga.sga_buf = &handle;
   sga.sga_numsegs = datagram.num_segments;
@@ -550,31 +516,12 @@ absl::Status LibOS::DatagramGetPeerName(const DatagramQueue& queue,
   return absl::OkStatus();
 }
 
-DatagramHandle* LibOS::FindDatagramHandle(const void* pointer) {
-  const auto address = reinterpret_cast<uintptr_t>(pointer);
-  auto it = datagram_handle_arrays_.upper_bound(address);
-  if (it == datagram_handle_arrays_.begin()) return nullptr;
-  --it;
-  if (address >= it->second ||
-      (address - it->first) % sizeof(DatagramHandle) != 0) {
-    return nullptr;
-  }
-  return reinterpret_cast<DatagramHandle*>(address);
-}
-
-absl::Status LibOS::DatagramSgaFree(DatagramHandle& handle) {
-  if (!handle.in_use) {
-    return ErrnoError(EINVAL, "not an array the library owns (or freed)");
-  }
-  handle.in_use = false;
-  DatagramQueue& queue = *handle.queue;
-  --queue.held;
-  absl::Status released = queue.endpoint->Release(handle.buffer_index);
+void DatagramQueue::ReturnBuffer(uint32_t index) {
+  --held;
+  absl::Status released = endpoint->Release(index);
   if (!released.ok()) {
     DEMI_LOG(kWarning, "re-posting a datagram buffer: ", released.message());
   }
-  ReapDatagramQueues();
-  return absl::OkStatus();
 }
 
 absl::Status LibOS::DatagramClose(int qd) {
@@ -634,10 +581,7 @@ void LibOS::ReapDatagramQueues() {
       datagram_counters_.receive_queue_empty +=
           queue.endpoint->receive_queue_empty();
     }
-    if (queue.handles != nullptr) {
-      datagram_handle_arrays_.erase(
-          reinterpret_cast<uintptr_t>(queue.handles.get()));
-    }
+    handles_.Remove(queue.handles);
     datagram_retired_[i] = std::move(datagram_retired_.back());
     datagram_retired_.pop_back();
   }

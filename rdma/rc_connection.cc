@@ -843,6 +843,29 @@ absl::Status RcConnection::Release(uint32_t buffer_index) {
   return absl::OkStatus();
 }
 
+RegisteredSpan RcConnection::HeldBuffer(uint32_t buffer_index) const {
+  RegisteredSpan span;
+  if (buffer_index >= options_.receive_buffers || !held_[buffer_index]) {
+    return span;
+  }
+  span.pd = pd_;
+  const LargeBuffer* memory = inbound_[buffer_index].memory;
+  if (memory != nullptr) {
+    span.data = static_cast<const uint8_t*>(memory->data());
+    span.size = memory->capacity();
+    span.lkey = memory->keys().lkey;
+    span.rkey = memory->keys().rkey;
+    span.remote_read = true;  // LargeBufferPool registers for peers to read
+    return span;
+  }
+  span.data = receive_memory_.get() +
+              static_cast<size_t>(buffer_index) * receive_buffer_size_;
+  span.size = receive_buffer_size_;
+  span.lkey = receive_mr_->get()->lkey;
+  span.rkey = receive_mr_->get()->rkey;
+  return span;  // registered IBV_ACCESS_LOCAL_WRITE only
+}
+
 void RcConnection::Fail(absl::Status status) {
   if (status_.ok()) {
     status_ = std::move(status);

@@ -139,6 +139,19 @@ struct Segment {
   uint32_t rkey = 0;
 };
 
+// Registered memory: where it lies, its keys, and the protection domain
+// they are valid in. What a held receive buffer is, for pushing it on.
+struct RegisteredSpan {
+  const uint8_t* data = nullptr;  // null: no such memory
+  size_t size = 0;
+  uint32_t lkey = 0;
+  uint32_t rkey = 0;
+  ibv_pd* pd = nullptr;
+  // The registration grants IBV_ACCESS_REMOTE_READ (rkey usable for a
+  // rendezvous announcement).
+  bool remote_read = false;
+};
+
 // A data message received into receive buffer `buffer_index` (or, for a
 // rendezvous message, pulled into a LargeBuffer tied to that receive buffer).
 // The pointers stay valid, and the bytes unchanged, until
@@ -214,6 +227,13 @@ class RcConnection {
   // update. EINVAL if the buffer is not held by the consumer.
   absl::Status Release(uint32_t buffer_index);
 
+  // The memory of receive buffer `buffer_index` while the consumer holds it
+  // (reported, not yet released): the receive buffer, or the LargeBuffer a
+  // rendezvous message was pulled into. Every segment of the message lies in
+  // it. Empty (data null) if the buffer is not held. Valid until
+  // Release(buffer_index) or the connection's destruction.
+  RegisteredSpan HeldBuffer(uint32_t buffer_index) const;
+
   // Fails the connection with `errnum` (if not failed already), reports every
   // queued, not yet posted, send to `sink` with that error, and moves the
   // queue pair to the error state so posted sends flush (reported by Poll).
@@ -229,6 +249,10 @@ class RcConnection {
   CmId& id() { return *id_; }
   ibv_pd* pd() const { return pd_; }
   uint32_t max_inline_data() const { return max_inline_data_; }
+  // Sends of more bytes than this go by rendezvous.
+  uint32_t rendezvous_threshold() const {
+    return options_.rendezvous_threshold;
+  }
   uint32_t queued_sends() const { return queued_count_; }
   uint32_t posted_sends() const { return posted_count_; }
   // ibv_post_send calls made (one per chain of sends).

@@ -327,6 +327,20 @@ absl::Status UdEndpoint::Release(uint32_t buffer_index) {
   return reposted;
 }
 
+RegisteredSpan UdEndpoint::HeldBuffer(uint32_t buffer_index) const {
+  RegisteredSpan span;
+  if (buffer_index >= options_.receive_buffers || !held_[buffer_index]) {
+    return span;
+  }
+  span.data = receive_memory_.get() +
+              static_cast<size_t>(buffer_index) * receive_buffer_size_;
+  span.size = receive_buffer_size_;
+  span.lkey = receive_mr_->get()->lkey;
+  span.rkey = receive_mr_->get()->rkey;
+  span.pd = options_.pd;
+  return span;  // registered IBV_ACCESS_LOCAL_WRITE only
+}
+
 absl::StatusOr<uint64_t> UdEndpoint::DeviceDroppedDatagrams() const {
   // Counters named by the devices that keep one; rxe has none.
   static constexpr const char* kCounters[] = {"out_of_buffer"};

@@ -139,6 +139,11 @@ class UdEndpoint {
   // EINVAL if the buffer is not held.
   absl::Status Release(uint32_t buffer_index);
 
+  // The receive buffer `buffer_index` while the consumer holds it (every
+  // segment of its datagram lies in it); empty (data null) if not held.
+  // Valid until Release(buffer_index) or the endpoint's destruction.
+  RegisteredSpan HeldBuffer(uint32_t buffer_index) const;
+
   // Reads the device's counter of datagrams dropped for lack of a posted
   // receive (device-wide, all queue pairs of the port) where the device has
   // one (mlx5: out_of_buffer); ENOENT where it has none (rxe).

@@ -9,6 +9,7 @@
 #ifndef DEMI_LIBOS_H_
 #define DEMI_LIBOS_H_
 
+#include <demi/cc.h>
 #include <demi/types.h>
 #include <sys/socket.h>
 

@@ -8,6 +8,7 @@
 #ifndef DEMI_SGA_H_
 #define DEMI_SGA_H_
 
+#include <demi/cc.h>
 #include <demi/types.h>
 #include <stddef.h>
 

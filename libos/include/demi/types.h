@@ -82,8 +82,8 @@ typedef struct DEMI_ATTR_PACKED demi_qresult {
 /* A logging callback: (message, length, reserved). */
 typedef void (*demi_callback_t)(const char *, uint32_t, uint64_t);
 
-/* Arguments of demi_init. */
-struct demi_args {
+/* Arguments of demi_init (packed, 20 bytes on x86-64, as in Demikernel). */
+struct DEMI_ATTR_PACKED demi_args {
   int argc;
   char *const *argv;
   demi_callback_t callback;

@@ -9,12 +9,17 @@
 #ifndef DEMI_WAIT_H_
 #define DEMI_WAIT_H_
 
+#include <demi/cc.h>
 #include <demi/types.h>
 #include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Declared here too: strict ISO C modes (-std=c99 without feature-test
+ * macros) leave struct timespec out of <time.h>. */
+struct timespec;
 
 /* Waits for the operation `qt`; fills *qr_out with its result. */
 int demi_wait(demi_qresult_t *qr_out, demi_qtoken_t qt,

@@ -1,0 +1,116 @@
+// PushMemory: what the memory of a pushed array is, how a queue pair reads
+// it, and free protection while it does. Every push (stream and datagram)
+// and every demi_sgafree goes through it: this is the one answer to "what
+// memory is this?".
+//
+// sga_buf names one of:
+//  * nothing (NULL): application memory, every segment leased from the
+//    target device's RegionCache;
+//  * a demi_sgaalloc buffer (a PoolBuffer up to the eager limit, else a
+//    LargeBuffer), registered in the first device's protection domain;
+//  * a popped array (a ReceiveHandle): a receive buffer of a connection or
+//    datagram socket, or the LargeBuffer a rendezvous message was pulled
+//    into, registered in its queue's device's protection domain.
+// Anything else, or an array already freed, is EINVAL. A segment that lies
+// inside the named buffer is sent by the buffer's keys (zero copy) when the
+// target queue pair is in the same protection domain; other segments, and
+// every segment when the target is on another device, are leased from the
+// target device's RegionCache (still zero copy: the pages are registered
+// there). A rendezvous send needs keys the peer may read with: a popped eager
+// buffer (registered for local access only) is then leased from the cache
+// too.
+//
+// Free protection: freeing a demi_sgaalloc buffer or a popped array while
+// pushes read it succeeds at once, but the buffer goes back to its pool (a
+// receive buffer: to its queue, re-posted, a credit for the peer) only when
+// the last such push finished. Leased regions are released when their push
+// finishes.
+//
+// Thread-safety: none; the LibOS mutex guards every call. The devices and the
+// handle table must outlive this object.
+
+#ifndef DEMI_LIBOS_PUSH_MEMORY_H_
+#define DEMI_LIBOS_PUSH_MEMORY_H_
+
+#include <demi/types.h>
+#include <infiniband/verbs.h>
+
+#include <cstdint>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "libos/receive_handles.h"
+#include "rdma/device_registry.h"
+#include "rdma/rc_connection.h"
+#include "rdma/region_cache.h"
+
+namespace demi::libos {
+
+// The checks every push makes of its array before anything else: not null,
+// 1..DEMI_SGARRAY_MAXSIZE segments, none null or empty (EINVAL). Returns the
+// total length.
+absl::StatusOr<uint64_t> CheckPushArray(const demi_sgarray_t* sga);
+
+// A push in flight: the array (returned in its result) and what keeps its
+// memory valid until the device is done with it.
+struct PushRecord {
+  demi_sgarray_t sga;
+  void* library_buffer = nullptr;      // a demi_sgaalloc buffer it reads
+  ReceiveHandle* received = nullptr;   // a popped array it reads
+  rdma::RegionCache* cache = nullptr;  // where `regions` were leased
+  uint32_t num_regions = 0;
+  rdma::RegionCache::Region* regions[DEMI_SGARRAY_MAXSIZE];
+};
+
+class PushMemory {
+ public:
+  PushMemory(const rdma::DeviceRegistry& devices, ReceiveHandleTable& handles,
+             uint32_t max_pushes);
+
+  // What an sga_buf names, and where segments may lie to be sent by its
+  // keys. EINVAL if it is none of the kinds above or was freed.
+  struct Buffer {
+    enum class Kind { kApplication, kPool, kLarge, kReceived };
+    Kind kind = Kind::kApplication;
+    rdma::RegisteredSpan span;          // empty for kApplication
+    ReceiveHandle* received = nullptr;  // kReceived
+  };
+  absl::StatusOr<Buffer> Identify(const void* sga_buf) const;
+
+  // Fills `segments` (sga.sga_numsegs of them) and `record` for sending
+  // `sga` (checked by CheckPushArray) on a queue pair in `pd`;
+  // `remote_read`: the send goes by rendezvous (the peer reads the
+  // segments). On error nothing stays leased. Follow with Started() once
+  // the send is posted or queued, or drop the record if it is not.
+  absl::Status Map(const demi_sgarray_t& sga, ibv_pd* pd, bool remote_read,
+                   rdma::Segment* segments, PushRecord* record) const;
+  // A mapped push was posted (or queued): its memory is protected.
+  void Started(const PushRecord& record);
+  // A push that Started() is done (completed, failed, or abandoned); frees
+  // what a demi_sgafree deferred and releases the leases.
+  void Finished(const PushRecord& record);
+  // Releases the leases and deferred library frees of a push whose queues
+  // are gone (the LibOS going away); leaves receive handles alone.
+  void Abandon(const PushRecord& record);
+
+  // demi_sgafree of library memory or a popped array (EINVAL for anything
+  // else, or a second free).
+  absl::Status Free(void* sga_buf);
+
+ private:
+  void ReleaseLeases(const PushRecord& record) const;
+  void LibraryPushFinished(const void* buffer);
+  absl::Status FreeLibraryBuffer(void* buffer);
+
+  const rdma::DeviceRegistry& devices_;
+  ReceiveHandleTable& handles_;
+  // Pushes in flight per library buffer, and buffers freed meanwhile.
+  absl::flat_hash_map<const void*, uint32_t> pushes_reading_;
+  absl::flat_hash_set<const void*> free_when_pushed_;
+};
+
+}  // namespace demi::libos
+
+#endif  // DEMI_LIBOS_PUSH_MEMORY_H_
