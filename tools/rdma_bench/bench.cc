@@ -179,8 +179,9 @@ struct ServerConnection {
   int qd = -1;
   bool open = true;
   Outbox outbox;
-  Control cell;                                  // the last kBegin
-  std::unique_ptr<Buffer> reply;                 // ping-pong replies
+  Control cell;                            // the last kBegin
+  std::unique_ptr<Buffer> reply;           // ping-pong replies
+  std::deque<demi_sgarray_t> echoes_owed;  // popped pings to push (EAGAIN)
   std::vector<std::unique_ptr<Buffer>> retired;  // freed once pushes finish
   uint32_t pushes_in_flight = 0;
   uint32_t replies_owed = 0;  // deferred by EAGAIN
@@ -189,6 +190,8 @@ struct ServerConnection {
 
 class Server {
  public:
+  explicit Server(EchoMode echo) : echo_(echo) {}
+
   absl::Status Run(const sockaddr_in& address, absl::Duration idle,
                    const std::function<void()>& listening) {
     int rc = demi_socket(&listener_, AF_INET, SOCK_STREAM, 0);
@@ -276,6 +279,8 @@ class Server {
   }
 
   void CloseConnection(ServerConnection& c) {
+    for (demi_sgarray_t& sga : c.echoes_owed) (void)demi_sgafree(&sga);
+    c.echoes_owed.clear();
     c.open = false;
     (void)demi_close(c.qd);
     finished_ = std::none_of(connections_.begin(), connections_.end(),
@@ -290,7 +295,16 @@ class Server {
     Control control;
     const bool is_control = DecodeControl(sga, &control);
     const uint64_t bytes = MessageBytes(sga);
-    (void)demi_sgafree(&sga);
+    // A ping is answered with the popped array itself (zero copy) unless
+    // the server replies from a buffer of its own.
+    const bool echo = !is_control && bytes == c.cell.size &&
+                      c.cell.workload == Workload::kPingPong &&
+                      echo_ == EchoMode::kPopped;
+    if (echo) {
+      c.echoes_owed.push_back(sga);
+    } else {
+      (void)demi_sgafree(&sga);
+    }
     if (absl::Status s = PostPop(c.qd); !s.ok()) return s;
     if (is_control) return OnControl(c, control);
     if (bytes != c.cell.size) {
@@ -299,7 +313,7 @@ class Server {
     }
     ++c.received;
     if (c.cell.workload == Workload::kPingPong) {
-      ++c.replies_owed;
+      if (!echo) ++c.replies_owed;
       return SendReplies(c);
     }
     return absl::OkStatus();
@@ -316,7 +330,8 @@ class Server {
         c.received = 0;
         c.replies_owed = 0;
         answer.kind = Kind::kReady;
-        if (control.workload == Workload::kPingPong) {
+        if (control.workload == Workload::kPingPong &&
+            echo_ == EchoMode::kBuffer) {
           absl::StatusOr<std::unique_ptr<Buffer>> reply =
               Buffer::Allocate(control.memory, control.size);
           if (!reply.ok()) {
@@ -345,6 +360,25 @@ class Server {
 
   // Pushes the owed ping-pong replies; EAGAIN leaves them owed.
   absl::Status SendReplies(ServerConnection& c) {
+    while (!c.echoes_owed.empty()) {
+      demi_sgarray_t& sga = c.echoes_owed.front();
+      demi_qtoken_t qt = 0;
+      int rc = demi_push(&qt, c.qd, &sga);
+      if (rc == EAGAIN) return absl::OkStatus();
+      // Freed at once: the library keeps the buffer until the push is done.
+      (void)demi_sgafree(&sga);
+      c.echoes_owed.pop_front();
+      if (rc != 0) {
+        if (!IsUnsupported(rc)) return DemiError(rc, "server: demi_push");
+        Control failed;
+        failed.kind = Kind::kFailed;
+        failed.value = static_cast<uint64_t>(rc);
+        failed.detail = Detail::kPush;
+        c.outbox.Add(failed);
+        continue;
+      }
+      ++c.pushes_in_flight;
+    }
     while (c.replies_owed > 0) {
       if (c.reply == nullptr) {  // the Ready said it could not
         c.replies_owed = 0;
@@ -368,6 +402,7 @@ class Server {
     return c.outbox.Flush(c.qd);
   }
 
+  const EchoMode echo_;
   int listener_ = -1;
   demi_qtoken_t accept_qt_ = 0;
   std::deque<ServerConnection> connections_;  // stable addresses
@@ -383,8 +418,8 @@ uint32_t EffectiveWindow(uint32_t window, uint64_t size) {
 }
 
 absl::Status Serve(const sockaddr_in& address, absl::Duration idle,
-                   const std::function<void()>& listening) {
-  Server server;
+                   EchoMode echo, const std::function<void()>& listening) {
+  Server server(echo);
   return server.Run(address, idle, listening);
 }
 

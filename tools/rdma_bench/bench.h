@@ -62,8 +62,9 @@ struct CellResult {
 // answers the client's cells, and returns when the client has closed every
 // connection (or an error, or `idle` passes with nothing happening).
 // `listening` is called once the socket listens. demi_init must have run.
+// `echo`: how it answers a ping (see EchoMode).
 absl::Status Serve(const sockaddr_in& address, absl::Duration idle,
-                   const std::function<void()>& listening);
+                   EchoMode echo, const std::function<void()>& listening);
 
 // The client side of one session.
 class Client {

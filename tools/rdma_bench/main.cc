@@ -459,7 +459,10 @@ int Output(const Options& options, std::vector<Row>& rows,
   info.window = options.window;
   info.connections = options.connections;
   info.device = options.device;
-  info.notes = notes;
+  info.notes = absl::StrCat(
+      notes, notes.empty() ? "" : "; ", "ping-pong server answers with ",
+      options.echo == EchoMode::kPopped ? "the popped array (zero copy)"
+                                        : "a reply buffer of its own");
   std::fputs(FormatTable(rows, info).c_str(), stdout);
   std::fflush(stdout);
   int exit_code = 0;
@@ -492,9 +495,11 @@ int RunServer(const Options& options, bool quiet) {
     Progress(std::string(s.message()));
     return 1;
   }
-  absl::Status served = Serve(options.address, absl::Minutes(10), [&] {
-    if (!quiet) Progress("server listening on " + AddressText(options.address));
-  });
+  absl::Status served =
+      Serve(options.address, absl::Minutes(10), options.echo, [&] {
+        if (!quiet)
+          Progress("server listening on " + AddressText(options.address));
+      });
   if (!served.ok()) {
     Progress(absl::StrCat("server: ", served.message()));
     return 1;

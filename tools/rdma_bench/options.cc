@@ -159,7 +159,7 @@ bool TakesValue(absl::string_view flag) {
   for (absl::string_view name :
        {"--server", "--client", "--sizes", "--memory", "--workloads",
         "--window", "--connections", "--duration-ms", "--min-iterations",
-        "--device", "--json", "--csv", "--plot"}) {
+        "--device", "--json", "--csv", "--plot", "--echo"}) {
     if (flag == name) return true;
   }
   return false;
@@ -188,6 +188,17 @@ absl::Status ApplyValue(absl::string_view flag, absl::string_view value,
   }
   if (flag == "--connections") {
     return Assign(ParseCount(flag, value, 1, 64), &options.connections);
+  }
+  if (flag == "--echo") {
+    if (value == "popped") {
+      options.echo = EchoMode::kPopped;
+    } else if (value == "buffer") {
+      options.echo = EchoMode::kBuffer;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--echo takes popped or buffer, not '", value, "'"));
+    }
+    return absl::OkStatus();
   }
   if (flag == "--duration-ms") {
     return Assign(ParseCount(flag, value, 1, 600000), &options.duration_ms);
@@ -321,6 +332,9 @@ Options:
   --connections N       connections measured at once (default 1)
   --duration-ms N       time budget of each measured cell (default 200)
   --min-iterations N    measured iterations per cell, at least (default 5)
+  --echo popped|buffer  how the server answers pings: push back the popped
+                        array (zero copy, as Demikernel's echo servers do;
+                        the default) or push a reply buffer of its own
   --quick               short preset for tests: sizes 64,16K, 20 ms cells
   --baseline            also run perftest on --device (at sizes above 1 MiB
                         only where the library has a figure)

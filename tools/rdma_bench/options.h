@@ -20,6 +20,11 @@ enum class Role { kLocal, kServer, kClient };
 // own (malloc'ed, pushed with sga_buf == NULL).
 enum class Memory { kLibrary, kApplication };
 
+// How the server answers a ping-pong message: by pushing back the array it
+// popped (zero copy, what Demikernel's echo servers do: the default), or by
+// pushing a reply buffer of its own, of the cell's memory kind.
+enum class EchoMode { kPopped, kBuffer };
+
 struct Workloads {
   bool latency = true;    // ping-pong
   bool rate = true;       // messages per second, windowed stream
@@ -34,17 +39,18 @@ struct Options {
   std::vector<uint64_t> sizes;   // message sizes, in bytes, ascending
   std::vector<Memory> memories;  // variants to measure
   Workloads workloads;
-  uint32_t window = 32;         // pushes outstanding per connection
-  uint32_t connections = 1;     // connections used at once
-  uint32_t duration_ms = 200;   // time budget of one measured cell
-  uint32_t min_iterations = 5;  // measured iterations, at least
-  bool quick = false;           // the short preset (tests)
-  bool baseline = false;        // also run perftest
-  bool baseline_all = false;    // perftest even where demi is n/a
-  std::string device;           // perftest -d (default rxe0)
-  std::string json_path;        // --json FILE
-  std::string csv_path;         // --csv FILE
-  std::string plot_path;        // --plot FILE.png
+  uint32_t window = 32;               // pushes outstanding per connection
+  uint32_t connections = 1;           // connections used at once
+  uint32_t duration_ms = 200;         // time budget of one measured cell
+  uint32_t min_iterations = 5;        // measured iterations, at least
+  EchoMode echo = EchoMode::kPopped;  // how the server answers pings
+  bool quick = false;                 // the short preset (tests)
+  bool baseline = false;              // also run perftest
+  bool baseline_all = false;          // perftest even where demi is n/a
+  std::string device;                 // perftest -d (default rxe0)
+  std::string json_path;              // --json FILE
+  std::string csv_path;               // --csv FILE
+  std::string plot_path;              // --plot FILE.png
 };
 
 // The default sweep: 8 B, then powers of 4 from 64 B to 64 MiB, with 8 KiB

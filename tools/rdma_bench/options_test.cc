@@ -84,7 +84,18 @@ TEST(ParseOptionsTest, Defaults) {
               options->workloads.bandwidth);
   EXPECT_EQ(options->window, 32u);
   EXPECT_FALSE(options->baseline);
+  EXPECT_EQ(options->echo, EchoMode::kPopped);
   unsetenv("DEMI_RDMA_ADDR");
+}
+
+TEST(ParseOptionsTest, EchoMode) {
+  absl::StatusOr<Options> buffer = Parse({"--echo", "buffer"});
+  ASSERT_TRUE(buffer.ok()) << buffer.status();
+  EXPECT_EQ(buffer->echo, EchoMode::kBuffer);
+  absl::StatusOr<Options> popped = Parse({"--echo=popped"});
+  ASSERT_TRUE(popped.ok()) << popped.status();
+  EXPECT_EQ(popped->echo, EchoMode::kPopped);
+  EXPECT_FALSE(Parse({"--echo", "copy"}).ok());
 }
 
 TEST(ParseOptionsTest, EveryFlag) {
