@@ -332,13 +332,13 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
                    segments, &record));
   absl::StatusOr<demi_qtoken_t> qt = tokens_.Allocate(qd, DEMI_OPC_PUSH);
   if (!qt.ok()) {
-    memory_->Abandon(record);
+    memory_->Unmap(record);
     return qt.status();
   }
   absl::Status sent =
       connection.Send(absl::MakeConstSpan(segments, sga->sga_numsegs), *qt);
   if (!sent.ok()) {
-    memory_->Abandon(record);
+    memory_->Unmap(record);
     (void)tokens_.Release(*qt);
     return sent;
   }

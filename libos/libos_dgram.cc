@@ -238,13 +238,13 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPush(
   absl::StatusOr<demi_qtoken_t> allocated =
       tokens_.Allocate(queue.qd, DEMI_OPC_PUSH);
   if (!allocated.ok()) {
-    memory_->Abandon(record);
+    memory_->Unmap(record);
     return allocated.status();
   }
   const demi_qtoken_t qt = *allocated;
   pending.qt = qt;
   if (!endpoint.status().ok()) {
-    memory_->Abandon(record);
+    memory_->Unmap(record);
     (void)tokens_.Fail(qt, ErrnoFromStatus(endpoint.status()));
     return qt;
   }
@@ -260,7 +260,7 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPush(
         {peer.ah.get(), peer.qp_num, peer.qkey},
         absl::MakeConstSpan(pending.segments, pending.num_segments), qt);
     if (!sent.ok()) {
-      memory_->Abandon(record);
+      memory_->Unmap(record);
       (void)tokens_.Release(qt);
       return sent;
     }
@@ -271,7 +271,7 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPush(
   }
   if (route != routes_.end() &&
       route->second->waiting.size() >= kMaxWaitingPerRoute) {
-    memory_->Abandon(record);
+    memory_->Unmap(record);
     (void)tokens_.Release(qt);
     return ErrnoError(EAGAIN, "too many pushes wait for this destination");
   }

@@ -88,11 +88,13 @@ class PushMemory {
                    rdma::Segment* segments, PushRecord* record) const;
   // A mapped push was posted (or queued): its memory is protected.
   void Started(const PushRecord& record);
+  // A mapped push that never Started (its send failed): releases its leases.
+  void Unmap(const PushRecord& record) const { ReleaseLeases(record); }
   // A push that Started() is done (completed, failed, or abandoned); frees
   // what a demi_sgafree deferred and releases the leases.
   void Finished(const PushRecord& record);
-  // Releases the leases and deferred library frees of a push whose queues
-  // are gone (the LibOS going away); leaves receive handles alone.
+  // Finished() for a push whose queues are gone (the LibOS going away):
+  // leaves receive handles alone (they went with their queues).
   void Abandon(const PushRecord& record);
 
   // demi_sgafree of library memory or a popped array (EINVAL for anything
