@@ -311,10 +311,10 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
   absl::MutexLock lock(&mu_);
   if (IsDatagram(qd)) return DatagramPush(*datagram_queues_[qd], sga, nullptr);
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
+  DEMI_ASSIGN_OR_RETURN(const PushMemory::Buffer buffer,
+                        memory_->Identify(sga->sga_buf));
   if (queue->state == Queue::State::kFailed ||
       (queue->state == Queue::State::kConnected && queue->error != 0)) {
-    // The memory must still be something that may be pushed.
-    DEMI_RETURN_IF_ERROR(memory_->Identify(sga->sga_buf).status());
     DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
                           tokens_.Allocate(qd, DEMI_OPC_PUSH));
     (void)tokens_.Fail(qt, queue->error != 0 ? queue->error : ECONNRESET);
@@ -327,7 +327,7 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
   PushRecord record;
   rdma::Segment segments[DEMI_SGARRAY_MAXSIZE];
   DEMI_RETURN_IF_ERROR(
-      memory_->Map(*sga, connection.pd(),
+      memory_->Map(*sga, buffer, connection.pd(),
                    /*remote_read=*/total > connection.rendezvous_threshold(),
                    segments, &record));
   absl::StatusOr<demi_qtoken_t> qt = tokens_.Allocate(qd, DEMI_OPC_PUSH);

@@ -216,6 +216,8 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPush(
     DatagramQueue& queue, const demi_sgarray_t* sga,
     const sockaddr_in* destination) {
   DEMI_ASSIGN_OR_RETURN(const uint64_t total, CheckPushArray(sga));
+  DEMI_ASSIGN_OR_RETURN(const PushMemory::Buffer buffer,
+                        memory_->Identify(sga->sga_buf));
   if (destination == nullptr) {
     if (!queue.default_peer.has_value()) {
       return ErrnoError(EDESTADDRREQ, "push on an unconnected datagram socket");
@@ -233,8 +235,9 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPush(
   PendingDatagram pending;
   pending.qd = queue.qd;
   pending.num_segments = sga->sga_numsegs;
-  DEMI_RETURN_IF_ERROR(memory_->Map(*sga, endpoint.pd(), /*remote_read=*/false,
-                                    pending.segments, &record));
+  DEMI_RETURN_IF_ERROR(memory_->Map(*sga, buffer, endpoint.pd(),
+                                    /*remote_read=*/false, pending.segments,
+                                    &record));
   absl::StatusOr<demi_qtoken_t> allocated =
       tokens_.Allocate(queue.qd, DEMI_OPC_PUSH);
   if (!allocated.ok()) {

@@ -78,22 +78,21 @@ absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
                     "nor a popped array (or the array was freed)");
 }
 
-absl::Status PushMemory::Map(const demi_sgarray_t& sga, ibv_pd* pd,
-                             bool remote_read, rdma::Segment* segments,
+absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,
+                             ibv_pd* pd, bool remote_read,
+                             rdma::Segment* segments,
                              PushRecord* record) const {
-  absl::StatusOr<Buffer> buffer = Identify(sga.sga_buf);
-  if (!buffer.ok()) return buffer.status();
   record->sga = sga;
-  record->library_buffer = buffer->kind == Buffer::Kind::kPool ||
-                                   buffer->kind == Buffer::Kind::kLarge
-                               ? sga.sga_buf
-                               : nullptr;
-  record->received = buffer->received;
+  record->library_buffer =
+      buffer.kind == Buffer::Kind::kPool || buffer.kind == Buffer::Kind::kLarge
+          ? sga.sga_buf
+          : nullptr;
+  record->received = buffer.received;
   record->cache = nullptr;
   record->num_regions = 0;
   // The buffer's own keys serve segments inside it, on its device, and for
   // a rendezvous only if the peer may read with them.
-  const rdma::RegisteredSpan& span = buffer->span;
+  const rdma::RegisteredSpan& span = buffer.span;
   const bool own_keys = span.data != nullptr && span.pd == pd &&
                         (!remote_read || span.remote_read);
   const auto begin = reinterpret_cast<uintptr_t>(span.data);

@@ -84,8 +84,10 @@ class PushMemory {
   // `remote_read`: the send goes by rendezvous (the peer reads the
   // segments). On error nothing stays leased. Follow with Started() once
   // the send is posted or queued, or drop the record if it is not.
-  absl::Status Map(const demi_sgarray_t& sga, ibv_pd* pd, bool remote_read,
-                   rdma::Segment* segments, PushRecord* record) const;
+  // `buffer` is what Identify(sga.sga_buf) returned.
+  absl::Status Map(const demi_sgarray_t& sga, const Buffer& buffer, ibv_pd* pd,
+                   bool remote_read, rdma::Segment* segments,
+                   PushRecord* record) const;
   // A mapped push was posted (or queued): its memory is protected.
   void Started(const PushRecord& record);
   // A mapped push that never Started (its send failed): releases its leases.
