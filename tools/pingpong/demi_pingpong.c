@@ -1,0 +1,143 @@
+/* A Demikernel-style ping-pong, the loop Demikernel's own examples run:
+ * push, wait for the push, pop, wait for the pop, free (client); pop, wait,
+ * push the popped array back, wait, free (server). Nothing else happens per
+ * iteration, so counting the client's instructions (callgrind) at two
+ * iteration counts gives the library's cost per round trip
+ * (tools/pingpong/count_instructions).
+ *
+ *   demi_pingpong --server ADDR PORT ITERATIONS
+ *   demi_pingpong --client ADDR PORT ITERATIONS SIZE
+ *
+ * The client prints the median half round trip in microseconds (clock read
+ * once per iteration, outside the library). */
+
+#define _POSIX_C_SOURCE 200809L
+
+#include <arpa/inet.h>
+#include <demi/libos.h>
+#include <demi/sga.h>
+#include <demi/wait.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHECK(c)                                                      \
+  do {                                                                \
+    if (!(c)) {                                                       \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+              #c);                                                    \
+      exit(1);                                                        \
+    }                                                                 \
+  } while (0)
+
+static void wait_for(demi_qtoken_t qt, demi_opcode_t expected,
+                     demi_qresult_t *qr) {
+  CHECK(demi_wait(qr, qt, NULL) == 0);
+  CHECK(qr->qr_opcode == expected);
+}
+
+static int compare(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double now_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+
+static int server(const struct sockaddr_in *address, long iterations) {
+  int listener = -1, qd;
+  demi_qtoken_t qt = 0;
+  demi_qresult_t qr;
+  CHECK(demi_socket(&listener, AF_INET, SOCK_STREAM, 0) == 0);
+  CHECK(demi_bind(listener, (const struct sockaddr *)address,
+                  sizeof(*address)) == 0);
+  CHECK(demi_listen(listener, 4) == 0);
+  CHECK(demi_accept(&qt, listener) == 0);
+  wait_for(qt, DEMI_OPC_ACCEPT, &qr);
+  qd = qr.qr_value.ares.qd;
+  for (long i = 0; i < iterations; ++i) {
+    demi_sgarray_t sga;
+    CHECK(demi_pop(&qt, qd) == 0);
+    wait_for(qt, DEMI_OPC_POP, &qr);
+    memcpy(&sga, &qr.qr_value.sga, sizeof(sga));
+    CHECK(demi_push(&qt, qd, &sga) == 0);
+    wait_for(qt, DEMI_OPC_PUSH, &qr);
+    CHECK(demi_sgafree(&sga) == 0);
+  }
+  /* The client closes first; its end of stream ends the connection. */
+  CHECK(demi_pop(&qt, qd) == 0);
+  CHECK(demi_wait(&qr, qt, NULL) == 0);
+  CHECK(demi_close(qd) == 0);
+  CHECK(demi_close(listener) == 0);
+  return 0;
+}
+
+static int client(const struct sockaddr_in *address, long iterations,
+                  uint32_t size) {
+  int qd = -1;
+  demi_qtoken_t qt = 0;
+  demi_qresult_t qr;
+  double *samples = calloc((size_t)iterations, sizeof(double));
+  CHECK(samples != NULL);
+  CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
+  for (int attempt = 0;; ++attempt) { /* the server may not listen yet */
+    CHECK(demi_connect(&qt, qd, (const struct sockaddr *)address,
+                       sizeof(*address)) == 0);
+    CHECK(demi_wait(&qr, qt, NULL) == 0);
+    if (qr.qr_opcode == DEMI_OPC_CONNECT) break;
+    CHECK(attempt < 200 && qr.qr_ret == ECONNREFUSED);
+    CHECK(demi_close(qd) == 0);
+    CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
+    nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+  }
+  for (long i = 0; i < iterations; ++i) {
+    double start = now_us();
+    demi_sgarray_t sga = demi_sgaalloc(size);
+    CHECK(sga.sga_numsegs == 1);
+    memset(sga.sga_segs[0].sgaseg_buf, (int)(i & 0xff), size);
+    CHECK(demi_push(&qt, qd, &sga) == 0);
+    wait_for(qt, DEMI_OPC_PUSH, &qr);
+    CHECK(demi_sgafree(&sga) == 0);
+    CHECK(demi_pop(&qt, qd) == 0);
+    wait_for(qt, DEMI_OPC_POP, &qr);
+    CHECK(qr.qr_value.sga.sga_segs[0].sgaseg_len == size);
+    CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
+    samples[i] = (now_us() - start) / 2;
+  }
+  qsort(samples, (size_t)iterations, sizeof(double), compare);
+  printf("demi_pingpong: %ld round trips of %u B, median half round trip "
+         "%.2f us\n",
+         iterations, size, samples[iterations / 2]);
+  free(samples);
+  CHECK(demi_close(qd) == 0);
+  return 0;
+}
+
+int main(int argc, char *const argv[]) {
+  struct sockaddr_in address;
+  long iterations;
+  if (argc < 5 || (strcmp(argv[1], "--client") == 0 && argc < 6)) {
+    fprintf(stderr,
+            "usage: %s --server ADDR PORT ITERATIONS\n"
+            "       %s --client ADDR PORT ITERATIONS SIZE\n",
+            argv[0], argv[0]);
+    return 2;
+  }
+  memset(&address, 0, sizeof(address));
+  address.sin_family = AF_INET;
+  address.sin_port = htons((uint16_t)atoi(argv[3]));
+  CHECK(inet_pton(AF_INET, argv[2], &address.sin_addr) == 1);
+  iterations = atol(argv[4]);
+  CHECK(iterations > 0);
+  {
+    const struct demi_args args = {.argc = argc, .argv = argv, .callback = NULL};
+    CHECK(demi_init(&args) == 0);
+  }
+  if (strcmp(argv[1], "--server") == 0) return server(&address, iterations);
+  return client(&address, iterations, (uint32_t)atoi(argv[5]));
+}
