@@ -17,19 +17,19 @@
 #include <demi/libos.h>
 #include <demi/sga.h>
 #include <demi/wait.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define CHECK(c)                                                      \
-  do {                                                                \
-    if (!(c)) {                                                       \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-              #c);                                                    \
-      exit(1);                                                        \
-    }                                                                 \
+#define CHECK(c)                                                            \
+  do {                                                                      \
+    if (!(c)) {                                                             \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
+      exit(1);                                                              \
+    }                                                                       \
   } while (0)
 
 static void wait_for(demi_qtoken_t qt, demi_opcode_t expected,
@@ -110,9 +110,10 @@ static int client(const struct sockaddr_in *address, long iterations,
     samples[i] = (now_us() - start) / 2;
   }
   qsort(samples, (size_t)iterations, sizeof(double), compare);
-  printf("demi_pingpong: %ld round trips of %u B, median half round trip "
-         "%.2f us\n",
-         iterations, size, samples[iterations / 2]);
+  printf(
+      "demi_pingpong: %ld round trips of %u B, median half round trip "
+      "%.2f us\n",
+      iterations, size, samples[iterations / 2]);
   free(samples);
   CHECK(demi_close(qd) == 0);
   return 0;
@@ -135,7 +136,8 @@ int main(int argc, char *const argv[]) {
   iterations = atol(argv[4]);
   CHECK(iterations > 0);
   {
-    const struct demi_args args = {.argc = argc, .argv = argv, .callback = NULL};
+    const struct demi_args args = {
+        .argc = argc, .argv = argv, .callback = NULL};
     CHECK(demi_init(&args) == 0);
   }
   if (strcmp(argv[1], "--server") == 0) return server(&address, iterations);
