@@ -15,7 +15,7 @@
 #include <string_view>
 
 #include "absl/strings/numbers.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "common/errno_status.h"
 #include "common/logging.h"
@@ -28,7 +28,7 @@ using demi::libos::LibOS;
 using demi::libos::LibOSOptions;
 namespace rdma = demi::rdma;
 
-absl::Mutex init_mutex;
+demi::Mutex init_mutex;
 // Set once by demi_init; lives until the process exits.
 std::atomic<LibOS*> the_libos{nullptr};
 
@@ -121,7 +121,7 @@ int demi_init(const struct demi_args* args) {
   if (args != nullptr && (args->argc <= 0 || args->argv == nullptr)) {
     return EINVAL;
   }
-  absl::MutexLock lock(&init_mutex);
+  demi::MutexLock lock(&init_mutex);
   if (Os() != nullptr) return EEXIST;
   absl::StatusOr<std::unique_ptr<LibOS>> os =
       LibOS::Create(OptionsFromEnvironment());

@@ -167,14 +167,14 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
   DEMI_ASSIGN_OR_RETURN(rdma::EventChannel channel,
                         rdma::EventChannel::Create());
   os->channel_.emplace(std::move(channel));
-  absl::MutexLock lock(&os->mu_);
+  demi::MutexLock lock(&os->mu_);
   os->memory_.emplace(*os->devices_, os->handles_, options.max_operations);
   os->pushes_.reserve(options.max_operations);
   return os;
 }
 
 LibOS::~LibOS() {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   // Connections go before the protection domains and the channel.
   queues_.clear();
   retired_.clear();
@@ -214,7 +214,7 @@ absl::StatusOr<int> LibOS::Socket(int domain, int type, int protocol) {
   if (protocol != 0 && protocol != IPPROTO_TCP) {
     return ErrnoError(ENOTSUP, absl::StrCat("protocol ", protocol));
   }
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   auto queue = std::make_unique<Queue>();
   queue->qd = NewQd();
   int qd = queue->qd;
@@ -223,7 +223,7 @@ absl::StatusOr<int> LibOS::Socket(int domain, int type, int protocol) {
 }
 
 absl::Status LibOS::Bind(int qd, const sockaddr* address, socklen_t size) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) return DatagramBind(*datagram_queues_[qd], address, size);
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   DEMI_ASSIGN_OR_RETURN(sockaddr_in local, Ipv4Address(address, size));
@@ -239,7 +239,7 @@ absl::Status LibOS::Bind(int qd, const sockaddr* address, socklen_t size) {
 }
 
 absl::Status LibOS::Listen(int qd, int backlog) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) return ErrnoError(EOPNOTSUPP, "datagram socket");
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (backlog <= 0) return ErrnoError(EINVAL, "backlog must be positive");
@@ -255,7 +255,7 @@ absl::Status LibOS::Listen(int qd, int backlog) {
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::Accept(int qd) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) return ErrnoError(EOPNOTSUPP, "datagram socket");
   DEMI_ASSIGN_OR_RETURN(Queue * listener, Find(qd));
   if (listener->state != Queue::State::kListening) {
@@ -277,7 +277,7 @@ absl::StatusOr<demi_qtoken_t> LibOS::Accept(int qd) {
 
 absl::StatusOr<demi_qtoken_t> LibOS::Connect(int qd, const sockaddr* address,
                                              socklen_t size) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) {
     return DatagramConnect(*datagram_queues_[qd], address, size);
   }
@@ -308,7 +308,7 @@ absl::StatusOr<demi_qtoken_t> LibOS::Connect(int qd, const sockaddr* address,
 
 absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
   DEMI_ASSIGN_OR_RETURN(const uint64_t total, CheckPushArray(sga));
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) return DatagramPush(*datagram_queues_[qd], sga, nullptr);
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   DEMI_ASSIGN_OR_RETURN(const PushMemory::Buffer buffer,
@@ -335,12 +335,23 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
     memory_->Unmap(record);
     return qt.status();
   }
-  absl::Status sent =
-      connection.Send(absl::MakeConstSpan(segments, sga->sga_numsegs), *qt);
+  bool done_at_post = false;
+  absl::Status sent = connection.Send(
+      absl::MakeConstSpan(segments, sga->sga_numsegs), *qt, &done_at_post);
   if (!sent.ok()) {
     memory_->Unmap(record);
     (void)tokens_.Release(*qt);
     return sent;
+  }
+  if (done_at_post) {
+    // Sent inline: the device holds a copy, the memory is the
+    // application's again. The push completes now.
+    memory_->Unmap(record);
+    demi_qresult_t result{};
+    result.qr_opcode = DEMI_OPC_PUSH;
+    result.qr_value.sga = *sga;
+    (void)tokens_.Complete(*qt, result);
+    return *qt;
   }
   memory_->Started(record);
   pushes_.insert_or_assign(*qt, record);
@@ -357,7 +368,7 @@ void LibOS::FinishPush(demi_qtoken_t qt, demi_qresult_t result) {
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::Pop(int qd) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) return DatagramPop(*datagram_queues_[qd]);
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (queue->state != Queue::State::kConnected &&
@@ -409,7 +420,7 @@ void LibOS::CompleteAccept(demi_qtoken_t qt, const Queue& accepted) {
 }
 
 absl::Status LibOS::GetPeerName(int qd, sockaddr* address, socklen_t* size) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) {
     return DatagramGetPeerName(*datagram_queues_[qd], address, size);
   }
@@ -429,7 +440,7 @@ absl::Status LibOS::GetPeerName(int qd, sockaddr* address, socklen_t* size) {
 }
 
 absl::Status LibOS::SetLinger(int qd, const void* value, socklen_t size) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) return ErrnoError(ENOPROTOOPT, "SO_LINGER on datagrams");
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (value == nullptr) return ErrnoError(EINVAL, "null option value");
@@ -441,7 +452,7 @@ absl::Status LibOS::SetLinger(int qd, const void* value, socklen_t size) {
 }
 
 absl::Status LibOS::GetLinger(int qd, void* value, socklen_t* size) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) return ErrnoError(ENOPROTOOPT, "SO_LINGER on datagrams");
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (value == nullptr || size == nullptr) {
@@ -494,7 +505,7 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
   if (sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
     return ErrnoError(EINVAL, "bad segment count");
   }
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   DEMI_RETURN_IF_ERROR(memory_->Free(sga->sga_buf));
   ReapRetired();
   ReapDatagramQueues();
@@ -506,7 +517,7 @@ rdma::RegionCacheStats LibOS::CacheStats() const {
 }
 
 absl::Status LibOS::Close(int qd) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) return DatagramClose(qd);
   auto it = queues_.find(qd);
   if (it == queues_.end())
@@ -768,7 +779,7 @@ absl::Status LibOS::Wait(demi_qtoken_t qt, absl::Duration timeout,
   Deadline deadline(timeout);
   for (;;) {
     {
-      absl::MutexLock lock(&mu_);
+      demi::MutexLock lock(&mu_);
       for (int round = 0; round < 2; ++round) {
         TokenState state = tokens_.StateOf(qt);
         if (state == TokenState::kInvalid) {
@@ -796,7 +807,7 @@ absl::StatusOr<int> LibOS::WaitAny(absl::Span<const demi_qtoken_t> qts,
   Deadline deadline(timeout);
   for (;;) {
     {
-      absl::MutexLock lock(&mu_);
+      demi::MutexLock lock(&mu_);
       for (int round = 0; round < 2; ++round) {
         // Start after the index returned last time, so a busy early token
         // cannot starve later ones.
@@ -831,7 +842,7 @@ absl::StatusOr<int> LibOS::WaitNextN(absl::Span<demi_qresult_t> results,
   Deadline deadline(timeout);
   for (;;) {
     {
-      absl::MutexLock lock(&mu_);
+      demi::MutexLock lock(&mu_);
       for (int round = 0; round < 2; ++round) {
         size_t n = tokens_.TakeReady(results);
         if (n > 0) return static_cast<int>(n);

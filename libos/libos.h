@@ -29,7 +29,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "libos/datagram.h"
@@ -148,7 +148,7 @@ class LibOS {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const LibOSOptions options_;
-  mutable absl::Mutex mu_;
+  mutable demi::Mutex mu_;
   std::unique_ptr<rdma::DeviceRegistry> devices_;
   std::optional<rdma::EventChannel> channel_;
   TokenTable tokens_ ABSL_GUARDED_BY(mu_);

@@ -128,7 +128,7 @@ absl::StatusOr<int> LibOS::DatagramSocket(int protocol) {
   if (protocol != 0 && protocol != IPPROTO_UDP) {
     return ErrnoError(ENOTSUP, absl::StrCat("protocol ", protocol));
   }
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (!datagram_channel_.has_value()) {
     DEMI_ASSIGN_OR_RETURN(rdma::EventChannel channel,
                           rdma::EventChannel::Create());
@@ -199,7 +199,7 @@ absl::StatusOr<demi_qtoken_t> LibOS::PushTo(int qd, const demi_sgarray_t* sga,
                                             const sockaddr* address,
                                             socklen_t size) {
   {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     if (IsDatagram(qd)) {
       DEMI_ASSIGN_OR_RETURN(sockaddr_in destination,
                             ParseDestination(address, size));
@@ -620,7 +620,7 @@ void LibOS::ProgressDatagrams() {
 }
 
 DatagramStats LibOS::DatagramStatistics() const {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   DatagramStats stats = datagram_counters_;
   std::vector<const ibv_context*> devices;
   auto add = [&](const DatagramQueue& queue) {

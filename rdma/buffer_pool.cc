@@ -100,7 +100,7 @@ BufferPool::BufferPool(Registrar* registrar, const BufferPoolOptions& options)
 }
 
 BufferPool::~BufferPool() {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   size_t in_use = 0;
   for (const SizeClass& size_class : classes_) in_use += size_class.in_use;
   if (in_use > 0) {
@@ -132,7 +132,7 @@ absl::StatusOr<PoolBuffer*> BufferPool::Allocate(size_t size) {
   const size_t chunk_bytes = ChunkBytes(size_class);
   size_t reserved;
   {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     SizeClass& state = classes_[size_class];
     if (PoolBuffer* buffer = state.free_list; buffer != nullptr) {
       state.free_list = buffer->next_free_;
@@ -158,7 +158,7 @@ absl::StatusOr<PoolBuffer*> BufferPool::Allocate(size_t size) {
   // The chunk's bytes are reserved: create it without the lock.
   absl::StatusOr<std::unique_ptr<Chunk>> created = CreateChunk(size_class);
   if (!created.ok()) {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     reserved_bytes_ -= chunk_bytes;
     return created.status();
   }
@@ -168,7 +168,7 @@ absl::StatusOr<PoolBuffer*> BufferPool::Allocate(size_t size) {
   first->in_use_ = true;
   first->next_free_ = nullptr;
 
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   descriptor_ranges_.emplace(reinterpret_cast<uintptr_t>(first),
                              reinterpret_cast<uintptr_t>(last + 1));
   SizeClass& state = classes_[size_class];
@@ -234,7 +234,7 @@ absl::Status BufferPool::Free(PoolBuffer* buffer) {
   }
   bool owned;
   {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     owned = OwnsLocked(buffer);
     if (owned && buffer->in_use_) {
       SizeClass& state = classes_[buffer->size_class_];
@@ -257,12 +257,12 @@ absl::Status BufferPool::Free(PoolBuffer* buffer) {
 }
 
 bool BufferPool::Owns(const PoolBuffer* buffer) const {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   return OwnsLocked(buffer);
 }
 
 bool BufferPool::IsAllocated(const PoolBuffer* buffer) const {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   return OwnsLocked(buffer) && buffer->in_use_;
 }
 
@@ -279,7 +279,7 @@ bool BufferPool::OwnsLocked(const PoolBuffer* buffer) const {
 BufferPoolStats BufferPool::Stats() const {
   BufferPoolStats stats;
   stats.size_classes.resize(num_classes_);
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   stats.registered_bytes = registered_bytes_;
   stats.chunks = chunks_.size();
   for (size_t i = 0; i < num_classes_; ++i) {
@@ -293,7 +293,7 @@ BufferPoolStats BufferPool::Stats() const {
 }
 
 absl::Status BufferPool::CheckInvariants() const {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   return CheckInvariantsLocked();
 }
 

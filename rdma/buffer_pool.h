@@ -40,7 +40,7 @@
 // through the descriptors, so Allocate and Free make no system call and no
 // heap allocation unless a chunk must be created.
 //
-// Thread-safety: internally synchronized (one absl::Mutex); every member
+// Thread-safety: internally synchronized (one demi::Mutex); every member
 // function may be called from any thread. The lock is held only to pop or
 // push a free list or to add a finished chunk: creating a chunk (mmap,
 // registration) happens outside it, after reserving the chunk's bytes against
@@ -68,7 +68,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "rdma/registrar.h"
 
 namespace demi::rdma {
@@ -200,7 +200,7 @@ class BufferPool {
   const BufferPoolOptions options_;
   const size_t num_classes_;
 
-  mutable absl::Mutex mu_;
+  mutable demi::Mutex mu_;
   std::array<SizeClass, kMaxClasses> classes_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Chunk>> chunks_ ABSL_GUARDED_BY(mu_);
   // Descriptor arrays: the address of the first descriptor -> one past the

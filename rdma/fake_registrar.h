@@ -36,7 +36,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "common/errno_status.h"
 #include "rdma/registrar.h"
 
@@ -53,7 +53,7 @@ class FakeRegistrar final : public Registrar {
     if (address == nullptr || length == 0) {
       return ErrnoError(EINVAL, "fake registrar: empty range");
     }
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     if (failures_left_ > 0) {
       --failures_left_;
       ++failed_;
@@ -78,7 +78,7 @@ class FakeRegistrar final : public Registrar {
 
   // The next `count` calls to Register() fail with `errnum`.
   void FailNext(int count, int errnum) {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     failures_left_ = count;
     failure_errno_ = errnum;
   }
@@ -86,19 +86,19 @@ class FakeRegistrar final : public Registrar {
   // Successful registrations ever made; registrations not yet destroyed, and
   // their bytes; registrations failed on purpose.
   size_t total_registrations() const {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     return entries_.size();
   }
   size_t live_registrations() const {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     return live_;
   }
   size_t live_bytes() const {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     return live_bytes_;
   }
   size_t failed_registrations() const {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     return failed_;
   }
 
@@ -106,7 +106,7 @@ class FakeRegistrar final : public Registrar {
   // length), if any.
   std::optional<MemoryKeys> KeysFor(const void* address, size_t length) const {
     uintptr_t begin = reinterpret_cast<uintptr_t>(address);
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     for (const Entry& entry : entries_) {
       if (entry.destroyed == 0 && begin >= entry.begin &&
           length <= entry.length &&
@@ -120,7 +120,7 @@ class FakeRegistrar final : public Registrar {
   // Everything that went wrong so far (empty when all is well). With
   // `expect_all_destroyed`, also every registration still alive.
   std::vector<std::string> Problems(bool expect_all_destroyed) const {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     std::vector<std::string> problems = problems_;
     if (expect_all_destroyed) {
       for (size_t i = 0; i < entries_.size(); ++i) {
@@ -165,7 +165,7 @@ class FakeRegistrar final : public Registrar {
   }
 
   void Deregister(uint32_t id) {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     Entry& entry = entries_[id];
     if (++entry.destroyed > 1) {
       problems_.push_back(absl::StrCat("registration ", id, " destroyed ",
@@ -181,7 +181,7 @@ class FakeRegistrar final : public Registrar {
   }
 
   const bool pins_pages_;
-  mutable absl::Mutex mu_;
+  mutable demi::Mutex mu_;
   std::vector<Entry> entries_ ABSL_GUARDED_BY(mu_);  // Indexed by id.
   std::vector<std::string> problems_ ABSL_GUARDED_BY(mu_);
   size_t live_ ABSL_GUARDED_BY(mu_) = 0;

@@ -23,7 +23,7 @@ void InvalidationLog::EndWrite() {
 
 size_t InvalidationLog::Read(Cursor* cursor, absl::Span<AddressRange> out,
                              bool* lost) {
-  absl::MutexLock lock(&mu_);  // Waits out an open write section.
+  demi::MutexLock lock(&mu_);  // Waits out an open write section.
   if (appended_ - cursor->next > kCapacity) {
     *lost = true;
     cursor->next = appended_ - kCapacity;

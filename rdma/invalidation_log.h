@@ -28,7 +28,7 @@
 #include <cstdint>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/types/span.h"
 
 namespace demi::rdma {
@@ -73,7 +73,7 @@ class InvalidationLog {
       ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  mutable absl::Mutex mu_;
+  mutable demi::Mutex mu_;
   // Odd while a write section is open; bumped on BeginWrite and EndWrite.
   std::atomic<uint64_t> generation_{0};
   uint64_t appended_ ABSL_GUARDED_BY(mu_) = 0;  // Ranges appended ever.

@@ -21,7 +21,7 @@ absl::StatusOr<std::unique_ptr<LargeBufferPool>> LargeBufferPool::Create(
 }
 
 LargeBufferPool::~LargeBufferPool() {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   for (auto& kept : kept_) {
     for (LargeBuffer* buffer : kept) Destroy(buffer);
   }
@@ -60,7 +60,7 @@ absl::StatusOr<LargeBuffer*> LargeBufferPool::Allocate(size_t size) {
                               ", above the cap"));
   }
   {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     if (!kept_[size_class].empty()) {
       LargeBuffer* buffer = kept_[size_class].back();
       kept_[size_class].pop_back();
@@ -87,7 +87,7 @@ absl::StatusOr<LargeBuffer*> LargeBufferPool::Allocate(size_t size) {
     mapped_bytes_ += capacity;  // Reserved while mapping outside the lock.
   }
   auto unreserve = [&] {
-    absl::MutexLock lock(&mu_);
+    demi::MutexLock lock(&mu_);
     mapped_bytes_ -= capacity;
   };
   void* data = mmap(nullptr, capacity, PROT_READ | PROT_WRITE,
@@ -107,14 +107,14 @@ absl::StatusOr<LargeBuffer*> LargeBufferPool::Allocate(size_t size) {
   buffer->data_ = data;
   buffer->capacity_ = capacity;
   buffer->registration_ = *std::move(registration);
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   allocated_.insert(buffer);
   in_use_bytes_ += capacity;
   return buffer;
 }
 
 absl::Status LargeBufferPool::Free(LargeBuffer* buffer) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (buffer == nullptr || allocated_.erase(buffer) == 0) {
     return ErrnoError(EINVAL, "not an allocated large buffer");
   }
@@ -129,12 +129,12 @@ absl::Status LargeBufferPool::Free(LargeBuffer* buffer) {
 }
 
 bool LargeBufferPool::IsAllocated(const LargeBuffer* buffer) const {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   return allocated_.contains(buffer);
 }
 
 LargeBufferPoolStats LargeBufferPool::Stats() const {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   return {mapped_bytes_, in_use_bytes_, allocated_.size()};
 }
 

@@ -29,7 +29,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "rdma/registrar.h"
 
 namespace demi::rdma {
@@ -99,7 +99,7 @@ class LargeBufferPool {
   Registrar* const registrar_;
   const LargeBufferPoolOptions options_;
 
-  mutable absl::Mutex mu_;
+  mutable demi::Mutex mu_;
   absl::flat_hash_set<const LargeBuffer*> allocated_ ABSL_GUARDED_BY(mu_);
   std::array<std::vector<LargeBuffer*>, kClasses> kept_ ABSL_GUARDED_BY(mu_);
   size_t mapped_bytes_ ABSL_GUARDED_BY(mu_) = 0;

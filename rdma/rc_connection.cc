@@ -287,7 +287,8 @@ absl::Status RcConnection::PostReceive(uint32_t buffer_index) {
 }
 
 absl::Status RcConnection::Send(absl::Span<const Segment> segments,
-                                uint64_t cookie) {
+                                uint64_t cookie, bool* done_at_post) {
+  if (done_at_post != nullptr) *done_at_post = false;
   if (!status_.ok()) return status_;
   if (segments.empty() || segments.size() > wire::kMaxSegments) {
     return ErrnoError(EINVAL, "a message has 1 to 16 segments");
@@ -305,10 +306,19 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
   if (!options_.batch_doorbells && queued_count_ == 0 && established_ &&
       credits_->CanSendData() && !SendQueueFull()) {
     uint16_t returned = *credits_->ConsumeForData();
-    absl::Status posted = Post(Kind::kData, returned, segments.data(),
-                               static_cast<uint32_t>(segments.size()), cookie);
-    if (!posted.ok()) Fail(posted);
-    return posted;
+    ibv_send_wr* wr = Prepare(0, Kind::kData, returned, segments.data(),
+                              static_cast<uint32_t>(segments.size()), cookie);
+    // Inline data is copied by ibv_post_send: the caller may have its
+    // memory back at once, and its cookie is not reported again.
+    const bool inline_data = (wr->send_flags & IBV_SEND_INLINE) != 0;
+    PostedSend& entry = posted_[wr->wr_id];
+    entry.report = !(inline_data && done_at_post != nullptr);
+    if (PostChain(wr, wr, 1) != 1) {
+      entry.report = true;  // failed: not posted, never reported
+      return status_;
+    }
+    if (!entry.report) *done_at_post = true;
+    return absl::OkStatus();
   }
   // Queued: goes out with whatever else can, chained under one doorbell, at
   // the next Poll(), Release() or Flush(); a full FIFO first posts what
@@ -714,7 +724,9 @@ void RcConnection::HandleSendCompletion(const ibv_wc& wc,
       status = CompletionError(wc);
       Fail(status);
     }
-    if (posted.kind == Kind::kData) sink.OnSendComplete(posted.cookie, status);
+    if (posted.kind == Kind::kData && posted.report) {
+      sink.OnSendComplete(posted.cookie, status);
+    }
     if (posted.kind == Kind::kRead) {
       InboundMessage& inbound = inbound_[posted.cookie];
       --inbound.reads_in_flight;

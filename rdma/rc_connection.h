@@ -205,7 +205,15 @@ class RcConnection {
   // (or of rendezvous transfers) is full (poll and retry). EPIPE after
   // SendEndOfStream.
   // A failed connection returns its error (ECONNRESET after a disconnect).
-  absl::Status Send(absl::Span<const Segment> segments, uint64_t cookie);
+  //
+  // `done_at_post` (optional): set to true when the message was posted at
+  // once with its data inline (copied into the work request by
+  // ibv_post_send): its memory is free again as soon as Send returns, so
+  // the cookie is *not* reported later and the caller completes the send
+  // itself. False otherwise (the cookie is reported as usual). Null: always
+  // report the cookie.
+  absl::Status Send(absl::Span<const Segment> segments, uint64_t cookie,
+                    bool* done_at_post = nullptr);
 
   // Posts now what Send() queued, as far as credits and the send queue
   // allow (one doorbell). Poll() and Release() do this too.
@@ -284,6 +292,7 @@ class RcConnection {
   struct PostedSend {
     uint64_t cookie = 0;
     Kind kind = Kind::kData;
+    bool report = true;  // kData: report the cookie on completion
   };
   // A rendezvous send awaiting the peer's done message.
   struct OutboundTransfer {

@@ -49,7 +49,7 @@ RegionCache::RegionCache(Registrar* registrar, MemoryWatcher* watcher,
 }
 
 RegionCache::~RegionCache() {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   for (auto it = cached_.begin(); it != cached_.end();) it = DetachLocked(it);
   if (stats_.regions > 0) {
     DEMI_LOG(kError, "region cache destroyed with ", stats_.regions,
@@ -65,7 +65,7 @@ absl::StatusOr<RegionCache::Lease> RegionCache::Acquire(const void* address,
     return ErrnoError(EINVAL, "empty or wrapping address range");
   }
   const uintptr_t end = begin + length;
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (watcher_ != nullptr) {
     SyncLocked();
     auto it = cached_.upper_bound(begin);
@@ -151,7 +151,7 @@ absl::Status RegionCache::MakeRoomLocked(size_t bytes) {
 }
 
 void RegionCache::Release(Region* region) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   if (region == nullptr || region->users == 0) {
     DEMI_LOG(kError, "region cache: release of a region not leased");
     return;
@@ -165,7 +165,7 @@ void RegionCache::Release(Region* region) {
 }
 
 void RegionCache::Invalidate(AddressRange range) {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   InvalidateLocked(range);
 }
 
@@ -236,12 +236,12 @@ void RegionCache::LruPushFrontLocked(Region* region) {
 }
 
 RegionCacheStats RegionCache::Stats() const {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   return stats_;
 }
 
 absl::Status RegionCache::CheckInvariants() const {
-  absl::MutexLock lock(&mu_);
+  demi::MutexLock lock(&mu_);
   uintptr_t previous_end = 0;
   size_t idle = 0;
   for (const auto& [end, region] : cached_) {

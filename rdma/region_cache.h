@@ -48,7 +48,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "rdma/invalidation_log.h"
 #include "rdma/memory_watcher.h"
 #include "rdma/registrar.h"
@@ -137,7 +137,7 @@ class RegionCache {
   const RegionCacheOptions options_;
   const uintptr_t page_size_;
 
-  mutable absl::Mutex mu_;
+  mutable demi::Mutex mu_;
   InvalidationLog::Cursor cursor_ ABSL_GUARDED_BY(mu_);
   // Cached regions by end address (one past the last byte): the first entry
   // with end > a is the only one that can contain a.
