@@ -153,7 +153,9 @@ class Deadline {
 }  // namespace
 
 LibOS::LibOS(const LibOSOptions& options)
-    : options_(options), tokens_(options.max_operations) {}
+    : options_(options),
+      tokens_(options.max_operations),
+      pushes_(static_cast<uint32_t>(tokens_.capacity())) {}
 
 absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
     const LibOSOptions& options) {
@@ -169,7 +171,6 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
   os->channel_.emplace(std::move(channel));
   demi::MutexLock lock(&os->mu_);
   os->memory_.emplace(*os->devices_, os->handles_, options.max_operations);
-  os->pushes_.reserve(options.max_operations);
   return os;
 }
 
@@ -182,8 +183,10 @@ LibOS::~LibOS() {
   datagram_retired_.clear();
   // Their queue pairs are gone: nothing reads the pushed memory any more.
   // Popped arrays went with their queues.
-  for (const auto& [qt, record] : pushes_) memory_->Abandon(record);
-  pushes_.clear();
+  pushes_.ForEach([this](const PushRecord& record)
+                      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under mu_
+                        memory_->Abandon(record);
+                      });
 }
 
 absl::StatusOr<LibOS::Queue*> LibOS::Find(int qd) {
@@ -344,26 +347,28 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
     return sent;
   }
   if (done_at_post) {
-    // Sent inline: the device holds a copy, the memory is the
-    // application's again. The push completes now.
-    memory_->Unmap(record);
-    demi_qresult_t result{};
-    result.qr_opcode = DEMI_OPC_PUSH;
-    result.qr_value.sga = *sga;
-    (void)tokens_.Complete(*qt, result);
+    CompletePushAtPost(*qt, record);
     return *qt;
   }
   memory_->Started(record);
-  pushes_.insert_or_assign(*qt, record);
+  pushes_.Insert(*qt, record);
   return *qt;
 }
 
+void LibOS::CompletePushAtPost(demi_qtoken_t qt, const PushRecord& record) {
+  memory_->Unmap(record);
+  demi_qresult_t result{};
+  result.qr_opcode = DEMI_OPC_PUSH;
+  result.qr_value.sga = record.sga;
+  (void)tokens_.Complete(qt, result);
+}
+
 void LibOS::FinishPush(demi_qtoken_t qt, demi_qresult_t result) {
-  auto push = pushes_.find(qt);
-  if (push == pushes_.end()) return;  // cancelled by close
-  result.qr_value.sga = push->second.sga;
-  memory_->Finished(push->second);
-  pushes_.erase(push);
+  PushRecord* push = pushes_.Find(qt);
+  if (push == nullptr) return;  // cancelled by close
+  result.qr_value.sga = push->sga;
+  memory_->Finished(*push);
+  pushes_.Erase(qt);
   (void)tokens_.Complete(qt, result);
 }
 
@@ -558,11 +563,10 @@ void LibOS::CancelPending(Queue& queue, int errnum) {
   for (demi_qtoken_t qt : pending) {
     // A push the device may still be reading completes when its connection
     // reports it (free protection): never before the device is done.
-    auto push = pushes_.find(qt);
-    if (push != pushes_.end()) {
+    if (PushRecord* push = pushes_.Find(qt)) {
       if (queue.connection != nullptr) continue;
-      memory_->Finished(push->second);
-      pushes_.erase(push);
+      memory_->Finished(*push);
+      pushes_.Erase(qt);
     }
     (void)tokens_.Fail(qt, errnum);
   }
@@ -637,9 +641,7 @@ void LibOS::Progress() {
     ReapRetired();
     return;
   }
-  for (;;) {
-    absl::StatusOr<rdma::CmEvent> event = channel_->Next(absl::ZeroDuration());
-    if (!event.ok()) break;  // ETIMEDOUT: no event waiting
+  while (std::optional<rdma::CmEvent> event = channel_->TryNext()) {
     HandleEvent(std::move(*event));
   }
   ReapRetired();

@@ -146,6 +146,10 @@ class LibOS {
   // and errno and the pushed array.
   void FinishPush(demi_qtoken_t qt, demi_qresult_t result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A push whose bytes went inline (the transport reported it done at
+  // post): the memory is the application's again, the token completes now.
+  void CompletePushAtPost(demi_qtoken_t qt, const PushRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const LibOSOptions options_;
   mutable demi::Mutex mu_;
@@ -160,7 +164,7 @@ class LibOS {
   ReceiveHandleTable handles_ ABSL_GUARDED_BY(mu_);
   // Pushed memory and free protection (set by Create).
   std::optional<PushMemory> memory_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<demi_qtoken_t, PushRecord> pushes_ ABSL_GUARDED_BY(mu_);
+  PushTable pushes_ ABSL_GUARDED_BY(mu_);
   int next_qd_ ABSL_GUARDED_BY(mu_) = 1;
   static constexpr uint32_t kCmPollInterval = 16;
   // Progress rounds between looks for datagram routes to refresh.

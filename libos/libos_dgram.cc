@@ -84,7 +84,7 @@ class LibOS::DatagramQueueSink final : public rdma::DatagramSink {
 
   void OnSendComplete(uint64_t cookie, const absl::Status& status) override
       ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under os_.mu_
-    if (!os_.pushes_.contains(cookie)) return;
+    if (os_.pushes_.Find(cookie) == nullptr) return;
     demi_qresult_t result{};
     result.qr_opcode = status.ok() ? DEMI_OPC_PUSH : DEMI_OPC_FAILED;
     result.qr_ret = status.ok()     ? 0
@@ -259,17 +259,24 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPush(
   if (route != routes_.end() && route->second->peer.has_value()) {
     // The hot path: the destination is known.
     const rdma::UdPeer& peer = *route->second->peer;
+    bool done_at_post = false;
     absl::Status sent = endpoint.Send(
         {peer.ah.get(), peer.qp_num, peer.qkey},
-        absl::MakeConstSpan(pending.segments, pending.num_segments), qt);
+        absl::MakeConstSpan(pending.segments, pending.num_segments), qt,
+        &done_at_post);
     if (!sent.ok()) {
       memory_->Unmap(record);
       (void)tokens_.Release(qt);
       return sent;
     }
     ++datagram_counters_.ah_hits;
+    if (done_at_post) {
+      ++datagram_counters_.sent;
+      CompletePushAtPost(qt, record);
+      return qt;
+    }
     memory_->Started(record);
-    pushes_.insert_or_assign(qt, record);
+    pushes_.Insert(qt, record);
     return qt;
   }
   if (route != routes_.end() &&
@@ -280,7 +287,7 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPush(
   }
   ++datagram_counters_.ah_misses;
   memory_->Started(record);
-  pushes_.insert_or_assign(qt, record);
+  pushes_.Insert(qt, record);
   AwaitRoute(key, local, endpoint.pd(), pending);
   return qt;
 }
@@ -309,12 +316,11 @@ void LibOS::FailPendingDatagram(const PendingDatagram& pending, int errnum) {
   demi_qresult_t result{};
   result.qr_opcode = DEMI_OPC_FAILED;
   result.qr_ret = errnum;
-  auto push = pushes_.find(pending.qt);
-  if (push != pushes_.end()) {
+  if (PushRecord* push = pushes_.Find(pending.qt)) {
     // The application gets its array back, as with any finished push.
-    result.qr_value.sga = push->second.sga;
-    memory_->Finished(push->second);
-    pushes_.erase(push);
+    result.qr_value.sga = push->sga;
+    memory_->Finished(*push);
+    pushes_.Erase(pending.qt);
     ++datagram_counters_.send_failed;
   }
   (void)tokens_.Complete(pending.qt, result);
@@ -606,11 +612,10 @@ void LibOS::ProgressDatagrams() {
   for (auto& queue : datagram_retired_) poll(*queue);
   // As for the stream channel: a system call, so every kCmPollInterval
   // rounds (Progress counts them).
-  for (; progress_rounds_ % kCmPollInterval == 0;) {
-    absl::StatusOr<rdma::CmEvent> event =
-        datagram_channel_->Next(absl::ZeroDuration());
-    if (!event.ok()) break;  // ETIMEDOUT: no event waiting
-    HandleDatagramEvent(std::move(*event));
+  if (progress_rounds_ % kCmPollInterval == 0) {
+    while (std::optional<rdma::CmEvent> event = datagram_channel_->TryNext()) {
+      HandleDatagramEvent(std::move(*event));
+    }
   }
   if (options_.datagram_route_ttl > absl::ZeroDuration() &&
       progress_rounds_ % kRouteRefreshInterval == 0) {

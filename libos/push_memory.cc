@@ -1,6 +1,7 @@
 #include "libos/push_memory.h"
 
 #include <cerrno>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
@@ -25,6 +26,13 @@ absl::StatusOr<uint64_t> CheckPushArray(const demi_sgarray_t* sga) {
     total += sga->sga_segs[i].sgaseg_len;
   }
   return total;
+}
+
+PushTable::PushTable(uint32_t capacity)
+    : capacity_(capacity),
+      entries_(static_cast<Entry*>(std::calloc(capacity == 0 ? 1 : capacity,
+                                               sizeof(Entry)))) {
+  if (entries_ == nullptr) throw std::bad_alloc();
 }
 
 PushMemory::PushMemory(const rdma::DeviceRegistry& devices,

@@ -36,12 +36,15 @@
 #include <infiniband/verbs.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "libos/receive_handles.h"
+#include "libos/token_table.h"
 #include "rdma/device_registry.h"
 #include "rdma/rc_connection.h"
 #include "rdma/region_cache.h"
@@ -62,6 +65,52 @@ struct PushRecord {
   rdma::RegionCache* cache = nullptr;  // where `regions` were leased
   uint32_t num_regions = 0;
   rdma::RegionCache::Region* regions[DEMI_SGARRAY_MAXSIZE];
+};
+
+// The pushes in flight, by token: an array indexed by the token's slot
+// (TokenTable::IndexOf), so finding a push is one index and one compare.
+// The array is calloc'ed: an all-zero entry is a free one, and pages of it
+// are only backed by memory once a push uses them.
+class PushTable {
+ public:
+  explicit PushTable(uint32_t capacity);
+
+  // Records the push of `qt` (which must not be recorded yet).
+  void Insert(demi_qtoken_t qt, const PushRecord& record) {
+    Entry& entry = entries_.get()[TokenTable::IndexOf(qt)];
+    entry.qt = qt;
+    entry.record = record;
+  }
+  // The record of `qt`, or null if it has none (never pushed, or erased).
+  PushRecord* Find(demi_qtoken_t qt) {
+    const uint32_t index = TokenTable::IndexOf(qt);
+    if (index >= capacity_ || entries_.get()[index].qt != qt) return nullptr;
+    return &entries_.get()[index].record;
+  }
+  void Erase(demi_qtoken_t qt) {
+    const uint32_t index = TokenTable::IndexOf(qt);
+    if (index < capacity_ && entries_.get()[index].qt == qt) {
+      entries_.get()[index].qt = 0;
+    }
+  }
+  // Calls f(record) for every recorded push (slow: walks the array).
+  template <typename F>
+  void ForEach(F f) {
+    for (uint32_t i = 0; i < capacity_; ++i) {
+      if (entries_.get()[i].qt != 0) f(entries_.get()[i].record);
+    }
+  }
+
+ private:
+  struct Entry {
+    demi_qtoken_t qt;  // 0: free
+    PushRecord record;
+  };
+  struct Free {
+    void operator()(Entry* entries) const { std::free(entries); }
+  };
+  const uint32_t capacity_;
+  std::unique_ptr<Entry, Free> entries_;
 };
 
 class PushMemory {

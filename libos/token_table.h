@@ -127,6 +127,11 @@ class TokenTable {
   // every slot, O(capacity), and may grow `*out`, which allocates.
   void PendingOf(int qd, std::vector<demi_qtoken_t>* out) const;
 
+  // The slot of a token this table issued: in [0, capacity()), the same for
+  // no two live tokens. For callers that keep data per operation in an
+  // array of capacity() entries (they must still compare the token).
+  static uint32_t IndexOf(demi_qtoken_t qt) { return static_cast<uint32_t>(qt); }
+
   // Operations allocated but not yet completed.
   size_t pending_count() const { return pending_count_; }
   // Operations completed whose results have not been taken.

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
+#include "common/logging.h"
 
 namespace demi::rdma {
 namespace {
@@ -53,6 +54,15 @@ absl::StatusOr<CmEvent> EventChannel::Next(absl::Duration timeout) {
       return ErrnoStatus(errno, "poll on the rdma_cm channel");
     }
   }
+}
+
+std::optional<CmEvent> EventChannel::TryNext() {
+  rdma_cm_event* event = nullptr;
+  if (rdma_get_cm_event(channel_.get(), &event) == 0) return CmEvent(event);
+  if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    DEMI_LOG(kWarning, "rdma_get_cm_event: errno ", errno);
+  }
+  return std::nullopt;
 }
 
 absl::StatusOr<CmEvent> EventChannel::Expect(rdma_cm_event_type expected,

@@ -12,6 +12,8 @@
 
 #include <rdma/rdma_cma.h>
 
+#include <optional>
+
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "rdma/owned.h"
@@ -62,6 +64,12 @@ class EventChannel {
   // Returns the next event, waiting at most `timeout` (ETIMEDOUT after it;
   // absl::InfiniteDuration() waits forever, zero polls once).
   absl::StatusOr<CmEvent> Next(absl::Duration timeout);
+
+  // The next event if one is waiting, else nothing: one non-blocking read
+  // of the channel, no clock read and no status built (for progress loops).
+  // A failed read (never seen: the channel is the library's own) is logged
+  // and reads as no event.
+  std::optional<CmEvent> TryNext();
 
   // Returns the next event if it is `expected` with status 0. Any other event
   // is an error naming it, with the errno a socket would give: ECONNREFUSED

@@ -39,7 +39,8 @@ UdEndpoint::UdEndpoint(CmId id, const UdEndpointOptions& options)
     : id_(std::move(id)),
       options_(options),
       held_(options.receive_buffers, 0),
-      posted_(options.send_queue_depth, 0) {}
+      posted_(options.send_queue_depth, 0),
+      report_(options.send_queue_depth, 1) {}
 
 UdEndpoint::~UdEndpoint() = default;
 
@@ -169,7 +170,8 @@ absl::Status UdEndpoint::PostReceive(uint32_t buffer_index) {
 
 absl::Status UdEndpoint::Send(const UdDestination& destination,
                               absl::Span<const Segment> segments,
-                              uint64_t cookie) {
+                              uint64_t cookie, bool* done_at_post) {
+  if (done_at_post != nullptr) *done_at_post = false;
   if (!status_.ok()) return status_;
   if (segments.empty() || segments.size() > dw::kMaxSegments) {
     return ErrnoError(EINVAL, "a datagram has 1 to 16 segments");
@@ -223,6 +225,11 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
   // A rejected post leaves the endpoint usable: nothing was posted.
   DEMI_RETURN_IF_ERROR(qp_->PostSend(&wr));
   posted_[slot] = cookie;
+  // Inline: the bytes are in the work request; the caller is done now.
+  const bool done = done_at_post != nullptr &&
+                    (wr.send_flags & IBV_SEND_INLINE) != 0;
+  report_[slot] = done ? 0 : 1;
+  if (done) *done_at_post = true;
   ++posted_count_;
   return absl::OkStatus();
 }
@@ -267,7 +274,7 @@ void UdEndpoint::HandleSendCompletion(const ibv_wc& wc, DatagramSink& sink) {
     status = CompletionError(wc);
     Fail(status);
   }
-  sink.OnSendComplete(cookie, status);
+  if (report_[slot]) sink.OnSendComplete(cookie, status);
 }
 
 void UdEndpoint::HandleReceiveCompletion(const ibv_wc& wc, DatagramSink& sink) {

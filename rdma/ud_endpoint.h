@@ -127,8 +127,12 @@ class UdEndpoint {
   // `cookie` will be reported exactly once; on error it never will. EAGAIN:
   // send_queue_depth sends are outstanding (poll and retry). A failed
   // endpoint returns its error.
+  // `done_at_post` (optional): set to true when the datagram went inline
+  // (its bytes copied by ibv_post_send): the memory is free as Send returns
+  // and the cookie is not reported later. Null: always report it.
   absl::Status Send(const UdDestination& destination,
-                    absl::Span<const Segment> segments, uint64_t cookie);
+                    absl::Span<const Segment> segments, uint64_t cookie,
+                    bool* done_at_post = nullptr);
 
   // Polls both completion queues and reports to `sink`. Returns OK while the
   // endpoint is healthy, its error once it failed (after reporting what it
@@ -194,6 +198,7 @@ class UdEndpoint {
   uint32_t posted_receives_ = 0;
   // Ring of posted sends' cookies, by send-queue slot (completion order).
   std::vector<uint64_t> posted_;
+  std::vector<uint8_t> report_;  // by slot: report posted_[slot] when done
   uint32_t posted_head_ = 0;
   uint32_t posted_count_ = 0;
   uint64_t malformed_ = 0;

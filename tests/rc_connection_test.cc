@@ -10,8 +10,10 @@
 #include <errno.h>
 #include <infiniband/verbs.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -493,6 +495,101 @@ TEST(RcConnectionTest, DisconnectFailsQueuedSendsOnce) {
   std::printf("disconnect: %lu delivered, %zu queued sends failed once\n",
               static_cast<unsigned long>(stream.received()),
               sink.errors.size());
+}
+
+}  // namespace
+}  // namespace demi::rdma
+
+namespace demi::rdma {
+namespace {
+
+// A message that fits max_inline_data is done when Send returns (its memory
+// copied into the work request): done_at_post is set, the cookie is never
+// reported, and the bytes arrive as they were at Send although the memory is
+// rewritten at once. Larger ones are reported as before.
+TEST(RcConnectionTest, InlineSendsAreDoneAtPost) {
+  RcConnectionOptions options;
+  Pair pair;
+  absl::Status connected = ConnectPair(pair, options);
+  ASSERT_TRUE(connected.ok()) << connected;
+  ASSERT_GT(pair.client->max_inline_data(), 64u + 16u)
+      << "the device gives no inline room";
+  std::vector<uint8_t> memory(8192);
+  absl::StatusOr<MemoryRegion> mr =
+      MemoryRegion::Register(pair.client->pd(), memory.data(), memory.size(),
+                             IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_TRUE(mr.ok()) << mr.status();
+
+  // Polls both ends; checks what the server got (message i: 64 pattern
+  // bytes of index i) and releases it.
+  int received = 0;
+  auto drain = [&]() {
+    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
+    ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
+    while (!pair.server_sink.messages.empty()) {
+      ReceivedMessage message = pair.server_sink.messages.front();
+      pair.server_sink.messages.pop_front();
+      ASSERT_EQ(message.num_segments, 1u);
+      ASSERT_EQ(message.segment_lengths[0], 64u);
+      for (int j = 0; j < 64; ++j) {
+        ASSERT_EQ(message.segment_data[0][j], PatternByte(received, j))
+            << "message " << received << " byte " << j;
+      }
+      ++received;
+      ASSERT_TRUE(pair.server->Release(message.buffer_index).ok());
+    }
+  };
+
+  constexpr int kSmall = 200;
+  int done_count = 0;
+  for (int i = 0; i < kSmall; ++i) {
+    for (int j = 0; j < 64; ++j) memory[j] = PatternByte(i, j);
+    Segment segment{memory.data(), 64, mr->lkey()};
+    bool done = false;
+    absl::Status sent =
+        pair.client->Send(absl::MakeConstSpan(&segment, 1), 1000 + i, &done);
+    ASSERT_TRUE(sent.ok()) << sent;
+    if (done) {
+      ++done_count;
+      std::memset(memory.data(), 0xee, 64);  // the memory is free again
+    } else {
+      // Queued (no credit yet): the memory stays as it is until reported.
+      absl::Time deadline = absl::Now() + absl::Seconds(10);
+      const uint64_t cookie = 1000 + i;
+      while (std::find(pair.client_sink.completed.begin(),
+                       pair.client_sink.completed.end(),
+                       cookie) == pair.client_sink.completed.end() &&
+             absl::Now() < deadline) {
+        ASSERT_NO_FATAL_FAILURE(drain());
+      }
+    }
+    ASSERT_NO_FATAL_FAILURE(drain());
+  }
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (received < kSmall && absl::Now() < deadline) {
+    ASSERT_NO_FATAL_FAILURE(drain());
+  }
+  EXPECT_EQ(received, kSmall);
+  EXPECT_GT(done_count, kSmall / 2) << "few small sends went inline at post";
+  // Exactly the sends not done at post were reported, each once.
+  EXPECT_EQ(pair.client_sink.completed.size(),
+            static_cast<size_t>(kSmall - done_count));
+  EXPECT_TRUE(pair.client_sink.errors.empty());
+
+  // Above the inline limit: not done at post, reported once.
+  Segment big{memory.data(), 4096, mr->lkey()};
+  bool done = true;
+  const size_t before = pair.client_sink.completed.size();
+  ASSERT_TRUE(pair.client->Send(absl::MakeConstSpan(&big, 1), 77, &done).ok());
+  EXPECT_FALSE(done);
+  deadline = absl::Now() + absl::Seconds(10);
+  while (pair.client_sink.completed.size() == before &&
+         absl::Now() < deadline) {
+    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
+    ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
+  }
+  ASSERT_EQ(pair.client_sink.completed.size(), before + 1);
+  EXPECT_EQ(pair.client_sink.completed.back(), 77u);
 }
 
 }  // namespace

@@ -51,7 +51,7 @@ def check(ok, what):
 check(doc.get("tool") == "rdma_bench", "tool is not rdma_bench")
 check(doc.get("run", {}).get("baseline") is True, "run.baseline is not true")
 rows = doc.get("rows", [])
-check(len(rows) == 13, f"{len(rows)} rows, want 13 (3 workloads x 2 memories x 2 sizes, and datagram latency)")
+check(len(rows) == 14, f"{len(rows)} rows, want 14 (3 workloads x 2 memories x 2 sizes, datagram and Demikernel-style latency)")
 
 number = (int, float)
 common = ["workload", "size", "memory", "connections", "window", "iterations",
@@ -61,9 +61,10 @@ baseline = ["baseline_tool", "baseline_value", "baseline_p99_us",
             "baseline_p999_us", "baseline_reason", "ratio", "read_bw_tool",
             "read_bw_mib_per_s", "read_bw_reason", "read_bw_ratio"]
 units = {"latency": "us", "msgrate": "Mpps", "bandwidth": "MiB/s",
-         "dgram_latency": "us"}
+         "dgram_latency": "us", "demi_latency": "us"}
 tools = {"latency": "ib_send_lat", "msgrate": "ib_send_bw",
-         "bandwidth": "ib_send_bw", "dgram_latency": "ib_send_lat -c UD"}
+         "bandwidth": "ib_send_bw", "dgram_latency": "ib_send_lat -c UD",
+         "demi_latency": "ib_send_lat"}
 seen = set()
 for row in rows:
     name = f"{row.get('workload')} {row.get('size')} {row.get('memory')}"
@@ -83,7 +84,7 @@ for row in rows:
         check(isinstance(value, number) and value > 0, f"{name}: bad value")
         check(row["reason"] is None, f"{name}: a value and a reason")
         check(row["iterations"] > 0, f"{name}: no iterations")
-        if row["workload"] in ("latency", "dgram_latency"):
+        if row["workload"] in ("latency", "dgram_latency", "demi_latency"):
             check(all(isinstance(row[k], number)
                       for k in ("median_us", "p99_us", "p999_us")),
                   f"{name}: latency figures missing")

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "tools/rdma_bench/buffer.h"
+#include "tools/rdma_bench/cycle_clock.h"
 
 namespace demi::bench {
 namespace {
@@ -318,22 +319,24 @@ absl::StatusOr<CellResult> MeasureDatagramLatency(
     failed = client.RoundTrip(**buffer, size);
   }
   std::vector<double> one_way_us;
-  const absl::Time start = absl::Now();
-  const absl::Time until = start + limits.duration;
+  // A cycle counter around each sample, as perftest (CycleClock).
+  const int64_t start = CycleClock::NowNs();
+  const int64_t until = start + absl::ToInt64Nanoseconds(limits.duration);
+  int64_t end = start;
   while (failed.empty() &&
-         (absl::Now() < until || one_way_us.size() < limits.min_iterations)) {
-    const absl::Time before = absl::Now();
+         (end < until || one_way_us.size() < limits.min_iterations)) {
+    const int64_t before = end;
     failed = client.RoundTrip(**buffer, size);
-    one_way_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - before) / 2);
+    end = CycleClock::NowNs();
+    one_way_us.push_back(static_cast<double>(end - before) / 2000.0);
   }
-  const absl::Time end = absl::Now();
   client.Quit();
   if (!failed.empty()) {
     cell.supported = false;
     cell.reason = failed;
     return cell;
   }
-  cell.seconds = absl::ToDoubleSeconds(end - start);
+  cell.seconds = static_cast<double>(end - start) / 1e9;
   cell.iterations = one_way_us.size();
   cell.latency = Summarize(one_way_us);
   return cell;

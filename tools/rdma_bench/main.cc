@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "tools/rdma_bench/bench.h"
 #include "tools/rdma_bench/datagram.h"
+#include "tools/rdma_bench/demi_style.h"
 #include "tools/rdma_bench/options.h"
 #include "tools/rdma_bench/perftest.h"
 #include "tools/rdma_bench/report.h"
@@ -35,6 +36,7 @@ namespace {
 constexpr uint64_t kEagerSize = 8 << 10;       // ib_read_bw above this
 constexpr uint64_t kAlwaysBaseline = 1 << 20;  // perftest up to this size
 constexpr uint64_t kDatagramSize = 64;         // the datagram latency row
+constexpr uint64_t kDemiStyleSize = 64;        // the Demikernel-style row
 
 void Progress(const std::string& line) {
   std::fprintf(stderr, "rdma_bench: %s\n", line.c_str());
@@ -187,6 +189,32 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
     }
     latency.push_back(row);
   }
+  // Then the Demikernel-style loop, once the datagram server is done.
+  {
+    absl::StatusOr<CellResult> result =
+        MeasureDemiStyle(DemiStyleServerAddress(options.address),
+                         kDemiStyleSize, limits, kWaitForServer,
+                         options.workloads.latency);
+    if (!result.ok()) return result.status();
+    if (options.workloads.latency) {
+      Row row;
+      row.workload = "demi_latency";
+      row.size = kDemiStyleSize;
+      row.memory = Memory::kLibrary;
+      row.iterations = result->iterations;
+      row.seconds = result->seconds;
+      const LatencySummary& l = result->latency;
+      row.value = row.median_us = l.median;
+      row.p99_us = l.p99;
+      row.p999_us = l.p999;
+      row.mean_us = l.mean;
+      Progress(absl::StrFormat(
+          "Demikernel-style ping-pong 64 B lib: median %.2f us, p99 %.2f us "
+          "(%u round trips in %.2f s)",
+          l.median, l.p99, l.samples, result->seconds));
+      latency.push_back(row);
+    }
+  }
   std::vector<Row> rows = std::move(latency);
   rows.insert(rows.end(), rate.begin(), rate.end());
   rows.insert(rows.end(), bandwidth.begin(), bandwidth.end());
@@ -200,7 +228,9 @@ constexpr char kUdLatencyTool[] = "ib_send_lat -c UD";
 
 // The perftest run a row is compared with.
 std::string BaselineToolOf(const std::string& workload) {
-  if (workload == "latency") return "ib_send_lat";
+  if (workload == "latency" || workload == "demi_latency") {
+    return "ib_send_lat";
+  }
   if (workload == "dgram_latency") return kUdLatencyTool;
   return "ib_send_bw";
 }
@@ -383,7 +413,7 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
     }
   }
   for (Row& row : rows) {
-    if (row.workload == "latency" || row.workload == "dgram_latency") {
+    if (IsLatencyWorkload(row.workload)) {
       const std::string tool = BaselineToolOf(row.workload);
       const PerftestFigures& lat = results[{tool, row.size}];
       row.baseline =
@@ -520,6 +550,13 @@ int RunServer(const Options& options, bool quiet) {
     Progress(quit ? std::string("datagram server: the client is done")
                   : absl::StrCat("datagram server: no datagram for ",
                                  absl::FormatDuration(idle), ", stopping"));
+  }
+  bool served = false;
+  absl::Status demi_style = ServeDemiStyle(
+      DemiStyleServerAddress(options.address), idle, &served);
+  if (!demi_style.ok()) {
+    Progress(absl::StrCat("Demikernel-style server: ", demi_style.message()));
+    return 1;
   }
   return 0;
 }

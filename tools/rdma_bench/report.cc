@@ -78,8 +78,7 @@ struct Field {
 };
 
 std::vector<Field> Fields(const Row& row, const RunInfo& info) {
-  const bool latency =
-      row.workload == "latency" || row.workload == "dgram_latency";
+  const bool latency = IsLatencyWorkload(row.workload);
   auto number = [](std::string name, const std::optional<double>& value) {
     return Field{std::move(name), JsonNumber(value), CsvNumber(value)};
   };
@@ -202,14 +201,19 @@ std::string Target(const std::vector<Row>& rows, const std::string& workload,
 
 }  // namespace
 
+bool IsLatencyWorkload(const std::string& workload) {
+  return workload == "latency" || workload == "dgram_latency" ||
+         workload == "demi_latency";
+}
+
 const char* UnitOf(const std::string& workload) {
-  if (workload == "latency" || workload == "dgram_latency") return "us";
+  if (IsLatencyWorkload(workload)) return "us";
   if (workload == "msgrate") return "Mpps";
   return "MiB/s";
 }
 
 bool LowerIsBetter(const std::string& workload) {
-  return workload == "latency" || workload == "dgram_latency";
+  return IsLatencyWorkload(workload);
 }
 
 std::optional<double> Ratio(const std::optional<double>& value,
@@ -268,6 +272,12 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
   latency_section("latency",
                   "Latency, one way (round trip / 2, as ib_send_lat), "
                   "microseconds.",
+                  "ib_send_lat");
+  latency_section("demi_latency",
+                  "Demikernel-style ping-pong (push, wait for the push, pop, "
+                  "wait for the pop, on both sides; the server pushes back "
+                  "the popped array), one way, microseconds; beside "
+                  "ib_send_lat.",
                   "ib_send_lat");
   latency_section("dgram_latency",
                   "Datagram latency (SOCK_DGRAM on unreliable-datagram queue "

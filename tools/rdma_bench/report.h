@@ -26,7 +26,8 @@ struct Baseline {
 // One line of the results: a workload at a size from one kind of memory.
 // A figure the library could not produce is nullopt with `reason` set.
 struct Row {
-  std::string workload;  // "latency", "msgrate" or "bandwidth"
+  // "latency", "dgram_latency", "demi_latency", "msgrate" or "bandwidth"
+  std::string workload;
   uint64_t size = 0;
   Memory memory = Memory::kLibrary;
   uint32_t connections = 1;
@@ -42,6 +43,9 @@ struct Row {
 };
 
 // The unit of a workload's value and whether lower is better.
+// A ping-pong row ("latency", "dgram_latency", "demi_latency"): its figure
+// is one-way microseconds, beside an ib_send_lat run.
+bool IsLatencyWorkload(const std::string& workload);
 const char* UnitOf(const std::string& workload);
 bool LowerIsBetter(const std::string& workload);
 
