@@ -15,10 +15,10 @@
 #include <string_view>
 
 #include "absl/strings/numbers.h"
-#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "common/errno_status.h"
 #include "common/logging.h"
+#include "common/mutex.h"
 #include "libos/libos.h"
 
 namespace {

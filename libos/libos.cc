@@ -316,6 +316,14 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   DEMI_ASSIGN_OR_RETURN(const PushMemory::Buffer buffer,
                         memory_->Identify(sga->sga_buf));
+  // Pushes done at post leave their send slots to be reclaimed by a poll; a
+  // pusher whose waits find every push done never polls, so the push does
+  // it once half the send queue is in use.
+  if (queue->connection != nullptr &&
+      queue->connection->posted_sends() >=
+          queue->connection->send_queue_depth() / 2) {
+    PollConnection(*queue);
+  }
   if (queue->state == Queue::State::kFailed ||
       (queue->state == Queue::State::kConnected && queue->error != 0)) {
     DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,

@@ -29,9 +29,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/mutex.h"
 #include "libos/datagram.h"
 #include "libos/push_memory.h"
 #include "libos/receive_handles.h"
@@ -195,6 +195,10 @@ class LibOS {
                                    sockaddr* address, socklen_t* size)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DatagramClose(int qd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Polls one datagram socket's queue pair; a failed endpoint fails the
+  // socket's waiting pops.
+  void PollDatagramQueue(DatagramQueue& queue)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Polls every datagram socket and the datagram rdma_cm channel.
   void ProgressDatagrams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleDatagramEvent(rdma::CmEvent event)

@@ -259,6 +259,12 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPush(
   if (route != routes_.end() && route->second->peer.has_value()) {
     // The hot path: the destination is known.
     const rdma::UdPeer& peer = *route->second->peer;
+    // Pushes done at post leave their send slots to be reclaimed by a poll;
+    // a sender whose waits find every push done never polls, so the push
+    // does it once half the send queue is in use.
+    if (endpoint.posted_sends() >= endpoint.send_queue_depth() / 2) {
+      PollDatagramQueue(queue);
+    }
     bool done_at_post = false;
     absl::Status sent = endpoint.Send(
         {peer.ah.get(), peer.qp_num, peer.qkey},
@@ -596,20 +602,21 @@ void LibOS::ReapDatagramQueues() {
   }
 }
 
+void LibOS::PollDatagramQueue(DatagramQueue& queue) {
+  if (queue.endpoint == nullptr) return;
+  DatagramQueueSink sink(*this, queue);
+  absl::Status polled = queue.endpoint->Poll(sink);
+  if (!polled.ok()) {
+    const int errnum = ErrnoFromStatus(polled);
+    for (demi_qtoken_t qt : queue.pop_tokens) (void)tokens_.Fail(qt, errnum);
+    queue.pop_tokens.clear();
+  }
+}
+
 void LibOS::ProgressDatagrams() {
   if (!datagram_channel_.has_value()) return;  // no datagram socket yet
-  auto poll = [this](DatagramQueue& queue) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    if (queue.endpoint == nullptr) return;
-    DatagramQueueSink sink(*this, queue);
-    absl::Status polled = queue.endpoint->Poll(sink);
-    if (!polled.ok()) {
-      const int errnum = ErrnoFromStatus(polled);
-      for (demi_qtoken_t qt : queue.pop_tokens) (void)tokens_.Fail(qt, errnum);
-      queue.pop_tokens.clear();
-    }
-  };
-  for (auto& [qd, queue] : datagram_queues_) poll(*queue);
-  for (auto& queue : datagram_retired_) poll(*queue);
+  for (auto& [qd, queue] : datagram_queues_) PollDatagramQueue(*queue);
+  for (auto& queue : datagram_retired_) PollDatagramQueue(*queue);
   // As for the stream channel: a system call, so every kCmPollInterval
   // rounds (Progress counts them).
   if (progress_rounds_ % kCmPollInterval == 0) {

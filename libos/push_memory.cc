@@ -30,8 +30,8 @@ absl::StatusOr<uint64_t> CheckPushArray(const demi_sgarray_t* sga) {
 
 PushTable::PushTable(uint32_t capacity)
     : capacity_(capacity),
-      entries_(static_cast<Entry*>(std::calloc(capacity == 0 ? 1 : capacity,
-                                               sizeof(Entry)))) {
+      entries_(static_cast<Entry*>(
+          std::calloc(capacity == 0 ? 1 : capacity, sizeof(Entry)))) {
   if (entries_ == nullptr) throw std::bad_alloc();
 }
 

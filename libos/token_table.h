@@ -130,7 +130,9 @@ class TokenTable {
   // The slot of a token this table issued: in [0, capacity()), the same for
   // no two live tokens. For callers that keep data per operation in an
   // array of capacity() entries (they must still compare the token).
-  static uint32_t IndexOf(demi_qtoken_t qt) { return static_cast<uint32_t>(qt); }
+  static uint32_t IndexOf(demi_qtoken_t qt) {
+    return static_cast<uint32_t>(qt);
+  }
 
   // Operations allocated but not yet completed.
   size_t pending_count() const { return pending_count_; }

@@ -36,8 +36,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "common/mutex.h"
 #include "common/errno_status.h"
+#include "common/mutex.h"
 #include "rdma/registrar.h"
 
 namespace demi::rdma {

@@ -28,8 +28,8 @@
 #include <cstdint>
 
 #include "absl/base/thread_annotations.h"
-#include "common/mutex.h"
 #include "absl/types/span.h"
+#include "common/mutex.h"
 
 namespace demi::rdma {
 

@@ -263,6 +263,7 @@ class RcConnection {
   }
   uint32_t queued_sends() const { return queued_count_; }
   uint32_t posted_sends() const { return posted_count_; }
+  uint32_t send_queue_depth() const { return send_queue_depth_; }
   // ibv_post_send calls made (one per chain of sends).
   uint64_t doorbells() const { return doorbells_; }
   // Null until the peer's parameters are known.

@@ -226,8 +226,8 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
   DEMI_RETURN_IF_ERROR(qp_->PostSend(&wr));
   posted_[slot] = cookie;
   // Inline: the bytes are in the work request; the caller is done now.
-  const bool done = done_at_post != nullptr &&
-                    (wr.send_flags & IBV_SEND_INLINE) != 0;
+  const bool done =
+      done_at_post != nullptr && (wr.send_flags & IBV_SEND_INLINE) != 0;
   report_[slot] = done ? 0 : 1;
   if (done) *done_at_post = true;
   ++posted_count_;

@@ -161,6 +161,7 @@ class UdEndpoint {
   const absl::Status& status() const { return status_; }
   bool idle() const { return posted_count_ == 0; }
   uint32_t posted_sends() const { return posted_count_; }
+  uint32_t send_queue_depth() const { return options_.send_queue_depth; }
   uint64_t malformed() const { return malformed_; }
   uint64_t receive_queue_empty() const { return receive_queue_empty_; }
 

@@ -36,7 +36,8 @@ void ExpectMessage(int qd, uint64_t index, uint32_t size) {
   ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
   ASSERT_EQ(result.qr_value.sga.sga_numsegs, 1u);
   ASSERT_EQ(result.qr_value.sga.sga_segs[0].sgaseg_len, size);
-  auto* data = static_cast<const uint8_t*>(result.qr_value.sga.sga_segs[0].sgaseg_buf);
+  auto* data =
+      static_cast<const uint8_t*>(result.qr_value.sga.sga_segs[0].sgaseg_buf);
   for (uint32_t j = 0; j < size; ++j) {
     ASSERT_EQ(data[j], Byte(index, j)) << "message " << index << " byte " << j;
   }
@@ -78,7 +79,9 @@ TEST_F(PushCompletionTest, SmallPushesCompleteAtOnceAndKeepTheirBytes) {
     }
     // The memory is the application's again: rewrite it, free it.
     std::memset(data, 0xee, 64);
-    if (library) ASSERT_EQ(demi_sgafree(&sga), 0);
+    if (library) {
+      ASSERT_EQ(demi_sgafree(&sga), 0);
+    }
     ASSERT_NO_FATAL_FAILURE(ExpectMessage(server, i, 64));
   }
   EXPECT_GE(at_once, kPushes * 9 / 10);

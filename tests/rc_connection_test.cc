@@ -515,9 +515,8 @@ TEST(RcConnectionTest, InlineSendsAreDoneAtPost) {
   ASSERT_GT(pair.client->max_inline_data(), 64u + 16u)
       << "the device gives no inline room";
   std::vector<uint8_t> memory(8192);
-  absl::StatusOr<MemoryRegion> mr =
-      MemoryRegion::Register(pair.client->pd(), memory.data(), memory.size(),
-                             IBV_ACCESS_LOCAL_WRITE);
+  absl::StatusOr<MemoryRegion> mr = MemoryRegion::Register(
+      pair.client->pd(), memory.data(), memory.size(), IBV_ACCESS_LOCAL_WRITE);
   ASSERT_TRUE(mr.ok()) << mr.status();
 
   // Polls both ends; checks what the server got (message i: 64 pattern

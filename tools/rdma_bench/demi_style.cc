@@ -43,7 +43,8 @@ absl::Status WaitFor(demi_qtoken_t qt, demi_opcode_t expected,
 
 sockaddr_in DemiStyleServerAddress(const sockaddr_in& session) {
   sockaddr_in address = session;
-  address.sin_port = htons(static_cast<uint16_t>(ntohs(session.sin_port) + 101));
+  address.sin_port =
+      htons(static_cast<uint16_t>(ntohs(session.sin_port) + 101));
   return address;
 }
 
@@ -102,8 +103,7 @@ absl::Status ServeDemiStyle(const sockaddr_in& address, absl::Duration idle,
 }
 
 absl::StatusOr<CellResult> MeasureDemiStyle(const sockaddr_in& server,
-                                            uint64_t size,
-                                            const Limits& limits,
+                                            uint64_t size, const Limits& limits,
                                             absl::Duration wait_for_server,
                                             bool measure) {
   int qd = -1;

@@ -41,8 +41,7 @@ absl::Status ServeDemiStyle(const sockaddr_in& address, absl::Duration idle,
 // only (the server's cue to stop). A push or pop the library refuses makes
 // the cell unsupported with the reason. demi_init must have run.
 absl::StatusOr<CellResult> MeasureDemiStyle(const sockaddr_in& server,
-                                            uint64_t size,
-                                            const Limits& limits,
+                                            uint64_t size, const Limits& limits,
                                             absl::Duration wait_for_server,
                                             bool measure);
 

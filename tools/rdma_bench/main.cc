@@ -191,10 +191,9 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
   }
   // Then the Demikernel-style loop, once the datagram server is done.
   {
-    absl::StatusOr<CellResult> result =
-        MeasureDemiStyle(DemiStyleServerAddress(options.address),
-                         kDemiStyleSize, limits, kWaitForServer,
-                         options.workloads.latency);
+    absl::StatusOr<CellResult> result = MeasureDemiStyle(
+        DemiStyleServerAddress(options.address), kDemiStyleSize, limits,
+        kWaitForServer, options.workloads.latency);
     if (!result.ok()) return result.status();
     if (options.workloads.latency) {
       Row row;
@@ -551,9 +550,9 @@ int RunServer(const Options& options, bool quiet) {
                   : absl::StrCat("datagram server: no datagram for ",
                                  absl::FormatDuration(idle), ", stopping"));
   }
-  bool served = false;
+  bool demi_style_served = false;
   absl::Status demi_style = ServeDemiStyle(
-      DemiStyleServerAddress(options.address), idle, &served);
+      DemiStyleServerAddress(options.address), idle, &demi_style_served);
   if (!demi_style.ok()) {
     Progress(absl::StrCat("Demikernel-style server: ", demi_style.message()));
     return 1;
