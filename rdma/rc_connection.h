@@ -27,15 +27,15 @@
 // wire::MessageHeader and segment lengths), sge[i + 1] is segment i, read in
 // place from the caller's registered memory. A message that fits the queue
 // pair's max_inline_data is posted with IBV_SEND_INLINE (the data is copied
-// at post time). A SEND posted alone is signaled. Without a credit, or with
-// the send queue full, the request waits in a FIFO of send_queue_depth
-// entries and is posted by a later Poll(), Release() or Flush(), all that can
-// go at once chained in one ibv_post_send with only the last request
-// signaled (selective signaling: one completion retires the chain). With
-// options.batch_doorbells every Send() is queued that way, so a burst of
-// sends costs one doorbell at the next Poll() (but the device reads the
-// memory later: see the option). Until its completion is reported the
-// caller keeps the segments' memory valid and unchanged.
+// at post time; posted at once, Send can report it done: see done_at_post). A
+// SEND posted alone is signaled. Without a credit, or with the send queue full,
+// the request waits in a FIFO of send_queue_depth entries and is posted by a
+// later Poll(), Release() or Flush(), all that can go at once chained in one
+// ibv_post_send with only the last request signaled (selective signaling: one
+// completion retires the chain). With options.batch_doorbells every Send() is
+// queued that way, so a burst of sends costs one doorbell at the next Poll()
+// (but the device reads the memory later: see the option). Until its completion
+// is reported the caller keeps the segments' memory valid and unchanged.
 //
 // Rendezvous. A message of more than rendezvous_threshold bytes is announced
 // instead (wire::MessageType::kRendezvous: lengths, addresses, rkeys); the

@@ -359,7 +359,26 @@ TEST_F(AppMemoryTest, FullCacheOfRegionsInUseGivesEagain) {
                                            PROT_READ | PROT_WRITE,
                                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(arena, MAP_FAILED);
-  // The peer does not pop: pushes stay in flight (credits, then the queue).
+  // The peer does not pop. First its receive buffers fill (library memory,
+  // one push at a time until one stays pending); then every push waits for
+  // a credit, holding its lease.
+  std::vector<demi_qtoken_t> fill;
+  for (int f = 0; f < 1000; ++f) {
+    demi_sgarray_t sga = demi_sgaalloc(64);
+    ASSERT_EQ(sga.sga_numsegs, 1u);
+    demi_qtoken_t qt = 0;
+    ASSERT_EQ(demi_push(&qt, client_, &sga), 0);
+    demi_qresult_t done{};
+    const timespec patience = {0, 200 * 1000 * 1000};
+    if (demi_wait(&done, qt, &patience) == ETIMEDOUT) {
+      fill.push_back(qt);  // pending: no credit left
+      break;
+    }
+    EXPECT_EQ(demi_sgafree(&done.qr_value.sga), 0);
+    fill.push_back(0);
+  }
+  ASSERT_FALSE(fill.empty());
+  ASSERT_NE(fill.back(), 0u) << "the peer never ran out of buffers";
   std::vector<demi_qtoken_t> pending;
   int eagain = 0;
   size_t i = 0;
@@ -378,13 +397,14 @@ TEST_F(AppMemoryTest, FullCacheOfRegionsInUseGivesEagain) {
   EXPECT_EQ(eagain, 1);
   EXPECT_LE(pending.size(), kRegionCap);
   EXPECT_LE(Stats().regions, kRegionCap);
-  for (size_t k = 0; k < pending.size(); ++k) {
+  for (size_t k = 0; k < fill.size() + pending.size(); ++k) {
     demi_qtoken_t pop = 0;
     ASSERT_EQ(demi_pop(&pop, server_), 0);
     demi_qresult_t result = WaitResult(pop);
     EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
-    CompletePush(pending[k]);
   }
+  CompletePush(fill.back());
+  for (demi_qtoken_t qt : pending) CompletePush(qt);
   Segments segments;
   segments.Add(arena + i * 2 * kPage, 100);
   demi_qtoken_t qt = Push(segments.sga);
