@@ -356,6 +356,23 @@ class Server {
     return c.outbox.Flush(c.qd);
   }
 
+  // The result `rc` of pushing one reply (not EAGAIN): counted in flight,
+  // or, if the library cannot take it, a kFailed for the client; any other
+  // error is the server's.
+  absl::Status AfterReplyPush(ServerConnection& c, int rc) {
+    if (rc == 0) {
+      ++c.pushes_in_flight;
+      return absl::OkStatus();
+    }
+    if (!IsUnsupported(rc)) return DemiError(rc, "server: demi_push");
+    Control failed;
+    failed.kind = Kind::kFailed;
+    failed.value = static_cast<uint64_t>(rc);
+    failed.detail = Detail::kPush;
+    c.outbox.Add(failed);
+    return absl::OkStatus();
+  }
+
   // Pushes the owed ping-pong replies; EAGAIN leaves them owed.
   absl::Status SendReplies(ServerConnection& c) {
     while (!c.echoes_owed.empty()) {
@@ -366,16 +383,7 @@ class Server {
       // Freed at once: the library keeps the buffer until the push is done.
       (void)demi_sgafree(&sga);
       c.echoes_owed.pop_front();
-      if (rc != 0) {
-        if (!IsUnsupported(rc)) return DemiError(rc, "server: demi_push");
-        Control failed;
-        failed.kind = Kind::kFailed;
-        failed.value = static_cast<uint64_t>(rc);
-        failed.detail = Detail::kPush;
-        c.outbox.Add(failed);
-        continue;
-      }
-      ++c.pushes_in_flight;
+      if (absl::Status s = AfterReplyPush(c, rc); !s.ok()) return s;
     }
     while (c.replies_owed > 0) {
       if (c.reply == nullptr) {  // the Ready said it could not
@@ -386,16 +394,7 @@ class Server {
       int rc = demi_push(&qt, c.qd, &c.reply->sga());
       if (rc == EAGAIN) return absl::OkStatus();
       --c.replies_owed;
-      if (rc != 0) {
-        if (!IsUnsupported(rc)) return DemiError(rc, "server: demi_push");
-        Control failed;
-        failed.kind = Kind::kFailed;
-        failed.value = static_cast<uint64_t>(rc);
-        failed.detail = Detail::kPush;
-        c.outbox.Add(failed);
-        continue;
-      }
-      ++c.pushes_in_flight;
+      if (absl::Status s = AfterReplyPush(c, rc); !s.ok()) return s;
     }
     return c.outbox.Flush(c.qd);
   }
