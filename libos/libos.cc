@@ -43,6 +43,8 @@ struct LibOS::Queue final : ReceiveBufferOwner {
   sockaddr_in peer{};
   linger linger_option{};
   std::optional<rdma::CmId> id;  // socket, listener, or connecting (pre-route)
+  // Where the connection reports (declared first: outlives it).
+  std::unique_ptr<QueueSink> sink;
   std::unique_ptr<rdma::RcConnection> connection;
   demi_qtoken_t connect_token = 0;
   int listener_qd = 0;                      // kAccepting: who accepted
@@ -91,6 +93,11 @@ class LibOS::QueueSink final : public rdma::CompletionSink {
       os_.CompletePop(queue_, queue_.pop_tokens.front(), nullptr);
       queue_.pop_tokens.pop_front();
     }
+  }
+
+  void OnFailed(const absl::Status& status) override
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (queue_.error == 0) os_.FailConnection(queue_, ErrnoFromStatus(status));
   }
 
  private:
@@ -557,8 +564,7 @@ absl::Status LibOS::Close(int qd) {
     } else {
       // Pushes still waiting for credits are dropped (ECANCELED) and the
       // connection is reset; the peer's pops fail with ECONNRESET.
-      QueueSink sink(*this, *queue);
-      queue->connection->FailAll(ECANCELED, sink);
+      queue->connection->FailAll(ECANCELED, *queue->sink);
     }
   }
   Retire(std::move(queue));
@@ -615,8 +621,7 @@ void LibOS::FailConnection(Queue& queue, int errnum) {
     queue.state = Queue::State::kFailed;
   }
   if (queue.connection != nullptr) {
-    QueueSink sink(*this, queue);
-    queue.connection->FailAll(errnum, sink);
+    queue.connection->FailAll(errnum, *queue.sink);
   }
   while (!queue.pop_tokens.empty()) {
     demi_qtoken_t qt = queue.pop_tokens.front();
@@ -630,18 +635,15 @@ void LibOS::FailConnection(Queue& queue, int errnum) {
 }
 
 void LibOS::PollConnection(Queue& queue) {
-  if (queue.connection == nullptr) return;
-  QueueSink sink(*this, queue);
-  absl::Status polled = queue.connection->Poll(sink);
-  if (!polled.ok() && queue.error == 0) {
-    FailConnection(queue, ErrnoFromStatus(polled));
-  }
+  // A failure is reported to the sink (QueueSink::OnFailed).
+  if (queue.connection != nullptr) (void)queue.connection->Poll(*queue.sink);
 }
 
 void LibOS::Progress() {
   ProgressDatagrams();
-  for (auto& [qd, queue] : queues_) PollConnection(*queue);
-  for (auto& queue : retired_) PollConnection(*queue);
+  // Every connection, open or retired, in a few shared completion queues:
+  // idle ones cost nothing.
+  devices_->PollCompletions();
   // rdma_cm events (connection setup and teardown) cost a system call to
   // look for, so only every kCmPollInterval rounds (a round without
   // completions takes well under a microsecond per connection).
@@ -687,9 +689,8 @@ void LibOS::HandleEvent(rdma::CmEvent event) {
       {
         rdma::CmEvent acknowledged = std::move(event);
       }
-      rdma::RcConnectionOptions options = options_.connection;
-      options.pd = devices_->PdFor(queue->id->verbs());
-      options.large_pool = devices_->LargePoolFor(options.pd);
+      const rdma::RcConnectionOptions options =
+          ConnectionOptions(queue->id->verbs());
       absl::StatusOr<std::unique_ptr<rdma::RcConnection>> connection =
           rdma::RcConnection::Connect(std::move(*queue->id), options);
       queue->id.reset();
@@ -697,7 +698,7 @@ void LibOS::HandleEvent(rdma::CmEvent event) {
         FailConnection(*queue, ErrnoFromStatus(connection.status()));
         return;
       }
-      queue->connection = std::move(*connection);
+      Adopt(*queue, *std::move(connection));
       return;
     }
     case RDMA_CM_EVENT_ESTABLISHED:
@@ -732,10 +733,25 @@ void LibOS::HandleEvent(rdma::CmEvent event) {
   }
 }
 
-void LibOS::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
+rdma::RcConnectionOptions LibOS::ConnectionOptions(
+    const ibv_context* device) const {
   rdma::RcConnectionOptions options = options_.connection;
-  options.pd = devices_->PdFor(event.id()->verbs);
+  options.pd = devices_->PdFor(device);
   options.large_pool = devices_->LargePoolFor(options.pd);
+  options.completions = devices_->CompletionsFor(options.pd);
+  return options;
+}
+
+void LibOS::Adopt(Queue& queue,
+                  std::unique_ptr<rdma::RcConnection> connection) {
+  queue.sink = std::make_unique<QueueSink>(*this, queue);
+  connection->set_sink(queue.sink.get());
+  queue.connection = std::move(connection);
+}
+
+void LibOS::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
+  const rdma::RcConnectionOptions options =
+      ConnectionOptions(event.id()->verbs);
   auto queue = std::make_unique<Queue>();
   queue->qd = NewQd();
   queue->state = Queue::State::kAccepting;
@@ -748,7 +764,7 @@ void LibOS::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
     DEMI_LOG(kWarning, "refused a connection: ", connection.status().message());
     return;
   }
-  queue->connection = std::move(*connection);
+  Adopt(*queue, *std::move(connection));
   queue->peer = queue->connection->id().PeerAddress();
   int qd = queue->qd;
   queues_[qd] = std::move(queue);

@@ -122,9 +122,18 @@ class LibOS {
 
   absl::StatusOr<Queue*> Find(int qd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int NewQd() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // One round of progress: every connection, then rdma_cm events.
+  // One round of progress: datagram sockets, every device's shared
+  // completion queues (so every connection), then rdma_cm events.
   void Progress() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Polls the completion queue `queue`'s connection shares (and so reports
+  // for every connection on it), then pumps the connection's sends.
   void PollConnection(Queue& queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The options of a connection on `device`: its PD, large-message pool and
+  // shared completion queues.
+  rdma::RcConnectionOptions ConnectionOptions(const ibv_context* device) const;
+  // Gives `queue` its connection and the sink the connection reports to.
+  void Adopt(Queue& queue, std::unique_ptr<rdma::RcConnection> connection)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleEvent(rdma::CmEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleConnectRequest(rdma::CmEvent event, Queue& listener)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -7,7 +7,8 @@
 // usable on every connection to that device, one BufferPool on the first
 // device for memory handed out before any connection exists (demi_sgaalloc),
 // and per device a RegionCache for application memory and a LargeBufferPool
-// for messages above the eager limit. Everything is registered with
+// for messages above the eager limit, and a CompletionGroup whose few
+// completion queues every connection on the device shares. Everything is registered with
 // REMOTE_READ as well, since the peer pulls rendezvous messages. The caches
 // share one UserfaultWatcher; if the kernel or a sandbox refuses userfaultfd,
 // or `cache_enabled` is false, they register per push instead (the reason is
@@ -15,7 +16,7 @@
 //
 // Errors: Create fails with ENODEV when there is no RDMA device.
 // Thread-safety: immutable after Create except the pool, which is internally
-// synchronized. Lifetime: outlives every connection created on its PDs.
+// synchronized, and the groups, which the caller serializes. Lifetime: outlives every connection created on its PDs.
 
 #ifndef DEMI_RDMA_DEVICE_REGISTRY_H_
 #define DEMI_RDMA_DEVICE_REGISTRY_H_
@@ -27,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "rdma/buffer_pool.h"
+#include "rdma/completion_group.h"
 #include "rdma/large_buffer_pool.h"
 #include "rdma/protection_domain.h"
 #include "rdma/region_cache.h"
@@ -40,7 +42,8 @@ class DeviceRegistry {
   static absl::StatusOr<std::unique_ptr<DeviceRegistry>> Create(
       const BufferPoolOptions& pool_options,
       const RegionCacheOptions& cache_options, bool cache_enabled,
-      const LargeBufferPoolOptions& large_options);
+      const LargeBufferPoolOptions& large_options,
+      const CompletionGroupOptions& completion_options = {});
 
   DeviceRegistry(const DeviceRegistry&) = delete;
   DeviceRegistry& operator=(const DeviceRegistry&) = delete;
@@ -61,6 +64,13 @@ class DeviceRegistry {
   // null for an unknown PD; and the first device's (demi_sgaalloc).
   LargeBufferPool* LargePoolFor(const ibv_pd* pd) const;
   LargeBufferPool& large_pool() const { return *devices_.front().large_pool; }
+  // The completion queues shared by the connections of the device of `pd`,
+  // or null for an unknown PD.
+  CompletionGroup* CompletionsFor(const ibv_pd* pd) const;
+  // Polls every device's group (delivering to the connections; see
+  // CompletionGroup::Poll). Returns the completions delivered.
+  int PollCompletions();
+
   // The counters of every device's cache, summed.
   RegionCacheStats CacheStats() const;
 
@@ -73,6 +83,7 @@ class DeviceRegistry {
     std::unique_ptr<VerbsRegistrar> cache_registrar;
     std::unique_ptr<RegionCache> cache;  // destroyed before the registrar
     std::unique_ptr<LargeBufferPool> large_pool;
+    std::unique_ptr<CompletionGroup> completions;
   };
   DeviceRegistry() = default;
 

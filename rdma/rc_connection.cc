@@ -21,7 +21,19 @@ static_assert(wire::kMaxEncodedSize <= kHeaderSlotSize);
 // RDMA READs in flight per queue pair, at most (the device may allow fewer).
 constexpr uint32_t kMaxReadsInFlight = 16;
 
-constexpr int kPollBatch = 16;
+// Where completions go while nobody set a sink: logged, and lost.
+class UnsetSink final : public CompletionSink {
+ public:
+  void OnSendComplete(uint64_t cookie, const absl::Status&) override {
+    DEMI_LOG(kError, "send ", cookie, " completed with no sink set");
+  }
+  void OnMessage(const ReceivedMessage&) override {
+    DEMI_LOG(kError, "message received with no sink set");
+  }
+  void OnEndOfStream() override {
+    DEMI_LOG(kError, "end of stream with no sink set");
+  }
+};
 
 int ErrnoForCompletion(ibv_wc_status status) {
   switch (status) {
@@ -77,7 +89,9 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
       outbound_(options.send_queue_depth),
       inbound_(options.receive_buffers),
       arrival_(options.receive_buffers),
-      dones_(options.receive_buffers) {}
+      dones_(options.receive_buffers) {
+  early_receives_.reserve(options.receive_buffers);
+}
 
 RcConnection::~RcConnection() {
   // The device stops writing into inbound memory once the queue pair is
@@ -204,13 +218,18 @@ absl::Status RcConnection::CreateResources() {
     own_pd_.emplace(std::move(pd));
     pd_ = own_pd_->get();
   }
-  DEMI_ASSIGN_OR_RETURN(CompletionQueue send_cq,
-                        CompletionQueue::Create(context, send_queue_depth_));
-  send_cq_.emplace(std::move(send_cq));
-  DEMI_ASSIGN_OR_RETURN(
-      CompletionQueue recv_cq,
-      CompletionQueue::Create(context, options_.receive_buffers));
-  recv_cq_.emplace(std::move(recv_cq));
+  // Every request of ours can be outstanding at once: that many
+  // completions are reserved on the group's queue.
+  const uint32_t completions = send_queue_depth_ + options_.receive_buffers;
+  CompletionGroup* group = options_.completions;
+  if (group == nullptr) {
+    DEMI_ASSIGN_OR_RETURN(
+        own_completions_,
+        CompletionGroup::Create(
+            context, CompletionGroupOptions{.queue_entries = 2 * completions}));
+    group = own_completions_.get();
+  }
+  DEMI_ASSIGN_OR_RETURN(completion_, group->Attach(this, completions));
 
   size_t receive_bytes =
       static_cast<size_t>(options_.receive_buffers) * receive_buffer_size_;
@@ -229,8 +248,8 @@ absl::Status RcConnection::CreateResources() {
   header_mr_.emplace(std::move(header_mr));
 
   ibv_qp_init_attr attr{};
-  attr.send_cq = send_cq_->get();
-  attr.recv_cq = recv_cq_->get();
+  attr.send_cq = completion_.cq();
+  attr.recv_cq = completion_.cq();
   attr.qp_type = IBV_QPT_RC;
   attr.sq_sig_all = 0;
   attr.cap.max_send_wr = send_queue_depth_;
@@ -270,6 +289,9 @@ absl::Status RcConnection::OnEstablished(const CmEvent& event) {
     }
   }
   established_ = true;
+  // Queued sends (and receives that waited for the parameters) go at the
+  // next poll.
+  completion_.RequestAfterPoll();
   return absl::OkStatus();
 }
 
@@ -280,7 +302,7 @@ absl::Status RcConnection::PostReceive(uint32_t buffer_index) {
   sge.length = receive_buffer_size_;
   sge.lkey = receive_mr_->lkey();
   ibv_recv_wr wr{};
-  wr.wr_id = buffer_index;
+  wr.wr_id = completion_.WrId(kReceiveBit | buffer_index);
   wr.sg_list = &sge;
   wr.num_sge = 1;
   return qp_->PostRecv(&wr);
@@ -311,7 +333,7 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
     // Inline data is copied by ibv_post_send: the caller may have its
     // memory back at once, and its cookie is not reported again.
     const bool inline_data = (wr->send_flags & IBV_SEND_INLINE) != 0;
-    PostedSend& entry = posted_[wr->wr_id];
+    PostedSend& entry = posted_[wr - send_wrs_.data()];
     entry.report = !(inline_data && done_at_post != nullptr);
     if (PostChain(wr, wr, 1) != 1) {
       entry.report = true;  // failed: not posted, never reported
@@ -454,7 +476,7 @@ ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
   }
   ibv_send_wr& wr = send_wrs_[slot];
   wr = ibv_send_wr{};
-  wr.wr_id = slot;
+  wr.wr_id = completion_.WrId(slot);
   wr.sg_list = sge;
   wr.num_sge = static_cast<int>(gathered + 1);
   wr.opcode = IBV_WR_SEND;
@@ -577,7 +599,7 @@ ibv_send_wr* RcConnection::PrepareRead(uint32_t position,
   sge[0].lkey = inbound.memory->keys().lkey;
   ibv_send_wr& wr = send_wrs_[slot];
   wr = ibv_send_wr{};
-  wr.wr_id = slot;
+  wr.wr_id = completion_.WrId(slot);
   wr.sg_list = sge;
   wr.num_sge = 1;
   wr.opcode = IBV_WR_RDMA_READ;
@@ -667,46 +689,73 @@ void RcConnection::DropUnreported() {
   arrival_count_ = 0;
 }
 
+CompletionSink& RcConnection::sink() {
+  static UnsetSink unset;
+  return sink_ != nullptr ? *sink_ : unset;
+}
+
 absl::Status RcConnection::Poll(CompletionSink& sink) {
-  ibv_wc wc[kPollBatch];
-  // Send completions.
-  for (;;) {
-    absl::StatusOr<int> n = send_cq_->Poll(absl::MakeSpan(wc));
-    if (!n.ok()) {
-      Fail(n.status());
-      break;
-    }
-    for (int i = 0; i < *n; ++i) HandleSendCompletion(wc[i], sink);
-    if (*n < kPollBatch) break;
-  }
-  // Receive completions: left in the queue until the peer's parameters (and
-  // so the credit account) are known.
-  while (credits_) {
-    absl::StatusOr<int> n = recv_cq_->Poll(absl::MakeSpan(wc));
-    if (!n.ok()) {
-      Fail(n.status());
-      break;
-    }
-    for (int i = 0; i < *n; ++i) HandleReceiveCompletion(wc[i], sink);
-    if (*n < kPollBatch) break;
-  }
-  if (status_.ok() && arrival_count_ > 0) AdvanceInbound(sink);
-  if (status_.ok()) {
-    Pump();
-  }
-  if (!status_.ok()) {
-    FailQueued(sink);
-    DropUnreported();
-  }
+  sink_ = &sink;
+  completion_.RequestAfterPoll();  // pump even if nothing completed
+  completion_.Poll();
   return status_;
 }
 
-void RcConnection::HandleSendCompletion(const ibv_wc& wc,
-                                        CompletionSink& sink) {
+void RcConnection::OnWorkCompletion(const ibv_wc& wc, uint32_t local) {
+  if ((local & kReceiveBit) == 0) {
+    HandleSendCompletion(wc, local);
+    return;
+  }
+  // Receives wait, in order, until the peer's parameters (and so the
+  // credit account) are known.
+  if (!credits_ || !early_receives_.empty()) {
+    if (early_receives_.size() == options_.receive_buffers) {
+      Fail(ErrnoError(EIO, "more receive completions than receives"));
+      return;
+    }
+    early_receives_.push_back(wc);
+    return;
+  }
+  HandleReceiveCompletion(wc, local & ~kReceiveBit);
+}
+
+void RcConnection::AfterPoll() {
+  if (credits_ && !early_receives_.empty()) {
+    for (const ibv_wc& wc : early_receives_) {
+      HandleReceiveCompletion(wc,
+                              static_cast<uint32_t>(wc.wr_id) & ~kReceiveBit);
+    }
+    early_receives_.clear();
+  }
+  CompletionSink& report = sink();
+  if (status_.ok() && arrival_count_ > 0) AdvanceInbound(report);
+  if (status_.ok()) Pump();
+  if (!status_.ok()) {
+    FailQueued(report);
+    DropUnreported();
+    if (!failure_reported_) {
+      failure_reported_ = true;
+      report.OnFailed(status_);  // last: the sink may call FailAll
+    }
+    return;
+  }
+  // A transfer waiting for memory (another connection's release may free
+  // some) is looked at again by the next poll, with or without completions.
+  for (uint32_t a = 0; a < arrival_count_; ++a) {
+    const uint32_t index =
+        arrival_[(arrival_head_ + a) % options_.receive_buffers];
+    if (inbound_[index].state == InboundMessage::State::kWaitingForMemory) {
+      completion_.RequestAfterPoll();
+      break;
+    }
+  }
+}
+
+void RcConnection::HandleSendCompletion(const ibv_wc& wc, uint32_t slot) {
   // A completion retires its own request and every unsignaled one posted
   // before it (RC completes in order; an error completes only its request,
   // those before it having succeeded).
-  const uint32_t slot = static_cast<uint32_t>(wc.wr_id);
+  CompletionSink& sink = this->sink();
   const uint32_t distance =
       (slot + send_queue_depth_ - posted_head_) % send_queue_depth_;
   if (slot >= send_queue_depth_ || distance >= posted_count_) {
@@ -739,14 +788,14 @@ void RcConnection::HandleSendCompletion(const ibv_wc& wc,
 }
 
 void RcConnection::HandleReceiveCompletion(const ibv_wc& wc,
-                                           CompletionSink& sink) {
+                                           uint32_t index) {
   if (wc.status != IBV_WC_SUCCESS) {
     // Flushed receives after a failure or disconnect; buffers are not reused.
     Fail(CompletionError(wc));
     return;
   }
   if (!status_.ok()) return;  // failed: drop what still arrives
-  uint32_t index = static_cast<uint32_t>(wc.wr_id);
+  CompletionSink& sink = this->sink();
   if (index >= options_.receive_buffers || held_[index]) {
     Fail(ErrnoError(EIO, "receive completion for an unknown buffer"));
     return;

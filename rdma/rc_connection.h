@@ -1,8 +1,8 @@
 // RcConnection: one reliable-connected queue pair carrying demi messages.
 //
 // It owns everything one connection needs below the demi API: the rdma_cm id,
-// a protection domain (or borrows one), a send and a receive completion queue,
-// the queue pair, the receive buffers (one registered slab, `receive_buffers`
+// a protection domain (or borrows one), a place on a shared completion queue
+// (CompletionGroup: the device's, or one of its own), the queue pair, the receive buffers (one registered slab, `receive_buffers`
 // buffers of eager_limit + wire::kMaxHeaderSize bytes, all kept posted), one
 // registered header slot per send-queue entry, and the CreditAccount that
 // keeps every SEND matched by a posted receive at the peer (the queue pair
@@ -22,6 +22,13 @@
 //    ESTABLISHED call OnEstablished(event), which reads the peer's params.
 // Sends made before OnEstablished are queued (posted by the first Poll or
 // Release after it).
+//
+// Completions. The connection's send and receive work requests complete on
+// its group's queue. Whoever polls the group (CompletionGroup::Poll, or this
+// connection's Poll) delivers them to the connection, which reports what they
+// mean to its CompletionSink (set_sink) and then, once per poll, posts what
+// they made possible. A connection of a shared group is polled by polling
+// the group: idle connections cost a progress round nothing.
 //
 // Sending. Each message is one SEND work request: sge[0] is a header slot (the
 // wire::MessageHeader and segment lengths), sge[i + 1] is segment i, read in
@@ -85,7 +92,7 @@
 #include "absl/types/span.h"
 #include "rdma/cm_event_channel.h"
 #include "rdma/cm_id.h"
-#include "rdma/completion_queue.h"
+#include "rdma/completion_group.h"
 #include "rdma/credit_account.h"
 #include "rdma/large_buffer_pool.h"
 #include "rdma/memory_region.h"
@@ -112,6 +119,10 @@ struct RcConnectionOptions {
   // must be of the id's device and outlive the connection). Otherwise the
   // connection allocates its own.
   ibv_pd* pd = nullptr;
+  // If not null, the completion queues to share (not owned; of the id's
+  // device; must outlive the connection). Otherwise the connection makes a
+  // group of its own.
+  CompletionGroup* completions = nullptr;
   // Messages of more bytes than this go by rendezvous (<= eager_limit).
   uint32_t rendezvous_threshold = 8192;
   // Where incoming rendezvous messages are pulled to (not owned; registered
@@ -163,7 +174,7 @@ struct ReceivedMessage {
   uint32_t segment_lengths[wire::kMaxSegments] = {};
 };
 
-// What Poll() and FailAll() report.
+// What the connection reports: from its group's polls, Poll() and FailAll().
 class CompletionSink {
  public:
   virtual ~CompletionSink() = default;
@@ -174,9 +185,13 @@ class CompletionSink {
   virtual void OnMessage(const ReceivedMessage& message) = 0;
   // The peer closed gracefully; everything it sent before was reported.
   virtual void OnEndOfStream() = 0;
+  // The connection has failed with `status` (carrying an errno: see
+  // Failure above). Called once, by the first poll after the failure
+  // (FailAll's included), after what that poll could report.
+  virtual void OnFailed(const absl::Status& status) { (void)status; }
 };
 
-class RcConnection {
+class RcConnection final : private CompletionHandler {
  public:
   // Passive side. `request` must be a CONNECT_REQUEST; its id is adopted (and
   // the event acknowledged here, so the caller must not use it afterwards).
@@ -223,11 +238,18 @@ class RcConnection {
   // rule as data). No cookie is reported for it. Errors as Send.
   absl::Status SendEndOfStream();
 
-  // Polls both completion queues and reports to `sink`, then posts queued
-  // sends that now have credits and a credit update if one is due. Returns OK
-  // while the connection is healthy, its error once it has failed (after
-  // reporting what it could). Keep polling a failed connection until
-  // idle() to collect the flushed sends.
+  // Where the connection reports (not owned; must stay valid while the
+  // group may be polled, or be replaced first). Set it before the first poll
+  // of the group after Accept or Connect: a report with no sink is logged
+  // and lost.
+  void set_sink(CompletionSink* sink) { sink_ = sink; }
+
+  // set_sink(&sink), then polls the connection's completion queue (which
+  // delivers the completions of any connection sharing it to theirs), then
+  // posts queued sends that now have credits and a credit update if one is
+  // due. Returns OK while the connection is healthy, its error once it has
+  // failed (after reporting what it could). Keep polling a failed connection
+  // until idle() to collect the flushed sends.
   absl::Status Poll(CompletionSink& sink);
 
   // The consumer is done with the message in `buffer_index`: re-posts the
@@ -315,6 +337,13 @@ class RcConnection {
 
   RcConnection(CmId id, const RcConnectionOptions& options);
 
+  // CompletionHandler: one completion of ours (`local` is a send-queue slot,
+  // or kReceiveBit | a receive buffer), and the step after a poll.
+  static constexpr uint32_t kReceiveBit = 1u << 31;
+  void OnWorkCompletion(const ibv_wc& wc, uint32_t local) override;
+  void AfterPoll() override;
+  CompletionSink& sink();
+
   absl::Status CreateResources();
   absl::Status PostReceive(uint32_t buffer_index);
   absl::Status SetPeer(const void* private_data, size_t length);
@@ -350,19 +379,20 @@ class RcConnection {
   // Frees the memory of inbound transfers never reported (after a failure),
   // once no READ of theirs is in flight.
   void DropUnreported();
-  void HandleSendCompletion(const ibv_wc& wc, CompletionSink& sink);
-  void HandleReceiveCompletion(const ibv_wc& wc, CompletionSink& sink);
+  void HandleSendCompletion(const ibv_wc& wc, uint32_t slot);
+  void HandleReceiveCompletion(const ibv_wc& wc, uint32_t buffer_index);
   // Marks the connection failed (first error wins) and flushes the QP.
   void Fail(absl::Status status);
   void FailQueued(CompletionSink& sink);
 
   // Destruction order matters: declared so that the queue pair goes first,
-  // then memory regions, memory, queues, protection domain, id.
+  // then memory regions, memory, the place on the completion queue (and the
+  // group of our own), protection domain, id.
   std::optional<CmId> id_;
   std::optional<ProtectionDomain> own_pd_;
   ibv_pd* pd_ = nullptr;
-  std::optional<CompletionQueue> send_cq_;
-  std::optional<CompletionQueue> recv_cq_;
+  std::unique_ptr<CompletionGroup> own_completions_;
+  CompletionGroup::Attachment completion_;
   std::unique_ptr<uint8_t[]> receive_memory_;
   std::unique_ptr<uint8_t[]> header_memory_;
   std::optional<MemoryRegion> receive_mr_;
@@ -380,6 +410,12 @@ class RcConnection {
   bool end_of_stream_sent_ = false;
   bool qp_flushed_ = false;
   absl::Status status_;
+  bool failure_reported_ = false;  // sink().OnFailed was called
+  CompletionSink* sink_ = nullptr;
+  // Receive completions delivered before the peer's parameters (and so the
+  // credit account) were known, handled in order once they are (capacity
+  // receive_buffers).
+  std::vector<ibv_wc> early_receives_;
 
   // Buffers held by the consumer (reported, not yet released).
   std::vector<uint8_t> held_;
