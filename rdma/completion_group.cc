@@ -48,18 +48,17 @@ absl::StatusOr<std::unique_ptr<CompletionGroup>> CompletionGroup::Create(
   if (int rc = ibv_query_device(context, &device); rc != 0) {
     return ErrnoStatus(rc, "ibv_query_device");
   }
-  const uint32_t entries = std::min<uint32_t>(
-      options.queue_entries, static_cast<uint32_t>(std::max(device.max_cqe, 1)));
+  const uint32_t entries =
+      std::min<uint32_t>(options.queue_entries,
+                         static_cast<uint32_t>(std::max(device.max_cqe, 1)));
   if (entries < 4) {
     return ErrnoError(EINVAL, absl::StrCat("completion queues of ", entries,
                                            " entries are too small"));
   }
-  std::unique_ptr<CompletionGroup> group(
-      new CompletionGroup(context, entries));
+  std::unique_ptr<CompletionGroup> group(new CompletionGroup(context, entries));
   DEMI_ASSIGN_OR_RETURN(CompletionQueue cq,
                         CompletionQueue::Create(context, entries));
-  group->queues_.push_back(
-      std::make_unique<Queue>(Queue{.cq = std::move(cq)}));
+  group->queues_.push_back(std::make_unique<Queue>(Queue{.cq = std::move(cq)}));
   return group;
 }
 
@@ -112,9 +111,9 @@ absl::StatusOr<CompletionGroup::Attachment> CompletionGroup::Attach(
   queue->reserved += entries;
   ++queue->endpoints;
   ++attached_;
-  const uint64_t tag = (static_cast<uint64_t>(index) << kSlotShift) |
-                       (static_cast<uint64_t>(slot.generation)
-                        << kGenerationShift);
+  const uint64_t tag =
+      (static_cast<uint64_t>(index) << kSlotShift) |
+      (static_cast<uint64_t>(slot.generation) << kGenerationShift);
   return Attachment(this, index, tag);
 }
 
@@ -132,10 +131,9 @@ void CompletionGroup::Detach(uint32_t index) {
   // Keep memory bounded: a queue nobody uses any more goes, except the
   // first (its queue pairs are destroyed, so nothing completes on it).
   if (queue->endpoints == 0 && queue != queues_.front().get()) {
-    auto it = std::find_if(queues_.begin(), queues_.end(),
-                           [queue](const std::unique_ptr<Queue>& q) {
-                             return q.get() == queue;
-                           });
+    auto it = std::find_if(
+        queues_.begin(), queues_.end(),
+        [queue](const std::unique_ptr<Queue>& q) { return q.get() == queue; });
     if (it != queues_.end()) queues_.erase(it);
   }
 }
@@ -155,8 +153,8 @@ int CompletionGroup::PollQueue(Queue& queue) {
     if (!n.ok()) {
       // Polling fails only for a broken queue; its endpoints notice when
       // their sends never complete. Nothing to deliver.
-      DEMI_LOG(kError, "polling a shared completion queue: ",
-               n.status().message());
+      DEMI_LOG(kError,
+               "polling a shared completion queue: ", n.status().message());
       return delivered;
     }
     for (int i = 0; i < *n; ++i) {

@@ -8,15 +8,16 @@
 // device for memory handed out before any connection exists (demi_sgaalloc),
 // and per device a RegionCache for application memory and a LargeBufferPool
 // for messages above the eager limit, and a CompletionGroup whose few
-// completion queues every connection on the device shares. Everything is registered with
-// REMOTE_READ as well, since the peer pulls rendezvous messages. The caches
-// share one UserfaultWatcher; if the kernel or a sandbox refuses userfaultfd,
-// or `cache_enabled` is false, they register per push instead (the reason is
-// logged once).
+// completion queues every connection on the device shares. Everything is
+// registered with REMOTE_READ as well, since the peer pulls rendezvous
+// messages. The caches share one UserfaultWatcher; if the kernel or a sandbox
+// refuses userfaultfd, or `cache_enabled` is false, they register per push
+// instead (the reason is logged once).
 //
 // Errors: Create fails with ENODEV when there is no RDMA device.
 // Thread-safety: immutable after Create except the pool, which is internally
-// synchronized, and the groups, which the caller serializes. Lifetime: outlives every connection created on its PDs.
+// synchronized, and the groups, which the caller serializes. Lifetime: outlives
+// every connection created on its PDs.
 
 #ifndef DEMI_RDMA_DEVICE_REGISTRY_H_
 #define DEMI_RDMA_DEVICE_REGISTRY_H_

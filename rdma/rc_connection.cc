@@ -787,8 +787,7 @@ void RcConnection::HandleSendCompletion(const ibv_wc& wc, uint32_t slot) {
   }
 }
 
-void RcConnection::HandleReceiveCompletion(const ibv_wc& wc,
-                                           uint32_t index) {
+void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
   if (wc.status != IBV_WC_SUCCESS) {
     // Flushed receives after a failure or disconnect; buffers are not reused.
     Fail(CompletionError(wc));

@@ -2,11 +2,12 @@
 //
 // It owns everything one connection needs below the demi API: the rdma_cm id,
 // a protection domain (or borrows one), a place on a shared completion queue
-// (CompletionGroup: the device's, or one of its own), the queue pair, the receive buffers (one registered slab, `receive_buffers`
-// buffers of eager_limit + wire::kMaxHeaderSize bytes, all kept posted), one
-// registered header slot per send-queue entry, and the CreditAccount that
-// keeps every SEND matched by a posted receive at the peer (the queue pair
-// uses rnr_retry_count 0, so a receiver-not-ready is a visible error).
+// (CompletionGroup: the device's, or one of its own), the queue pair, the
+// receive buffers (one registered slab, `receive_buffers` buffers of
+// eager_limit + wire::kMaxHeaderSize bytes, all kept posted), one registered
+// header slot per send-queue entry, and the CreditAccount that keeps every SEND
+// matched by a posted receive at the peer (the queue pair uses rnr_retry_count
+// 0, so a receiver-not-ready is a visible error).
 //
 // It knows nothing of queue tokens: the caller passes an opaque uint64 cookie
 // with each Send and gets it back, exactly once, through

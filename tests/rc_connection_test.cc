@@ -30,6 +30,7 @@
 #include "gtest/gtest.h"
 #include "rdma/cm_event_channel.h"
 #include "rdma/cm_id.h"
+#include "rdma/completion_group.h"
 #include "rdma/memory_region.h"
 #include "tests/rdma_env.h"
 
@@ -110,7 +111,9 @@ struct Pair {
   }
 };
 
-absl::Status ConnectPair(Pair& p, const RcConnectionOptions& options) {
+// `server_options` (if not null) for the passive side, `options` otherwise.
+absl::Status ConnectPair(Pair& p, const RcConnectionOptions& options,
+                         const RcConnectionOptions* server_options = nullptr) {
   DEMI_ASSIGN_OR_RETURN(sockaddr_in address, testing::RdmaTestAddress());
   DEMI_ASSIGN_OR_RETURN(EventChannel server_channel, EventChannel::Create());
   p.server_channel.emplace(std::move(server_channel));
@@ -137,8 +140,10 @@ absl::Status ConnectPair(Pair& p, const RcConnectionOptions& options) {
   DEMI_ASSIGN_OR_RETURN(
       CmEvent request,
       p.server_channel->Expect(RDMA_CM_EVENT_CONNECT_REQUEST, kStepTimeout));
-  DEMI_ASSIGN_OR_RETURN(p.server,
-                        RcConnection::Accept(std::move(request), options));
+  DEMI_ASSIGN_OR_RETURN(
+      p.server,
+      RcConnection::Accept(std::move(request),
+                           server_options ? *server_options : options));
   {
     DEMI_ASSIGN_OR_RETURN(
         CmEvent established,
@@ -589,6 +594,155 @@ TEST(RcConnectionTest, InlineSendsAreDoneAtPost) {
   }
   ASSERT_EQ(pair.client_sink.completed.size(), before + 1);
   EXPECT_EQ(pair.client_sink.completed.back(), 77u);
+}
+
+// Connections sharing one CompletionGroup: every completion reaches the
+// connection that posted its request, polled only through the group; queues
+// are added as reservations fill them and go when their last connection does.
+TEST(RcConnectionTest, SharedQueuesRouteEachConnectionsCompletions) {
+  Pair probe;  // only to learn the device's context
+  ASSERT_TRUE(ConnectPair(probe, RcConnectionOptions{}).ok());
+  // 8 sends + 8 receives = 16 completions a connection; a queue of 64
+  // reserves at most 48: three connections a queue.
+  absl::StatusOr<std::unique_ptr<CompletionGroup>> group =
+      CompletionGroup::Create(probe.client->id().verbs(),
+                              CompletionGroupOptions{.queue_entries = 64});
+  ASSERT_TRUE(group.ok()) << group.status();
+  RcConnectionOptions options;
+  options.send_queue_depth = 8;
+  options.receive_buffers = 8;
+  options.completions = group->get();
+  constexpr int kPairs = 6;
+  std::vector<std::unique_ptr<Pair>> pairs;
+  for (int p = 0; p < kPairs; ++p) {
+    pairs.push_back(std::make_unique<Pair>());
+    absl::Status connected = ConnectPair(*pairs.back(), options);
+    ASSERT_TRUE(connected.ok()) << connected;
+    pairs.back()->client->set_sink(&pairs.back()->client_sink);
+    pairs.back()->server->set_sink(&pairs.back()->server_sink);
+  }
+  EXPECT_EQ((*group)->endpoint_count(), 2u * kPairs);
+  EXPECT_EQ((*group)->queue_count(), 4u);
+
+  // Each pair's client sends its own pattern; only pairs 0..4 send, so
+  // pair 5's ends must see nothing.
+  constexpr int kMessages = 20;
+  constexpr int kSenders = kPairs - 1;
+  std::vector<std::vector<uint8_t>> memory(kSenders);
+  std::vector<MemoryRegion> regions;
+  for (int p = 0; p < kSenders; ++p) {
+    memory[p].resize(kMessages * 100);
+    for (int m = 0; m < kMessages; ++m) {
+      for (int j = 0; j < 100; ++j) {
+        memory[p][m * 100 + j] = PatternByte(p * 1000 + m, j);
+      }
+    }
+    absl::StatusOr<MemoryRegion> mr =
+        MemoryRegion::Register(pairs[p]->client->pd(), memory[p].data(),
+                               memory[p].size(), IBV_ACCESS_LOCAL_WRITE);
+    ASSERT_TRUE(mr.ok()) << mr.status();
+    regions.push_back(*std::move(mr));
+  }
+  std::vector<int> sent(kSenders, 0), received(kSenders, 0);
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  auto all_done = [&]() {
+    for (int p = 0; p < kSenders; ++p) {
+      if (received[p] < kMessages ||
+          pairs[p]->client_sink.completed.size() < kMessages) {
+        return false;
+      }
+    }
+    return true;
+  };
+  while (!all_done() && absl::Now() < deadline) {
+    for (int p = 0; p < kSenders; ++p) {
+      if (sent[p] == kMessages) continue;
+      Segment segment{memory[p].data() + sent[p] * 100, 100, regions[p].lkey()};
+      absl::Status status = pairs[p]->client->Send(
+          absl::MakeConstSpan(&segment, 1), p * 1000 + sent[p]);
+      if (status.ok()) ++sent[p];
+      ASSERT_TRUE(status.ok() || ErrnoFromStatus(status) == EAGAIN) << status;
+    }
+    (*group)->Poll();
+    for (int p = 0; p < kSenders; ++p) {
+      Sink& sink = pairs[p]->server_sink;
+      while (!sink.messages.empty()) {
+        ReceivedMessage message = sink.messages.front();
+        sink.messages.pop_front();
+        ASSERT_EQ(message.num_segments, 1u);
+        ASSERT_EQ(message.segment_lengths[0], 100u);
+        for (int j = 0; j < 100; ++j) {
+          ASSERT_EQ(message.segment_data[0][j],
+                    PatternByte(p * 1000 + received[p], j))
+              << "pair " << p << " message " << received[p];
+        }
+        ++received[p];
+        ASSERT_TRUE(pairs[p]->server->Release(message.buffer_index).ok());
+      }
+    }
+  }
+  ASSERT_TRUE(all_done());
+  for (int p = 0; p < kSenders; ++p) {
+    const std::vector<uint64_t>& completed = pairs[p]->client_sink.completed;
+    for (int m = 0; m < kMessages; ++m) {
+      EXPECT_EQ(completed[m], static_cast<uint64_t>(p * 1000 + m));
+    }
+    EXPECT_TRUE(pairs[p]->client_sink.errors.empty());
+    EXPECT_TRUE(pairs[p]->server_sink.completed.empty());
+  }
+  EXPECT_TRUE(pairs[kSenders]->server_sink.messages.empty());
+  EXPECT_EQ(pairs[kSenders]->server_sink.messages_total, 0u);
+  EXPECT_TRUE(pairs[kSenders]->client_sink.completed.empty());
+
+  // The last three pairs fill the last two queues: those go with them.
+  regions.clear();
+  pairs.resize(3);
+  EXPECT_EQ((*group)->endpoint_count(), 6u);
+  EXPECT_EQ((*group)->queue_count(), 2u);
+}
+
+// A completion left in a shared queue by a connection destroyed before the
+// queue was polled is dropped (counted), never handed to the connection that
+// took its place in the group.
+TEST(RcConnectionTest, SharedQueueDropsCompletionsOfDestroyedConnections) {
+  Pair probe;
+  ASSERT_TRUE(ConnectPair(probe, RcConnectionOptions{}).ok());
+  absl::StatusOr<std::unique_ptr<CompletionGroup>> group =
+      CompletionGroup::Create(probe.client->id().verbs());
+  ASSERT_TRUE(group.ok()) << group.status();
+  RcConnectionOptions client_options;  // a group of its own
+  RcConnectionOptions server_options;
+  server_options.completions = group->get();
+  Pair pair;
+  ASSERT_TRUE(ConnectPair(pair, client_options, &server_options).ok());
+  pair.server->set_sink(&pair.server_sink);
+  std::vector<uint8_t> memory(64, 0x5a);
+  absl::StatusOr<MemoryRegion> mr = MemoryRegion::Register(
+      pair.client->pd(), memory.data(), memory.size(), IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_TRUE(mr.ok()) << mr.status();
+  Segment segment{memory.data(), 64, mr->lkey()};
+  ASSERT_TRUE(pair.client->Send(absl::MakeConstSpan(&segment, 1), 7).ok());
+  // Acknowledged means the server's device completed the receive: its
+  // completion now waits in the shared queue.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (pair.client_sink.completed.empty() && absl::Now() < deadline) {
+    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
+  }
+  ASSERT_EQ(pair.client_sink.completed.size(), 1u);
+  pair.server.reset();
+  EXPECT_EQ((*group)->endpoint_count(), 0u);
+
+  // A new connection takes the freed place (same slot, next generation).
+  Pair next;
+  ASSERT_TRUE(ConnectPair(next, client_options, &server_options).ok());
+  next.server->set_sink(&next.server_sink);
+  EXPECT_EQ((*group)->Poll(), 0);
+  // Soft-RoCE leaves a destroyed queue pair's completions in the queue (a
+  // device that cleans them on destroy would leave none to drop).
+  EXPECT_EQ((*group)->stale_completions(), 1u);
+  EXPECT_EQ(next.server_sink.messages_total, 0u);
+  EXPECT_TRUE(next.server_sink.completed.empty());
+  EXPECT_TRUE(next.server->status().ok());
 }
 
 }  // namespace

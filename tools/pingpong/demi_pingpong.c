@@ -5,11 +5,14 @@
  * iteration counts gives the library's cost per round trip
  * (tools/pingpong/count_instructions).
  *
- *   demi_pingpong --server ADDR PORT ITERATIONS
- *   demi_pingpong --client ADDR PORT ITERATIONS SIZE
+ *   demi_pingpong --server ADDR PORT ITERATIONS [IDLE]
+ *   demi_pingpong --client ADDR PORT ITERATIONS SIZE [IDLE]
  *
  * The client prints the median half round trip in microseconds (clock read
- * once per iteration, outside the library). */
+ * once per iteration, outside the library). With IDLE (the same on both
+ * sides), the client first opens IDLE more connections to the server, which
+ * stay open and silent while the ping-pong runs on the last one: what idle
+ * connections cost a busy one. */
 
 #define _POSIX_C_SOURCE 200809L
 
@@ -49,17 +52,24 @@ static double now_us(void) {
   return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
 }
 
-static int server(const struct sockaddr_in *address, long iterations) {
-  int listener = -1, qd;
+static int server(const struct sockaddr_in *address, long iterations,
+                  long idle) {
+  int listener = -1, qd = -1;
   demi_qtoken_t qt = 0;
   demi_qresult_t qr;
+  int *idle_qds = calloc((size_t)idle + 1, sizeof(int));
+  CHECK(idle_qds != NULL);
   CHECK(demi_socket(&listener, AF_INET, SOCK_STREAM, 0) == 0);
   CHECK(demi_bind(listener, (const struct sockaddr *)address,
                   sizeof(*address)) == 0);
-  CHECK(demi_listen(listener, 4) == 0);
-  CHECK(demi_accept(&qt, listener) == 0);
-  wait_for(qt, DEMI_OPC_ACCEPT, &qr);
-  qd = qr.qr_value.ares.qd;
+  CHECK(demi_listen(listener, 16) == 0);
+  /* The client connects one at a time, the busy connection last. */
+  for (long c = 0; c <= idle; ++c) {
+    CHECK(demi_accept(&qt, listener) == 0);
+    wait_for(qt, DEMI_OPC_ACCEPT, &qr);
+    if (c < idle) idle_qds[c] = qr.qr_value.ares.qd;
+    qd = qr.qr_value.ares.qd;
+  }
   for (long i = 0; i < iterations; ++i) {
     demi_sgarray_t sga;
     CHECK(demi_pop(&qt, qd) == 0);
@@ -73,17 +83,18 @@ static int server(const struct sockaddr_in *address, long iterations) {
   CHECK(demi_pop(&qt, qd) == 0);
   CHECK(demi_wait(&qr, qt, NULL) == 0);
   CHECK(demi_close(qd) == 0);
+  for (long c = 0; c < idle; ++c) CHECK(demi_close(idle_qds[c]) == 0);
+  free(idle_qds);
   CHECK(demi_close(listener) == 0);
   return 0;
 }
 
-static int client(const struct sockaddr_in *address, long iterations,
-                  uint32_t size) {
+/* A connected queue to `address`, retrying while the server is not
+ * listening yet. */
+static int connect_to(const struct sockaddr_in *address) {
   int qd = -1;
   demi_qtoken_t qt = 0;
   demi_qresult_t qr;
-  double *samples = calloc((size_t)iterations, sizeof(double));
-  CHECK(samples != NULL);
   CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
   for (int attempt = 0;; ++attempt) { /* the server may not listen yet */
     CHECK(demi_connect(&qt, qd, (const struct sockaddr *)address,
@@ -95,6 +106,18 @@ static int client(const struct sockaddr_in *address, long iterations,
     CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
     nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
   }
+  return qd;
+}
+
+static int client(const struct sockaddr_in *address, long iterations,
+                  uint32_t size, long idle) {
+  demi_qtoken_t qt = 0;
+  demi_qresult_t qr;
+  double *samples = calloc((size_t)iterations, sizeof(double));
+  int *idle_qds = calloc((size_t)idle + 1, sizeof(int));
+  CHECK(samples != NULL && idle_qds != NULL);
+  for (long c = 0; c < idle; ++c) idle_qds[c] = connect_to(address);
+  const int qd = connect_to(address);
   for (long i = 0; i < iterations; ++i) {
     double start = now_us();
     demi_sgarray_t sga = demi_sgaalloc(size);
@@ -111,21 +134,24 @@ static int client(const struct sockaddr_in *address, long iterations,
   }
   qsort(samples, (size_t)iterations, sizeof(double), compare);
   printf(
-      "demi_pingpong: %ld round trips of %u B, median half round trip "
-      "%.2f us\n",
-      iterations, size, samples[iterations / 2]);
+      "demi_pingpong: %ld round trips of %u B, %ld idle connections, "
+      "median half round trip %.2f us\n",
+      iterations, size, idle, samples[iterations / 2]);
   free(samples);
   CHECK(demi_close(qd) == 0);
+  for (long c = 0; c < idle; ++c) CHECK(demi_close(idle_qds[c]) == 0);
+  free(idle_qds);
   return 0;
 }
 
 int main(int argc, char *const argv[]) {
   struct sockaddr_in address;
-  long iterations;
+  long iterations, idle = 0;
+  int is_client;
   if (argc < 5 || (strcmp(argv[1], "--client") == 0 && argc < 6)) {
     fprintf(stderr,
-            "usage: %s --server ADDR PORT ITERATIONS\n"
-            "       %s --client ADDR PORT ITERATIONS SIZE\n",
+            "usage: %s --server ADDR PORT ITERATIONS [IDLE]\n"
+            "       %s --client ADDR PORT ITERATIONS SIZE [IDLE]\n",
             argv[0], argv[0]);
     return 2;
   }
@@ -135,11 +161,14 @@ int main(int argc, char *const argv[]) {
   CHECK(inet_pton(AF_INET, argv[2], &address.sin_addr) == 1);
   iterations = atol(argv[4]);
   CHECK(iterations > 0);
+  is_client = strcmp(argv[1], "--client") == 0;
+  if (argc > 5 + is_client) idle = atol(argv[5 + is_client]);
+  CHECK(idle >= 0);
   {
     const struct demi_args args = {
         .argc = argc, .argv = argv, .callback = NULL};
     CHECK(demi_init(&args) == 0);
   }
-  if (strcmp(argv[1], "--server") == 0) return server(&address, iterations);
-  return client(&address, iterations, (uint32_t)atoi(argv[5]));
+  if (!is_client) return server(&address, iterations, idle);
+  return client(&address, iterations, (uint32_t)atoi(argv[5]), idle);
 }
