@@ -49,13 +49,18 @@ int ListenOnTestAddress(sockaddr_in* address) {
 void ConnectPair(int* client, int* server, int* listener) {
   sockaddr_in address;
   *listener = ListenOnTestAddress(&address);
+  ConnectTo(address, *listener, client, server);
+}
+
+void ConnectTo(const sockaddr_in& address, int listener, int* client,
+               int* server) {
   demi_qtoken_t accept_qt = 0, connect_qt = 0;
-  ASSERT_EQ(demi_accept(&accept_qt, *listener), 0);
+  ASSERT_EQ(demi_accept(&accept_qt, listener), 0);
   ASSERT_EQ(demi_socket(client, AF_INET, SOCK_STREAM, 0), 0);
-  ASSERT_EQ(
-      demi_connect(&connect_qt, *client, reinterpret_cast<sockaddr*>(&address),
-                   sizeof(address)),
-      0);
+  ASSERT_EQ(demi_connect(&connect_qt, *client,
+                         reinterpret_cast<const sockaddr*>(&address),
+                         sizeof(address)),
+            0);
   demi_qresult_t connected = WaitResult(connect_qt);
   ASSERT_EQ(connected.qr_opcode, DEMI_OPC_CONNECT) << connected.qr_ret;
   demi_qresult_t accepted = WaitResult(accept_qt);

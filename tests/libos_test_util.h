@@ -24,6 +24,10 @@ int ListenOnTestAddress(sockaddr_in* address);
 
 // Connects a client to a new listener: {client, server, listener} qds.
 void ConnectPair(int* client, int* server, int* listener);
+// Connects a new client to `listener` (listening on `address`) and accepts
+// it: {client, server} qds.
+void ConnectTo(const sockaddr_in& address, int listener, int* client,
+               int* server);
 
 // Pushes message `index` of `size` bytes split in `segments` segments of one
 // demi_sgaalloc buffer; returns the push token (0 on failure).
