@@ -481,9 +481,33 @@ absl::Status Plot(const std::vector<Row>& rows, const std::string& png) {
   return absl::OkStatus();
 }
 
+// Runs the peers (--peers) at the sizes of the latency, rate and bandwidth
+// rows, up to kAlwaysBaseline.
+std::vector<PeerRow> RunPeerRows(const Options& options,
+                                 const std::vector<Row>& rows) {
+  std::vector<PeerCell> cells;
+  for (const Row& row : rows) {
+    if (row.memory != Memory::kLibrary || row.size > kAlwaysBaseline ||
+        (row.workload != "latency" && row.workload != "msgrate" &&
+         row.workload != "bandwidth")) {
+      continue;
+    }
+    cells.push_back(PeerCell{row.workload, row.size});
+  }
+  char address[INET_ADDRSTRLEN] = "?";
+  inet_ntop(AF_INET, &options.address.sin_addr, address, sizeof(address));
+  PeerSettings settings;
+  settings.device = options.device;
+  settings.rdma_address = address;
+  settings.first_port = static_cast<uint16_t>(30000 + getpid() % 8000);
+  Progress(absl::StrCat("peers: ", cells.size(), " cells"));
+  return RunPeers(cells, settings, &Progress);
+}
+
 int Output(const Options& options, std::vector<Row>& rows,
-           const std::string& notes) {
+           const std::string& notes, std::vector<PeerRow> peers) {
   RunInfo info;
+  info.peers = std::move(peers);
   info.baseline = options.baseline;
   info.window = options.window;
   info.connections = options.connections;
@@ -600,7 +624,9 @@ int RunClient(const Options& options, pid_t server) {
   }
   std::string notes;
   if (options.baseline) RunBaselines(options, *rows, &notes);
-  int code = Output(options, *rows, notes);
+  std::vector<PeerRow> peers;
+  if (options.peers) peers = RunPeerRows(options, *rows);
+  int code = Output(options, *rows, notes, std::move(peers));
   Progress(absl::StrFormat("done in %.1f s",
                            absl::ToDoubleSeconds(absl::Now() - start)));
   return code;

@@ -265,6 +265,8 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv,
       options.baseline = true;
     } else if (flag == "--baseline-all") {
       options.baseline = options.baseline_all = true;
+    } else if (flag == "--peers") {
+      options.baseline = options.peers = true;
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("unknown argument '", argv[i], "' (see --help)"));
@@ -339,6 +341,10 @@ Options:
   --baseline            also run perftest on --device (at sizes above 1 MiB
                         only where the library has a figure)
   --baseline-all        perftest at every size
+  --peers               also run, where installed, UCX's ucx_perftest (ucp
+                        am and tag) and rsocket's rstream at the latency,
+                        rate and bandwidth sizes up to 1 MiB, each compared
+                        with the same perftest figure (implies --baseline)
   --device NAME         RDMA device for perftest (default $DEMI_RDMA_DEVICE
                         or rxe0)
   --json FILE           write every row as JSON

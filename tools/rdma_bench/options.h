@@ -47,6 +47,7 @@ struct Options {
   bool quick = false;                 // the short preset (tests)
   bool baseline = false;              // also run perftest
   bool baseline_all = false;          // perftest even where demi is n/a
+  bool peers = false;                 // also UCX and rstream (implies baseline)
   std::string device;                 // perftest -d (default rxe0)
   std::string json_path;              // --json FILE
   std::string csv_path;               // --csv FILE

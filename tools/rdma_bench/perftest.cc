@@ -264,34 +264,49 @@ std::string ReportField(absl::string_view output, absl::string_view name) {
 absl::StatusOr<PerftestOutputs> RunPerftestPair(
     const std::string& tool, const std::vector<std::string>& args,
     uint16_t port, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  std::vector<std::string> server_argv = {tool};
-  server_argv.insert(server_argv.end(), args.begin(), args.end());
-  server_argv.push_back("-p");
-  server_argv.push_back(absl::StrCat(port));
-  std::vector<std::string> client_argv = server_argv;
-  client_argv.push_back("127.0.0.1");
+  PairCommand command;
+  command.server = {tool};
+  command.server.insert(command.server.end(), args.begin(), args.end());
+  command.server.push_back("-p");
+  command.server.push_back(absl::StrCat(port));
+  command.client = command.server;
+  command.client.push_back("127.0.0.1");
+  command.listen_port = port;
+  command.client_final_failure = "Parser function exited";
+  command.server_report = "#bytes";
+  return RunPair(command, timeout);
+}
 
+absl::StatusOr<PerftestOutputs> RunPair(const PairCommand& command,
+                                        absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  const std::string& tool = command.server.front();
   Child server;
-  if (absl::Status s = server.Spawn(server_argv); !s.ok()) return s;
-  const absl::Time listen_deadline =
-      std::min(deadline, absl::Now() + absl::Seconds(30));
-  while (!ListensOn(port)) {
-    if (absl::Now() >= listen_deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          tool, " server never waited for a client: ", Tail(server.output())));
+  if (absl::Status s = server.Spawn(command.server); !s.ok()) return s;
+  if (command.listen_port != 0) {
+    const absl::Time listen_deadline =
+        std::min(deadline, absl::Now() + absl::Seconds(30));
+    while (!ListensOn(command.listen_port)) {
+      if (absl::Now() >= listen_deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            tool,
+            " server never waited for a client: ", Tail(server.output())));
+      }
+      if (!server.Read(absl::Milliseconds(20)) && server.Exited()) {
+        return absl::UnavailableError(absl::StrCat(
+            tool, " server exited early: ", Tail(server.output())));
+      }
     }
-    if (!server.Read(absl::Milliseconds(20)) && server.Exited()) {
-      return absl::UnavailableError(
-          absl::StrCat(tool, " server exited early: ", Tail(server.output())));
-    }
+  } else {
+    const absl::Time started = absl::Now() + absl::Milliseconds(500);
+    while (absl::Now() < started) server.Read(absl::Milliseconds(50));
   }
   PerftestOutputs outputs;
   int client_status = -1;
   constexpr int kAttempts = 5;
   for (int attempt = 1; attempt <= kAttempts; ++attempt) {
     Child client;
-    if (absl::Status s = client.Spawn(client_argv); !s.ok()) return s;
+    if (absl::Status s = client.Spawn(command.client); !s.ok()) return s;
     while (!client.WaitUntil(
         std::min(deadline, absl::Now() + absl::Milliseconds(200)))) {
       server.Read(absl::ZeroDuration());
@@ -307,7 +322,8 @@ absl::StatusOr<PerftestOutputs> RunPerftestPair(
     // A client that raced the server fails at once while the server keeps
     // waiting; anything else (bad arguments, a finished server) is final.
     if (client_status == 0 || server.Exited() ||
-        absl::StrContains(outputs.client, "Parser function exited")) {
+        (!command.client_final_failure.empty() &&
+         absl::StrContains(outputs.client, command.client_final_failure))) {
       break;
     }
     absl::SleepFor(absl::Milliseconds(300));
@@ -317,7 +333,9 @@ absl::StatusOr<PerftestOutputs> RunPerftestPair(
   server.WaitUntil(server_deadline);
   server.Kill();
   outputs.server = server.output();
-  if (client_status == 0 || absl::StrContains(outputs.server, "#bytes")) {
+  if (client_status == 0 ||
+      (!command.server_report.empty() &&
+       absl::StrContains(outputs.server, command.server_report))) {
     return outputs;
   }
   return absl::UnavailableError(absl::StrCat(tool, " client failed (exit ",

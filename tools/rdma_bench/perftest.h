@@ -56,6 +56,27 @@ struct PerftestOutputs {
   std::string client;
 };
 
+// A server and a client program run against each other on this machine.
+struct PairCommand {
+  std::vector<std::string> server;  // argv
+  std::vector<std::string> client;
+  // The client starts once the server listens on this TCP port; 0: after a
+  // short pause (a server listening on an rsocket has no TCP port).
+  uint16_t listen_port = 0;
+  // A client that fails while the server keeps waiting raced its start and
+  // is retried, unless its output holds this (non-empty) text.
+  std::string client_final_failure;
+  // The run counts as done when the client exited 0 or the server's output
+  // holds this (non-empty) text.
+  std::string server_report;
+};
+
+// Runs `command.server`, then the client (retried a few times while it
+// races the server); both are killed after `timeout`. The outputs are
+// stdout and stderr together; an error carries the end of them.
+absl::StatusOr<PerftestOutputs> RunPair(const PairCommand& command,
+                                        absl::Duration timeout);
+
 // Runs `tool ARGS -p PORT` as the server and, once it listens on PORT,
 // `tool ARGS -p PORT 127.0.0.1` as the client (perftest exchanges queue pair
 // details over TCP; the traffic itself goes over the device named in ARGS).

@@ -1,5 +1,6 @@
 #include "tools/rdma_bench/report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -171,6 +172,60 @@ const Row* FindRow(const std::vector<Row>& rows, const std::string& workload,
     }
   }
   return nullptr;
+}
+
+// The peers' section: per workload and size, demi's ratio and each peer's
+// figure and ratio, against the same perftest run.
+std::string PeerSection(const std::vector<Row>& rows, const RunInfo& info,
+                        Footnotes& notes) {
+  if (info.peers.empty()) return "";
+  std::vector<std::string> tools;
+  for (const PeerRow& peer : info.peers) {
+    if (std::find(tools.begin(), tools.end(), peer.tool) == tools.end()) {
+      tools.push_back(peer.tool);
+    }
+  }
+  std::string out =
+      "\nPeers, same run and device: each figure in its workload's unit, "
+      "with its ratio to the same perftest figure as demi's (library "
+      "memory). rstream's latency is its mean, its bandwidth counts both "
+      "directions of its exchange.\n";
+  absl::StrAppend(
+      &out, absl::StrFormat("%-10s %9s | %7s", "workload", "size", "demi"));
+  for (const std::string& tool : tools) {
+    absl::StrAppend(&out, absl::StrFormat(" | %18s", tool));
+  }
+  out += "\n";
+  std::vector<std::pair<std::string, uint64_t>> cells;
+  for (const PeerRow& peer : info.peers) {
+    std::pair<std::string, uint64_t> cell{peer.workload, peer.size};
+    if (std::find(cells.begin(), cells.end(), cell) == cells.end()) {
+      cells.push_back(cell);
+    }
+  }
+  for (const auto& [workload, size] : cells) {
+    const Row* demi = FindRow(rows, workload, size, Memory::kLibrary);
+    absl::StrAppend(
+        &out, absl::StrFormat(
+                  "%-10s %9s | %7s", workload, FormatSize(size),
+                  RatioText(demi != nullptr ? Ratio(demi->value, demi->baseline)
+                                            : std::nullopt)));
+    for (const std::string& tool : tools) {
+      std::string cell = "-";
+      for (const PeerRow& peer : info.peers) {
+        if (peer.tool != tool || peer.workload != workload ||
+            peer.size != size) {
+          continue;
+        }
+        cell = absl::StrCat(Figure(peer.value, peer.reason, notes,
+                                   workload == "msgrate" ? "%.4f" : "%.2f"),
+                            " (", RatioText(PeerRatio(peer, rows)), ")");
+      }
+      absl::StrAppend(&out, absl::StrFormat(" | %18s", cell));
+    }
+    out += "\n";
+  }
+  return out;
 }
 
 std::string Target(const std::vector<Row>& rows, const std::string& workload,
@@ -361,6 +416,8 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
     }
   }
 
+  absl::StrAppend(&out, PeerSection(rows, info, notes));
+
   std::string footnotes = notes.Format();
   if (!footnotes.empty()) absl::StrAppend(&out, "\nn/a:\n", footnotes);
 
@@ -410,8 +467,31 @@ std::string FormatJson(const std::vector<Row>& rows, const RunInfo& info) {
     }
     out += "}";
   }
-  out += "\n  ]\n}\n";
+  out += "\n  ]";
+  if (!info.peers.empty()) {
+    out += ",\n  \"peers\": [";
+    for (size_t i = 0; i < info.peers.size(); ++i) {
+      const PeerRow& peer = info.peers[i];
+      absl::StrAppend(
+          &out, i == 0 ? "\n    {" : ",\n    {",
+          "\"tool\": ", JsonString(peer.tool),
+          ", \"workload\": ", JsonString(peer.workload),
+          ", \"size\": ", peer.size, ", \"value\": ", JsonNumber(peer.value),
+          ", \"unit\": ", JsonString(UnitOf(peer.workload)),
+          ", \"ratio\": ", JsonNumber(PeerRatio(peer, rows)),
+          ", \"reason\": ", JsonReason(peer.value ? "" : peer.reason), "}");
+    }
+    out += "\n  ]";
+  }
+  out += "\n}\n";
   return out;
+}
+
+std::optional<double> PeerRatio(const PeerRow& peer,
+                                const std::vector<Row>& rows) {
+  const Row* demi = FindRow(rows, peer.workload, peer.size, Memory::kLibrary);
+  if (demi == nullptr) return std::nullopt;
+  return Ratio(peer.value, demi->baseline);
 }
 
 std::string FormatCsv(const std::vector<Row>& rows, const RunInfo& info) {

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "tools/rdma_bench/options.h"
+#include "tools/rdma_bench/peers.h"
 
 namespace demi::bench {
 
@@ -59,7 +60,15 @@ struct RunInfo {
   uint32_t connections = 1;
   std::string device;
   std::string notes;  // free text about the run (e.g. baseline flags)
+  // Other libraries' figures in the same run (--peers), compared with the
+  // same perftest figures as demi's rows.
+  std::vector<PeerRow> peers;
 };
+
+// A peer's figure / the perftest figure of demi's library-memory row of the
+// same workload and size, if both exist.
+std::optional<double> PeerRatio(const PeerRow& peer,
+                                const std::vector<Row>& rows);
 
 // The human-readable table: one section per workload, n/a cells with
 // numbered reasons below, and the three headline comparisons at the end.

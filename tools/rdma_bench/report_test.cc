@@ -132,5 +132,40 @@ TEST(GnuplotScriptTest, SeriesForEachFigure) {
   EXPECT_EQ(script.find("title \"demi app\""), std::string::npos);
 }
 
+// Peers sit beside demi against the same perftest figure: a ratio where
+// both exist, the reason (as a footnote) where the peer gave none.
+TEST(PeersReportTest, TableAndJsonCarryPeersAgainstTheSameBaseline) {
+  RunInfo info;
+  info.baseline = true;
+  PeerRow am;
+  am.tool = "ucx am";
+  am.workload = "latency";
+  am.size = 64;
+  am.value = 15.0;  // 15 / 12.5 = 1.20x
+  PeerRow rstream;
+  rstream.tool = "rstream";
+  rstream.workload = "latency";
+  rstream.size = 64;
+  rstream.reason = "rstream is not installed";
+  info.peers = {am, rstream};
+  const std::vector<Row> rows = SampleRows();
+  EXPECT_DOUBLE_EQ(*PeerRatio(am, rows), 1.2);
+  EXPECT_FALSE(PeerRatio(rstream, rows));
+  const std::string table = FormatTable(rows, info);
+  EXPECT_NE(table.find("Peers, same run"), std::string::npos) << table;
+  EXPECT_NE(table.find("15.00 (1.20x)"), std::string::npos) << table;
+  EXPECT_NE(table.find("rstream is not installed"), std::string::npos) << table;
+  EXPECT_NE(table.find("1.04x"), std::string::npos) << table;  // demi's 13/12.5
+  const std::string json = FormatJson(rows, info);
+  EXPECT_NE(json.find("\"peers\": ["), std::string::npos) << json;
+  EXPECT_NE(json.find("\"tool\": \"ucx am\", \"workload\": \"latency\", "
+                      "\"size\": 64, \"value\": 15, \"unit\": \"us\", "
+                      "\"ratio\": 1.2, \"reason\": null}"),
+            std::string::npos)
+      << json;
+  // Without peers the JSON has no "peers" key.
+  EXPECT_EQ(FormatJson(rows, RunInfo{}).find("\"peers\""), std::string::npos);
+}
+
 }  // namespace
 }  // namespace demi::bench
