@@ -184,9 +184,9 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
 LibOS::~LibOS() {
   demi::MutexLock lock(&mu_);
   // Connections go before the protection domains and the channel.
-  queues_.clear();
+  queues_.Clear();
   retired_.clear();
-  datagram_queues_.clear();
+  datagram_queues_.Clear();
   datagram_retired_.clear();
   // Their queue pairs are gone: nothing reads the pushed memory any more.
   // Popped arrays went with their queues.
@@ -197,19 +197,19 @@ LibOS::~LibOS() {
 }
 
 absl::StatusOr<LibOS::Queue*> LibOS::Find(int qd) {
-  auto it = queues_.find(qd);
-  if (it == queues_.end()) {
+  Queue* queue = queues_.Find(qd);
+  if (queue == nullptr) {
     return ErrnoError(EBADF, absl::StrCat("no queue ", qd));
   }
-  return it->second.get();
+  return queue;
 }
 
-int LibOS::NewQd() {
-  while (queues_.contains(next_qd_) || datagram_queues_.contains(next_qd_) ||
-         next_qd_ <= 0) {
-    next_qd_ = next_qd_ <= 0 ? 1 : next_qd_ + 1;
+absl::StatusOr<DatagramQueue*> LibOS::FindDatagram(int qd) {
+  DatagramQueue* queue = datagram_queues_.Find(qd);
+  if (queue == nullptr) {
+    return ErrnoError(EBADF, absl::StrCat("no datagram socket ", qd));
   }
-  return next_qd_++;
+  return queue;
 }
 
 absl::StatusOr<int> LibOS::Socket(int domain, int type, int protocol) {
@@ -225,16 +225,18 @@ absl::StatusOr<int> LibOS::Socket(int domain, int type, int protocol) {
     return ErrnoError(ENOTSUP, absl::StrCat("protocol ", protocol));
   }
   demi::MutexLock lock(&mu_);
-  auto queue = std::make_unique<Queue>();
-  queue->qd = NewQd();
-  int qd = queue->qd;
-  queues_[qd] = std::move(queue);
+  DEMI_ASSIGN_OR_RETURN(const int qd,
+                        queues_.Insert(std::make_unique<Queue>()));
+  queues_.Find(qd)->qd = qd;
   return qd;
 }
 
 absl::Status LibOS::Bind(int qd, const sockaddr* address, socklen_t size) {
   demi::MutexLock lock(&mu_);
-  if (IsDatagram(qd)) return DatagramBind(*datagram_queues_[qd], address, size);
+  if (IsDatagram(qd)) {
+    DEMI_ASSIGN_OR_RETURN(DatagramQueue * queue, FindDatagram(qd));
+    return DatagramBind(*queue, address, size);
+  }
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   DEMI_ASSIGN_OR_RETURN(sockaddr_in local, Ipv4Address(address, size));
   if (queue->state != Queue::State::kSocket || queue->bound) {
@@ -250,7 +252,10 @@ absl::Status LibOS::Bind(int qd, const sockaddr* address, socklen_t size) {
 
 absl::Status LibOS::Listen(int qd, int backlog) {
   demi::MutexLock lock(&mu_);
-  if (IsDatagram(qd)) return ErrnoError(EOPNOTSUPP, "datagram socket");
+  if (IsDatagram(qd)) {
+    DEMI_RETURN_IF_ERROR(FindDatagram(qd).status());
+    return ErrnoError(EOPNOTSUPP, "datagram socket");
+  }
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (backlog <= 0) return ErrnoError(EINVAL, "backlog must be positive");
   if (queue->state != Queue::State::kSocket) {
@@ -266,7 +271,10 @@ absl::Status LibOS::Listen(int qd, int backlog) {
 
 absl::StatusOr<demi_qtoken_t> LibOS::Accept(int qd) {
   demi::MutexLock lock(&mu_);
-  if (IsDatagram(qd)) return ErrnoError(EOPNOTSUPP, "datagram socket");
+  if (IsDatagram(qd)) {
+    DEMI_RETURN_IF_ERROR(FindDatagram(qd).status());
+    return ErrnoError(EOPNOTSUPP, "datagram socket");
+  }
   DEMI_ASSIGN_OR_RETURN(Queue * listener, Find(qd));
   if (listener->state != Queue::State::kListening) {
     return ErrnoError(EINVAL, "accept on a socket that is not listening");
@@ -274,10 +282,10 @@ absl::StatusOr<demi_qtoken_t> LibOS::Accept(int qd) {
   DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
                         tokens_.Allocate(qd, DEMI_OPC_ACCEPT));
   if (!listener->accepted.empty()) {
-    auto accepted = queues_.find(listener->accepted.front());
+    Queue* accepted = queues_.Find(listener->accepted.front());
     listener->accepted.pop_front();
-    if (accepted != queues_.end()) {
-      CompleteAccept(qt, *accepted->second);
+    if (accepted != nullptr) {
+      CompleteAccept(qt, *accepted);
       return qt;
     }
   }
@@ -289,7 +297,8 @@ absl::StatusOr<demi_qtoken_t> LibOS::Connect(int qd, const sockaddr* address,
                                              socklen_t size) {
   demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) {
-    return DatagramConnect(*datagram_queues_[qd], address, size);
+    DEMI_ASSIGN_OR_RETURN(DatagramQueue * queue, FindDatagram(qd));
+    return DatagramConnect(*queue, address, size);
   }
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   DEMI_ASSIGN_OR_RETURN(sockaddr_in remote, Ipv4Address(address, size));
@@ -319,7 +328,10 @@ absl::StatusOr<demi_qtoken_t> LibOS::Connect(int qd, const sockaddr* address,
 absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
   DEMI_ASSIGN_OR_RETURN(const uint64_t total, CheckPushArray(sga));
   demi::MutexLock lock(&mu_);
-  if (IsDatagram(qd)) return DatagramPush(*datagram_queues_[qd], sga, nullptr);
+  if (IsDatagram(qd)) {
+    DEMI_ASSIGN_OR_RETURN(DatagramQueue * queue, FindDatagram(qd));
+    return DatagramPush(*queue, sga, nullptr);
+  }
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   DEMI_ASSIGN_OR_RETURN(const PushMemory::Buffer buffer,
                         memory_->Identify(sga->sga_buf));
@@ -389,7 +401,10 @@ void LibOS::FinishPush(demi_qtoken_t qt, demi_qresult_t result) {
 
 absl::StatusOr<demi_qtoken_t> LibOS::Pop(int qd) {
   demi::MutexLock lock(&mu_);
-  if (IsDatagram(qd)) return DatagramPop(*datagram_queues_[qd]);
+  if (IsDatagram(qd)) {
+    DEMI_ASSIGN_OR_RETURN(DatagramQueue * queue, FindDatagram(qd));
+    return DatagramPop(*queue);
+  }
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (queue->state != Queue::State::kConnected &&
       queue->state != Queue::State::kFailed) {
@@ -442,7 +457,8 @@ void LibOS::CompleteAccept(demi_qtoken_t qt, const Queue& accepted) {
 absl::Status LibOS::GetPeerName(int qd, sockaddr* address, socklen_t* size) {
   demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) {
-    return DatagramGetPeerName(*datagram_queues_[qd], address, size);
+    DEMI_ASSIGN_OR_RETURN(DatagramQueue * queue, FindDatagram(qd));
+    return DatagramGetPeerName(*queue, address, size);
   }
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (address == nullptr || size == nullptr) {
@@ -461,7 +477,10 @@ absl::Status LibOS::GetPeerName(int qd, sockaddr* address, socklen_t* size) {
 
 absl::Status LibOS::SetLinger(int qd, const void* value, socklen_t size) {
   demi::MutexLock lock(&mu_);
-  if (IsDatagram(qd)) return ErrnoError(ENOPROTOOPT, "SO_LINGER on datagrams");
+  if (IsDatagram(qd)) {
+    DEMI_RETURN_IF_ERROR(FindDatagram(qd).status());
+    return ErrnoError(ENOPROTOOPT, "SO_LINGER on datagrams");
+  }
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (value == nullptr) return ErrnoError(EINVAL, "null option value");
   if (size != static_cast<socklen_t>(sizeof(linger))) {
@@ -473,7 +492,10 @@ absl::Status LibOS::SetLinger(int qd, const void* value, socklen_t size) {
 
 absl::Status LibOS::GetLinger(int qd, void* value, socklen_t* size) {
   demi::MutexLock lock(&mu_);
-  if (IsDatagram(qd)) return ErrnoError(ENOPROTOOPT, "SO_LINGER on datagrams");
+  if (IsDatagram(qd)) {
+    DEMI_RETURN_IF_ERROR(FindDatagram(qd).status());
+    return ErrnoError(ENOPROTOOPT, "SO_LINGER on datagrams");
+  }
   DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
   if (value == nullptr || size == nullptr) {
     return ErrnoError(EINVAL, "null option value or size");
@@ -539,20 +561,14 @@ rdma::RegionCacheStats LibOS::CacheStats() const {
 absl::Status LibOS::Close(int qd) {
   demi::MutexLock lock(&mu_);
   if (IsDatagram(qd)) return DatagramClose(qd);
-  auto it = queues_.find(qd);
-  if (it == queues_.end())
-    return ErrnoError(EBADF, absl::StrCat("no queue ", qd));
-  std::unique_ptr<Queue> queue = std::move(it->second);
-  queues_.erase(it);
+  std::unique_ptr<Queue> queue = queues_.Take(qd);
+  if (queue == nullptr) return ErrnoError(EBADF, absl::StrCat("no queue ", qd));
   CancelPending(*queue, ECANCELED);
   if (queue->state == Queue::State::kListening) {
     // Connections accepted but never handed out go with their listener.
     for (int accepted_qd : queue->accepted) {
-      auto accepted = queues_.find(accepted_qd);
-      if (accepted == queues_.end()) continue;
-      std::unique_ptr<Queue> orphan = std::move(accepted->second);
-      queues_.erase(accepted);
-      Retire(std::move(orphan));
+      std::unique_ptr<Queue> orphan = queues_.Take(accepted_qd);
+      if (orphan != nullptr) Retire(std::move(orphan));
     }
   }
   queue->closed = true;
@@ -659,20 +675,18 @@ void LibOS::Progress() {
 
 void LibOS::HandleEvent(rdma::CmEvent event) {
   if (event.type() == RDMA_CM_EVENT_CONNECT_REQUEST) {
-    auto listener = queues_.find(QdOf(event.listen_id()));
-    if (listener == queues_.end() ||
-        listener->second->state != Queue::State::kListening) {
+    Queue* listener = queues_.Find(QdOf(event.listen_id()));
+    if (listener == nullptr || listener->state != Queue::State::kListening) {
       rdma_cm_id* id = event.id();
       { rdma::CmEvent acknowledged = std::move(event); }
       rdma::CmId rejected = rdma::CmId::Adopt(id);
       (void)rejected.Reject(nullptr, 0);
       return;
     }
-    HandleConnectRequest(std::move(event), *listener->second);
+    HandleConnectRequest(std::move(event), *listener);
     return;
   }
-  auto it = queues_.find(QdOf(event.id()));
-  Queue* queue = it == queues_.end() ? nullptr : it->second.get();
+  Queue* queue = queues_.Find(QdOf(event.id()));
   if (queue == nullptr) {
     // A closed queue's event: nothing waits for it; answer a disconnect.
     return;
@@ -722,9 +736,7 @@ void LibOS::HandleEvent(rdma::CmEvent event) {
       }
       int errnum = rdma::ErrnoForCmEvent(type, status);
       if (queue->state == Queue::State::kAccepting) {
-        std::unique_ptr<Queue> failed = std::move(it->second);
-        queues_.erase(it);
-        Retire(std::move(failed));
+        Retire(queues_.Take(queue->qd));
         return;
       }
       FailConnection(*queue, errnum);
@@ -752,22 +764,29 @@ void LibOS::Adopt(Queue& queue,
 void LibOS::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
   const rdma::RcConnectionOptions options =
       ConnectionOptions(event.id()->verbs);
-  auto queue = std::make_unique<Queue>();
-  queue->qd = NewQd();
-  queue->state = Queue::State::kAccepting;
-  queue->listener_qd = listener.qd;
   rdma_cm_id* id = event.id();
-  id->context = QdContext(queue->qd);
+  absl::StatusOr<int> qd = queues_.Insert(std::make_unique<Queue>());
+  if (!qd.ok()) {
+    DEMI_LOG(kWarning, "refused a connection: ", qd.status().message());
+    { rdma::CmEvent acknowledged = std::move(event); }
+    rdma::CmId rejected = rdma::CmId::Adopt(id);
+    (void)rejected.Reject(nullptr, 0);
+    return;
+  }
+  Queue& queue = *queues_.Find(*qd);
+  queue.qd = *qd;
+  queue.state = Queue::State::kAccepting;
+  queue.listener_qd = listener.qd;
+  id->context = QdContext(queue.qd);
   absl::StatusOr<std::unique_ptr<rdma::RcConnection>> connection =
       rdma::RcConnection::Accept(std::move(event), options);
   if (!connection.ok()) {
     DEMI_LOG(kWarning, "refused a connection: ", connection.status().message());
+    queues_.Take(*qd);
     return;
   }
-  Adopt(*queue, *std::move(connection));
-  queue->peer = queue->connection->id().PeerAddress();
-  int qd = queue->qd;
-  queues_[qd] = std::move(queue);
+  Adopt(queue, *std::move(connection));
+  queue.peer = queue.connection->id().PeerAddress();
 }
 
 void LibOS::HandleEstablished(const rdma::CmEvent& event, Queue& queue) {
@@ -787,9 +806,9 @@ void LibOS::HandleEstablished(const rdma::CmEvent& event, Queue& queue) {
     (void)tokens_.Complete(queue.connect_token, result);
     return;
   }
-  auto listener = queues_.find(queue.listener_qd);
-  if (listener == queues_.end()) return;
-  Queue& accepting = *listener->second;
+  Queue* listener = queues_.Find(queue.listener_qd);
+  if (listener == nullptr) return;
+  Queue& accepting = *listener;
   if (!accepting.accept_tokens.empty()) {
     demi_qtoken_t qt = accepting.accept_tokens.front();
     accepting.accept_tokens.pop_front();
@@ -812,7 +831,7 @@ absl::Status LibOS::Wait(demi_qtoken_t qt, absl::Duration timeout,
           return ErrnoError(EINVAL, "unknown or consumed queue token");
         }
         if (state == TokenState::kDone) {
-          DEMI_ASSIGN_OR_RETURN(*result, tokens_.Take(qt));
+          tokens_.TakeDone(qt, result);
           return absl::OkStatus();
         }
         if (round == 0) Progress();
@@ -846,7 +865,7 @@ absl::StatusOr<int> LibOS::WaitAny(absl::Span<const demi_qtoken_t> qts,
                 EINVAL, absl::StrCat("queue token at ", i, " is invalid"));
           }
           if (state == TokenState::kDone) {
-            DEMI_ASSIGN_OR_RETURN(*result, tokens_.Take(qts[i]));
+            tokens_.TakeDone(qts[i], result);
             wait_any_start_ = static_cast<uint32_t>(i + 1);
             return static_cast<int>(i);
           }

@@ -34,6 +34,7 @@
 #include "common/mutex.h"
 #include "libos/datagram.h"
 #include "libos/push_memory.h"
+#include "libos/qd_table.h"
 #include "libos/receive_handles.h"
 #include "libos/token_table.h"
 #include "rdma/buffer_pool.h"
@@ -120,8 +121,10 @@ class LibOS {
 
   explicit LibOS(const LibOSOptions& options);
 
+  // The queue of `qd` (EBADF if there is none, of the kind asked for).
   absl::StatusOr<Queue*> Find(int qd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int NewQd() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<DatagramQueue*> FindDatagram(int qd)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One round of progress: datagram sockets, every device's shared
   // completion queues (so every connection), then rdma_cm events.
   void Progress() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -165,7 +168,8 @@ class LibOS {
   std::unique_ptr<rdma::DeviceRegistry> devices_;
   std::optional<rdma::EventChannel> channel_;
   TokenTable tokens_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<int, std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
+  // Stream queues (sockets, listeners, connections) by qd.
+  QdTable<Queue, 0> queues_ ABSL_GUARDED_BY(mu_);
   // Closed connections kept until their sends finished and their popped
   // buffers came back.
   std::vector<std::unique_ptr<Queue>> retired_ ABSL_GUARDED_BY(mu_);
@@ -174,7 +178,6 @@ class LibOS {
   // Pushed memory and free protection (set by Create).
   std::optional<PushMemory> memory_ ABSL_GUARDED_BY(mu_);
   PushTable pushes_ ABSL_GUARDED_BY(mu_);
-  int next_qd_ ABSL_GUARDED_BY(mu_) = 1;
   static constexpr uint32_t kCmPollInterval = 16;
   // Progress rounds between looks for datagram routes to refresh.
   static constexpr uint32_t kRouteRefreshInterval = 1024;
@@ -183,9 +186,8 @@ class LibOS {
 
   // ---- Datagram sockets (libos_dgram.cc) ----------------------------------
   class DatagramQueueSink;
-  bool IsDatagram(int qd) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return datagram_queues_.contains(qd);
-  }
+  // The qd names a datagram socket, or none (the kind bit: see QdTable).
+  static bool IsDatagram(int qd) { return qd > 0 && QdKind(qd) == 1; }
   absl::StatusOr<int> DatagramSocket(int protocol) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status DatagramBind(DatagramQueue& queue, const sockaddr* address,
                             socklen_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -248,8 +250,7 @@ class LibOS {
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<rdma_cm_id*, DatagramRouteKey> resolving_
       ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<int, std::unique_ptr<DatagramQueue>> datagram_queues_
-      ABSL_GUARDED_BY(mu_);
+  QdTable<DatagramQueue, 1> datagram_queues_ ABSL_GUARDED_BY(mu_);
   // Closed sockets kept until their sends finished and popped buffers came
   // back.
   std::vector<std::unique_ptr<DatagramQueue>> datagram_retired_

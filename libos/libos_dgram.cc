@@ -134,10 +134,9 @@ absl::StatusOr<int> LibOS::DatagramSocket(int protocol) {
                           rdma::EventChannel::Create());
     datagram_channel_.emplace(std::move(channel));
   }
-  auto queue = std::make_unique<DatagramQueue>();
-  queue->qd = NewQd();
-  const int qd = queue->qd;
-  datagram_queues_[qd] = std::move(queue);
+  DEMI_ASSIGN_OR_RETURN(
+      const int qd, datagram_queues_.Insert(std::make_unique<DatagramQueue>()));
+  datagram_queues_.Find(qd)->qd = qd;
   return qd;
 }
 
@@ -203,7 +202,8 @@ absl::StatusOr<demi_qtoken_t> LibOS::PushTo(int qd, const demi_sgarray_t* sga,
     if (IsDatagram(qd)) {
       DEMI_ASSIGN_OR_RETURN(sockaddr_in destination,
                             ParseDestination(address, size));
-      return DatagramPush(*datagram_queues_[qd], sga, &destination);
+      DEMI_ASSIGN_OR_RETURN(DatagramQueue * queue, FindDatagram(qd));
+      return DatagramPush(*queue, sga, &destination);
     }
   }
   // A connection-mode socket ignores the address (as POSIX sendto does);
@@ -337,8 +337,8 @@ void LibOS::RouteResolved(DatagramRoute& route) {
   std::vector<PendingDatagram> waiting = std::move(route.waiting);
   route.waiting.clear();
   for (const PendingDatagram& pending : waiting) {
-    auto queue = datagram_queues_.find(pending.qd);
-    if (queue == datagram_queues_.end()) {
+    DatagramQueue* queue = datagram_queues_.Find(pending.qd);
+    if (queue == nullptr) {
       FailPendingDatagram(pending, ECANCELED);  // closed meanwhile
       continue;
     }
@@ -348,7 +348,7 @@ void LibOS::RouteResolved(DatagramRoute& route) {
       (void)tokens_.Complete(pending.qt, result);
       continue;
     }
-    absl::Status sent = queue->second->endpoint->Send(
+    absl::Status sent = queue->endpoint->Send(
         {peer.ah.get(), peer.qp_num, peer.qkey},
         absl::MakeConstSpan(pending.segments, pending.num_segments),
         pending.qt);
@@ -363,16 +363,15 @@ void LibOS::RouteResolved(DatagramRoute& route) {
 void LibOS::HandleDatagramEvent(rdma::CmEvent event) {
   if (event.type() == RDMA_CM_EVENT_CONNECT_REQUEST) {
     // A peer resolving one of our sockets.
-    auto queue = datagram_queues_.find(QdOf(event.listen_id()));
-    if (queue == datagram_queues_.end() || queue->second->endpoint == nullptr) {
+    DatagramQueue* queue = datagram_queues_.Find(QdOf(event.listen_id()));
+    if (queue == nullptr || queue->endpoint == nullptr) {
       rdma_cm_id* id = event.id();
       { rdma::CmEvent acknowledged = std::move(event); }
       rdma::CmId refused = rdma::CmId::Adopt(id);
       (void)refused.Reject(nullptr, 0);
       return;
     }
-    absl::Status accepted =
-        queue->second->endpoint->AcceptResolution(std::move(event));
+    absl::Status accepted = queue->endpoint->AcceptResolution(std::move(event));
     if (!accepted.ok()) {
       DEMI_LOG(kWarning,
                "answering a datagram resolution: ", accepted.message());
@@ -540,9 +539,10 @@ void DatagramQueue::ReturnBuffer(uint32_t index) {
 }
 
 absl::Status LibOS::DatagramClose(int qd) {
-  auto it = datagram_queues_.find(qd);
-  std::unique_ptr<DatagramQueue> queue = std::move(it->second);
-  datagram_queues_.erase(it);
+  std::unique_ptr<DatagramQueue> queue = datagram_queues_.Take(qd);
+  if (queue == nullptr) {
+    return ErrnoError(EBADF, absl::StrCat("no datagram socket ", qd));
+  }
   queue->closed = true;
   // Pushes and connects waiting for a resolution never started: cancel them.
   for (auto& [key, route] : routes_) {
@@ -615,7 +615,10 @@ void LibOS::PollDatagramQueue(DatagramQueue& queue) {
 
 void LibOS::ProgressDatagrams() {
   if (!datagram_channel_.has_value()) return;  // no datagram socket yet
-  for (auto& [qd, queue] : datagram_queues_) PollDatagramQueue(*queue);
+  datagram_queues_.ForEach([this](int, DatagramQueue& queue)
+                               ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                 PollDatagramQueue(queue);  // under mu_
+                               });
   for (auto& queue : datagram_retired_) PollDatagramQueue(*queue);
   // As for the stream channel: a system call, so every kCmPollInterval
   // rounds (Progress counts them).
@@ -655,7 +658,8 @@ DatagramStats LibOS::DatagramStatistics() const {
       stats.device_drops_reported = true;
     }
   };
-  for (const auto& [qd, queue] : datagram_queues_) add(*queue);
+  datagram_queues_.ForEach(
+      [&](int, const DatagramQueue& queue) { add(queue); });
   for (const auto& queue : datagram_retired_) add(*queue);
   for (const auto& [key, route] : routes_) {
     if (route->peer.has_value()) ++stats.ah_entries;

@@ -140,16 +140,20 @@ TokenState TokenTable::StateOf(demi_qtoken_t qt) const {
 }
 
 absl::StatusOr<demi_qresult_t> TokenTable::Take(demi_qtoken_t qt) {
+  demi_qresult_t result;
+  if (TakeDone(qt, &result)) return result;
+  if (Find(qt) == nullptr) return InvalidToken();
+  return ErrnoError(EAGAIN, "operation still pending");
+}
+
+bool TokenTable::TakeDone(demi_qtoken_t qt, demi_qresult_t* out) {
   Slot* slot = Find(qt);
-  if (slot == nullptr) return InvalidToken();
-  if (slot->state != Slot::State::kDone) {
-    return ErrnoError(EAGAIN, "operation still pending");
-  }
-  const demi_qresult_t result = slot->result;
+  if (slot == nullptr || slot->state != Slot::State::kDone) return false;
+  *out = slot->result;
   const uint32_t index = TokenIndex(qt);
   UnlinkReady(index);
   FreeSlot(index);
-  return result;
+  return true;
 }
 
 size_t TokenTable::TakeReady(absl::Span<demi_qresult_t> out) {

@@ -110,6 +110,10 @@ class TokenTable {
   // consumes the token. EAGAIN if it is still pending (the token stays
   // valid); EINVAL if it is unknown, consumed or stale.
   absl::StatusOr<demi_qresult_t> Take(demi_qtoken_t qt);
+  // Take() for the wait loop: if `qt` is done, writes its result to *out,
+  // consumes the token and returns true; otherwise returns false and changes
+  // nothing. No status, no copy beyond the one into *out.
+  bool TakeDone(demi_qtoken_t qt, demi_qresult_t* out);
 
   // Takes up to out.size() results from the head of the ready FIFO, in the
   // order their operations completed, consuming their tokens. Returns how

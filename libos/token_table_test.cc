@@ -100,6 +100,25 @@ TEST(TokenTableTest, TakeOfPendingIsEagainAndTokenStaysValid) {
   EXPECT_TRUE(table.Take(qt).ok());
 }
 
+TEST(TokenTableTest, TakeDoneTakesOnlyDoneTokens) {
+  TokenTable table(2);
+  demi_qtoken_t qt = *table.Allocate(5, DEMI_OPC_PUSH);
+  demi_qresult_t out{};
+  out.qr_ret = 99;
+  EXPECT_FALSE(table.TakeDone(qt, &out));  // pending: nothing changes
+  EXPECT_EQ(out.qr_ret, 99);
+  EXPECT_EQ(table.StateOf(qt), TokenState::kPending);
+  EXPECT_FALSE(table.TakeDone(qt + 1, &out));  // not a token of ours
+  ASSERT_TRUE(table.Complete(qt, MakeResult(DEMI_OPC_PUSH, 7, 1)).ok());
+  ASSERT_TRUE(table.TakeDone(qt, &out));
+  EXPECT_EQ(out.qr_qt, qt);
+  EXPECT_EQ(out.qr_qd, 5);
+  EXPECT_EQ(out.qr_opcode, DEMI_OPC_PUSH);
+  EXPECT_EQ(table.StateOf(qt), TokenState::kInvalid);  // consumed
+  EXPECT_FALSE(table.TakeDone(qt, &out));
+  EXPECT_EQ(table.ready_count(), 0u);
+}
+
 TEST(TokenTableTest, TakeTwiceIsEinval) {
   TokenTable table(2);
   demi_qtoken_t qt = *table.Allocate(3, DEMI_OPC_CONNECT);
