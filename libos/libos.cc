@@ -797,6 +797,10 @@ void LibOS::HandleEstablished(const rdma::CmEvent& event, Queue& queue) {
     return;
   }
   queue.handles = handles_.Add(queue, options_.connection.receive_buffers);
+  if (queue.handles == nullptr) {
+    FailConnection(queue, ENOMEM);  // no room for its popped arrays' handles
+    return;
+  }
 
   const Queue::State was = queue.state;
   queue.state = Queue::State::kConnected;

@@ -163,6 +163,10 @@ absl::Status LibOS::DatagramBind(DatagramQueue& queue, const sockaddr* address,
   const uint32_t count = options.receive_buffers;
   queue.datagrams.Reserve(count);
   queue.handles = handles_.Add(queue, count);
+  if (queue.handles == nullptr) {
+    queue.endpoint.reset();
+    return ErrnoError(ENOMEM, "no room for the socket's receive handles");
+  }
   return absl::OkStatus();
 }
 

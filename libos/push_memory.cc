@@ -48,17 +48,8 @@ absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
   if (free_when_pushed_.contains(sga_buf)) {
     return ErrnoError(EINVAL, "the array was freed (demi_sgafree)");
   }
-  // Popped arrays first: the echo path, and no pool lock taken.
-  ReceiveHandle* handle = handles_.Find(sga_buf);
-  if (handle != nullptr && handle->popped) {
-    buffer.kind = Buffer::Kind::kReceived;
-    buffer.received = handle;
-    buffer.span = handle->owner->HeldBuffer(handle->buffer_index);
-    if (buffer.span.data == nullptr) {
-      return ErrnoError(EIO, "a popped array's buffer is not held");
-    }
-    return buffer;
-  }
+  // demi_sgaalloc buffers first (the pool's check is O(1)), then popped
+  // arrays (also O(1)), then large buffers.
   const auto* pool_buffer = static_cast<const rdma::PoolBuffer*>(sga_buf);
   if (devices_.pool().IsAllocated(pool_buffer)) {
     buffer.kind = Buffer::Kind::kPool;
@@ -68,6 +59,16 @@ absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
                    pool_buffer->keys().rkey,
                    devices_.pool_pd(),
                    /*remote_read=*/true};
+    return buffer;
+  }
+  ReceiveHandle* handle = handles_.Find(sga_buf);
+  if (handle != nullptr && handle->popped) {
+    buffer.kind = Buffer::Kind::kReceived;
+    buffer.received = handle;
+    buffer.span = handle->owner->HeldBuffer(handle->buffer_index);
+    if (buffer.span.data == nullptr) {
+      return ErrnoError(EIO, "a popped array's buffer is not held");
+    }
     return buffer;
   }
   const auto* large = static_cast<const rdma::LargeBuffer*>(sga_buf);

@@ -1,37 +1,95 @@
 #include "libos/receive_handles.h"
 
-#include <utility>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <new>
+
+#include "common/errno_status.h"
+#include "common/logging.h"
 
 namespace demi::libos {
+namespace {
+
+constexpr size_t kReservedBytes =
+    ReceiveHandleTable::kMaxHandles * sizeof(ReceiveHandle);
+
+size_t PageSize() {
+  static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return page;
+}
+
+}  // namespace
+
+ReceiveHandleTable::ReceiveHandleTable() {
+  void* reserved = mmap(nullptr, kReservedBytes, PROT_NONE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reserved == MAP_FAILED) {
+    DEMI_LOG(kError, ErrnoStatus(errno, "receive handles: mmap").message());
+    return;  // every Add fails
+  }
+  base_ = static_cast<ReceiveHandle*>(reserved);
+}
+
+ReceiveHandleTable::~ReceiveHandleTable() {
+  if (base_ != nullptr && munmap(base_, kReservedBytes) != 0) {
+    DEMI_LOG(kError, ErrnoStatus(errno, "receive handles: munmap").message());
+  }
+}
 
 ReceiveHandle* ReceiveHandleTable::Add(ReceiveBufferOwner& owner,
                                        uint32_t count) {
-  auto handles = std::make_unique<ReceiveHandle[]>(count);
-  for (uint32_t i = 0; i < count; ++i) {
-    handles[i].owner = &owner;
-    handles[i].buffer_index = i;
+  if (base_ == nullptr || count == 0) return nullptr;
+  size_t first;
+  auto runs = free_runs_.find(count);
+  if (runs != free_runs_.end() && !runs->second.empty()) {
+    first = runs->second.back();
+    runs->second.pop_back();
+  } else {
+    if (count > kMaxHandles - used_) {
+      DEMI_LOG(kWarning, "receive handles: all ", kMaxHandles, " in use");
+      return nullptr;
+    }
+    const size_t end_bytes = (used_ + count) * sizeof(ReceiveHandle);
+    if (end_bytes > writable_bytes_) {
+      const size_t page = PageSize();
+      const size_t writable =
+          std::min(kReservedBytes, (end_bytes + page - 1) / page * page);
+      if (mprotect(reinterpret_cast<char*>(base_) + writable_bytes_,
+                   writable - writable_bytes_, PROT_READ | PROT_WRITE) != 0) {
+        DEMI_LOG(kError,
+                 ErrnoStatus(errno, "receive handles: mprotect").message());
+        return nullptr;
+      }
+      writable_bytes_ = writable;
+    }
+    first = used_;
+    used_ += count;
   }
-  ReceiveHandle* first = handles.get();
-  const auto begin = reinterpret_cast<uintptr_t>(first);
-  arrays_[begin] =
-      Array{begin + count * sizeof(ReceiveHandle), std::move(handles)};
-  return first;
+  ReceiveHandle* handles = base_ + first;
+  for (uint32_t i = 0; i < count; ++i) {
+    ReceiveHandle* handle = new (handles + i) ReceiveHandle();
+    handle->owner = &owner;
+    handle->buffer_index = i;
+  }
+  arrays_[first] = count;
+  return handles;
 }
 
 void ReceiveHandleTable::Remove(ReceiveHandle* handles) {
-  if (handles != nullptr) arrays_.erase(reinterpret_cast<uintptr_t>(handles));
-}
-
-ReceiveHandle* ReceiveHandleTable::Find(const void* pointer) const {
-  const auto address = reinterpret_cast<uintptr_t>(pointer);
-  auto it = arrays_.upper_bound(address);
-  if (it == arrays_.begin()) return nullptr;
-  --it;
-  if (address >= it->second.end ||
-      (address - it->first) % sizeof(ReceiveHandle) != 0) {
-    return nullptr;
+  if (handles == nullptr || base_ == nullptr) return;
+  const size_t first = static_cast<size_t>(handles - base_);
+  auto array = arrays_.find(first);
+  if (array == arrays_.end()) {
+    DEMI_LOG(kError, "receive handles: removing an array never added");
+    return;
   }
-  return reinterpret_cast<ReceiveHandle*>(address);
+  const uint32_t count = array->second;
+  arrays_.erase(array);
+  for (uint32_t i = 0; i < count; ++i) handles[i] = ReceiveHandle();  // free
+  free_runs_[count].push_back(first);
 }
 
 }  // namespace demi::libos

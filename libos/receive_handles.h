@@ -17,10 +17,11 @@
 #ifndef DEMI_LIBOS_RECEIVE_HANDLES_H_
 #define DEMI_LIBOS_RECEIVE_HANDLES_H_
 
+#include <cstddef>
 #include <cstdint>
-#include <memory>
+#include <vector>
 
-#include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_map.h"
 #include "rdma/rc_connection.h"  // RegisteredSpan
 
 namespace demi::libos {
@@ -47,24 +48,50 @@ struct ReceiveHandle {
   bool free_pending = false;  // freed while pushes read it
 };
 
-// Every queue's handles, found by address.
+// Every queue's handles, found by address in O(1).
+//
+// All handles live in one address range reserved at construction (room for
+// kMaxHandles, mapped PROT_NONE and made read-write as it fills; pages are
+// kept for reuse, never returned). An array is a run of consecutive handles
+// there; a removed array's run is reused by the next Add of the same count.
+// Find() checks the pointer's offset in the range (inside the used part, at
+// a multiple of the handle size) and that its handle belongs to a live array
+// (owner set): it reads nothing a foreign pointer points to.
 class ReceiveHandleTable {
  public:
-  // A new array of `count` handles (indices 0..count-1) for `owner`; owned
-  // by the table, valid until Remove().
+  static constexpr size_t kMaxHandles = size_t{1} << 22;
+
+  ReceiveHandleTable();
+  ~ReceiveHandleTable();
+  ReceiveHandleTable(const ReceiveHandleTable&) = delete;
+  ReceiveHandleTable& operator=(const ReceiveHandleTable&) = delete;
+
+  // A new array of `count` (> 0) handles (indices 0..count-1) for `owner`;
+  // owned by the table, valid until Remove(). Null if the range is full
+  // (kMaxHandles in use) or the memory cannot be mapped.
   ReceiveHandle* Add(ReceiveBufferOwner& owner, uint32_t count);
-  // Forgets (and frees) an array Add() returned; null is ignored.
+  // Forgets an array Add() returned; null is ignored.
   void Remove(ReceiveHandle* handles);
   // The live handle `pointer` points to, or null if it points to none (it
-  // is never dereferenced unless it is one).
-  ReceiveHandle* Find(const void* pointer) const;
+  // is never dereferenced unless it lies in the table's range).
+  ReceiveHandle* Find(const void* pointer) const {
+    const uintptr_t offset = reinterpret_cast<uintptr_t>(pointer) -
+                             reinterpret_cast<uintptr_t>(base_);
+    if (offset >= used_ * sizeof(ReceiveHandle) ||
+        offset % sizeof(ReceiveHandle) != 0) {
+      return nullptr;
+    }
+    ReceiveHandle* handle = base_ + offset / sizeof(ReceiveHandle);
+    return handle->owner != nullptr ? handle : nullptr;
+  }
 
  private:
-  struct Array {
-    uintptr_t end = 0;
-    std::unique_ptr<ReceiveHandle[]> handles;
-  };
-  absl::btree_map<uintptr_t, Array> arrays_;  // by start address
+  ReceiveHandle* base_ = nullptr;  // null if the reservation failed
+  size_t used_ = 0;                // handles placed (live or in free runs)
+  size_t writable_bytes_ = 0;      // bytes made read-write
+  // Live arrays: first handle index -> count; removed runs by count.
+  absl::flat_hash_map<size_t, uint32_t> arrays_;
+  absl::flat_hash_map<uint32_t, std::vector<size_t>> free_runs_;
 };
 
 }  // namespace demi::libos

@@ -33,9 +33,10 @@ TEST(ReceiveHandleTableTest, FindsEveryHandleOfEveryArrayAndNothingElse) {
     EXPECT_EQ(first[i].pushes, 0u);
   }
   for (uint32_t i = 0; i < 3; ++i) EXPECT_EQ(table.Find(&second[i])->owner, &b);
-  // Inside a handle, past the end, before the start, unrelated memory.
+  // Inside a handle, past the end, before the start, unrelated memory. (One
+  // array's end may be the next one's start: that is the next one's.)
   EXPECT_EQ(table.Find(reinterpret_cast<const char*>(&first[2]) + 1), nullptr);
-  EXPECT_EQ(table.Find(&first[8]), nullptr);
+  EXPECT_EQ(table.Find(&second[3]), nullptr);  // past the last array
   EXPECT_EQ(table.Find(reinterpret_cast<const char*>(first) - 1), nullptr);
   int local = 0;
   EXPECT_EQ(table.Find(&local), nullptr);
@@ -46,6 +47,29 @@ TEST(ReceiveHandleTableTest, FindsEveryHandleOfEveryArrayAndNothingElse) {
   EXPECT_EQ(table.Find(second), second);
   table.Remove(second);
   EXPECT_EQ(table.Find(second), nullptr);
+}
+
+TEST(ReceiveHandleTableTest, ARemovedArraysPlaceIsReusedAndItsOldHandlesDie) {
+  ReceiveHandleTable table;
+  FakeOwner a, b;
+  ReceiveHandle* first = table.Add(a, 4);
+  ReceiveHandle* other = table.Add(a, 2);
+  ASSERT_NE(first, nullptr);
+  first[1].popped = true;
+  table.Remove(first);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(table.Find(&first[i]), nullptr);
+  // The same count takes the freed run; its handles start fresh.
+  ReceiveHandle* again = table.Add(b, 4);
+  EXPECT_EQ(again, first);
+  EXPECT_EQ(table.Find(&again[1]), &again[1]);
+  EXPECT_EQ(again[1].owner, &b);
+  EXPECT_FALSE(again[1].popped);
+  // Another count does not (it goes after the used part).
+  ReceiveHandle* bigger = table.Add(b, 5);
+  EXPECT_NE(bigger, first);
+  EXPECT_EQ(table.Find(&bigger[4]), &bigger[4]);
+  EXPECT_EQ(table.Find(&other[1]), &other[1]);
+  EXPECT_EQ(table.Add(b, 0), nullptr);
 }
 
 TEST(ReceiveHandleTableTest, OwnerAnswersThroughTheHandle) {

@@ -18,6 +18,8 @@ namespace demi::rdma {
 namespace {
 
 constexpr size_t kMaxMinChunkBytes = size_t{1} << 30;
+// The largest cap: its descriptors' address range (1/2 of it) must fit.
+constexpr size_t kMaxPoolBytes = size_t{1} << 40;
 constexpr int kMinCapacityLog2 = std::countr_zero(BufferPool::kMinCapacity);
 
 static_assert(std::has_single_bit(BufferPool::kMinCapacity));
@@ -62,7 +64,7 @@ struct BufferPool::Chunk {
   void* memory = nullptr;
   size_t bytes = 0;
   std::unique_ptr<Registration> registration;
-  std::unique_ptr<PoolBuffer[]> buffers;
+  PoolBuffer* buffers = nullptr;  // in the pool's descriptor range
   size_t count = 0;
 };
 
@@ -89,13 +91,37 @@ absl::StatusOr<std::unique_ptr<BufferPool>> BufferPool::Create(
   if (options.max_pool_bytes == 0) {
     return ErrnoError(EINVAL, "buffer pool: max_pool_bytes is 0");
   }
-  return std::unique_ptr<BufferPool>(new BufferPool(registrar, options));
+  if (options.max_pool_bytes > kMaxPoolBytes) {
+    return ErrnoError(EINVAL, absl::StrCat("buffer pool: max_pool_bytes ",
+                                           options.max_pool_bytes,
+                                           " is more than ", kMaxPoolBytes));
+  }
+  // Room for the most descriptors the cap allows (every chunk of the
+  // smallest class), reserved only: pages are made usable chunk by chunk.
+  const size_t page = PageSize();
+  const size_t descriptor_bytes =
+      ((options.max_pool_bytes / kMinCapacity + 1) * sizeof(PoolBuffer) + page -
+       1) /
+      page * page;
+  void* descriptors = mmap(nullptr, descriptor_bytes, PROT_NONE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (descriptors == MAP_FAILED) {
+    absl::Status status = ErrnoStatus(errno, "mmap");
+    return ErrnoError(
+        ENOMEM, absl::StrCat("buffer pool: cannot reserve ", descriptor_bytes,
+                             " bytes for descriptors: ", Describe(status)));
+  }
+  return std::unique_ptr<BufferPool>(new BufferPool(
+      registrar, options, static_cast<char*>(descriptors), descriptor_bytes));
 }
 
-BufferPool::BufferPool(Registrar* registrar, const BufferPoolOptions& options)
+BufferPool::BufferPool(Registrar* registrar, const BufferPoolOptions& options,
+                       char* descriptors, size_t descriptor_bytes)
     : registrar_(registrar),
       options_(options),
-      num_classes_(ClassOf(options.max_buffer_size) + 1) {
+      num_classes_(ClassOf(options.max_buffer_size) + 1),
+      descriptors_(descriptors),
+      descriptor_bytes_(descriptor_bytes) {
   static_assert(ClassOf(kMaxBufferSizeLimit) + 1 == kMaxClasses);
 }
 
@@ -112,6 +138,9 @@ BufferPool::~BufferPool() {
     chunk->registration.reset();
   }
   chunks_.clear();
+  if (munmap(descriptors_, descriptor_bytes_) != 0) {
+    DEMI_LOG(kError, ErrnoStatus(errno, "buffer pool: munmap").message());
+  }
 }
 
 size_t BufferPool::ChunkBytes(size_t size_class) const {
@@ -163,14 +192,16 @@ absl::StatusOr<PoolBuffer*> BufferPool::Allocate(size_t size) {
     return created.status();
   }
   std::unique_ptr<Chunk> chunk = std::move(*created);
-  PoolBuffer* const first = &chunk->buffers[0];
-  PoolBuffer* const last = &chunk->buffers[chunk->count - 1];
+  demi::MutexLock lock(&mu_);
+  absl::StatusOr<PoolBuffer*> placed = PlaceDescriptors(*chunk, size_class);
+  if (!placed.ok()) {
+    reserved_bytes_ -= chunk_bytes;
+    return placed.status();  // the chunk is deregistered and unmapped
+  }
+  PoolBuffer* const first = *placed;
+  PoolBuffer* const last = first + chunk->count - 1;
   first->in_use_ = true;
   first->next_free_ = nullptr;
-
-  demi::MutexLock lock(&mu_);
-  descriptor_ranges_.emplace(reinterpret_cast<uintptr_t>(first),
-                             reinterpret_cast<uintptr_t>(last + 1));
   SizeClass& state = classes_[size_class];
   // Buffers 1..count-1 go ahead of any freed meanwhile by other threads.
   last->next_free_ = state.free_list;
@@ -206,26 +237,50 @@ absl::StatusOr<std::unique_ptr<BufferPool::Chunk>> BufferPool::CreateChunk(
                              "-byte chunk: ", Describe(registration.status())));
   }
   chunk->registration = std::move(*registration);
-  const MemoryKeys keys = chunk->registration->keys();
-
-  const size_t count = bytes / capacity;
-  chunk->buffers.reset(new (std::nothrow) PoolBuffer[count]);
-  if (chunk->buffers == nullptr) {
-    return ErrnoError(ENOMEM, absl::StrCat("buffer pool: cannot allocate ",
-                                           count, " buffer descriptors"));
-  }
-  chunk->count = count;
-  char* const base = static_cast<char*>(memory);
-  for (size_t i = 0; i < count; ++i) {
-    PoolBuffer& buffer = chunk->buffers[i];
-    buffer.data_ = base + i * capacity;
-    buffer.next_free_ = i + 1 < count ? &chunk->buffers[i + 1] : nullptr;
-    buffer.keys_ = keys;
-    buffer.capacity_ = static_cast<uint32_t>(capacity);
-    buffer.size_class_ = static_cast<uint8_t>(size_class);
-    buffer.in_use_ = false;
-  }
+  chunk->count = bytes / capacity;
   return chunk;
+}
+
+absl::StatusOr<PoolBuffer*> BufferPool::PlaceDescriptors(Chunk& chunk,
+                                                         size_t size_class) {
+  const size_t count = chunk.count;
+  const size_t bytes = count * sizeof(PoolBuffer);
+  if (bytes > descriptor_bytes_ - descriptors_used_) {
+    return ErrnoError(ENOMEM, absl::StrCat("buffer pool: no room for ", count,
+                                           " more buffer descriptors"));
+  }
+  const size_t end = descriptors_used_ + bytes;
+  if (end > descriptors_writable_) {
+    const size_t page = PageSize();
+    const size_t writable =
+        std::min(descriptor_bytes_, (end + page - 1) / page * page);
+    if (mprotect(descriptors_ + descriptors_writable_,
+                 writable - descriptors_writable_,
+                 PROT_READ | PROT_WRITE) != 0) {
+      absl::Status status = ErrnoStatus(errno, "mprotect");
+      return ErrnoError(ENOMEM,
+                        absl::StrCat("buffer pool: cannot map descriptors: ",
+                                     Describe(status)));
+    }
+    descriptors_writable_ = writable;
+  }
+  PoolBuffer* const first =
+      reinterpret_cast<PoolBuffer*>(descriptors_ + descriptors_used_);
+  const size_t capacity = ClassCapacity(size_class);
+  const MemoryKeys keys = chunk.registration->keys();
+  char* const base = static_cast<char*>(chunk.memory);
+  for (size_t i = 0; i < count; ++i) {
+    PoolBuffer* buffer = new (first + i) PoolBuffer();
+    buffer->data_ = base + i * capacity;
+    buffer->next_free_ = i + 1 < count ? first + i + 1 : nullptr;
+    buffer->keys_ = keys;
+    buffer->capacity_ = static_cast<uint32_t>(capacity);
+    buffer->size_class_ = static_cast<uint8_t>(size_class);
+    buffer->in_use_ = false;
+  }
+  chunk.buffers = first;
+  descriptors_used_ = end;
+  return first;
 }
 
 absl::Status BufferPool::Free(PoolBuffer* buffer) {
@@ -267,13 +322,11 @@ bool BufferPool::IsAllocated(const PoolBuffer* buffer) const {
 }
 
 bool BufferPool::OwnsLocked(const PoolBuffer* buffer) const {
-  // Only the pointer's value is examined until it is known to be ours.
-  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer);
-  auto range = descriptor_ranges_.upper_bound(address);
-  if (range == descriptor_ranges_.begin()) return false;
-  --range;
-  return address < range->second &&
-         (address - range->first) % sizeof(PoolBuffer) == 0;
+  // Only the pointer's value is examined until it is known to be ours (a
+  // pointer below the range wraps to a large offset).
+  const uintptr_t offset = reinterpret_cast<uintptr_t>(buffer) -
+                           reinterpret_cast<uintptr_t>(descriptors_);
+  return offset < descriptors_used_ && offset % sizeof(PoolBuffer) == 0;
 }
 
 BufferPoolStats BufferPool::Stats() const {
@@ -303,6 +356,7 @@ absl::Status BufferPool::CheckInvariantsLocked() const {
   };
   std::array<SizeClass, kMaxClasses> counted{};
   size_t bytes = 0;
+  size_t descriptors = 0;  // bytes of descriptors of the chunks so far
   for (const std::unique_ptr<Chunk>& chunk : chunks_) {
     if (chunk->count == 0 || chunk->registration == nullptr) {
       return fail("empty or unregistered chunk");
@@ -315,11 +369,10 @@ absl::Status BufferPool::CheckInvariantsLocked() const {
         chunk->count * capacity != chunk->bytes) {
       return fail("chunk of ", chunk->bytes, " bytes for class ", size_class);
     }
-    auto range = descriptor_ranges_.find(reinterpret_cast<uintptr_t>(first));
-    if (range == descriptor_ranges_.end() ||
-        range->second != reinterpret_cast<uintptr_t>(first + chunk->count)) {
-      return fail("chunk descriptors missing from the index");
+    if (reinterpret_cast<const char*>(first) != descriptors_ + descriptors) {
+      return fail("chunk descriptors out of place in the range");
     }
+    descriptors += chunk->count * sizeof(PoolBuffer);
     const MemoryKeys keys = chunk->registration->keys();
     for (size_t i = 0; i < chunk->count; ++i) {
       const PoolBuffer& buffer = chunk->buffers[i];
@@ -335,9 +388,12 @@ absl::Status BufferPool::CheckInvariantsLocked() const {
     counted[size_class].buffers += chunk->count;
     bytes += chunk->bytes;
   }
-  if (descriptor_ranges_.size() != chunks_.size()) {
-    return fail(descriptor_ranges_.size(), " index entries for ",
-                chunks_.size(), " chunks");
+  if (descriptors != descriptors_used_ ||
+      descriptors_used_ > descriptors_writable_ ||
+      descriptors_writable_ > descriptor_bytes_) {
+    return fail(descriptors, " bytes of descriptors in chunks; used ",
+                descriptors_used_, ", writable ", descriptors_writable_,
+                ", reserved ", descriptor_bytes_);
   }
   if (bytes != registered_bytes_ || reserved_bytes_ < registered_bytes_ ||
       reserved_bytes_ > options_.max_pool_bytes) {

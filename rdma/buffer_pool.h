@@ -30,15 +30,17 @@
 // buffers). Chunks are kept for the pool's lifetime: the pool never shrinks.
 //
 // Descriptors. A PoolBuffer is a 32-byte descriptor owned by the pool, one
-// per buffer, preallocated per chunk as an array (host memory, not
-// registered: 50% on top of the 64-byte class, 0.4% of the 8-KiB class). Its
-// address is the handle the libOS stores in demi_sgarray_t::sga_buf, so Free()
-// and Owns() validate a handle before touching it: the pool keeps the
-// descriptor arrays' address ranges in a btree and checks that a handle lies
-// inside one at a multiple of the descriptor size (O(log chunks)); a
-// per-descriptor flag rejects a double free. Free lists are intrusive, linked
-// through the descriptors, so Allocate and Free make no system call and no
-// heap allocation unless a chunk must be created.
+// per buffer, placed per chunk as an array (host memory, not registered: 50%
+// on top of the 64-byte class, 0.4% of the 8-KiB class). Its address is the
+// handle the libOS stores in demi_sgarray_t::sga_buf, so Free() and Owns()
+// validate a handle before touching it. Every descriptor array lives in one
+// address range the pool reserves at Create (max_pool_bytes / 64
+// descriptors' worth, mapped PROT_NONE and made read-write a chunk at a
+// time), one after another: a handle is ours iff it lies in the used part
+// of that range at a multiple of the descriptor size, an O(1) check that
+// reads nothing it points to; a per-descriptor flag rejects a double free. Free
+// lists are intrusive, linked through the descriptors, so Allocate and Free
+// make no system call and no heap allocation unless a chunk must be created.
 //
 // Thread-safety: internally synchronized (one demi::Mutex); every member
 // function may be called from any thread. The lock is held only to pop or
@@ -65,7 +67,6 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
@@ -181,7 +182,8 @@ class BufferPool {
   };
   static constexpr size_t kMaxClasses = 15;  // 64 B .. 1 MiB.
 
-  BufferPool(Registrar* registrar, const BufferPoolOptions& options);
+  BufferPool(Registrar* registrar, const BufferPoolOptions& options,
+             char* descriptors, size_t descriptor_bytes);
 
   static size_t ClassCapacity(size_t size_class) {
     return kMinCapacity << size_class;
@@ -194,6 +196,11 @@ class BufferPool {
 
   bool OwnsLocked(const PoolBuffer* buffer) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Places `count` descriptors for `chunk` after the used ones (making
+  // pages read-write as needed) and fills them in; ENOMEM if the range is
+  // full or mprotect fails.
+  absl::StatusOr<PoolBuffer*> PlaceDescriptors(Chunk& chunk, size_t size_class)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckInvariantsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Registrar* const registrar_;
@@ -203,9 +210,13 @@ class BufferPool {
   mutable demi::Mutex mu_;
   std::array<SizeClass, kMaxClasses> classes_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Chunk>> chunks_ ABSL_GUARDED_BY(mu_);
-  // Descriptor arrays: the address of the first descriptor -> one past the
-  // last.
-  absl::btree_map<uintptr_t, uintptr_t> descriptor_ranges_ ABSL_GUARDED_BY(mu_);
+  // The reserved range of every descriptor (see Descriptors above): its
+  // start and size (fixed at Create), the bytes holding descriptors (in
+  // chunk order) and the bytes made read-write (whole pages).
+  char* const descriptors_;
+  const size_t descriptor_bytes_;
+  size_t descriptors_used_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t descriptors_writable_ ABSL_GUARDED_BY(mu_) = 0;
   size_t registered_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // Of chunks_.
   // registered_bytes_ plus the bytes of chunks being created: the figure
   // checked against the cap.
