@@ -45,7 +45,7 @@ absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
     const void* sga_buf) const {
   Buffer buffer;
   if (sga_buf == nullptr) return buffer;
-  if (free_when_pushed_.contains(sga_buf)) {
+  if (!free_when_pushed_.empty() && free_when_pushed_.contains(sga_buf)) {
     return ErrnoError(EINVAL, "the array was freed (demi_sgafree)");
   }
   // demi_sgaalloc buffers first (the pool's check is O(1)), then popped
@@ -204,7 +204,7 @@ absl::Status PushMemory::Free(void* sga_buf) {
     }
     return absl::OkStatus();
   }
-  if (pushes_reading_.contains(sga_buf)) {
+  if (!pushes_reading_.empty() && pushes_reading_.contains(sga_buf)) {
     free_when_pushed_.insert(sga_buf);  // freed when its pushes complete
     return absl::OkStatus();
   }
