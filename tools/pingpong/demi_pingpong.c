@@ -11,8 +11,8 @@
  * The client prints the median half round trip in microseconds (clock read
  * once per iteration, outside the library). With IDLE (the same on both
  * sides), the client first opens IDLE more connections to the server, which
- * stay open and silent while the ping-pong runs on the last one: what idle
- * connections cost a busy one. */
+ * stay open and silent while the ping-pong runs on the first one: what idle
+ * connections cost a busy one (and, printed, the memory they take). */
 
 #define _POSIX_C_SOURCE 200809L
 
@@ -41,6 +41,19 @@ static void wait_for(demi_qtoken_t qt, demi_opcode_t expected,
   CHECK(qr->qr_opcode == expected);
 }
 
+/* The process's resident and pinned memory, in KiB (/proc/self/status). */
+static void memory_kib(long *rss, long *pinned) {
+  char line[256];
+  FILE *status = fopen("/proc/self/status", "r");
+  *rss = *pinned = -1;
+  if (status == NULL) return;
+  while (fgets(line, sizeof(line), status) != NULL) {
+    sscanf(line, "VmRSS: %ld", rss);
+    sscanf(line, "VmPin: %ld", pinned);
+  }
+  fclose(status);
+}
+
 static int compare(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
@@ -63,12 +76,15 @@ static int server(const struct sockaddr_in *address, long iterations,
   CHECK(demi_bind(listener, (const struct sockaddr *)address,
                   sizeof(*address)) == 0);
   CHECK(demi_listen(listener, 16) == 0);
-  /* The client connects one at a time, the busy connection last. */
+  /* The client connects one at a time, the busy connection first. */
   for (long c = 0; c <= idle; ++c) {
     CHECK(demi_accept(&qt, listener) == 0);
     wait_for(qt, DEMI_OPC_ACCEPT, &qr);
-    if (c < idle) idle_qds[c] = qr.qr_value.ares.qd;
-    qd = qr.qr_value.ares.qd;
+    if (c == 0) {
+      qd = qr.qr_value.ares.qd;
+    } else {
+      idle_qds[c - 1] = qr.qr_value.ares.qd;
+    }
   }
   for (long i = 0; i < iterations; ++i) {
     demi_sgarray_t sga;
@@ -116,8 +132,18 @@ static int client(const struct sockaddr_in *address, long iterations,
   double *samples = calloc((size_t)iterations, sizeof(double));
   int *idle_qds = calloc((size_t)idle + 1, sizeof(int));
   CHECK(samples != NULL && idle_qds != NULL);
-  for (long c = 0; c < idle; ++c) idle_qds[c] = connect_to(address);
+  long rss_before, pinned_before, rss_after, pinned_after;
   const int qd = connect_to(address);
+  memory_kib(&rss_before, &pinned_before);
+  for (long c = 0; c < idle; ++c) idle_qds[c] = connect_to(address);
+  memory_kib(&rss_after, &pinned_after);
+  if (idle > 0) {
+    printf(
+        "demi_pingpong: %ld idle connections took %ld KiB resident (%ld "
+        "KiB pinned), %ld KiB each\n",
+        idle, rss_after - rss_before, pinned_after - pinned_before,
+        (rss_after - rss_before) / idle);
+  }
   for (long i = 0; i < iterations; ++i) {
     double start = now_us();
     demi_sgarray_t sga = demi_sgaalloc(size);
