@@ -154,7 +154,9 @@ PeerRow RunRstream(const PeerCell& cell, const PeerSettings& settings,
   } else if (cell.workload == "msgrate") {
     row.value = 1.0 / figures->usec_per_transfer;  // per microsecond = M/s
   } else {
-    row.value = figures->gbit_per_s * 1e9 / 8 / (1 << 20);
+    // Bytes per transfer time (its Gb/sec has two decimals: 0.00 at 64 B).
+    row.value = static_cast<double>(cell.size) / figures->usec_per_transfer *
+                1e6 / (1 << 20);
   }
   return row;
 }

@@ -188,8 +188,9 @@ std::string PeerSection(const std::vector<Row>& rows, const RunInfo& info,
   std::string out =
       "\nPeers, same run and device: each figure in its workload's unit, "
       "with its ratio to the same perftest figure as demi's (library "
-      "memory). rstream's latency is its mean, its bandwidth counts both "
-      "directions of its exchange.\n";
+      "memory). rstream's latency is its mean; its rate and bandwidth come "
+      "from its "
+      "time per transfer.\n";
   absl::StrAppend(
       &out, absl::StrFormat("%-10s %9s | %7s", "workload", "size", "demi"));
   for (const std::string& tool : tools) {
