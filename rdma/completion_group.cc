@@ -120,7 +120,7 @@ absl::StatusOr<CompletionGroup::Attachment> CompletionGroup::Attach(
 void CompletionGroup::Detach(uint32_t index) {
   Slot& slot = slots_[index];
   Queue* queue = slot.queue;
-  queue->reserved -= slot.entries;
+  queue->draining += slot.entries;  // released once the queue is drained
   --queue->endpoints;
   slot.handler = nullptr;
   slot.queue = nullptr;
@@ -172,7 +172,12 @@ int CompletionGroup::PollQueue(Queue& queue) {
       Schedule(index);
       ++delivered;
     }
-    if (*n < kPollBatch) return delivered;
+    if (*n < kPollBatch) {
+      // Empty: nothing of a detached endpoint is left in it.
+      queue.reserved -= queue.draining;
+      queue.draining = 0;
+      return delivered;
+    }
   }
 }
 

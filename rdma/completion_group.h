@@ -17,10 +17,10 @@
 //
 // Capacity. A queue never overflows: each endpoint reserves the completions
 // it can have outstanding (its send plus receive queue depth) on one queue,
-// and the reservations on a queue stay within three quarters of its size,
-// the rest left for completions of endpoints destroyed before they were
-// polled. A queue whose last endpoint detached is destroyed, except the
-// first.
+// and keeps the reservation after it detaches until a poll has emptied the
+// queue (its queue pair is destroyed by then, so whatever it left there is
+// drained). Reservations stay within three quarters of a queue's size. A
+// queue whose last endpoint detached is destroyed, except the first.
 //
 // After-poll step. Poll() first delivers every completion it finds
 // (CompletionHandler::OnWorkCompletion), then calls AfterPoll() once for
@@ -126,7 +126,11 @@ class CompletionGroup {
  private:
   struct Queue {
     CompletionQueue cq;
-    uint32_t reserved = 0;  // entries reserved by attached endpoints
+    // Entries reserved by attached endpoints, and by detached ones whose
+    // completions may still be in the queue (`draining` of them: released
+    // by the next poll that empties the queue).
+    uint32_t reserved = 0;
+    uint32_t draining = 0;
     uint32_t endpoints = 0;
   };
   struct Slot {

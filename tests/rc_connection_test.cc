@@ -699,6 +699,21 @@ TEST(RcConnectionTest, SharedQueuesRouteEachConnectionsCompletions) {
   pairs.resize(3);
   EXPECT_EQ((*group)->endpoint_count(), 6u);
   EXPECT_EQ((*group)->queue_count(), 2u);
+
+  // A detached connection's room is kept until a poll drains its queue
+  // (what it left there must fit): queue 2 keeps pair 1's server, and pair
+  // 2's room, so a new pair before any poll gets a queue of its own...
+  pairs.resize(2);
+  EXPECT_EQ((*group)->queue_count(), 2u);
+  pairs.push_back(std::make_unique<Pair>());
+  ASSERT_TRUE(ConnectPair(*pairs.back(), options).ok());
+  EXPECT_EQ((*group)->queue_count(), 3u);
+  // ...and after a poll the freed room takes the next one.
+  (*group)->Poll();
+  pairs.push_back(std::make_unique<Pair>());
+  ASSERT_TRUE(ConnectPair(*pairs.back(), options).ok());
+  EXPECT_EQ((*group)->queue_count(), 3u);
+  EXPECT_EQ((*group)->endpoint_count(), 8u);
 }
 
 // A completion left in a shared queue by a connection destroyed before the
