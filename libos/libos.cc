@@ -677,10 +677,7 @@ void LibOS::HandleEvent(rdma::CmEvent event) {
   if (event.type() == RDMA_CM_EVENT_CONNECT_REQUEST) {
     Queue* listener = queues_.Find(QdOf(event.listen_id()));
     if (listener == nullptr || listener->state != Queue::State::kListening) {
-      rdma_cm_id* id = event.id();
-      { rdma::CmEvent acknowledged = std::move(event); }
-      rdma::CmId rejected = rdma::CmId::Adopt(id);
-      (void)rejected.Reject(nullptr, 0);
+      rdma::CmId::RejectRequest(std::move(event));
       return;
     }
     HandleConnectRequest(std::move(event), *listener);
@@ -768,9 +765,7 @@ void LibOS::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
   absl::StatusOr<int> qd = queues_.Insert(std::make_unique<Queue>());
   if (!qd.ok()) {
     DEMI_LOG(kWarning, "refused a connection: ", qd.status().message());
-    { rdma::CmEvent acknowledged = std::move(event); }
-    rdma::CmId rejected = rdma::CmId::Adopt(id);
-    (void)rejected.Reject(nullptr, 0);
+    rdma::CmId::RejectRequest(std::move(event));
     return;
   }
   Queue& queue = *queues_.Find(*qd);

@@ -369,10 +369,7 @@ void LibOS::HandleDatagramEvent(rdma::CmEvent event) {
     // A peer resolving one of our sockets.
     DatagramQueue* queue = datagram_queues_.Find(QdOf(event.listen_id()));
     if (queue == nullptr || queue->endpoint == nullptr) {
-      rdma_cm_id* id = event.id();
-      { rdma::CmEvent acknowledged = std::move(event); }
-      rdma::CmId refused = rdma::CmId::Adopt(id);
-      (void)refused.Reject(nullptr, 0);
+      rdma::CmId::RejectRequest(std::move(event));
       return;
     }
     absl::Status accepted = queue->endpoint->AcceptResolution(std::move(event));

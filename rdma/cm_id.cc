@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "common/errno_status.h"
 
@@ -73,6 +74,13 @@ absl::Status CmId::Accept(const rdma_conn_param& param) {
 
 absl::Status CmId::Reject(const void* private_data, uint8_t length) {
   return CheckCm(rdma_reject(id_.get(), private_data, length), "rdma_reject");
+}
+
+void CmId::RejectRequest(CmEvent request) {
+  rdma_cm_id* id = request.id();
+  { CmEvent acknowledged = std::move(request); }
+  CmId rejected = Adopt(id);
+  (void)rejected.Reject(nullptr, 0);
 }
 
 absl::Status CmId::Disconnect() {

@@ -41,6 +41,12 @@ class CmId {
   // Takes ownership of an id rdma_cm created (a CONNECT_REQUEST's new id).
   static CmId Adopt(rdma_cm_id* id) { return CmId(id); }
 
+  // Refuses a CONNECT_REQUEST nobody will accept: acknowledges the event,
+  // then rejects and destroys its new id (in that order: destroying an id
+  // waits until its events are acknowledged). Failures are ignored: the
+  // peer sees a reject or a timeout either way.
+  static void RejectRequest(CmEvent request);
+
   rdma_cm_id* get() const { return id_.get(); }
   ibv_context* verbs() const { return id_->verbs; }
   ibv_qp* qp() const { return id_->qp; }
