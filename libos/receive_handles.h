@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "common/reserved_range.h"
 #include "rdma/rc_connection.h"  // RegisteredSpan
 
 namespace demi::libos {
@@ -62,7 +63,6 @@ class ReceiveHandleTable {
   static constexpr size_t kMaxHandles = size_t{1} << 22;
 
   ReceiveHandleTable();
-  ~ReceiveHandleTable();
   ReceiveHandleTable(const ReceiveHandleTable&) = delete;
   ReceiveHandleTable& operator=(const ReceiveHandleTable&) = delete;
 
@@ -76,19 +76,22 @@ class ReceiveHandleTable {
   // is never dereferenced unless it lies in the table's range).
   ReceiveHandle* Find(const void* pointer) const {
     const uintptr_t offset = reinterpret_cast<uintptr_t>(pointer) -
-                             reinterpret_cast<uintptr_t>(base_);
+                             reinterpret_cast<uintptr_t>(range_.base());
     if (offset >= used_ * sizeof(ReceiveHandle) ||
         offset % sizeof(ReceiveHandle) != 0) {
       return nullptr;
     }
-    ReceiveHandle* handle = base_ + offset / sizeof(ReceiveHandle);
+    ReceiveHandle* handle = base() + offset / sizeof(ReceiveHandle);
     return handle->owner != nullptr ? handle : nullptr;
   }
 
  private:
-  ReceiveHandle* base_ = nullptr;  // null if the reservation failed
-  size_t used_ = 0;                // handles placed (live or in free runs)
-  size_t writable_bytes_ = 0;      // bytes made read-write
+  ReceiveHandle* base() const {
+    return reinterpret_cast<ReceiveHandle*>(range_.base());
+  }
+
+  ReservedRange range_;  // empty (base null) if the reservation failed
+  size_t used_ = 0;      // handles placed (live or in free runs)
   // Live arrays: first handle index -> count; removed runs by count.
   absl::flat_hash_map<size_t, uint32_t> arrays_;
   absl::flat_hash_map<uint32_t, std::vector<size_t>> free_runs_;

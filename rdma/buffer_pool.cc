@@ -98,30 +98,22 @@ absl::StatusOr<std::unique_ptr<BufferPool>> BufferPool::Create(
   }
   // Room for the most descriptors the cap allows (every chunk of the
   // smallest class), reserved only: pages are made usable chunk by chunk.
-  const size_t page = PageSize();
-  const size_t descriptor_bytes =
-      ((options.max_pool_bytes / kMinCapacity + 1) * sizeof(PoolBuffer) + page -
-       1) /
-      page * page;
-  void* descriptors = mmap(nullptr, descriptor_bytes, PROT_NONE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (descriptors == MAP_FAILED) {
-    absl::Status status = ErrnoStatus(errno, "mmap");
-    return ErrnoError(
-        ENOMEM, absl::StrCat("buffer pool: cannot reserve ", descriptor_bytes,
-                             " bytes for descriptors: ", Describe(status)));
+  absl::StatusOr<ReservedRange> descriptors = ReservedRange::Reserve(
+      (options.max_pool_bytes / kMinCapacity + 1) * sizeof(PoolBuffer));
+  if (!descriptors.ok()) {
+    return ErrnoError(ENOMEM, absl::StrCat("buffer pool: descriptors: ",
+                                           Describe(descriptors.status())));
   }
-  return std::unique_ptr<BufferPool>(new BufferPool(
-      registrar, options, static_cast<char*>(descriptors), descriptor_bytes));
+  return std::unique_ptr<BufferPool>(
+      new BufferPool(registrar, options, *std::move(descriptors)));
 }
 
 BufferPool::BufferPool(Registrar* registrar, const BufferPoolOptions& options,
-                       char* descriptors, size_t descriptor_bytes)
+                       ReservedRange descriptors)
     : registrar_(registrar),
       options_(options),
       num_classes_(ClassOf(options.max_buffer_size) + 1),
-      descriptors_(descriptors),
-      descriptor_bytes_(descriptor_bytes) {
+      descriptors_(std::move(descriptors)) {
   static_assert(ClassOf(kMaxBufferSizeLimit) + 1 == kMaxClasses);
 }
 
@@ -138,9 +130,6 @@ BufferPool::~BufferPool() {
     chunk->registration.reset();
   }
   chunks_.clear();
-  if (munmap(descriptors_, descriptor_bytes_) != 0) {
-    DEMI_LOG(kError, ErrnoStatus(errno, "buffer pool: munmap").message());
-  }
 }
 
 size_t BufferPool::ChunkBytes(size_t size_class) const {
@@ -245,27 +234,18 @@ absl::StatusOr<PoolBuffer*> BufferPool::PlaceDescriptors(Chunk& chunk,
                                                          size_t size_class) {
   const size_t count = chunk.count;
   const size_t bytes = count * sizeof(PoolBuffer);
-  if (bytes > descriptor_bytes_ - descriptors_used_) {
+  if (bytes > descriptors_.size() - descriptors_used_) {
     return ErrnoError(ENOMEM, absl::StrCat("buffer pool: no room for ", count,
                                            " more buffer descriptors"));
   }
   const size_t end = descriptors_used_ + bytes;
-  if (end > descriptors_writable_) {
-    const size_t page = PageSize();
-    const size_t writable =
-        std::min(descriptor_bytes_, (end + page - 1) / page * page);
-    if (mprotect(descriptors_ + descriptors_writable_,
-                 writable - descriptors_writable_,
-                 PROT_READ | PROT_WRITE) != 0) {
-      absl::Status status = ErrnoStatus(errno, "mprotect");
-      return ErrnoError(ENOMEM,
-                        absl::StrCat("buffer pool: cannot map descriptors: ",
-                                     Describe(status)));
-    }
-    descriptors_writable_ = writable;
+  if (absl::Status grown = descriptors_.Grow(end); !grown.ok()) {
+    return ErrnoError(
+        ENOMEM,
+        absl::StrCat("buffer pool: cannot map descriptors: ", Describe(grown)));
   }
   PoolBuffer* const first =
-      reinterpret_cast<PoolBuffer*>(descriptors_ + descriptors_used_);
+      reinterpret_cast<PoolBuffer*>(descriptors_.base() + descriptors_used_);
   const size_t capacity = ClassCapacity(size_class);
   const MemoryKeys keys = chunk.registration->keys();
   char* const base = static_cast<char*>(chunk.memory);
@@ -325,7 +305,7 @@ bool BufferPool::OwnsLocked(const PoolBuffer* buffer) const {
   // Only the pointer's value is examined until it is known to be ours (a
   // pointer below the range wraps to a large offset).
   const uintptr_t offset = reinterpret_cast<uintptr_t>(buffer) -
-                           reinterpret_cast<uintptr_t>(descriptors_);
+                           reinterpret_cast<uintptr_t>(descriptors_.base());
   return offset < descriptors_used_ && offset % sizeof(PoolBuffer) == 0;
 }
 
@@ -369,7 +349,8 @@ absl::Status BufferPool::CheckInvariantsLocked() const {
         chunk->count * capacity != chunk->bytes) {
       return fail("chunk of ", chunk->bytes, " bytes for class ", size_class);
     }
-    if (reinterpret_cast<const char*>(first) != descriptors_ + descriptors) {
+    if (reinterpret_cast<const char*>(first) !=
+        descriptors_.base() + descriptors) {
       return fail("chunk descriptors out of place in the range");
     }
     descriptors += chunk->count * sizeof(PoolBuffer);
@@ -389,11 +370,9 @@ absl::Status BufferPool::CheckInvariantsLocked() const {
     bytes += chunk->bytes;
   }
   if (descriptors != descriptors_used_ ||
-      descriptors_used_ > descriptors_writable_ ||
-      descriptors_writable_ > descriptor_bytes_) {
+      descriptors_used_ > descriptors_.writable()) {
     return fail(descriptors, " bytes of descriptors in chunks; used ",
-                descriptors_used_, ", writable ", descriptors_writable_,
-                ", reserved ", descriptor_bytes_);
+                descriptors_used_, ", writable ", descriptors_.writable());
   }
   if (bytes != registered_bytes_ || reserved_bytes_ < registered_bytes_ ||
       reserved_bytes_ > options_.max_pool_bytes) {

@@ -70,6 +70,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
+#include "common/reserved_range.h"
 #include "rdma/registrar.h"
 
 namespace demi::rdma {
@@ -183,7 +184,7 @@ class BufferPool {
   static constexpr size_t kMaxClasses = 15;  // 64 B .. 1 MiB.
 
   BufferPool(Registrar* registrar, const BufferPoolOptions& options,
-             char* descriptors, size_t descriptor_bytes);
+             ReservedRange descriptors);
 
   static size_t ClassCapacity(size_t size_class) {
     return kMinCapacity << size_class;
@@ -210,13 +211,10 @@ class BufferPool {
   mutable demi::Mutex mu_;
   std::array<SizeClass, kMaxClasses> classes_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Chunk>> chunks_ ABSL_GUARDED_BY(mu_);
-  // The reserved range of every descriptor (see Descriptors above): its
-  // start and size (fixed at Create), the bytes holding descriptors (in
-  // chunk order) and the bytes made read-write (whole pages).
-  char* const descriptors_;
-  const size_t descriptor_bytes_;
+  // The range of every descriptor (see Descriptors above; reserved at
+  // Create), and the bytes of it holding descriptors, in chunk order.
+  ReservedRange descriptors_ ABSL_GUARDED_BY(mu_);
   size_t descriptors_used_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t descriptors_writable_ ABSL_GUARDED_BY(mu_) = 0;
   size_t registered_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // Of chunks_.
   // registered_bytes_ plus the bytes of chunks being created: the figure
   // checked against the cap.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -74,6 +75,27 @@ void SetUcxEnvironment(const std::string& device) {
   setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 0);
 }
 
+// Runs `command` (once per `key`) and reads the client's output with
+// `parse`; on failure `row` gets the reason and the result is empty.
+template <typename Figures>
+std::optional<Figures> Measure(
+    const std::string& key, const PairCommand& command,
+    const PeerSettings& settings, RunCache& cache,
+    absl::StatusOr<Figures> (*parse)(absl::string_view), PeerRow& row) {
+  absl::StatusOr<PerftestOutputs> outputs =
+      RunOnce(key, command, settings.timeout, cache);
+  if (!outputs.ok()) {
+    row.reason = std::string(outputs.status().message());
+    return std::nullopt;
+  }
+  absl::StatusOr<Figures> figures = parse(outputs->client);
+  if (!figures.ok()) {
+    row.reason = std::string(figures.status().message());
+    return std::nullopt;
+  }
+  return *figures;
+}
+
 PeerRow RunUcx(const std::string& api, const PeerCell& cell,
                const PeerSettings& settings, uint16_t port, RunCache& cache) {
   PeerRow row = RowFor(absl::StrCat("ucx ", api), cell);
@@ -93,18 +115,10 @@ PeerRow RunUcx(const std::string& api, const PeerCell& cell,
       "-n",           absl::StrCat(n),
       "-w",           absl::StrCat(std::max<uint64_t>(n / 10, 10))};
   command.listen_port = port;
-  absl::StatusOr<PerftestOutputs> outputs =
-      RunOnce(absl::StrCat("ucx ", test, " ", cell.size), command,
-              settings.timeout, cache);
-  if (!outputs.ok()) {
-    row.reason = std::string(outputs.status().message());
-    return row;
-  }
-  absl::StatusOr<UcxFigures> figures = ParseUcxPerftest(outputs->client);
-  if (!figures.ok()) {
-    row.reason = std::string(figures.status().message());
-    return row;
-  }
+  std::optional<UcxFigures> figures =
+      Measure(absl::StrCat("ucx ", test, " ", cell.size), command, settings,
+              cache, &ParseUcxPerftest, row);
+  if (!figures) return row;
   if (latency) {
     row.value = figures->median_us;
   } else if (cell.workload == "msgrate") {
@@ -137,18 +151,10 @@ PeerRow RunRstream(const PeerCell& cell, const PeerSettings& settings,
   command.client = command.server;
   command.client.push_back("-s");
   command.client.push_back(settings.rdma_address);
-  absl::StatusOr<PerftestOutputs> outputs = RunOnce(
+  std::optional<RstreamFigures> figures = Measure(
       absl::StrCat("rstream ", latency ? "latency " : "stream ", cell.size),
-      command, settings.timeout, cache);
-  if (!outputs.ok()) {
-    row.reason = std::string(outputs.status().message());
-    return row;
-  }
-  absl::StatusOr<RstreamFigures> figures = ParseRstream(outputs->client);
-  if (!figures.ok()) {
-    row.reason = std::string(figures.status().message());
-    return row;
-  }
+      command, settings, cache, &ParseRstream, row);
+  if (!figures) return row;
   if (latency) {
     row.value = figures->usec_per_transfer;
   } else if (cell.workload == "msgrate") {
