@@ -58,7 +58,7 @@ absl::Status ErrnoStatus(int errnum, absl::string_view what) {
   return ErrnoError(errnum, absl::StrCat(what, ": ", text));
 }
 
-int ErrnoFromStatus(const absl::Status& status) {
+int ErrnoFromError(const absl::Status& status) {
   if (status.ok()) return 0;
   auto payload = status.GetPayload(kErrnoPayloadUrl);
   int errnum = 0;

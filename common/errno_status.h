@@ -25,7 +25,11 @@ absl::Status ErrnoError(int errnum, absl::string_view message);
 
 // Returns 0 for an OK status, the errno carried by `status` if it has one, and
 // otherwise a positive errno chosen from its canonical code (EIO at worst).
-int ErrnoFromStatus(const absl::Status& status);
+// Inline for the OK case, which every successful API call takes.
+int ErrnoFromError(const absl::Status& status);  // the non-OK case
+inline int ErrnoFromStatus(const absl::Status& status) {
+  return status.ok() ? 0 : ErrnoFromError(status);
+}
 
 }  // namespace demi
 

@@ -384,10 +384,8 @@ absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
 
 void LibOS::CompletePushAtPost(demi_qtoken_t qt, const PushRecord& record) {
   memory_->Unmap(record);
-  demi_qresult_t result{};
-  result.qr_opcode = DEMI_OPC_PUSH;
-  result.qr_value.sga = record.sga;
-  (void)tokens_.Complete(qt, result);
+  demi_qresult_t* result = tokens_.CompleteInPlace(qt, DEMI_OPC_PUSH);
+  if (result != nullptr) CopyArray(record.sga, &result->qr_value.sga);
 }
 
 void LibOS::FinishPush(demi_qtoken_t qt, demi_qresult_t result) {
@@ -427,23 +425,24 @@ absl::StatusOr<demi_qtoken_t> LibOS::Pop(int qd) {
 
 void LibOS::CompletePop(Queue& queue, demi_qtoken_t qt,
                         const rdma::ReceivedMessage* message) {
-  demi_qresult_t result{};
-  result.qr_opcode = DEMI_OPC_POP;
-  demi_sgarray_t& sga = result.qr_value.sga;
+  demi_qresult_t* result = tokens_.CompleteInPlace(qt, DEMI_OPC_POP);
+  if (result == nullptr) return;
+  demi_sgarray_t& sga = result->qr_value.sga;
   sga.sga_addr = queue.peer;
-  if (message != nullptr) {  // nullptr: end of stream, zero segments
-    ReceiveHandle& handle = queue.handles[message->buffer_index];
-    handle.popped = true;
-    ++queue.held;
-    sga.sga_buf = &handle;
-    sga.sga_numsegs = message->num_segments;
-    for (uint32_t i = 0; i < message->num_segments; ++i) {
-      sga.sga_segs[i].sgaseg_buf =
-          const_cast<uint8_t*>(message->segment_data[i]);
-      sga.sga_segs[i].sgaseg_len = message->segment_lengths[i];
-    }
+  if (message == nullptr) {  // end of stream: zero segments
+    sga.sga_buf = nullptr;
+    sga.sga_numsegs = 0;
+    return;
   }
-  (void)tokens_.Complete(qt, result);
+  ReceiveHandle& handle = queue.handles[message->buffer_index];
+  handle.popped = true;
+  ++queue.held;
+  sga.sga_buf = &handle;
+  sga.sga_numsegs = message->num_segments;
+  for (uint32_t i = 0; i < message->num_segments; ++i) {
+    sga.sga_segs[i].sgaseg_buf = const_cast<uint8_t*>(message->segment_data[i]);
+    sga.sga_segs[i].sgaseg_len = message->segment_lengths[i];
+  }
 }
 
 void LibOS::CompleteAccept(demi_qtoken_t qt, const Queue& accepted) {
@@ -609,7 +608,7 @@ void LibOS::Retire(std::unique_ptr<Queue> queue) {
   ReapRetired();
 }
 
-void LibOS::ReapRetired() {
+void LibOS::ReapRetiredQueues() {
   for (size_t i = 0; i < retired_.size();) {
     Queue& queue = *retired_[i];
     bool busy =

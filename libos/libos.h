@@ -152,7 +152,11 @@ class LibOS {
   void CancelPending(Queue& queue, int errnum)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Retire(std::unique_ptr<Queue> queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReapRetired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Destroys the retired queues that are done (inline: usually none).
+  void ReapRetired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!retired_.empty()) ReapRetiredQueues();
+  }
+  void ReapRetiredQueues() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The end of every push, whatever its queue: its memory is released
   // (PushMemory::Finished) and its token completes with `result`'s opcode
   // and errno and the pushed array.
@@ -211,7 +215,11 @@ class LibOS {
   void PollDatagramQueue(DatagramQueue& queue)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Polls every datagram socket and the datagram rdma_cm channel.
-  void ProgressDatagrams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // (Inline: nothing to do before the first datagram socket.)
+  void ProgressDatagrams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (datagram_channel_.has_value()) ProgressDatagramSockets();
+  }
+  void ProgressDatagramSockets() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleDatagramEvent(rdma::CmEvent event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues `pending` behind the route of `key`, starting its resolution if
@@ -236,7 +244,10 @@ class LibOS {
   void CompleteDatagramPop(DatagramQueue& queue, demi_qtoken_t qt,
                            const rdma::ReceivedDatagram& datagram)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReapDatagramQueues() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReapDatagramQueues() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!datagram_retired_.empty()) ReapRetiredDatagramQueues();
+  }
+  void ReapRetiredDatagramQueues() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Declared last, so destroyed first: sockets (their queue pairs) before
   // routes (the address handles their sends used) before the channel.

@@ -584,7 +584,7 @@ absl::Status LibOS::DatagramClose(int qd) {
   return absl::OkStatus();
 }
 
-void LibOS::ReapDatagramQueues() {
+void LibOS::ReapRetiredDatagramQueues() {
   for (size_t i = 0; i < datagram_retired_.size();) {
     DatagramQueue& queue = *datagram_retired_[i];
     if (queue.held > 0 ||
@@ -614,8 +614,7 @@ void LibOS::PollDatagramQueue(DatagramQueue& queue) {
   }
 }
 
-void LibOS::ProgressDatagrams() {
-  if (!datagram_channel_.has_value()) return;  // no datagram socket yet
+void LibOS::ProgressDatagramSockets() {
   datagram_queues_.ForEach([this](int, DatagramQueue& queue)
                                ABSL_NO_THREAD_SAFETY_ANALYSIS {
                                  PollDatagramQueue(queue);  // under mu_

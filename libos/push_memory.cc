@@ -91,7 +91,7 @@ absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,
                              ibv_pd* pd, bool remote_read,
                              rdma::Segment* segments,
                              PushRecord* record) const {
-  record->sga = sga;
+  CopyArray(sga, &record->sga);
   record->library_buffer =
       buffer.kind == Buffer::Kind::kPool || buffer.kind == Buffer::Kind::kLarge
           ? sga.sga_buf

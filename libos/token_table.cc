@@ -89,14 +89,22 @@ absl::StatusOr<demi_qtoken_t> TokenTable::Allocate(int qd,
 
 absl::Status TokenTable::Complete(demi_qtoken_t qt,
                                   const demi_qresult_t& result) {
+  demi_qresult_t* slot = CompleteInPlace(qt, result.qr_opcode);
+  if (slot == nullptr) return InvalidToken();
+  slot->qr_ret = result.qr_ret;
+  slot->qr_value = result.qr_value;
+  return absl::OkStatus();
+}
+
+demi_qresult_t* TokenTable::CompleteInPlace(demi_qtoken_t qt,
+                                            demi_opcode_t opcode) {
   Slot* slot = Find(qt);
-  if (slot == nullptr || slot->state != Slot::State::kPending) {
-    return InvalidToken();
-  }
+  if (slot == nullptr || slot->state != Slot::State::kPending) return nullptr;
   const uint32_t index = TokenIndex(qt);
-  slot->result = result;
+  slot->result.qr_opcode = opcode;
   slot->result.qr_qt = qt;
   slot->result.qr_qd = slot->qd;
+  slot->result.qr_ret = 0;
   slot->state = Slot::State::kDone;
   --pending_count_;
 
@@ -110,7 +118,7 @@ absl::Status TokenTable::Complete(demi_qtoken_t qt,
   }
   ready_tail_ = index;
   ++ready_count_;
-  return absl::OkStatus();
+  return &slot->result;
 }
 
 absl::Status TokenTable::Fail(demi_qtoken_t qt, int errnum) {

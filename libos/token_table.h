@@ -92,6 +92,14 @@ class TokenTable {
   // the table is then unchanged, so a first result is never overwritten.
   absl::Status Complete(demi_qtoken_t qt, const demi_qresult_t& result);
 
+  // Complete() without a result to copy: completes the pending `qt` with
+  // qr_opcode `opcode` and qr_ret 0, and returns its result for the caller
+  // to fill qr_value in place (valid until the token is taken, which the
+  // caller's lock keeps from happening meanwhile). Null if `qt` is not
+  // pending. The hot path's way: a pop's array is written once, where the
+  // waiter copies it from.
+  demi_qresult_t* CompleteInPlace(demi_qtoken_t qt, demi_opcode_t opcode);
+
   // Completes `qt` as failed: qr_opcode DEMI_OPC_FAILED, qr_ret `errnum`
   // (a positive errno such as ECANCELED or ECONNRESET), qr_value zeroed.
   // Same errors as Complete().

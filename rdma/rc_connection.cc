@@ -456,9 +456,13 @@ ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
   uint64_t total = 0;
   for (uint32_t i = 0; i < num_segments; ++i) {
     header.segment_lengths[i] = segments[i].length;
-    header.remote[i] = {reinterpret_cast<uintptr_t>(segments[i].data),
-                        segments[i].rkey};
     total += segments[i].length;
+  }
+  if (kind == Kind::kRendezvous) {
+    for (uint32_t i = 0; i < num_segments; ++i) {
+      header.remote[i] = {reinterpret_cast<uintptr_t>(segments[i].data),
+                          segments[i].rkey};
+    }
   }
   size_t header_size = wire::EncodeHeader(header, header_slot);
   // A rendezvous announcement carries no payload: only the header slot.
@@ -805,12 +809,13 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
   }
   const uint8_t* buffer =
       receive_memory_.get() + static_cast<size_t>(index) * receive_buffer_size_;
-  absl::StatusOr<wire::MessageHeader> header =
-      wire::DecodeHeader(buffer, wc.byte_len);
-  if (!header.ok()) {
-    Fail(header.status());
+  wire::MessageHeader decoded;
+  if (absl::Status status = wire::DecodeHeader(buffer, wc.byte_len, &decoded);
+      !status.ok()) {
+    Fail(status);
     return;
   }
+  const wire::MessageHeader* header = &decoded;
   if (!credits_->OnMessageReceived(header->credits_returned)) {
     Fail(ErrnoError(EPROTO, "peer broke the credit protocol"));
     return;

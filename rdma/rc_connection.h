@@ -141,14 +141,16 @@ struct RcConnectionOptions {
 };
 
 // A part of an outgoing message, in memory registered in the connection's
-// protection domain (lkey).
+// protection domain (lkey). An aggregate without default values, so that an
+// array of them on the push path costs nothing to declare: `Segment{...}`
+// zeroes what it does not name.
 struct Segment {
-  const void* data = nullptr;
-  uint32_t length = 0;
-  uint32_t lkey = 0;
+  const void* data;
+  uint32_t length;
+  uint32_t lkey;
   // For rendezvous: the peer reads the segment with this key (the memory must
   // be registered with IBV_ACCESS_REMOTE_READ).
-  uint32_t rkey = 0;
+  uint32_t rkey;
 };
 
 // Registered memory: where it lies, its keys, and the protection domain

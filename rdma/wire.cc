@@ -116,8 +116,8 @@ size_t EncodeHeader(const MessageHeader& header, uint8_t out[kMaxEncodedSize]) {
   return EncodedSize(header);
 }
 
-absl::StatusOr<MessageHeader> DecodeHeader(const uint8_t* message,
-                                           size_t message_length) {
+absl::Status DecodeHeader(const uint8_t* message, size_t message_length,
+                          MessageHeader* out) {
   if (message_length < kHeaderFixedSize) {
     return ProtocolError(
         absl::StrCat("message of ", message_length, " bytes has no header"));
@@ -125,7 +125,7 @@ absl::StatusOr<MessageHeader> DecodeHeader(const uint8_t* message,
   if (message[0] != kVersion) {
     return ProtocolError(absl::StrCat("message version ", message[0]));
   }
-  MessageHeader header;
+  MessageHeader& header = *out;
   uint8_t type = message[1];
   if (type < static_cast<uint8_t>(MessageType::kData) ||
       type > static_cast<uint8_t>(MessageType::kRendezvousDone)) {
@@ -158,7 +158,7 @@ absl::StatusOr<MessageHeader> DecodeHeader(const uint8_t* message,
                                         " bytes but the message carries ",
                                         message_length - header_size));
     }
-    return header;
+    return absl::OkStatus();
   }
   if (message_length != EncodedSize(header)) {
     return ProtocolError(absl::StrCat("message type ", type, " of ",
@@ -178,7 +178,7 @@ absl::StatusOr<MessageHeader> DecodeHeader(const uint8_t* message,
       }
     }
   }
-  return header;
+  return absl::OkStatus();
 }
 
 }  // namespace demi::rdma::wire

@@ -62,21 +62,24 @@ enum class MessageType : uint8_t {
 
 // Where one segment of a rendezvous message lies at the sender.
 struct RemoteSegment {
-  uint64_t address = 0;
-  uint32_t rkey = 0;
+  uint64_t address;
+  uint32_t rkey;
 
   friend bool operator==(const RemoteSegment&, const RemoteSegment&) = default;
 };
 
+// The arrays are left uninitialized by `MessageHeader header;` (the hot path
+// fills only the first num_segments entries); `MessageHeader{...}` zeroes
+// them.
 struct MessageHeader {
   MessageType type = MessageType::kData;
   uint16_t credits_returned = 0;  // receive buffers re-posted since last told
   uint8_t num_segments = 0;       // 0..kMaxSegments (0 only if not kData)
-  uint32_t segment_lengths[kMaxSegments] = {};
+  uint32_t segment_lengths[kMaxSegments];
   // kRendezvous and kRendezvousDone: the sender's number for the transfer.
   uint32_t transfer_id = 0;
   // kRendezvous: one per segment.
-  RemoteSegment remote[kMaxSegments] = {};
+  RemoteSegment remote[kMaxSegments];
 };
 
 // Fixed part, then 4 bytes per segment: the header of a data message, which
@@ -112,11 +115,14 @@ size_t EncodedSize(const MessageHeader& header);
 // Writes EncodedSize(header) bytes to `out` and returns that size.
 size_t EncodeHeader(const MessageHeader& header, uint8_t out[kMaxEncodedSize]);
 
-// Decodes the header of a received message of `message_length` bytes and
-// checks that it accounts for exactly the message: a data message's segments
-// fill the rest; every other type has exactly its encoded size.
-absl::StatusOr<MessageHeader> DecodeHeader(const uint8_t* message,
-                                           size_t message_length);
+// Decodes the header of a received message of `message_length` bytes into
+// `*header` and checks that it accounts for exactly the message: a data
+// message's segments fill the rest; every other type has exactly its encoded
+// size. EPROTO if it does not (`*header` is then partly written). Fills only
+// what the type carries: segment_lengths[0, num_segments), and transfer_id
+// and remote[0, num_segments) for the rendezvous types.
+absl::Status DecodeHeader(const uint8_t* message, size_t message_length,
+                          MessageHeader* header);
 
 }  // namespace demi::rdma::wire
 

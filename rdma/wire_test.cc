@@ -11,6 +11,24 @@
 namespace demi::rdma::wire {
 namespace {
 
+// A header of `type`, everything else zero.
+MessageHeader Header(MessageType type, uint8_t num_segments = 0,
+                     uint16_t credits_returned = 0) {
+  MessageHeader header{};
+  header.type = type;
+  header.num_segments = num_segments;
+  header.credits_returned = credits_returned;
+  return header;
+}
+
+// DecodeHeader as a value, for the checks below.
+absl::StatusOr<MessageHeader> Decoded(const uint8_t* message, size_t length) {
+  MessageHeader header{};
+  absl::Status decoded = DecodeHeader(message, length, &header);
+  if (!decoded.ok()) return decoded;
+  return header;
+}
+
 TEST(WireTest, ConnectionParamsRoundTrip) {
   uint8_t bytes[kConnectionParamsSize];
   EncodeConnectionParams({.receive_buffers = 64, .receive_buffer_size = 8264},
@@ -80,7 +98,7 @@ TEST(WireTest, HeaderRoundTripsForEverySegmentCount) {
     EXPECT_EQ(
         EncodeHeader(header, std::vector<uint8_t>(kMaxEncodedSize).data()),
         HeaderSize(n));
-    auto decoded = DecodeHeader(message.data(), message.size());
+    auto decoded = Decoded(message.data(), message.size());
     ASSERT_TRUE(decoded.ok()) << decoded.status();
     EXPECT_EQ(decoded->type, MessageType::kData);
     EXPECT_EQ(decoded->credits_returned, header.credits_returned);
@@ -94,10 +112,10 @@ TEST(WireTest, HeaderRoundTripsForEverySegmentCount) {
 TEST(WireTest, ControlMessagesHaveNoSegments) {
   for (MessageType type :
        {MessageType::kCreditUpdate, MessageType::kEndOfStream}) {
-    MessageHeader header{.type = type, .credits_returned = 9};
+    MessageHeader header = Header(type, 0, 9);
     std::vector<uint8_t> message = Message(header);
     EXPECT_EQ(message.size(), kHeaderFixedSize);
-    auto decoded = DecodeHeader(message.data(), message.size());
+    auto decoded = Decoded(message.data(), message.size());
     ASSERT_TRUE(decoded.ok()) << decoded.status();
     EXPECT_EQ(decoded->type, type);
     EXPECT_EQ(decoded->credits_returned, 9);
@@ -105,14 +123,14 @@ TEST(WireTest, ControlMessagesHaveNoSegments) {
 }
 
 TEST(WireTest, MalformedMessagesAreEPROTO) {
-  MessageHeader header{.type = MessageType::kData, .num_segments = 2};
+  MessageHeader header = Header(MessageType::kData, 2);
   header.segment_lengths[0] = 10;
   header.segment_lengths[1] = 20;
   std::vector<uint8_t> good = Message(header);
-  ASSERT_TRUE(DecodeHeader(good.data(), good.size()).ok());
+  ASSERT_TRUE(Decoded(good.data(), good.size()).ok());
 
   auto expect_eproto = [](std::vector<uint8_t> message, size_t length) {
-    EXPECT_EQ(ErrnoFromStatus(DecodeHeader(message.data(), length).status()),
+    EXPECT_EQ(ErrnoFromStatus(Decoded(message.data(), length).status()),
               EPROTO);
   };
   expect_eproto(good, good.size() - 1);  // payload shorter than declared
@@ -136,7 +154,7 @@ TEST(WireTest, MalformedMessagesAreEPROTO) {
   bad = good;
   bad[1] = static_cast<uint8_t>(MessageType::kCreditUpdate);
   expect_eproto(bad, bad.size());  // control message with segments
-  MessageHeader empty_data{.type = MessageType::kData, .num_segments = 0};
+  MessageHeader empty_data = Header(MessageType::kData);
   std::vector<uint8_t> no_segments = Message(empty_data);
   expect_eproto(no_segments, no_segments.size());
 }
@@ -144,9 +162,8 @@ TEST(WireTest, MalformedMessagesAreEPROTO) {
 TEST(WireTest, RendezvousRoundTripsForEverySegmentCount) {
   std::mt19937_64 random(11);
   for (int n = 1; n <= kMaxSegments; ++n) {
-    MessageHeader header{.type = MessageType::kRendezvous,
-                         .credits_returned = 3,
-                         .num_segments = static_cast<uint8_t>(n)};
+    MessageHeader header =
+        Header(MessageType::kRendezvous, static_cast<uint8_t>(n), 3);
     header.transfer_id = static_cast<uint32_t>(random());
     for (int i = 0; i < n; ++i) {
       header.segment_lengths[i] = 1 + static_cast<uint32_t>(random() >> 34);
@@ -155,7 +172,7 @@ TEST(WireTest, RendezvousRoundTripsForEverySegmentCount) {
     uint8_t out[kMaxEncodedSize];
     const size_t size = EncodeHeader(header, out);
     EXPECT_EQ(size, RendezvousSize(n));
-    auto decoded = DecodeHeader(out, size);
+    auto decoded = Decoded(out, size);
     ASSERT_TRUE(decoded.ok()) << decoded.status();
     EXPECT_EQ(decoded->type, MessageType::kRendezvous);
     EXPECT_EQ(decoded->transfer_id, header.transfer_id);
@@ -164,34 +181,32 @@ TEST(WireTest, RendezvousRoundTripsForEverySegmentCount) {
       EXPECT_EQ(decoded->remote[i], header.remote[i]);
     }
     // One byte more or less is malformed.
-    EXPECT_EQ(ErrnoFromStatus(DecodeHeader(out, size - 1).status()), EPROTO);
+    EXPECT_EQ(ErrnoFromStatus(Decoded(out, size - 1).status()), EPROTO);
   }
 }
 
 TEST(WireTest, RendezvousDoneRoundTrips) {
-  MessageHeader header{.type = MessageType::kRendezvousDone,
-                       .credits_returned = 5};
+  MessageHeader header = Header(MessageType::kRendezvousDone, 0, 5);
   header.transfer_id = 0xdeadbeef;
   uint8_t out[kMaxEncodedSize];
   ASSERT_EQ(EncodeHeader(header, out), kRendezvousDoneSize);
-  auto decoded = DecodeHeader(out, kRendezvousDoneSize);
+  auto decoded = Decoded(out, kRendezvousDoneSize);
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_EQ(decoded->transfer_id, 0xdeadbeef);
   EXPECT_EQ(decoded->credits_returned, 5);
-  EXPECT_EQ(ErrnoFromStatus(DecodeHeader(out, kHeaderFixedSize).status()),
-            EPROTO);
+  EXPECT_EQ(ErrnoFromStatus(Decoded(out, kHeaderFixedSize).status()), EPROTO);
 }
 
 TEST(WireTest, MalformedRendezvousIsEPROTO) {
-  MessageHeader header{.type = MessageType::kRendezvous, .num_segments = 2};
+  MessageHeader header = Header(MessageType::kRendezvous, 2);
   header.segment_lengths[0] = 100;
   header.segment_lengths[1] = 0;  // empty segment
   uint8_t out[kMaxEncodedSize];
   const size_t size = EncodeHeader(header, out);
-  EXPECT_EQ(ErrnoFromStatus(DecodeHeader(out, size).status()), EPROTO);
+  EXPECT_EQ(ErrnoFromStatus(Decoded(out, size).status()), EPROTO);
   header.num_segments = 0;  // none at all
   const size_t none = EncodeHeader(header, out);
-  EXPECT_EQ(ErrnoFromStatus(DecodeHeader(out, none).status()), EPROTO);
+  EXPECT_EQ(ErrnoFromStatus(Decoded(out, none).status()), EPROTO);
 }
 
 }  // namespace

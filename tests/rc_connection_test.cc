@@ -202,7 +202,7 @@ class Stream {
     Segment segments[wire::kMaxSegments];
     size_t offset = 0;
     for (size_t s = 0; s < lengths.size(); ++s) {
-      segments[s] = Segment{slot + offset, lengths[s], mr_->lkey()};
+      segments[s] = Segment{slot + offset, lengths[s], mr_->lkey(), 0};
       offset += lengths[s];
     }
     if (prepared_ != index + 1) {
@@ -338,14 +338,14 @@ TEST(RcConnectionTest, StreamBackpressureErrorsEndOfStream) {
   // (3) Argument errors, before anything else.
   {
     uint8_t byte = 0;
-    Segment one{&byte, 1, 0};
+    Segment one{&byte, 1, 0, 0};
     EXPECT_EQ(ErrnoFromStatus(pair.client->Send({}, 1)), EINVAL);
     Segment seventeen[17];
     for (Segment& s : seventeen) s = one;
     EXPECT_EQ(ErrnoFromStatus(
                   pair.client->Send(absl::MakeConstSpan(seventeen, 17), 1)),
               EINVAL);
-    Segment big[2] = {{&byte, kEagerLimit, 0}, {&byte, 1, 0}};
+    Segment big[2] = {{&byte, kEagerLimit, 0, 0}, {&byte, 1, 0, 0}};
     EXPECT_EQ(ErrnoFromStatus(pair.client->Send(big, 1)), EMSGSIZE);
     EXPECT_TRUE(pair.client->status().ok());
     EXPECT_TRUE(pair.client->idle());
@@ -406,7 +406,7 @@ TEST(RcConnectionTest, StreamBackpressureErrorsEndOfStream) {
     ASSERT_TRUE(eos.ok()) << eos;
     EXPECT_TRUE(eos_queued);
     uint8_t byte = 0;
-    Segment one{&byte, 1, 0};
+    Segment one{&byte, 1, 0, 0};
     EXPECT_EQ(ErrnoFromStatus(pair.client->Send({&one, 1}, 1)), EPIPE);
     absl::Time deadline = absl::Now() + absl::Seconds(10);
     while (pair.server_sink.end_of_stream == 0 || !pair.client->idle()) {
@@ -445,7 +445,7 @@ TEST(RcConnectionTest, StreamBackpressureErrorsEndOfStream) {
   EXPECT_TRUE(pair.client_sink.errors.empty());
   EXPECT_EQ(pair.client_sink.completed.size(), stream.sent());
   uint8_t byte = 0;
-  Segment one{&byte, 1, 0};
+  Segment one{&byte, 1, 0, 0};
   EXPECT_EQ(ErrnoFromStatus(pair.client->Send({&one, 1}, 1)), ECONNRESET);
 
   std::printf("verified %lu messages, %lu bytes\n",
@@ -495,7 +495,7 @@ TEST(RcConnectionTest, DisconnectFailsQueuedSendsOnce) {
     EXPECT_EQ(ErrnoFromStatus(error), ECONNRESET) << error;
   }
   uint8_t byte = 0;
-  Segment one{&byte, 1, 0};
+  Segment one{&byte, 1, 0, 0};
   EXPECT_EQ(ErrnoFromStatus(pair.client->Send({&one, 1}, 1)), ECONNRESET);
   std::printf("disconnect: %lu delivered, %zu queued sends failed once\n",
               static_cast<unsigned long>(stream.received()),
@@ -548,7 +548,7 @@ TEST(RcConnectionTest, InlineSendsAreDoneAtPost) {
   int done_count = 0;
   for (int i = 0; i < kSmall; ++i) {
     for (int j = 0; j < 64; ++j) memory[j] = PatternByte(i, j);
-    Segment segment{memory.data(), 64, mr->lkey()};
+    Segment segment{memory.data(), 64, mr->lkey(), 0};
     bool done = false;
     absl::Status sent =
         pair.client->Send(absl::MakeConstSpan(&segment, 1), 1000 + i, &done);
@@ -581,7 +581,7 @@ TEST(RcConnectionTest, InlineSendsAreDoneAtPost) {
   EXPECT_TRUE(pair.client_sink.errors.empty());
 
   // Above the inline limit: not done at post, reported once.
-  Segment big{memory.data(), 4096, mr->lkey()};
+  Segment big{memory.data(), 4096, mr->lkey(), 0};
   bool done = true;
   const size_t before = pair.client_sink.completed.size();
   ASSERT_TRUE(pair.client->Send(absl::MakeConstSpan(&big, 1), 77, &done).ok());
@@ -657,7 +657,8 @@ TEST(RcConnectionTest, SharedQueuesRouteEachConnectionsCompletions) {
   while (!all_done() && absl::Now() < deadline) {
     for (int p = 0; p < kSenders; ++p) {
       if (sent[p] == kMessages) continue;
-      Segment segment{memory[p].data() + sent[p] * 100, 100, regions[p].lkey()};
+      Segment segment{memory[p].data() + sent[p] * 100, 100, regions[p].lkey(),
+                      0};
       absl::Status status = pairs[p]->client->Send(
           absl::MakeConstSpan(&segment, 1), p * 1000 + sent[p]);
       if (status.ok()) ++sent[p];
@@ -735,7 +736,7 @@ TEST(RcConnectionTest, SharedQueueDropsCompletionsOfDestroyedConnections) {
   absl::StatusOr<MemoryRegion> mr = MemoryRegion::Register(
       pair.client->pd(), memory.data(), memory.size(), IBV_ACCESS_LOCAL_WRITE);
   ASSERT_TRUE(mr.ok()) << mr.status();
-  Segment segment{memory.data(), 64, mr->lkey()};
+  Segment segment{memory.data(), 64, mr->lkey(), 0};
   ASSERT_TRUE(pair.client->Send(absl::MakeConstSpan(&segment, 1), 7).ok());
   // Acknowledged means the server's device completed the receive: its
   // completion now waits in the shared queue.
