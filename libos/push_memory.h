@@ -56,19 +56,6 @@ namespace demi::libos {
 // total length.
 absl::StatusOr<uint64_t> CheckPushArray(const demi_sgarray_t* sga);
 
-// Copies what an array holds (its buffer, address and first sga_numsegs
-// segments, at most DEMI_SGARRAY_MAXSIZE) into `to`; the unused segments
-// of `to` are left as they are.
-inline void CopyArray(const demi_sgarray_t& from, demi_sgarray_t* to) {
-  to->sga_buf = from.sga_buf;
-  to->sga_numsegs = from.sga_numsegs;
-  to->sga_addr = from.sga_addr;
-  const uint32_t n = from.sga_numsegs < DEMI_SGARRAY_MAXSIZE
-                         ? from.sga_numsegs
-                         : DEMI_SGARRAY_MAXSIZE;
-  for (uint32_t i = 0; i < n; ++i) to->sga_segs[i] = from.sga_segs[i];
-}
-
 // A push in flight: the array (returned in its result) and what keeps its
 // memory valid until the device is done with it.
 struct PushRecord {

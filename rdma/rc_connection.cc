@@ -528,6 +528,11 @@ void RcConnection::Pump() {
   // Nothing is posted before ESTABLISHED: the peer's queue pair may not be
   // ready to receive yet.
   if (!status_.ok() || !established_) return;
+  // Usually nothing to send (the common call, after a re-post).
+  if (dones_count_ == 0 && queued_count_ == 0 && arrival_count_ == 0 &&
+      !credits_->ShouldSendCreditUpdate()) {
+    return;
+  }
   // Chain, for one doorbell: done messages owed to the peer, queued sends
   // that have a credit, RDMA READs of inbound transfers, then a credit update
   // if one is due; all within the send queue's free slots.
