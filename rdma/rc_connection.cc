@@ -81,6 +81,7 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
       options_(options),
       receive_buffer_size_(options.eager_limit + wire::kMaxHeaderSize),
       send_queue_depth_(options.send_queue_depth),
+      signal_interval_(std::max<uint32_t>(1, options.send_queue_depth / 4)),
       held_(options.receive_buffers, 0),
       posted_(options.send_queue_depth),
       send_wrs_(options.send_queue_depth),
@@ -91,6 +92,9 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
       arrival_(options.receive_buffers),
       dones_(options.receive_buffers) {
   early_receives_.reserve(options.receive_buffers);
+  releases_.reserve(options.receive_buffers);
+  release_wrs_.resize(options.receive_buffers);
+  release_sges_.resize(options.receive_buffers);
 }
 
 RcConnection::~RcConnection() {
@@ -305,6 +309,7 @@ absl::Status RcConnection::PostReceive(uint32_t buffer_index) {
   wr.wr_id = completion_.WrId(kReceiveBit | buffer_index);
   wr.sg_list = &sge;
   wr.num_sge = 1;
+  ++receive_posts_;
   return qp_->PostRecv(&wr);
 }
 
@@ -335,7 +340,10 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
     const bool inline_data = (wr->send_flags & IBV_SEND_INLINE) != 0;
     PostedSend& entry = posted_[wr - send_wrs_.data()];
     entry.report = !(inline_data && done_at_post != nullptr);
-    if (PostChain(wr, wr, 1) != 1) {
+    // Done at post: no completion needed, but one now and then retires the
+    // send slots.
+    const bool signal = entry.report || unsignaled_ + 1 >= signal_interval_;
+    if (PostChain(wr, wr, 1, signal) != 1) {
       entry.report = true;  // failed: not posted, never reported
       return status_;
     }
@@ -428,43 +436,51 @@ ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
   const uint32_t slot =
       (posted_head_ + posted_count_ + position) % send_queue_depth_;
   uint8_t* header_slot = header_memory_.get() + slot * kHeaderSlotSize;
-  wire::MessageHeader header;
-  switch (kind) {
-    case Kind::kData:
-      header.type = wire::MessageType::kData;
-      break;
-    case Kind::kCreditUpdate:
-      header.type = wire::MessageType::kCreditUpdate;
-      break;
-    case Kind::kEndOfStream:
-      header.type = wire::MessageType::kEndOfStream;
-      break;
-    case Kind::kRendezvous:
-      header.type = wire::MessageType::kRendezvous;
-      header.transfer_id = static_cast<uint32_t>(cookie) |
-                           (uint32_t{outbound_[cookie].generation} << 16);
-      break;
-    case Kind::kRendezvousDone:
-      header.type = wire::MessageType::kRendezvousDone;
-      header.transfer_id = static_cast<uint32_t>(cookie);
-      break;
-    case Kind::kRead:
-      break;  // not a SEND; see PrepareRead
-  }
-  header.credits_returned = credits_returned;
-  header.num_segments = static_cast<uint8_t>(num_segments);
   uint64_t total = 0;
-  for (uint32_t i = 0; i < num_segments; ++i) {
-    header.segment_lengths[i] = segments[i].length;
-    total += segments[i].length;
-  }
-  if (kind == Kind::kRendezvous) {
-    for (uint32_t i = 0; i < num_segments; ++i) {
-      header.remote[i] = {reinterpret_cast<uintptr_t>(segments[i].data),
-                          segments[i].rkey};
+  size_t header_size;
+  if (kind == Kind::kData) {  // the common case, without a MessageHeader
+    header_size = wire::EncodeDataHeader(
+        credits_returned, static_cast<uint8_t>(num_segments),
+        [segments](int i) { return segments[i].length; }, header_slot);
+    for (uint32_t i = 0; i < num_segments; ++i) total += segments[i].length;
+  } else {
+    wire::MessageHeader header;
+    switch (kind) {
+      case Kind::kData:
+        header.type = wire::MessageType::kData;
+        break;
+      case Kind::kCreditUpdate:
+        header.type = wire::MessageType::kCreditUpdate;
+        break;
+      case Kind::kEndOfStream:
+        header.type = wire::MessageType::kEndOfStream;
+        break;
+      case Kind::kRendezvous:
+        header.type = wire::MessageType::kRendezvous;
+        header.transfer_id = static_cast<uint32_t>(cookie) |
+                             (uint32_t{outbound_[cookie].generation} << 16);
+        break;
+      case Kind::kRendezvousDone:
+        header.type = wire::MessageType::kRendezvousDone;
+        header.transfer_id = static_cast<uint32_t>(cookie);
+        break;
+      case Kind::kRead:
+        break;  // not a SEND; see PrepareRead
     }
+    header.credits_returned = credits_returned;
+    header.num_segments = static_cast<uint8_t>(num_segments);
+    for (uint32_t i = 0; i < num_segments; ++i) {
+      header.segment_lengths[i] = segments[i].length;
+      total += segments[i].length;
+    }
+    if (kind == Kind::kRendezvous) {
+      for (uint32_t i = 0; i < num_segments; ++i) {
+        header.remote[i] = {reinterpret_cast<uintptr_t>(segments[i].data),
+                            segments[i].rkey};
+      }
+    }
+    header_size = wire::EncodeHeader(header, header_slot);
   }
-  size_t header_size = wire::EncodeHeader(header, header_slot);
   // A rendezvous announcement carries no payload: only the header slot.
   const uint32_t gathered = kind == Kind::kData ? num_segments : 0;
   if (kind != Kind::kData) total = 0;
@@ -492,11 +508,16 @@ ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
 }
 
 uint32_t RcConnection::PostChain(ibv_send_wr* first, ibv_send_wr* last,
-                                 uint32_t count) {
+                                 uint32_t count, bool signal) {
   // One doorbell for the whole chain; only the last request is signaled:
   // RC completes in order, so its completion retires the ones before it.
   last->next = nullptr;
-  last->send_flags |= IBV_SEND_SIGNALED;
+  if (signal) {
+    last->send_flags |= IBV_SEND_SIGNALED;
+    unsignaled_ = 0;
+  } else {
+    unsignaled_ += count;
+  }
   ibv_send_wr* rejected = nullptr;
   absl::Status status = qp_->PostSend(first, &rejected);
   uint32_t posted = count;
@@ -737,6 +758,7 @@ void RcConnection::AfterPoll() {
     early_receives_.clear();
   }
   CompletionSink& report = sink();
+  if (status_.ok()) PostReleased();
   if (status_.ok() && arrival_count_ > 0) AdvanceInbound(report);
   if (status_.ok()) Pump();
   if (!status_.ok()) {
@@ -900,17 +922,39 @@ absl::Status RcConnection::Release(uint32_t buffer_index) {
     inbound.memory = nullptr;
   }
   if (!status_.ok()) return absl::OkStatus();  // nothing to re-post for
-  absl::Status reposted = PostReceive(buffer_index);
-  if (!reposted.ok()) {
-    Fail(reposted);
-    return reposted;
-  }
-  if (!credits_->OnReceiveReposted()) {
-    Fail(ErrnoError(EIO, "credit account: nothing to re-post"));
-    return status_;
-  }
-  Pump();
+  if (releases_.empty()) completion_.RequestAfterPoll();
+  releases_.push_back(buffer_index);  // within capacity: each buffer once
   return absl::OkStatus();
+}
+
+void RcConnection::PostReleased() {
+  const size_t count = releases_.size();
+  if (count == 0) return;
+  for (size_t i = 0; i < count; ++i) {
+    const uint32_t index = releases_[i];
+    ibv_sge& sge = release_sges_[i];
+    sge.addr = reinterpret_cast<uintptr_t>(receive_memory_.get()) +
+               static_cast<uintptr_t>(index) * receive_buffer_size_;
+    sge.length = receive_buffer_size_;
+    sge.lkey = receive_mr_->lkey();
+    ibv_recv_wr& wr = release_wrs_[i];
+    wr.wr_id = completion_.WrId(kReceiveBit | index);
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.next = i + 1 < count ? &release_wrs_[i + 1] : nullptr;
+  }
+  releases_.clear();
+  ++receive_posts_;
+  if (absl::Status posted = qp_->PostRecv(release_wrs_.data()); !posted.ok()) {
+    Fail(posted);
+    return;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    if (!credits_->OnReceiveReposted()) {
+      Fail(ErrnoError(EIO, "credit account: nothing to re-post"));
+      return;
+    }
+  }
 }
 
 RegisteredSpan RcConnection::HeldBuffer(uint32_t buffer_index) const {

@@ -36,14 +36,18 @@
 // place from the caller's registered memory. A message that fits the queue
 // pair's max_inline_data is posted with IBV_SEND_INLINE (the data is copied
 // at post time; posted at once, Send can report it done: see done_at_post). A
-// SEND posted alone is signaled. Without a credit, or with the send queue full,
-// the request waits in a FIFO of send_queue_depth entries and is posted by a
-// later Poll(), Release() or Flush(), all that can go at once chained in one
-// ibv_post_send with only the last request signaled (selective signaling: one
-// completion retires the chain). With options.batch_doorbells every Send() is
-// queued that way, so a burst of sends costs one doorbell at the next Poll()
-// (but the device reads the memory later: see the option). Until its completion
-// is reported the caller keeps the segments' memory valid and unchanged.
+// SEND posted alone is signaled, except one reported done at post: nothing
+// waits for its completion, so only every signal_interval()-th of those in a
+// row is signaled (as perftest does), and its completion retires the ones
+// before it (RC completes in order; a flushed request still completes). Without
+// a credit, or with the send queue full, the request waits in a FIFO of
+// send_queue_depth entries and is posted by a later Poll(), Release() or
+// Flush(), all that can go at once chained in one ibv_post_send with only the
+// last request signaled (selective signaling: one completion retires the
+// chain). With options.batch_doorbells every Send() is queued that way, so a
+// burst of sends costs one doorbell at the next Poll() (but the device reads
+// the memory later: see the option). Until its completion is reported the
+// caller keeps the segments' memory valid and unchanged.
 //
 // Rendezvous. A message of more than rendezvous_threshold bytes is announced
 // instead (wire::MessageType::kRendezvous: lengths, addresses, rkeys); the
@@ -255,9 +259,11 @@ class RcConnection final : private CompletionHandler {
   // until idle() to collect the flushed sends.
   absl::Status Poll(CompletionSink& sink);
 
-  // The consumer is done with the message in `buffer_index`: re-posts the
-  // buffer, owes the peer a credit and may post queued sends or a credit
-  // update. EINVAL if the buffer is not held by the consumer.
+  // The consumer is done with the message in `buffer_index`: the buffer is
+  // re-posted, the peer owed a credit, and queued sends or a credit update
+  // posted, at the next poll of the connection's group (off the caller's
+  // path, and the buffers released between two polls go in one
+  // ibv_post_recv). EINVAL if the buffer is not held by the consumer.
   absl::Status Release(uint32_t buffer_index);
 
   // The memory of receive buffer `buffer_index` while the consumer holds it
@@ -289,8 +295,12 @@ class RcConnection final : private CompletionHandler {
   uint32_t queued_sends() const { return queued_count_; }
   uint32_t posted_sends() const { return posted_count_; }
   uint32_t send_queue_depth() const { return send_queue_depth_; }
+  // Of the sends done at post, one in this many is signaled.
+  uint32_t signal_interval() const { return signal_interval_; }
   // ibv_post_send calls made (one per chain of sends).
   uint64_t doorbells() const { return doorbells_; }
+  // ibv_post_recv calls made (one per poll that re-posts released buffers).
+  uint64_t receive_posts() const { return receive_posts_; }
   // Null until the peer's parameters are known.
   const CreditAccount* credits() const {
     return credits_ ? &*credits_ : nullptr;
@@ -349,6 +359,9 @@ class RcConnection final : private CompletionHandler {
 
   absl::Status CreateResources();
   absl::Status PostReceive(uint32_t buffer_index);
+  // Posts the buffers Release() left in releases_ as one chain, then counts
+  // each re-posted for the credit account. Fails the connection on error.
+  void PostReleased();
   absl::Status SetPeer(const void* private_data, size_t length);
   rdma_conn_param ConnParam(uint8_t private_data[]) const;
 
@@ -362,9 +375,10 @@ class RcConnection final : private CompletionHandler {
                        const Segment* segments, uint32_t num_segments,
                        uint64_t cookie);
   // Posts a chain of `count` prepared requests with one ibv_post_send,
-  // signaling only the last; returns how many were posted (all, unless the
-  // post failed, which fails the connection).
-  uint32_t PostChain(ibv_send_wr* first, ibv_send_wr* last, uint32_t count);
+  // signaling only the last (none if !signal); returns how many were posted
+  // (all, unless the post failed, which fails the connection).
+  uint32_t PostChain(ibv_send_wr* first, ibv_send_wr* last, uint32_t count,
+                     bool signal = true);
   // Posts one SEND now; the caller checked credits and send-queue room.
   absl::Status Post(Kind kind, uint16_t credits_returned,
                     const Segment* segments, uint32_t num_segments,
@@ -405,6 +419,11 @@ class RcConnection final : private CompletionHandler {
   const RcConnectionOptions options_;
   const uint32_t receive_buffer_size_;
   const uint32_t send_queue_depth_;
+  // Unsignaled requests posted since the last signaled one (each done at
+  // post); at signal_interval_ the next is signaled, so at most that many
+  // send slots wait for a completion to retire them.
+  uint32_t unsignaled_ = 0;
+  const uint32_t signal_interval_;
   uint32_t max_inline_data_ = 0;
   uint32_t peer_receive_buffer_size_ = 0;
   bool peer_rendezvous_ = false;  // the peer has a pool for rendezvous
@@ -422,6 +441,11 @@ class RcConnection final : private CompletionHandler {
 
   // Buffers held by the consumer (reported, not yet released).
   std::vector<uint8_t> held_;
+  // Buffers released since the last poll, to re-post (capacity
+  // receive_buffers), and the work requests that post them.
+  std::vector<uint32_t> releases_;
+  std::vector<ibv_recv_wr> release_wrs_;
+  std::vector<ibv_sge> release_sges_;
   // Ring of posted sends, indexed by header slot.
   std::vector<PostedSend> posted_;
   uint32_t posted_head_ = 0;
@@ -431,7 +455,8 @@ class RcConnection final : private CompletionHandler {
   static constexpr size_t kSgesPerSend = wire::kMaxSegments + 1;
   std::vector<ibv_send_wr> send_wrs_;
   std::vector<ibv_sge> send_sges_;
-  uint64_t doorbells_ = 0;  // ibv_post_send calls
+  uint64_t doorbells_ = 0;      // ibv_post_send calls
+  uint64_t receive_posts_ = 0;  // ibv_post_recv calls
 
   // Ring of queued sends.
   std::vector<QueuedSend> queued_;

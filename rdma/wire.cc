@@ -14,34 +14,6 @@ namespace {
 // Layout of the header's fixed part (8 bytes):
 //   0: version  1: type  2-3: credits_returned  4: num_segments  5-7: reserved
 
-void Put16(uint8_t* out, uint16_t value) {
-  out[0] = static_cast<uint8_t>(value);
-  out[1] = static_cast<uint8_t>(value >> 8);
-}
-
-void Put32(uint8_t* out, uint32_t value) {
-  for (int i = 0; i < 4; ++i) out[i] = static_cast<uint8_t>(value >> (8 * i));
-}
-
-uint16_t Get16(const uint8_t* in) {
-  return static_cast<uint16_t>(in[0] | (in[1] << 8));
-}
-
-uint32_t Get32(const uint8_t* in) {
-  uint32_t value = 0;
-  for (int i = 3; i >= 0; --i) value = (value << 8) | in[i];
-  return value;
-}
-
-void Put64(uint8_t* out, uint64_t value) {
-  Put32(out, static_cast<uint32_t>(value));
-  Put32(out + 4, static_cast<uint32_t>(value >> 32));
-}
-
-uint64_t Get64(const uint8_t* in) {
-  return Get32(in) | (static_cast<uint64_t>(Get32(in + 4)) << 32);
-}
-
 absl::Status ProtocolError(absl::string_view what) {
   return ErrnoError(EPROTO, absl::StrCat("wire protocol: ", what));
 }

@@ -596,6 +596,130 @@ TEST(RcConnectionTest, InlineSendsAreDoneAtPost) {
   EXPECT_EQ(pair.client_sink.completed.back(), 77u);
 }
 
+// Sends done at post need no completion: only every signal_interval()-th
+// of a run is signaled, and its completion retires the slots of the ones
+// before it. Checked by the send slots in use: after interval - 1 such sends
+// have all arrived, no completion came back to free their slots; the next
+// send is signaled and frees them all. A graceful end of stream after a few
+// more unsignaled sends still leaves the connection idle.
+TEST(RcConnectionTest, SendsDoneAtPostAreSignaledOnlyNowAndThen) {
+  RcConnectionOptions options;
+  options.send_queue_depth = 32;
+  options.receive_buffers = 64;
+  Pair pair;
+  absl::Status connected = ConnectPair(pair, options);
+  ASSERT_TRUE(connected.ok()) << connected;
+  const uint32_t interval = pair.client->signal_interval();
+  ASSERT_EQ(interval, 8u);
+  std::vector<uint8_t> memory(64, 7);
+  absl::StatusOr<MemoryRegion> mr = MemoryRegion::Register(
+      pair.client->pd(), memory.data(), memory.size(), IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_TRUE(mr.ok()) << mr.status();
+  Segment segment{memory.data(), 64, mr->lkey(), 0};
+
+  size_t received = 0;
+  auto poll_until = [&](size_t messages, uint32_t posted) {
+    absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while ((received < messages || pair.client->posted_sends() != posted) &&
+           absl::Now() < deadline) {
+      ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
+      ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
+      while (!pair.server_sink.messages.empty()) {
+        const ReceivedMessage message = pair.server_sink.messages.front();
+        pair.server_sink.messages.pop_front();
+        ++received;
+        ASSERT_TRUE(pair.server->Release(message.buffer_index).ok());
+      }
+    }
+  };
+  auto send_done_at_post = [&](uint64_t cookie) {
+    bool done = false;
+    ASSERT_TRUE(
+        pair.client->Send(absl::MakeConstSpan(&segment, 1), cookie, &done)
+            .ok());
+    ASSERT_TRUE(done) << "send " << cookie << " was not done at post";
+  };
+
+  for (uint32_t i = 0; i + 1 < interval; ++i) {
+    ASSERT_NO_FATAL_FAILURE(send_done_at_post(i));
+  }
+  // Let every message arrive (and the acknowledgements come back).
+  ASSERT_NO_FATAL_FAILURE(poll_until(interval - 1, interval - 1));
+  for (int round = 0; round < 100; ++round) {
+    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
+  }
+  EXPECT_EQ(received, interval - 1);
+  EXPECT_EQ(pair.client->posted_sends(), interval - 1)
+      << "an unsignaled send completed";
+  ASSERT_NO_FATAL_FAILURE(send_done_at_post(interval));
+  ASSERT_NO_FATAL_FAILURE(poll_until(interval, 0));
+  EXPECT_EQ(pair.client->posted_sends(), 0u)
+      << "the signaled send did not retire the ones before it";
+  EXPECT_TRUE(pair.client_sink.completed.empty());
+
+  for (uint32_t i = 0; i < 3; ++i) {
+    ASSERT_NO_FATAL_FAILURE(send_done_at_post(100 + i));
+  }
+  ASSERT_TRUE(pair.client->SendEndOfStream().ok());
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!pair.client->idle() && absl::Now() < deadline) {
+    ASSERT_NO_FATAL_FAILURE(poll_until(interval + 3, 0));
+  }
+  EXPECT_TRUE(pair.client->idle());
+  EXPECT_EQ(received, interval + 3);
+  EXPECT_TRUE(pair.client_sink.errors.empty());
+}
+
+// Released receive buffers are re-posted at the next poll, all of them in
+// one ibv_post_recv, and their credits reach the sender: it can then send a
+// window's worth again.
+TEST(RcConnectionTest, ReleasedBuffersArePostedTogetherAtTheNextPoll) {
+  RcConnectionOptions options;
+  options.receive_buffers = 16;
+  Pair pair;
+  absl::Status connected = ConnectPair(pair, options);
+  ASSERT_TRUE(connected.ok()) << connected;
+  std::vector<uint8_t> memory(64, 3);
+  absl::StatusOr<MemoryRegion> mr = MemoryRegion::Register(
+      pair.client->pd(), memory.data(), memory.size(), IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_TRUE(mr.ok()) << mr.status();
+  Segment segment{memory.data(), 64, mr->lkey(), 0};
+  auto poll_both = [&]() {
+    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
+    ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
+  };
+
+  for (int round = 0; round < 3; ++round) {
+    // A window of messages, held by the server until all have arrived.
+    constexpr size_t kWindow = 12;
+    for (size_t i = 0; i < kWindow; ++i) {
+      ASSERT_TRUE(
+          pair.client->Send(absl::MakeConstSpan(&segment, 1), i, nullptr).ok());
+    }
+    absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (pair.server_sink.messages.size() < kWindow &&
+           absl::Now() < deadline) {
+      ASSERT_NO_FATAL_FAILURE(poll_both());
+    }
+    ASSERT_EQ(pair.server_sink.messages.size(), kWindow) << "round " << round;
+    const uint64_t posts = pair.server->receive_posts();
+    while (!pair.server_sink.messages.empty()) {
+      ASSERT_TRUE(
+          pair.server->Release(pair.server_sink.messages.front().buffer_index)
+              .ok());
+      pair.server_sink.messages.pop_front();
+    }
+    EXPECT_EQ(pair.server->receive_posts(), posts) << "posted before a poll";
+    ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
+    EXPECT_EQ(pair.server->receive_posts(), posts + 1)
+        << "not one post for the released buffers";
+    // A second release of the same buffer is refused.
+    EXPECT_EQ(ErrnoFromStatus(pair.server->Release(0)), EINVAL);
+  }
+  EXPECT_TRUE(pair.client_sink.errors.empty());
+  EXPECT_TRUE(pair.server->status().ok());
+}
+
 // Connections sharing one CompletionGroup: every completion reaches the
 // connection that posted its request, polled only through the group; queues
 // are added as reservations fill them and go when their last connection does.
