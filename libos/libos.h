@@ -182,7 +182,7 @@ class LibOS {
   // Pushed memory and free protection (set by Create).
   std::optional<PushMemory> memory_ ABSL_GUARDED_BY(mu_);
   PushTable pushes_ ABSL_GUARDED_BY(mu_);
-  static constexpr uint32_t kCmPollInterval = 16;
+  static constexpr uint32_t kCmPollInterval = 128;
   // Progress rounds between looks for datagram routes to refresh.
   static constexpr uint32_t kRouteRefreshInterval = 1024;
   uint32_t progress_rounds_ ABSL_GUARDED_BY(mu_) = 0;
