@@ -826,13 +826,10 @@ absl::Status LibOS::Wait(demi_qtoken_t qt, absl::Duration timeout,
     {
       demi::MutexLock lock(&mu_);
       for (int round = 0; round < 2; ++round) {
-        TokenState state = tokens_.StateOf(qt);
+        const TokenState state = tokens_.TakeIfDone(qt, result);
+        if (state == TokenState::kDone) return absl::OkStatus();
         if (state == TokenState::kInvalid) {
           return ErrnoError(EINVAL, "unknown or consumed queue token");
-        }
-        if (state == TokenState::kDone) {
-          tokens_.TakeDone(qt, result);
-          return absl::OkStatus();
         }
         if (round == 0) Progress();
       }
@@ -859,15 +856,14 @@ absl::StatusOr<int> LibOS::WaitAny(absl::Span<const demi_qtoken_t> qts,
         const size_t start = wait_any_start_ % qts.size();
         for (size_t k = 0; k < qts.size(); ++k) {
           const size_t i = (start + k) % qts.size();
-          TokenState state = tokens_.StateOf(qts[i]);
+          const TokenState state = tokens_.TakeIfDone(qts[i], result);
+          if (state == TokenState::kDone) {
+            wait_any_start_ = static_cast<uint32_t>(i + 1);
+            return static_cast<int>(i);
+          }
           if (state == TokenState::kInvalid) {
             return ErrnoError(
                 EINVAL, absl::StrCat("queue token at ", i, " is invalid"));
-          }
-          if (state == TokenState::kDone) {
-            tokens_.TakeDone(qts[i], result);
-            wait_any_start_ = static_cast<uint32_t>(i + 1);
-            return static_cast<int>(i);
           }
         }
         if (round == 0) Progress();

@@ -154,14 +154,15 @@ absl::StatusOr<demi_qresult_t> TokenTable::Take(demi_qtoken_t qt) {
   return ErrnoError(EAGAIN, "operation still pending");
 }
 
-bool TokenTable::TakeDone(demi_qtoken_t qt, demi_qresult_t* out) {
+TokenState TokenTable::TakeIfDone(demi_qtoken_t qt, demi_qresult_t* out) {
   Slot* slot = Find(qt);
-  if (slot == nullptr || slot->state != Slot::State::kDone) return false;
+  if (slot == nullptr) return TokenState::kInvalid;
+  if (slot->state != Slot::State::kDone) return TokenState::kPending;
   *out = slot->result;
   const uint32_t index = TokenIndex(qt);
   UnlinkReady(index);
   FreeSlot(index);
-  return true;
+  return TokenState::kDone;
 }
 
 size_t TokenTable::TakeReady(absl::Span<demi_qresult_t> out) {

@@ -134,7 +134,13 @@ class TokenTable {
   // Take() for the wait loop: if `qt` is done, writes its result to *out,
   // consumes the token and returns true; otherwise returns false and changes
   // nothing. No status, no copy beyond the one into *out.
-  bool TakeDone(demi_qtoken_t qt, demi_qresult_t* out);
+  bool TakeDone(demi_qtoken_t qt, demi_qresult_t* out) {
+    return TakeIfDone(qt, out) == TokenState::kDone;
+  }
+  // TakeDone() and StateOf() in one lookup, for the wait loop: kDone if it
+  // took the result (as TakeDone), else the token's state (kPending or
+  // kInvalid), nothing changed.
+  TokenState TakeIfDone(demi_qtoken_t qt, demi_qresult_t* out);
 
   // Takes up to out.size() results from the head of the ready FIFO, in the
   // order their operations completed, consuming their tokens. Returns how

@@ -106,6 +106,8 @@ TEST(TokenTableTest, TakeDoneTakesOnlyDoneTokens) {
   demi_qresult_t out{};
   out.qr_ret = 99;
   EXPECT_FALSE(table.TakeDone(qt, &out));  // pending: nothing changes
+  EXPECT_EQ(table.TakeIfDone(qt, &out), TokenState::kPending);
+  EXPECT_EQ(table.TakeIfDone(qt + 1, &out), TokenState::kInvalid);
   EXPECT_EQ(out.qr_ret, 99);
   EXPECT_EQ(table.StateOf(qt), TokenState::kPending);
   EXPECT_FALSE(table.TakeDone(qt + 1, &out));  // not a token of ours

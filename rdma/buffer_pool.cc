@@ -113,7 +113,8 @@ BufferPool::BufferPool(Registrar* registrar, const BufferPoolOptions& options,
     : registrar_(registrar),
       options_(options),
       num_classes_(ClassOf(options.max_buffer_size) + 1),
-      descriptors_(std::move(descriptors)) {
+      descriptors_(std::move(descriptors)),
+      descriptors_base_(reinterpret_cast<uintptr_t>(descriptors_.base())) {
   static_assert(ClassOf(kMaxBufferSizeLimit) + 1 == kMaxClasses);
 }
 
@@ -155,7 +156,7 @@ absl::StatusOr<PoolBuffer*> BufferPool::Allocate(size_t size) {
     if (PoolBuffer* buffer = state.free_list; buffer != nullptr) {
       state.free_list = buffer->next_free_;
       buffer->next_free_ = nullptr;
-      buffer->in_use_ = true;
+      buffer->in_use_.store(true, std::memory_order_release);
       ++state.in_use;
       return buffer;
     }
@@ -189,7 +190,7 @@ absl::StatusOr<PoolBuffer*> BufferPool::Allocate(size_t size) {
   }
   PoolBuffer* const first = *placed;
   PoolBuffer* const last = first + chunk->count - 1;
-  first->in_use_ = true;
+  first->in_use_.store(true, std::memory_order_release);
   first->next_free_ = nullptr;
   SizeClass& state = classes_[size_class];
   // Buffers 1..count-1 go ahead of any freed meanwhile by other threads.
@@ -256,10 +257,11 @@ absl::StatusOr<PoolBuffer*> BufferPool::PlaceDescriptors(Chunk& chunk,
     buffer->keys_ = keys;
     buffer->capacity_ = static_cast<uint32_t>(capacity);
     buffer->size_class_ = static_cast<uint8_t>(size_class);
-    buffer->in_use_ = false;
+    buffer->in_use_.store(false, std::memory_order_release);
   }
   chunk.buffers = first;
   descriptors_used_ = end;
+  descriptors_published_.store(end, std::memory_order_release);
   return first;
 }
 
@@ -271,9 +273,9 @@ absl::Status BufferPool::Free(PoolBuffer* buffer) {
   {
     demi::MutexLock lock(&mu_);
     owned = OwnsLocked(buffer);
-    if (owned && buffer->in_use_) {
+    if (owned && buffer->in_use_.load(std::memory_order_relaxed)) {
       SizeClass& state = classes_[buffer->size_class_];
-      buffer->in_use_ = false;
+      buffer->in_use_.store(false, std::memory_order_release);
       buffer->next_free_ = state.free_list;
       state.free_list = buffer;
       --state.in_use;
@@ -292,13 +294,18 @@ absl::Status BufferPool::Free(PoolBuffer* buffer) {
 }
 
 bool BufferPool::Owns(const PoolBuffer* buffer) const {
-  demi::MutexLock lock(&mu_);
-  return OwnsLocked(buffer);
+  // Lock-free, as OwnsLocked but against the published descriptors (those
+  // placed under the mutex before the release store).
+  const uintptr_t offset =
+      reinterpret_cast<uintptr_t>(buffer) - descriptors_base_;
+  return offset < descriptors_published_.load(std::memory_order_acquire) &&
+         offset % sizeof(PoolBuffer) == 0;
 }
 
 bool BufferPool::IsAllocated(const PoolBuffer* buffer) const {
-  demi::MutexLock lock(&mu_);
-  return OwnsLocked(buffer) && buffer->in_use_;
+  // A buffer freed or allocated by another thread meanwhile is that
+  // thread's race with the caller's; the answer is one of the two states.
+  return Owns(buffer) && buffer->in_use_.load(std::memory_order_acquire);
 }
 
 bool BufferPool::OwnsLocked(const PoolBuffer* buffer) const {
@@ -363,7 +370,8 @@ absl::Status BufferPool::CheckInvariantsLocked() const {
         return fail("descriptor ", i, " of a class-", size_class,
                     " chunk is corrupt");
       }
-      if (buffer.in_use_) ++counted[size_class].in_use;
+      if (buffer.in_use_.load(std::memory_order_relaxed))
+        ++counted[size_class].in_use;
     }
     ++counted[size_class].chunks;
     counted[size_class].buffers += chunk->count;
@@ -394,7 +402,9 @@ absl::Status BufferPool::CheckInvariantsLocked() const {
     for (const PoolBuffer* buffer = state.free_list; buffer != nullptr;
          buffer = buffer->next_free_) {
       if (free == state.buffers) return fail("class ", i, " free list loops");
-      if (!OwnsLocked(buffer) || buffer->in_use_ || buffer->size_class_ != i) {
+      if (!OwnsLocked(buffer) ||
+          buffer->in_use_.load(std::memory_order_relaxed) ||
+          buffer->size_class_ != i) {
         return fail("class ", i, " free list holds a bad descriptor");
       }
       ++free;

@@ -61,6 +61,7 @@
 #define DEMI_RDMA_BUFFER_POOL_H_
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -103,7 +104,8 @@ class PoolBuffer {
   MemoryKeys keys_;
   uint32_t capacity_ = 0;
   uint8_t size_class_ = 0;
-  bool in_use_ = false;
+  // Written under the pool's mutex; read without it by IsAllocated().
+  std::atomic<bool> in_use_{false};
 };
 
 struct BufferPoolOptions {
@@ -161,7 +163,8 @@ class BufferPool {
   bool Owns(const PoolBuffer* buffer) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // True if `buffer` is a descriptor of this pool and is allocated: what a
-  // handle passed to the libOS (e.g. in demi_push) must be.
+  // handle passed to the libOS (e.g. in demi_push) must be. Owns() and this
+  // take no lock (every push and free asks).
   bool IsAllocated(const PoolBuffer* buffer) const ABSL_LOCKS_EXCLUDED(mu_);
 
   size_t max_buffer_size() const { return options_.max_buffer_size; }
@@ -215,6 +218,11 @@ class BufferPool {
   // Create), and the bytes of it holding descriptors, in chunk order.
   ReservedRange descriptors_ ABSL_GUARDED_BY(mu_);
   size_t descriptors_used_ ABSL_GUARDED_BY(mu_) = 0;
+  // For the lock-free checks (IsAllocated, Owns): where descriptors_ starts
+  // (constant), and descriptors_used_ once the descriptors below it are
+  // constructed (stored with release after placing them).
+  const uintptr_t descriptors_base_;
+  std::atomic<size_t> descriptors_published_{0};
   size_t registered_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // Of chunks_.
   // registered_bytes_ plus the bytes of chunks being created: the figure
   // checked against the cap.
