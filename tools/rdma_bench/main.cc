@@ -3,12 +3,15 @@
 
 #include <arpa/inet.h>
 #include <demi/libos.h>
+#include <demi/sga.h>
+#include <demi/wait.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,6 +30,7 @@
 #include "tools/rdma_bench/options.h"
 #include "tools/rdma_bench/perftest.h"
 #include "tools/rdma_bench/report.h"
+#include "tools/rdma_bench/rounds.h"
 
 extern char** environ;
 
@@ -600,33 +604,91 @@ int ReapServer(pid_t pid, absl::Duration limit) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
-int RunClient(const Options& options, pid_t server) {
-  const absl::Time start = absl::Now();
-  if (absl::Status s = InitDemi(); !s.ok()) {
-    Progress(std::string(s.message()));
-    if (server > 0) ReapServer(server, absl::ZeroDuration());
-    return 1;
-  }
-  Progress(absl::StrCat("client of ", AddressText(options.address), ": ",
-                        options.sizes.size(), " sizes, ", options.duration_ms,
-                        " ms per cell"));
-  absl::StatusOr<std::vector<Row>> rows = Measure(options);
-  if (server > 0) {
-    int status = ReapServer(
-        server, rows.ok() ? absl::Seconds(10) : absl::ZeroDuration());
-    if (rows.ok() && status != 0) {
-      Progress(absl::StrCat("the server exited with status ", status));
+// Results the previous round left behind (operations of its closed queues,
+// cancelled at close): taken, their arrays freed, so that the next round's
+// waits see only its own.
+void DropLeftovers() {
+  demi_qresult_t results[16];
+  for (;;) {
+    int count = 0;
+    timespec now{};
+    if (demi_wait_next_n(results, 16, &count, &now) != 0 || count == 0) return;
+    for (int i = 0; i < count; ++i) {
+      if (results[i].qr_opcode == DEMI_OPC_POP &&
+          results[i].qr_value.sga.sga_numsegs > 0) {
+        (void)demi_sgafree(&results[i].qr_value.sga);
+      }
     }
   }
-  if (!rows.ok()) {
-    Progress(absl::StrCat("failed: ", rows.status().message()));
+}
+
+// A --local server child waiting for its round (see Main).
+struct LocalServer {
+  pid_t pid = -1;
+  int start = -1;  // write one byte to start it
+};
+
+int RunClient(const Options& options, std::vector<LocalServer> servers) {
+  const absl::Time start = absl::Now();
+  auto reap_all = [&](size_t from) {
+    for (size_t r = from; r < servers.size(); ++r) {
+      close(servers[r].start);  // EOF: the child exits without serving
+      ReapServer(servers[r].pid, absl::Seconds(5));
+    }
+  };
+  if (absl::Status s = InitDemi(); !s.ok()) {
+    Progress(std::string(s.message()));
+    reap_all(0);
     return 1;
   }
+  const uint32_t rounds = std::max<uint32_t>(1, options.rounds);
+  Progress(absl::StrCat("client of ", AddressText(options.address), ": ",
+                        options.sizes.size(), " sizes, ", options.duration_ms,
+                        " ms per cell", rounds > 1 ? ", " : "",
+                        rounds > 1 ? absl::StrCat(rounds, " rounds") : ""));
+  std::vector<std::vector<Row>> measured;
   std::string notes;
-  if (options.baseline) RunBaselines(options, *rows, &notes);
+  for (uint32_t round = 0; round < rounds; ++round) {
+    if (rounds > 1) Progress(absl::StrCat("round ", round + 1, " of ", rounds));
+    const bool local = round < servers.size();
+    if (local) {
+      const char go = 1;
+      if (write(servers[round].start, &go, 1) != 1) {
+        Progress("cannot start the server of this round");
+        reap_all(round);
+        return 1;
+      }
+      close(servers[round].start);
+    }
+    if (round > 0) DropLeftovers();
+    absl::StatusOr<std::vector<Row>> rows = Measure(options);
+    if (local) {
+      int status =
+          ReapServer(servers[round].pid,
+                     rows.ok() ? absl::Seconds(10) : absl::ZeroDuration());
+      if (rows.ok() && status != 0) {
+        Progress(absl::StrCat("the server exited with status ", status));
+      }
+    }
+    if (!rows.ok()) {
+      Progress(absl::StrCat("failed: ", rows.status().message()));
+      reap_all(round + 1);
+      return 1;
+    }
+    std::string round_notes;
+    if (options.baseline) RunBaselines(options, *rows, &round_notes);
+    if (round == 0) notes = round_notes;
+    measured.push_back(*std::move(rows));
+  }
+  std::vector<Row> rows = MedianOfRounds(measured);
+  if (rounds > 1) {
+    notes += absl::StrCat(notes.empty() ? "" : "; ",
+                          "every figure is the median of ", rounds,
+                          " rounds, each the library's cells then perftest's");
+  }
   std::vector<PeerRow> peers;
-  if (options.peers) peers = RunPeerRows(options, *rows);
-  int code = Output(options, *rows, notes, std::move(peers));
+  if (options.peers) peers = RunPeerRows(options, rows);
+  int code = Output(options, rows, notes, std::move(peers));
   Progress(absl::StrFormat("done in %.1f s",
                            absl::ToDoubleSeconds(absl::Now() - start)));
   return code;
@@ -648,20 +710,49 @@ int Main(int argc, char** argv) {
     case Role::kServer:
       return RunServer(*options, false);
     case Role::kClient:
-      return RunClient(*options, -1);
+      if (options->rounds > 1) {
+        std::fprintf(stderr, "rdma_bench: --rounds needs --local\n");
+        return 2;
+      }
+      return RunClient(*options, {});
     case Role::kLocal:
       break;
   }
-  // --local: the server is a child process with a libOS of its own, forked
-  // before this process touches the library.
-  std::fflush(nullptr);
-  pid_t pid = fork();
-  if (pid < 0) {
-    std::perror("rdma_bench: fork");
-    return 1;
+  // --local: each round's server is a child process with a libOS of its
+  // own, forked before this process touches the library; it waits (blocked
+  // in read, not spinning) until its round starts, so only one server runs
+  // at a time and none while perftest runs.
+  std::vector<LocalServer> servers;
+  for (uint32_t round = 0; round < std::max<uint32_t>(1, options->rounds);
+       ++round) {
+    int fds[2];
+    if (pipe(fds) != 0) {
+      std::perror("rdma_bench: pipe");
+      return 1;
+    }
+    std::fflush(nullptr);
+    pid_t pid = fork();
+    if (pid < 0) {
+      std::perror("rdma_bench: fork");
+      return 1;
+    }
+    if (pid == 0) {
+      // Only its own read end stays open, so an early exit of the client
+      // (every write end closed) ends the waiting children too.
+      for (const LocalServer& earlier : servers) close(earlier.start);
+      close(fds[1]);
+      char go = 0;
+      ssize_t n;
+      do {
+        n = read(fds[0], &go, 1);
+      } while (n < 0 && errno == EINTR);
+      close(fds[0]);
+      _exit(n == 1 ? RunServer(*options, true) : 0);
+    }
+    close(fds[0]);
+    servers.push_back({pid, fds[1]});
   }
-  if (pid == 0) _exit(RunServer(*options, true));
-  return RunClient(*options, pid);
+  return RunClient(*options, std::move(servers));
 }
 
 }  // namespace

@@ -159,7 +159,7 @@ bool TakesValue(absl::string_view flag) {
   for (absl::string_view name :
        {"--server", "--client", "--sizes", "--memory", "--workloads",
         "--window", "--connections", "--duration-ms", "--min-iterations",
-        "--device", "--json", "--csv", "--plot", "--echo"}) {
+        "--rounds", "--device", "--json", "--csv", "--plot", "--echo"}) {
     if (flag == name) return true;
   }
   return false;
@@ -205,6 +205,9 @@ absl::Status ApplyValue(absl::string_view flag, absl::string_view value,
   }
   if (flag == "--min-iterations") {
     return Assign(ParseCount(flag, value, 1, 1000000), &options.min_iterations);
+  }
+  if (flag == "--rounds") {
+    return Assign(ParseCount(flag, value, 1, 9), &options.rounds);
   }
   std::string* text = flag == "--device" ? &options.device
                       : flag == "--json" ? &options.json_path
@@ -334,6 +337,9 @@ Options:
   --connections N       connections measured at once (default 1)
   --duration-ms N       time budget of each measured cell (default 200)
   --min-iterations N    measured iterations per cell, at least (default 5)
+  --rounds N            (--local) measure everything, library then perftest,
+                        N times in turn (1 to 9, default 1); each figure is
+                        the median of its N rounds
   --echo popped|buffer  how the server answers pings: push back the popped
                         array (zero copy, as Demikernel's echo servers do;
                         the default) or push a reply buffer of its own

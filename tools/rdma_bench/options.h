@@ -39,10 +39,14 @@ struct Options {
   std::vector<uint64_t> sizes;   // message sizes, in bytes, ascending
   std::vector<Memory> memories;  // variants to measure
   Workloads workloads;
-  uint32_t window = 32;               // pushes outstanding per connection
-  uint32_t connections = 1;           // connections used at once
-  uint32_t duration_ms = 200;         // time budget of one measured cell
-  uint32_t min_iterations = 5;        // measured iterations, at least
+  uint32_t window = 32;         // pushes outstanding per connection
+  uint32_t connections = 1;     // connections used at once
+  uint32_t duration_ms = 200;   // time budget of one measured cell
+  uint32_t min_iterations = 5;  // measured iterations, at least
+  // --local: the whole measurement (library, then perftest) this many times
+  // in turn, each figure the median of its rounds (the emulated machine's
+  // speed drifts between cells; interleaved rounds cancel most of it).
+  uint32_t rounds = 1;
   EchoMode echo = EchoMode::kPopped;  // how the server answers pings
   bool quick = false;                 // the short preset (tests)
   bool baseline = false;              // also run perftest

@@ -83,6 +83,7 @@ TEST(ParseOptionsTest, Defaults) {
   EXPECT_TRUE(options->workloads.latency && options->workloads.rate &&
               options->workloads.bandwidth);
   EXPECT_EQ(options->window, 32u);
+  EXPECT_EQ(options->rounds, 1u);
   EXPECT_FALSE(options->baseline);
   EXPECT_EQ(options->echo, EchoMode::kPopped);
   unsetenv("DEMI_RDMA_ADDR");
@@ -151,6 +152,15 @@ TEST(ParseOptionsTest, QuickIsAPresetThatFlagsOverride) {
   absl::StatusOr<Options> sized = Parse({"--quick", "--sizes", "8"});
   ASSERT_TRUE(sized.ok());
   EXPECT_EQ(sized->sizes, (std::vector<uint64_t>{8}));
+}
+
+TEST(ParseOptionsTest, Rounds) {
+  absl::StatusOr<Options> three = Parse({"--rounds", "3"});
+  ASSERT_TRUE(three.ok()) << three.status();
+  EXPECT_EQ(three->rounds, 3u);
+  EXPECT_FALSE(Parse({"--rounds", "0"}).ok());
+  EXPECT_FALSE(Parse({"--rounds", "10"}).ok());
+  EXPECT_FALSE(Parse({"--rounds", "two"}).ok());
 }
 
 TEST(ParseOptionsTest, Errors) {

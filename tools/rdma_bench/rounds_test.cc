@@ -1,0 +1,61 @@
+#include "tools/rdma_bench/rounds.h"
+
+#include "gtest/gtest.h"
+
+namespace demi::bench {
+namespace {
+
+TEST(MedianOfTest, OddEvenAndMissing) {
+  EXPECT_EQ(MedianOf({}), std::nullopt);
+  EXPECT_EQ(MedianOf({std::nullopt, std::nullopt}), std::nullopt);
+  EXPECT_EQ(MedianOf({3.0, 1.0, 2.0}), 2.0);
+  EXPECT_EQ(MedianOf({4.0, 1.0, 2.0, 3.0}), 2.5);
+  EXPECT_EQ(MedianOf({5.0, std::nullopt, 1.0, 9.0}), 5.0);
+}
+
+Row LatencyRow(double median, std::optional<double> baseline) {
+  Row row;
+  row.workload = "latency";
+  row.size = 64;
+  row.iterations = 100;
+  row.seconds = 0.5;
+  row.value = row.median_us = median;
+  row.p99_us = median * 2;
+  if (baseline.has_value()) {
+    row.baseline =
+        Baseline{"ib_send_lat", baseline, *baseline * 3, std::nullopt, ""};
+  } else {
+    row.baseline = Baseline{"ib_send_lat", std::nullopt, std::nullopt,
+                            std::nullopt, "perftest failed"};
+  }
+  return row;
+}
+
+TEST(MedianOfRoundsTest, EachFigureIsTheMedianOfItsRounds) {
+  Row missing;
+  missing.workload = "bandwidth";
+  missing.size = 8;
+  missing.reason = "EMSGSIZE";
+  std::vector<std::vector<Row>> rounds = {
+      {LatencyRow(10, 8), missing},
+      {LatencyRow(30, std::nullopt), missing},
+      {LatencyRow(12, 9), missing},
+  };
+  std::vector<Row> merged = MedianOfRounds(rounds);
+  ASSERT_EQ(merged.size(), 2u);
+  EXPECT_EQ(merged[0].value, 12.0);
+  EXPECT_EQ(merged[0].median_us, 12.0);
+  EXPECT_EQ(merged[0].p99_us, 24.0);
+  EXPECT_EQ(merged[0].iterations, 300u);
+  EXPECT_DOUBLE_EQ(merged[0].seconds, 1.5);
+  ASSERT_TRUE(merged[0].baseline.has_value());
+  EXPECT_EQ(merged[0].baseline->value, 8.5);  // of the two rounds with one
+  EXPECT_EQ(merged[0].baseline->p99_us, 25.5);
+  EXPECT_TRUE(merged[0].baseline->reason.empty());
+  EXPECT_EQ(merged[1].value, std::nullopt);
+  EXPECT_EQ(merged[1].reason, "EMSGSIZE");
+  EXPECT_TRUE(MedianOfRounds({}).empty());
+}
+
+}  // namespace
+}  // namespace demi::bench
