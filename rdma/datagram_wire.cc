@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
+#include "rdma/byte_order.h"
 
 namespace demi::rdma::datagram_wire {
 namespace {
@@ -12,25 +13,6 @@ namespace {
 // Layout of the fixed part (12 bytes):
 //   0: version  1: type  2: num_segments  3: reserved (0)
 //   4-7: source IPv4 (network order)  8-9: source port  10-11: reserved (0)
-
-void Put16(uint8_t* out, uint16_t value) {
-  out[0] = static_cast<uint8_t>(value);
-  out[1] = static_cast<uint8_t>(value >> 8);
-}
-
-void Put32(uint8_t* out, uint32_t value) {
-  for (int i = 0; i < 4; ++i) out[i] = static_cast<uint8_t>(value >> (8 * i));
-}
-
-uint16_t Get16(const uint8_t* in) {
-  return static_cast<uint16_t>(in[0] | (in[1] << 8));
-}
-
-uint32_t Get32(const uint8_t* in) {
-  uint32_t value = 0;
-  for (int i = 3; i >= 0; --i) value = (value << 8) | in[i];
-  return value;
-}
 
 absl::Status ProtocolError(absl::string_view what) {
   return ErrnoError(EPROTO, absl::StrCat("datagram wire: ", what));

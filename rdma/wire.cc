@@ -65,11 +65,8 @@ size_t EncodedSize(const MessageHeader& header) {
 }
 
 size_t EncodeHeader(const MessageHeader& header, uint8_t out[kMaxEncodedSize]) {
-  out[0] = kVersion;
-  out[1] = static_cast<uint8_t>(header.type);
-  Put16(out + 2, header.credits_returned);
-  out[4] = header.num_segments;
-  out[5] = out[6] = out[7] = 0;
+  EncodeFixedPart(header.type, header.credits_returned, header.num_segments,
+                  out);
   for (int i = 0; i < header.num_segments; ++i) {
     Put32(out + kHeaderFixedSize + 4 * i, header.segment_lengths[i]);
   }

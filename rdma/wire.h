@@ -14,49 +14,18 @@
 #ifndef DEMI_RDMA_WIRE_H_
 #define DEMI_RDMA_WIRE_H_
 
-#include <endian.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "rdma/byte_order.h"
 
 namespace demi::rdma::wire {
 
 // Bumped on any incompatible change; peers with different versions refuse to
 // connect (the passive side rejects, the active side fails with EPROTO).
 inline constexpr uint8_t kVersion = 2;
-
-// Fields are little-endian on the wire, at any alignment.
-inline void Put16(uint8_t* out, uint16_t value) {
-  value = htole16(value);
-  std::memcpy(out, &value, sizeof(value));
-}
-inline void Put32(uint8_t* out, uint32_t value) {
-  value = htole32(value);
-  std::memcpy(out, &value, sizeof(value));
-}
-inline void Put64(uint8_t* out, uint64_t value) {
-  value = htole64(value);
-  std::memcpy(out, &value, sizeof(value));
-}
-inline uint16_t Get16(const uint8_t* in) {
-  uint16_t value;
-  std::memcpy(&value, in, sizeof(value));
-  return le16toh(value);
-}
-inline uint32_t Get32(const uint8_t* in) {
-  uint32_t value;
-  std::memcpy(&value, in, sizeof(value));
-  return le32toh(value);
-}
-inline uint64_t Get64(const uint8_t* in) {
-  uint64_t value;
-  std::memcpy(&value, in, sizeof(value));
-  return le64toh(value);
-}
 
 // Most segments one message carries (DEMI_SGARRAY_MAXSIZE).
 inline constexpr int kMaxSegments = 16;
@@ -151,14 +120,20 @@ size_t EncodeHeader(const MessageHeader& header, uint8_t out[kMaxEncodedSize]);
 // fill): writes the fixed part, then each of the `num_segments` (1 to
 // kMaxSegments) lengths, and returns HeaderSize(num_segments). `length(i)`
 // gives segment i's length. The same bytes as EncodeHeader.
-template <typename LengthOf>
-size_t EncodeDataHeader(uint16_t credits_returned, uint8_t num_segments,
-                        LengthOf length, uint8_t* out) {
+// Writes the kHeaderFixedSize bytes every message starts with.
+inline void EncodeFixedPart(MessageType type, uint16_t credits_returned,
+                            uint8_t num_segments, uint8_t* out) {
   out[0] = kVersion;
-  out[1] = static_cast<uint8_t>(MessageType::kData);
+  out[1] = static_cast<uint8_t>(type);
   Put16(out + 2, credits_returned);
   out[4] = num_segments;
   out[5] = out[6] = out[7] = 0;
+}
+
+template <typename LengthOf>
+size_t EncodeDataHeader(uint16_t credits_returned, uint8_t num_segments,
+                        LengthOf length, uint8_t* out) {
+  EncodeFixedPart(MessageType::kData, credits_returned, num_segments, out);
   for (int i = 0; i < num_segments; ++i) {
     Put32(out + kHeaderFixedSize + 4 * i, length(i));
   }
