@@ -299,16 +299,22 @@ absl::Status RcConnection::OnEstablished(const CmEvent& event) {
   return absl::OkStatus();
 }
 
+void RcConnection::PrepareReceive(uint32_t buffer_index, ibv_recv_wr* wr,
+                                  ibv_sge* sge) const {
+  sge->addr = reinterpret_cast<uintptr_t>(receive_memory_.get()) +
+              static_cast<uintptr_t>(buffer_index) * receive_buffer_size_;
+  sge->length = receive_buffer_size_;
+  sge->lkey = receive_mr_->lkey();
+  wr->wr_id = completion_.WrId(kReceiveBit | buffer_index);
+  wr->sg_list = sge;
+  wr->num_sge = 1;
+  wr->next = nullptr;
+}
+
 absl::Status RcConnection::PostReceive(uint32_t buffer_index) {
-  ibv_sge sge{};
-  sge.addr = reinterpret_cast<uintptr_t>(receive_memory_.get()) +
-             static_cast<uintptr_t>(buffer_index) * receive_buffer_size_;
-  sge.length = receive_buffer_size_;
-  sge.lkey = receive_mr_->lkey();
-  ibv_recv_wr wr{};
-  wr.wr_id = completion_.WrId(kReceiveBit | buffer_index);
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
+  ibv_sge sge;
+  ibv_recv_wr wr;
+  PrepareReceive(buffer_index, &wr, &sge);
   ++receive_posts_;
   return qp_->PostRecv(&wr);
 }
@@ -446,9 +452,6 @@ ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
   } else {
     wire::MessageHeader header;
     switch (kind) {
-      case Kind::kData:
-        header.type = wire::MessageType::kData;
-        break;
       case Kind::kCreditUpdate:
         header.type = wire::MessageType::kCreditUpdate;
         break;
@@ -464,14 +467,14 @@ ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
         header.type = wire::MessageType::kRendezvousDone;
         header.transfer_id = static_cast<uint32_t>(cookie);
         break;
-      case Kind::kRead:
-        break;  // not a SEND; see PrepareRead
+      case Kind::kData:  // above
+      case Kind::kRead:  // not a SEND; see PrepareRead
+        break;
     }
     header.credits_returned = credits_returned;
     header.num_segments = static_cast<uint8_t>(num_segments);
     for (uint32_t i = 0; i < num_segments; ++i) {
       header.segment_lengths[i] = segments[i].length;
-      total += segments[i].length;
     }
     if (kind == Kind::kRendezvous) {
       for (uint32_t i = 0; i < num_segments; ++i) {
@@ -481,9 +484,9 @@ ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
     }
     header_size = wire::EncodeHeader(header, header_slot);
   }
-  // A rendezvous announcement carries no payload: only the header slot.
+  // A rendezvous announcement carries no payload: only the header slot
+  // (total stays 0 for every kind but data).
   const uint32_t gathered = kind == Kind::kData ? num_segments : 0;
-  if (kind != Kind::kData) total = 0;
 
   ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
   sge[0].addr = reinterpret_cast<uintptr_t>(header_slot);
@@ -931,17 +934,8 @@ void RcConnection::PostReleased() {
   const size_t count = releases_.size();
   if (count == 0) return;
   for (size_t i = 0; i < count; ++i) {
-    const uint32_t index = releases_[i];
-    ibv_sge& sge = release_sges_[i];
-    sge.addr = reinterpret_cast<uintptr_t>(receive_memory_.get()) +
-               static_cast<uintptr_t>(index) * receive_buffer_size_;
-    sge.length = receive_buffer_size_;
-    sge.lkey = receive_mr_->lkey();
-    ibv_recv_wr& wr = release_wrs_[i];
-    wr.wr_id = completion_.WrId(kReceiveBit | index);
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    wr.next = i + 1 < count ? &release_wrs_[i + 1] : nullptr;
+    PrepareReceive(releases_[i], &release_wrs_[i], &release_sges_[i]);
+    if (i > 0) release_wrs_[i - 1].next = &release_wrs_[i];
   }
   releases_.clear();
   ++receive_posts_;

@@ -358,6 +358,9 @@ class RcConnection final : private CompletionHandler {
   CompletionSink& sink();
 
   absl::Status CreateResources();
+  // Fills *wr and *sge to receive into buffer `buffer_index` (wr->next null).
+  void PrepareReceive(uint32_t buffer_index, ibv_recv_wr* wr,
+                      ibv_sge* sge) const;
   absl::Status PostReceive(uint32_t buffer_index);
   // Posts the buffers Release() left in releases_ as one chain, then counts
   // each re-posted for the credit account. Fails the connection on error.
