@@ -272,7 +272,7 @@ absl::Status BufferPool::Free(PoolBuffer* buffer) {
   bool owned;
   {
     demi::MutexLock lock(&mu_);
-    owned = OwnsLocked(buffer);
+    owned = Owns(buffer);
     if (owned && buffer->in_use_.load(std::memory_order_relaxed)) {
       SizeClass& state = classes_[buffer->size_class_];
       buffer->in_use_.store(false, std::memory_order_release);
@@ -294,8 +294,10 @@ absl::Status BufferPool::Free(PoolBuffer* buffer) {
 }
 
 bool BufferPool::Owns(const PoolBuffer* buffer) const {
-  // Lock-free, as OwnsLocked but against the published descriptors (those
-  // placed under the mutex before the release store).
+  // Only the pointer's value is examined until it is known to be ours (a
+  // pointer below the range wraps to a large offset). Lock-free: the
+  // published descriptors were placed under the mutex before the release
+  // store (under the mutex, the same figure as descriptors_used_).
   const uintptr_t offset =
       reinterpret_cast<uintptr_t>(buffer) - descriptors_base_;
   return offset < descriptors_published_.load(std::memory_order_acquire) &&
@@ -306,14 +308,6 @@ bool BufferPool::IsAllocated(const PoolBuffer* buffer) const {
   // A buffer freed or allocated by another thread meanwhile is that
   // thread's race with the caller's; the answer is one of the two states.
   return Owns(buffer) && buffer->in_use_.load(std::memory_order_acquire);
-}
-
-bool BufferPool::OwnsLocked(const PoolBuffer* buffer) const {
-  // Only the pointer's value is examined until it is known to be ours (a
-  // pointer below the range wraps to a large offset).
-  const uintptr_t offset = reinterpret_cast<uintptr_t>(buffer) -
-                           reinterpret_cast<uintptr_t>(descriptors_.base());
-  return offset < descriptors_used_ && offset % sizeof(PoolBuffer) == 0;
 }
 
 BufferPoolStats BufferPool::Stats() const {
@@ -402,8 +396,7 @@ absl::Status BufferPool::CheckInvariantsLocked() const {
     for (const PoolBuffer* buffer = state.free_list; buffer != nullptr;
          buffer = buffer->next_free_) {
       if (free == state.buffers) return fail("class ", i, " free list loops");
-      if (!OwnsLocked(buffer) ||
-          buffer->in_use_.load(std::memory_order_relaxed) ||
+      if (!Owns(buffer) || buffer->in_use_.load(std::memory_order_relaxed) ||
           buffer->size_class_ != i) {
         return fail("class ", i, " free list holds a bad descriptor");
       }

@@ -160,12 +160,12 @@ class BufferPool {
 
   // True if `buffer` is a descriptor of this pool, allocated or free. Never
   // dereferences a pointer that is not.
-  bool Owns(const PoolBuffer* buffer) const ABSL_LOCKS_EXCLUDED(mu_);
+  bool Owns(const PoolBuffer* buffer) const;
 
   // True if `buffer` is a descriptor of this pool and is allocated: what a
   // handle passed to the libOS (e.g. in demi_push) must be. Owns() and this
   // take no lock (every push and free asks).
-  bool IsAllocated(const PoolBuffer* buffer) const ABSL_LOCKS_EXCLUDED(mu_);
+  bool IsAllocated(const PoolBuffer* buffer) const;
 
   size_t max_buffer_size() const { return options_.max_buffer_size; }
 
@@ -198,8 +198,6 @@ class BufferPool {
   absl::StatusOr<std::unique_ptr<Chunk>> CreateChunk(size_t size_class) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  bool OwnsLocked(const PoolBuffer* buffer) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places `count` descriptors for `chunk` after the used ones (making
   // pages read-write as needed) and fills them in; ENOMEM if the range is
   // full or mprotect fails.
