@@ -434,15 +434,9 @@ void LibOS::CompletePop(Queue& queue, demi_qtoken_t qt,
     sga.sga_numsegs = 0;
     return;
   }
-  ReceiveHandle& handle = queue.handles[message->buffer_index];
-  handle.popped = true;
+  LendPopped(queue.handles[message->buffer_index], message->segment_data,
+             message->segment_lengths, message->num_segments, &sga);
   ++queue.held;
-  sga.sga_buf = &handle;
-  sga.sga_numsegs = message->num_segments;
-  for (uint32_t i = 0; i < message->num_segments; ++i) {
-    sga.sga_segs[i].sgaseg_buf = const_cast<uint8_t*>(message->segment_data[i]);
-    sga.sga_segs[i].sgaseg_len = message->segment_lengths[i];
-  }
 }
 
 void LibOS::CompleteAccept(demi_qtoken_t qt, const Queue& accepted) {

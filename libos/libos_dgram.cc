@@ -499,20 +499,13 @@ absl::StatusOr<demi_qtoken_t> LibOS::DatagramPop(DatagramQueue& queue) {
 
 void LibOS::CompleteDatagramPop(DatagramQueue& queue, demi_qtoken_t qt,
                                 const rdma::ReceivedDatagram& datagram) {
-  demi_qresult_t result{};
-  result.qr_opcode = DEMI_OPC_POP;
-  demi_sgarray_t& sga = result.qr_value.sga;
-  ReceiveHandle& handle = queue.handles[datagram.buffer_index];
-  handle.popped = true;
-  ++queue.held;
-  sga.sga_buf = &handle;
-  sga.sga_numsegs = datagram.num_segments;
-  for (uint32_t i = 0; i < datagram.num_segments; ++i) {
-    sga.sga_segs[i].sgaseg_buf = const_cast<uint8_t*>(datagram.segment_data[i]);
-    sga.sga_segs[i].sgaseg_len = datagram.segment_lengths[i];
-  }
+  demi_qresult_t* result = tokens_.CompleteInPlace(qt, DEMI_OPC_POP);
+  if (result == nullptr) return;
+  demi_sgarray_t& sga = result->qr_value.sga;
+  LendPopped(queue.handles[datagram.buffer_index], datagram.segment_data,
+             datagram.segment_lengths, datagram.num_segments, &sga);
   sga.sga_addr = datagram.source;
-  (void)tokens_.Complete(qt, result);
+  ++queue.held;
 }
 
 absl::Status LibOS::DatagramGetPeerName(const DatagramQueue& queue,

@@ -17,6 +17,8 @@
 #ifndef DEMI_LIBOS_RECEIVE_HANDLES_H_
 #define DEMI_LIBOS_RECEIVE_HANDLES_H_
 
+#include <demi/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -48,6 +50,22 @@ struct ReceiveHandle {
   bool popped = false;        // lent to the application, not yet freed
   bool free_pending = false;  // freed while pushes read it
 };
+
+// Lends the buffer of `handle` to the application as the popped array
+// `sga`: its `n` segments are data[i] / lengths[i] (in that buffer), sga_buf
+// names the handle (what demi_sgafree and demi_push find again). The caller
+// sets sga_addr and counts the buffer as held.
+inline void LendPopped(ReceiveHandle& handle, const uint8_t* const* data,
+                       const uint32_t* lengths, uint32_t n,
+                       demi_sgarray_t* sga) {
+  handle.popped = true;
+  sga->sga_buf = &handle;
+  sga->sga_numsegs = n;
+  for (uint32_t i = 0; i < n; ++i) {
+    sga->sga_segs[i].sgaseg_buf = const_cast<uint8_t*>(data[i]);
+    sga->sga_segs[i].sgaseg_len = lengths[i];
+  }
+}
 
 // Every queue's handles, found by address in O(1).
 //
