@@ -44,6 +44,7 @@ std::optional<Baseline> MergedBaseline(
   merged.value = field(&Baseline::value);
   merged.p99_us = field(&Baseline::p99_us);
   merged.p999_us = field(&Baseline::p999_us);
+  if (merged.value.has_value()) merged.reason.clear();
   return merged;
 }
 
@@ -69,12 +70,6 @@ std::vector<Row> MedianOfRounds(const std::vector<std::vector<Row>>& rounds) {
     if (row.value.has_value()) row.reason.clear();
     row.baseline = MergedBaseline(rounds, i, &Row::baseline);
     row.read_baseline = MergedBaseline(rounds, i, &Row::read_baseline);
-    if (row.baseline.has_value() && row.baseline->value.has_value()) {
-      row.baseline->reason.clear();
-    }
-    if (row.read_baseline.has_value() && row.read_baseline->value.has_value()) {
-      row.read_baseline->reason.clear();
-    }
   }
   return merged;
 }
