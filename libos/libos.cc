@@ -10,6 +10,7 @@
 #include "common/errno_status.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "libos/deadline.h"
 
 namespace demi::libos {
 
@@ -130,32 +131,6 @@ absl::StatusOr<sockaddr_in> Ipv4Address(const sockaddr* address,
   std::memcpy(&ipv4, address, sizeof(ipv4));
   return ipv4;
 }
-
-// A deadline that is cheap to check: reading the clock is a system call on
-// some machines (an emulated HPET), so an infinite wait never reads it, a
-// zero one expires after its first round, and others read it every
-// kClockInterval rounds.
-class Deadline {
- public:
-  explicit Deadline(absl::Duration timeout)
-      : infinite_(timeout == absl::InfiniteDuration()),
-        zero_(timeout <= absl::ZeroDuration()),
-        deadline_(infinite_ || zero_ ? absl::InfinitePast()
-                                     : absl::Now() + timeout) {}
-
-  bool Passed() {
-    if (infinite_) return false;
-    if (zero_) return true;
-    return ++rounds_ % kClockInterval == 0 && absl::Now() >= deadline_;
-  }
-
- private:
-  static constexpr uint32_t kClockInterval = 8;
-  const bool infinite_;
-  const bool zero_;
-  const absl::Time deadline_;
-  uint32_t rounds_ = 0;
-};
 
 }  // namespace
 

@@ -41,50 +41,74 @@ PushMemory::PushMemory(const rdma::DeviceRegistry& devices,
   pushes_reading_.reserve(max_pushes);
 }
 
-absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
-    const void* sga_buf) const {
-  Buffer buffer;
-  if (sga_buf == nullptr) return buffer;
+bool PushMemory::Classify(const void* sga_buf, Buffer* buffer) const {
+  buffer->kind = Buffer::Kind::kApplication;
+  buffer->received = nullptr;
+  if (sga_buf == nullptr) return true;
   if (!free_when_pushed_.empty() && free_when_pushed_.contains(sga_buf)) {
-    return ErrnoError(EINVAL, "the array was freed (demi_sgafree)");
+    return false;  // freed while pushes read it
   }
   // demi_sgaalloc buffers first (the pool's check is O(1)), then popped
   // arrays (also O(1)), then large buffers.
-  const auto* pool_buffer = static_cast<const rdma::PoolBuffer*>(sga_buf);
-  if (devices_.pool().IsAllocated(pool_buffer)) {
-    buffer.kind = Buffer::Kind::kPool;
-    buffer.span = {static_cast<const uint8_t*>(pool_buffer->data()),
-                   pool_buffer->capacity(),
-                   pool_buffer->keys().lkey,
-                   pool_buffer->keys().rkey,
-                   devices_.pool_pd(),
-                   /*remote_read=*/true};
-    return buffer;
+  if (devices_.pool().IsAllocated(
+          static_cast<const rdma::PoolBuffer*>(sga_buf))) {
+    buffer->kind = Buffer::Kind::kPool;
+    return true;
   }
   ReceiveHandle* handle = handles_.Find(sga_buf);
   if (handle != nullptr && handle->popped) {
-    buffer.kind = Buffer::Kind::kReceived;
-    buffer.received = handle;
-    buffer.span = handle->owner->HeldBuffer(handle->buffer_index);
-    if (buffer.span.data == nullptr) {
-      return ErrnoError(EIO, "a popped array's buffer is not held");
+    buffer->kind = Buffer::Kind::kReceived;
+    buffer->received = handle;
+    return true;
+  }
+  if (devices_.large_pool().IsAllocated(
+          static_cast<const rdma::LargeBuffer*>(sga_buf))) {
+    buffer->kind = Buffer::Kind::kLarge;
+    return true;
+  }
+  return false;
+}
+
+absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
+    const void* sga_buf) const {
+  Buffer buffer;
+  if (!Classify(sga_buf, &buffer)) {
+    return ErrnoError(EINVAL,
+                      "sga_buf is neither NULL, nor memory from demi_sgaalloc, "
+                      "nor a popped array (or the array was freed)");
+  }
+  switch (buffer.kind) {
+    case Buffer::Kind::kApplication:
+      break;
+    case Buffer::Kind::kPool: {
+      const auto* pool_buffer = static_cast<const rdma::PoolBuffer*>(sga_buf);
+      buffer.span = {static_cast<const uint8_t*>(pool_buffer->data()),
+                     pool_buffer->capacity(),
+                     pool_buffer->keys().lkey,
+                     pool_buffer->keys().rkey,
+                     devices_.pool_pd(),
+                     /*remote_read=*/true};
+      break;
     }
-    return buffer;
+    case Buffer::Kind::kReceived:
+      buffer.span =
+          buffer.received->owner->HeldBuffer(buffer.received->buffer_index);
+      if (buffer.span.data == nullptr) {
+        return ErrnoError(EIO, "a popped array's buffer is not held");
+      }
+      break;
+    case Buffer::Kind::kLarge: {
+      const auto* large = static_cast<const rdma::LargeBuffer*>(sga_buf);
+      buffer.span = {static_cast<const uint8_t*>(large->data()),
+                     large->capacity(),
+                     large->keys().lkey,
+                     large->keys().rkey,
+                     devices_.pool_pd(),
+                     /*remote_read=*/true};
+      break;
+    }
   }
-  const auto* large = static_cast<const rdma::LargeBuffer*>(sga_buf);
-  if (devices_.large_pool().IsAllocated(large)) {
-    buffer.kind = Buffer::Kind::kLarge;
-    buffer.span = {static_cast<const uint8_t*>(large->data()),
-                   large->capacity(),
-                   large->keys().lkey,
-                   large->keys().rkey,
-                   devices_.pool_pd(),
-                   /*remote_read=*/true};
-    return buffer;
-  }
-  return ErrnoError(EINVAL,
-                    "sga_buf is neither NULL, nor memory from demi_sgaalloc, "
-                    "nor a popped array (or the array was freed)");
+  return buffer;
 }
 
 absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,
@@ -190,12 +214,12 @@ absl::Status PushMemory::Free(void* sga_buf) {
   if (sga_buf == nullptr) {
     return ErrnoError(EINVAL, "not an array the library owns");
   }
-  absl::StatusOr<Buffer> buffer = Identify(sga_buf);
-  if (!buffer.ok()) {
+  Buffer buffer;
+  if (!Classify(sga_buf, &buffer)) {
     return ErrnoError(EINVAL, "not an array the library owns (or freed)");
   }
-  if (buffer->kind == Buffer::Kind::kReceived) {
-    ReceiveHandle& handle = *buffer->received;
+  if (buffer.kind == Buffer::Kind::kReceived) {
+    ReceiveHandle& handle = *buffer.received;
     handle.popped = false;
     if (handle.pushes > 0) {
       handle.free_pending = true;  // returned when its last push finishes

@@ -153,6 +153,10 @@ class PushMemory {
   absl::Status Free(void* sga_buf);
 
  private:
+  // The one classification behind Identify() and Free(): fills
+  // buffer->kind and buffer->received (not the span, which only a push
+  // needs); false if sga_buf names nothing the library knows, or was freed.
+  bool Classify(const void* sga_buf, Buffer* buffer) const;
   void ReleaseLeases(const PushRecord& record) const;
   void LibraryPushFinished(const void* buffer);
   absl::Status FreeLibraryBuffer(void* buffer);

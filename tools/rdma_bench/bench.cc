@@ -298,23 +298,26 @@ class Server {
     const bool echo = !is_control && bytes == c.cell.size &&
                       c.cell.workload == Workload::kPingPong &&
                       echo_ == EchoMode::kPopped;
-    if (echo) {
-      c.echoes_owed.push_back(sga);
-    } else {
-      (void)demi_sgafree(&sga);
+    if (!echo) (void)demi_sgafree(&sga);
+    if (is_control) {
+      if (absl::Status s = PostPop(c.qd); !s.ok()) return s;
+      return OnControl(c, control);
     }
-    if (absl::Status s = PostPop(c.qd); !s.ok()) return s;
-    if (is_control) return OnControl(c, control);
     if (bytes != c.cell.size) {
       return absl::DataLossError(absl::StrCat(
           "server: a message of ", bytes, " bytes, expected ", c.cell.size));
     }
     ++c.received;
     if (c.cell.workload == Workload::kPingPong) {
-      if (!echo) ++c.replies_owed;
-      return SendReplies(c);
+      // The reply first: the client waits for it, nobody for the new pop.
+      if (echo) {
+        if (absl::Status s = Echo(c, sga); !s.ok()) return s;
+      } else {
+        ++c.replies_owed;
+      }
+      if (absl::Status s = SendReplies(c); !s.ok()) return s;
     }
-    return absl::OkStatus();
+    return PostPop(c.qd);
   }
 
   absl::Status OnControl(ServerConnection& c, const Control& control) {
@@ -373,17 +376,40 @@ class Server {
     return absl::OkStatus();
   }
 
+  // Pushes back the popped array `sga` now, or, behind earlier echoes or on
+  // EAGAIN, owes it.
+  absl::Status Echo(ServerConnection& c, demi_sgarray_t& sga) {
+    if (c.echoes_owed.empty()) {
+      bool taken = false;
+      if (absl::Status s = PushEcho(c, sga, &taken); !s.ok() || taken) {
+        return s;
+      }
+    }
+    c.echoes_owed.push_back(sga);
+    return absl::OkStatus();
+  }
+
+  // One echo push; *taken is false on EAGAIN (the array is still the
+  // caller's), else the array is freed (the library keeps the buffer until
+  // the push is done).
+  absl::Status PushEcho(ServerConnection& c, demi_sgarray_t& sga, bool* taken) {
+    demi_qtoken_t qt = 0;
+    int rc = demi_push(&qt, c.qd, &sga);
+    *taken = rc != EAGAIN;
+    if (!*taken) return absl::OkStatus();
+    (void)demi_sgafree(&sga);
+    return AfterReplyPush(c, rc);
+  }
+
   // Pushes the owed ping-pong replies; EAGAIN leaves them owed.
   absl::Status SendReplies(ServerConnection& c) {
     while (!c.echoes_owed.empty()) {
-      demi_sgarray_t& sga = c.echoes_owed.front();
-      demi_qtoken_t qt = 0;
-      int rc = demi_push(&qt, c.qd, &sga);
-      if (rc == EAGAIN) return absl::OkStatus();
-      // Freed at once: the library keeps the buffer until the push is done.
-      (void)demi_sgafree(&sga);
+      bool taken = false;
+      if (absl::Status s = PushEcho(c, c.echoes_owed.front(), &taken);
+          !s.ok() || !taken) {
+        return s;
+      }
       c.echoes_owed.pop_front();
-      if (absl::Status s = AfterReplyPush(c, rc); !s.ok()) return s;
     }
     while (c.replies_owed > 0) {
       if (c.reply == nullptr) {  // the Ready said it could not
@@ -464,6 +490,7 @@ struct Client::Connection {
 class Client::Session {
  public:
   std::deque<Connection> connections;  // stable addresses
+  bool outbox_backlog = false;         // some outbox holds a control message
 
   Connection* Find(int qd) {
     for (Connection& c : connections) {
@@ -472,15 +499,26 @@ class Client::Session {
     return nullptr;
   }
 
-  // One round of waiting: up to `timeout` for results, then the outboxes.
+  // One round of waiting: up to `timeout` for results, then the outboxes
+  // that still hold control messages.
   absl::StatusOr<int> Step(absl::Duration timeout) {
     absl::StatusOr<int> n =
         Pump(timeout, [this](demi_qresult_t& r) { return Handle(r); });
     if (!n.ok()) return n.status();
-    for (Connection& c : connections) {
-      if (absl::Status s = c.outbox.Flush(c.qd); !s.ok()) return s;
+    if (outbox_backlog) {
+      if (absl::Status s = FlushOutboxes(); !s.ok()) return s;
     }
     return n;
+  }
+
+  // Pushes what the outboxes hold; outbox_backlog says whether any is left.
+  absl::Status FlushOutboxes() {
+    outbox_backlog = false;
+    for (Connection& c : connections) {
+      if (absl::Status s = c.outbox.Flush(c.qd); !s.ok()) return s;
+      outbox_backlog |= !c.outbox.empty();
+    }
+    return absl::OkStatus();
   }
 
   // Step() that treats a long silence as a lost server.
@@ -546,11 +584,8 @@ class Client::Session {
 
   // Sends `control` on every connection.
   absl::Status Broadcast(const Control& control) {
-    for (Connection& c : connections) {
-      c.outbox.Add(control);
-      if (absl::Status s = c.outbox.Flush(c.qd); !s.ok()) return s;
-    }
-    return absl::OkStatus();
+    for (Connection& c : connections) c.outbox.Add(control);
+    return FlushOutboxes();
   }
 
   // Waits for a `kind` control message on every connection; returns them in
