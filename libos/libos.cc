@@ -153,6 +153,7 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
   os->channel_.emplace(std::move(channel));
   demi::MutexLock lock(&os->mu_);
   os->memory_.emplace(*os->devices_, os->handles_, options.max_operations);
+  os->AddStreamProgress();
   return os;
 }
 
@@ -623,24 +624,24 @@ void LibOS::PollConnection(Queue& queue) {
   if (queue.connection != nullptr) (void)queue.connection->Poll(*queue.sink);
 }
 
-void LibOS::Progress() {
-  ProgressDatagrams();
+void LibOS::AddStreamProgress() {
   // Every connection, open or retired, in a few shared completion queues:
   // idle ones cost nothing.
-  devices_->PollCompletions();
+  progress_.Add(1, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under mu_
+    devices_->PollCompletions();
+    ReapRetired();
+  });
   // rdma_cm events (connection setup and teardown) cost a system call to
   // look for (a few microseconds under emulation, against well under one for
   // a round without completions), so only every kCmPollInterval rounds:
   // connection events wait some tens of microseconds, messages do not wait
   // behind the system call.
-  if (++progress_rounds_ % kCmPollInterval != 0) {
+  progress_.Add(kCmPollInterval, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    while (std::optional<rdma::CmEvent> event = channel_->TryNext()) {
+      HandleEvent(std::move(*event));
+    }
     ReapRetired();
-    return;
-  }
-  while (std::optional<rdma::CmEvent> event = channel_->TryNext()) {
-    HandleEvent(std::move(*event));
-  }
-  ReapRetired();
+  });
 }
 
 void LibOS::HandleEvent(rdma::CmEvent event) {
@@ -787,26 +788,39 @@ void LibOS::HandleEstablished(const rdma::CmEvent& event, Queue& queue) {
   }
 }
 
-absl::Status LibOS::Wait(demi_qtoken_t qt, absl::Duration timeout,
-                         demi_qresult_t* result) {
-  if (result == nullptr) return ErrnoError(EINVAL, "null result");
+template <typename Look>
+TokenState LibOS::WaitLoop(absl::Duration timeout, Look look) {
   Deadline deadline(timeout);
   for (;;) {
     {
       demi::MutexLock lock(&mu_);
-      for (int round = 0; round < 2; ++round) {
-        const TokenState state = tokens_.TakeIfDone(qt, result);
-        if (state == TokenState::kDone) return absl::OkStatus();
-        if (state == TokenState::kInvalid) {
-          return ErrnoError(EINVAL, "unknown or consumed queue token");
-        }
-        if (round == 0) Progress();
-      }
+      TokenState state = look();
+      if (state != TokenState::kPending) return state;
+      progress_.Round();
+      state = look();
+      if (state != TokenState::kPending) return state;
     }
-    if (deadline.Passed()) {
-      return ErrnoError(ETIMEDOUT, "the operation did not complete in time");
-    }
+    // The lock is dropped here, so other threads get in between rounds.
+    if (deadline.Passed()) return TokenState::kPending;
   }
+}
+
+absl::Status LibOS::Wait(demi_qtoken_t qt, absl::Duration timeout,
+                         demi_qresult_t* result) {
+  if (result == nullptr) return ErrnoError(EINVAL, "null result");
+  const TokenState state =
+      WaitLoop(timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return tokens_.TakeIfDone(qt, result);
+      });
+  switch (state) {
+    case TokenState::kDone:
+      return absl::OkStatus();
+    case TokenState::kInvalid:
+      return ErrnoError(EINVAL, "unknown or consumed queue token");
+    case TokenState::kPending:
+      break;
+  }
+  return ErrnoError(ETIMEDOUT, "the operation did not complete in time");
 }
 
 absl::StatusOr<int> LibOS::WaitAny(absl::Span<const demi_qtoken_t> qts,
@@ -815,33 +829,32 @@ absl::StatusOr<int> LibOS::WaitAny(absl::Span<const demi_qtoken_t> qts,
   if (result == nullptr || qts.empty() || qts.data() == nullptr) {
     return ErrnoError(EINVAL, "bad result or token array");
   }
-  Deadline deadline(timeout);
-  for (;;) {
-    {
-      demi::MutexLock lock(&mu_);
-      for (int round = 0; round < 2; ++round) {
+  size_t index = 0;  // of the token taken, or of the invalid one
+  const TokenState state =
+      WaitLoop(timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         // Start after the index returned last time, so a busy early token
         // cannot starve later ones.
         const size_t start = wait_any_start_ % qts.size();
         for (size_t k = 0; k < qts.size(); ++k) {
-          const size_t i = (start + k) % qts.size();
-          const TokenState state = tokens_.TakeIfDone(qts[i], result);
-          if (state == TokenState::kDone) {
-            wait_any_start_ = static_cast<uint32_t>(i + 1);
-            return static_cast<int>(i);
+          index = (start + k) % qts.size();
+          const TokenState one = tokens_.TakeIfDone(qts[index], result);
+          if (one == TokenState::kDone) {
+            wait_any_start_ = static_cast<uint32_t>(index + 1);
           }
-          if (state == TokenState::kInvalid) {
-            return ErrnoError(
-                EINVAL, absl::StrCat("queue token at ", i, " is invalid"));
-          }
+          if (one != TokenState::kPending) return one;
         }
-        if (round == 0) Progress();
-      }
-    }
-    if (deadline.Passed()) {
-      return ErrnoError(ETIMEDOUT, "no operation completed in time");
-    }
+        return TokenState::kPending;
+      });
+  switch (state) {
+    case TokenState::kDone:
+      return static_cast<int>(index);
+    case TokenState::kInvalid:
+      return ErrnoError(EINVAL,
+                        absl::StrCat("queue token at ", index, " is invalid"));
+    case TokenState::kPending:
+      break;
   }
+  return ErrnoError(ETIMEDOUT, "no operation completed in time");
 }
 
 absl::StatusOr<int> LibOS::WaitNextN(absl::Span<demi_qresult_t> results,
@@ -849,20 +862,14 @@ absl::StatusOr<int> LibOS::WaitNextN(absl::Span<demi_qresult_t> results,
   if (results.empty() || results.data() == nullptr) {
     return ErrnoError(EINVAL, "bad result array");
   }
-  Deadline deadline(timeout);
-  for (;;) {
-    {
-      demi::MutexLock lock(&mu_);
-      for (int round = 0; round < 2; ++round) {
-        size_t n = tokens_.TakeReady(results);
-        if (n > 0) return static_cast<int>(n);
-        if (round == 0) Progress();
-      }
-    }
-    if (deadline.Passed()) {
-      return ErrnoError(ETIMEDOUT, "no operation completed in time");
-    }
-  }
+  size_t taken = 0;
+  const TokenState state =
+      WaitLoop(timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        taken = tokens_.TakeReady(results);
+        return taken > 0 ? TokenState::kDone : TokenState::kPending;
+      });
+  if (state == TokenState::kDone) return static_cast<int>(taken);
+  return ErrnoError(ETIMEDOUT, "no operation completed in time");
 }
 
 }  // namespace demi::libos

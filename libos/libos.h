@@ -33,6 +33,7 @@
 #include "absl/types/span.h"
 #include "common/mutex.h"
 #include "libos/datagram.h"
+#include "libos/progress_engine.h"
 #include "libos/push_memory.h"
 #include "libos/qd_table.h"
 #include "libos/receive_handles.h"
@@ -121,13 +122,22 @@ class LibOS {
 
   explicit LibOS(const LibOSOptions& options);
 
+  // The one wait loop behind Wait, WaitAny and WaitNextN: `look` (called
+  // under mu_) takes what the wait wants and says kDone, kInvalid (the wait
+  // fails), or kPending (look again after a round of progress). Returns
+  // kPending when `timeout` passed first. mu_ is dropped between rounds.
+  template <typename Look>
+  TokenState WaitLoop(absl::Duration timeout, Look look)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   // The queue of `qd` (EBADF if there is none, of the kind asked for).
   absl::StatusOr<Queue*> Find(int qd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<DatagramQueue*> FindDatagram(int qd)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // One round of progress: datagram sockets, every device's shared
-  // completion queues (so every connection), then rdma_cm events.
-  void Progress() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Registers what a round of progress visits for stream queues: every
+  // device's shared completion queues (so every connection) and the
+  // retired queues each round, rdma_cm events every kCmPollInterval rounds.
+  void AddStreamProgress() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Polls the completion queue `queue`'s connection shares (and so reports
   // for every connection on it), then pumps the connection's sends.
   void PollConnection(Queue& queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -185,7 +195,9 @@ class LibOS {
   static constexpr uint32_t kCmPollInterval = 128;
   // Progress rounds between looks for datagram routes to refresh.
   static constexpr uint32_t kRouteRefreshInterval = 1024;
-  uint32_t progress_rounds_ ABSL_GUARDED_BY(mu_) = 0;
+  // What the wait loop's rounds poll (stream sources from Create, datagram
+  // ones from the first datagram socket).
+  ProgressEngine progress_ ABSL_GUARDED_BY(mu_);
   uint32_t wait_any_start_ ABSL_GUARDED_BY(mu_) = 0;
 
   // ---- Datagram sockets (libos_dgram.cc) ----------------------------------
@@ -214,12 +226,12 @@ class LibOS {
   // socket's waiting pops.
   void PollDatagramQueue(DatagramQueue& queue)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Polls every datagram socket and the datagram rdma_cm channel.
-  // (Inline: nothing to do before the first datagram socket.)
-  void ProgressDatagrams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (datagram_channel_.has_value()) ProgressDatagramSockets();
-  }
-  void ProgressDatagramSockets() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Registers what a round of progress visits for datagram sockets (once,
+  // with the first socket: until then rounds cost them nothing): every
+  // socket's queue pair and the retired sockets each round, the datagram
+  // rdma_cm channel every kCmPollInterval rounds, old routes every
+  // kRouteRefreshInterval.
+  void AddDatagramProgress() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleDatagramEvent(rdma::CmEvent event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues `pending` behind the route of `key`, starting its resolution if

@@ -133,6 +133,8 @@ absl::StatusOr<int> LibOS::DatagramSocket(int protocol) {
     DEMI_ASSIGN_OR_RETURN(rdma::EventChannel channel,
                           rdma::EventChannel::Create());
     datagram_channel_.emplace(std::move(channel));
+    // Progress rounds visit datagram sockets once there are any.
+    AddDatagramProgress();
   }
   DEMI_ASSIGN_OR_RETURN(
       const int qd, datagram_queues_.Insert(std::make_unique<DatagramQueue>()));
@@ -607,24 +609,26 @@ void LibOS::PollDatagramQueue(DatagramQueue& queue) {
   }
 }
 
-void LibOS::ProgressDatagramSockets() {
-  datagram_queues_.ForEach([this](int, DatagramQueue& queue)
-                               ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                                 PollDatagramQueue(queue);  // under mu_
-                               });
-  for (auto& queue : datagram_retired_) PollDatagramQueue(*queue);
+void LibOS::AddDatagramProgress() {
+  progress_.Add(1, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under mu_
+    datagram_queues_.ForEach(
+        [this](int, DatagramQueue& queue)
+            ABSL_NO_THREAD_SAFETY_ANALYSIS { PollDatagramQueue(queue); });
+    for (auto& queue : datagram_retired_) PollDatagramQueue(*queue);
+    ReapDatagramQueues();
+  });
   // As for the stream channel: a system call, so every kCmPollInterval
-  // rounds (Progress counts them).
-  if (progress_rounds_ % kCmPollInterval == 0) {
+  // rounds.
+  progress_.Add(kCmPollInterval, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     while (std::optional<rdma::CmEvent> event = datagram_channel_->TryNext()) {
       HandleDatagramEvent(std::move(*event));
     }
+  });
+  if (options_.datagram_route_ttl > absl::ZeroDuration()) {
+    progress_.Add(kRouteRefreshInterval,
+                  [this]()
+                      ABSL_NO_THREAD_SAFETY_ANALYSIS { RefreshOldRoutes(); });
   }
-  if (options_.datagram_route_ttl > absl::ZeroDuration() &&
-      progress_rounds_ % kRouteRefreshInterval == 0) {
-    RefreshOldRoutes();
-  }
-  ReapDatagramQueues();
 }
 
 DatagramStats LibOS::DatagramStatistics() const {
