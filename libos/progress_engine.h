@@ -29,6 +29,12 @@
 
 namespace demi::libos {
 
+// How often a round looks at an rdma_cm event channel: a system call (a few
+// microseconds under emulation, against well under one for a round without
+// completions), so connection events wait some tens of microseconds and
+// messages do not wait behind the system call.
+inline constexpr uint32_t kCmPollInterval = 128;
+
 class ProgressEngine {
  public:
   using Source = std::function<void()>;

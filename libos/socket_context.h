@@ -1,0 +1,68 @@
+// SocketContext: what every kind of socket shares, owned by the LibOS.
+//
+// Stream sockets (stream_sockets.h) and datagram sockets
+// (datagram_sockets.h) keep their own queues; the tokens they complete, the
+// memory they push and lend, the settings and the progress engine they
+// register with are the LibOS's, reached through this context. It also holds
+// the one way a push ends, whatever its socket kind: FinishPush (the device
+// is done, or the push failed) and CompletePushAtPost (the bytes went
+// inline).
+//
+// Lifetime: everything referenced belongs to the LibOS and outlives the
+// sockets. Thread-safety: none; every call is under the LibOS mutex.
+
+#ifndef DEMI_LIBOS_SOCKET_CONTEXT_H_
+#define DEMI_LIBOS_SOCKET_CONTEXT_H_
+
+#include <demi/types.h>
+
+#include "libos/options.h"
+#include "libos/progress_engine.h"
+#include "libos/push_memory.h"
+#include "libos/receive_handles.h"
+#include "libos/token_table.h"
+#include "rdma/device_registry.h"
+
+namespace demi::libos {
+
+struct SocketContext {
+  const LibOSOptions& options;
+  rdma::DeviceRegistry& devices;
+  TokenTable& tokens;
+  ReceiveHandleTable& handles;
+  PushMemory& memory;
+  PushTable& pushes;
+  ProgressEngine& progress;
+
+  // A push that was posted (or queued) and will be reported: its memory is
+  // protected and its record kept until FinishPush.
+  void Track(demi_qtoken_t qt, const PushRecord& record) {
+    memory.Started(record);
+    pushes.Insert(qt, record);
+  }
+
+  // The end of every tracked push: its memory is released
+  // (PushMemory::Finished) and its token completes with `result`'s opcode
+  // and errno and the pushed array. Nothing if `qt` has no record (a close
+  // cancelled it).
+  void FinishPush(demi_qtoken_t qt, demi_qresult_t result) {
+    PushRecord* push = pushes.Find(qt);
+    if (push == nullptr) return;
+    result.qr_value.sga = push->sga;
+    memory.Finished(*push);
+    pushes.Erase(qt);
+    (void)tokens.Complete(qt, result);
+  }
+
+  // A push whose bytes went inline (the transport reported it done at
+  // post): the memory is the application's again, the token completes now.
+  void CompletePushAtPost(demi_qtoken_t qt, const PushRecord& record) {
+    memory.Unmap(record);
+    demi_qresult_t* result = tokens.CompleteInPlace(qt, DEMI_OPC_PUSH);
+    if (result != nullptr) CopyArray(record.sga, &result->qr_value.sga);
+  }
+};
+
+}  // namespace demi::libos
+
+#endif  // DEMI_LIBOS_SOCKET_CONTEXT_H_

@@ -1,0 +1,60 @@
+// Sockets: the sockets of one kind (SOCK_STREAM or SOCK_DGRAM), as the LibOS
+// sees them.
+//
+// The LibOS keeps one object per kind (StreamSockets, DatagramSockets), each
+// with its own table of queue descriptors; the kind bit of a qd (QdKind)
+// says which one a call goes to. Every method is a demi_* call on a qd of
+// this kind, with the C API's errors as absl::Status (EBADF: no such socket
+// of this kind; EOPNOTSUPP or ENOPROTOOPT: not for this kind).
+//
+// Thread-safety: none; the LibOS calls every method under its mutex.
+
+#ifndef DEMI_LIBOS_SOCKETS_H_
+#define DEMI_LIBOS_SOCKETS_H_
+
+#include <demi/types.h>
+#include <sys/socket.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace demi::libos {
+
+class Sockets {
+ public:
+  virtual ~Sockets() = default;
+
+  // demi_socket: a new socket of this kind (`protocol` 0 or the kind's).
+  virtual absl::StatusOr<int> Open(int protocol) = 0;
+  virtual absl::Status Bind(int qd, const sockaddr* address,
+                            socklen_t size) = 0;
+  virtual absl::Status Listen(int qd, int backlog) = 0;
+  virtual absl::StatusOr<demi_qtoken_t> Accept(int qd) = 0;
+  virtual absl::StatusOr<demi_qtoken_t> Connect(int qd, const sockaddr* address,
+                                                socklen_t size) = 0;
+  virtual absl::StatusOr<demi_qtoken_t> Push(int qd,
+                                             const demi_sgarray_t* sga) = 0;
+  // demi_pushto: to `address` (a datagram socket), or a push whose address
+  // is only checked for form (a connection-mode socket, as POSIX sendto).
+  virtual absl::StatusOr<demi_qtoken_t> PushTo(int qd,
+                                               const demi_sgarray_t* sga,
+                                               const sockaddr* address,
+                                               socklen_t size) = 0;
+  virtual absl::StatusOr<demi_qtoken_t> Pop(int qd) = 0;
+  // demi_close: pending operations of `qd` fail with ECANCELED; the socket
+  // is kept (retired) until its sends finished and its popped arrays came
+  // back.
+  virtual absl::Status Close(int qd) = 0;
+  virtual absl::Status GetPeerName(int qd, sockaddr* address,
+                                   socklen_t* size) = 0;
+  virtual absl::Status SetLinger(int qd, const void* value, socklen_t size) = 0;
+  virtual absl::Status GetLinger(int qd, void* value, socklen_t* size) = 0;
+
+  // Destroys the retired sockets that are done (after a demi_sgafree that
+  // may have returned a closed socket's last popped array).
+  virtual void Reap() = 0;
+};
+
+}  // namespace demi::libos
+
+#endif  // DEMI_LIBOS_SOCKETS_H_
