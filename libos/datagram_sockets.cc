@@ -59,14 +59,8 @@ class DatagramSockets::QueueSink final : public rdma::DatagramSink {
 
   void OnSendComplete(uint64_t cookie, const absl::Status& status) override
       ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under the LibOS mutex
-    if (sockets_.ctx_.pushes.Find(cookie) == nullptr) return;
-    demi_qresult_t result{};
-    result.qr_opcode = status.ok() ? DEMI_OPC_PUSH : DEMI_OPC_FAILED;
-    result.qr_ret = status.ok()     ? 0
-                    : queue_.closed ? ECANCELED
-                                    : ErrnoFromStatus(status);
+    if (!sockets_.ctx_.FinishPush(cookie, status, queue_.closed)) return;
     ++(status.ok() ? sockets_.counters_.sent : sockets_.counters_.send_failed);
-    sockets_.ctx_.FinishPush(cookie, result);
   }
 
   void OnDatagram(const rdma::ReceivedDatagram& datagram) override

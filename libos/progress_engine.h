@@ -13,9 +13,10 @@
 //   engine.Add(128, [&] { DrainCmEvents(); });
 //   engine.Round();  // from the wait loop
 //
-// Lifetime: the engine owns the callables, not what they refer to; Remove()
-// a source before what it polls goes away. Round() must not run while a
-// source is added or removed, and a source must not add or remove sources.
+// Lifetime: the engine owns the callables, not what they refer to; a source
+// stays registered for the engine's life, so what it polls must outlive the
+// rounds (the LibOS destroys its sockets only when no round can run). A
+// source must not add sources.
 //
 // Thread-safety: none; the LibOS mutex guards the engine and every round.
 // The hot path (Round) makes no allocation and no lookup.
@@ -41,10 +42,8 @@ class ProgressEngine {
 
   // Registers `poll`, called every `interval` rounds (rounded up to a power
   // of two; 0 counts as 1), starting with the next round that is a multiple
-  // of it. Returns an id for Remove (never 0).
-  uint32_t Add(uint32_t interval, Source poll);
-  // Unregisters the source `id` (nothing if there is none).
-  void Remove(uint32_t id);
+  // of it.
+  void Add(uint32_t interval, Source poll);
 
   // One round: polls every source that is due.
   void Round() {
@@ -57,19 +56,15 @@ class ProgressEngine {
 
   // Rounds run so far.
   uint64_t rounds() const { return rounds_; }
-  // Sources registered.
-  size_t size() const { return every_round_.size() + periodic_.size(); }
 
  private:
   struct Entry {
-    uint32_t id;
     uint64_t mask;  // interval - 1
     Source poll;
   };
   std::vector<Entry> every_round_;
   std::vector<Entry> periodic_;
   uint64_t rounds_ = 0;
-  uint32_t next_id_ = 1;
 };
 
 }  // namespace demi::libos

@@ -44,23 +44,5 @@ TEST(ProgressEngineTest, EveryRoundSourcesComeFirstThenRegistrationOrder) {
                                       "every b", "periodic a", "periodic b"}));
 }
 
-TEST(ProgressEngineTest, ARemovedSourceIsNeverPolledAgain) {
-  ProgressEngine engine;
-  int kept = 0, removed = 0;
-  engine.Add(1, [&] { ++kept; });
-  const uint32_t id = engine.Add(1, [&] { ++removed; });
-  const uint32_t periodic = engine.Add(2, [&] { ++removed; });
-  EXPECT_NE(id, 0u);
-  EXPECT_NE(id, periodic);
-  EXPECT_EQ(engine.size(), 3u);
-  engine.Remove(id);
-  engine.Remove(periodic);
-  engine.Remove(12345);  // unknown: nothing
-  EXPECT_EQ(engine.size(), 1u);
-  for (int i = 0; i < 4; ++i) engine.Round();
-  EXPECT_EQ(kept, 4);
-  EXPECT_EQ(removed, 0);
-}
-
 }  // namespace
 }  // namespace demi::libos

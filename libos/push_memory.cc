@@ -28,6 +28,22 @@ absl::StatusOr<uint64_t> CheckPushArray(const demi_sgarray_t* sga) {
   return total;
 }
 
+namespace {
+
+// The registered memory of a demi_sgaalloc buffer (a PoolBuffer or a
+// LargeBuffer: both registered in `pd` for local and remote read access).
+template <typename LibraryBuffer>
+rdma::RegisteredSpan LibrarySpan(const LibraryBuffer* buffer, ibv_pd* pd) {
+  return {static_cast<const uint8_t*>(buffer->data()),
+          buffer->capacity(),
+          buffer->keys().lkey,
+          buffer->keys().rkey,
+          pd,
+          /*remote_read=*/true};
+}
+
+}  // namespace
+
 PushTable::PushTable(uint32_t capacity)
     : capacity_(capacity),
       entries_(static_cast<Entry*>(
@@ -80,16 +96,10 @@ absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
   switch (buffer.kind) {
     case Buffer::Kind::kApplication:
       break;
-    case Buffer::Kind::kPool: {
-      const auto* pool_buffer = static_cast<const rdma::PoolBuffer*>(sga_buf);
-      buffer.span = {static_cast<const uint8_t*>(pool_buffer->data()),
-                     pool_buffer->capacity(),
-                     pool_buffer->keys().lkey,
-                     pool_buffer->keys().rkey,
-                     devices_.pool_pd(),
-                     /*remote_read=*/true};
+    case Buffer::Kind::kPool:
+      buffer.span = LibrarySpan(static_cast<const rdma::PoolBuffer*>(sga_buf),
+                                devices_.pool_pd());
       break;
-    }
     case Buffer::Kind::kReceived:
       buffer.span =
           buffer.received->owner->HeldBuffer(buffer.received->buffer_index);
@@ -97,16 +107,10 @@ absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
         return ErrnoError(EIO, "a popped array's buffer is not held");
       }
       break;
-    case Buffer::Kind::kLarge: {
-      const auto* large = static_cast<const rdma::LargeBuffer*>(sga_buf);
-      buffer.span = {static_cast<const uint8_t*>(large->data()),
-                     large->capacity(),
-                     large->keys().lkey,
-                     large->keys().rkey,
-                     devices_.pool_pd(),
-                     /*remote_read=*/true};
+    case Buffer::Kind::kLarge:
+      buffer.span = LibrarySpan(static_cast<const rdma::LargeBuffer*>(sga_buf),
+                                devices_.pool_pd());
       break;
-    }
   }
   return buffer;
 }

@@ -16,6 +16,10 @@
 
 #include <demi/types.h>
 
+#include <cerrno>
+
+#include "absl/status/status.h"
+#include "common/errno_status.h"
 #include "libos/options.h"
 #include "libos/progress_engine.h"
 #include "libos/push_memory.h"
@@ -41,17 +45,25 @@ struct SocketContext {
     pushes.Insert(qt, record);
   }
 
-  // The end of every tracked push: its memory is released
-  // (PushMemory::Finished) and its token completes with `result`'s opcode
-  // and errno and the pushed array. Nothing if `qt` has no record (a close
-  // cancelled it).
-  void FinishPush(demi_qtoken_t qt, demi_qresult_t result) {
+  // The end of every tracked push, as its transport reported it (`status`):
+  // its memory is released (PushMemory::Finished) and its token completes
+  // with the pushed array, as PUSH or as FAILED with the errno of `status`,
+  // or ECANCELED whatever the flush said when `closed` (demi_close stopped
+  // it). Returns false, doing nothing, if `qt` has no record (a close
+  // cancelled it already).
+  bool FinishPush(demi_qtoken_t qt, const absl::Status& status, bool closed) {
     PushRecord* push = pushes.Find(qt);
-    if (push == nullptr) return;
+    if (push == nullptr) return false;
+    demi_qresult_t result{};
+    result.qr_opcode = status.ok() ? DEMI_OPC_PUSH : DEMI_OPC_FAILED;
+    result.qr_ret = status.ok() ? 0
+                    : closed    ? ECANCELED
+                                : ErrnoFromStatus(status);
     result.qr_value.sga = push->sga;
     memory.Finished(*push);
     pushes.Erase(qt);
     (void)tokens.Complete(qt, result);
+    return true;
   }
 
   // A push whose bytes went inline (the transport reported it done at

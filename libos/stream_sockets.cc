@@ -68,14 +68,7 @@ class StreamSockets::QueueSink final : public rdma::CompletionSink {
 
   void OnSendComplete(uint64_t cookie, const absl::Status& status) override
       ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under the LibOS mutex
-    demi_qresult_t result{};
-    result.qr_opcode = status.ok() ? DEMI_OPC_PUSH : DEMI_OPC_FAILED;
-    // A push that demi_close stopped reports ECANCELED, whatever the flush
-    // said.
-    result.qr_ret = status.ok()     ? 0
-                    : queue_.closed ? ECANCELED
-                                    : ErrnoFromStatus(status);
-    sockets_.ctx_.FinishPush(cookie, result);
+    (void)sockets_.ctx_.FinishPush(cookie, status, queue_.closed);
   }
 
   void OnMessage(const rdma::ReceivedMessage& message) override
