@@ -66,8 +66,8 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
 //   DEMI_EAGER_LIMIT=N           receive buffer payload (largest eager send)
 //   DEMI_RENDEZVOUS_THRESHOLD=N  larger messages go by rendezvous (<= eager)
 //   DEMI_LARGE_POOL_MAX_BYTES=N  cap on memory for large messages, per device
-//   DEMI_BATCH_DOORBELLS=1       post pushes at the next wait, one doorbell
-//                                for all (pushed memory must stay untouched)
+//   DEMI_COALESCE_SENDS=0        post every push at once (default: the
+//                                rest of a burst goes at the next poll)
 //   DEMI_DGRAM_ROUTE_TTL_MS=N    age at which a cached datagram destination
 //                                is resolved again (0: never)
 // A value that does not parse is ignored (with a warning).
@@ -90,8 +90,9 @@ LibOSOptions OptionsFromEnvironment() {
   number("DEMI_MR_CACHE_MAX_BYTES", &options.region_cache.max_pinned_bytes);
   number("DEMI_MR_CACHE_MAX_REGIONS", &options.region_cache.max_regions);
   number("DEMI_LARGE_POOL_MAX_BYTES", &options.large_pool.max_bytes);
-  if (const char* batch = getenv("DEMI_BATCH_DOORBELLS"); batch != nullptr) {
-    options.connection.batch_doorbells = std::string_view(batch) == "1";
+  if (const char* coalesce = getenv("DEMI_COALESCE_SENDS");
+      coalesce != nullptr) {
+    options.connection.coalesce_sends = std::string_view(coalesce) != "0";
   }
   if (const char* ttl = getenv("DEMI_DGRAM_ROUTE_TTL_MS"); ttl != nullptr) {
     uint64_t ms;

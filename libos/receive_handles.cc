@@ -18,8 +18,10 @@ ReceiveHandleTable::ReceiveHandleTable() {
 }
 
 ReceiveHandle* ReceiveHandleTable::Add(ReceiveBufferOwner& owner,
-                                       uint32_t count) {
-  if (range_.base() == nullptr || count == 0) return nullptr;
+                                       uint32_t count, uint32_t per_buffer) {
+  if (range_.base() == nullptr || count == 0 || per_buffer == 0) {
+    return nullptr;
+  }
   size_t first;
   auto runs = free_runs_.find(count);
   if (runs != free_runs_.end() && !runs->second.empty()) {
@@ -42,7 +44,7 @@ ReceiveHandle* ReceiveHandleTable::Add(ReceiveBufferOwner& owner,
   for (uint32_t i = 0; i < count; ++i) {
     ReceiveHandle* handle = new (handles + i) ReceiveHandle();
     handle->owner = &owner;
-    handle->buffer_index = i;
+    handle->buffer_index = i / per_buffer;
   }
   arrays_[first] = count;
   return handles;

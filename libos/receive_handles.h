@@ -1,8 +1,9 @@
 // Receive handles: what sga_buf of a popped array points to.
 //
 // Every queue that pops messages (a stream connection, a datagram socket) is
-// a ReceiveBufferOwner with one ReceiveHandle per receive buffer. A pop hands
-// the application a pointer to the handle of the buffer the message lies in;
+// a ReceiveBufferOwner with one ReceiveHandle per message its receive buffers
+// can hold (one per buffer, or several where small messages share a buffer).
+// A pop hands the application a pointer to the handle of its message;
 // demi_sgafree and demi_push of that array find the handle again through the
 // one ReceiveHandleTable of the LibOS, whatever kind of queue owns it.
 //
@@ -36,7 +37,8 @@ class ReceiveBufferOwner {
   // segment of the popped message lies in it); empty if it is not.
   virtual rdma::RegisteredSpan HeldBuffer(uint32_t index) const = 0;
   // The application and every push are done with buffer `index`: give it
-  // back to the device. Called once per pop.
+  // back to the device. Called once per pop (so once per message of a buffer
+  // that held several).
   virtual void ReturnBuffer(uint32_t index) = 0;
 
  protected:
@@ -84,10 +86,13 @@ class ReceiveHandleTable {
   ReceiveHandleTable(const ReceiveHandleTable&) = delete;
   ReceiveHandleTable& operator=(const ReceiveHandleTable&) = delete;
 
-  // A new array of `count` (> 0) handles (indices 0..count-1) for `owner`;
-  // owned by the table, valid until Remove(). Null if the range is full
-  // (kMaxHandles in use) or the memory cannot be mapped.
-  ReceiveHandle* Add(ReceiveBufferOwner& owner, uint32_t count);
+  // A new array of `count` (> 0) handles (indices 0..count-1) for `owner`,
+  // `per_buffer` (> 0) consecutive ones for each of its receive buffers
+  // (handle i names buffer i / per_buffer: one handle per message a buffer
+  // may hold); owned by the table, valid until Remove(). Null if the range is
+  // full (kMaxHandles in use) or the memory cannot be mapped.
+  ReceiveHandle* Add(ReceiveBufferOwner& owner, uint32_t count,
+                     uint32_t per_buffer = 1);
   // Forgets an array Add() returned; null is ignored.
   void Remove(ReceiveHandle* handles);
   // The live handle `pointer` points to, or null if it points to none (it

@@ -57,7 +57,7 @@ struct StreamSockets::Queue final : ReceiveBufferOwner {
   bool closed = false;  // demi_close was called; kept only to finish sends
   int error = 0;        // errno once failed
   ReceiveHandle* handles = nullptr;  // one per receive buffer (handles_)
-  uint32_t held = 0;  // buffers lent out by pops, not yet returned
+  uint32_t held = 0;  // messages lent out by pops, not yet returned
 };
 
 // Routes one connection's completions to its queue.
@@ -290,8 +290,11 @@ void StreamSockets::CompletePop(Queue& queue, demi_qtoken_t qt,
     sga.sga_numsegs = 0;
     return;
   }
-  LendPopped(queue.handles[message->buffer_index], message->segment_data,
-             message->segment_lengths, message->num_segments, &sga);
+  LendPopped(queue.handles[message->buffer_index *
+                               rdma::RcConnection::kMessagesPerBuffer +
+                           message->part],
+             message->segment_data, message->segment_lengths,
+             message->num_segments, &sga);
   ++queue.held;
 }
 
@@ -580,8 +583,10 @@ void StreamSockets::HandleEstablished(const rdma::CmEvent& event,
     FailConnection(queue, ErrnoFromStatus(established));
     return;
   }
-  queue.handles =
-      ctx_.handles.Add(queue, ctx_.options.connection.receive_buffers);
+  // One handle per message a receive buffer may hold (batches).
+  constexpr uint32_t kPerBuffer = rdma::RcConnection::kMessagesPerBuffer;
+  queue.handles = ctx_.handles.Add(
+      queue, ctx_.options.connection.receive_buffers * kPerBuffer, kPerBuffer);
   if (queue.handles == nullptr) {
     FailConnection(queue, ENOMEM);  // no room for its popped arrays' handles
     return;

@@ -182,6 +182,7 @@ int CompletionGroup::PollQueue(Queue& queue) {
 }
 
 void CompletionGroup::RunAfterPoll() {
+  ++polls_;
   if (scheduled_.empty()) return;
   running_.swap(scheduled_);
   for (uint32_t index : running_) {

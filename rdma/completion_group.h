@@ -88,6 +88,10 @@ class CompletionGroup {
     // completions belong to), then runs the due after-poll steps. Returns
     // the completions delivered.
     int Poll();
+    // How many polls (of the group, or of one attachment) have run their
+    // after-poll steps so far: an endpoint compares two readings to learn
+    // whether a poll came between them. 0 when detached.
+    uint64_t polls() const;
 
    private:
     friend class CompletionGroup;
@@ -168,7 +172,12 @@ class CompletionGroup {
   std::vector<uint32_t> running_;
   size_t attached_ = 0;
   uint64_t stale_ = 0;
+  uint64_t polls_ = 0;  // RunAfterPoll calls
 };
+
+inline uint64_t CompletionGroup::Attachment::polls() const {
+  return group_ == nullptr ? 0 : group_->polls_;
+}
 
 }  // namespace demi::rdma
 

@@ -15,8 +15,13 @@ namespace demi::rdma {
 namespace {
 
 // Header slots are spaced to keep each on its own cache lines.
-constexpr size_t kHeaderSlotSize = 384;
+// A send slot's header memory: the header of one SEND, or a whole batch of
+// small messages copied there (one IB MTU of rxe: one packet).
+constexpr size_t kHeaderSlotSize = 1024;
 static_assert(wire::kMaxEncodedSize <= kHeaderSlotSize);
+// A FIFO entry's stage: where a small queued send's bytes are copied, so
+// that its caller has its memory back at once (see Stage).
+constexpr size_t kStageSize = 256;
 
 // RDMA READs in flight per queue pair, at most (the device may allow fewer).
 constexpr uint32_t kMaxReadsInFlight = 16;
@@ -95,6 +100,7 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
   releases_.reserve(options.receive_buffers);
   release_wrs_.resize(options.receive_buffers);
   release_sges_.resize(options.receive_buffers);
+  batch_.resize(kMessagesPerBuffer);
 }
 
 RcConnection::~RcConnection() {
@@ -243,8 +249,9 @@ absl::Status RcConnection::CreateResources() {
       MemoryRegion::Register(pd_, receive_memory_.get(), receive_bytes,
                              IBV_ACCESS_LOCAL_WRITE));
   receive_mr_.emplace(std::move(receive_mr));
+  // Header slots, then the FIFO entries' stages: one registration.
   size_t header_bytes =
-      static_cast<size_t>(send_queue_depth_) * kHeaderSlotSize;
+      static_cast<size_t>(send_queue_depth_) * (kHeaderSlotSize + kStageSize);
   header_memory_.reset(new uint8_t[header_bytes]);
   DEMI_ASSIGN_OR_RETURN(
       MemoryRegion header_mr,
@@ -319,6 +326,18 @@ absl::Status RcConnection::PostReceive(uint32_t buffer_index) {
   return qp_->PostRecv(&wr);
 }
 
+bool RcConnection::PostNow() {
+  if (queued_count_ != 0 || !established_ || !credits_->CanSendData() ||
+      SendQueueFull()) {
+    return false;
+  }
+  if (!options_.coalesce_sends) return true;
+  const uint64_t polls = completion_.polls();
+  if (polls == posted_at_poll_) return false;  // a burst: queue the rest
+  posted_at_poll_ = polls;
+  return true;
+}
+
 absl::Status RcConnection::Send(absl::Span<const Segment> segments,
                                 uint64_t cookie, bool* done_at_post) {
   if (done_at_post != nullptr) *done_at_post = false;
@@ -336,8 +355,7 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
                       peer_receive_buffer_size_) {
     return ErrnoError(EMSGSIZE, "message larger than the peer's buffers");
   }
-  if (!options_.batch_doorbells && queued_count_ == 0 && established_ &&
-      credits_->CanSendData() && !SendQueueFull()) {
+  if (PostNow()) {
     uint16_t returned = *credits_->ConsumeForData();
     ibv_send_wr* wr = Prepare(0, Kind::kData, returned, segments.data(),
                               static_cast<uint32_t>(segments.size()), cookie);
@@ -360,7 +378,7 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
   // the next Poll(), Release() or Flush(); a full FIFO first posts what
   // credits allow.
   if (queued_count_ == send_queue_depth_) Pump();
-  return Enqueue(Kind::kData, segments, cookie);
+  return Enqueue(Kind::kData, segments, cookie, done_at_post);
 }
 
 void RcConnection::Flush() { Pump(); }
@@ -388,8 +406,7 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
   ++outbound_in_use_;
   // The announcement travels like data (credits, FIFO); the cookie is
   // reported when the done message arrives.
-  if (!options_.batch_doorbells && queued_count_ == 0 && established_ &&
-      credits_->CanSendData() && !SendQueueFull()) {
+  if (PostNow()) {
     uint16_t returned = *credits_->ConsumeForData();
     absl::Status posted = Post(Kind::kRendezvous, returned, segments.data(),
                                static_cast<uint32_t>(segments.size()), index);
@@ -419,9 +436,34 @@ absl::Status RcConnection::SendEndOfStream() {
   return absl::OkStatus();
 }
 
+bool RcConnection::Stage(uint32_t position, QueuedSend& entry) {
+  // Only while credits cover the FIFO up to it: a send staged and reported
+  // done must go out without waiting for the peer (a close posts it).
+  if (queued_count_ + 2 > credits_->credits()) return false;
+  size_t total = 0;
+  for (uint32_t i = 0; i < entry.num_segments; ++i) {
+    total += entry.segments[i].length;
+  }
+  if (total > kStageSize) return false;
+  uint8_t* stage =
+      header_memory_.get() +
+      static_cast<size_t>(send_queue_depth_) * kHeaderSlotSize +
+      static_cast<size_t>((queued_head_ + position) % send_queue_depth_) *
+          kStageSize;
+  for (uint32_t i = 0; i < entry.num_segments; ++i) {
+    Segment& segment = entry.segments[i];
+    std::memcpy(stage, segment.data, segment.length);
+    segment.data = stage;
+    segment.lkey = header_mr_->lkey();
+    segment.rkey = 0;
+    stage += segment.length;
+  }
+  return true;
+}
+
 absl::Status RcConnection::Enqueue(Kind kind,
                                    absl::Span<const Segment> segments,
-                                   uint64_t cookie) {
+                                   uint64_t cookie, bool* done_at_post) {
   if (queued_count_ == send_queue_depth_) {
     return ErrnoError(EAGAIN, "send queue full");
   }
@@ -431,7 +473,13 @@ absl::Status RcConnection::Enqueue(Kind kind,
   entry.kind = kind;
   entry.num_segments = static_cast<uint8_t>(segments.size());
   std::copy(segments.begin(), segments.end(), entry.segments);
+  entry.reported = done_at_post != nullptr && kind == Kind::kData &&
+                   Stage(queued_count_, entry);
+  if (entry.reported) *done_at_post = true;
   ++queued_count_;
+  // The next poll posts it (if credits allow), whether or not this
+  // connection has a completion by then: a queued send is never stranded.
+  completion_.RequestAfterPoll();
   return absl::OkStatus();
 }
 
@@ -577,14 +625,27 @@ void RcConnection::Pump() {
                    dones_[(dones_head_ + dones) % options_.receive_buffers]));
     ++dones;
   }
-  uint32_t data = 0;
-  while (data < queued_count_ && count < room && credits_->CanSendData()) {
-    const QueuedSend& entry =
-        queued_[(queued_head_ + data) % send_queue_depth_];
+  // Queued sends: one SEND each, or a run of staged ones copied into one
+  // kBatch SEND. Those already reported done (staged) are never reported
+  // again: their completions retire their slots silently.
+  uint32_t data = 0;   // SENDs of queued sends in the chain
+  uint32_t taken = 0;  // queued sends they carry
+  while (taken < queued_count_ && count < room && credits_->CanSendData()) {
+    const uint32_t run = BatchRun(taken, queued_count_ - taken);
     uint16_t returned = *credits_->ConsumeForData();
-    append(Prepare(count, entry.kind, returned, entry.segments,
-                   entry.num_segments, entry.cookie));
+    ibv_send_wr* wr;
+    if (run > 1) {
+      wr = PrepareBatch(count, returned, taken, run);
+    } else {
+      const QueuedSend& entry =
+          queued_[(queued_head_ + taken) % send_queue_depth_];
+      wr = Prepare(count, entry.kind, returned, entry.segments,
+                   entry.num_segments, entry.cookie);
+      if (entry.reported) posted_[wr - send_wrs_.data()].report = false;
+    }
+    append(wr);
     ++data;
+    taken += run;
   }
   for (uint32_t a = 0; a < arrival_count_ && count < room; ++a) {
     const uint32_t index =
@@ -607,8 +668,75 @@ void RcConnection::Pump() {
   dones_head_ = (dones_head_ + posted_dones) % options_.receive_buffers;
   dones_count_ -= posted_dones;
   const uint32_t posted_data = std::min(posted - posted_dones, data);
-  queued_head_ = (queued_head_ + posted_data) % send_queue_depth_;
-  queued_count_ -= posted_data;
+  // The queued sends the posted SENDs carried leave the FIFO.
+  const uint32_t chain_head =
+      (posted_head_ + posted_count_ - posted) % send_queue_depth_;
+  uint32_t consumed = 0;
+  for (uint32_t i = dones; i < dones + posted_data; ++i) {
+    consumed += posted_[(chain_head + i) % send_queue_depth_].entries;
+  }
+  queued_head_ = (queued_head_ + consumed) % send_queue_depth_;
+  queued_count_ -= consumed;
+}
+
+uint32_t RcConnection::BatchRun(uint32_t from, uint32_t available) const {
+  const size_t limit =
+      std::min<size_t>(kHeaderSlotSize, peer_receive_buffer_size_);
+  size_t bytes = wire::kHeaderFixedSize;
+  uint32_t n = 0;
+  while (n < available && n < wire::kMaxBatchMessages) {
+    const QueuedSend& entry =
+        queued_[(queued_head_ + from + n) % send_queue_depth_];
+    if (entry.kind != Kind::kData || !entry.reported) break;
+    size_t size = wire::HeaderSize(entry.num_segments);
+    for (uint32_t i = 0; i < entry.num_segments; ++i) {
+      size += entry.segments[i].length;
+    }
+    if (bytes + size > limit) break;
+    bytes += size;
+    ++n;
+  }
+  return n >= 2 ? n : 1;
+}
+
+ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
+                                        uint16_t credits_returned,
+                                        uint32_t from, uint32_t n) {
+  const uint32_t slot =
+      (posted_head_ + posted_count_ + position) % send_queue_depth_;
+  uint8_t* out = header_memory_.get() + slot * kHeaderSlotSize;
+  wire::EncodeFixedPart(wire::MessageType::kBatch, credits_returned,
+                        static_cast<uint8_t>(n), out);
+  size_t at = wire::kHeaderFixedSize;
+  for (uint32_t k = 0; k < n; ++k) {
+    const QueuedSend& entry =
+        queued_[(queued_head_ + from + k) % send_queue_depth_];
+    const Segment* segments = entry.segments;
+    at += wire::EncodeDataHeader(
+        0, entry.num_segments, [segments](int i) { return segments[i].length; },
+        out + at);
+    for (uint32_t i = 0; i < entry.num_segments; ++i) {
+      std::memcpy(out + at, segments[i].data, segments[i].length);
+      at += segments[i].length;
+    }
+  }
+  ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
+  sge[0].addr = reinterpret_cast<uintptr_t>(out);
+  sge[0].length = static_cast<uint32_t>(at);
+  sge[0].lkey = header_mr_->lkey();
+  ibv_send_wr& wr = send_wrs_[slot];
+  wr = ibv_send_wr{};
+  wr.wr_id = completion_.WrId(slot);
+  wr.sg_list = sge;
+  wr.num_sge = 1;
+  wr.opcode = IBV_WR_SEND;
+  if (at <= max_inline_data_) wr.send_flags |= IBV_SEND_INLINE;
+  // Staged: every message of it was reported done by its Send().
+  posted_[slot] = PostedSend{.cookie = 0,
+                             .kind = Kind::kData,
+                             .report = false,
+                             .entries = static_cast<uint8_t>(n)};
+  return &wr;
 }
 
 ibv_send_wr* RcConnection::PrepareRead(uint32_t position,
@@ -697,7 +825,18 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
       }
     }
     inbound.state = InboundMessage::State::kEager;  // reported: nothing left
-    sink.OnMessage(inbound.message);
+    if (inbound.batch_messages == 0) {
+      sink.OnMessage(inbound.message);
+      continue;
+    }
+    const uint32_t count = inbound.batch_messages;
+    inbound.batch_messages = 0;
+    if (absl::Status status = DecodeBatch(index, inbound.batch_bytes, count);
+        !status.ok()) {
+      Fail(status);  // decoded fine on arrival: cannot happen
+      return;
+    }
+    for (uint32_t k = 0; k < count; ++k) sink.OnMessage(batch_[k]);
   }
 }
 
@@ -872,6 +1011,27 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     }
     return;
   }
+  if (header->type == wire::MessageType::kBatch) {
+    const uint32_t count = header->num_segments;
+    if (absl::Status status = DecodeBatch(index, wc.byte_len, count);
+        !status.ok()) {
+      Fail(status);
+      return;
+    }
+    held_[index] = static_cast<uint8_t>(count);  // one Release() each
+    if (arrival_count_ == 0) {
+      for (uint32_t k = 0; k < count; ++k) sink.OnMessage(batch_[k]);
+    } else {
+      InboundMessage& inbound = inbound_[index];
+      inbound.state = InboundMessage::State::kEager;
+      inbound.batch_messages = static_cast<uint8_t>(count);
+      inbound.batch_bytes = wc.byte_len;
+      arrival_[(arrival_head_ + arrival_count_) % options_.receive_buffers] =
+          index;
+      ++arrival_count_;
+    }
+    return;
+  }
   if (header->type == wire::MessageType::kRendezvous) {
     if (options_.large_pool == nullptr) {
       Fail(ErrnoError(ENOTSUP, "peer sent a rendezvous message; no pool"));
@@ -912,12 +1072,42 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
   if (header->type == wire::MessageType::kEndOfStream) sink.OnEndOfStream();
 }
 
+absl::Status RcConnection::DecodeBatch(uint32_t index, uint32_t length,
+                                       uint32_t count) {
+  const uint8_t* buffer =
+      receive_memory_.get() + static_cast<size_t>(index) * receive_buffer_size_;
+  size_t at = wire::kHeaderFixedSize;
+  wire::MessageHeader entry;
+  for (uint32_t k = 0; k < count; ++k) {
+    size_t size = 0;
+    DEMI_RETURN_IF_ERROR(
+        wire::DecodeBatchEntry(buffer + at, length - at, &entry, &size));
+    ReceivedMessage& message = batch_[k];
+    message.buffer_index = index;
+    message.part = k;
+    message.num_segments = entry.num_segments;
+    const uint8_t* data = buffer + at + wire::HeaderSize(entry.num_segments);
+    for (uint32_t i = 0; i < entry.num_segments; ++i) {
+      message.segment_data[i] = data;
+      message.segment_lengths[i] = entry.segment_lengths[i];
+      data += entry.segment_lengths[i];
+    }
+    at += size;
+  }
+  if (at != length) {
+    return ErrnoError(EPROTO, absl::StrCat("batch of ", length, " bytes has ",
+                                           length - at, " left over"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RcConnection::Release(uint32_t buffer_index) {
   if (buffer_index >= options_.receive_buffers || !held_[buffer_index]) {
     return ErrnoError(
         EINVAL, absl::StrCat("receive buffer ", buffer_index, " is not held"));
   }
-  held_[buffer_index] = 0;
+  // A batch's buffer goes back with the release of its last message.
+  if (--held_[buffer_index] > 0) return absl::OkStatus();
   InboundMessage& inbound = inbound_[buffer_index];
   if (inbound.memory != nullptr) {
     absl::Status freed = options_.large_pool->Free(inbound.memory);
@@ -997,7 +1187,11 @@ void RcConnection::FailQueued(CompletionSink& sink) {
     QueuedSend& entry = queued_[queued_head_];
     queued_head_ = (queued_head_ + 1) % send_queue_depth_;
     --queued_count_;
-    if (entry.kind == Kind::kData) sink.OnSendComplete(entry.cookie, status);
+    // (A staged send was reported done by its Send(): its bytes are lost
+    // with the connection, as an inline one's after its post.)
+    if (entry.kind == Kind::kData && !entry.reported) {
+      sink.OnSendComplete(entry.cookie, status);
+    }
   }
   // Rendezvous sends (queued, posted or awaiting their done message): the
   // peer will not read them now.

@@ -44,10 +44,15 @@
 // send_queue_depth entries and is posted by a later Poll(), Release() or
 // Flush(), all that can go at once chained in one ibv_post_send with only the
 // last request signaled (selective signaling: one completion retires the
-// chain). With options.batch_doorbells every Send() is queued that way, so a
-// burst of sends costs one doorbell at the next Poll() (but the device reads
-// the memory later: see the option). Until its completion is reported the
-// caller keeps the segments' memory valid and unchanged.
+// chain). With options.coalesce_sends (the default) only the first Send()
+// after a poll is posted at once; the rest of a burst is queued that way and
+// costs one doorbell at the next Poll(). A small send (up to 256 bytes)
+// queued while credits cover it is staged: its bytes are copied at once
+// into memory of the connection's, so Send() reports it done (done_at_post)
+// as it would an inline one; at the post, runs of staged sends go as one
+// kBatch SEND each (see wire.md: one packet, one credit, one receive for up
+// to 16 messages). Until its completion is reported the caller keeps the
+// segments' memory valid and unchanged.
 //
 // Rendezvous. A message of more than rendezvous_threshold bytes is announced
 // instead (wire::MessageType::kRendezvous: lengths, addresses, rkeys); the
@@ -60,9 +65,10 @@
 //
 // Receiving. Poll() reports each data message as a ReceivedMessage pointing
 // into a receive buffer (zero copy). The buffer stays the caller's until it
-// calls Release(buffer_index); only then is it posted again and a credit
-// returned to the peer, so a consumer that stops releasing makes the peer's
-// sends queue (backpressure) rather than fail.
+// calls Release(buffer_index) once for each message it held (a batch's
+// messages share one: ReceivedMessage::part tells them apart); only then is
+// it posted again and a credit returned to the peer, so a consumer that stops
+// releasing makes the peer's sends queue (backpressure) rather than fail.
 //
 // Failure. A completion in error, a malformed message from the peer (EPROTO)
 // or a failed post marks the connection failed and moves the queue pair to the
@@ -136,12 +142,12 @@ struct RcConnectionOptions {
   LargeBufferPool* large_pool = nullptr;
   // Largest RDMA READ posted (a segment is pulled in chunks of this size).
   uint32_t read_chunk = 1u << 20;
-  // Queue every Send() and ring the doorbell once per Poll() for all of them
-  // (fewer system calls per message on rxe), instead of posting a send at
-  // once when nothing is queued before it. The device then reads the memory
-  // at the next Poll(), not during Send(): memory freed (or reused by the
-  // allocator) right after the push is read later.
-  bool batch_doorbells = false;
+  // Coalesce bursts: the first Send() after a poll is posted at once (a
+  // lone message, e.g. a ping-pong's, pays no delay); further Send()s before
+  // the next poll are queued and go chained under one doorbell at that poll
+  // (fewer system calls per message: one per burst, not one per message).
+  // False: every Send() is posted at once when nothing is queued before it.
+  bool coalesce_sends = true;
 };
 
 // A part of an outgoing message, in memory registered in the connection's
@@ -176,6 +182,9 @@ struct RegisteredSpan {
 // Release(buffer_index).
 struct ReceivedMessage {
   uint32_t buffer_index = 0;
+  // Which message of its buffer (0 .. kMessagesPerBuffer - 1): several small
+  // ones may share one (a batch). Release() is called once per message.
+  uint32_t part = 0;
   uint32_t num_segments = 0;
   const uint8_t* segment_data[wire::kMaxSegments] = {};
   uint32_t segment_lengths[wire::kMaxSegments] = {};
@@ -200,6 +209,9 @@ class CompletionSink {
 
 class RcConnection final : private CompletionHandler {
  public:
+  // Most messages reported from one receive buffer (ReceivedMessage::part).
+  static constexpr uint32_t kMessagesPerBuffer = wire::kMaxBatchMessages;
+
   // Passive side. `request` must be a CONNECT_REQUEST; its id is adopted (and
   // the event acknowledged here, so the caller must not use it afterwards).
   // A request with bad or missing parameters is rejected (EPROTO).
@@ -222,18 +234,19 @@ class RcConnection final : private CompletionHandler {
   // Sends one message of `segments` (1..wire::kMaxSegments, EINVAL
   // otherwise): eagerly up to rendezvous_threshold bytes, else by rendezvous
   // (EMSGSIZE if the peer takes no rendezvous). On OK the send was posted or
-  // queued (see batch_doorbells) and `cookie` will be reported exactly once;
+  // queued (see coalesce_sends) and `cookie` will be reported exactly once;
   // on error it never will. EAGAIN: the FIFO of queued sends
   // (or of rendezvous transfers) is full (poll and retry). EPIPE after
   // SendEndOfStream.
   // A failed connection returns its error (ECONNRESET after a disconnect).
   //
-  // `done_at_post` (optional): set to true when the message was posted at
-  // once with its data inline (copied into the work request by
-  // ibv_post_send): its memory is free again as soon as Send returns, so
-  // the cookie is *not* reported later and the caller completes the send
-  // itself. False otherwise (the cookie is reported as usual). Null: always
-  // report the cookie.
+  // `done_at_post` (optional): set to true when the message's bytes were
+  // copied before Send returned (posted at once with its data inline, so
+  // copied into the work request by ibv_post_send; or queued and staged):
+  // its memory is free again as soon as Send returns, so the cookie is *not*
+  // reported later and the caller completes the send itself. False
+  // otherwise (the cookie is reported as usual). Null: always report the
+  // cookie.
   absl::Status Send(absl::Span<const Segment> segments, uint64_t cookie,
                     bool* done_at_post = nullptr);
 
@@ -259,8 +272,9 @@ class RcConnection final : private CompletionHandler {
   // until idle() to collect the flushed sends.
   absl::Status Poll(CompletionSink& sink);
 
-  // The consumer is done with the message in `buffer_index`: the buffer is
-  // re-posted, the peer owed a credit, and queued sends or a credit update
+  // The consumer is done with a message in `buffer_index`: once it is done
+  // with every message there, the buffer is re-posted, the peer owed a
+  // credit, and queued sends or a credit update
   // posted, at the next poll of the connection's group (off the caller's
   // path, and the buffers released between two polls go in one
   // ibv_post_recv). EINVAL if the buffer is not held by the consumer.
@@ -321,6 +335,9 @@ class RcConnection final : private CompletionHandler {
     uint64_t cookie = 0;
     Kind kind = Kind::kData;
     uint8_t num_segments = 0;
+    // Staged (its bytes copied to the entry's stage) and so reported done
+    // by its Send() through done_at_post: never reported again.
+    bool reported = false;
     Segment segments[wire::kMaxSegments];
   };
   // A posted work request, by send-queue slot (ring order = completion
@@ -328,7 +345,8 @@ class RcConnection final : private CompletionHandler {
   struct PostedSend {
     uint64_t cookie = 0;
     Kind kind = Kind::kData;
-    bool report = true;  // kData: report the cookie on completion
+    bool report = true;   // kData: report the cookie on completion
+    uint8_t entries = 1;  // kData: queued sends it carries (a batch: > 1)
   };
   // A rendezvous send awaiting the peer's done message.
   struct OutboundTransfer {
@@ -346,6 +364,10 @@ class RcConnection final : private CompletionHandler {
     uint8_t next_segment = 0;  // the next READ to post
     uint32_t next_offset = 0;
     uint32_t reads_in_flight = 0;
+    // kEager: a batch of this many messages (0: `message` alone), to be
+    // decoded again from its buffer when its turn comes.
+    uint8_t batch_messages = 0;
+    uint32_t batch_bytes = 0;
   };
 
   RcConnection(CmId id, const RcConnectionOptions& options);
@@ -369,8 +391,19 @@ class RcConnection final : private CompletionHandler {
   rdma_conn_param ConnParam(uint8_t private_data[]) const;
 
   bool SendQueueFull() const { return posted_count_ == send_queue_depth_; }
+  // Whether a send may be posted now instead of queued: nothing queued
+  // before it, a credit, a free slot, and (coalesce_sends) no send posted
+  // at once since the last poll. Records the post when it answers true.
+  bool PostNow();
+  // Queues a send; with `done_at_post` a small data send is staged (see
+  // Stage) and *done_at_post set.
   absl::Status Enqueue(Kind kind, absl::Span<const Segment> segments,
-                       uint64_t cookie);
+                       uint64_t cookie, bool* done_at_post = nullptr);
+  // Copies the bytes of `entry`, about to be queued at FIFO `position`
+  // (from the head), to that position's stage and points its segments
+  // there, if it fits kStageSize and credits cover the FIFO up to it.
+  // Returns whether it did.
+  bool Stage(uint32_t position, QueuedSend& entry);
   // Builds the work request for the send-queue slot `position` places after
   // the last posted one (header, scatter-gather list, posted_ entry); does
   // not post it.
@@ -386,7 +419,21 @@ class RcConnection final : private CompletionHandler {
   absl::Status Post(Kind kind, uint16_t credits_returned,
                     const Segment* segments, uint32_t num_segments,
                     uint64_t cookie);
-  // Posts queued sends while credits allow, then a credit update if due.
+  // How many queued sends from FIFO position `from` (of `available`) can go
+  // as one kBatch SEND: consecutive staged data sends fitting one header
+  // slot and the peer's buffer together, at most wire::kMaxBatchMessages; 1
+  // if fewer than two.
+  uint32_t BatchRun(uint32_t from, uint32_t available) const;
+  // Builds the kBatch SEND of queued sends from..from + n - 1 for the send
+  // queue slot `position` places after the last posted one: their headers
+  // and staged bytes are copied into the slot's header memory.
+  ibv_send_wr* PrepareBatch(uint32_t position, uint16_t credits_returned,
+                            uint32_t from, uint32_t n);
+  // Decodes the batch of `count` messages in receive buffer `index`
+  // (`length` bytes) into batch_[0, count). EPROTO if malformed.
+  absl::Status DecodeBatch(uint32_t index, uint32_t length, uint32_t count);
+  // Posts queued sends while credits allow (runs of staged ones batched),
+  // then a credit update if due.
   void Pump();
   // Rendezvous: starts a send of `segments` as an announcement.
   absl::Status SendRendezvous(absl::Span<const Segment> segments,
@@ -426,6 +473,9 @@ class RcConnection final : private CompletionHandler {
   // post); at signal_interval_ the next is signaled, so at most that many
   // send slots wait for a completion to retire them.
   uint32_t unsignaled_ = 0;
+  // completion_.polls() at the last send posted at once by Send(): with
+  // coalesce_sends, a second one before the next poll is queued instead.
+  uint64_t posted_at_poll_ = ~uint64_t{0};
   const uint32_t signal_interval_;
   uint32_t max_inline_data_ = 0;
   uint32_t peer_receive_buffer_size_ = 0;
@@ -443,7 +493,10 @@ class RcConnection final : private CompletionHandler {
   std::vector<ibv_wc> early_receives_;
 
   // Buffers held by the consumer (reported, not yet released).
+  // Messages not yet released, by receive buffer (a batch: several).
   std::vector<uint8_t> held_;
+  // Scratch of the poll path: a batch's messages as reported.
+  std::vector<ReceivedMessage> batch_;
   // Buffers released since the last poll, to re-post (capacity
   // receive_buffers), and the work requests that post them.
   std::vector<uint32_t> releases_;

@@ -67,7 +67,10 @@ size_t EncodedSize(const MessageHeader& header) {
 size_t EncodeHeader(const MessageHeader& header, uint8_t out[kMaxEncodedSize]) {
   EncodeFixedPart(header.type, header.credits_returned, header.num_segments,
                   out);
-  for (int i = 0; i < header.num_segments; ++i) {
+  // (A batch's count is no segment table: its entries follow.)
+  const int lengths =
+      header.type == MessageType::kBatch ? 0 : header.num_segments;
+  for (int i = 0; i < lengths; ++i) {
     Put32(out + kHeaderFixedSize + 4 * i, header.segment_lengths[i]);
   }
   if (header.type == MessageType::kRendezvous ||
@@ -97,12 +100,24 @@ absl::Status DecodeHeader(const uint8_t* message, size_t message_length,
   MessageHeader& header = *out;
   uint8_t type = message[1];
   if (type < static_cast<uint8_t>(MessageType::kData) ||
-      type > static_cast<uint8_t>(MessageType::kRendezvousDone)) {
+      type > static_cast<uint8_t>(MessageType::kBatch)) {
     return ProtocolError(absl::StrCat("unknown message type ", type));
   }
   header.type = static_cast<MessageType>(type);
   header.credits_returned = Get16(message + 2);
   header.num_segments = message[4];
+  if (header.type == MessageType::kBatch) {
+    // The entries are decoded one by one (DecodeBatchEntry); each takes at
+    // least a fixed part and one byte.
+    if (header.num_segments < 2 || header.num_segments > kMaxBatchMessages ||
+        message_length - kHeaderFixedSize <
+            header.num_segments * (HeaderSize(1) + 1)) {
+      return ProtocolError(absl::StrCat("batch of ", header.num_segments,
+                                        " messages in ", message_length,
+                                        " bytes"));
+    }
+    return absl::OkStatus();
+  }
   if (header.num_segments > kMaxSegments) {
     return ProtocolError(
         absl::StrCat(header.num_segments, " segments in one message"));
@@ -147,6 +162,38 @@ absl::Status DecodeHeader(const uint8_t* message, size_t message_length,
       }
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeBatchEntry(const uint8_t* entry, size_t remaining,
+                              MessageHeader* header, size_t* entry_size) {
+  if (remaining < HeaderSize(1)) {
+    return ProtocolError("batch entry shorter than a header");
+  }
+  if (entry[0] != kVersion ||
+      entry[1] != static_cast<uint8_t>(MessageType::kData) ||
+      Get16(entry + 2) != 0) {
+    return ProtocolError("batch entry is not a data message without credits");
+  }
+  const uint8_t segments = entry[4];
+  if (segments < 1 || segments > kMaxSegments ||
+      HeaderSize(segments) > remaining) {
+    return ProtocolError(
+        absl::StrCat("batch entry of ", segments, " segments does not fit"));
+  }
+  header->type = MessageType::kData;
+  header->credits_returned = 0;
+  header->num_segments = segments;
+  uint64_t size = HeaderSize(segments);
+  for (int i = 0; i < segments; ++i) {
+    header->segment_lengths[i] = Get32(entry + kHeaderFixedSize + 4 * i);
+    size += header->segment_lengths[i];
+  }
+  if (size > remaining) {
+    return ProtocolError(absl::StrCat("batch entry of ", size, " bytes, only ",
+                                      remaining, " left"));
+  }
+  *entry_size = static_cast<size_t>(size);
   return absl::OkStatus();
 }
 

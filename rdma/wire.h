@@ -25,7 +25,7 @@ namespace demi::rdma::wire {
 
 // Bumped on any incompatible change; peers with different versions refuse to
 // connect (the passive side rejects, the active side fails with EPROTO).
-inline constexpr uint8_t kVersion = 2;
+inline constexpr uint8_t kVersion = 3;
 
 // Most segments one message carries (DEMI_SGARRAY_MAXSIZE).
 inline constexpr int kMaxSegments = 16;
@@ -59,7 +59,14 @@ enum class MessageType : uint8_t {
   kRendezvous = 4,
   // The receiver has read transfer `transfer_id`; the sender may reuse it.
   kRendezvousDone = 5,
+  // Several small data messages in one SEND (num_segments: how many, 2 to
+  // kMaxBatchMessages): each follows the fixed part exactly as a kData SEND
+  // would carry it, credits_returned 0. See DecodeBatchEntry.
+  kBatch = 6,
 };
+
+// Most messages one kBatch SEND carries.
+inline constexpr int kMaxBatchMessages = 16;
 
 // Where one segment of a rendezvous message lies at the sender.
 struct RemoteSegment {
@@ -75,7 +82,8 @@ struct RemoteSegment {
 struct MessageHeader {
   MessageType type = MessageType::kData;
   uint16_t credits_returned = 0;  // receive buffers re-posted since last told
-  uint8_t num_segments = 0;       // 0..kMaxSegments (0 only if not kData)
+  // 0..kMaxSegments (0 only if not kData); kBatch: its message count.
+  uint8_t num_segments = 0;
   uint32_t segment_lengths[kMaxSegments];
   // kRendezvous and kRendezvousDone: the sender's number for the transfer.
   uint32_t transfer_id = 0;
@@ -148,6 +156,15 @@ size_t EncodeDataHeader(uint16_t credits_returned, uint8_t num_segments,
 // and remote[0, num_segments) for the rendezvous types.
 absl::Status DecodeHeader(const uint8_t* message, size_t message_length,
                           MessageHeader* header);
+
+// Decodes one message of a kBatch SEND: `entry` points at it (at
+// kHeaderFixedSize for the first, then right after the previous one), with
+// `remaining` bytes of the SEND from there. Sets `*header` (type kData) and
+// `*entry_size` (its header and payload). EPROTO if it is not a data header
+// with no credits, 1 to kMaxSegments segments, and a payload that fits.
+// Whether the entries fill the SEND exactly is the caller's to check.
+absl::Status DecodeBatchEntry(const uint8_t* entry, size_t remaining,
+                              MessageHeader* header, size_t* entry_size);
 
 }  // namespace demi::rdma::wire
 

@@ -5,7 +5,9 @@
 #include <random>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "common/errno_status.h"
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
 
 namespace demi::rdma::wire {
@@ -157,6 +159,99 @@ TEST(WireTest, MalformedMessagesAreEPROTO) {
   MessageHeader empty_data = Header(MessageType::kData);
   std::vector<uint8_t> no_segments = Message(empty_data);
   expect_eproto(no_segments, no_segments.size());
+}
+
+// A batch as the sender lays it out: the fixed part (kBatch, the count),
+// then each message as a data SEND would carry it, credits 0.
+std::vector<uint8_t> Batch(uint16_t credits,
+                           const std::vector<std::vector<uint32_t>>& messages) {
+  std::vector<uint8_t> out(kHeaderFixedSize);
+  EncodeFixedPart(MessageType::kBatch, credits,
+                  static_cast<uint8_t>(messages.size()), out.data());
+  uint8_t fill = 1;
+  for (const std::vector<uint32_t>& lengths : messages) {
+    const size_t at = out.size();
+    out.resize(at + HeaderSize(static_cast<int>(lengths.size())));
+    EncodeDataHeader(
+        0, static_cast<uint8_t>(lengths.size()),
+        [&](int i) { return lengths[i]; }, out.data() + at);
+    for (uint32_t length : lengths) out.insert(out.end(), length, fill++);
+  }
+  return out;
+}
+
+// Decodes every entry of `batch`; EPROTO (or another error) as Decode does.
+absl::StatusOr<std::vector<std::vector<uint32_t>>> DecodeBatch(
+    const std::vector<uint8_t>& batch) {
+  MessageHeader header;
+  DEMI_RETURN_IF_ERROR(DecodeHeader(batch.data(), batch.size(), &header));
+  if (header.type != MessageType::kBatch) {
+    return absl::InternalError("not a batch");
+  }
+  std::vector<std::vector<uint32_t>> messages;
+  size_t at = kHeaderFixedSize;
+  for (int m = 0; m < header.num_segments; ++m) {
+    MessageHeader entry;
+    size_t size = 0;
+    DEMI_RETURN_IF_ERROR(
+        DecodeBatchEntry(batch.data() + at, batch.size() - at, &entry, &size));
+    messages.emplace_back(entry.segment_lengths,
+                          entry.segment_lengths + entry.num_segments);
+    at += size;
+  }
+  if (at != batch.size()) return absl::InternalError("bytes left over");
+  return messages;
+}
+
+TEST(WireTest, BatchEntriesDecodeInOrder) {
+  const std::vector<std::vector<uint32_t>> messages = {
+      {64}, {1, 2, 3}, {100}, std::vector<uint32_t>(kMaxSegments, 1)};
+  std::vector<uint8_t> batch = Batch(7, messages);
+  MessageHeader header;
+  ASSERT_TRUE(DecodeHeader(batch.data(), batch.size(), &header).ok());
+  EXPECT_EQ(header.type, MessageType::kBatch);
+  EXPECT_EQ(header.credits_returned, 7);
+  EXPECT_EQ(header.num_segments, messages.size());
+  absl::StatusOr<std::vector<std::vector<uint32_t>>> decoded =
+      DecodeBatch(batch);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(*decoded, messages);
+  // The payload of entry 1 follows its header: bytes 2, 3 and 4 of `fill`.
+  const size_t second = kHeaderFixedSize + HeaderSize(1) + 64;
+  EXPECT_EQ(batch[second + HeaderSize(3)], 2);
+}
+
+TEST(WireTest, MalformedBatchesAreEPROTO) {
+  const std::vector<uint8_t> good = Batch(0, {{10}, {20, 5}});
+  ASSERT_TRUE(DecodeBatch(good).ok());
+  auto expect_eproto = [](const std::vector<uint8_t>& batch) {
+    absl::StatusOr<std::vector<std::vector<uint32_t>>> decoded =
+        DecodeBatch(batch);
+    ASSERT_FALSE(decoded.ok());
+    EXPECT_EQ(ErrnoFromStatus(decoded.status()), EPROTO) << decoded.status();
+  };
+  std::vector<uint8_t> bad = good;
+  bad[4] = 1;  // a batch of one
+  expect_eproto(bad);
+  bad[4] = kMaxBatchMessages + 1;
+  expect_eproto(bad);
+  bad[4] = 3;  // more entries than the bytes hold
+  expect_eproto(bad);
+  bad = good;
+  bad[kHeaderFixedSize + 2] = 1;  // an entry returning credits
+  expect_eproto(bad);
+  bad = good;
+  bad[kHeaderFixedSize + 1] = static_cast<uint8_t>(MessageType::kBatch);
+  expect_eproto(bad);  // a batch inside a batch
+  bad = good;
+  bad[kHeaderFixedSize + 4] = 0;  // an entry without segments
+  expect_eproto(bad);
+  bad = good;
+  bad.resize(bad.size() - 1);  // the last entry cut short
+  expect_eproto(bad);
+  bad = good;
+  bad[kHeaderFixedSize + kHeaderFixedSize] = 200;  // first entry too long
+  expect_eproto(bad);
 }
 
 TEST(WireTest, RendezvousRoundTripsForEverySegmentCount) {

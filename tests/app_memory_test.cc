@@ -190,13 +190,15 @@ TEST_F(AppMemoryTest, OneBufferReusedThousandsOfTimesWithNewBytes) {
 }
 
 // Blocks from malloc, some small (from the heap), most large enough that
-// free() unmaps them (mmap threshold 128 KiB): each is pushed, freed at once,
-// and replaced by a new allocation filled with other bytes, all before the
-// pushes are waited for. Unmapped blocks stay pinned by their registration,
-// so the device reads the pushed bytes whatever now lives at those addresses.
-// (A heap chunk handed to the next malloc is another matter: it is the
-// application's to write only once the push completed, like any pushed
-// memory; on rxe the data is read when the send is posted.)
+// free() unmaps them (mmap threshold 128 KiB): each is pushed, the large
+// ones freed at once and replaced by a new allocation filled with other
+// bytes, all before the pushes are waited for. Unmapped blocks stay pinned by
+// their registration, so the device reads the pushed bytes whatever now lives
+// at those addresses. (A heap chunk is another matter: free() itself writes
+// malloc's bookkeeping into it, and the next malloc hands it out again, so it
+// is the application's to release only once the push completed, like any
+// pushed memory: the device may read it after demi_push returns, e.g. when
+// pushes of a burst go together at the next wait.)
 TEST_F(AppMemoryTest, FreeRightAfterPushThenNewMemoryWithOtherBytes) {
   std::mt19937 random(99);
   constexpr int kBatches = 20, kPerBatch = 16;
@@ -206,6 +208,7 @@ TEST_F(AppMemoryTest, FreeRightAfterPushThenNewMemoryWithOtherBytes) {
     std::vector<demi_qtoken_t> pushes;
     std::vector<uint32_t> lengths;
     std::vector<void*> replacements;
+    std::vector<void*> heap_blocks;
     for (int i = 0; i < kPerBatch; ++i) {
       const size_t block = (i % 4 == 0) ? 64 + random() % 4000
                                         : (128 << 10) + random() % (1 << 20);
@@ -219,6 +222,10 @@ TEST_F(AppMemoryTest, FreeRightAfterPushThenNewMemoryWithOtherBytes) {
       segments.Add(data, length);
       pushes.push_back(Push(segments.sga));
       lengths.push_back(length);
+      if (block < (128 << 10)) {  // a heap chunk: released after the push
+        heap_blocks.push_back(memory);
+        continue;
+      }
       free(memory);
       void* other = malloc(block);
       memset(other, 0xee, block);
@@ -228,6 +235,7 @@ TEST_F(AppMemoryTest, FreeRightAfterPushThenNewMemoryWithOtherBytes) {
       CompletePush(pushes[i]);
       checked += PopAndCheck({lengths[i]}, {uint64_t(batch * 100 + i)});
     }
+    for (void* block : heap_blocks) free(block);
     for (void* other : replacements) free(other);
     if (HasFailure()) break;
   }

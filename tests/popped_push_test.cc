@@ -215,11 +215,13 @@ TEST_F(PoppedPushTest, FreeDuringPushKeepsBufferAndCreditUntilDone) {
   demi_qresult_t result{};
   EXPECT_EQ(demi_wait(&result, relays.front(), &kZero), ETIMEDOUT);
 
-  // The sender may now fill only the receive buffers no push holds.
+  // The sender may now fill only the receive buffers no push holds. (512
+  // bytes: too large to be staged and batched, so one buffer per message.)
   constexpr int kMore = 64;
+  constexpr uint32_t kMoreSize = 512;
   std::vector<demi_qtoken_t> more;
   for (int j = 0; j < kMore; ++j) {
-    more.push_back(PushMessage(a_client, 100 + j, 64, 1));
+    more.push_back(PushMessage(a_client, 100 + j, kMoreSize, 1));
   }
   int completed = 0;
   for (demi_qtoken_t& qt : more) {
@@ -250,7 +252,7 @@ TEST_F(PoppedPushTest, FreeDuringPushKeepsBufferAndCreditUntilDone) {
   // Now the buffers are back and the sender's other pushes go.
   for (int j = 0; j < kMore; ++j) {
     demi_qresult_t arrived = PopResult(a_server);
-    CheckMessage(arrived, 100 + j, 64, 1);
+    CheckMessage(arrived, 100 + j, kMoreSize, 1);
   }
   for (demi_qtoken_t qt : more) {
     if (qt != 0) CompletePush(qt);

@@ -114,5 +114,53 @@ TEST_F(PushCompletionTest, BurstBeyondCreditsCompletesInOrder) {
   CloseQueues({client, server, listener});
 }
 
+// A burst of pushes without a wait between them: all but the first go
+// together at the next wait, small ones several to a SEND (a batch), behind
+// a large one (rendezvous) that the receiver must read first. Every push
+// completes; the peer pops one message per push, in order, each intact while
+// it holds it, whatever it frees around it and whatever arrives meanwhile.
+TEST_F(PushCompletionTest, BurstBehindALargePushPopsOneByOneInOrder) {
+  int client, server, listener;
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
+  auto size_of = [](uint64_t i) -> uint32_t {
+    return i == 0 ? 20000 : 1 + static_cast<uint32_t>(i * 37 % 200);
+  };
+  auto segments_of = [](uint64_t i) -> uint32_t { return 1 + i % 3; };
+  constexpr uint64_t kFirst = 41;  // the large one and 40 small
+  std::vector<demi_qtoken_t> pushes;
+  for (uint64_t i = 0; i < kFirst; ++i) {
+    pushes.push_back(PushMessage(client, i, size_of(i), segments_of(i)));
+    ASSERT_NE(pushes.back(), 0u);
+  }
+  std::vector<demi_qresult_t> held;
+  for (uint64_t i = 0; i < kFirst; ++i) {
+    demi_qtoken_t qt = 0;
+    ASSERT_EQ(demi_pop(&qt, server), 0);
+    held.push_back(WaitResult(qt));
+    ASSERT_EQ(held.back().qr_opcode, DEMI_OPC_POP) << "message " << i;
+  }
+  // Free every other one (checked first), then take a second burst through
+  // the same buffers while the rest are still held.
+  for (uint64_t i = 0; i < kFirst; i += 2) {
+    EXPECT_EQ(CheckMessage(held[i], i, size_of(i), segments_of(i)), size_of(i));
+  }
+  constexpr uint64_t kSecond = 40;
+  for (uint64_t i = kFirst; i < kFirst + kSecond; ++i) {
+    pushes.push_back(PushMessage(client, i, size_of(i), segments_of(i)));
+  }
+  for (uint64_t i = kFirst; i < kFirst + kSecond; ++i) {
+    demi_qtoken_t qt = 0;
+    ASSERT_EQ(demi_pop(&qt, server), 0);
+    demi_qresult_t result = WaitResult(qt);
+    EXPECT_EQ(CheckMessage(result, i, size_of(i), segments_of(i)), size_of(i));
+  }
+  for (uint64_t i = 1; i < kFirst; i += 2) {
+    EXPECT_EQ(CheckMessage(held[i], i, size_of(i), segments_of(i)), size_of(i))
+        << "message " << i << " changed while held";
+  }
+  for (demi_qtoken_t qt : pushes) CompletePush(qt);
+  CloseQueues({client, server, listener});
+}
+
 }  // namespace
 }  // namespace demi::testing

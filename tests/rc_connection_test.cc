@@ -604,6 +604,7 @@ TEST(RcConnectionTest, InlineSendsAreDoneAtPost) {
 // more unsignaled sends still leaves the connection idle.
 TEST(RcConnectionTest, SendsDoneAtPostAreSignaledOnlyNowAndThen) {
   RcConnectionOptions options;
+  options.coalesce_sends = false;  // every send posted by Send() itself
   options.send_queue_depth = 32;
   options.receive_buffers = 64;
   Pair pair;
@@ -839,6 +840,101 @@ TEST(RcConnectionTest, SharedQueuesRouteEachConnectionsCompletions) {
   ASSERT_TRUE(ConnectPair(*pairs.back(), options).ok());
   EXPECT_EQ((*group)->queue_count(), 3u);
   EXPECT_EQ((*group)->endpoint_count(), 8u);
+}
+
+// Coalescing (the default): of a burst of sends between two polls, only the
+// first is posted by Send(); the rest are queued and go at the next poll of
+// the group, chained under one doorbell, even though the connection has no
+// completion that poll would deliver (they are never stranded). Small ones
+// whose Send() took a done_at_post are staged (copied at once: done at
+// Send, like an inline one) and go together as one batch; one without is
+// reported by its completion. Every byte arrives, in order, one message per
+// send, though the memory the sends came from was overwritten at once.
+TEST(RcConnectionTest, BurstBetweenPollsGoesUnderOneDoorbellAtTheNextPoll) {
+  Pair probe;
+  ASSERT_TRUE(ConnectPair(probe, RcConnectionOptions{}).ok());
+  absl::StatusOr<std::unique_ptr<CompletionGroup>> group =
+      CompletionGroup::Create(probe.client->id().verbs());
+  ASSERT_TRUE(group.ok()) << group.status();
+  RcConnectionOptions options;
+  ASSERT_TRUE(options.coalesce_sends);
+  options.completions = group->get();
+  Pair pair;
+  absl::Status connected = ConnectPair(pair, options);
+  ASSERT_TRUE(connected.ok()) << connected;
+  pair.client->set_sink(&pair.client_sink);
+  pair.server->set_sink(&pair.server_sink);
+  ASSERT_GT(pair.client->max_inline_data(), 64u + 16u);
+  constexpr int kBurst = 12;
+  std::vector<uint8_t> memory(kBurst * 64);
+  for (int m = 0; m < kBurst; ++m) {
+    for (int j = 0; j < 64; ++j) memory[m * 64 + j] = PatternByte(m, j);
+  }
+  absl::StatusOr<MemoryRegion> mr = MemoryRegion::Register(
+      pair.client->pd(), memory.data(), memory.size(), IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_TRUE(mr.ok()) << mr.status();
+  // Let the connection settle (credits, established) before the burst.
+  for (int i = 0; i < 10; ++i) (*group)->Poll();
+
+  const uint64_t doorbells = pair.client->doorbells();
+  for (int m = 0; m < kBurst; ++m) {
+    Segment segment{memory.data() + m * 64, 64, mr->lkey(), 0};
+    bool done = false;
+    // The last one without done_at_post: reported by its completion.
+    const bool last = m + 1 == kBurst;
+    absl::Status sent = pair.client->Send(absl::MakeConstSpan(&segment, 1), m,
+                                          last ? nullptr : &done);
+    ASSERT_TRUE(sent.ok()) << sent;
+    EXPECT_EQ(done, !last) << "send " << m;
+    if (done) std::memset(memory.data() + m * 64, 0xee, 64);  // free again
+  }
+  EXPECT_EQ(pair.client->doorbells(), doorbells + 1);
+  EXPECT_EQ(pair.client->queued_sends(), static_cast<uint32_t>(kBurst - 1));
+  EXPECT_TRUE(pair.client_sink.completed.empty());
+
+  // One poll of the group posts the rest together.
+  (*group)->Poll();
+  EXPECT_EQ(pair.client->queued_sends(), 0u);
+  EXPECT_EQ(pair.client->doorbells(), doorbells + 2);
+
+  int received = 0;
+  int shared = 0;  // messages that shared a receive buffer (a batch)
+  std::vector<uint32_t> to_release;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while ((received < kBurst || pair.client_sink.completed.empty()) &&
+         absl::Now() < deadline) {
+    (*group)->Poll();
+    while (!pair.server_sink.messages.empty()) {
+      ReceivedMessage message = pair.server_sink.messages.front();
+      pair.server_sink.messages.pop_front();
+      ASSERT_EQ(message.num_segments, 1u);
+      ASSERT_EQ(message.segment_lengths[0], 64u);
+      for (int j = 0; j < 64; ++j) {
+        ASSERT_EQ(message.segment_data[0][j], PatternByte(received, j))
+            << "message " << received << " byte " << j;
+      }
+      ++received;
+      if (message.part > 0) ++shared;
+      to_release.push_back(message.buffer_index);
+    }
+    // Released together once all have arrived: a batch's buffer stays held
+    // until its last message is released.
+    if (received == kBurst) {
+      for (uint32_t buffer : to_release) {
+        ASSERT_TRUE(pair.server->Release(buffer).ok());
+      }
+      to_release.clear();
+    }
+  }
+  EXPECT_EQ(received, kBurst);
+  // 1 .. kBurst - 2 were batched (kBurst - 1, not staged, goes alone): one
+  // buffer for all of them.
+  EXPECT_EQ(shared, kBurst - 3);
+  EXPECT_FALSE(pair.server->Release(0).ok()) << "released twice";
+  // Only the last was reported, once.
+  ASSERT_EQ(pair.client_sink.completed.size(), 1u);
+  EXPECT_EQ(pair.client_sink.completed.back(), uint64_t{kBurst - 1});
+  EXPECT_TRUE(pair.client_sink.errors.empty());
 }
 
 // A completion left in a shared queue by a connection destroyed before the
