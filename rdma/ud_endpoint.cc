@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -23,6 +24,8 @@ constexpr size_t kHeaderSlotSize = 128;
 static_assert(dw::kMaxHeaderSize <= kHeaderSlotSize);
 constexpr size_t kSgesPerSend = dw::kMaxSegments + 1;
 constexpr int kPollBatch = 16;
+// In a receive's wr_id, above the buffer index (at most 65536 buffers).
+constexpr uint64_t kReceiveBit = uint64_t{1} << 31;
 
 absl::Status CompletionError(const ibv_wc& wc) {
   const int errnum = wc.status == IBV_WC_WR_FLUSH_ERR ? ECONNRESET : EIO;
@@ -40,7 +43,12 @@ UdEndpoint::UdEndpoint(CmId id, const UdEndpointOptions& options)
       options_(options),
       held_(options.receive_buffers, 0),
       posted_(options.send_queue_depth, 0),
-      report_(options.send_queue_depth, 1) {}
+      report_(options.send_queue_depth, 1),
+      signal_interval_(std::max<uint32_t>(1, options.send_queue_depth / 4)) {
+  releases_.reserve(options.receive_buffers);
+  release_wrs_.resize(options.receive_buffers);
+  release_sges_.resize(options.receive_buffers);
+}
 
 UdEndpoint::~UdEndpoint() = default;
 
@@ -81,16 +89,13 @@ absl::Status UdEndpoint::CreateResources() {
   max_payload_ = mtu - static_cast<uint32_t>(dw::kMaxHeaderSize);
   receive_buffer_size_ = static_cast<uint32_t>(dw::kGrhSize) + mtu;
 
+  // One queue for both directions: a poll is one ibv_poll_cq.
   DEMI_ASSIGN_OR_RETURN(
-      CompletionQueue send_cq,
+      CompletionQueue cq,
       CompletionQueue::Create(context,
-                              static_cast<int>(options_.send_queue_depth)));
-  send_cq_.emplace(std::move(send_cq));
-  DEMI_ASSIGN_OR_RETURN(
-      CompletionQueue recv_cq,
-      CompletionQueue::Create(context,
-                              static_cast<int>(options_.receive_buffers)));
-  recv_cq_.emplace(std::move(recv_cq));
+                              static_cast<int>(options_.send_queue_depth +
+                                               options_.receive_buffers)));
+  cq_.emplace(std::move(cq));
 
   const size_t receive_bytes =
       static_cast<size_t>(options_.receive_buffers) * receive_buffer_size_;
@@ -110,10 +115,10 @@ absl::Status UdEndpoint::CreateResources() {
   header_mr_.emplace(std::move(header_mr));
 
   ibv_qp_init_attr attr{};
-  attr.send_cq = send_cq_->get();
-  attr.recv_cq = recv_cq_->get();
+  attr.send_cq = cq_->get();
+  attr.recv_cq = cq_->get();
   attr.qp_type = IBV_QPT_UD;
-  attr.sq_sig_all = 1;
+  attr.sq_sig_all = 0;
   attr.cap.max_send_wr = options_.send_queue_depth;
   attr.cap.max_recv_wr = options_.receive_buffers;
   attr.cap.max_send_sge = kSgesPerSend;
@@ -153,19 +158,40 @@ absl::Status UdEndpoint::AcceptResolution(CmEvent request) {
   return requester.Accept(param);
 }
 
+void UdEndpoint::PrepareReceive(uint32_t buffer_index, ibv_recv_wr* wr,
+                                ibv_sge* sge) const {
+  sge->addr = reinterpret_cast<uintptr_t>(receive_memory_.get()) +
+              static_cast<uintptr_t>(buffer_index) * receive_buffer_size_;
+  sge->length = receive_buffer_size_;
+  sge->lkey = receive_mr_->lkey();
+  *wr = ibv_recv_wr{};
+  wr->wr_id = kReceiveBit | buffer_index;
+  wr->sg_list = sge;
+  wr->num_sge = 1;
+}
+
 absl::Status UdEndpoint::PostReceive(uint32_t buffer_index) {
-  ibv_sge sge{};
-  sge.addr = reinterpret_cast<uintptr_t>(receive_memory_.get()) +
-             static_cast<uintptr_t>(buffer_index) * receive_buffer_size_;
-  sge.length = receive_buffer_size_;
-  sge.lkey = receive_mr_->lkey();
-  ibv_recv_wr wr{};
-  wr.wr_id = buffer_index;
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
+  ibv_sge sge;
+  ibv_recv_wr wr;
+  PrepareReceive(buffer_index, &wr, &sge);
   DEMI_RETURN_IF_ERROR(qp_->PostRecv(&wr));
   ++posted_receives_;
   return absl::OkStatus();
+}
+
+void UdEndpoint::PostReleased() {
+  const uint32_t count = static_cast<uint32_t>(releases_.size());
+  if (count == 0) return;
+  for (uint32_t i = 0; i < count; ++i) {
+    PrepareReceive(releases_[i], &release_wrs_[i], &release_sges_[i]);
+    if (i > 0) release_wrs_[i - 1].next = &release_wrs_[i];
+  }
+  releases_.clear();
+  if (absl::Status posted = qp_->PostRecv(release_wrs_.data()); !posted.ok()) {
+    Fail(posted);
+    return;
+  }
+  posted_receives_ += count;
 }
 
 absl::Status UdEndpoint::Send(const UdDestination& destination,
@@ -215,70 +241,78 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
   wr.sg_list = sge;
   wr.num_sge = static_cast<int>(segments.size() + 1);
   wr.opcode = IBV_WR_SEND;
-  wr.send_flags = IBV_SEND_SIGNALED;
-  if (header_size + total <= max_inline_data_) {
-    wr.send_flags |= IBV_SEND_INLINE;
-  }
+  const bool inline_data = header_size + total <= max_inline_data_;
+  if (inline_data) wr.send_flags |= IBV_SEND_INLINE;
+  // Inline: the bytes are in the work request; the caller is done now, and
+  // nothing waits for this send's completion: only every signal_interval_-th
+  // of those in a row is signaled, to retire the slots before it (a queue
+  // pair completes its sends in order).
+  const bool done = done_at_post != nullptr && inline_data;
+  const bool signal = !done || unsignaled_ + 1 >= signal_interval_;
+  if (signal) wr.send_flags |= IBV_SEND_SIGNALED;
   wr.wr.ud.ah = destination.ah;
   wr.wr.ud.remote_qpn = destination.qp_num;
   wr.wr.ud.remote_qkey = destination.qkey;
   // A rejected post leaves the endpoint usable: nothing was posted.
   DEMI_RETURN_IF_ERROR(qp_->PostSend(&wr));
   posted_[slot] = cookie;
-  // Inline: the bytes are in the work request; the caller is done now.
-  const bool done =
-      done_at_post != nullptr && (wr.send_flags & IBV_SEND_INLINE) != 0;
   report_[slot] = done ? 0 : 1;
+  unsignaled_ = signal ? 0 : unsignaled_ + 1;
   if (done) *done_at_post = true;
   ++posted_count_;
   return absl::OkStatus();
 }
 
 absl::Status UdEndpoint::Poll(DatagramSink& sink) {
+  if (status_.ok()) PostReleased();
   ibv_wc wc[kPollBatch];
   for (;;) {
-    absl::StatusOr<int> n = send_cq_->Poll(absl::MakeSpan(wc));
+    absl::StatusOr<int> n = cq_->Poll(absl::MakeSpan(wc));
     if (!n.ok()) {
       Fail(n.status());
       break;
     }
-    for (int i = 0; i < *n; ++i) HandleSendCompletion(wc[i], sink);
-    if (*n < kPollBatch) break;
-  }
-  for (;;) {
-    absl::StatusOr<int> n = recv_cq_->Poll(absl::MakeSpan(wc));
-    if (!n.ok()) {
-      Fail(n.status());
-      break;
+    for (int i = 0; i < *n; ++i) {
+      if ((wc[i].wr_id & kReceiveBit) != 0) {
+        HandleReceiveCompletion(wc[i], sink);
+      } else {
+        HandleSendCompletion(wc[i], sink);
+      }
     }
-    for (int i = 0; i < *n; ++i) HandleReceiveCompletion(wc[i], sink);
     if (*n < kPollBatch) break;
   }
   return status_;
 }
 
 void UdEndpoint::HandleSendCompletion(const ibv_wc& wc, DatagramSink& sink) {
-  // Every send is signaled and a queue pair completes its sends in order.
+  // A completion retires its own send and the unsignaled ones posted before
+  // it (done at post: nobody is told); an error completes only its own send.
   const uint32_t slot = static_cast<uint32_t>(wc.wr_id);
-  if (posted_count_ == 0 || slot != posted_head_) {
+  const uint32_t depth = options_.send_queue_depth;
+  const uint32_t distance = (slot + depth - posted_head_) % depth;
+  if (slot >= depth || distance >= posted_count_) {
     DEMI_LOG(kError, "datagram send completion for slot ", slot, ", expected ",
-             posted_head_, " (", posted_count_, " posted)");
-    Fail(ErrnoError(EIO, "datagram send completion out of order"));
+             "one of ", posted_count_, " from ", posted_head_);
+    Fail(ErrnoError(EIO, "datagram send completion for no posted send"));
     return;
   }
-  const uint64_t cookie = posted_[slot];
-  posted_head_ = (posted_head_ + 1) % options_.send_queue_depth;
-  --posted_count_;
   absl::Status status;
   if (wc.status != IBV_WC_SUCCESS) {
     status = CompletionError(wc);
     Fail(status);
   }
-  if (report_[slot]) sink.OnSendComplete(cookie, status);
+  for (uint32_t i = 0; i <= distance; ++i) {
+    const uint32_t retired = posted_head_;
+    posted_head_ = (posted_head_ + 1) % depth;
+    --posted_count_;
+    if (!report_[retired]) continue;
+    sink.OnSendComplete(posted_[retired],
+                        i == distance ? status : absl::OkStatus());
+  }
 }
 
 void UdEndpoint::HandleReceiveCompletion(const ibv_wc& wc, DatagramSink& sink) {
-  const uint32_t index = static_cast<uint32_t>(wc.wr_id);
+  const auto index = static_cast<uint32_t>(wc.wr_id & ~kReceiveBit);
   if (index >= options_.receive_buffers || held_[index]) {
     Fail(ErrnoError(EIO, "receive completion for an unknown buffer"));
     return;
@@ -329,9 +363,11 @@ absl::Status UdEndpoint::Release(uint32_t buffer_index) {
   }
   held_[buffer_index] = 0;
   if (!status_.ok()) return absl::OkStatus();  // nothing to re-post for
-  absl::Status reposted = PostReceive(buffer_index);
-  if (!reposted.ok()) Fail(reposted);
-  return reposted;
+  releases_.push_back(buffer_index);  // within capacity: each buffer once
+  // No credits hold the peer back: a receive queue running low is refilled
+  // at once (a datagram finding it empty is dropped), else at the next poll.
+  if (posted_receives_ < options_.receive_buffers / 4) PostReleased();
+  return status_;
 }
 
 RegisteredSpan UdEndpoint::HeldBuffer(uint32_t buffer_index) const {

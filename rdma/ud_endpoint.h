@@ -2,7 +2,7 @@
 //
 // It owns an rdma_cm id in RDMA_PS_UDP bound to a local address, the UD queue
 // pair created on it (rdma_create_qp takes it straight to RTS with Q_Key
-// RDMA_UDP_QKEY), a send and a receive completion queue, the receive buffers
+// RDMA_UDP_QKEY), one completion queue for both, the receive buffers
 // (one registered slab: `receive_buffers` buffers of kGrhSize + MTU bytes, all
 // kept posted) and one registered header slot per send-queue entry. The id
 // also listens, so peers can resolve this endpoint (rdma_connect on their
@@ -14,8 +14,11 @@
 // Datagrams. One Send is one UD SEND: sge[0] is a header slot (a
 // datagram_wire::DatagramHeader naming this endpoint's address, and the
 // segment lengths), sge[i + 1] is segment i, read in place from the caller's
-// registered memory (inline when it fits max_inline_data). Every send is
-// signaled. A datagram carries at most max_payload() bytes: the port's MTU
+// registered memory (inline when it fits max_inline_data). A send is
+// signaled unless it went inline and was reported done at post; of those,
+// every send_queue_depth / 4-th in a row is signaled, and its completion
+// retires the ones before it. A datagram carries at most max_payload() bytes:
+// the port's MTU
 // less datagram_wire::kMaxHeaderSize, whatever the segment count.
 //
 // Honest datagram semantics: there are no credits. A datagram that arrives
@@ -26,7 +29,9 @@
 // counted; it never fails the endpoint.
 //
 // Receiving. Poll() reports each datagram as a ReceivedDatagram pointing into
-// a receive buffer (zero copy), held by the consumer until Release().
+// a receive buffer (zero copy), held by the consumer until Release(); the
+// buffers released between two polls are posted again by the next Poll(), in
+// one ibv_post_recv (at once when the receive queue runs low).
 //
 // Failure. An error completion (other than the flush of a failed endpoint) or
 // a failed post of a receive marks the endpoint failed and moves the queue
@@ -134,13 +139,16 @@ class UdEndpoint {
                     absl::Span<const Segment> segments, uint64_t cookie,
                     bool* done_at_post = nullptr);
 
-  // Polls both completion queues and reports to `sink`. Returns OK while the
+  // Posts the released receive buffers again, then polls the completion
+  // queue and reports to `sink`. Returns OK while the
   // endpoint is healthy, its error once it failed (after reporting what it
   // could; keep polling until idle() to collect flushed sends).
   absl::Status Poll(DatagramSink& sink);
 
-  // The consumer is done with the datagram in `buffer_index`: re-posts it.
-  // EINVAL if the buffer is not held.
+  // The consumer is done with the datagram in `buffer_index`: the next
+  // Poll() re-posts it (or this call, with all released so far, when fewer
+  // than a quarter of the buffers are posted). EINVAL if the buffer is not
+  // held; the endpoint's error if that post failed.
   absl::Status Release(uint32_t buffer_index);
 
   // The receive buffer `buffer_index` while the consumer holds it (every
@@ -159,7 +167,9 @@ class UdEndpoint {
   uint32_t qp_num() const { return qp_->qp_num(); }
   uint32_t max_payload() const { return max_payload_; }
   const absl::Status& status() const { return status_; }
-  bool idle() const { return posted_count_ == 0; }
+  // No send the device may still read, or whose completion is awaited (an
+  // unsignaled send done at post is neither).
+  bool idle() const { return posted_count_ == unsignaled_; }
   uint32_t posted_sends() const { return posted_count_; }
   uint32_t send_queue_depth() const { return options_.send_queue_depth; }
   uint64_t malformed() const { return malformed_; }
@@ -169,7 +179,12 @@ class UdEndpoint {
   UdEndpoint(CmId id, const UdEndpointOptions& options);
 
   absl::Status CreateResources();
+  // Fills *wr and *sge to receive into buffer `buffer_index` (wr->next null).
+  void PrepareReceive(uint32_t buffer_index, ibv_recv_wr* wr,
+                      ibv_sge* sge) const;
   absl::Status PostReceive(uint32_t buffer_index);
+  // Posts the buffers Release() gave back, chained in one ibv_post_recv.
+  void PostReleased();
   void HandleSendCompletion(const ibv_wc& wc, DatagramSink& sink);
   void HandleReceiveCompletion(const ibv_wc& wc, DatagramSink& sink);
   // Marks the endpoint failed (first error wins) and flushes the queue pair.
@@ -178,8 +193,7 @@ class UdEndpoint {
   // Destruction order: the queue pair first, then memory regions, memory,
   // queues, id.
   std::optional<CmId> id_;
-  std::optional<CompletionQueue> send_cq_;
-  std::optional<CompletionQueue> recv_cq_;
+  std::optional<CompletionQueue> cq_;  // sends and receives
   std::unique_ptr<uint8_t[]> receive_memory_;
   std::unique_ptr<uint8_t[]> header_memory_;
   std::optional<MemoryRegion> receive_mr_;
@@ -202,6 +216,15 @@ class UdEndpoint {
   std::vector<uint8_t> report_;  // by slot: report posted_[slot] when done
   uint32_t posted_head_ = 0;
   uint32_t posted_count_ = 0;
+  // Sends done at post since the last signaled one; at signal_interval_ the
+  // next is signaled.
+  uint32_t unsignaled_ = 0;
+  uint32_t signal_interval_ = 1;
+  // Buffers released since the last poll, and that poll's work requests
+  // (capacity for every buffer: Release never allocates).
+  std::vector<uint32_t> releases_;
+  std::vector<ibv_recv_wr> release_wrs_;
+  std::vector<ibv_sge> release_sges_;
   uint64_t malformed_ = 0;
   uint64_t receive_queue_empty_ = 0;
 };

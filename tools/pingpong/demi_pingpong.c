@@ -7,6 +7,14 @@
  *
  *   demi_pingpong --server ADDR PORT ITERATIONS [IDLE]
  *   demi_pingpong --client ADDR PORT ITERATIONS SIZE [IDLE]
+ *   demi_pingpong --dgram-server ADDR PORT
+ *   demi_pingpong --dgram-client ADDR PORT ITERATIONS SIZE
+ *
+ * The datagram pair (SOCK_DGRAM: demi_pushto, pop, wait, free) runs the same
+ * loop without a connection: the server echoes each datagram to its sender
+ * (sga_addr) until a 1-byte one; the client (bound to PORT + 1) first
+ * retries a hello until the server answers (datagrams sent before the
+ * server binds are lost), then measures, then says goodbye.
  *
  * The client prints the median half round trip in microseconds (clock read
  * once per iteration, outside the library). With IDLE (the same on both
@@ -193,30 +201,140 @@ static int client(const struct sockaddr_in *address, long iterations,
   return 0;
 }
 
+static int dgram_socket(const struct sockaddr_in *address) {
+  int qd = -1;
+  CHECK(demi_socket(&qd, AF_INET, SOCK_DGRAM, 0) == 0);
+  CHECK(demi_bind(qd, (const struct sockaddr *)address, sizeof(*address)) == 0);
+  return qd;
+}
+
+static int dgram_server(const struct sockaddr_in *address) {
+  const int qd = dgram_socket(address);
+  demi_qtoken_t qt = 0;
+  demi_qresult_t qr;
+  for (;;) {
+    demi_sgarray_t sga;
+    CHECK(demi_pop(&qt, qd) == 0);
+    wait_for(qt, DEMI_OPC_POP, &qr);
+    memcpy(&sga, &qr.qr_value.sga, sizeof(sga));
+    const int last = sga.sga_segs[0].sgaseg_len == 1;
+    const struct sockaddr_in to = sga.sga_addr;
+    CHECK(demi_pushto(&qt, qd, &sga, (const struct sockaddr *)&to,
+                      sizeof(to)) == 0);
+    wait_for(qt, DEMI_OPC_PUSH, &qr);
+    CHECK(demi_sgafree(&sga) == 0);
+    if (last) break;
+  }
+  CHECK(demi_close(qd) == 0);
+  return 0;
+}
+
+/* Pushes a datagram of `size` bytes (`fill`) to `to` and waits for it. */
+static void push_dgram(int qd, const struct sockaddr_in *to, uint32_t size,
+                       int fill) {
+  demi_qtoken_t qt = 0;
+  demi_qresult_t qr;
+  demi_sgarray_t sga = demi_sgaalloc(size);
+  CHECK(sga.sga_numsegs == 1);
+  memset(sga.sga_segs[0].sgaseg_buf, fill, size);
+  CHECK(demi_pushto(&qt, qd, &sga, (const struct sockaddr *)to, sizeof(*to)) ==
+        0);
+  wait_for(qt, DEMI_OPC_PUSH, &qr);
+  CHECK(demi_sgafree(&sga) == 0);
+}
+
+static int dgram_client(const struct sockaddr_in *server, long iterations,
+                        uint32_t size) {
+  struct sockaddr_in local = *server;
+  local.sin_port = htons((uint16_t)(ntohs(server->sin_port) + 1));
+  const int qd = dgram_socket(&local);
+  double *samples = calloc((size_t)iterations, sizeof(double));
+  CHECK(samples != NULL);
+  demi_qtoken_t qt = 0;
+  demi_qresult_t qr;
+  /* Hello until answered; then drain answers to earlier hellos. */
+  CHECK(demi_pop(&qt, qd) == 0);
+  for (int attempt = 0;; ++attempt) {
+    CHECK(attempt < 200);
+    push_dgram(qd, server, size, 0);
+    const struct timespec wait = {0, 50 * 1000 * 1000};
+    const int rc = demi_wait(&qr, qt, &wait);
+    if (rc == 0) break;
+    CHECK(rc == ETIMEDOUT);
+  }
+  for (;;) {
+    CHECK(qr.qr_opcode == DEMI_OPC_POP);
+    CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
+    CHECK(demi_pop(&qt, qd) == 0);
+    const struct timespec wait = {0, 100 * 1000 * 1000};
+    const int rc = demi_wait(&qr, qt, &wait);
+    if (rc == ETIMEDOUT) break; /* the pop stays pending: the first below */
+    CHECK(rc == 0);
+  }
+  for (long i = 0; i < iterations; ++i) {
+    double start = now_us();
+    if (i > 0) CHECK(demi_pop(&qt, qd) == 0);
+    push_dgram(qd, server, size, (int)(i & 0xff));
+    wait_for(qt, DEMI_OPC_POP, &qr);
+    CHECK(qr.qr_value.sga.sga_segs[0].sgaseg_len == size);
+    CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
+    samples[i] = (now_us() - start) / 2;
+  }
+  const double median = select_kth(samples, iterations, iterations / 2);
+  printf(
+      "demi_pingpong: %ld datagram round trips of %u B, median half round "
+      "trip %.2f us\n",
+      iterations, size, median);
+  free(samples);
+  /* Goodbye (and its echo, if it comes). */
+  CHECK(demi_pop(&qt, qd) == 0);
+  push_dgram(qd, server, 1, 0);
+  const struct timespec wait = {0, 200 * 1000 * 1000};
+  if (demi_wait(&qr, qt, &wait) == 0 && qr.qr_opcode == DEMI_OPC_POP) {
+    CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
+  }
+  CHECK(demi_close(qd) == 0);
+  return 0;
+}
+
 int main(int argc, char *const argv[]) {
   struct sockaddr_in address;
-  long iterations, idle = 0;
-  int is_client;
-  if (argc < 5 || (strcmp(argv[1], "--client") == 0 && argc < 6)) {
+  long iterations = 0, idle = 0;
+  const char *mode = argc > 1 ? argv[1] : "";
+  const int is_client = strcmp(mode, "--client") == 0;
+  const int dgram_server_mode = strcmp(mode, "--dgram-server") == 0;
+  const int dgram_client_mode = strcmp(mode, "--dgram-client") == 0;
+  if ((dgram_server_mode && argc < 4) || (dgram_client_mode && argc < 6) ||
+      (!dgram_server_mode && !dgram_client_mode &&
+       (argc < 5 || (is_client && argc < 6)))) {
     fprintf(stderr,
             "usage: %s --server ADDR PORT ITERATIONS [IDLE]\n"
-            "       %s --client ADDR PORT ITERATIONS SIZE [IDLE]\n",
-            argv[0], argv[0]);
+            "       %s --client ADDR PORT ITERATIONS SIZE [IDLE]\n"
+            "       %s --dgram-server ADDR PORT\n"
+            "       %s --dgram-client ADDR PORT ITERATIONS SIZE\n",
+            argv[0], argv[0], argv[0], argv[0]);
     return 2;
   }
   memset(&address, 0, sizeof(address));
   address.sin_family = AF_INET;
   address.sin_port = htons((uint16_t)atoi(argv[3]));
   CHECK(inet_pton(AF_INET, argv[2], &address.sin_addr) == 1);
-  iterations = atol(argv[4]);
-  CHECK(iterations > 0);
-  is_client = strcmp(argv[1], "--client") == 0;
-  if (argc > 5 + is_client) idle = atol(argv[5 + is_client]);
+  if (!dgram_server_mode) {
+    iterations = atol(argv[4]);
+    CHECK(iterations > 0);
+  }
+  if (!dgram_server_mode && !dgram_client_mode && argc > 5 + is_client) {
+    idle = atol(argv[5 + is_client]);
+  }
   CHECK(idle >= 0);
   {
     const struct demi_args args = {
         .argc = argc, .argv = argv, .callback = NULL};
     CHECK(demi_init(&args) == 0);
+  }
+  if (dgram_server_mode) return dgram_server(&address);
+  if (dgram_client_mode) {
+    return dgram_client(&address, iterations, (uint32_t)atoi(argv[5]));
   }
   if (!is_client) return server(&address, iterations, idle);
   return client(&address, iterations, (uint32_t)atoi(argv[5]), idle);
