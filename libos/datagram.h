@@ -23,6 +23,7 @@
 namespace demi::libos {
 
 struct DatagramQueue;
+struct DatagramRoute;
 
 // Datagrams that arrived and were not popped yet, oldest first. Each holds
 // one of its socket's receive buffers, so there are never more than those:
@@ -58,6 +59,20 @@ class ArrivedDatagrams {
 
 // One datagram socket. Its receive buffers are lent out by pops
 // (ReceiveBufferOwner).
+// Where a route goes: from one local address to one destination.
+struct DatagramRouteKey {
+  uint32_t local_ipv4 = 0;  // the sending socket's address (network order)
+  uint32_t ipv4 = 0;        // the destination's (network order)
+  uint16_t port = 0;        // the destination's (network order)
+
+  friend bool operator==(const DatagramRouteKey&,
+                         const DatagramRouteKey&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const DatagramRouteKey& key) {
+    return H::combine(std::move(h), key.local_ipv4, key.ipv4, key.port);
+  }
+};
+
 struct DatagramQueue final : ReceiveBufferOwner {
   rdma::RegisteredSpan HeldBuffer(uint32_t index) const override {
     return endpoint->HeldBuffer(index);
@@ -72,6 +87,12 @@ struct DatagramQueue final : ReceiveBufferOwner {
   ReceiveHandle* handles = nullptr;            // one per receive buffer
   uint32_t held = 0;    // buffers lent out by pops, not yet returned
   bool closed = false;  // demi_close was called; kept to finish sends
+  // The route of the last destination looked up (a one-entry cache in front
+  // of the route table, so that a push to the same peer again hashes
+  // nothing): valid while last_route_epoch is the table's epoch.
+  DatagramRouteKey last_route_key;
+  DatagramRoute* last_route = nullptr;
+  uint64_t last_route_epoch = 0;
 };
 
 // A pushto, push or connect waiting for its destination to be resolved.
@@ -92,19 +113,6 @@ struct DatagramRoute {
   std::vector<PendingDatagram> waiting;
   std::unique_ptr<rdma::UdResolver> refresher;
   absl::Time resolved_at;  // when peer was last resolved
-};
-
-struct DatagramRouteKey {
-  uint32_t local_ipv4 = 0;  // the sending socket's address (network order)
-  uint32_t ipv4 = 0;        // the destination's (network order)
-  uint16_t port = 0;        // the destination's (network order)
-
-  friend bool operator==(const DatagramRouteKey&,
-                         const DatagramRouteKey&) = default;
-  template <typename H>
-  friend H AbslHashValue(H h, const DatagramRouteKey& key) {
-    return H::combine(std::move(h), key.local_ipv4, key.ipv4, key.port);
-  }
 };
 
 // Counters behind demi_dgram_stats (see <demi/stats.h>).

@@ -258,10 +258,10 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
   const DatagramRouteKey key{local.sin_addr.s_addr,
                              destination->sin_addr.s_addr,
                              destination->sin_port};
-  auto route = routes_.find(key);
-  if (route != routes_.end() && route->second->peer.has_value()) {
+  DatagramRoute* route = FindRoute(queue, key);
+  if (route != nullptr && route->peer.has_value()) {
     // The hot path: the destination is known.
-    const rdma::UdPeer& peer = *route->second->peer;
+    const rdma::UdPeer& peer = *route->peer;
     // Pushes done at post leave their send slots to be reclaimed by a poll;
     // a sender whose waits find every push done never polls, so the push
     // does it once half the send queue is in use.
@@ -287,8 +287,7 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
     ctx_.Track(qt, record);
     return qt;
   }
-  if (route != routes_.end() &&
-      route->second->waiting.size() >= kMaxWaitingPerRoute) {
+  if (route != nullptr && route->waiting.size() >= kMaxWaitingPerRoute) {
     ctx_.memory.Unmap(record);
     (void)ctx_.tokens.Release(qt);
     return ErrnoError(EAGAIN, "too many pushes wait for this destination");
@@ -297,6 +296,27 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
   ctx_.Track(qt, record);
   AwaitRoute(key, local, endpoint.pd(), pending);
   return qt;
+}
+
+DatagramRoute* DatagramSockets::FindRoute(DatagramQueue& queue,
+                                          const DatagramRouteKey& key) {
+  if (queue.last_route != nullptr && queue.last_route_epoch == routes_epoch_ &&
+      queue.last_route_key == key) {
+    return queue.last_route;
+  }
+  auto it = routes_.find(key);
+  if (it == routes_.end()) return nullptr;
+  queue.last_route_key = key;
+  queue.last_route = it->second.get();
+  queue.last_route_epoch = routes_epoch_;
+  return queue.last_route;
+}
+
+void DatagramSockets::EraseRoute(
+    absl::flat_hash_map<DatagramRouteKey,
+                        std::unique_ptr<DatagramRoute>>::iterator it) {
+  routes_.erase(it);
+  ++routes_epoch_;
 }
 
 void DatagramSockets::AwaitRoute(const DatagramRouteKey& key,
@@ -308,7 +328,7 @@ void DatagramSockets::AwaitRoute(const DatagramRouteKey& key,
         rdma::UdResolver::Start(*channel_, local, DestinationOf(key), pd,
                                 ctx_.options.resolve_timeout);
     if (!resolver.ok()) {
-      routes_.erase(it);
+      EraseRoute(it);
       ++counters_.resolution_failures;
       FailPending(pending, ErrnoFromStatus(resolver.status()));
       return;
@@ -405,7 +425,7 @@ void DatagramSockets::HandleEvent(rdma::CmEvent event) {
     ++counters_.resolution_failures;
     const int errnum = ErrnoFromStatus(peer.status());
     std::unique_ptr<DatagramRoute> failed = std::move(it->second);
-    routes_.erase(it);  // not cached: the next push tries again
+    EraseRoute(it);  // not cached: the next push tries again
     for (const PendingDatagram& pending : failed->waiting) {
       FailPending(pending, errnum);
     }
@@ -456,7 +476,7 @@ void DatagramSockets::RouteRefreshed(const DatagramRouteKey& key,
              peer.status().message());
     ++counters_.route_drops;
     std::unique_ptr<DatagramRoute> dropped = std::move(it->second);
-    routes_.erase(it);
+    EraseRoute(it);
     RetireRoute(std::move(dropped));
     return;
   }
@@ -570,7 +590,7 @@ absl::Status DatagramSockets::Close(int qd) {
           current->first.port == local.sin_port &&
           current->second->peer.has_value()) {
         std::unique_ptr<DatagramRoute> closed = std::move(current->second);
-        routes_.erase(current);
+        EraseRoute(current);
         RetireRoute(std::move(closed));
       }
     }

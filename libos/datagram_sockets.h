@@ -95,6 +95,14 @@ class DatagramSockets final : public Sockets {
   // A refresh of `key`'s route ended with `peer` (or an error).
   void RouteRefreshed(const DatagramRouteKey& key,
                       absl::StatusOr<rdma::UdPeer> peer);
+  // The route to `key` from `queue`'s socket, or null: the socket's last
+  // one if still valid, else looked up in routes_ (and remembered).
+  DatagramRoute* FindRoute(DatagramQueue& queue, const DatagramRouteKey& key);
+  // Erases a route from routes_ (what it owned goes with `it`'s value, moved
+  // out first where it must live on); invalidates every socket's last route.
+  void EraseRoute(
+      absl::flat_hash_map<DatagramRouteKey,
+                          std::unique_ptr<DatagramRoute>>::iterator it);
   // Moves `route` out of routes_ to stale_routes_ (its handle may be in
   // posted sends); stops its refresh.
   void RetireRoute(std::unique_ptr<DatagramRoute> route);
@@ -112,6 +120,7 @@ class DatagramSockets final : public Sockets {
   std::optional<rdma::EventChannel> channel_;  // from the first socket
   DatagramStats counters_;
   absl::flat_hash_map<DatagramRouteKey, std::unique_ptr<DatagramRoute>> routes_;
+  uint64_t routes_epoch_ = 1;  // bumped by every EraseRoute
   // Routes to sockets of this process that closed (their handles may still
   // be in posted sends), and resolutions in progress by rdma_cm id.
   std::vector<std::unique_ptr<DatagramRoute>> stale_routes_;

@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -43,8 +42,7 @@ UdEndpoint::UdEndpoint(CmId id, const UdEndpointOptions& options)
       options_(options),
       held_(options.receive_buffers, 0),
       posted_(options.send_queue_depth, 0),
-      report_(options.send_queue_depth, 1),
-      signal_interval_(std::max<uint32_t>(1, options.send_queue_depth / 4)) {
+      report_(options.send_queue_depth, 1) {
   releases_.reserve(options.receive_buffers);
   release_wrs_.resize(options.receive_buffers);
   release_sges_.resize(options.receive_buffers);
@@ -118,7 +116,7 @@ absl::Status UdEndpoint::CreateResources() {
   attr.send_cq = cq_->get();
   attr.recv_cq = cq_->get();
   attr.qp_type = IBV_QPT_UD;
-  attr.sq_sig_all = 0;
+  attr.sq_sig_all = 1;
   attr.cap.max_send_wr = options_.send_queue_depth;
   attr.cap.max_recv_wr = options_.receive_buffers;
   attr.cap.max_send_sge = kSgesPerSend;
@@ -243,13 +241,11 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
   wr.opcode = IBV_WR_SEND;
   const bool inline_data = header_size + total <= max_inline_data_;
   if (inline_data) wr.send_flags |= IBV_SEND_INLINE;
-  // Inline: the bytes are in the work request; the caller is done now, and
-  // nothing waits for this send's completion: only every signal_interval_-th
-  // of those in a row is signaled, to retire the slots before it (a queue
-  // pair completes its sends in order).
+  // Every send is signaled, even one done at post (inline: its bytes are in
+  // the work request and the caller is done now): until the device has sent
+  // it, the endpoint is not idle, and a closing socket waits for that.
+  wr.send_flags |= IBV_SEND_SIGNALED;
   const bool done = done_at_post != nullptr && inline_data;
-  const bool signal = !done || unsignaled_ + 1 >= signal_interval_;
-  if (signal) wr.send_flags |= IBV_SEND_SIGNALED;
   wr.wr.ud.ah = destination.ah;
   wr.wr.ud.remote_qpn = destination.qp_num;
   wr.wr.ud.remote_qkey = destination.qkey;
@@ -257,7 +253,6 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
   DEMI_RETURN_IF_ERROR(qp_->PostSend(&wr));
   posted_[slot] = cookie;
   report_[slot] = done ? 0 : 1;
-  unsignaled_ = signal ? 0 : unsignaled_ + 1;
   if (done) *done_at_post = true;
   ++posted_count_;
   return absl::OkStatus();
@@ -285,30 +280,23 @@ absl::Status UdEndpoint::Poll(DatagramSink& sink) {
 }
 
 void UdEndpoint::HandleSendCompletion(const ibv_wc& wc, DatagramSink& sink) {
-  // A completion retires its own send and the unsignaled ones posted before
-  // it (done at post: nobody is told); an error completes only its own send.
+  // Every send is signaled and a queue pair completes its sends in order.
   const uint32_t slot = static_cast<uint32_t>(wc.wr_id);
-  const uint32_t depth = options_.send_queue_depth;
-  const uint32_t distance = (slot + depth - posted_head_) % depth;
-  if (slot >= depth || distance >= posted_count_) {
+  if (posted_count_ == 0 || slot != posted_head_) {
     DEMI_LOG(kError, "datagram send completion for slot ", slot, ", expected ",
-             "one of ", posted_count_, " from ", posted_head_);
-    Fail(ErrnoError(EIO, "datagram send completion for no posted send"));
+             posted_head_, " (", posted_count_, " posted)");
+    Fail(ErrnoError(EIO, "datagram send completion out of order"));
     return;
   }
+  const uint64_t cookie = posted_[slot];
+  posted_head_ = (posted_head_ + 1) % options_.send_queue_depth;
+  --posted_count_;
   absl::Status status;
   if (wc.status != IBV_WC_SUCCESS) {
     status = CompletionError(wc);
     Fail(status);
   }
-  for (uint32_t i = 0; i <= distance; ++i) {
-    const uint32_t retired = posted_head_;
-    posted_head_ = (posted_head_ + 1) % depth;
-    --posted_count_;
-    if (!report_[retired]) continue;
-    sink.OnSendComplete(posted_[retired],
-                        i == distance ? status : absl::OkStatus());
-  }
+  if (report_[slot]) sink.OnSendComplete(cookie, status);
 }
 
 void UdEndpoint::HandleReceiveCompletion(const ibv_wc& wc, DatagramSink& sink) {

@@ -14,11 +14,10 @@
 // Datagrams. One Send is one UD SEND: sge[0] is a header slot (a
 // datagram_wire::DatagramHeader naming this endpoint's address, and the
 // segment lengths), sge[i + 1] is segment i, read in place from the caller's
-// registered memory (inline when it fits max_inline_data). A send is
-// signaled unless it went inline and was reported done at post; of those,
-// every send_queue_depth / 4-th in a row is signaled, and its completion
-// retires the ones before it. A datagram carries at most max_payload() bytes:
-// the port's MTU
+// registered memory (inline when it fits max_inline_data). Every send is
+// signaled (until the device sent it, even one done at post, the endpoint is
+// not idle: a closing socket waits for its datagrams to leave). A datagram
+// carries at most max_payload() bytes: the port's MTU
 // less datagram_wire::kMaxHeaderSize, whatever the segment count.
 //
 // Honest datagram semantics: there are no credits. A datagram that arrives
@@ -167,9 +166,8 @@ class UdEndpoint {
   uint32_t qp_num() const { return qp_->qp_num(); }
   uint32_t max_payload() const { return max_payload_; }
   const absl::Status& status() const { return status_; }
-  // No send the device may still read, or whose completion is awaited (an
-  // unsignaled send done at post is neither).
-  bool idle() const { return posted_count_ == unsignaled_; }
+  // Every send posted has completed (the device sent it).
+  bool idle() const { return posted_count_ == 0; }
   uint32_t posted_sends() const { return posted_count_; }
   uint32_t send_queue_depth() const { return options_.send_queue_depth; }
   uint64_t malformed() const { return malformed_; }
@@ -216,10 +214,6 @@ class UdEndpoint {
   std::vector<uint8_t> report_;  // by slot: report posted_[slot] when done
   uint32_t posted_head_ = 0;
   uint32_t posted_count_ = 0;
-  // Sends done at post since the last signaled one; at signal_interval_ the
-  // next is signaled.
-  uint32_t unsignaled_ = 0;
-  uint32_t signal_interval_ = 1;
   // Buffers released since the last poll, and that poll's work requests
   // (capacity for every buffer: Release never allocates).
   std::vector<uint32_t> releases_;
