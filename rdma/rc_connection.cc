@@ -438,8 +438,9 @@ absl::Status RcConnection::SendEndOfStream() {
 
 bool RcConnection::Stage(uint32_t position, QueuedSend& entry) {
   // Only while credits cover the FIFO up to it: a send staged and reported
-  // done must go out without waiting for the peer (a close posts it).
-  if (queued_count_ + 2 > credits_->credits()) return false;
+  // done must go out without waiting for the peer (a close posts it). None
+  // before the peer's parameters are known (the active side, connecting).
+  if (!credits_ || queued_count_ + 2 > credits_->credits()) return false;
   size_t total = 0;
   for (uint32_t i = 0; i < entry.num_segments; ++i) {
     total += entry.segments[i].length;

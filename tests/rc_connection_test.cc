@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -112,8 +113,12 @@ struct Pair {
 };
 
 // `server_options` (if not null) for the passive side, `options` otherwise.
-absl::Status ConnectPair(Pair& p, const RcConnectionOptions& options,
-                         const RcConnectionOptions* server_options = nullptr) {
+// `before_established` (if set) runs once both connections exist, before
+// either has seen ESTABLISHED.
+absl::Status ConnectPair(
+    Pair& p, const RcConnectionOptions& options,
+    const RcConnectionOptions* server_options = nullptr,
+    const std::function<absl::Status(Pair&)>& before_established = nullptr) {
   DEMI_ASSIGN_OR_RETURN(sockaddr_in address, testing::RdmaTestAddress());
   DEMI_ASSIGN_OR_RETURN(EventChannel server_channel, EventChannel::Create());
   p.server_channel.emplace(std::move(server_channel));
@@ -144,6 +149,7 @@ absl::Status ConnectPair(Pair& p, const RcConnectionOptions& options,
       p.server,
       RcConnection::Accept(std::move(request),
                            server_options ? *server_options : options));
+  if (before_established) DEMI_RETURN_IF_ERROR(before_established(p));
   {
     DEMI_ASSIGN_OR_RETURN(
         CmEvent established,
@@ -934,6 +940,43 @@ TEST(RcConnectionTest, BurstBetweenPollsGoesUnderOneDoorbellAtTheNextPoll) {
   // Only the last was reported, once.
   ASSERT_EQ(pair.client_sink.completed.size(), 1u);
   EXPECT_EQ(pair.client_sink.completed.back(), uint64_t{kBurst - 1});
+  EXPECT_TRUE(pair.client_sink.errors.empty());
+}
+
+// A send before the connection is established (the active side does not
+// know the peer's credits yet) is queued, not staged: not done at post, and
+// reported once it went, after ESTABLISHED.
+TEST(RcConnectionTest, SendBeforeEstablishedGoesAfterIt) {
+  std::vector<uint8_t> memory(64, 0x5a);
+  std::optional<MemoryRegion> mr;
+  Pair pair;
+  absl::Status connected = ConnectPair(
+      pair, RcConnectionOptions{}, nullptr, [&](Pair& p) -> absl::Status {
+        DEMI_ASSIGN_OR_RETURN(
+            MemoryRegion region,
+            MemoryRegion::Register(p.client->pd(), memory.data(), memory.size(),
+                                   IBV_ACCESS_LOCAL_WRITE));
+        mr.emplace(std::move(region));
+        Segment segment{memory.data(), 64, mr->lkey(), 0};
+        bool done = true;
+        DEMI_RETURN_IF_ERROR(
+            p.client->Send(absl::MakeConstSpan(&segment, 1), 7, &done));
+        if (done) return absl::InternalError("done before established");
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(connected.ok()) << connected;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while ((pair.server_sink.messages.empty() ||
+          pair.client_sink.completed.empty()) &&
+         absl::Now() < deadline) {
+    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
+    ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
+  }
+  ASSERT_EQ(pair.server_sink.messages.size(), 1u);
+  EXPECT_EQ(pair.server_sink.messages.front().segment_lengths[0], 64u);
+  EXPECT_EQ(pair.server_sink.messages.front().segment_data[0][63], 0x5a);
+  ASSERT_EQ(pair.client_sink.completed.size(), 1u);
+  EXPECT_EQ(pair.client_sink.completed[0], 7u);
   EXPECT_TRUE(pair.client_sink.errors.empty());
 }
 
