@@ -948,8 +948,8 @@ TEST(RcConnectionTest, BurstBetweenPollsGoesUnderOneDoorbellAtTheNextPoll) {
 // reported once it went, after ESTABLISHED.
 TEST(RcConnectionTest, SendBeforeEstablishedGoesAfterIt) {
   std::vector<uint8_t> memory(64, 0x5a);
-  std::optional<MemoryRegion> mr;
   Pair pair;
+  std::optional<MemoryRegion> mr;  // deregistered before the pair goes
   absl::Status connected = ConnectPair(
       pair, RcConnectionOptions{}, nullptr, [&](Pair& p) -> absl::Status {
         DEMI_ASSIGN_OR_RETURN(
