@@ -79,6 +79,20 @@ absl::Status ValidateOptions(const RcConnectionOptions& options) {
   return absl::OkStatus();
 }
 
+// Points `message` (part `part` of receive buffer `index`) at the segments
+// `header` lists, laid out back to back from `data`.
+void DescribeMessage(const wire::MessageHeader& header, const uint8_t* data,
+                     uint32_t index, uint32_t part, ReceivedMessage* message) {
+  message->buffer_index = index;
+  message->part = part;
+  message->num_segments = header.num_segments;
+  for (uint32_t i = 0; i < header.num_segments; ++i) {
+    message->segment_data[i] = data;
+    message->segment_lengths[i] = header.segment_lengths[i];
+    data += header.segment_lengths[i];
+  }
+}
+
 }  // namespace
 
 RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
@@ -814,16 +828,10 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
       dones_[(dones_head_ + dones_count_) % options_.receive_buffers] =
           inbound.header.transfer_id;
       ++dones_count_;
-      ReceivedMessage& message = inbound.message;
-      message = ReceivedMessage{};
-      message.buffer_index = index;
-      message.num_segments = inbound.header.num_segments;
-      const auto* data = static_cast<const uint8_t*>(inbound.memory->data());
-      for (uint32_t i = 0; i < message.num_segments; ++i) {
-        message.segment_data[i] = data;
-        message.segment_lengths[i] = inbound.header.segment_lengths[i];
-        data += inbound.header.segment_lengths[i];
-      }
+      inbound.message = ReceivedMessage{};
+      DescribeMessage(inbound.header,
+                      static_cast<const uint8_t*>(inbound.memory->data()),
+                      index, 0, &inbound.message);
     }
     inbound.state = InboundMessage::State::kEager;  // reported: nothing left
     if (inbound.batch_messages == 0) {
@@ -993,22 +1001,14 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
   if (header->type == wire::MessageType::kData) {
     InboundMessage& inbound = inbound_[index];
     ReceivedMessage& message = inbound.message;
-    message.buffer_index = index;
-    message.num_segments = header->num_segments;
-    const uint8_t* data = buffer + wire::HeaderSize(header->num_segments);
-    for (uint32_t i = 0; i < header->num_segments; ++i) {
-      message.segment_data[i] = data;
-      message.segment_lengths[i] = header->segment_lengths[i];
-      data += header->segment_lengths[i];
-    }
+    DescribeMessage(*header, buffer + wire::HeaderSize(header->num_segments),
+                    index, 0, &message);
     held_[index] = 1;
     if (arrival_count_ == 0) {
       sink.OnMessage(message);  // nothing before it: report at once
     } else {
       inbound.state = InboundMessage::State::kEager;
-      arrival_[(arrival_head_ + arrival_count_) % options_.receive_buffers] =
-          index;
-      ++arrival_count_;
+      Arrive(index);
     }
     return;
   }
@@ -1027,9 +1027,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
       inbound.state = InboundMessage::State::kEager;
       inbound.batch_messages = static_cast<uint8_t>(count);
       inbound.batch_bytes = wc.byte_len;
-      arrival_[(arrival_head_ + arrival_count_) % options_.receive_buffers] =
-          index;
-      ++arrival_count_;
+      Arrive(index);
     }
     return;
   }
@@ -1043,9 +1041,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     inbound.state = InboundMessage::State::kWaitingForMemory;
     inbound.reads_in_flight = 0;
     held_[index] = 1;  // until the message is released
-    arrival_[(arrival_head_ + arrival_count_) % options_.receive_buffers] =
-        index;
-    ++arrival_count_;
+    Arrive(index);
     return;  // Poll calls AdvanceInbound
   }
   if (header->type == wire::MessageType::kRendezvousDone) {
@@ -1073,6 +1069,11 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
   if (header->type == wire::MessageType::kEndOfStream) sink.OnEndOfStream();
 }
 
+void RcConnection::Arrive(uint32_t index) {
+  arrival_[(arrival_head_ + arrival_count_) % options_.receive_buffers] = index;
+  ++arrival_count_;
+}
+
 absl::Status RcConnection::DecodeBatch(uint32_t index, uint32_t length,
                                        uint32_t count) {
   const uint8_t* buffer =
@@ -1083,16 +1084,8 @@ absl::Status RcConnection::DecodeBatch(uint32_t index, uint32_t length,
     size_t size = 0;
     DEMI_RETURN_IF_ERROR(
         wire::DecodeBatchEntry(buffer + at, length - at, &entry, &size));
-    ReceivedMessage& message = batch_[k];
-    message.buffer_index = index;
-    message.part = k;
-    message.num_segments = entry.num_segments;
-    const uint8_t* data = buffer + at + wire::HeaderSize(entry.num_segments);
-    for (uint32_t i = 0; i < entry.num_segments; ++i) {
-      message.segment_data[i] = data;
-      message.segment_lengths[i] = entry.segment_lengths[i];
-      data += entry.segment_lengths[i];
-    }
+    DescribeMessage(entry, buffer + at + wire::HeaderSize(entry.num_segments),
+                    index, k, &batch_[k]);
     at += size;
   }
   if (at != length) {

@@ -429,6 +429,9 @@ class RcConnection final : private CompletionHandler {
   // and staged bytes are copied into the slot's header memory.
   ibv_send_wr* PrepareBatch(uint32_t position, uint16_t credits_returned,
                             uint32_t from, uint32_t n);
+  // Queues receive buffer `index` last in arrival order (reported in turn
+  // by AdvanceInbound).
+  void Arrive(uint32_t index);
   // Decodes the batch of `count` messages in receive buffer `index`
   // (`length` bytes) into batch_[0, count). EPROTO if malformed.
   absl::Status DecodeBatch(uint32_t index, uint32_t length, uint32_t count);
