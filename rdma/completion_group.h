@@ -22,11 +22,18 @@
 // drained). Reservations stay within three quarters of a queue's size. A
 // queue whose last endpoint detached is destroyed, except the first.
 //
-// After-poll step. Poll() first delivers every completion it finds
-// (CompletionHandler::OnWorkCompletion), then calls AfterPoll() once for
-// each endpoint that received one or called RequestAfterPoll() since the last
-// Poll(): there an endpoint posts what the completions made possible (queued
-// sends, credit updates) with one doorbell.
+// After-poll step. Poll() first calls AfterPoll() once for each endpoint
+// that received a completion in the previous Poll() or called
+// RequestAfterPoll() since: there an endpoint posts what the completions made
+// possible (queued sends, credit updates, re-posted receives) with one
+// doorbell. Then it delivers every completion it finds
+// (CompletionHandler::OnWorkCompletion). The work a poll's deliveries make
+// possible thus waits for the next Poll(): a waiter learns of its results
+// (the message it popped) first, and does its own next step (the push of a
+// reply) before the library spends time on the rest. Whoever polls must poll
+// again soon after a poll that delivered: the LibOS's wait loop and every
+// progress round do. Attachment::Poll() keeps the old order (delivers, then
+// runs the steps due).
 //
 // Thread-safety: none; the caller serializes every call on the group and on
 // its attachments (LibOS holds its mutex). Hot path (Poll, WrId,
@@ -54,8 +61,9 @@ class CompletionHandler {
  public:
   // A completion of a request posted with wr_id Attachment::WrId(local).
   virtual void OnWorkCompletion(const ibv_wc& wc, uint32_t local) = 0;
-  // Once per Poll() that delivered to this endpoint or followed a
-  // RequestAfterPoll(). May call RequestAfterPoll() again (next Poll).
+  // Once after each Poll() that delivered to this endpoint (at the start of
+  // the next group Poll(), or at the end of an Attachment::Poll()), or after
+  // a RequestAfterPoll(). May call RequestAfterPoll() again (next Poll).
   virtual void AfterPoll() = 0;
 
  protected:
@@ -117,8 +125,9 @@ class CompletionGroup {
   absl::StatusOr<Attachment> Attach(CompletionHandler* handler,
                                     uint32_t entries);
 
-  // Polls every queue, delivers each completion, then runs the due
-  // after-poll steps. Returns the completions delivered.
+  // Runs the due after-poll steps (of the previous poll's deliveries and of
+  // requests since), then polls every queue and delivers each completion.
+  // Returns the completions delivered.
   int Poll();
 
   // Queues in use, endpoints attached, and completions dropped because
