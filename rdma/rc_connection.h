@@ -27,9 +27,11 @@
 // Completions. The connection's send and receive work requests complete on
 // its group's queue. Whoever polls the group (CompletionGroup::Poll, or this
 // connection's Poll) delivers them to the connection, which reports what they
-// mean to its CompletionSink (set_sink) and then, once per poll, posts what
-// they made possible. A connection of a shared group is polled by polling
-// the group: idle connections cost a progress round nothing.
+// mean to its CompletionSink (set_sink); what they made possible it posts
+// once per poll, at the start of the group's next Poll (so a waiter has its
+// result first) or at the end of its own Poll. A connection of a shared group
+// is polled by polling the group: idle connections cost a progress round
+// nothing.
 //
 // Sending. Each message is one SEND work request: sge[0] is a header slot (the
 // wire::MessageHeader and segment lengths), sge[i + 1] is segment i, read in
