@@ -218,7 +218,11 @@ absl::Status DatagramSockets::GetLinger(int qd, void*, socklen_t*) {
 absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
     DatagramQueue& queue, const demi_sgarray_t* sga,
     const sockaddr_in* destination) {
-  DEMI_ASSIGN_OR_RETURN(const uint64_t total, CheckPushArray(sga));
+  uint64_t total = 0;
+  const char* why = nullptr;
+  if (int e = CheckPushArray(sga, &total, &why); e != 0) {
+    return ErrnoError(e, why);
+  }
   DEMI_ASSIGN_OR_RETURN(const PushMemory::Buffer buffer,
                         ctx_.memory.Identify(sga->sga_buf));
   if (destination == nullptr) {

@@ -11,21 +11,27 @@
 
 namespace demi::libos {
 
-absl::StatusOr<uint64_t> CheckPushArray(const demi_sgarray_t* sga) {
-  if (sga == nullptr) return ErrnoError(EINVAL, "null scatter-gather array");
-  if (sga->sga_numsegs == 0 || sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
-    return ErrnoError(EINVAL,
-                      absl::StrCat("bad segment count ", sga->sga_numsegs));
+int CheckPushArray(const demi_sgarray_t* sga, uint64_t* total,
+                   const char** why) {
+  if (sga == nullptr) {
+    *why = "null scatter-gather array";
+    return EINVAL;
   }
-  uint64_t total = 0;
+  if (sga->sga_numsegs == 0 || sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
+    *why = "the segment count is not 1 to DEMI_SGARRAY_MAXSIZE";
+    return EINVAL;
+  }
+  uint64_t sum = 0;
   for (uint32_t i = 0; i < sga->sga_numsegs; ++i) {
     if (sga->sga_segs[i].sgaseg_buf == nullptr ||
         sga->sga_segs[i].sgaseg_len == 0) {
-      return ErrnoError(EINVAL, absl::StrCat("segment ", i, " is empty"));
+      *why = "a segment is null or empty";
+      return EINVAL;
     }
-    total += sga->sga_segs[i].sgaseg_len;
+    sum += sga->sga_segs[i].sgaseg_len;
   }
-  return total;
+  *total = sum;
+  return 0;
 }
 
 namespace {
@@ -85,34 +91,86 @@ bool PushMemory::Classify(const void* sga_buf, Buffer* buffer) const {
   return false;
 }
 
-absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
-    const void* sga_buf) const {
-  Buffer buffer;
-  if (!Classify(sga_buf, &buffer)) {
-    return ErrnoError(EINVAL,
-                      "sga_buf is neither NULL, nor memory from demi_sgaalloc, "
-                      "nor a popped array (or the array was freed)");
+int PushMemory::Describe(const void* sga_buf, Buffer* buffer,
+                         const char** why) const {
+  if (!Classify(sga_buf, buffer)) {
+    *why =
+        "sga_buf is neither NULL, nor memory from demi_sgaalloc, nor a popped "
+        "array (or the array was freed)";
+    return EINVAL;
   }
-  switch (buffer.kind) {
+  switch (buffer->kind) {
     case Buffer::Kind::kApplication:
       break;
     case Buffer::Kind::kPool:
-      buffer.span = LibrarySpan(static_cast<const rdma::PoolBuffer*>(sga_buf),
-                                devices_.pool_pd());
+      buffer->span = LibrarySpan(static_cast<const rdma::PoolBuffer*>(sga_buf),
+                                 devices_.pool_pd());
       break;
     case Buffer::Kind::kReceived:
-      buffer.span =
-          buffer.received->owner->HeldBuffer(buffer.received->buffer_index);
-      if (buffer.span.data == nullptr) {
-        return ErrnoError(EIO, "a popped array's buffer is not held");
+      buffer->span =
+          buffer->received->owner->HeldBuffer(buffer->received->buffer_index);
+      if (buffer->span.data == nullptr) {
+        *why = "a popped array's buffer is not held";
+        return EIO;
       }
       break;
     case Buffer::Kind::kLarge:
-      buffer.span = LibrarySpan(static_cast<const rdma::LargeBuffer*>(sga_buf),
-                                devices_.pool_pd());
+      buffer->span = LibrarySpan(static_cast<const rdma::LargeBuffer*>(sga_buf),
+                                 devices_.pool_pd());
       break;
   }
+  return 0;
+}
+
+absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
+    const void* sga_buf) const {
+  Buffer buffer;
+  const char* why = nullptr;
+  if (int e = Describe(sga_buf, &buffer, &why); e != 0) {
+    return ErrnoError(e, why);
+  }
   return buffer;
+}
+
+namespace {
+
+// Whether [address, address + length) lies inside [begin, begin + size).
+bool Inside(uintptr_t address, size_t length, uintptr_t begin, size_t size) {
+  return address >= begin && length <= size && address - begin <= size - length;
+}
+
+}  // namespace
+
+bool PushMemory::InlineReadableSegment(const demi_sgaseg_t& segment,
+                                       const rdma::RegisteredSpan& span,
+                                       ibv_pd* pd) {
+  const auto address = reinterpret_cast<uintptr_t>(segment.sgaseg_buf);
+  if (span.data != nullptr &&
+      Inside(address, segment.sgaseg_len,
+             reinterpret_cast<uintptr_t>(span.data), span.size)) {
+    return true;
+  }
+  const rdma::AddressRange& pages = mapped_.pages;
+  if (mapped_cache_ != nullptr && mapped_cache_->StillMapped(mapped_) &&
+      Inside(address, segment.sgaseg_len, pages.begin,
+             pages.end - pages.begin)) {
+    return true;
+  }
+  rdma::RegionCache* cache = devices_.CacheFor(pd);
+  if (cache == nullptr ||
+      !cache->FindMapped(segment.sgaseg_buf, segment.sgaseg_len, &mapped_)) {
+    return false;
+  }
+  mapped_cache_ = cache;
+  return true;
+}
+
+bool PushMemory::InlineReadable(const demi_sgarray_t& sga, const Buffer& buffer,
+                                ibv_pd* pd) {
+  for (uint32_t i = 0; i < sga.sga_numsegs; ++i) {
+    if (!InlineReadableSegment(sga.sga_segs[i], buffer.span, pd)) return false;
+  }
+  return true;
 }
 
 absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,
@@ -136,8 +194,7 @@ absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,
   for (uint32_t i = 0; i < sga.sga_numsegs; ++i) {
     const demi_sgaseg_t& segment = sga.sga_segs[i];
     const auto address = reinterpret_cast<uintptr_t>(segment.sgaseg_buf);
-    if (own_keys && address >= begin && segment.sgaseg_len <= span.size &&
-        address - begin <= span.size - segment.sgaseg_len) {
+    if (own_keys && Inside(address, segment.sgaseg_len, begin, span.size)) {
       segments[i] = {segment.sgaseg_buf, segment.sgaseg_len, span.lkey,
                      span.rkey};
       continue;

@@ -52,9 +52,11 @@
 namespace demi::libos {
 
 // The checks every push makes of its array before anything else: not null,
-// 1..DEMI_SGARRAY_MAXSIZE segments, none null or empty (EINVAL). Returns the
-// total length.
-absl::StatusOr<uint64_t> CheckPushArray(const demi_sgarray_t* sga);
+// 1..DEMI_SGARRAY_MAXSIZE segments, none null or empty. Returns 0 and sets
+// *total to the total length, or returns EINVAL and sets *why (a static
+// string) to what is wrong. No status object: it is on every push's path.
+int CheckPushArray(const demi_sgarray_t* sga, uint64_t* total,
+                   const char** why);
 
 // A push in flight: the array (returned in its result) and what keeps its
 // memory valid until the device is done with it.
@@ -127,6 +129,19 @@ class PushMemory {
     ReceiveHandle* received = nullptr;  // kReceived
   };
   absl::StatusOr<Buffer> Identify(const void* sga_buf) const;
+  // Identify() without a status object, for the push path: 0, or EINVAL
+  // (unknown or freed) / EIO (a popped array whose buffer is not held) with
+  // *why set to a static message.
+  int Describe(const void* sga_buf, Buffer* buffer, const char** why) const;
+
+  // Whether the CPU may copy every segment of `sga` now (an inline send:
+  // no keys needed): each lies inside `buffer`'s span (from Describe), or
+  // inside application memory the region cache of `pd` watches (a proof
+  // kept from the last such push, renewed by one cache lookup when stale).
+  // False for memory never pushed before or possibly unmapped: Map it then,
+  // which registers it (or reports EFAULT) and caches it for next time.
+  bool InlineReadable(const demi_sgarray_t& sga, const Buffer& buffer,
+                      ibv_pd* pd);
 
   // Fills `segments` (sga.sga_numsegs of them) and `record` for sending
   // `sga` (checked by CheckPushArray) on a queue pair in `pd`;
@@ -158,6 +173,8 @@ class PushMemory {
   // needs); false if sga_buf names nothing the library knows, or was freed.
   bool Classify(const void* sga_buf, Buffer* buffer) const;
   void ReleaseLeases(const PushRecord& record) const;
+  bool InlineReadableSegment(const demi_sgaseg_t& segment,
+                             const rdma::RegisteredSpan& span, ibv_pd* pd);
   void LibraryPushFinished(const void* buffer);
   absl::Status FreeLibraryBuffer(void* buffer);
 
@@ -166,6 +183,9 @@ class PushMemory {
   // Pushes in flight per library buffer, and buffers freed meanwhile.
   absl::flat_hash_map<const void*, uint32_t> pushes_reading_;
   absl::flat_hash_set<const void*> free_when_pushed_;
+  // InlineReadable's proof for application memory (from mapped_cache_).
+  rdma::RegionCache* mapped_cache_ = nullptr;
+  rdma::RegionCache::MappedPages mapped_;
 };
 
 }  // namespace demi::libos

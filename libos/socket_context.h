@@ -66,6 +66,13 @@ struct SocketContext {
     return true;
   }
 
+  // A push sent inline without mapping (RcConnection::TrySendInline): the
+  // memory is the application's again, the token completes now with `sga`.
+  void CompletePushInline(demi_qtoken_t qt, const demi_sgarray_t& sga) {
+    demi_qresult_t* result = tokens.CompleteInPlace(qt, DEMI_OPC_PUSH);
+    if (result != nullptr) CopyArray(sga, &result->qr_value.sga);
+  }
+
   // A push whose bytes went inline (the transport reported it done at
   // post): the memory is the application's again, the token completes now.
   void CompletePushAtPost(demi_qtoken_t qt, const PushRecord& record) {

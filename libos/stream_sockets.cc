@@ -13,6 +13,13 @@
 #include "libos/address.h"
 
 namespace demi::libos {
+namespace {
+
+absl::Status NoQueue(int qd) {
+  return ErrnoError(EBADF, absl::StrCat("no queue ", qd));
+}
+
+}  // namespace
 
 // One demi queue: a socket, then a listener or a connection. A connection's
 // receive buffers are lent out by pops (ReceiveBufferOwner).
@@ -103,9 +110,7 @@ class StreamSockets::QueueSink final : public rdma::CompletionSink {
 
 absl::StatusOr<StreamSockets::Queue*> StreamSockets::Find(int qd) {
   Queue* queue = queues_.Find(qd);
-  if (queue == nullptr) {
-    return ErrnoError(EBADF, absl::StrCat("no queue ", qd));
-  }
+  if (queue == nullptr) return NoQueue(qd);
   return queue;
 }
 
@@ -207,10 +212,17 @@ absl::StatusOr<demi_qtoken_t> StreamSockets::Connect(int qd,
 
 absl::StatusOr<demi_qtoken_t> StreamSockets::Push(int qd,
                                                   const demi_sgarray_t* sga) {
-  DEMI_ASSIGN_OR_RETURN(const uint64_t total, CheckPushArray(sga));
-  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
-  DEMI_ASSIGN_OR_RETURN(const PushMemory::Buffer buffer,
-                        ctx_.memory.Identify(sga->sga_buf));
+  uint64_t total = 0;
+  const char* why = nullptr;
+  if (int e = CheckPushArray(sga, &total, &why); e != 0) {
+    return ErrnoError(e, why);
+  }
+  Queue* queue = queues_.Find(qd);
+  if (queue == nullptr) return NoQueue(qd);
+  PushMemory::Buffer buffer;
+  if (int e = ctx_.memory.Describe(sga->sga_buf, &buffer, &why); e != 0) {
+    return ErrnoError(e, why);
+  }
   // Pushes done at post leave their send slots to be reclaimed by a poll; a
   // pusher whose waits find every push done never polls, so the push does
   // it once half the send queue is in use.
@@ -230,41 +242,57 @@ absl::StatusOr<demi_qtoken_t> StreamSockets::Push(int qd,
     return ErrnoError(ENOTCONN, "push on a queue that is not connected");
   }
   rdma::RcConnection& connection = *queue->connection;
-  PushRecord record;
+  const demi_qtoken_t qt = ctx_.tokens.TryAllocate(qd, DEMI_OPC_PUSH);
+  if (qt == 0) return ErrnoError(EAGAIN, "too many operations in flight");
+  const uint32_t num_segments = sga->sga_numsegs;
   rdma::Segment segments[DEMI_SGARRAY_MAXSIZE];
-  DEMI_RETURN_IF_ERROR(
+  // The common small push: its bytes go inline, copied by ibv_post_send,
+  // so no keys are needed (no mapping, no lease) and the push is done now.
+  if (total <= connection.max_inline_data() &&
+      ctx_.memory.InlineReadable(*sga, buffer, connection.pd())) {
+    for (uint32_t i = 0; i < num_segments; ++i) {
+      segments[i] = {sga->sga_segs[i].sgaseg_buf, sga->sga_segs[i].sgaseg_len,
+                     0, 0};
+    }
+    if (connection.TrySendInline(absl::MakeConstSpan(segments, num_segments))) {
+      ctx_.CompletePushInline(qt, *sga);
+      return qt;
+    }
+  }
+  PushRecord record;
+  absl::Status mapped =
       ctx_.memory.Map(*sga, buffer, connection.pd(),
                       /*remote_read=*/total > connection.rendezvous_threshold(),
-                      segments, &record));
-  absl::StatusOr<demi_qtoken_t> qt = ctx_.tokens.Allocate(qd, DEMI_OPC_PUSH);
-  if (!qt.ok()) {
-    ctx_.memory.Unmap(record);
-    return qt.status();
+                      segments, &record);
+  if (!mapped.ok()) {
+    (void)ctx_.tokens.Release(qt);
+    return mapped;
   }
   bool done_at_post = false;
   absl::Status sent = connection.Send(
-      absl::MakeConstSpan(segments, sga->sga_numsegs), *qt, &done_at_post);
+      absl::MakeConstSpan(segments, num_segments), qt, &done_at_post);
   if (!sent.ok()) {
     ctx_.memory.Unmap(record);
-    (void)ctx_.tokens.Release(*qt);
+    (void)ctx_.tokens.Release(qt);
     return sent;
   }
   if (done_at_post) {
-    ctx_.CompletePushAtPost(*qt, record);
-    return *qt;
+    ctx_.CompletePushAtPost(qt, record);
+    return qt;
   }
-  ctx_.Track(*qt, record);
-  return *qt;
+  ctx_.Track(qt, record);
+  return qt;
 }
 
 absl::StatusOr<demi_qtoken_t> StreamSockets::Pop(int qd) {
-  DEMI_ASSIGN_OR_RETURN(Queue * queue, Find(qd));
+  Queue* queue = queues_.Find(qd);
+  if (queue == nullptr) return NoQueue(qd);
   if (queue->state != Queue::State::kConnected &&
       queue->state != Queue::State::kFailed) {
     return ErrnoError(ENOTCONN, "pop on a queue that is not connected");
   }
-  DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
-                        ctx_.tokens.Allocate(qd, DEMI_OPC_POP));
+  const demi_qtoken_t qt = ctx_.tokens.TryAllocate(qd, DEMI_OPC_POP);
+  if (qt == 0) return ErrnoError(EAGAIN, "too many operations in flight");
   if (!queue->messages.empty()) {
     rdma::ReceivedMessage message = queue->messages.front();
     queue->messages.pop_front();

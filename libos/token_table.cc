@@ -72,9 +72,13 @@ const TokenTable::Slot* TokenTable::Find(demi_qtoken_t qt) const {
 
 absl::StatusOr<demi_qtoken_t> TokenTable::Allocate(int qd,
                                                    demi_opcode_t opcode) {
-  if (free_head_ == kNil) {
-    return ErrnoError(EAGAIN, "too many operations in flight");
-  }
+  const demi_qtoken_t qt = TryAllocate(qd, opcode);
+  if (qt == 0) return ErrnoError(EAGAIN, "too many operations in flight");
+  return qt;
+}
+
+demi_qtoken_t TokenTable::TryAllocate(int qd, demi_opcode_t opcode) {
+  if (free_head_ == kNil) return 0;
   const uint32_t index = free_head_;
   Slot& slot = slots_[index];
   free_head_ = slot.next;

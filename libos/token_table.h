@@ -97,6 +97,9 @@ class TokenTable {
   // Starts tracking a new pending operation `opcode` on queue `qd` and
   // returns its token (never 0). EAGAIN when every slot is in use.
   absl::StatusOr<demi_qtoken_t> Allocate(int qd, demi_opcode_t opcode);
+  // Allocate() for the hot path: 0 (which is never a token) instead of
+  // EAGAIN, and no status object.
+  demi_qtoken_t TryAllocate(int qd, demi_opcode_t opcode);
 
   // Records the result of the pending operation `qt` and appends it to the
   // tail of the ready FIFO. The caller fills qr_opcode, qr_ret and qr_value;

@@ -64,6 +64,13 @@ class InvalidationLog {
     return generation_.load(std::memory_order_acquire) != cursor.generation;
   }
 
+  // The generation now: bumped by every write section, odd while one is
+  // open. Equal readings at two times, even, mean nothing was appended in
+  // between. No lock, no system call.
+  uint64_t Generation() const {
+    return generation_.load(std::memory_order_acquire);
+  }
+
   // Copies into `out` the ranges appended since `cursor`, oldest first, up to
   // out.size() of them, and advances the cursor past them; returns how many.
   // Waits for an open write section to close. Sets *lost (and skips to the

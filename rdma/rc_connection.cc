@@ -395,6 +395,30 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
   return Enqueue(Kind::kData, segments, cookie, done_at_post);
 }
 
+bool RcConnection::TrySendInline(absl::Span<const Segment> segments) {
+  if (segments.empty() || segments.size() > wire::kMaxSegments ||
+      end_of_stream_sent_ || !status_.ok()) {
+    return false;
+  }
+  uint64_t size = wire::HeaderSize(static_cast<int>(segments.size()));
+  for (const Segment& segment : segments) size += segment.length;
+  // PostNow last: it records the post when it says yes.
+  if (size > max_inline_data_ || size > peer_receive_buffer_size_ ||
+      !PostNow()) {
+    return false;
+  }
+  const uint16_t returned = *credits_->ConsumeForData();
+  ibv_send_wr* wr = Prepare(0, Kind::kData, returned, segments.data(),
+                            static_cast<uint32_t>(segments.size()), 0);
+  posted_[wr - send_wrs_.data()].report = false;
+  // No completion needed, but one now and then retires the send slots.
+  if (PostChain(wr, wr, 1, unsignaled_ + 1 >= signal_interval_) != 1) {
+    posted_[wr - send_wrs_.data()].report = true;  // not posted
+    return false;
+  }
+  return true;
+}
+
 void RcConnection::Flush() { Pump(); }
 
 absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,

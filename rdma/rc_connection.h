@@ -252,6 +252,18 @@ class RcConnection final : private CompletionHandler {
   absl::Status Send(absl::Span<const Segment> segments, uint64_t cookie,
                     bool* done_at_post = nullptr);
 
+  // The small-message fast path: posts the data message of `segments` at
+  // once with its bytes inline (ibv_post_send copies them, so the segments'
+  // keys are not used and their memory is free again on return) and returns
+  // true. Returns false, having changed nothing, when that is not possible:
+  // the message does not fit inline (or the peer's buffers), Send would queue
+  // it (no credit, a full send queue, sends queued before it, or
+  // coalesce_sends), end of stream was sent, or the connection failed; also
+  // when the post itself fails, which fails the connection. Use Send then,
+  // which queues the message or reports the error. No cookie is ever
+  // reported for a message sent here.
+  bool TrySendInline(absl::Span<const Segment> segments);
+
   // Posts now what Send() queued, as far as credits and the send queue
   // allow (one doorbell). Poll() and Release() do this too.
   void Flush();

@@ -169,6 +169,27 @@ void RegionCache::Invalidate(AddressRange range) {
   InvalidateLocked(range);
 }
 
+bool RegionCache::FindMapped(const void* address, size_t length,
+                             MappedPages* mapped) {
+  if (watcher_ == nullptr) return false;
+  const auto begin = reinterpret_cast<uintptr_t>(address);
+  const uintptr_t end = begin + length;
+  if (address == nullptr || length == 0 || end < begin) return false;
+  // Read before the lookup: a change logged after it makes the proof stale.
+  const uint64_t generation = watcher_->log().Generation();
+  if (generation % 2 != 0) return false;
+  demi::MutexLock lock(&mu_);
+  SyncLocked();
+  auto it = cached_.upper_bound(begin);
+  if (it == cached_.end() || it->second->pages.begin > begin ||
+      end > it->second->pages.end) {
+    return false;
+  }
+  mapped->pages = it->second->pages;
+  mapped->generation = generation;
+  return true;
+}
+
 void RegionCache::SyncLocked() {
   InvalidationLog& log = watcher_->log();
   if (!log.Changed(cursor_)) return;

@@ -101,6 +101,27 @@ class RegionCache {
   // Ends one lease of `region` (from Acquire; each lease exactly once).
   void Release(Region* region) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Proof that application memory can be read by the CPU now without
+  // registering it: pages the watcher watches (those of a cached region),
+  // and the watcher log's generation when they were seen mapped. Watched
+  // pages stay watched until they are unmapped (eviction does not unwatch),
+  // and an unmap bumps the generation before munmap() returns, so the pages
+  // are still mapped while StillMapped() says so.
+  struct MappedPages {
+    AddressRange pages;
+    uint64_t generation = 1;  // odd: never valid
+  };
+  // True, filling *mapped, if [address, address + length) lies inside one
+  // cached region. False without a watcher, for a range no cached region
+  // holds, or while the watcher is logging a change. Takes the lock.
+  bool FindMapped(const void* address, size_t length, MappedPages* mapped)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether `mapped` (from FindMapped) still holds: one atomic load.
+  bool StillMapped(const MappedPages& mapped) const {
+    return watcher_ != nullptr &&
+           watcher_->log().Generation() == mapped.generation;
+  }
+
   // Drops the cached regions overlapping `range`, as a watcher event does.
   void Invalidate(AddressRange range) ABSL_LOCKS_EXCLUDED(mu_);
 

@@ -117,6 +117,40 @@ TEST_F(RegionCacheTest, SecondAcquireOfARangeHits) {
   EXPECT_EQ(registrar_.total_registrations(), 1u);
 }
 
+TEST_F(RegionCacheTest, MappedPagesHoldUntilAnyWatchedChange) {
+  MakeCache();
+  RegionCache::MappedPages mapped;
+  EXPECT_FALSE(cache_->StillMapped(mapped));               // never found
+  EXPECT_FALSE(cache_->FindMapped(Page(3), 64, &mapped));  // not cached
+  RegionCache::Lease lease = Get(Page(3) + 100, 1000);
+  cache_->Release(lease.region);
+  ASSERT_TRUE(cache_->FindMapped(Page(3) + 8, 64, &mapped));
+  EXPECT_EQ(mapped.pages.begin, Pages(3, 1).begin);
+  EXPECT_EQ(mapped.pages.end, Pages(3, 1).end);
+  EXPECT_TRUE(cache_->StillMapped(mapped));
+  EXPECT_FALSE(cache_->FindMapped(Page(3) + 8, page_, &mapped));  // past it
+  EXPECT_FALSE(cache_->FindMapped(nullptr, 64, &mapped));
+  EXPECT_TRUE(cache_->StillMapped(mapped));  // failed lookups change nothing
+  // A change anywhere watched ends the proof; the region itself is gone
+  // only if the change was its own.
+  watcher_.Change(Pages(100, 1));
+  EXPECT_FALSE(cache_->StillMapped(mapped));
+  ASSERT_TRUE(cache_->FindMapped(Page(3), 64, &mapped));
+  EXPECT_TRUE(cache_->StillMapped(mapped));
+  watcher_.Change(Pages(3, 1));
+  EXPECT_FALSE(cache_->StillMapped(mapped));
+  EXPECT_FALSE(cache_->FindMapped(Page(3), 64, &mapped));
+}
+
+TEST_F(RegionCacheTest, WithoutAWatcherNothingIsProvedMapped) {
+  MakeCache({}, nullptr, /*use_watcher=*/false);
+  RegionCache::Lease lease = Get(Page(3), 64);
+  RegionCache::MappedPages mapped;
+  EXPECT_FALSE(cache_->FindMapped(Page(3), 64, &mapped));
+  EXPECT_FALSE(cache_->StillMapped(mapped));
+  cache_->Release(lease.region);
+}
+
 TEST_F(RegionCacheTest, BuffersOnRegisteredPagesHit) {
   MakeCache();
   RegionCache::Lease big = Get(Page(10), 4 * page_);
