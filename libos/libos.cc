@@ -125,10 +125,16 @@ absl::Status LibOS::GetLinger(int qd, void* value, socklen_t* size) {
 }
 
 demi_sgarray_t LibOS::SgaAlloc(size_t size) {
-  demi_sgarray_t sga{};
-  if (size > UINT32_MAX) return sga;  // one segment's length is 32 bits
-  void* handle = nullptr;
-  void* data = nullptr;
+  // One named result, so it is built in the caller's place (a 300-byte
+  // copy otherwise). Only the fields in use are set: a failure has no
+  // buffer and no segments; success has one segment (those past it are left
+  // unset, as in any array the library hands out).
+  demi_sgarray_t sga;
+  sga.sga_buf = nullptr;
+  sga.sga_numsegs = 0;
+  sga.sga_segs[0] = {nullptr, 0};
+  sga.sga_addr = sockaddr_in{};
+  if (size == 0 || size > UINT32_MAX) return sga;  // 32-bit segment lengths
   if (size <= devices_->pool().max_buffer_size()) {
     absl::StatusOr<rdma::PoolBuffer*> buffer = devices_->pool().Allocate(size);
     if (!buffer.ok()) {
@@ -136,8 +142,8 @@ demi_sgarray_t LibOS::SgaAlloc(size_t size) {
                "): ", buffer.status().message());
       return sga;
     }
-    handle = *buffer;
-    data = (*buffer)->data();
+    sga.sga_buf = *buffer;
+    sga.sga_segs[0].sgaseg_buf = (*buffer)->data();
   } else {
     absl::StatusOr<rdma::LargeBuffer*> buffer =
         devices_->large_pool().Allocate(size);
@@ -146,12 +152,10 @@ demi_sgarray_t LibOS::SgaAlloc(size_t size) {
                "): ", buffer.status().message());
       return sga;
     }
-    handle = *buffer;
-    data = (*buffer)->data();
+    sga.sga_buf = *buffer;
+    sga.sga_segs[0].sgaseg_buf = (*buffer)->data();
   }
-  sga.sga_buf = handle;
   sga.sga_numsegs = 1;
-  sga.sga_segs[0].sgaseg_buf = data;
   sga.sga_segs[0].sgaseg_len = static_cast<uint32_t>(size);
   return sga;
 }

@@ -162,7 +162,7 @@ TokenState TokenTable::TakeIfDone(demi_qtoken_t qt, demi_qresult_t* out) {
   Slot* slot = Find(qt);
   if (slot == nullptr) return TokenState::kInvalid;
   if (slot->state != Slot::State::kDone) return TokenState::kPending;
-  *out = slot->result;
+  CopyResult(slot->result, out);
   const uint32_t index = TokenIndex(qt);
   UnlinkReady(index);
   FreeSlot(index);
@@ -173,7 +173,7 @@ size_t TokenTable::TakeReady(absl::Span<demi_qresult_t> out) {
   size_t n = 0;
   while (n < out.size() && ready_head_ != kNil) {
     const uint32_t index = ready_head_;
-    out[n++] = slots_[index].result;
+    CopyResult(slots_[index].result, &out[n++]);
     UnlinkReady(index);
     FreeSlot(index);
   }

@@ -37,8 +37,9 @@
 // (which never allocates) before calling Take().
 //
 // Lifetime and ownership. The table owns no application memory: results are
-// plain copies of demi_qresult_t, and any buffers they point to belong to
-// whoever receives the result.
+// copies of demi_qresult_t (CopyResult: a push's or pop's array only up to
+// sga_numsegs segments), and any buffers they point to belong to whoever
+// receives the result.
 //
 // Thread-safety: NOT internally synchronized. The libOS calls every method
 // under its own mutex; const methods may run concurrently with each other
@@ -71,6 +72,20 @@ inline void CopyArray(const demi_sgarray_t& from, demi_sgarray_t* to) {
                          ? from.sga_numsegs
                          : DEMI_SGARRAY_MAXSIZE;
   for (uint32_t i = 0; i < n; ++i) to->sga_segs[i] = from.sga_segs[i];
+}
+
+// Copies a result as a wait hands it out: a push's or pop's array only up to
+// its sga_numsegs segments (a result is mostly unused segment slots).
+inline void CopyResult(const demi_qresult_t& from, demi_qresult_t* to) {
+  to->qr_opcode = from.qr_opcode;
+  to->qr_qd = from.qr_qd;
+  to->qr_qt = from.qr_qt;
+  to->qr_ret = from.qr_ret;
+  if (from.qr_opcode == DEMI_OPC_PUSH || from.qr_opcode == DEMI_OPC_POP) {
+    CopyArray(from.qr_value.sga, &to->qr_value.sga);
+  } else {
+    to->qr_value = from.qr_value;
+  }
 }
 
 // Where a token stands, as StateOf() reports it.

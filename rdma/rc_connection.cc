@@ -39,6 +39,8 @@ class UnsetSink final : public CompletionSink {
     DEMI_LOG(kError, "end of stream with no sink set");
   }
 };
+// Namespace scope, not a function's static: no guard check on every call.
+UnsetSink unset_sink;
 
 int ErrnoForCompletion(ibv_wc_status status) {
   switch (status) {
@@ -585,16 +587,26 @@ ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
     sge[i + 1].lkey = segments[i].lkey;
   }
   ibv_send_wr& wr = send_wrs_[slot];
-  wr = ibv_send_wr{};
-  wr.wr_id = completion_.WrId(slot);
-  wr.sg_list = sge;
-  wr.num_sge = static_cast<int>(gathered + 1);
-  wr.opcode = IBV_WR_SEND;
+  StartRequest(slot, sge, static_cast<int>(gathered + 1), IBV_WR_SEND, &wr);
   if (header_size + total <= max_inline_data_) {
     wr.send_flags |= IBV_SEND_INLINE;
   }
   posted_[slot] = PostedSend{.cookie = cookie, .kind = kind};
   return &wr;
+}
+
+void RcConnection::StartRequest(uint32_t slot, ibv_sge* sge, int num_sge,
+                                ibv_wr_opcode opcode, ibv_send_wr* wr) {
+  // Field by field rather than zeroing the whole request: the union of
+  // opcode-specific fields is read only for the opcodes that use it (the
+  // RDMA read sets wr.rdma after this).
+  wr->next = nullptr;
+  wr->wr_id = completion_.WrId(slot);
+  wr->sg_list = sge;
+  wr->num_sge = num_sge;
+  wr->opcode = opcode;
+  wr->send_flags = 0;
+  wr->imm_data = 0;
 }
 
 uint32_t RcConnection::PostChain(ibv_send_wr* first, ibv_send_wr* last,
@@ -764,11 +776,7 @@ ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
   sge[0].length = static_cast<uint32_t>(at);
   sge[0].lkey = header_mr_->lkey();
   ibv_send_wr& wr = send_wrs_[slot];
-  wr = ibv_send_wr{};
-  wr.wr_id = completion_.WrId(slot);
-  wr.sg_list = sge;
-  wr.num_sge = 1;
-  wr.opcode = IBV_WR_SEND;
+  StartRequest(slot, sge, 1, IBV_WR_SEND, &wr);
   if (at <= max_inline_data_) wr.send_flags |= IBV_SEND_INLINE;
   // Staged: every message of it was reported done by its Send().
   posted_[slot] = PostedSend{.cookie = 0,
@@ -798,11 +806,7 @@ ibv_send_wr* RcConnection::PrepareRead(uint32_t position,
   sge[0].length = length;
   sge[0].lkey = inbound.memory->keys().lkey;
   ibv_send_wr& wr = send_wrs_[slot];
-  wr = ibv_send_wr{};
-  wr.wr_id = completion_.WrId(slot);
-  wr.sg_list = sge;
-  wr.num_sge = 1;
-  wr.opcode = IBV_WR_RDMA_READ;
+  StartRequest(slot, sge, 1, IBV_WR_RDMA_READ, &wr);
   wr.wr.rdma.remote_addr = header.remote[segment].address + inbound.next_offset;
   wr.wr.rdma.rkey = header.remote[segment].rkey;
   posted_[slot] = PostedSend{.cookie = buffer_index, .kind = Kind::kRead};
@@ -895,8 +899,7 @@ void RcConnection::DropUnreported() {
 }
 
 CompletionSink& RcConnection::sink() {
-  static UnsetSink unset;
-  return sink_ != nullptr ? *sink_ : unset;
+  return sink_ != nullptr ? *sink_ : unset_sink;
 }
 
 absl::Status RcConnection::Poll(CompletionSink& sink) {

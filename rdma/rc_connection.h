@@ -427,6 +427,10 @@ class RcConnection final : private CompletionHandler {
   // Posts a chain of `count` prepared requests with one ibv_post_send,
   // signaling only the last (none if !signal); returns how many were posted
   // (all, unless the post failed, which fails the connection).
+  // Fills the fields every request sets (id of `slot`, its gather list,
+  // opcode; not signaled, no immediate, not chained).
+  void StartRequest(uint32_t slot, ibv_sge* sge, int num_sge,
+                    ibv_wr_opcode opcode, ibv_send_wr* wr);
   uint32_t PostChain(ibv_send_wr* first, ibv_send_wr* last, uint32_t count,
                      bool signal = true);
   // Posts one SEND now; the caller checked credits and send-queue room.
