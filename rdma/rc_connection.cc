@@ -114,6 +114,8 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
       dones_(options.receive_buffers) {
   early_receives_.reserve(options.receive_buffers);
   releases_.reserve(options.receive_buffers);
+  release_batch_ = std::max<uint32_t>(1, options.receive_buffers / 8);
+  release_low_water_ = options.receive_buffers - options.receive_buffers / 4;
   release_wrs_.resize(options.receive_buffers);
   release_sges_.resize(options.receive_buffers);
   batch_.resize(kMessagesPerBuffer);
@@ -1136,14 +1138,25 @@ absl::Status RcConnection::Release(uint32_t buffer_index) {
     inbound.memory = nullptr;
   }
   if (!status_.ok()) return absl::OkStatus();  // nothing to re-post for
-  if (releases_.empty()) completion_.RequestAfterPoll();
   releases_.push_back(buffer_index);  // within capacity: each buffer once
+  if (ReleasesDue()) completion_.RequestAfterPoll();
   return absl::OkStatus();
 }
 
+bool RcConnection::ReleasesDue() const {
+  if (releases_.empty()) return false;
+  if (releases_.size() >= release_batch_ || !credits_) return true;
+  // Buffers posted now: the peer's credits can be no more than these.
+  const uint32_t posted =
+      credits_->local_receive_buffers() - credits_->unreposted();
+  return posted <= release_low_water_;
+}
+
 void RcConnection::PostReleased() {
+  // One ibv_post_recv (and the credits it returns) per batch of releases
+  // while most buffers are posted; at once when they run low.
+  if (!ReleasesDue()) return;
   const size_t count = releases_.size();
-  if (count == 0) return;
   for (size_t i = 0; i < count; ++i) {
     PrepareReceive(releases_[i], &release_wrs_[i], &release_sges_[i]);
     if (i > 0) release_wrs_[i - 1].next = &release_wrs_[i];

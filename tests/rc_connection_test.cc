@@ -727,6 +727,65 @@ TEST(RcConnectionTest, ReleasedBuffersArePostedTogetherAtTheNextPoll) {
   EXPECT_TRUE(pair.server->status().ok());
 }
 
+// A consumer that frees one message at a time (a ping-pong) re-posts in
+// batches of an eighth of its buffers, one ibv_post_recv each; once no more
+// than three quarters are posted (the application holds many), a single
+// release is posted at the next poll. The sender never runs out of credit.
+TEST(RcConnectionTest, ReleasesOneAtATimeArePostedInBatches) {
+  RcConnectionOptions options;
+  options.receive_buffers = 64;  // batches of 8; at once at 48 posted
+  Pair pair;
+  absl::Status connected = ConnectPair(pair, options);
+  ASSERT_TRUE(connected.ok()) << connected;
+  std::vector<uint8_t> memory(64, 5);
+  absl::StatusOr<MemoryRegion> mr = MemoryRegion::Register(
+      pair.client->pd(), memory.data(), memory.size(), IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_TRUE(mr.ok()) << mr.status();
+  Segment segment{memory.data(), 64, mr->lkey(), 0};
+  auto poll_both = [&]() {
+    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
+    ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
+  };
+  auto receive = [&](size_t count) {
+    absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (pair.server_sink.messages.size() < count && absl::Now() < deadline) {
+      ASSERT_NO_FATAL_FAILURE(poll_both());
+    }
+    ASSERT_EQ(pair.server_sink.messages.size(), count);
+  };
+
+  const uint64_t before = pair.server->receive_posts();
+  constexpr int kMessages = 200;  // three times the buffers
+  for (int i = 0; i < kMessages; ++i) {
+    ASSERT_TRUE(
+        pair.client->Send(absl::MakeConstSpan(&segment, 1), i, nullptr).ok());
+    ASSERT_NO_FATAL_FAILURE(receive(1));
+    ASSERT_TRUE(
+        pair.server->Release(pair.server_sink.messages.front().buffer_index)
+            .ok());
+    pair.server_sink.messages.pop_front();
+    ASSERT_NO_FATAL_FAILURE(poll_both());
+  }
+  EXPECT_EQ(pair.server->receive_posts() - before, uint64_t{kMessages / 8});
+
+  // Hold 20 messages: 44 posted at most, below the low water mark.
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(
+        pair.client->Send(absl::MakeConstSpan(&segment, 1), i, nullptr).ok());
+  }
+  ASSERT_NO_FATAL_FAILURE(receive(20));
+  const uint64_t held = pair.server->receive_posts();
+  ASSERT_TRUE(
+      pair.server->Release(pair.server_sink.messages.front().buffer_index)
+          .ok());
+  pair.server_sink.messages.pop_front();
+  ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
+  EXPECT_EQ(pair.server->receive_posts(), held + 1)
+      << "a release with few buffers posted waited for a batch";
+  EXPECT_TRUE(pair.client_sink.errors.empty());
+  EXPECT_TRUE(pair.server->status().ok());
+}
+
 // Connections sharing one CompletionGroup: every completion reaches the
 // connection that posted its request, polled only through the group; queues
 // are added as reservations fill them and go when their last connection does.
