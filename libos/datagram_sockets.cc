@@ -223,8 +223,10 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
   if (int e = CheckPushArray(sga, &total, &why); e != 0) {
     return ErrnoError(e, why);
   }
-  DEMI_ASSIGN_OR_RETURN(const PushMemory::Buffer buffer,
-                        ctx_.memory.Identify(sga->sga_buf));
+  PushMemory::Buffer buffer;
+  if (int e = ctx_.memory.Describe(sga->sga_buf, &buffer, &why); e != 0) {
+    return ErrnoError(e, why);
+  }
   if (destination == nullptr) {
     if (!queue.default_peer.has_value()) {
       return ErrnoError(EDESTADDRREQ, "push on an unconnected datagram socket");
@@ -237,6 +239,25 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
     return ErrnoError(EMSGSIZE,
                       absl::StrCat("datagram of ", total, " bytes; at most ",
                                    endpoint.max_payload(), " fit one"));
+  }
+  // Pushes done at post leave their send slots to be reclaimed by a poll; a
+  // sender whose waits find every push done never polls, so the push does it
+  // once half the send queue is in use (before the route is looked up: a
+  // poll may change routes).
+  if (endpoint.posted_sends() >= endpoint.send_queue_depth() / 2) {
+    PollQueue(queue);
+  }
+  const sockaddr_in& local = endpoint.local_address();
+  const DatagramRouteKey key{local.sin_addr.s_addr,
+                             destination->sin_addr.s_addr,
+                             destination->sin_port};
+  // The common small datagram to a known peer: inline, without mapping, and
+  // done now (a datagram waiting for its route keeps its memory mapped).
+  if (DatagramRoute* route = FindRoute(queue, key);
+      route != nullptr && route->peer.has_value() && endpoint.status().ok() &&
+      endpoint.FitsInline(sga->sga_numsegs, total) &&
+      ctx_.memory.InlineReadable(*sga, buffer, endpoint.pd())) {
+    return SendInline(queue, *sga, *route->peer);
   }
   PushRecord record;
   PendingDatagram pending;
@@ -258,20 +279,10 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
     (void)ctx_.tokens.Fail(qt, ErrnoFromStatus(endpoint.status()));
     return qt;
   }
-  const sockaddr_in& local = endpoint.local_address();
-  const DatagramRouteKey key{local.sin_addr.s_addr,
-                             destination->sin_addr.s_addr,
-                             destination->sin_port};
   DatagramRoute* route = FindRoute(queue, key);
   if (route != nullptr && route->peer.has_value()) {
-    // The hot path: the destination is known.
+    // The destination is known.
     const rdma::UdPeer& peer = *route->peer;
-    // Pushes done at post leave their send slots to be reclaimed by a poll;
-    // a sender whose waits find every push done never polls, so the push
-    // does it once half the send queue is in use.
-    if (endpoint.posted_sends() >= endpoint.send_queue_depth() / 2) {
-      PollQueue(queue);
-    }
     bool done_at_post = false;
     absl::Status sent = endpoint.Send(
         {peer.ah.get(), peer.qp_num, peer.qkey},
@@ -299,6 +310,28 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
   ++counters_.ah_misses;
   ctx_.Track(qt, record);
   AwaitRoute(key, local, endpoint.pd(), pending);
+  return qt;
+}
+
+absl::StatusOr<demi_qtoken_t> DatagramSockets::SendInline(
+    DatagramQueue& queue, const demi_sgarray_t& sga, const rdma::UdPeer& peer) {
+  rdma::UdEndpoint& endpoint = *queue.endpoint;
+  const demi_qtoken_t qt = ctx_.tokens.TryAllocate(queue.qd, DEMI_OPC_PUSH);
+  if (qt == 0) return ErrnoError(EAGAIN, "too many operations in flight");
+  rdma::Segment segments[DEMI_SGARRAY_MAXSIZE];
+  UnmappedSegments(sga, segments);
+  bool done_at_post = false;
+  absl::Status sent = endpoint.Send(
+      {peer.ah.get(), peer.qp_num, peer.qkey},
+      absl::MakeConstSpan(segments, sga.sga_numsegs), qt, &done_at_post);
+  if (!sent.ok()) {
+    (void)ctx_.tokens.Release(qt);
+    return sent;
+  }
+  ++counters_.ah_hits;
+  ++counters_.sent;
+  // FitsInline promised done at post: the segments' memory is not needed.
+  ctx_.CompletePushInline(qt, sga);
   return qt;
 }
 

@@ -98,6 +98,11 @@ class DatagramSockets final : public Sockets {
   // The route to `key` from `queue`'s socket, or null: the socket's last
   // one if still valid, else looked up in routes_ (and remembered).
   DatagramRoute* FindRoute(DatagramQueue& queue, const DatagramRouteKey& key);
+  // Send's fast path: `sga` (checked, readable, fitting inline) to `peer`
+  // without mapping; the token is done on return.
+  absl::StatusOr<demi_qtoken_t> SendInline(DatagramQueue& queue,
+                                           const demi_sgarray_t& sga,
+                                           const rdma::UdPeer& peer);
   // Erases a route from routes_ (what it owned goes with `it`'s value, moved
   // out first where it must live on); invalidates every socket's last route.
   void EraseRoute(

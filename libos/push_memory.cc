@@ -34,6 +34,12 @@ int CheckPushArray(const demi_sgarray_t* sga, uint64_t* total,
   return 0;
 }
 
+void UnmappedSegments(const demi_sgarray_t& sga, rdma::Segment* out) {
+  for (uint32_t i = 0; i < sga.sga_numsegs; ++i) {
+    out[i] = {sga.sga_segs[i].sgaseg_buf, sga.sga_segs[i].sgaseg_len, 0, 0};
+  }
+}
+
 namespace {
 
 // The registered memory of a demi_sgaalloc buffer (a PoolBuffer or a

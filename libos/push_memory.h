@@ -58,6 +58,10 @@ namespace demi::libos {
 int CheckPushArray(const demi_sgarray_t* sga, uint64_t* total,
                    const char** why);
 
+// The segments of `sga` for an inline send (the CPU copies the bytes at
+// post, so no keys): out[i] = {segment i, keys 0}. See InlineReadable.
+void UnmappedSegments(const demi_sgarray_t& sga, rdma::Segment* out);
+
 // A push in flight: the array (returned in its result) and what keeps its
 // memory valid until the device is done with it.
 struct PushRecord {

@@ -250,10 +250,7 @@ absl::StatusOr<demi_qtoken_t> StreamSockets::Push(int qd,
   // so no keys are needed (no mapping, no lease) and the push is done now.
   if (total <= connection.max_inline_data() &&
       ctx_.memory.InlineReadable(*sga, buffer, connection.pd())) {
-    for (uint32_t i = 0; i < num_segments; ++i) {
-      segments[i] = {sga->sga_segs[i].sgaseg_buf, sga->sga_segs[i].sgaseg_len,
-                     0, 0};
-    }
+    UnmappedSegments(*sga, segments);
     if (connection.TrySendInline(absl::MakeConstSpan(segments, num_segments))) {
       ctx_.CompletePushInline(qt, *sga);
       return qt;

@@ -239,7 +239,8 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
   wr.sg_list = sge;
   wr.num_sge = static_cast<int>(segments.size() + 1);
   wr.opcode = IBV_WR_SEND;
-  const bool inline_data = header_size + total <= max_inline_data_;
+  const bool inline_data =
+      FitsInline(static_cast<uint32_t>(segments.size()), total);
   if (inline_data) wr.send_flags |= IBV_SEND_INLINE;
   // Every send is signaled, even one done at post (inline: its bytes are in
   // the work request and the caller is done now): until the device has sent

@@ -165,6 +165,13 @@ class UdEndpoint {
   ibv_pd* pd() const { return options_.pd; }
   uint32_t qp_num() const { return qp_->qp_num(); }
   uint32_t max_payload() const { return max_payload_; }
+  // Whether a datagram of `num_segments` segments and `total` bytes goes
+  // inline: Send then copies its bytes at post (segment keys unused) and,
+  // given done_at_post, always reports it done at post.
+  bool FitsInline(uint32_t num_segments, uint64_t total) const {
+    return datagram_wire::HeaderSize(static_cast<int>(num_segments)) + total <=
+           max_inline_data_;
+  }
   const absl::Status& status() const { return status_; }
   // Every send posted has completed (the device sent it).
   bool idle() const { return posted_count_ == 0; }

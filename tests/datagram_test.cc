@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -329,6 +330,41 @@ TEST_F(DatagramTest, AddressHandleCacheServesRepeatedDestinations) {
       static_cast<unsigned long>(after.ah_entries),
       static_cast<unsigned long>(after.sent),
       static_cast<unsigned long>(after.received));
+  CloseQueues({sender, receiver});
+}
+
+// Small datagrams of application memory to a known peer go inline without
+// a lease once the memory is known mapped (the first push registers it);
+// after munmap the same push is EFAULT, not a crash, and nothing is sent.
+TEST_F(DatagramTest, InlineDatagramOfUnmappedMemoryIsEfault) {
+  sockaddr_in receiver_address, sender_address;
+  const int receiver = BoundSocket(&receiver_address);
+  const int sender = BoundSocket(&sender_address);
+  CompletePush(PushTo(sender, 0, 100, 1, receiver_address));  // resolves
+  ASSERT_NO_FATAL_FAILURE(PopAndCheck(receiver, 0, 100, 1, sender_address));
+  auto* page = static_cast<uint8_t*>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE,
+                                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(page, MAP_FAILED);
+  // pushto of the page's first 48 bytes: its errno.
+  auto push_page = [&](demi_qtoken_t* qt) {
+    demi_sgarray_t sga{};
+    sga.sga_numsegs = 1;
+    sga.sga_segs[0] = {page, 48};
+    return demi_pushto(qt, sender, &sga, Sa(receiver_address),
+                       sizeof(receiver_address));
+  };
+  for (uint64_t i = 1; i <= 3; ++i) {
+    for (uint32_t j = 0; j < 48; ++j) page[j] = Pattern(i, j);
+    demi_qtoken_t qt = 0;
+    ASSERT_EQ(push_page(&qt), 0);
+    EXPECT_EQ(WaitResult(qt).qr_opcode, DEMI_OPC_PUSH);  // application memory
+    ASSERT_NO_FATAL_FAILURE(PopAndCheck(receiver, i, 48, 1, sender_address));
+  }
+  ASSERT_EQ(munmap(page, 4096), 0);
+  demi_qtoken_t qt = 0;
+  EXPECT_EQ(push_page(&qt), EFAULT);
+  CompletePush(PushTo(sender, 9, 100, 1, receiver_address));
+  ASSERT_NO_FATAL_FAILURE(PopAndCheck(receiver, 9, 100, 1, sender_address));
   CloseQueues({sender, receiver});
 }
 
