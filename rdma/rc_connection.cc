@@ -39,8 +39,6 @@ class UnsetSink final : public CompletionSink {
     DEMI_LOG(kError, "end of stream with no sink set");
   }
 };
-// Namespace scope, not a function's static: no guard check on every call.
-UnsetSink unset_sink;
 
 int ErrnoForCompletion(ibv_wc_status status) {
   switch (status) {
@@ -901,7 +899,8 @@ void RcConnection::DropUnreported() {
 }
 
 CompletionSink& RcConnection::sink() {
-  return sink_ != nullptr ? *sink_ : unset_sink;
+  static UnsetSink unset;
+  return sink_ != nullptr ? *sink_ : unset;
 }
 
 absl::Status RcConnection::Poll(CompletionSink& sink) {
