@@ -464,6 +464,11 @@ struct Client::Connection {
   uint64_t popped = 0;  // data messages received
   int64_t last_pop_ns = 0;
   int push_error = 0;  // a data push that failed after starting
+  // Popped arrays not yet freed, their pops not yet posted again: done
+  // after the next pushes (Session::Recycle), so that a ping-pong's next
+  // ping does not wait behind them (a latency loop's critical path is
+  // "pong seen -> next ping posted"). At most one Pump's worth.
+  std::vector<demi_sgarray_t> to_recycle;
 
   void StartCell(uint64_t size) {
     buffers.clear();
@@ -499,9 +504,23 @@ class Client::Session {
     return nullptr;
   }
 
-  // One round of waiting: up to `timeout` for results, then the outboxes
-  // that still hold control messages.
+  // Frees the arrays the last Pump popped and posts their pops again.
+  absl::Status Recycle() {
+    for (Connection& c : connections) {
+      for (demi_sgarray_t& sga : c.to_recycle) {
+        (void)demi_sgafree(&sga);
+        if (absl::Status s = PostPop(c.qd); !s.ok()) return s;
+      }
+      c.to_recycle.clear();
+    }
+    return absl::OkStatus();
+  }
+
+  // One round of waiting: what the last one popped is recycled, then up to
+  // `timeout` for results, then the outboxes that still hold control
+  // messages.
   absl::StatusOr<int> Step(absl::Duration timeout) {
+    if (absl::Status s = Recycle(); !s.ok()) return s;
     absl::StatusOr<int> n =
         Pump(timeout, [this](demi_qresult_t& r) { return Handle(r); });
     if (!n.ok()) return n.status();
@@ -562,8 +581,8 @@ class Client::Session {
           ++c->popped;
           c->last_pop_ns = now;
         }
-        (void)demi_sgafree(&sga);
-        return PostPop(c->qd);
+        c->to_recycle.push_back(sga);
+        return absl::OkStatus();
       }
       case DEMI_OPC_FAILED: {
         const int err = static_cast<int>(result.qr_ret);
@@ -796,6 +815,7 @@ absl::StatusOr<CellResult> Client::Session::PingPong(const Cell& cell,
         stop = !*pushed;
       }
     }
+    if (absl::Status s = Recycle(); !s.ok()) return s;
   }
   absl::StatusOr<std::vector<Control>> failed = End(false);
   if (!failed.ok()) return failed.status();
@@ -932,6 +952,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
     }
     client->session_->connections.emplace_back();
     client->session_->connections.back().qd = qd;
+    client->session_->connections.back().to_recycle.reserve(kPopsPosted);
     for (int p = 0; p < kPopsPosted; ++p) {
       if (absl::Status s = PostPop(qd); !s.ok()) return s;
     }
@@ -949,6 +970,8 @@ absl::StatusOr<CellResult> Client::Run(const Cell& cell, const Limits& limits) {
 absl::Status Client::Close() {
   absl::Status status;
   for (Connection& c : session_->connections) {
+    for (demi_sgarray_t& sga : c.to_recycle) (void)demi_sgafree(&sga);
+    c.to_recycle.clear();
     int rc = demi_close(c.qd);
     if (rc != 0 && status.ok()) status = DemiError(rc, "demi_close");
   }
