@@ -187,13 +187,19 @@ DatagramStats LibOS::DatagramStatistics() const {
 template <typename Look>
 TokenState LibOS::WaitLoop(absl::Duration timeout, Look look) {
   Deadline deadline(timeout);
+  {
+    demi::MutexLock lock(&mu_);
+    const TokenState state = look();
+    if (state != TokenState::kPending) return state;
+  }
+  // One look per round, after it: a result another thread's round
+  // delivered while the lock was dropped is seen after this thread's next
+  // round.
   for (;;) {
     {
       demi::MutexLock lock(&mu_);
-      TokenState state = look();
-      if (state != TokenState::kPending) return state;
       progress_.Round();
-      state = look();
+      const TokenState state = look();
       if (state != TokenState::kPending) return state;
     }
     // The lock is dropped here, so other threads get in between rounds.

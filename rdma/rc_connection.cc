@@ -354,16 +354,39 @@ bool RcConnection::PostNow() {
   return true;
 }
 
+RcConnection::Posted RcConnection::PostDataNow(
+    absl::Span<const Segment> segments, uint64_t cookie,
+    bool may_be_done_at_post) {
+  const uint16_t returned = *credits_->ConsumeForData();
+  ibv_send_wr* wr = Prepare(0, Kind::kData, returned, segments.data(),
+                            static_cast<uint32_t>(segments.size()), cookie);
+  // Inline data is copied by ibv_post_send: the caller may have its memory
+  // back at once, and its cookie is not reported again.
+  const bool inline_data = (wr->send_flags & IBV_SEND_INLINE) != 0;
+  PostedSend& entry = posted_[wr - send_wrs_.data()];
+  entry.report = !(inline_data && may_be_done_at_post);
+  // Done at post: no completion needed, but one now and then retires the
+  // send slots.
+  const bool signal = entry.report || unsignaled_ + 1 >= signal_interval_;
+  if (PostChain(wr, wr, 1, signal) != 1) {
+    entry.report = true;  // failed: not posted, never reported
+    return Posted::kFailed;
+  }
+  return entry.report ? Posted::kReported : Posted::kDoneAtPost;
+}
+
 absl::Status RcConnection::Send(absl::Span<const Segment> segments,
                                 uint64_t cookie, bool* done_at_post) {
   if (done_at_post != nullptr) *done_at_post = false;
-  if (!status_.ok()) return status_;
-  if (segments.empty() || segments.size() > wire::kMaxSegments) {
-    return ErrnoError(EINVAL, "a message has 1 to 16 segments");
+  if (!Sendable(segments)) {
+    if (!status_.ok()) return status_;
+    if (segments.empty() || segments.size() > wire::kMaxSegments) {
+      return ErrnoError(EINVAL, "a message has 1 to 16 segments");
+    }
+    return ErrnoError(EPIPE, "end of stream was sent");
   }
   uint64_t total = 0;
   for (const Segment& segment : segments) total += segment.length;
-  if (end_of_stream_sent_) return ErrnoError(EPIPE, "end of stream was sent");
   if (total > options_.rendezvous_threshold) {
     return SendRendezvous(segments, cookie);
   }
@@ -372,22 +395,15 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
     return ErrnoError(EMSGSIZE, "message larger than the peer's buffers");
   }
   if (PostNow()) {
-    uint16_t returned = *credits_->ConsumeForData();
-    ibv_send_wr* wr = Prepare(0, Kind::kData, returned, segments.data(),
-                              static_cast<uint32_t>(segments.size()), cookie);
-    // Inline data is copied by ibv_post_send: the caller may have its
-    // memory back at once, and its cookie is not reported again.
-    const bool inline_data = (wr->send_flags & IBV_SEND_INLINE) != 0;
-    PostedSend& entry = posted_[wr - send_wrs_.data()];
-    entry.report = !(inline_data && done_at_post != nullptr);
-    // Done at post: no completion needed, but one now and then retires the
-    // send slots.
-    const bool signal = entry.report || unsignaled_ + 1 >= signal_interval_;
-    if (PostChain(wr, wr, 1, signal) != 1) {
-      entry.report = true;  // failed: not posted, never reported
-      return status_;
+    switch (PostDataNow(segments, cookie, done_at_post != nullptr)) {
+      case Posted::kFailed:
+        return status_;
+      case Posted::kDoneAtPost:
+        *done_at_post = true;
+        break;
+      case Posted::kReported:
+        break;
     }
-    if (!entry.report) *done_at_post = true;
     return absl::OkStatus();
   }
   // Queued: goes out with whatever else can, chained under one doorbell, at
@@ -398,10 +414,7 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
 }
 
 bool RcConnection::TrySendInline(absl::Span<const Segment> segments) {
-  if (segments.empty() || segments.size() > wire::kMaxSegments ||
-      end_of_stream_sent_ || !status_.ok()) {
-    return false;
-  }
+  if (!Sendable(segments)) return false;
   uint64_t size = wire::HeaderSize(static_cast<int>(segments.size()));
   for (const Segment& segment : segments) size += segment.length;
   // PostNow last: it records the post when it says yes.
@@ -409,16 +422,10 @@ bool RcConnection::TrySendInline(absl::Span<const Segment> segments) {
       !PostNow()) {
     return false;
   }
-  const uint16_t returned = *credits_->ConsumeForData();
-  ibv_send_wr* wr = Prepare(0, Kind::kData, returned, segments.data(),
-                            static_cast<uint32_t>(segments.size()), 0);
-  posted_[wr - send_wrs_.data()].report = false;
-  // No completion needed, but one now and then retires the send slots.
-  if (PostChain(wr, wr, 1, unsignaled_ + 1 >= signal_interval_) != 1) {
-    posted_[wr - send_wrs_.data()].report = true;  // not posted
-    return false;
-  }
-  return true;
+  // It fits inline, so it is done at post. (Were it reported, it is still
+  // posted: declining now would send it twice.)
+  return PostDataNow(segments, 0, /*may_be_done_at_post=*/true) !=
+         Posted::kFailed;
 }
 
 void RcConnection::Flush() { Pump(); }

@@ -414,6 +414,22 @@ class RcConnection final : private CompletionHandler {
   // before it, a credit, a free slot, and (coalesce_sends) no send posted
   // at once since the last poll. Records the post when it answers true.
   bool PostNow();
+  // Whether a data message of `segments` may be sent at all: the connection
+  // has not failed, 1 to kMaxSegments segments, no end of stream sent. The
+  // one prelude of Send and TrySendInline.
+  bool Sendable(absl::Span<const Segment> segments) const {
+    return status_.ok() && !segments.empty() &&
+           segments.size() <= wire::kMaxSegments && !end_of_stream_sent_;
+  }
+  // How PostDataNow went.
+  enum class Posted { kFailed, kReported, kDoneAtPost };
+  // Posts one data message now (PostNow() said yes) with a credit. With
+  // `may_be_done_at_post`, a message whose bytes went inline is done at
+  // post (kDoneAtPost: its cookie is never reported); otherwise its
+  // completion reports `cookie` (kReported). kFailed: not posted, the
+  // connection failed (status_).
+  Posted PostDataNow(absl::Span<const Segment> segments, uint64_t cookie,
+                     bool may_be_done_at_post);
   // Queues a send; with `done_at_post` a small data send is staged (see
   // Stage) and *done_at_post set.
   absl::Status Enqueue(Kind kind, absl::Span<const Segment> segments,

@@ -677,44 +677,81 @@ TEST(RcConnectionTest, SendsDoneAtPostAreSignaledOnlyNowAndThen) {
   EXPECT_TRUE(pair.client_sink.errors.empty());
 }
 
+// A connected pair whose client sends 64-byte messages from one registered
+// segment, and the loops the receive re-posting tests share.
+class SmallMessages {
+ public:
+  // Connects the pair; the result says why not.
+  absl::Status Connect(const RcConnectionOptions& options) {
+    DEMI_RETURN_IF_ERROR(ConnectPair(pair, options));
+    DEMI_ASSIGN_OR_RETURN(
+        MemoryRegion mr,
+        MemoryRegion::Register(pair.client->pd(), memory_.data(),
+                               memory_.size(), IBV_ACCESS_LOCAL_WRITE));
+    mr_.emplace(std::move(mr));
+    segment_ = Segment{memory_.data(), 64, mr_->lkey(), 0};
+    return absl::OkStatus();
+  }
+
+  // Posts `count` messages from the client.
+  void Send(size_t count) {
+    for (size_t i = 0; i < count; ++i) {
+      ASSERT_TRUE(
+          pair.client->Send(absl::MakeConstSpan(&segment_, 1), i, nullptr)
+              .ok());
+    }
+  }
+
+  void PollBoth() {
+    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
+    ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
+  }
+
+  // Polls both sides until the server holds `count` messages (10 s at most).
+  void ReceiveAtServer(size_t count) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (pair.server_sink.messages.size() < count && absl::Now() < deadline) {
+      ASSERT_NO_FATAL_FAILURE(PollBoth());
+    }
+    ASSERT_EQ(pair.server_sink.messages.size(), count);
+  }
+
+  // Releases the oldest message the server holds.
+  void ReleaseOldest() {
+    ASSERT_TRUE(
+        pair.server->Release(pair.server_sink.messages.front().buffer_index)
+            .ok());
+    pair.server_sink.messages.pop_front();
+  }
+
+  Pair pair;
+
+ private:
+  std::vector<uint8_t> memory_ = std::vector<uint8_t>(64, 3);
+  std::optional<MemoryRegion> mr_;
+  Segment segment_;
+};
+
 // Released receive buffers are re-posted at the next poll, all of them in
 // one ibv_post_recv, and their credits reach the sender: it can then send a
 // window's worth again.
 TEST(RcConnectionTest, ReleasedBuffersArePostedTogetherAtTheNextPoll) {
   RcConnectionOptions options;
   options.receive_buffers = 16;
-  Pair pair;
-  absl::Status connected = ConnectPair(pair, options);
+  SmallMessages small;
+  absl::Status connected = small.Connect(options);
   ASSERT_TRUE(connected.ok()) << connected;
-  std::vector<uint8_t> memory(64, 3);
-  absl::StatusOr<MemoryRegion> mr = MemoryRegion::Register(
-      pair.client->pd(), memory.data(), memory.size(), IBV_ACCESS_LOCAL_WRITE);
-  ASSERT_TRUE(mr.ok()) << mr.status();
-  Segment segment{memory.data(), 64, mr->lkey(), 0};
-  auto poll_both = [&]() {
-    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
-    ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
-  };
+  Pair& pair = small.pair;
 
   for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
     // A window of messages, held by the server until all have arrived.
     constexpr size_t kWindow = 12;
-    for (size_t i = 0; i < kWindow; ++i) {
-      ASSERT_TRUE(
-          pair.client->Send(absl::MakeConstSpan(&segment, 1), i, nullptr).ok());
-    }
-    absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (pair.server_sink.messages.size() < kWindow &&
-           absl::Now() < deadline) {
-      ASSERT_NO_FATAL_FAILURE(poll_both());
-    }
-    ASSERT_EQ(pair.server_sink.messages.size(), kWindow) << "round " << round;
+    ASSERT_NO_FATAL_FAILURE(small.Send(kWindow));
+    ASSERT_NO_FATAL_FAILURE(small.ReceiveAtServer(kWindow));
     const uint64_t posts = pair.server->receive_posts();
     while (!pair.server_sink.messages.empty()) {
-      ASSERT_TRUE(
-          pair.server->Release(pair.server_sink.messages.front().buffer_index)
-              .ok());
-      pair.server_sink.messages.pop_front();
+      ASSERT_NO_FATAL_FAILURE(small.ReleaseOldest());
     }
     EXPECT_EQ(pair.server->receive_posts(), posts) << "posted before a poll";
     ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
@@ -734,51 +771,26 @@ TEST(RcConnectionTest, ReleasedBuffersArePostedTogetherAtTheNextPoll) {
 TEST(RcConnectionTest, ReleasesOneAtATimeArePostedInBatches) {
   RcConnectionOptions options;
   options.receive_buffers = 64;  // batches of 8; at once at 48 posted
-  Pair pair;
-  absl::Status connected = ConnectPair(pair, options);
+  SmallMessages small;
+  absl::Status connected = small.Connect(options);
   ASSERT_TRUE(connected.ok()) << connected;
-  std::vector<uint8_t> memory(64, 5);
-  absl::StatusOr<MemoryRegion> mr = MemoryRegion::Register(
-      pair.client->pd(), memory.data(), memory.size(), IBV_ACCESS_LOCAL_WRITE);
-  ASSERT_TRUE(mr.ok()) << mr.status();
-  Segment segment{memory.data(), 64, mr->lkey(), 0};
-  auto poll_both = [&]() {
-    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
-    ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
-  };
-  auto receive = [&](size_t count) {
-    absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (pair.server_sink.messages.size() < count && absl::Now() < deadline) {
-      ASSERT_NO_FATAL_FAILURE(poll_both());
-    }
-    ASSERT_EQ(pair.server_sink.messages.size(), count);
-  };
+  Pair& pair = small.pair;
 
   const uint64_t before = pair.server->receive_posts();
   constexpr int kMessages = 200;  // three times the buffers
   for (int i = 0; i < kMessages; ++i) {
-    ASSERT_TRUE(
-        pair.client->Send(absl::MakeConstSpan(&segment, 1), i, nullptr).ok());
-    ASSERT_NO_FATAL_FAILURE(receive(1));
-    ASSERT_TRUE(
-        pair.server->Release(pair.server_sink.messages.front().buffer_index)
-            .ok());
-    pair.server_sink.messages.pop_front();
-    ASSERT_NO_FATAL_FAILURE(poll_both());
+    ASSERT_NO_FATAL_FAILURE(small.Send(1));
+    ASSERT_NO_FATAL_FAILURE(small.ReceiveAtServer(1));
+    ASSERT_NO_FATAL_FAILURE(small.ReleaseOldest());
+    ASSERT_NO_FATAL_FAILURE(small.PollBoth());
   }
   EXPECT_EQ(pair.server->receive_posts() - before, uint64_t{kMessages / 8});
 
   // Hold 20 messages: 44 posted at most, below the low water mark.
-  for (int i = 0; i < 20; ++i) {
-    ASSERT_TRUE(
-        pair.client->Send(absl::MakeConstSpan(&segment, 1), i, nullptr).ok());
-  }
-  ASSERT_NO_FATAL_FAILURE(receive(20));
+  ASSERT_NO_FATAL_FAILURE(small.Send(20));
+  ASSERT_NO_FATAL_FAILURE(small.ReceiveAtServer(20));
   const uint64_t held = pair.server->receive_posts();
-  ASSERT_TRUE(
-      pair.server->Release(pair.server_sink.messages.front().buffer_index)
-          .ok());
-  pair.server_sink.messages.pop_front();
+  ASSERT_NO_FATAL_FAILURE(small.ReleaseOldest());
   ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
   EXPECT_EQ(pair.server->receive_posts(), held + 1)
       << "a release with few buffers posted waited for a batch";
