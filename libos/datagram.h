@@ -112,6 +112,9 @@ struct DatagramRoute {
   std::optional<rdma::UdPeer> peer;
   std::vector<PendingDatagram> waiting;
   std::unique_ptr<rdma::UdResolver> refresher;
+  // Connects waiting for the refresher: a demi_connect to a cached
+  // destination resolves it again and completes when that answers.
+  std::vector<PendingDatagram> refresh_connects;
   absl::Time resolved_at;  // when peer was last resolved
 };
 

@@ -164,7 +164,20 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Connect(int qd,
                              peer.sin_port};
   auto route = routes_.find(key);
   if (route != routes_.end() && route->second->peer.has_value()) {
-    ++counters_.ah_hits;
+    // A connect finds the peer as it is now: the cached destination is
+    // resolved again (a process that bound the address since is found at
+    // once, not after the route's age), and the token completes when that
+    // answers. Pushes keep the cached handle meanwhile.
+    DatagramRoute& cached = *route->second;
+    if (cached.refresher != nullptr || StartRefresh(key, cached).ok()) {
+      PendingDatagram pending;
+      pending.qt = qt;
+      pending.qd = queue.qd;
+      pending.connect = true;
+      cached.refresh_connects.push_back(pending);
+      return qt;
+    }
+    ++counters_.ah_hits;  // cannot resolve now: the cached handle serves
     demi_qresult_t result{};
     result.qr_opcode = DEMI_OPC_CONNECT;
     (void)ctx_.tokens.Complete(qt, result);
@@ -474,6 +487,20 @@ void DatagramSockets::HandleEvent(rdma::CmEvent event) {
   RouteResolved(*route);
 }
 
+absl::Status DatagramSockets::StartRefresh(const DatagramRouteKey& key,
+                                           DatagramRoute& route) {
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  local.sin_addr.s_addr = key.local_ipv4;
+  DEMI_ASSIGN_OR_RETURN(
+      route.refresher,
+      rdma::UdResolver::Start(*channel_, local, DestinationOf(key),
+                              route.peer->ah.get()->pd,
+                              ctx_.options.resolve_timeout));
+  resolving_[route.refresher->id()] = key;
+  return absl::OkStatus();
+}
+
 void DatagramSockets::RefreshOldRoutes() {
   const absl::Time now = absl::Now();
   for (auto& [key, route] : routes_) {
@@ -481,22 +508,25 @@ void DatagramSockets::RefreshOldRoutes() {
         now - route->resolved_at < ctx_.options.datagram_route_ttl) {
       continue;
     }
-    sockaddr_in local{};
-    local.sin_family = AF_INET;
-    local.sin_addr.s_addr = key.local_ipv4;
-    absl::StatusOr<std::unique_ptr<rdma::UdResolver>> refresher =
-        rdma::UdResolver::Start(*channel_, local, DestinationOf(key),
-                                route->peer->ah.get()->pd,
-                                ctx_.options.resolve_timeout);
-    if (!refresher.ok()) {
+    if (absl::Status started = StartRefresh(key, *route); !started.ok()) {
       // Out of rdma_cm resources, say: the old handle stays; try later.
-      DEMI_LOG(kInfo,
-               "refreshing a datagram route: ", refresher.status().message());
+      DEMI_LOG(kInfo, "refreshing a datagram route: ", started.message());
       route->resolved_at = now;
+    }
+  }
+}
+
+void DatagramSockets::FinishRefreshConnects(DatagramRoute& route, int errnum) {
+  std::vector<PendingDatagram> connects = std::move(route.refresh_connects);
+  route.refresh_connects.clear();
+  for (const PendingDatagram& pending : connects) {
+    if (errnum != 0) {
+      FailPending(pending, errnum);
       continue;
     }
-    route->refresher = std::move(*refresher);
-    resolving_[route->refresher->id()] = key;
+    demi_qresult_t result{};
+    result.qr_opcode = DEMI_OPC_CONNECT;
+    (void)ctx_.tokens.Complete(pending.qt, result);
   }
 }
 
@@ -506,6 +536,7 @@ void DatagramSockets::RouteRefreshed(const DatagramRouteKey& key,
   if (it == routes_.end()) return;
   DatagramRoute& route = *it->second;
   route.refresher.reset();
+  FinishRefreshConnects(route, peer.ok() ? 0 : ErrnoFromStatus(peer.status()));
   if (!peer.ok()) {
     // Nobody answers there now (or not in time): forget the destination,
     // so the next push resolves it and reports what it finds.
@@ -530,6 +561,8 @@ void DatagramSockets::RouteRefreshed(const DatagramRouteKey& key,
 }
 
 void DatagramSockets::RetireRoute(std::unique_ptr<DatagramRoute> route) {
+  // A refresh that stops: its connects had the cached destination.
+  FinishRefreshConnects(*route, 0);
   if (route->refresher != nullptr) {
     resolving_.erase(route->refresher->id());
     route->refresher.reset();
@@ -599,14 +632,15 @@ absl::Status DatagramSockets::Close(int qd) {
   queue->closed = true;
   // Pushes and connects waiting for a resolution never started: cancel them.
   for (auto& [key, route] : routes_) {
-    auto& waiting = route->waiting;
-    auto mine = std::stable_partition(
-        waiting.begin(), waiting.end(),
-        [qd](const PendingDatagram& pending) { return pending.qd != qd; });
-    std::vector<PendingDatagram> cancelled(mine, waiting.end());
-    waiting.erase(mine, waiting.end());
-    for (const PendingDatagram& pending : cancelled) {
-      FailPending(pending, ECANCELED);
+    for (auto* waiting : {&route->waiting, &route->refresh_connects}) {
+      auto mine = std::stable_partition(
+          waiting->begin(), waiting->end(),
+          [qd](const PendingDatagram& pending) { return pending.qd != qd; });
+      std::vector<PendingDatagram> cancelled(mine, waiting->end());
+      waiting->erase(mine, waiting->end());
+      for (const PendingDatagram& pending : cancelled) {
+        FailPending(pending, ECANCELED);
+      }
     }
   }
   // Pops too. Posted pushes complete (ECANCELED) once the device is done.

@@ -92,6 +92,12 @@ class DatagramSockets final : public Sockets {
   // Starts a background resolution of every route older than
   // options.datagram_route_ttl (slow path: reads the clock).
   void RefreshOldRoutes();
+  // Starts resolving `key`'s cached route again (route.refresher); the old
+  // handle serves until it answers (RouteRefreshed).
+  absl::Status StartRefresh(const DatagramRouteKey& key, DatagramRoute& route);
+  // Completes the connects that waited for `route`'s refresh: CONNECT, or
+  // FAILED with `errnum` when it is not 0.
+  void FinishRefreshConnects(DatagramRoute& route, int errnum);
   // A refresh of `key`'s route ended with `peer` (or an error).
   void RouteRefreshed(const DatagramRouteKey& key,
                       absl::StatusOr<rdma::UdPeer> peer);

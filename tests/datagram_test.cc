@@ -723,6 +723,55 @@ TEST_F(DatagramTest, PeerThatRebindsElsewhereIsFoundAgain) {
   CloseQueues({self});
 }
 
+TEST_F(DatagramTest, ConnectFindsAPeerThatRestartedAtTheSameAddress) {
+  // demi_connect resolves a cached destination again and completes when
+  // that answers: after it, the first datagram reaches the process bound to
+  // the address now, however young the cached route (pushto alone keeps
+  // using it until its age, DEMI_DGRAM_ROUTE_TTL_MS, passes).
+  sockaddr_in self_address;
+  const int self = BoundSocket(&self_address);
+  const sockaddr_in peer = FreshTestAddress();
+  constexpr uint32_t kSize = 64;
+  for (uint64_t generation = 0; generation < 3; ++generation) {
+    SCOPED_TRACE("generation " + std::to_string(generation));
+    const pid_t child = StartEchoPeer(ntohs(peer.sin_port));
+    ASSERT_GT(child, 0) << "the echo peer did not start";
+    demi_qtoken_t qt = 0;
+    ASSERT_EQ(demi_connect(&qt, self, Sa(peer), sizeof(peer)), 0);
+    ASSERT_EQ(WaitResult(qt).qr_opcode, DEMI_OPC_CONNECT);
+    // A second connect finds the destination cached: it is resolved again.
+    const demi_dgram_stats_t cached = Stats();
+    ASSERT_EQ(demi_connect(&qt, self, Sa(peer), sizeof(peer)), 0);
+    ASSERT_EQ(WaitResult(qt).qr_opcode, DEMI_OPC_CONNECT);
+    EXPECT_GT(Stats().route_refreshes, cached.route_refreshes);
+
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, self), 0);
+    demi_sgarray_t ping = MessageArray(generation, kSize, 1);
+    ASSERT_EQ(demi_push(&qt, self, &ping), 0);
+    ASSERT_EQ(WaitResult(qt).qr_opcode, DEMI_OPC_PUSH);
+    EXPECT_EQ(demi_sgafree(&ping), 0);
+    const timespec five_seconds = {5, 0};
+    demi_qresult_t result{};
+    ASSERT_EQ(demi_wait(&result, pop, &five_seconds), 0)
+        << "the first datagram after the connect was lost";
+    ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
+    const demi_sgarray_t& echo = result.qr_value.sga;
+    ASSERT_EQ(echo.sga_numsegs, 1u);
+    ASSERT_EQ(echo.sga_segs[0].sgaseg_len, kSize);
+    const auto* bytes =
+        static_cast<const uint8_t*>(echo.sga_segs[0].sgaseg_buf);
+    for (uint32_t i = 0; i < kSize; ++i) {
+      ASSERT_EQ(bytes[i], Pattern(generation, i)) << "byte " << i;
+    }
+    EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  CloseQueues({self});
+}
+
 }  // namespace
 }  // namespace demi::testing
 

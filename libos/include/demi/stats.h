@@ -60,7 +60,8 @@ typedef struct demi_dgram_stats {
   uint32_t device_drops_reported;
   /* Cached destinations are resolved again in the background once they are
    * DEMI_DGRAM_ROUTE_TTL_MS old (a peer may have re-bound its address in
-   * another process): refreshes that succeeded, those that found another
+   * another process), and at once by demi_connect to a cached destination:
+   * refreshes that succeeded, those that found another
    * queue pair there (sends now go to it), and those that failed (the
    * destination left the cache; the next push resolves it anew). */
   uint64_t route_refreshes;
