@@ -682,9 +682,10 @@ int RunClient(const Options& options, std::vector<LocalServer> servers) {
   }
   std::vector<Row> rows = MedianOfRounds(measured);
   if (rounds > 1) {
-    notes += absl::StrCat(notes.empty() ? "" : "; ",
-                          "every figure is the median of ", rounds,
-                          " rounds, each the library's cells then perftest's");
+    notes += absl::StrCat(
+        notes.empty() ? "" : "; ", "every figure is the median of ", rounds,
+        " rounds, each the library's cells then perftest's; a ratio is the "
+        "median of the rounds' own ratios");
   }
   std::vector<PeerRow> peers;
   if (options.peers) peers = RunPeerRows(options, rows);

@@ -121,7 +121,7 @@ std::vector<Field> Fields(const Row& row, const RunInfo& info) {
     fields.push_back(
         number("baseline_p999_us", latency ? b.p999_us : std::nullopt));
     fields.push_back(text("baseline_reason", b.value ? "" : b.reason));
-    fields.push_back(number("ratio", Ratio(row.value, row.baseline)));
+    fields.push_back(number("ratio", RowRatio(row)));
     fields.push_back(text("read_bw_tool", r.tool));
     fields.push_back(number("read_bw_mib_per_s", r.value));
     fields.push_back(text("read_bw_reason", r.value ? "" : r.reason));
@@ -209,8 +209,7 @@ std::string PeerSection(const std::vector<Row>& rows, const RunInfo& info,
     absl::StrAppend(
         &out, absl::StrFormat(
                   "%-10s %9s | %7s", workload, FormatSize(size),
-                  RatioText(demi != nullptr ? Ratio(demi->value, demi->baseline)
-                                            : std::nullopt)));
+                  RatioText(demi != nullptr ? RowRatio(*demi) : std::nullopt)));
     for (const std::string& tool : tools) {
       std::string cell = "-";
       for (const PeerRow& peer : info.peers) {
@@ -242,11 +241,12 @@ std::string Target(const std::vector<Row>& rows, const std::string& workload,
   if (row->baseline) {
     if (row->baseline->value) {
       absl::StrAppend(
-          &line, absl::StrFormat(" vs %s %.4g %s -> %s (%s is better)",
-                                 row->baseline->tool, *row->baseline->value,
-                                 UnitOf(workload),
-                                 RatioText(Ratio(row->value, row->baseline)),
-                                 LowerIsBetter(workload) ? "lower" : "higher"));
+          &line, absl::StrFormat(
+                     " vs %s %.4g %s -> %s (%s%s is better)",
+                     row->baseline->tool, *row->baseline->value,
+                     UnitOf(workload), RatioText(RowRatio(*row)),
+                     row->round_ratio ? "median of the rounds' ratios; " : "",
+                     LowerIsBetter(workload) ? "lower" : "higher"));
     } else {
       absl::StrAppend(&line, " vs ", row->baseline->tool, ": n/a (",
                       row->baseline->reason, ")");
@@ -278,6 +278,11 @@ std::optional<double> Ratio(const std::optional<double>& value,
     return std::nullopt;
   }
   return *value / *baseline->value;
+}
+
+std::optional<double> RowRatio(const Row& row) {
+  if (row.round_ratio.has_value()) return row.round_ratio;
+  return Ratio(row.value, row.baseline);
 }
 
 std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
@@ -315,12 +320,12 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
                                 Figure(row.p999_us, row.reason, notes)));
       if (base) {
         Baseline b = row.baseline.value_or(Baseline{});
-        absl::StrAppend(
-            &out, absl::StrFormat(" | %11s %9s %9s | %7s",
-                                  Figure(b.value, b.reason, notes),
-                                  Figure(b.p99_us, b.reason, notes),
-                                  Figure(b.p999_us, b.reason, notes),
-                                  RatioText(Ratio(row.value, row.baseline))));
+        absl::StrAppend(&out,
+                        absl::StrFormat(" | %11s %9s %9s | %7s",
+                                        Figure(b.value, b.reason, notes),
+                                        Figure(b.p99_us, b.reason, notes),
+                                        Figure(b.p999_us, b.reason, notes),
+                                        RatioText(RowRatio(row))));
       }
       out += "\n";
     }
@@ -369,7 +374,7 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
         absl::StrAppend(
             &out, absl::StrFormat(" | %10s | %7s",
                                   Figure(b.value, b.reason, notes, "%.4f"),
-                                  RatioText(Ratio(row.value, row.baseline))));
+                                  RatioText(RowRatio(row))));
       }
       out += "\n";
     }
@@ -410,8 +415,7 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
         absl::StrAppend(
             &out, absl::StrFormat(" | %10s | %7s | %10s | %7s",
                                   Figure(b.value, b.reason, notes, "%.1f"),
-                                  RatioText(Ratio(row.value, row.baseline)),
-                                  read, read_ratio));
+                                  RatioText(RowRatio(row)), read, read_ratio));
       }
       out += "\n";
     }

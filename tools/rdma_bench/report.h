@@ -41,6 +41,10 @@ struct Row {
   // Set when --baseline was given.
   std::optional<Baseline> baseline;       // ib_send_lat / ib_send_bw
   std::optional<Baseline> read_baseline;  // ib_read_bw, bandwidth > 8 KiB
+  // Set by MedianOfRounds when rounds were merged: the median over the
+  // rounds of each round's value / baseline value (a round's two figures
+  // are closer in time than two rounds' medians).
+  std::optional<double> round_ratio;
 };
 
 // The unit of a workload's value and whether lower is better.
@@ -53,6 +57,10 @@ bool LowerIsBetter(const std::string& workload);
 // value / baseline value, if both exist (and the baseline is not zero).
 std::optional<double> Ratio(const std::optional<double>& value,
                             const std::optional<Baseline>& baseline);
+
+// The ratio a row reports against its baseline (ib_send_lat / ib_send_bw):
+// round_ratio when rounds were merged, else Ratio(value, baseline).
+std::optional<double> RowRatio(const Row& row);
 
 struct RunInfo {
   bool baseline = false;  // baseline columns wanted

@@ -24,7 +24,9 @@ std::optional<double> MedianOf(const std::vector<std::optional<double>>& v);
 // round measures the same cells): each row's value, latency figures and
 // baseline figures are the medians over the rounds that have them;
 // iterations and seconds add up. A figure no round has keeps the first
-// round's reason. Empty input gives an empty table.
+// round's reason. With more than one round, round_ratio is the median of the
+// per-round ratios (what the table reports). Empty input gives an empty
+// table.
 std::vector<Row> MedianOfRounds(const std::vector<std::vector<Row>>& rounds);
 
 }  // namespace demi::bench

@@ -57,5 +57,30 @@ TEST(MedianOfRoundsTest, EachFigureIsTheMedianOfItsRounds) {
   EXPECT_TRUE(MedianOfRounds({}).empty());
 }
 
+// A drifting machine: each round's library figure and perftest figure moved
+// together. The reported ratio pairs them round by round; the ratio of the
+// medians would mix rounds.
+TEST(MedianOfRoundsTest, TheRatioIsTheMedianOfEachRoundsOwnRatio) {
+  std::vector<std::vector<Row>> rounds = {
+      {LatencyRow(11, 10)},  // 1.10
+      {LatencyRow(24, 20)},  // 1.20
+      {LatencyRow(36, 12)},  // 3.00 (a burst during the library's cell)
+  };
+  std::vector<Row> merged = MedianOfRounds(rounds);
+  ASSERT_EQ(merged.size(), 1u);
+  ASSERT_TRUE(merged[0].round_ratio.has_value());
+  EXPECT_DOUBLE_EQ(*merged[0].round_ratio, 1.2);
+  EXPECT_DOUBLE_EQ(*RowRatio(merged[0]), 1.2);
+  // The medians alone: 24 / 12 = 2.0.
+  EXPECT_DOUBLE_EQ(*Ratio(merged[0].value, merged[0].baseline), 2.0);
+  // A round without a baseline figure does not count; one round alone sets
+  // no round ratio (the row's own ratio serves).
+  rounds = {{LatencyRow(11, 10)}, {LatencyRow(30, std::nullopt)}};
+  EXPECT_DOUBLE_EQ(*MedianOfRounds(rounds)[0].round_ratio, 1.1);
+  std::vector<Row> single = MedianOfRounds({{LatencyRow(15, 10)}});
+  EXPECT_FALSE(single[0].round_ratio.has_value());
+  EXPECT_DOUBLE_EQ(*RowRatio(single[0]), 1.5);
+}
+
 }  // namespace
 }  // namespace demi::bench
