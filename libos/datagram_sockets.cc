@@ -162,6 +162,10 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Connect(int qd,
   const sockaddr_in& local = queue.endpoint->local_address();
   const DatagramRouteKey key{local.sin_addr.s_addr, peer.sin_addr.s_addr,
                              peer.sin_port};
+  PendingDatagram pending;
+  pending.qt = qt;
+  pending.qd = queue.qd;
+  pending.connect = true;
   auto route = routes_.find(key);
   if (route != routes_.end() && route->second->peer.has_value()) {
     // A connect finds the peer as it is now: the cached destination is
@@ -170,24 +174,14 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Connect(int qd,
     // answers. Pushes keep the cached handle meanwhile.
     DatagramRoute& cached = *route->second;
     if (cached.refresher != nullptr || StartRefresh(key, cached).ok()) {
-      PendingDatagram pending;
-      pending.qt = qt;
-      pending.qd = queue.qd;
-      pending.connect = true;
       cached.refresh_connects.push_back(pending);
       return qt;
     }
     ++counters_.ah_hits;  // cannot resolve now: the cached handle serves
-    demi_qresult_t result{};
-    result.qr_opcode = DEMI_OPC_CONNECT;
-    (void)ctx_.tokens.Complete(qt, result);
+    CompleteConnect(qt);
     return qt;
   }
   ++counters_.ah_misses;
-  PendingDatagram pending;
-  pending.qt = qt;
-  pending.qd = queue.qd;
-  pending.connect = true;
   AwaitRoute(key, local, queue.endpoint->pd(), pending);
   return qt;
 }
@@ -390,6 +384,12 @@ void DatagramSockets::AwaitRoute(const DatagramRouteKey& key,
   it->second->waiting.push_back(pending);
 }
 
+void DatagramSockets::CompleteConnect(demi_qtoken_t qt) {
+  demi_qresult_t result{};
+  result.qr_opcode = DEMI_OPC_CONNECT;
+  (void)ctx_.tokens.Complete(qt, result);
+}
+
 void DatagramSockets::FailPending(const PendingDatagram& pending, int errnum) {
   demi_qresult_t result{};
   result.qr_opcode = DEMI_OPC_FAILED;
@@ -415,9 +415,7 @@ void DatagramSockets::RouteResolved(DatagramRoute& route) {
       continue;
     }
     if (pending.connect) {
-      demi_qresult_t result{};
-      result.qr_opcode = DEMI_OPC_CONNECT;
-      (void)ctx_.tokens.Complete(pending.qt, result);
+      CompleteConnect(pending.qt);
       continue;
     }
     absl::Status sent = queue->endpoint->Send(
@@ -522,11 +520,9 @@ void DatagramSockets::FinishRefreshConnects(DatagramRoute& route, int errnum) {
   for (const PendingDatagram& pending : connects) {
     if (errnum != 0) {
       FailPending(pending, errnum);
-      continue;
+    } else {
+      CompleteConnect(pending.qt);
     }
-    demi_qresult_t result{};
-    result.qr_opcode = DEMI_OPC_CONNECT;
-    (void)ctx_.tokens.Complete(pending.qt, result);
   }
 }
 

@@ -118,6 +118,8 @@ class DatagramSockets final : public Sockets {
   // posted sends); stops its refresh.
   void RetireRoute(std::unique_ptr<DatagramRoute> route);
   void FailPending(const PendingDatagram& pending, int errnum);
+  // Completes the connect token `qt` (its destination is resolved).
+  void CompleteConnect(demi_qtoken_t qt);
   void CompletePop(DatagramQueue& queue, demi_qtoken_t qt,
                    const rdma::ReceivedDatagram& datagram);
   void ReapRetired();

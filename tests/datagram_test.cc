@@ -93,13 +93,10 @@ demi_qtoken_t PushTo(int qd, uint64_t index, uint32_t size, uint32_t segments,
   return qt;
 }
 
-// Pops one datagram and checks it is message `index` of `size` bytes in
+// Checks that `result` is a pop of message `index` of `size` bytes in
 // `segments` segments from `sender`; frees it.
-void PopAndCheck(int qd, uint64_t index, uint32_t size, uint32_t segments,
-                 const sockaddr_in& sender) {
-  demi_qtoken_t qt = 0;
-  ASSERT_EQ(demi_pop(&qt, qd), 0);
-  demi_qresult_t result = WaitResult(qt);
+void CheckDatagram(demi_qresult_t& result, uint64_t index, uint32_t size,
+                   uint32_t segments, const sockaddr_in& sender) {
   ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP) << result.qr_ret;
   demi_sgarray_t& sga = result.qr_value.sga;
   EXPECT_EQ(sga.sga_addr.sin_family, AF_INET);
@@ -120,6 +117,15 @@ void PopAndCheck(int qd, uint64_t index, uint32_t size, uint32_t segments,
   }
   EXPECT_EQ(offset, size);
   EXPECT_EQ(demi_sgafree(&sga), 0);
+}
+
+// Pops one datagram and checks it as CheckDatagram does.
+void PopAndCheck(int qd, uint64_t index, uint32_t size, uint32_t segments,
+                 const sockaddr_in& sender) {
+  demi_qtoken_t qt = 0;
+  ASSERT_EQ(demi_pop(&qt, qd), 0);
+  demi_qresult_t result = WaitResult(qt);
+  ASSERT_NO_FATAL_FAILURE(CheckDatagram(result, index, size, segments, sender));
 }
 
 demi_dgram_stats_t Stats() {
@@ -685,17 +691,8 @@ TEST_F(DatagramTest, PeerThatRebindsElsewhereIsFoundAgain) {
         continue;
       }
       ASSERT_EQ(rc, 0);
-      ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
-      const demi_sgarray_t& echo = result.qr_value.sga;
-      ASSERT_EQ(echo.sga_numsegs, 1u);
-      ASSERT_EQ(echo.sga_segs[0].sgaseg_len, kSize);
-      const auto* bytes =
-          static_cast<const uint8_t*>(echo.sga_segs[0].sgaseg_buf);
-      for (uint32_t i = 0; i < kSize; ++i) {
-        ASSERT_EQ(bytes[i], Pattern(generation, i)) << "byte " << i;
-      }
-      EXPECT_EQ(echo.sga_addr.sin_port, peer.sin_port);
-      EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+      ASSERT_NO_FATAL_FAILURE(
+          CheckDatagram(result, generation, kSize, 1, peer));
       echoed = true;
     }
     EXPECT_EQ(demi_sgafree(&ping), 0);
@@ -755,16 +752,7 @@ TEST_F(DatagramTest, ConnectFindsAPeerThatRestartedAtTheSameAddress) {
     demi_qresult_t result{};
     ASSERT_EQ(demi_wait(&result, pop, &five_seconds), 0)
         << "the first datagram after the connect was lost";
-    ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP);
-    const demi_sgarray_t& echo = result.qr_value.sga;
-    ASSERT_EQ(echo.sga_numsegs, 1u);
-    ASSERT_EQ(echo.sga_segs[0].sgaseg_len, kSize);
-    const auto* bytes =
-        static_cast<const uint8_t*>(echo.sga_segs[0].sgaseg_buf);
-    for (uint32_t i = 0; i < kSize; ++i) {
-      ASSERT_EQ(bytes[i], Pattern(generation, i)) << "byte " << i;
-    }
-    EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+    ASSERT_NO_FATAL_FAILURE(CheckDatagram(result, generation, kSize, 1, peer));
     int status = 0;
     ASSERT_EQ(waitpid(child, &status, 0), child);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);

@@ -70,11 +70,11 @@ std::vector<Row> MedianOfRounds(const std::vector<std::vector<Row>>& rounds) {
     if (row.value.has_value()) row.reason.clear();
     row.baseline = MergedBaseline(rounds, i, &Row::baseline);
     row.read_baseline = MergedBaseline(rounds, i, &Row::read_baseline);
-    std::vector<std::optional<double>> ratios;
-    for (const std::vector<Row>& round : rounds) {
-      ratios.push_back(Ratio(round[i].value, round[i].baseline));
-    }
-    row.round_ratio = rounds.size() > 1 ? MedianOf(ratios) : std::nullopt;
+    row.round_ratio =
+        rounds.size() > 1
+            ? MedianAt(rounds, i,
+                       [](const Row& r) { return Ratio(r.value, r.baseline); })
+            : std::nullopt;
   }
   return merged;
 }
