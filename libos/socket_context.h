@@ -66,6 +66,17 @@ struct SocketContext {
     return true;
   }
 
+  // A push of `qd` sent inline without mapping before it had a token
+  // (RcConnection::TrySendInline): the memory is the application's again,
+  // so its token is born done with `sga`. The caller checked
+  // tokens.has_free_slot() before sending.
+  demi_qtoken_t PushDoneInline(int qd, const demi_sgarray_t& sga) {
+    demi_qtoken_t qt = 0;
+    demi_qresult_t* result = tokens.AllocateDone(qd, DEMI_OPC_PUSH, &qt);
+    if (result != nullptr) CopyArray(sga, &result->qr_value.sga);
+    return qt;
+  }
+
   // A push sent inline without mapping (RcConnection::TrySendInline): the
   // memory is the application's again, the token completes now with `sga`.
   void CompletePushInline(demi_qtoken_t qt, const demi_sgarray_t& sga) {

@@ -242,20 +242,20 @@ absl::StatusOr<demi_qtoken_t> StreamSockets::Push(int qd,
     return ErrnoError(ENOTCONN, "push on a queue that is not connected");
   }
   rdma::RcConnection& connection = *queue->connection;
-  const demi_qtoken_t qt = ctx_.tokens.TryAllocate(qd, DEMI_OPC_PUSH);
-  if (qt == 0) return ErrnoError(EAGAIN, "too many operations in flight");
   const uint32_t num_segments = sga->sga_numsegs;
   rdma::Segment segments[DEMI_SGARRAY_MAXSIZE];
   // The common small push: its bytes go inline, copied by ibv_post_send,
-  // so no keys are needed (no mapping, no lease) and the push is done now.
-  if (total <= connection.max_inline_data() &&
+  // so no keys are needed (no mapping, no lease) and the push is done now:
+  // its token is made done once the send is posted.
+  if (total <= connection.max_inline_data() && ctx_.tokens.has_free_slot() &&
       ctx_.memory.InlineReadable(*sga, buffer, connection.pd())) {
     UnmappedSegments(*sga, segments);
     if (connection.TrySendInline(absl::MakeConstSpan(segments, num_segments))) {
-      ctx_.CompletePushInline(qt, *sga);
-      return qt;
+      return ctx_.PushDoneInline(qd, *sga);
     }
   }
+  const demi_qtoken_t qt = ctx_.tokens.TryAllocate(qd, DEMI_OPC_PUSH);
+  if (qt == 0) return ErrnoError(EAGAIN, "too many operations in flight");
   PushRecord record;
   absl::Status mapped =
       ctx_.memory.Map(*sga, buffer, connection.pd(),

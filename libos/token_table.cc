@@ -77,14 +77,21 @@ absl::StatusOr<demi_qtoken_t> TokenTable::Allocate(int qd,
   return qt;
 }
 
-demi_qtoken_t TokenTable::TryAllocate(int qd, demi_opcode_t opcode) {
-  if (free_head_ == kNil) return 0;
+uint32_t TokenTable::ClaimSlot(int qd, demi_opcode_t opcode) {
   const uint32_t index = free_head_;
+  if (index == kNil) return kNil;
   Slot& slot = slots_[index];
   free_head_ = slot.next;
-  slot.state = Slot::State::kPending;
   slot.qd = qd;
   slot.opcode = opcode;
+  return index;
+}
+
+demi_qtoken_t TokenTable::TryAllocate(int qd, demi_opcode_t opcode) {
+  const uint32_t index = ClaimSlot(qd, opcode);
+  if (index == kNil) return 0;
+  Slot& slot = slots_[index];
+  slot.state = Slot::State::kPending;
   slot.next = kNil;
   slot.prev = kNil;
   ++pending_count_;
@@ -111,10 +118,31 @@ demi_qresult_t* TokenTable::CompleteInPlace(demi_qtoken_t qt,
   slot->result.qr_ret = 0;
   slot->state = Slot::State::kDone;
   --pending_count_;
+  LinkReady(index);
+  return &slot->result;
+}
 
-  // Append to the tail of the ready FIFO.
-  slot->next = kNil;
-  slot->prev = ready_tail_;
+bool TokenTable::has_free_slot() const { return free_head_ != kNil; }
+
+demi_qresult_t* TokenTable::AllocateDone(int qd, demi_opcode_t opcode,
+                                         demi_qtoken_t* qt) {
+  const uint32_t index = ClaimSlot(qd, opcode);
+  if (index == kNil) return nullptr;
+  Slot& slot = slots_[index];
+  slot.state = Slot::State::kDone;
+  *qt = MakeToken(slot.generation, index);
+  slot.result.qr_opcode = opcode;
+  slot.result.qr_qt = *qt;
+  slot.result.qr_qd = qd;
+  slot.result.qr_ret = 0;
+  LinkReady(index);
+  return &slot.result;
+}
+
+void TokenTable::LinkReady(uint32_t index) {
+  Slot& slot = slots_[index];
+  slot.next = kNil;
+  slot.prev = ready_tail_;
   if (ready_tail_ == kNil) {
     ready_head_ = index;
   } else {
@@ -122,7 +150,6 @@ demi_qresult_t* TokenTable::CompleteInPlace(demi_qtoken_t qt,
   }
   ready_tail_ = index;
   ++ready_count_;
-  return &slot->result;
 }
 
 absl::Status TokenTable::Fail(demi_qtoken_t qt, int errnum) {

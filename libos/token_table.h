@@ -116,6 +116,16 @@ class TokenTable {
   // EAGAIN, and no status object.
   demi_qtoken_t TryAllocate(int qd, demi_opcode_t opcode);
 
+  // TryAllocate() and CompleteInPlace() in one, for an operation that is
+  // over as soon as it starts (a push whose bytes went inline): writes the
+  // new token to *qt and returns its result (qr_opcode `opcode`, qr_ret 0,
+  // already at the tail of the ready FIFO) for the caller to fill qr_value.
+  // Null, and nothing changed, when every slot is in use (has_free_slot()
+  // says so beforehand).
+  demi_qresult_t* AllocateDone(int qd, demi_opcode_t opcode, demi_qtoken_t* qt);
+  // Whether the next TryAllocate() or AllocateDone() will find a slot.
+  bool has_free_slot() const;
+
   // Records the result of the pending operation `qt` and appends it to the
   // tail of the ready FIFO. The caller fills qr_opcode, qr_ret and qr_value;
   // the table sets qr_qt to `qt` and qr_qd to the queue given to Allocate().
@@ -201,6 +211,12 @@ class TokenTable {
   void UnlinkReady(uint32_t index);
   // Bumps the generation of a live slot and returns it to the free list.
   void FreeSlot(uint32_t index);
+
+  // Takes the head of the free list for an operation `opcode` on `qd`
+  // (state and links left to the caller); UINT32_MAX if none is free.
+  uint32_t ClaimSlot(int qd, demi_opcode_t opcode);
+  // Appends the done slot `index` to the tail of the ready FIFO.
+  void LinkReady(uint32_t index);
 
   const uint32_t capacity_;
   std::unique_ptr<Slot[]> slots_;

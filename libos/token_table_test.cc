@@ -265,6 +265,42 @@ TEST(TokenTableTest, CapacityExhaustionIsEagainAndRecovers) {
   EXPECT_EQ(table.pending_count(), 3u);
 }
 
+TEST(TokenTableTest, AllocateDoneIsBornDoneInCompletionOrder) {
+  TokenTable table(3);
+  const demi_qtoken_t pending = *table.Allocate(4, DEMI_OPC_POP);
+  ASSERT_TRUE(table.Complete(pending, MakeResult(DEMI_OPC_POP, 0, 1)).ok());
+  demi_qtoken_t qt = 0;
+  demi_qresult_t* result = table.AllocateDone(7, DEMI_OPC_PUSH, &qt);
+  ASSERT_NE(result, nullptr);
+  EXPECT_NE(qt, 0u);
+  EXPECT_EQ(result->qr_opcode, DEMI_OPC_PUSH);
+  EXPECT_EQ(result->qr_qt, qt);
+  EXPECT_EQ(result->qr_qd, 7);
+  EXPECT_EQ(result->qr_ret, 0);
+  result->qr_value.sga.sga_numsegs = 1;
+  result->qr_value.sga.sga_segs[0].sgaseg_len = 64;
+  EXPECT_EQ(table.StateOf(qt), TokenState::kDone);
+  EXPECT_EQ(table.pending_count(), 0u);
+  EXPECT_EQ(table.ready_count(), 2u);
+  EXPECT_EQ(*table.QueueOf(qt), 7);
+  EXPECT_EQ(*table.OpcodeOf(qt), DEMI_OPC_PUSH);
+  // Behind the result completed before it, then taken like any other.
+  demi_qresult_t out[3];
+  ASSERT_EQ(table.TakeReady(absl::MakeSpan(out)), 2u);
+  EXPECT_EQ(out[0].qr_qt, pending);
+  EXPECT_EQ(out[1].qr_qt, qt);
+  EXPECT_EQ(out[1].qr_value.sga.sga_segs[0].sgaseg_len, 64u);
+  EXPECT_EQ(table.StateOf(qt), TokenState::kInvalid);
+  // A full table gives none and changes nothing.
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(table.Allocate(i, DEMI_OPC_POP).ok());
+  EXPECT_FALSE(table.has_free_slot());
+  qt = 0;
+  EXPECT_EQ(table.AllocateDone(7, DEMI_OPC_PUSH, &qt), nullptr);
+  EXPECT_EQ(qt, 0u);
+  EXPECT_EQ(table.pending_count(), 3u);
+  EXPECT_EQ(table.ready_count(), 0u);
+}
+
 TEST(TokenTableTest, ZeroCapacityAlwaysEagain) {
   TokenTable table(0);
   EXPECT_EQ(table.capacity(), 0u);

@@ -149,15 +149,15 @@ int CompletionGroup::PollQueue(Queue& queue) {
   ibv_wc wc[kPollBatch];
   int delivered = 0;
   for (;;) {
-    absl::StatusOr<int> n = queue.cq.Poll(absl::MakeSpan(wc));
-    if (!n.ok()) {
+    const int n = queue.cq.Poll(absl::MakeSpan(wc));
+    if (n < 0) {
       // Polling fails only for a broken queue; its endpoints notice when
       // their sends never complete. Nothing to deliver.
-      DEMI_LOG(kError,
-               "polling a shared completion queue: ", n.status().message());
+      DEMI_LOG(kError, "polling a shared completion queue: ",
+               CompletionQueue::PollError(n).message());
       return delivered;
     }
-    for (int i = 0; i < *n; ++i) {
+    for (int i = 0; i < n; ++i) {
       const uint64_t wr_id = wc[i].wr_id;
       const uint32_t index = static_cast<uint32_t>(wr_id >> kSlotShift);
       const uint32_t generation =
@@ -172,7 +172,7 @@ int CompletionGroup::PollQueue(Queue& queue) {
       Schedule(index);
       ++delivered;
     }
-    if (*n < kPollBatch) {
+    if (n < kPollBatch) {
       // Empty: nothing of a detached endpoint is left in it.
       queue.reserved -= queue.draining;
       queue.draining = 0;

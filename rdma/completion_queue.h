@@ -1,6 +1,8 @@
 // CompletionQueue: owns an ibv_cq and polls it.
 //
-// Polling is the hot path: Poll() makes no allocation and no system call.
+// Polling is the hot path: Poll() makes no allocation, no system call and no
+// status object (an int, as ibv_poll_cq returns; PollError() makes the status
+// of a failed poll).
 // Thread-safety: none; the caller serializes Poll() on one queue. Move-only;
 // the queue must outlive the queue pairs attached to it.
 
@@ -9,6 +11,7 @@
 
 #include <infiniband/verbs.h>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "rdma/owned.h"
@@ -30,17 +33,16 @@ class CompletionQueue {
   ibv_cq* get() const { return cq_.get(); }
 
   // Fills up to completions.size() entries; returns how many were filled
-  // (0 if none are ready) or an error if polling itself failed.
-  absl::StatusOr<int> Poll(absl::Span<ibv_wc> completions) {
-    int n = ibv_poll_cq(cq_.get(), static_cast<int>(completions.size()),
-                        completions.data());
-    if (n < 0) return PollError(n);
-    return n;
+  // (0 if none are ready), or a negative value if polling itself failed
+  // (PollError(n) says so as a status: EIO).
+  int Poll(absl::Span<ibv_wc> completions) {
+    return ibv_poll_cq(cq_.get(), static_cast<int>(completions.size()),
+                       completions.data());
   }
+  static absl::Status PollError(int rc);
 
  private:
   explicit CompletionQueue(ibv_cq* cq) : cq_(cq) {}
-  static absl::Status PollError(int rc);
 
   Owned<CompletionQueueTraits> cq_;
 };

@@ -905,9 +905,9 @@ void RcConnection::DropUnreported() {
   arrival_count_ = 0;
 }
 
-CompletionSink& RcConnection::sink() {
+CompletionSink& RcConnection::NoSink() {
   static UnsetSink unset;
-  return sink_ != nullptr ? *sink_ : unset;
+  return unset;
 }
 
 absl::Status RcConnection::Poll(CompletionSink& sink) {

@@ -276,7 +276,9 @@ class RcConnection final : private CompletionHandler {
   // group may be polled, or be replaced first). Set it before the first poll
   // of the group after Accept or Connect: a report with no sink is logged
   // and lost.
-  void set_sink(CompletionSink* sink) { sink_ = sink; }
+  void set_sink(CompletionSink* sink) {
+    sink_ = sink != nullptr ? sink : &NoSink();
+  }
 
   // set_sink(&sink), then polls the connection's completion queue (which
   // delivers the completions of any connection sharing it to theirs), then
@@ -391,7 +393,10 @@ class RcConnection final : private CompletionHandler {
   static constexpr uint32_t kReceiveBit = 1u << 31;
   void OnWorkCompletion(const ibv_wc& wc, uint32_t local) override;
   void AfterPoll() override;
-  CompletionSink& sink();
+  // Where reports go: the sink set last, or one that logs and drops them.
+  CompletionSink& sink() { return *sink_; }
+  // The sink of a connection nobody set one for (shared, stateless).
+  static CompletionSink& NoSink();
 
   absl::Status CreateResources();
   // Fills *wr and *sge to receive into buffer `buffer_index` (wr->next null).
@@ -527,8 +532,8 @@ class RcConnection final : private CompletionHandler {
   bool end_of_stream_sent_ = false;
   bool qp_flushed_ = false;
   absl::Status status_;
-  bool failure_reported_ = false;  // sink().OnFailed was called
-  CompletionSink* sink_ = nullptr;
+  bool failure_reported_ = false;     // sink().OnFailed was called
+  CompletionSink* sink_ = &NoSink();  // never null
   // Receive completions delivered before the peer's parameters (and so the
   // credit account) were known, handled in order once they are (capacity
   // receive_buffers).

@@ -263,19 +263,19 @@ absl::Status UdEndpoint::Poll(DatagramSink& sink) {
   if (status_.ok()) PostReleased();
   ibv_wc wc[kPollBatch];
   for (;;) {
-    absl::StatusOr<int> n = cq_->Poll(absl::MakeSpan(wc));
-    if (!n.ok()) {
-      Fail(n.status());
+    const int n = cq_->Poll(absl::MakeSpan(wc));
+    if (n < 0) {
+      Fail(CompletionQueue::PollError(n));
       break;
     }
-    for (int i = 0; i < *n; ++i) {
+    for (int i = 0; i < n; ++i) {
       if ((wc[i].wr_id & kReceiveBit) != 0) {
         HandleReceiveCompletion(wc[i], sink);
       } else {
         HandleSendCompletion(wc[i], sink);
       }
     }
-    if (*n < kPollBatch) break;
+    if (n < kPollBatch) break;
   }
   return status_;
 }

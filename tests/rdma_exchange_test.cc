@@ -124,7 +124,8 @@ struct Endpoint {
     absl::Time deadline = absl::Now() + kStepTimeout;
     ibv_wc wc{};
     while (absl::Now() < deadline) {
-      DEMI_ASSIGN_OR_RETURN(auto n, cq.Poll(absl::MakeSpan(&wc, 1)));
+      const int n = cq.Poll(absl::MakeSpan(&wc, 1));
+      if (n < 0) return CompletionQueue::PollError(n);
       if (n == 0) continue;
       if (wc.status != IBV_WC_SUCCESS) {
         return absl::InternalError(
