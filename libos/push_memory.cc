@@ -11,50 +11,7 @@
 
 namespace demi::libos {
 
-int CheckPushArray(const demi_sgarray_t* sga, uint64_t* total,
-                   const char** why) {
-  if (sga == nullptr) {
-    *why = "null scatter-gather array";
-    return EINVAL;
-  }
-  if (sga->sga_numsegs == 0 || sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
-    *why = "the segment count is not 1 to DEMI_SGARRAY_MAXSIZE";
-    return EINVAL;
-  }
-  uint64_t sum = 0;
-  for (uint32_t i = 0; i < sga->sga_numsegs; ++i) {
-    if (sga->sga_segs[i].sgaseg_buf == nullptr ||
-        sga->sga_segs[i].sgaseg_len == 0) {
-      *why = "a segment is null or empty";
-      return EINVAL;
-    }
-    sum += sga->sga_segs[i].sgaseg_len;
-  }
-  *total = sum;
-  return 0;
-}
-
-void UnmappedSegments(const demi_sgarray_t& sga, rdma::Segment* out) {
-  for (uint32_t i = 0; i < sga.sga_numsegs; ++i) {
-    out[i] = {sga.sga_segs[i].sgaseg_buf, sga.sga_segs[i].sgaseg_len, 0, 0};
-  }
-}
-
-namespace {
-
-// The registered memory of a demi_sgaalloc buffer (a PoolBuffer or a
-// LargeBuffer: both registered in `pd` for local and remote read access).
-template <typename LibraryBuffer>
-rdma::RegisteredSpan LibrarySpan(const LibraryBuffer* buffer, ibv_pd* pd) {
-  return {static_cast<const uint8_t*>(buffer->data()),
-          buffer->capacity(),
-          buffer->keys().lkey,
-          buffer->keys().rkey,
-          pd,
-          /*remote_read=*/true};
-}
-
-}  // namespace
+using push_memory_internal::Inside;
 
 PushTable::PushTable(uint32_t capacity)
     : capacity_(capacity),
@@ -69,65 +26,6 @@ PushMemory::PushMemory(const rdma::DeviceRegistry& devices,
   pushes_reading_.reserve(max_pushes);
 }
 
-bool PushMemory::Classify(const void* sga_buf, Buffer* buffer) const {
-  buffer->kind = Buffer::Kind::kApplication;
-  buffer->received = nullptr;
-  if (sga_buf == nullptr) return true;
-  if (!free_when_pushed_.empty() && free_when_pushed_.contains(sga_buf)) {
-    return false;  // freed while pushes read it
-  }
-  // demi_sgaalloc buffers first (the pool's check is O(1)), then popped
-  // arrays (also O(1)), then large buffers.
-  if (devices_.pool().IsAllocated(
-          static_cast<const rdma::PoolBuffer*>(sga_buf))) {
-    buffer->kind = Buffer::Kind::kPool;
-    return true;
-  }
-  ReceiveHandle* handle = handles_.Find(sga_buf);
-  if (handle != nullptr && handle->popped) {
-    buffer->kind = Buffer::Kind::kReceived;
-    buffer->received = handle;
-    return true;
-  }
-  if (devices_.large_pool().IsAllocated(
-          static_cast<const rdma::LargeBuffer*>(sga_buf))) {
-    buffer->kind = Buffer::Kind::kLarge;
-    return true;
-  }
-  return false;
-}
-
-int PushMemory::Describe(const void* sga_buf, Buffer* buffer,
-                         const char** why) const {
-  if (!Classify(sga_buf, buffer)) {
-    *why =
-        "sga_buf is neither NULL, nor memory from demi_sgaalloc, nor a popped "
-        "array (or the array was freed)";
-    return EINVAL;
-  }
-  switch (buffer->kind) {
-    case Buffer::Kind::kApplication:
-      break;
-    case Buffer::Kind::kPool:
-      buffer->span = LibrarySpan(static_cast<const rdma::PoolBuffer*>(sga_buf),
-                                 devices_.pool_pd());
-      break;
-    case Buffer::Kind::kReceived:
-      buffer->span =
-          buffer->received->owner->HeldBuffer(buffer->received->buffer_index);
-      if (buffer->span.data == nullptr) {
-        *why = "a popped array's buffer is not held";
-        return EIO;
-      }
-      break;
-    case Buffer::Kind::kLarge:
-      buffer->span = LibrarySpan(static_cast<const rdma::LargeBuffer*>(sga_buf),
-                                 devices_.pool_pd());
-      break;
-  }
-  return 0;
-}
-
 absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
     const void* sga_buf) const {
   Buffer buffer;
@@ -136,47 +34,6 @@ absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
     return ErrnoError(e, why);
   }
   return buffer;
-}
-
-namespace {
-
-// Whether [address, address + length) lies inside [begin, begin + size).
-bool Inside(uintptr_t address, size_t length, uintptr_t begin, size_t size) {
-  return address >= begin && length <= size && address - begin <= size - length;
-}
-
-}  // namespace
-
-bool PushMemory::InlineReadableSegment(const demi_sgaseg_t& segment,
-                                       const rdma::RegisteredSpan& span,
-                                       ibv_pd* pd) {
-  const auto address = reinterpret_cast<uintptr_t>(segment.sgaseg_buf);
-  if (span.data != nullptr &&
-      Inside(address, segment.sgaseg_len,
-             reinterpret_cast<uintptr_t>(span.data), span.size)) {
-    return true;
-  }
-  const rdma::AddressRange& pages = mapped_.pages;
-  if (mapped_cache_ != nullptr && mapped_cache_->StillMapped(mapped_) &&
-      Inside(address, segment.sgaseg_len, pages.begin,
-             pages.end - pages.begin)) {
-    return true;
-  }
-  rdma::RegionCache* cache = devices_.CacheFor(pd);
-  if (cache == nullptr ||
-      !cache->FindMapped(segment.sgaseg_buf, segment.sgaseg_len, &mapped_)) {
-    return false;
-  }
-  mapped_cache_ = cache;
-  return true;
-}
-
-bool PushMemory::InlineReadable(const demi_sgarray_t& sga, const Buffer& buffer,
-                                ibv_pd* pd) {
-  for (uint32_t i = 0; i < sga.sga_numsegs; ++i) {
-    if (!InlineReadableSegment(sga.sga_segs[i], buffer.span, pd)) return false;
-  }
-  return true;
 }
 
 absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,

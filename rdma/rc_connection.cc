@@ -6,10 +6,17 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/base/attributes.h"
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+
+// The steps of posting a send (PostNow, PostDataNow, Prepare, StartRequest,
+// PostChain) are inlined into their few callers: each is small, a call
+// frame costs about as much as its body, and a constant `kind` folds
+// Prepare's switch away.
+#define DEMI_SEND_STEP ABSL_ATTRIBUTE_ALWAYS_INLINE inline
 
 namespace demi::rdma {
 namespace {
@@ -342,7 +349,7 @@ absl::Status RcConnection::PostReceive(uint32_t buffer_index) {
   return qp_->PostRecv(&wr);
 }
 
-bool RcConnection::PostNow() {
+DEMI_SEND_STEP bool RcConnection::PostNow() {
   if (queued_count_ != 0 || !established_ || !credits_->CanSendData() ||
       SendQueueFull()) {
     return false;
@@ -354,7 +361,7 @@ bool RcConnection::PostNow() {
   return true;
 }
 
-RcConnection::Posted RcConnection::PostDataNow(
+DEMI_SEND_STEP RcConnection::Posted RcConnection::PostDataNow(
     absl::Span<const Segment> segments, uint64_t cookie,
     bool may_be_done_at_post) {
   const uint16_t returned = *credits_->ConsumeForData();
@@ -531,10 +538,11 @@ absl::Status RcConnection::Enqueue(Kind kind,
   return absl::OkStatus();
 }
 
-ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
-                                   uint16_t credits_returned,
-                                   const Segment* segments,
-                                   uint32_t num_segments, uint64_t cookie) {
+DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
+                                                  uint16_t credits_returned,
+                                                  const Segment* segments,
+                                                  uint32_t num_segments,
+                                                  uint64_t cookie) {
   const uint32_t slot =
       (posted_head_ + posted_count_ + position) % send_queue_depth_;
   uint8_t* header_slot = header_memory_.get() + slot * kHeaderSlotSize;
@@ -602,8 +610,10 @@ ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
   return &wr;
 }
 
-void RcConnection::StartRequest(uint32_t slot, ibv_sge* sge, int num_sge,
-                                ibv_wr_opcode opcode, ibv_send_wr* wr) {
+DEMI_SEND_STEP void RcConnection::StartRequest(uint32_t slot, ibv_sge* sge,
+                                               int num_sge,
+                                               ibv_wr_opcode opcode,
+                                               ibv_send_wr* wr) {
   // Field by field rather than zeroing the whole request: the union of
   // opcode-specific fields is read only for the opcodes that use it (the
   // RDMA read sets wr.rdma after this).
@@ -616,8 +626,9 @@ void RcConnection::StartRequest(uint32_t slot, ibv_sge* sge, int num_sge,
   wr->imm_data = 0;
 }
 
-uint32_t RcConnection::PostChain(ibv_send_wr* first, ibv_send_wr* last,
-                                 uint32_t count, bool signal) {
+DEMI_SEND_STEP uint32_t RcConnection::PostChain(ibv_send_wr* first,
+                                                ibv_send_wr* last,
+                                                uint32_t count, bool signal) {
   // One doorbell for the whole chain; only the last request is signaled:
   // RC completes in order, so its completion retires the ones before it.
   last->next = nullptr;
@@ -1179,29 +1190,6 @@ void RcConnection::PostReleased() {
       return;
     }
   }
-}
-
-RegisteredSpan RcConnection::HeldBuffer(uint32_t buffer_index) const {
-  RegisteredSpan span;
-  if (buffer_index >= options_.receive_buffers || !held_[buffer_index]) {
-    return span;
-  }
-  span.pd = pd_;
-  const LargeBuffer* memory = inbound_[buffer_index].memory;
-  if (memory != nullptr) {
-    span.data = static_cast<const uint8_t*>(memory->data());
-    span.size = memory->capacity();
-    span.lkey = memory->keys().lkey;
-    span.rkey = memory->keys().rkey;
-    span.remote_read = true;  // LargeBufferPool registers for peers to read
-    return span;
-  }
-  span.data = receive_memory_.get() +
-              static_cast<size_t>(buffer_index) * receive_buffer_size_;
-  span.size = receive_buffer_size_;
-  span.lkey = receive_mr_->get()->lkey;
-  span.rkey = receive_mr_->get()->rkey;
-  return span;  // registered IBV_ACCESS_LOCAL_WRITE only
 }
 
 void RcConnection::Fail(absl::Status status) {

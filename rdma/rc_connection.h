@@ -450,13 +450,13 @@ class RcConnection final : private CompletionHandler {
   ibv_send_wr* Prepare(uint32_t position, Kind kind, uint16_t credits_returned,
                        const Segment* segments, uint32_t num_segments,
                        uint64_t cookie);
-  // Posts a chain of `count` prepared requests with one ibv_post_send,
-  // signaling only the last (none if !signal); returns how many were posted
-  // (all, unless the post failed, which fails the connection).
   // Fills the fields every request sets (id of `slot`, its gather list,
   // opcode; not signaled, no immediate, not chained).
   void StartRequest(uint32_t slot, ibv_sge* sge, int num_sge,
                     ibv_wr_opcode opcode, ibv_send_wr* wr);
+  // Posts a chain of `count` prepared requests with one ibv_post_send,
+  // signaling only the last (none if !signal); returns how many were posted
+  // (all, unless the post failed, which fails the connection).
   uint32_t PostChain(ibv_send_wr* first, ibv_send_wr* last, uint32_t count,
                      bool signal = true);
   // Posts one SEND now; the caller checked credits and send-queue room.
@@ -588,6 +588,30 @@ class RcConnection final : private CompletionHandler {
   uint32_t dones_count_ = 0;
   uint32_t rd_atomic_ = 1;  // RDMA READs in flight the QP allows
 };
+
+// Inline: every push of a popped array asks.
+inline RegisteredSpan RcConnection::HeldBuffer(uint32_t buffer_index) const {
+  RegisteredSpan span;
+  if (buffer_index >= options_.receive_buffers || !held_[buffer_index]) {
+    return span;
+  }
+  span.pd = pd_;
+  const LargeBuffer* memory = inbound_[buffer_index].memory;
+  if (memory != nullptr) {
+    span.data = static_cast<const uint8_t*>(memory->data());
+    span.size = memory->capacity();
+    span.lkey = memory->keys().lkey;
+    span.rkey = memory->keys().rkey;
+    span.remote_read = true;  // LargeBufferPool registers for peers to read
+    return span;
+  }
+  span.data = receive_memory_.get() +
+              static_cast<size_t>(buffer_index) * receive_buffer_size_;
+  span.size = receive_buffer_size_;
+  span.lkey = receive_mr_->get()->lkey;
+  span.rkey = receive_mr_->get()->rkey;
+  return span;  // registered IBV_ACCESS_LOCAL_WRITE only
+}
 
 }  // namespace demi::rdma
 
