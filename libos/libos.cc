@@ -194,11 +194,12 @@ TokenState LibOS::WaitLoop(absl::Duration timeout, Look look) {
   }
   // One look per round, after it: a result another thread's round
   // delivered while the lock was dropped is seen after this thread's next
-  // round.
-  for (;;) {
+  // round. The first round of each wait catches up on periodic sources a
+  // program that waits seldom has left idle (ProgressEngine).
+  for (bool first = true;; first = false) {
     {
       demi::MutexLock lock(&mu_);
-      progress_.Round();
+      progress_.Round(/*catch_up=*/first);
       const TokenState state = look();
       if (state != TokenState::kPending) return state;
     }

@@ -18,6 +18,13 @@
 // rounds (the LibOS destroys its sockets only when no round can run). A
 // source must not add sources.
 //
+// Rounds are not evenly spaced in time: a program that polls with
+// zero-timeout waits and works in between may run one round a millisecond.
+// So the first round of each wait is a catch-up round (Round(true)): a
+// periodic source is also polled then if kCatchUpTicks of the tick counter
+// have passed since it last ran. That costs one read of the counter per
+// wait, never one per spinning round.
+//
 // Thread-safety: none; the LibOS mutex guards the engine and every round.
 // The hot path (Round) makes no allocation and no lookup.
 
@@ -39,21 +46,44 @@ namespace demi::libos {
 // about a tenth of the spin time was spent in them.
 inline constexpr uint32_t kCmPollInterval = 1024;
 
+// Ticks after which a catch-up round polls a periodic source whatever the
+// round count: 2^22 of the x86 time-stamp counter (1-4 ms at 1-4 GHz), or
+// of nanoseconds elsewhere (4 ms).
+inline constexpr uint64_t kCatchUpTicks = uint64_t{1} << 22;
+
+// The tick counter ProgressEngine reads by default: the time-stamp counter
+// on x86-64 (rdtsc, a few nanoseconds even under emulation), monotonic
+// nanoseconds elsewhere.
+uint64_t ReadTicks();
+
 class ProgressEngine {
  public:
   using Source = std::function<void()>;
+
+  // `ticks` is the tick counter (ReadTicks outside tests).
+  explicit ProgressEngine(uint64_t (*ticks)() = &ReadTicks) : ticks_(ticks) {}
 
   // Registers `poll`, called every `interval` rounds (rounded up to a power
   // of two; 0 counts as 1), starting with the next round that is a multiple
   // of it.
   void Add(uint32_t interval, Source poll);
 
-  // One round: polls every source that is due.
-  void Round() {
+  // One round: polls every source that is due. With `catch_up` (the first
+  // round of a wait), a periodic source not polled for kCatchUpTicks is due
+  // too.
+  void Round(bool catch_up = false) {
     ++rounds_;
     for (Entry& entry : every_round_) entry.poll();
+    if (periodic_.empty()) return;
+    const bool counted = (rounds_ & periodic_mask_min_) == 0;
+    if (!counted && !catch_up) return;
+    const uint64_t now = ticks_();
     for (Entry& entry : periodic_) {
-      if ((rounds_ & entry.mask) == 0) entry.poll();
+      if ((rounds_ & entry.mask) == 0 ||
+          (catch_up && now - entry.last_ticks >= kCatchUpTicks)) {
+        entry.last_ticks = now;
+        entry.poll();
+      }
     }
   }
 
@@ -64,9 +94,14 @@ class ProgressEngine {
   struct Entry {
     uint64_t mask;  // interval - 1
     Source poll;
+    uint64_t last_ticks = 0;  // when it was last polled (periodic sources)
   };
+  uint64_t (*const ticks_)();
   std::vector<Entry> every_round_;
   std::vector<Entry> periodic_;
+  // The smallest periodic mask: no periodic source is due by count in a
+  // round that is not a multiple of it (masks are 2^k - 1, nested).
+  uint64_t periodic_mask_min_ = ~uint64_t{0};
   uint64_t rounds_ = 0;
 };
 

@@ -44,5 +44,41 @@ TEST(ProgressEngineTest, EveryRoundSourcesComeFirstThenRegistrationOrder) {
                                       "every b", "periodic a", "periodic b"}));
 }
 
+uint64_t fake_ticks = 0;
+uint64_t FakeTicks() { return fake_ticks; }
+
+TEST(ProgressEngineTest, ACatchUpRoundPollsAPeriodicSourceLeftIdleTooLong) {
+  fake_ticks = 1000;
+  ProgressEngine engine(&FakeTicks);
+  int polls = 0;
+  engine.Add(1024, [&] { ++polls; });
+  // Not yet long enough: a catch-up round polls nothing early.
+  fake_ticks += kCatchUpTicks - 1;
+  engine.Round(/*catch_up=*/true);
+  EXPECT_EQ(polls, 0);
+  // Long enough, but an ordinary round does not read the clock.
+  fake_ticks += 1;
+  engine.Round();
+  EXPECT_EQ(polls, 0);
+  engine.Round(/*catch_up=*/true);
+  EXPECT_EQ(polls, 1);
+  // Polled just now: the next catch-up rounds wait for the interval again.
+  engine.Round(/*catch_up=*/true);
+  EXPECT_EQ(polls, 1);
+  // The count still makes it due every 1024th round.
+  while (engine.rounds() % 1024 != 0) engine.Round();
+  EXPECT_EQ(polls, 2);
+  EXPECT_EQ(engine.rounds(), 1024u);
+}
+
+TEST(ProgressEngineTest, CatchUpRoundsStillPollEveryRoundSources) {
+  ProgressEngine engine(&FakeTicks);
+  int every = 0;
+  engine.Add(1, [&] { ++every; });
+  engine.Round(/*catch_up=*/true);
+  engine.Round();
+  EXPECT_EQ(every, 2);
+}
+
 }  // namespace
 }  // namespace demi::libos

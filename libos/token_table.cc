@@ -7,16 +7,8 @@
 namespace demi::libos {
 namespace {
 
-constexpr uint32_t kNil = UINT32_MAX;  // end of a slot list
-
 constexpr demi_qtoken_t MakeToken(uint32_t generation, uint32_t index) {
   return (static_cast<demi_qtoken_t>(generation) << 32) | index;
-}
-constexpr uint32_t TokenGeneration(demi_qtoken_t qt) {
-  return static_cast<uint32_t>(qt >> 32);
-}
-constexpr uint32_t TokenIndex(demi_qtoken_t qt) {
-  return static_cast<uint32_t>(qt);
 }
 
 // Never 0, so that no token is 0 (nor a small integer such as a qd).
@@ -30,20 +22,6 @@ absl::Status InvalidToken() {
 
 }  // namespace
 
-struct TokenTable::Slot {
-  enum class State : uint8_t { kFree, kPending, kDone };
-
-  uint32_t generation = 1;
-  State state = State::kFree;
-  int qd = -1;
-  demi_opcode_t opcode = DEMI_OPC_INVALID;
-  // Free: next free slot. Done: next (newer) entry of the ready FIFO.
-  uint32_t next = kNil;
-  // Done: previous (older) entry of the ready FIFO.
-  uint32_t prev = kNil;
-  demi_qresult_t result{};  // meaningful when done
-};
-
 TokenTable::TokenTable(uint32_t capacity)
     : capacity_(capacity < kMaxCapacity ? capacity : kMaxCapacity),
       slots_(new Slot[capacity_]),
@@ -56,19 +34,6 @@ TokenTable::TokenTable(uint32_t capacity)
 }
 
 TokenTable::~TokenTable() = default;
-
-TokenTable::Slot* TokenTable::Find(demi_qtoken_t qt) {
-  return const_cast<Slot*>(static_cast<const TokenTable*>(this)->Find(qt));
-}
-
-const TokenTable::Slot* TokenTable::Find(demi_qtoken_t qt) const {
-  const uint32_t index = TokenIndex(qt);
-  if (index >= capacity_) return nullptr;
-  const Slot& slot = slots_[index];
-  if (slot.state == Slot::State::kFree) return nullptr;
-  if (slot.generation != TokenGeneration(qt)) return nullptr;
-  return &slot;
-}
 
 absl::StatusOr<demi_qtoken_t> TokenTable::Allocate(int qd,
                                                    demi_opcode_t opcode) {
@@ -111,7 +76,7 @@ demi_qresult_t* TokenTable::CompleteInPlace(demi_qtoken_t qt,
                                             demi_opcode_t opcode) {
   Slot* slot = Find(qt);
   if (slot == nullptr || slot->state != Slot::State::kPending) return nullptr;
-  const uint32_t index = TokenIndex(qt);
+  const uint32_t index = IndexOf(qt);
   slot->result.qr_opcode = opcode;
   slot->result.qr_qt = qt;
   slot->result.qr_qd = slot->qd;
@@ -167,7 +132,7 @@ absl::Status TokenTable::Release(demi_qtoken_t qt) {
                       "operation already completed; take its result instead");
   }
   --pending_count_;
-  FreeSlot(TokenIndex(qt));
+  FreeSlot(IndexOf(qt));
   return absl::OkStatus();
 }
 
@@ -185,15 +150,11 @@ absl::StatusOr<demi_qresult_t> TokenTable::Take(demi_qtoken_t qt) {
   return ErrnoError(EAGAIN, "operation still pending");
 }
 
-TokenState TokenTable::TakeIfDone(demi_qtoken_t qt, demi_qresult_t* out) {
-  Slot* slot = Find(qt);
-  if (slot == nullptr) return TokenState::kInvalid;
-  if (slot->state != Slot::State::kDone) return TokenState::kPending;
-  CopyResult(slot->result, out);
-  const uint32_t index = TokenIndex(qt);
+void TokenTable::TakeDoneSlot(demi_qtoken_t qt, demi_qresult_t* out) {
+  const uint32_t index = IndexOf(qt);
+  CopyResult(slots_[index].result, out);
   UnlinkReady(index);
   FreeSlot(index);
-  return TokenState::kDone;
 }
 
 size_t TokenTable::TakeReady(absl::Span<demi_qresult_t> out) {

@@ -168,7 +168,14 @@ class TokenTable {
   // TakeDone() and StateOf() in one lookup, for the wait loop: kDone if it
   // took the result (as TakeDone), else the token's state (kPending or
   // kInvalid), nothing changed.
-  TokenState TakeIfDone(demi_qtoken_t qt, demi_qresult_t* out);
+  // Inline: a spinning wait asks once per round.
+  TokenState TakeIfDone(demi_qtoken_t qt, demi_qresult_t* out) {
+    const Slot* slot = Find(qt);
+    if (slot == nullptr) return TokenState::kInvalid;
+    if (slot->state != Slot::State::kDone) return TokenState::kPending;
+    TakeDoneSlot(qt, out);
+    return TokenState::kDone;
+  }
 
   // Takes up to out.size() results from the head of the ready FIFO, in the
   // order their operations completed, consuming their tokens. Returns how
@@ -189,7 +196,7 @@ class TokenTable {
   // The slot of a token this table issued: in [0, capacity()), the same for
   // no two live tokens. For callers that keep data per operation in an
   // array of capacity() entries (they must still compare the token).
-  static uint32_t IndexOf(demi_qtoken_t qt) {
+  static constexpr uint32_t IndexOf(demi_qtoken_t qt) {
     return static_cast<uint32_t>(qt);
   }
 
@@ -201,11 +208,42 @@ class TokenTable {
   size_t capacity() const { return capacity_; }
 
  private:
-  struct Slot;
+  static constexpr uint32_t kNil = UINT32_MAX;  // end of a slot list
+
+  // The generation half of a token (IndexOf() is the other half).
+  static constexpr uint32_t GenerationOf(demi_qtoken_t qt) {
+    return static_cast<uint32_t>(qt >> 32);
+  }
+
+  struct Slot {
+    enum class State : uint8_t { kFree, kPending, kDone };
+
+    uint32_t generation = 1;
+    State state = State::kFree;
+    int qd = -1;
+    demi_opcode_t opcode = DEMI_OPC_INVALID;
+    // Free: next free slot. Done: next (newer) entry of the ready FIFO.
+    uint32_t next = kNil;
+    // Done: previous (older) entry of the ready FIFO.
+    uint32_t prev = kNil;
+    demi_qresult_t result{};  // meaningful when done
+  };
 
   // Returns the slot of a pending or done token, or nullptr.
-  Slot* Find(demi_qtoken_t qt);
-  const Slot* Find(demi_qtoken_t qt) const;
+  Slot* Find(demi_qtoken_t qt) {
+    return const_cast<Slot*>(static_cast<const TokenTable*>(this)->Find(qt));
+  }
+  const Slot* Find(demi_qtoken_t qt) const {
+    const uint32_t index = IndexOf(qt);
+    if (index >= capacity_) return nullptr;
+    const Slot& slot = slots_[index];
+    if (slot.state == Slot::State::kFree) return nullptr;
+    if (slot.generation != GenerationOf(qt)) return nullptr;
+    return &slot;
+  }
+  // TakeIfDone() of a done token: copies its result to *out, unlinks it
+  // and frees its slot.
+  void TakeDoneSlot(demi_qtoken_t qt, demi_qresult_t* out);
 
   // Unlinks a done slot from the ready FIFO.
   void UnlinkReady(uint32_t index);
