@@ -38,7 +38,8 @@ namespace demi::libos {
 
 class DatagramSockets final : public Sockets {
  public:
-  explicit DatagramSockets(SocketContext& context) : ctx_(context) {}
+  explicit DatagramSockets(SocketContext& context)
+      : ctx_(context), queues_(context.worker) {}
 
   absl::StatusOr<int> Open(int protocol) override;
   absl::Status Bind(int qd, const sockaddr* address, socklen_t size) override;

@@ -13,10 +13,53 @@
 
 namespace demi::libos {
 
-LibOS::LibOS(const LibOSOptions& options)
-    : options_(options),
-      tokens_(options.max_operations),
-      pushes_(static_cast<uint32_t>(tokens_.capacity())) {}
+namespace {
+
+absl::Status NoSuchQueue(int qd) {
+  return ErrnoError(EBADF, absl::StrCat("no queue ", qd));
+}
+
+// The calling thread's worker, per LibOS (a new LibOS at the same address
+// would only inherit an index, which is valid for any LibOS).
+struct ThreadWorker {
+  const void* os = nullptr;
+  uint32_t index = 0;
+};
+thread_local ThreadWorker this_thread;
+
+// Where demi_wait_any starts looking, per thread, so a busy early token
+// cannot starve later ones.
+thread_local uint32_t wait_any_start = 0;
+
+// Sums the workers' datagram counters: the device's own drop counter is
+// the same device's in each, so it is not summed.
+void AddDatagramStats(const DatagramStats& from, DatagramStats* to) {
+  to->sent += from.sent;
+  to->send_failed += from.send_failed;
+  to->received += from.received;
+  to->malformed += from.malformed;
+  to->filtered += from.filtered;
+  to->receive_queue_empty += from.receive_queue_empty;
+  if (from.device_drops_reported) {
+    to->device_drops_reported = true;
+    if (from.device_dropped > to->device_dropped) {
+      to->device_dropped = from.device_dropped;
+    }
+  }
+  to->ah_hits += from.ah_hits;
+  to->ah_misses += from.ah_misses;
+  to->ah_entries += from.ah_entries;
+  to->resolution_failures += from.resolution_failures;
+  to->route_refreshes += from.route_refreshes;
+  to->route_changes += from.route_changes;
+  to->route_drops += from.route_drops;
+  if (from.max_payload != 0 &&
+      (to->max_payload == 0 || from.max_payload < to->max_payload)) {
+    to->max_payload = from.max_payload;
+  }
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
     const LibOSOptions& options) {
@@ -27,29 +70,57 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
       os->devices_, rdma::DeviceRegistry::Create(pool, options.region_cache,
                                                  options.region_cache_enabled,
                                                  options.large_pool));
-  demi::MutexLock lock(&os->mu_);
-  os->memory_.emplace(*os->devices_, os->handles_, options.max_operations);
-  os->context_.emplace(SocketContext{os->options_, *os->devices_, os->tokens_,
-                                     os->handles_, *os->memory_, os->pushes_,
-                                     os->progress_});
-  DEMI_ASSIGN_OR_RETURN(os->streams_, StreamSockets::Create(*os->context_));
-  os->datagrams_ = std::make_unique<DatagramSockets>(*os->context_);
+  os->library_memory_.emplace(*os->devices_, os->handles_, kMaxQdWorkers,
+                              [](ReceiveHandle&) {});
+  // The first worker now, so that what a worker needs (an event channel,
+  // completion queues) fails demi_init, not the first demi_socket.
+  absl::Status error;
+  if (os->ThisThreadsWorker(&error) == nullptr) return error;
   return os;
 }
 
 LibOS::~LibOS() {
-  demi::MutexLock lock(&mu_);
-  // Connections and datagram sockets go before the protection domains.
-  streams_.reset();
-  datagrams_.reset();
-  // Their queue pairs are gone: nothing reads the pushed memory any more.
-  // Popped arrays went with their queues.
-  if (memory_.has_value()) {
-    pushes_.ForEach([this](const PushRecord& record)
-                        ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under mu_
-                          memory_->Abandon(record);
-                        });
+  closing_.store(true, std::memory_order_release);
+  // Each worker destroys its queue pairs before the devices go.
+  for (std::unique_ptr<Worker>& worker : owned_workers_) worker.reset();
+}
+
+Worker* LibOS::ThisThreadsWorker(absl::Status* error) {
+  if (this_thread.os != this) {
+    this_thread.os = this;
+    this_thread.index =
+        next_worker_.fetch_add(1, std::memory_order_relaxed) % kMaxQdWorkers;
   }
+  const uint32_t index = this_thread.index;
+  if (Worker* worker = WorkerAt(index); worker != nullptr) return worker;
+  demi::MutexLock lock(&make_mu_);
+  if (Worker* worker = WorkerAt(index); worker != nullptr) return worker;
+  absl::StatusOr<std::unique_ptr<Worker>> made =
+      Worker::Create(index, options_, *devices_, handles_,
+                     [this](ReceiveHandle& handle) { ReturnToOwner(handle); });
+  if (!made.ok()) {
+    *error = made.status();
+    return nullptr;
+  }
+  owned_workers_[index] = *std::move(made);
+  workers_[index].store(owned_workers_[index].get(), std::memory_order_release);
+  worker_count_.fetch_add(1, std::memory_order_acq_rel);
+  return owned_workers_[index].get();
+}
+
+void LibOS::ReturnToOwner(ReceiveHandle& handle) {
+  if (closing_.load(std::memory_order_acquire)) return;  // queues going too
+  if (Worker* owner = WorkerAt(handle.worker); owner != nullptr) {
+    owner->ReturnLater(handle);
+  }
+}
+
+template <typename Result, typename Call>
+Result LibOS::OnQueue(int qd, Call call) {
+  Worker* worker = WorkerOfQd(qd);
+  if (worker == nullptr) return NoSuchQueue(qd);
+  demi::MutexLock lock(&worker->mu());
+  return call(worker->KindOf(qd));
 }
 
 absl::StatusOr<int> LibOS::Socket(int domain, int type, int protocol) {
@@ -61,67 +132,69 @@ absl::StatusOr<int> LibOS::Socket(int domain, int type, int protocol) {
                       absl::StrCat("socket type ", type,
                                    " (SOCK_STREAM and SOCK_DGRAM only)"));
   }
-  demi::MutexLock lock(&mu_);
-  if (type == SOCK_DGRAM) return datagrams_->Open(protocol);
-  return streams_->Open(protocol);
+  absl::Status error;
+  Worker* worker = ThisThreadsWorker(&error);
+  if (worker == nullptr) return error;
+  demi::MutexLock lock(&worker->mu());
+  if (type == SOCK_DGRAM) return worker->datagrams().Open(protocol);
+  return worker->streams().Open(protocol);
 }
 
 absl::Status LibOS::Bind(int qd, const sockaddr* address, socklen_t size) {
-  demi::MutexLock lock(&mu_);
-  return KindOf(qd).Bind(qd, address, size);
+  return OnQueue<absl::Status>(
+      qd, [&](Sockets& s) { return s.Bind(qd, address, size); });
 }
 
 absl::Status LibOS::Listen(int qd, int backlog) {
-  demi::MutexLock lock(&mu_);
-  return KindOf(qd).Listen(qd, backlog);
+  return OnQueue<absl::Status>(
+      qd, [&](Sockets& s) { return s.Listen(qd, backlog); });
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::Accept(int qd) {
-  demi::MutexLock lock(&mu_);
-  return KindOf(qd).Accept(qd);
+  return OnQueue<absl::StatusOr<demi_qtoken_t>>(
+      qd, [&](Sockets& s) { return s.Accept(qd); });
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::Connect(int qd, const sockaddr* address,
                                              socklen_t size) {
-  demi::MutexLock lock(&mu_);
-  return KindOf(qd).Connect(qd, address, size);
+  return OnQueue<absl::StatusOr<demi_qtoken_t>>(
+      qd, [&](Sockets& s) { return s.Connect(qd, address, size); });
 }
 
 absl::Status LibOS::Close(int qd) {
-  demi::MutexLock lock(&mu_);
-  return KindOf(qd).Close(qd);
+  return OnQueue<absl::Status>(qd, [&](Sockets& s) { return s.Close(qd); });
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {
-  demi::MutexLock lock(&mu_);
-  return KindOf(qd).Push(qd, sga);
+  return OnQueue<absl::StatusOr<demi_qtoken_t>>(
+      qd, [&](Sockets& s) { return s.Push(qd, sga); });
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::PushTo(int qd, const demi_sgarray_t* sga,
                                             const sockaddr* address,
                                             socklen_t size) {
-  demi::MutexLock lock(&mu_);
-  return KindOf(qd).PushTo(qd, sga, address, size);
+  return OnQueue<absl::StatusOr<demi_qtoken_t>>(
+      qd, [&](Sockets& s) { return s.PushTo(qd, sga, address, size); });
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::Pop(int qd) {
-  demi::MutexLock lock(&mu_);
-  return KindOf(qd).Pop(qd);
+  return OnQueue<absl::StatusOr<demi_qtoken_t>>(
+      qd, [&](Sockets& s) { return s.Pop(qd); });
 }
 
 absl::Status LibOS::GetPeerName(int qd, sockaddr* address, socklen_t* size) {
-  demi::MutexLock lock(&mu_);
-  return KindOf(qd).GetPeerName(qd, address, size);
+  return OnQueue<absl::Status>(
+      qd, [&](Sockets& s) { return s.GetPeerName(qd, address, size); });
 }
 
 absl::Status LibOS::SetLinger(int qd, const void* value, socklen_t size) {
-  demi::MutexLock lock(&mu_);
-  return KindOf(qd).SetLinger(qd, value, size);
+  return OnQueue<absl::Status>(
+      qd, [&](Sockets& s) { return s.SetLinger(qd, value, size); });
 }
 
 absl::Status LibOS::GetLinger(int qd, void* value, socklen_t* size) {
-  demi::MutexLock lock(&mu_);
-  return KindOf(qd).GetLinger(qd, value, size);
+  return OnQueue<absl::Status>(
+      qd, [&](Sockets& s) { return s.GetLinger(qd, value, size); });
 }
 
 demi_sgarray_t LibOS::SgaAlloc(size_t size) {
@@ -167,12 +240,19 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
   if (sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
     return ErrnoError(EINVAL, "bad segment count");
   }
-  demi::MutexLock lock(&mu_);
-  DEMI_RETURN_IF_ERROR(memory_->Free(sga->sga_buf));
-  // The array may have been a closed socket's last.
-  streams_->Reap();
-  datagrams_->Reap();
-  return absl::OkStatus();
+  // A popped array goes back to its queue under its worker's lock.
+  if (const ReceiveHandle* handle = handles_.Find(sga->sga_buf)) {
+    Worker* owner = WorkerAt(handle->worker);
+    if (owner == nullptr) return ErrnoError(EINVAL, "a handle of no worker");
+    demi::MutexLock lock(&owner->mu());
+    DEMI_RETURN_IF_ERROR(owner->memory().Free(sga->sga_buf));
+    // The array may have been a closed socket's last.
+    owner->streams().Reap();
+    owner->datagrams().Reap();
+    return absl::OkStatus();
+  }
+  // Library memory: the pools and the buffers' pins are thread-safe.
+  return library_memory_->Free(sga->sga_buf);
 }
 
 rdma::RegionCacheStats LibOS::CacheStats() const {
@@ -180,16 +260,24 @@ rdma::RegionCacheStats LibOS::CacheStats() const {
 }
 
 DatagramStats LibOS::DatagramStatistics() const {
-  demi::MutexLock lock(&mu_);
-  return datagrams_->Statistics();
+  DatagramStats sum;
+  for (uint32_t i = 0; i < kMaxQdWorkers; ++i) {
+    Worker* worker = WorkerAt(i);
+    if (worker == nullptr) continue;
+    demi::MutexLock lock(&worker->mu());
+    AddDatagramStats(worker->DatagramStatistics(), &sum);
+  }
+  return sum;
 }
 
 template <typename Look>
-TokenState LibOS::WaitLoop(absl::Duration timeout, Look look) {
+TokenState LibOS::WaitLoop(uint32_t workers, absl::Duration timeout,
+                           Look look) {
   Deadline deadline(timeout);
-  {
-    demi::MutexLock lock(&mu_);
-    const TokenState state = look();
+  for (uint32_t m = workers; m != 0; m &= m - 1) {
+    Worker& worker = *WorkerAt(static_cast<uint32_t>(__builtin_ctz(m)));
+    demi::MutexLock lock(&worker.mu());
+    const TokenState state = look(worker);
     if (state != TokenState::kPending) return state;
   }
   // One look per round, after it: a result another thread's round
@@ -197,13 +285,14 @@ TokenState LibOS::WaitLoop(absl::Duration timeout, Look look) {
   // round. The first round of each wait catches up on periodic sources a
   // program that waits seldom has left idle (ProgressEngine).
   for (bool first = true;; first = false) {
-    {
-      demi::MutexLock lock(&mu_);
-      progress_.Round(/*catch_up=*/first);
-      const TokenState state = look();
+    for (uint32_t m = workers; m != 0; m &= m - 1) {
+      Worker& worker = *WorkerAt(static_cast<uint32_t>(__builtin_ctz(m)));
+      demi::MutexLock lock(&worker.mu());
+      worker.Round(/*catch_up=*/first);
+      const TokenState state = look(worker);
       if (state != TokenState::kPending) return state;
     }
-    // The lock is dropped here, so other threads get in between rounds.
+    // The locks are dropped here, so other threads get in between rounds.
     if (deadline.Passed()) return TokenState::kPending;
   }
 }
@@ -211,10 +300,14 @@ TokenState LibOS::WaitLoop(absl::Duration timeout, Look look) {
 absl::Status LibOS::Wait(demi_qtoken_t qt, absl::Duration timeout,
                          demi_qresult_t* result) {
   if (result == nullptr) return ErrnoError(EINVAL, "null result");
-  const TokenState state =
-      WaitLoop(timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return tokens_.TakeIfDone(qt, result);
-      });
+  Worker* owner = WorkerOfToken(qt);
+  TokenState state = TokenState::kInvalid;
+  if (owner != nullptr) {
+    state = WaitLoop(uint32_t{1} << owner->index(), timeout,
+                     [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                       return worker.tokens().TakeIfDone(qt, result);
+                     });
+  }
   switch (state) {
     case TokenState::kDone:
       return absl::OkStatus();
@@ -232,17 +325,27 @@ absl::StatusOr<int> LibOS::WaitAny(absl::Span<const demi_qtoken_t> qts,
   if (result == nullptr || qts.empty() || qts.data() == nullptr) {
     return ErrnoError(EINVAL, "bad result or token array");
   }
+  uint32_t workers = 0;
+  for (size_t i = 0; i < qts.size(); ++i) {
+    Worker* owner = WorkerOfToken(qts[i]);
+    if (owner == nullptr) {
+      return ErrnoError(EINVAL,
+                        absl::StrCat("queue token at ", i, " is invalid"));
+    }
+    workers |= uint32_t{1} << owner->index();
+  }
   size_t index = 0;  // of the token taken, or of the invalid one
-  const TokenState state =
-      WaitLoop(timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  const TokenState state = WaitLoop(
+      workers, timeout, [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
         // Start after the index returned last time, so a busy early token
-        // cannot starve later ones.
-        const size_t start = wait_any_start_ % qts.size();
+        // cannot starve later ones; only this worker's tokens.
+        const size_t start = wait_any_start % qts.size();
         for (size_t k = 0; k < qts.size(); ++k) {
           index = (start + k) % qts.size();
-          const TokenState one = tokens_.TakeIfDone(qts[index], result);
+          if (TokenTable::TagOf(qts[index]) != worker.index()) continue;
+          const TokenState one = worker.tokens().TakeIfDone(qts[index], result);
           if (one == TokenState::kDone) {
-            wait_any_start_ = static_cast<uint32_t>(index + 1);
+            wait_any_start = static_cast<uint32_t>(index + 1);
           }
           if (one != TokenState::kPending) return one;
         }
@@ -265,10 +368,14 @@ absl::StatusOr<int> LibOS::WaitNextN(absl::Span<demi_qresult_t> results,
   if (results.empty() || results.data() == nullptr) {
     return ErrnoError(EINVAL, "bad result array");
   }
+  uint32_t workers = 0;
+  for (uint32_t i = 0; i < kMaxQdWorkers; ++i) {
+    if (WorkerAt(i) != nullptr) workers |= uint32_t{1} << i;
+  }
   size_t taken = 0;
-  const TokenState state =
-      WaitLoop(timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        taken = tokens_.TakeReady(results);
+  const TokenState state = WaitLoop(
+      workers, timeout, [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        taken = worker.tokens().TakeReady(results);
         return taken > 0 ? TokenState::kDone : TokenState::kPending;
       });
   if (state == TokenState::kDone) return static_cast<int>(taken);

@@ -1,14 +1,16 @@
 // LibOS: the state behind the demi_* C API (see DESIGN.md).
 //
-// The table of sockets and the entry points: every call on a qd goes to the
-// sockets of its kind (StreamSockets or DatagramSockets, behind the Sockets
-// interface; the qd's kind bit says which), and the waits run the one wait
-// loop over the token table and the progress engine. The LibOS owns what
-// every socket kind shares (SocketContext): the token table, the
-// per-device resources, pushed-memory bookkeeping and popped arrays'
-// handles. Every public method is safe from any thread: one mutex guards
-// the state, and the wait methods drop it between polling rounds so other
-// threads get in. Errors are absl::Status values carrying the positive
+// The entry points and the workers: every call on a qd goes to the worker
+// the qd names (worker.h), and there to the sockets of its kind
+// (StreamSockets or DatagramSockets, behind the Sockets interface; the qd's
+// kind bit says which); a new socket goes to the calling thread's worker.
+// The waits run the one wait loop over the token tables and progress
+// engines of the workers their tokens name. The LibOS owns what every
+// worker shares: the per-device resources and popped arrays' handles.
+// Every public method is safe from any thread: each worker has its own
+// mutex, and the wait methods drop it between polling rounds so other
+// threads get in; two threads on queues of different workers share no lock
+// on the data path. Errors are absl::Status values carrying the positive
 // errno the C API returns (common/errno_status.h).
 //
 // Memory: demi_sgaalloc memory comes from the registered pools; popped memory
@@ -45,6 +47,7 @@
 #include "libos/sockets.h"
 #include "libos/stream_sockets.h"
 #include "libos/token_table.h"
+#include "libos/worker.h"
 #include "rdma/device_registry.h"
 #include "rdma/region_cache.h"
 
@@ -81,7 +84,7 @@ class LibOS {
 
   // The memory-region caches' counters (summed over devices).
   rdma::RegionCacheStats CacheStats() const;
-  // Datagram sockets' counters.
+  // Datagram sockets' counters (summed over workers).
   DatagramStats DatagramStatistics() const;
 
   // Waits at most `timeout` (InfiniteDuration: forever; zero: poll once).
@@ -94,42 +97,61 @@ class LibOS {
   absl::StatusOr<int> WaitNextN(absl::Span<demi_qresult_t> results,
                                 absl::Duration timeout);
 
- private:
-  explicit LibOS(const LibOSOptions& options);
-
-  // The sockets of `qd`'s kind (the kind bit; a qd of neither kind goes to
-  // the stream sockets, which answer EBADF).
-  Sockets& KindOf(int qd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (qd > 0 && QdKind(qd) == 1) return *datagrams_;
-    return *streams_;
+  // Workers made so far (one per thread that created queues, up to
+  // kMaxQdWorkers; then threads share them).
+  uint32_t worker_count() const {
+    return worker_count_.load(std::memory_order_acquire);
   }
 
-  // The one wait loop behind Wait, WaitAny and WaitNextN: `look` (called
-  // under mu_) takes what the wait wants and says kDone, kInvalid (the wait
-  // fails), or kPending (look again after a round of progress). Returns
-  // kPending when `timeout` passed first. mu_ is dropped between rounds.
+ private:
+  explicit LibOS(const LibOSOptions& options) : options_(options) {}
+
+  // The calling thread's worker, made on its first call (null only if it
+  // cannot be made: *error says why).
+  Worker* ThisThreadsWorker(absl::Status* error);
+  // The worker a qd or token names, or null if none does.
+  Worker* WorkerAt(uint32_t index) const {
+    return index < kMaxQdWorkers
+               ? workers_[index].load(std::memory_order_acquire)
+               : nullptr;
+  }
+  Worker* WorkerOfQd(int qd) const {
+    return qd > 0 ? WorkerAt(QdWorker(qd)) : nullptr;
+  }
+  Worker* WorkerOfToken(demi_qtoken_t qt) const {
+    return WorkerAt(TokenTable::TagOf(qt));
+  }
+  // Gives back a popped array's buffer released on another worker.
+  void ReturnToOwner(ReceiveHandle& handle);
+  // `call(sockets)` under the lock of the worker of `qd` (EBADF if none).
+  template <typename Result, typename Call>
+  Result OnQueue(int qd, Call call);
+
+  // The one wait loop behind Wait, WaitAny and WaitNextN, over the workers
+  // in `workers` (a bit per worker index): `look(worker)` (called under
+  // that worker's lock) takes what the wait wants from it and says kDone,
+  // kInvalid (the wait fails), or kPending (look again after a round of
+  // progress). Returns kPending when `timeout` passed first. Each lock is
+  // dropped between rounds.
   template <typename Look>
-  TokenState WaitLoop(absl::Duration timeout, Look look)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  TokenState WaitLoop(uint32_t workers, absl::Duration timeout, Look look);
 
   const LibOSOptions options_;
-  mutable demi::Mutex mu_;
   std::unique_ptr<rdma::DeviceRegistry> devices_;
-  TokenTable tokens_ ABSL_GUARDED_BY(mu_);
-  // Popped arrays' handles of every queue (stream and datagram).
-  ReceiveHandleTable handles_ ABSL_GUARDED_BY(mu_);
-  // Pushed memory and free protection (set by Create).
-  std::optional<PushMemory> memory_ ABSL_GUARDED_BY(mu_);
-  PushTable pushes_ ABSL_GUARDED_BY(mu_);
-  // What the wait loop's rounds poll (stream sources from Create, datagram
-  // ones from the first datagram socket).
-  ProgressEngine progress_ ABSL_GUARDED_BY(mu_);
-  std::optional<SocketContext> context_ ABSL_GUARDED_BY(mu_);
-  uint32_t wait_any_start_ ABSL_GUARDED_BY(mu_) = 0;
-  // The sockets; destroyed first (by ~LibOS): their queue pairs before the
-  // protection domains.
-  std::unique_ptr<StreamSockets> streams_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<DatagramSockets> datagrams_ ABSL_GUARDED_BY(mu_);
+  // Popped arrays' handles of every queue of every worker.
+  ReceiveHandleTable handles_;
+  // For demi_sgafree of library memory (thread-safe for that use alone).
+  std::optional<PushMemory> library_memory_;
+  // Workers by index, made on demand (under make_mu_) and kept until the
+  // LibOS goes; readers take no lock.
+  std::atomic<Worker*> workers_[kMaxQdWorkers] = {};
+  std::unique_ptr<Worker> owned_workers_[kMaxQdWorkers];
+  std::atomic<uint32_t> worker_count_{0};
+  // Which worker the next new thread gets.
+  std::atomic<uint32_t> next_worker_{0};
+  demi::Mutex make_mu_;
+  // Set when the LibOS is going away: no more returns between workers.
+  std::atomic<bool> closing_{false};
 };
 
 }  // namespace demi::libos

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <new>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
@@ -21,10 +22,12 @@ PushTable::PushTable(uint32_t capacity)
 }
 
 PushMemory::PushMemory(const rdma::DeviceRegistry& devices,
-                       ReceiveHandleTable& handles, uint32_t max_pushes)
-    : devices_(devices), handles_(handles) {
-  pushes_reading_.reserve(max_pushes);
-}
+                       ReceiveHandleTable& handles, uint32_t worker,
+                       ReturnElsewhere return_elsewhere)
+    : devices_(devices),
+      handles_(handles),
+      worker_(worker),
+      return_elsewhere_(std::move(return_elsewhere)) {}
 
 absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
     const void* sga_buf) const {
@@ -38,16 +41,27 @@ absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
 
 absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,
                              ibv_pd* pd, bool remote_read,
-                             rdma::Segment* segments,
-                             PushRecord* record) const {
+                             rdma::Segment* segments, PushRecord* record) {
   CopyArray(sga, &record->sga);
   record->library_buffer =
       buffer.kind == Buffer::Kind::kPool || buffer.kind == Buffer::Kind::kLarge
           ? sga.sga_buf
           : nullptr;
-  record->received = buffer.received;
+  record->received = nullptr;
   record->cache = nullptr;
   record->num_regions = 0;
+  // Pinned first: a demi_sgafree from now on waits for this push.
+  if (record->library_buffer != nullptr &&
+      !LibraryPins(record->library_buffer).Pin()) {
+    record->library_buffer = nullptr;
+    return ErrnoError(EINVAL, "the array was freed");
+  }
+  if (buffer.received != nullptr) {
+    if (!buffer.received->pins.Pin()) {
+      return ErrnoError(EINVAL, "the popped array was freed");
+    }
+    record->received = buffer.received;
+  }
   // The buffer's own keys serve segments inside it, on its device, and for
   // a rendezvous only if the peer may read with them.
   const rdma::RegisteredSpan& span = buffer.span;
@@ -65,13 +79,14 @@ absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,
     if (record->cache == nullptr) {
       record->cache = devices_.CacheFor(pd);
       if (record->cache == nullptr) {
+        Finished(*record);
         return ErrnoError(EIO, "a queue pair on a device without a cache");
       }
     }
     absl::StatusOr<rdma::RegionCache::Lease> lease =
         record->cache->Acquire(segment.sgaseg_buf, segment.sgaseg_len);
     if (!lease.ok()) {
-      ReleaseLeases(*record);
+      Finished(*record);
       record->num_regions = 0;
       return ErrnoError(
           ErrnoFromStatus(lease.status()),
@@ -84,29 +99,27 @@ absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,
   return absl::OkStatus();
 }
 
-void PushMemory::Started(const PushRecord& record) {
-  if (record.library_buffer != nullptr) {
-    ++pushes_reading_[record.library_buffer];
-  }
-  if (record.received != nullptr) ++record.received->pushes;
-}
-
 void PushMemory::Finished(const PushRecord& record) {
-  ReleaseLeases(record);
-  if (record.library_buffer != nullptr) {
-    LibraryPushFinished(record.library_buffer);
+  Abandon(record);
+  if (record.received != nullptr && record.received->pins.Unpin()) {
+    GiveBack(*record.received);
   }
-  ReceiveHandle* handle = record.received;
-  if (handle == nullptr) return;
-  if (--handle->pushes > 0 || !handle->free_pending) return;
-  handle->free_pending = false;
-  handle->owner->ReturnBuffer(handle->buffer_index);
 }
 
 void PushMemory::Abandon(const PushRecord& record) {
   ReleaseLeases(record);
-  if (record.library_buffer != nullptr) {
-    LibraryPushFinished(record.library_buffer);
+  if (record.library_buffer != nullptr &&
+      LibraryPins(record.library_buffer).Unpin()) {
+    absl::Status freed = FreeLibraryBuffer(record.library_buffer);
+    if (!freed.ok()) DEMI_LOG(kError, "deferred free: ", freed.message());
+  }
+}
+
+void PushMemory::GiveBack(ReceiveHandle& handle) {
+  if (handle.worker == worker_) {
+    handle.owner()->ReturnBuffer(handle.buffer_index);
+  } else {
+    return_elsewhere_(handle);
   }
 }
 
@@ -116,17 +129,13 @@ void PushMemory::ReleaseLeases(const PushRecord& record) const {
   }
 }
 
-void PushMemory::LibraryPushFinished(const void* buffer) {
-  auto it = pushes_reading_.find(buffer);
-  if (it == pushes_reading_.end() || --it->second > 0) return;
-  pushes_reading_.erase(it);
-  if (free_when_pushed_.erase(buffer) > 0) {
-    absl::Status freed = FreeLibraryBuffer(const_cast<void*>(buffer));
-    if (!freed.ok()) DEMI_LOG(kError, "deferred free: ", freed.message());
-  }
+PinCount& PushMemory::LibraryPins(const void* buffer) const {
+  const auto* pool_buffer = static_cast<const rdma::PoolBuffer*>(buffer);
+  if (devices_.pool().Owns(pool_buffer)) return pool_buffer->pins();
+  return static_cast<const rdma::LargeBuffer*>(buffer)->pins();
 }
 
-absl::Status PushMemory::FreeLibraryBuffer(void* buffer) {
+absl::Status PushMemory::FreeLibraryBuffer(void* buffer) const {
   auto* pool_buffer = static_cast<rdma::PoolBuffer*>(buffer);
   if (devices_.pool().Owns(pool_buffer)) {
     return devices_.pool().Free(pool_buffer);
@@ -142,18 +151,20 @@ absl::Status PushMemory::Free(void* sga_buf) {
   if (!Classify(sga_buf, &buffer)) {
     return ErrnoError(EINVAL, "not an array the library owns (or freed)");
   }
-  if (buffer.kind == Buffer::Kind::kReceived) {
-    ReceiveHandle& handle = *buffer.received;
-    handle.popped = false;
-    if (handle.pushes > 0) {
-      handle.free_pending = true;  // returned when its last push finishes
-    } else {
-      handle.owner->ReturnBuffer(handle.buffer_index);
-    }
-    return absl::OkStatus();
+  PinCount& pins = buffer.kind == Buffer::Kind::kReceived
+                       ? buffer.received->pins
+                       : LibraryPins(sga_buf);
+  switch (pins.Release()) {
+    case PinCount::kFreeNow:
+      break;
+    case PinCount::kDeferred:
+      return absl::OkStatus();  // freed when its last push finishes
+    case PinCount::kAlreadyReleased:
+      return ErrnoError(EINVAL, "the array was freed already");
   }
-  if (!pushes_reading_.empty() && pushes_reading_.contains(sga_buf)) {
-    free_when_pushed_.insert(sga_buf);  // freed when its pushes complete
+  if (buffer.kind == Buffer::Kind::kReceived) {
+    // Under the handle's worker lock (the caller's contract).
+    buffer.received->owner()->ReturnBuffer(buffer.received->buffer_index);
     return absl::OkStatus();
   }
   return FreeLibraryBuffer(sga_buf);

@@ -23,11 +23,17 @@
 // Free protection: freeing a demi_sgaalloc buffer or a popped array while
 // pushes read it succeeds at once, but the buffer goes back to its pool (a
 // receive buffer: to its queue, re-posted, a credit for the peer) only when
-// the last such push finished. Leased regions are released when their push
-// finishes.
+// the last such push finished. Each buffer keeps that count itself (its
+// PinCount: a push pins it in Map, unpins it when done), so pushes on
+// different workers' queues may read one buffer. Leased regions are
+// released when their push finishes.
 //
-// Thread-safety: none; the LibOS mutex guards every call. The devices and the
-// handle table must outlive this object.
+// Thread-safety: one PushMemory per worker; its worker's lock guards every
+// call except Free() of library memory, which is safe from any thread. A
+// popped array's buffer goes back to its queue under the lock of the
+// handle's worker: a push that finishes on another worker hands it to
+// `return_elsewhere` (which must get it there). The devices and the handle
+// table must outlive this object.
 
 #ifndef DEMI_LIBOS_PUSH_MEMORY_H_
 #define DEMI_LIBOS_PUSH_MEMORY_H_
@@ -37,13 +43,13 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 
 #include "absl/base/attributes.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/pin_count.h"
 #include "libos/receive_handles.h"
 #include "libos/token_table.h"
 #include "rdma/buffer_pool.h"
@@ -69,8 +75,8 @@ void UnmappedSegments(const demi_sgarray_t& sga, rdma::Segment* out);
 // memory valid until the device is done with it.
 struct PushRecord {
   demi_sgarray_t sga;
-  void* library_buffer = nullptr;      // a demi_sgaalloc buffer it reads
-  ReceiveHandle* received = nullptr;   // a popped array it reads
+  void* library_buffer = nullptr;      // a demi_sgaalloc buffer it pins
+  ReceiveHandle* received = nullptr;   // a popped array it pins
   rdma::RegionCache* cache = nullptr;  // where `regions` were leased
   uint32_t num_regions = 0;
   rdma::RegionCache::Region* regions[DEMI_SGARRAY_MAXSIZE];
@@ -124,8 +130,12 @@ class PushTable {
 
 class PushMemory {
  public:
+  // Gives a popped array's buffer back on another worker (see above).
+  using ReturnElsewhere = std::function<void(ReceiveHandle&)>;
+
+  // The memory of worker `worker`.
   PushMemory(const rdma::DeviceRegistry& devices, ReceiveHandleTable& handles,
-             uint32_t max_pushes);
+             uint32_t worker, ReturnElsewhere return_elsewhere);
 
   // What an sga_buf names, and where segments may lie to be sent by its
   // keys. EINVAL if it is none of the kinds above or was freed.
@@ -153,25 +163,27 @@ class PushMemory {
   // Fills `segments` (sga.sga_numsegs of them) and `record` for sending
   // `sga` (checked by CheckPushArray) on a queue pair in `pd`;
   // `remote_read`: the send goes by rendezvous (the peer reads the
-  // segments). On error nothing stays leased. Follow with Started() once
-  // the send is posted or queued, or drop the record if it is not.
+  // segments). The buffer `sga_buf` names is pinned (protected from
+  // demi_sgafree) from here. EINVAL if it was freed meanwhile. On error
+  // nothing stays leased or pinned. Follow with Finished() when the push is
+  // done, or Unmap() if it never went out.
   // `buffer` is what Identify(sga.sga_buf) returned.
   absl::Status Map(const demi_sgarray_t& sga, const Buffer& buffer, ibv_pd* pd,
                    bool remote_read, rdma::Segment* segments,
-                   PushRecord* record) const;
-  // A mapped push was posted (or queued): its memory is protected.
-  void Started(const PushRecord& record);
-  // A mapped push that never Started (its send failed): releases its leases.
-  void Unmap(const PushRecord& record) const { ReleaseLeases(record); }
-  // A push that Started() is done (completed, failed, or abandoned); frees
-  // what a demi_sgafree deferred and releases the leases.
+                   PushRecord* record);
+  // A mapped push that never went out, or whose bytes went inline at post:
+  // as Finished().
+  void Unmap(const PushRecord& record) { Finished(record); }
+  // A mapped push is done (completed, failed, or abandoned): releases its
+  // leases and pins, and frees what a demi_sgafree deferred to it.
   void Finished(const PushRecord& record);
   // Finished() for a push whose queues are gone (the LibOS going away):
   // leaves receive handles alone (they went with their queues).
   void Abandon(const PushRecord& record);
 
   // demi_sgafree of library memory or a popped array (EINVAL for anything
-  // else, or a second free).
+  // else, or a second free). Safe from any thread for library memory; for
+  // a popped array, call it under the lock of the handle's worker.
   absl::Status Free(void* sga_buf);
 
  private:
@@ -182,14 +194,18 @@ class PushMemory {
   void ReleaseLeases(const PushRecord& record) const;
   bool InlineReadableSegment(const demi_sgaseg_t& segment,
                              const rdma::RegisteredSpan& span, ibv_pd* pd);
-  void LibraryPushFinished(const void* buffer);
-  absl::Status FreeLibraryBuffer(void* buffer);
+  // The free protection of a demi_sgaalloc buffer (a PoolBuffer or a
+  // LargeBuffer the pools handed out).
+  PinCount& LibraryPins(const void* buffer) const;
+  absl::Status FreeLibraryBuffer(void* buffer) const;
+  // A popped array's buffer is free of the application and of every push:
+  // back to its queue (here, or on its own worker).
+  void GiveBack(ReceiveHandle& handle);
 
   const rdma::DeviceRegistry& devices_;
   ReceiveHandleTable& handles_;
-  // Pushes in flight per library buffer, and buffers freed meanwhile.
-  absl::flat_hash_map<const void*, uint32_t> pushes_reading_;
-  absl::flat_hash_set<const void*> free_when_pushed_;
+  const uint32_t worker_;
+  const ReturnElsewhere return_elsewhere_;
   // InlineReadable's proof for application memory (from mapped_cache_).
   rdma::RegionCache* mapped_cache_ = nullptr;
   rdma::RegionCache::MappedPages mapped_;
@@ -247,26 +263,24 @@ inline bool PushMemory::Classify(const void* sga_buf, Buffer* buffer) const {
   buffer->kind = Buffer::Kind::kApplication;
   buffer->received = nullptr;
   if (sga_buf == nullptr) return true;
-  if (!free_when_pushed_.empty() && free_when_pushed_.contains(sga_buf)) {
-    return false;  // freed while pushes read it
-  }
   // demi_sgaalloc buffers first (the pool's check is O(1)), then popped
-  // arrays (also O(1)), then large buffers.
-  if (devices_.pool().IsAllocated(
-          static_cast<const rdma::PoolBuffer*>(sga_buf))) {
+  // arrays (also O(1)), then large buffers. A buffer freed while pushes
+  // read it is still allocated, but released.
+  const auto* pool_buffer = static_cast<const rdma::PoolBuffer*>(sga_buf);
+  if (devices_.pool().IsAllocated(pool_buffer)) {
     buffer->kind = Buffer::Kind::kPool;
-    return true;
+    return !pool_buffer->pins().released();
   }
   ReceiveHandle* handle = handles_.Find(sga_buf);
-  if (handle != nullptr && handle->popped) {
+  if (handle != nullptr && handle->popped()) {
     buffer->kind = Buffer::Kind::kReceived;
     buffer->received = handle;
     return true;
   }
-  if (devices_.large_pool().IsAllocated(
-          static_cast<const rdma::LargeBuffer*>(sga_buf))) {
+  const auto* large = static_cast<const rdma::LargeBuffer*>(sga_buf);
+  if (devices_.large_pool().IsAllocated(large)) {
     buffer->kind = Buffer::Kind::kLarge;
-    return true;
+    return !large->pins().released();
   }
   return false;
 }
@@ -288,7 +302,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline int PushMemory::Describe(
       break;
     case Buffer::Kind::kReceived:
       buffer->span =
-          buffer->received->owner->HeldBuffer(buffer->received->buffer_index);
+          buffer->received->owner()->HeldBuffer(buffer->received->buffer_index);
       if (buffer->span.data == nullptr) {
         *why = "a popped array's buffer is not held";
         return EIO;

@@ -1,12 +1,14 @@
 // QdTable: the queues of one kind by queue descriptor, found by an index.
 //
 // A qd is what demi_socket hands out and every call names a queue by. It
-// encodes where the queue lives: bits 0..19 are a slot of the table, bits
-// 20..29 the slot's generation (bumped each time the slot is reused, so a
-// closed queue's qd does not name its successor until 1023 reuses later, and
-// stale rdma_cm events of a closed queue find nothing), and bit 30 the kind
-// of queue (the table's `kKind`: stream queues 0, datagram sockets 1), so
-// "which table is qd in?" is a bit test. A qd is always positive.
+// encodes where the queue lives: bits 0..15 are a slot of the table, bits
+// 16..19 the worker whose table it is (QdWorker: the LibOS keeps one table
+// of each kind per worker), bits 20..29 the slot's generation (bumped each
+// time the slot is reused, so a closed queue's qd does not name its
+// successor until 1023 reuses later, and stale rdma_cm events of a closed
+// queue find nothing), and bit 30 the kind of queue (the table's `kKind`:
+// stream queues 0, datagram sockets 1), so "which table is qd in?" is two
+// bit fields. A qd is always positive.
 //
 // Find is the hot path (every push and pop): an array index and a compare,
 // no hashing, no allocation.
@@ -29,12 +31,22 @@ namespace demi::libos {
 // The kind bit of a qd (see QdTable).
 inline constexpr int kQdKindShift = 30;
 inline constexpr int QdKind(int qd) { return (qd >> kQdKindShift) & 1; }
+// The worker field of a qd (see QdTable): at most kMaxQdWorkers workers.
+inline constexpr int kQdWorkerShift = 16;
+inline constexpr uint32_t kMaxQdWorkers = 16;
+inline constexpr uint32_t QdWorker(int qd) {
+  return (static_cast<uint32_t>(qd) >> kQdWorkerShift) & (kMaxQdWorkers - 1);
+}
 
 template <typename T, int kKind>
 class QdTable {
  public:
   static_assert(kKind == 0 || kKind == 1);
-  static constexpr uint32_t kMaxQueues = (1u << 20) - 1;
+  static constexpr uint32_t kMaxQueues = (1u << kQdWorkerShift) - 1;
+
+  // The table of worker `worker` (below kMaxQdWorkers).
+  explicit QdTable(uint32_t worker = 0)
+      : worker_bits_((worker & (kMaxQdWorkers - 1)) << kQdWorkerShift) {}
 
   // Takes `queue` and returns its new qd; EMFILE when kMaxQueues are open.
   absl::StatusOr<int> Insert(std::unique_ptr<T> queue) {
@@ -103,13 +115,18 @@ class QdTable {
     uint32_t generation = 0;
   };
 
-  static int QdOf(uint32_t slot, uint32_t generation) {
+  int QdOf(uint32_t slot, uint32_t generation) const {
     return static_cast<int>((uint32_t{kKind} << kQdKindShift) |
-                            (generation << kGenerationShift) | slot);
+                            (generation << kGenerationShift) | worker_bits_ |
+                            slot);
   }
 
   const Slot* SlotOf(int qd) const {
     if (qd <= 0 || QdKind(qd) != kKind) return nullptr;
+    if ((static_cast<uint32_t>(qd) & ((kMaxQdWorkers - 1) << kQdWorkerShift)) !=
+        worker_bits_) {
+      return nullptr;
+    }
     const uint32_t slot = static_cast<uint32_t>(qd) & kMaxQueues;
     const uint32_t generation =
         (static_cast<uint32_t>(qd) >> kGenerationShift) & kMaxGeneration;
@@ -119,6 +136,7 @@ class QdTable {
     return &s;
   }
 
+  const uint32_t worker_bits_;  // the worker field, in place
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_;
   size_t size_ = 0;

@@ -13,18 +13,28 @@
 // completes (free protection). Only then is the buffer given back to its
 // owner (re-posted, a credit returned to the peer).
 //
-// Thread-safety: none; the LibOS mutex guards all of it.
+// Thread-safety. Each handle belongs to the worker of its owner (`worker`):
+// that worker's lock guards the owner and every ReturnBuffer. The table is
+// shared by every worker: Add and Remove lock its own mutex (connection set
+// up and teardown only); Find takes no lock and may run on any thread. A
+// handle's free protection (`pins`) is atomic, so a push on another
+// worker's queue may pin and unpin it; whoever learns it is to give the
+// buffer back does so under the owner's worker lock.
 
 #ifndef DEMI_LIBOS_RECEIVE_HANDLES_H_
 #define DEMI_LIBOS_RECEIVE_HANDLES_H_
 
 #include <demi/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "common/mutex.h"
+#include "common/pin_count.h"
 #include "common/reserved_range.h"
 #include "rdma/rc_connection.h"  // RegisteredSpan
 
@@ -34,7 +44,9 @@ namespace demi::libos {
 class ReceiveBufferOwner {
  public:
   // The registered memory of buffer `index` while it is lent out (every
-  // segment of the popped message lies in it); empty if it is not.
+  // segment of the popped message lies in it); empty if it is not. May be
+  // called from any thread while the buffer is lent: what it reads of a
+  // lent buffer does not change until the buffer is returned.
   virtual rdma::RegisteredSpan HeldBuffer(uint32_t index) const = 0;
   // The application and every push are done with buffer `index`: give it
   // back to the device. Called once per pop (so once per message of a buffer
@@ -46,11 +58,21 @@ class ReceiveBufferOwner {
 };
 
 struct ReceiveHandle {
-  ReceiveBufferOwner* owner = nullptr;
+  // The queue, or null while the handle is in no live array. Set by Add and
+  // cleared by Remove; read by Find from any thread.
+  ReceiveBufferOwner* owner() const {
+    return owner_.load(std::memory_order_acquire);
+  }
+  // Lent to the application (popped), not yet freed.
+  bool popped() const { return !pins.released(); }
+
+  std::atomic<ReceiveBufferOwner*> owner_{nullptr};
   uint32_t buffer_index = 0;
-  uint32_t pushes = 0;        // pushes in flight that read the buffer
-  bool popped = false;        // lent to the application, not yet freed
-  bool free_pending = false;  // freed while pushes read it
+  uint32_t worker = 0;  // the worker whose lock guards the owner
+  // Released while the buffer is not the application's (the device's, or
+  // freed); pinned by each push in flight that reads it. LendPopped resets
+  // it; the last of demi_sgafree and those pushes gives the buffer back.
+  PinCount pins{/*released=*/true};
 };
 
 // Lends the buffer of `handle` to the application as the popped array
@@ -60,7 +82,7 @@ struct ReceiveHandle {
 inline void LendPopped(ReceiveHandle& handle, const uint8_t* const* data,
                        const uint32_t* lengths, uint32_t n,
                        demi_sgarray_t* sga) {
-  handle.popped = true;
+  handle.pins.Reset();
   sga->sga_buf = &handle;
   sga->sga_numsegs = n;
   for (uint32_t i = 0; i < n; ++i) {
@@ -86,26 +108,29 @@ class ReceiveHandleTable {
   ReceiveHandleTable(const ReceiveHandleTable&) = delete;
   ReceiveHandleTable& operator=(const ReceiveHandleTable&) = delete;
 
-  // A new array of `count` (> 0) handles (indices 0..count-1) for `owner`,
-  // `per_buffer` (> 0) consecutive ones for each of its receive buffers
-  // (handle i names buffer i / per_buffer: one handle per message a buffer
-  // may hold); owned by the table, valid until Remove(). Null if the range is
-  // full (kMaxHandles in use) or the memory cannot be mapped.
+  // A new array of `count` (> 0) handles (indices 0..count-1) for `owner`
+  // of worker `worker`, `per_buffer` (> 0) consecutive ones for each of its
+  // receive buffers (handle i names buffer i / per_buffer: one handle per
+  // message a buffer may hold); owned by the table, valid until Remove().
+  // Null if the range is full (kMaxHandles in use) or the memory cannot be
+  // mapped.
   ReceiveHandle* Add(ReceiveBufferOwner& owner, uint32_t count,
-                     uint32_t per_buffer = 1);
+                     uint32_t per_buffer = 1, uint32_t worker = 0)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Forgets an array Add() returned; null is ignored.
-  void Remove(ReceiveHandle* handles);
+  void Remove(ReceiveHandle* handles) ABSL_LOCKS_EXCLUDED(mu_);
   // The live handle `pointer` points to, or null if it points to none (it
   // is never dereferenced unless it lies in the table's range).
   ReceiveHandle* Find(const void* pointer) const {
     const uintptr_t offset = reinterpret_cast<uintptr_t>(pointer) -
                              reinterpret_cast<uintptr_t>(range_.base());
-    if (offset >= used_ * sizeof(ReceiveHandle) ||
+    if (offset >=
+            used_.load(std::memory_order_acquire) * sizeof(ReceiveHandle) ||
         offset % sizeof(ReceiveHandle) != 0) {
       return nullptr;
     }
     ReceiveHandle* handle = base() + offset / sizeof(ReceiveHandle);
-    return handle->owner != nullptr ? handle : nullptr;
+    return handle->owner() != nullptr ? handle : nullptr;
   }
 
  private:
@@ -114,10 +139,13 @@ class ReceiveHandleTable {
   }
 
   ReservedRange range_;  // empty (base null) if the reservation failed
-  size_t used_ = 0;      // handles placed (live or in free runs)
+  demi::Mutex mu_;       // Add and Remove
+  // Handles placed (live or in free runs): written under mu_, read by Find.
+  std::atomic<size_t> used_{0};
   // Live arrays: first handle index -> count; removed runs by count.
-  absl::flat_hash_map<size_t, uint32_t> arrays_;
-  absl::flat_hash_map<uint32_t, std::vector<size_t>> free_runs_;
+  absl::flat_hash_map<size_t, uint32_t> arrays_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint32_t, std::vector<size_t>> free_runs_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace demi::libos

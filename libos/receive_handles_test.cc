@@ -27,12 +27,13 @@ TEST(ReceiveHandleTableTest, FindsEveryHandleOfEveryArrayAndNothingElse) {
   ReceiveHandle* second = table.Add(b, 3);
   for (uint32_t i = 0; i < 8; ++i) {
     ASSERT_EQ(table.Find(&first[i]), &first[i]);
-    EXPECT_EQ(first[i].owner, &a);
+    EXPECT_EQ(first[i].owner(), &a);
     EXPECT_EQ(first[i].buffer_index, i);
-    EXPECT_FALSE(first[i].popped);
-    EXPECT_EQ(first[i].pushes, 0u);
+    EXPECT_FALSE(first[i].popped());
+    EXPECT_EQ(first[i].pins.pins(), 0u);
   }
-  for (uint32_t i = 0; i < 3; ++i) EXPECT_EQ(table.Find(&second[i])->owner, &b);
+  for (uint32_t i = 0; i < 3; ++i)
+    EXPECT_EQ(table.Find(&second[i])->owner(), &b);
   // Inside a handle, past the end, before the start, unrelated memory. (One
   // array's end may be the next one's start: that is the next one's.)
   EXPECT_EQ(table.Find(reinterpret_cast<const char*>(&first[2]) + 1), nullptr);
@@ -55,15 +56,15 @@ TEST(ReceiveHandleTableTest, ARemovedArraysPlaceIsReusedAndItsOldHandlesDie) {
   ReceiveHandle* first = table.Add(a, 4);
   ReceiveHandle* other = table.Add(a, 2);
   ASSERT_NE(first, nullptr);
-  first[1].popped = true;
+  first[1].pins.Reset();  // popped
   table.Remove(first);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(table.Find(&first[i]), nullptr);
   // The same count takes the freed run; its handles start fresh.
   ReceiveHandle* again = table.Add(b, 4);
   EXPECT_EQ(again, first);
   EXPECT_EQ(table.Find(&again[1]), &again[1]);
-  EXPECT_EQ(again[1].owner, &b);
-  EXPECT_FALSE(again[1].popped);
+  EXPECT_EQ(again[1].owner(), &b);
+  EXPECT_FALSE(again[1].popped());
   // Another count does not (it goes after the used part).
   ReceiveHandle* bigger = table.Add(b, 5);
   EXPECT_NE(bigger, first);
@@ -78,9 +79,9 @@ TEST(ReceiveHandleTableTest, OwnerAnswersThroughTheHandle) {
   ReceiveHandle* handles = table.Add(owner, 4);
   ReceiveHandle* found = table.Find(&handles[3]);
   ASSERT_NE(found, nullptr);
-  EXPECT_EQ(found->owner->HeldBuffer(found->buffer_index).data,
+  EXPECT_EQ(found->owner()->HeldBuffer(found->buffer_index).data,
             reinterpret_cast<const uint8_t*>(0x1000) + 3 * 64);
-  found->owner->ReturnBuffer(found->buffer_index);
+  found->owner()->ReturnBuffer(found->buffer_index);
   EXPECT_EQ(owner.returned, std::vector<uint32_t>{3});
 }
 

@@ -8,8 +8,9 @@
 // is done, or the push failed) and CompletePushAtPost (the bytes went
 // inline).
 //
-// Lifetime: everything referenced belongs to the LibOS and outlives the
-// sockets. Thread-safety: none; every call is under the LibOS mutex.
+// Lifetime: everything referenced belongs to the worker or the LibOS and
+// outlives the sockets. Thread-safety: none; every call is under the
+// worker's mutex.
 
 #ifndef DEMI_LIBOS_SOCKET_CONTEXT_H_
 #define DEMI_LIBOS_SOCKET_CONTEXT_H_
@@ -25,23 +26,28 @@
 #include "libos/push_memory.h"
 #include "libos/receive_handles.h"
 #include "libos/token_table.h"
+#include "rdma/device_completions.h"
 #include "rdma/device_registry.h"
 
 namespace demi::libos {
 
 struct SocketContext {
+  // The worker these sockets belong to (the worker field of their qds).
+  uint32_t worker;
   const LibOSOptions& options;
   rdma::DeviceRegistry& devices;
+  // The worker's completion queues (one group per device).
+  rdma::DeviceCompletions& completions;
   TokenTable& tokens;
   ReceiveHandleTable& handles;
   PushMemory& memory;
   PushTable& pushes;
   ProgressEngine& progress;
 
-  // A push that was posted (or queued) and will be reported: its memory is
-  // protected and its record kept until FinishPush.
+  // A push that was posted (or queued) and will be reported: its record
+  // (and so its memory's pins and leases, from Map) is kept until
+  // FinishPush.
   void Track(demi_qtoken_t qt, const PushRecord& record) {
-    memory.Started(record);
     pushes.Insert(qt, record);
   }
 

@@ -472,7 +472,7 @@ void StreamSockets::AddProgress() {
   // idle ones cost nothing.
   ctx_.progress.Add(
       1, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under the LibOS mutex
-        ctx_.devices.PollCompletions();
+        ctx_.completions.Poll();
         ReapIfAny();
       });
   // rdma_cm events (connection setup and teardown) cost a system call to
@@ -563,7 +563,7 @@ rdma::RcConnectionOptions StreamSockets::ConnectionOptions(
   rdma::RcConnectionOptions options = ctx_.options.connection;
   options.pd = ctx_.devices.PdFor(device);
   options.large_pool = ctx_.devices.LargePoolFor(options.pd);
-  options.completions = ctx_.devices.CompletionsFor(options.pd);
+  options.completions = ctx_.completions.For(options.pd);
   return options;
 }
 
@@ -611,7 +611,8 @@ void StreamSockets::HandleEstablished(const rdma::CmEvent& event,
   // One handle per message a receive buffer may hold (batches).
   constexpr uint32_t kPerBuffer = rdma::RcConnection::kMessagesPerBuffer;
   queue.handles = ctx_.handles.Add(
-      queue, ctx_.options.connection.receive_buffers * kPerBuffer, kPerBuffer);
+      queue, ctx_.options.connection.receive_buffers * kPerBuffer, kPerBuffer,
+      ctx_.worker);
   if (queue.handles == nullptr) {
     FailConnection(queue, ENOMEM);  // no room for its popped arrays' handles
     return;
@@ -648,7 +649,7 @@ absl::StatusOr<std::unique_ptr<StreamSockets>> StreamSockets::Create(
 }
 
 StreamSockets::StreamSockets(SocketContext& context, rdma::EventChannel channel)
-    : ctx_(context), channel_(std::move(channel)) {}
+    : ctx_(context), channel_(std::move(channel)), queues_(context.worker) {}
 
 StreamSockets::~StreamSockets() {
   // Connections go before the channel.

@@ -1,15 +1,13 @@
 #include "libos/token_table.h"
 
 #include <cerrno>
+#include <cstdlib>
+#include <new>
 
 #include "common/errno_status.h"
 
 namespace demi::libos {
 namespace {
-
-constexpr demi_qtoken_t MakeToken(uint32_t generation, uint32_t index) {
-  return (static_cast<demi_qtoken_t>(generation) << 32) | index;
-}
 
 // Never 0, so that no token is 0 (nor a small integer such as a qd).
 constexpr uint32_t NextGeneration(uint32_t generation) {
@@ -22,15 +20,15 @@ absl::Status InvalidToken() {
 
 }  // namespace
 
-TokenTable::TokenTable(uint32_t capacity)
+TokenTable::TokenTable(uint32_t capacity, uint32_t tag)
     : capacity_(capacity < kMaxCapacity ? capacity : kMaxCapacity),
-      slots_(new Slot[capacity_]),
-      free_head_(capacity_ == 0 ? kNil : 0),
+      tag_bits_((tag < kMaxTag ? tag : kMaxTag) << kTagShift),
+      slots_(static_cast<Slot*>(
+          std::calloc(capacity_ == 0 ? 1 : capacity_, sizeof(Slot)))),
+      free_head_(kNil),
       ready_head_(kNil),
       ready_tail_(kNil) {
-  for (uint32_t i = 0; i < capacity_; ++i) {
-    slots_[i].next = (i + 1 < capacity_) ? i + 1 : kNil;
-  }
+  if (slots_ == nullptr) throw std::bad_alloc();
 }
 
 TokenTable::~TokenTable() = default;
@@ -43,10 +41,16 @@ absl::StatusOr<demi_qtoken_t> TokenTable::Allocate(int qd,
 }
 
 uint32_t TokenTable::ClaimSlot(int qd, demi_opcode_t opcode) {
-  const uint32_t index = free_head_;
-  if (index == kNil) return kNil;
-  Slot& slot = slots_[index];
-  free_head_ = slot.next;
+  uint32_t index = free_head_;
+  if (index != kNil) {
+    free_head_ = slots_.get()[index].next;
+  } else if (fresh_ < capacity_) {
+    index = fresh_++;
+    new (slots_.get() + index) Slot();  // generation 1
+  } else {
+    return kNil;
+  }
+  Slot& slot = slots_.get()[index];
   slot.qd = qd;
   slot.opcode = opcode;
   return index;
@@ -55,7 +59,7 @@ uint32_t TokenTable::ClaimSlot(int qd, demi_opcode_t opcode) {
 demi_qtoken_t TokenTable::TryAllocate(int qd, demi_opcode_t opcode) {
   const uint32_t index = ClaimSlot(qd, opcode);
   if (index == kNil) return 0;
-  Slot& slot = slots_[index];
+  Slot& slot = slots_.get()[index];
   slot.state = Slot::State::kPending;
   slot.next = kNil;
   slot.prev = kNil;
@@ -87,13 +91,15 @@ demi_qresult_t* TokenTable::CompleteInPlace(demi_qtoken_t qt,
   return &slot->result;
 }
 
-bool TokenTable::has_free_slot() const { return free_head_ != kNil; }
+bool TokenTable::has_free_slot() const {
+  return free_head_ != kNil || fresh_ < capacity_;
+}
 
 demi_qresult_t* TokenTable::AllocateDone(int qd, demi_opcode_t opcode,
                                          demi_qtoken_t* qt) {
   const uint32_t index = ClaimSlot(qd, opcode);
   if (index == kNil) return nullptr;
-  Slot& slot = slots_[index];
+  Slot& slot = slots_.get()[index];
   slot.state = Slot::State::kDone;
   *qt = MakeToken(slot.generation, index);
   slot.result.qr_opcode = opcode;
@@ -105,13 +111,13 @@ demi_qresult_t* TokenTable::AllocateDone(int qd, demi_opcode_t opcode,
 }
 
 void TokenTable::LinkReady(uint32_t index) {
-  Slot& slot = slots_[index];
+  Slot& slot = slots_.get()[index];
   slot.next = kNil;
   slot.prev = ready_tail_;
   if (ready_tail_ == kNil) {
     ready_head_ = index;
   } else {
-    slots_[ready_tail_].next = index;
+    slots_.get()[ready_tail_].next = index;
   }
   ready_tail_ = index;
   ++ready_count_;
@@ -152,7 +158,7 @@ absl::StatusOr<demi_qresult_t> TokenTable::Take(demi_qtoken_t qt) {
 
 void TokenTable::TakeDoneSlot(demi_qtoken_t qt, demi_qresult_t* out) {
   const uint32_t index = IndexOf(qt);
-  CopyResult(slots_[index].result, out);
+  CopyResult(slots_.get()[index].result, out);
   UnlinkReady(index);
   FreeSlot(index);
 }
@@ -161,7 +167,7 @@ size_t TokenTable::TakeReady(absl::Span<demi_qresult_t> out) {
   size_t n = 0;
   while (n < out.size() && ready_head_ != kNil) {
     const uint32_t index = ready_head_;
-    CopyResult(slots_[index].result, &out[n++]);
+    CopyResult(slots_.get()[index].result, &out[n++]);
     UnlinkReady(index);
     FreeSlot(index);
   }
@@ -182,8 +188,8 @@ absl::StatusOr<demi_opcode_t> TokenTable::OpcodeOf(demi_qtoken_t qt) const {
 
 void TokenTable::PendingOf(int qd, std::vector<demi_qtoken_t>* out) const {
   out->clear();
-  for (uint32_t i = 0; i < capacity_; ++i) {
-    const Slot& slot = slots_[i];
+  for (uint32_t i = 0; i < fresh_; ++i) {
+    const Slot& slot = slots_.get()[i];
     if (slot.state == Slot::State::kPending && slot.qd == qd) {
       out->push_back(MakeToken(slot.generation, i));
     }
@@ -191,16 +197,16 @@ void TokenTable::PendingOf(int qd, std::vector<demi_qtoken_t>* out) const {
 }
 
 void TokenTable::UnlinkReady(uint32_t index) {
-  Slot& slot = slots_[index];
+  Slot& slot = slots_.get()[index];
   if (slot.prev == kNil) {
     ready_head_ = slot.next;
   } else {
-    slots_[slot.prev].next = slot.next;
+    slots_.get()[slot.prev].next = slot.next;
   }
   if (slot.next == kNil) {
     ready_tail_ = slot.prev;
   } else {
-    slots_[slot.next].prev = slot.prev;
+    slots_.get()[slot.next].prev = slot.prev;
   }
   slot.next = kNil;
   slot.prev = kNil;
@@ -208,7 +214,7 @@ void TokenTable::UnlinkReady(uint32_t index) {
 }
 
 void TokenTable::FreeSlot(uint32_t index) {
-  Slot& slot = slots_[index];
+  Slot& slot = slots_.get()[index];
   slot.state = Slot::State::kFree;
   slot.generation = NextGeneration(slot.generation);
   slot.qd = -1;

@@ -16,11 +16,12 @@
 //   ...                                   // in demi_wait
 //   if (table.StateOf(*qt) == TokenState::kDone) result = table.Take(*qt);
 //
-// Tokens. A token is never 0. It encodes a slot index (low 32 bits) and that
-// slot's generation (high 32 bits, never 0), and the generation changes each
-// time a slot is freed, so a consumed token, a stale copy of one whose slot
-// has since been reused, or an arbitrary number is recognized as invalid. A
-// given token value comes back only after its slot has been reused 2^32 - 1
+// Tokens. A token is never 0. It encodes a slot index (bits 0..23), the
+// table's tag (bits 24..31: which of several tables issued it, TagOf) and
+// the slot's generation (high 32 bits, never 0), and the generation changes
+// each time a slot is freed, so a consumed token, a stale copy of one whose
+// slot has since been reused, or an arbitrary number is recognized as invalid.
+// A given token value comes back only after its slot has been reused 2^32 - 1
 // times.
 //
 // Errors. Failures are absl::Status values made with demi::ErrnoError, so
@@ -31,7 +32,8 @@
 //           valid).
 //   EALREADY  Release() of an operation that has already completed.
 //
-// Memory. All memory is allocated by the constructor. Allocate(), Complete(),
+// Memory. All memory is allocated by the constructor (zeroed pages, backed as
+// slots come into use). Allocate(), Complete(),
 // Fail(), Take(), TakeReady(), Release() and StateOf() never allocate on
 // success; building an error status does, so a poller should test StateOf()
 // (which never allocates) before calling Take().
@@ -52,6 +54,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -100,10 +103,14 @@ class TokenTable {
   // Largest capacity the constructor accepts; larger values are clamped.
   static constexpr uint32_t kMaxCapacity = uint32_t{1} << 24;
 
+  // Largest tag.
+  static constexpr uint32_t kMaxTag = 255;
+
   // Makes a table for at most `capacity` operations in flight at once
-  // (pending plus done-but-not-taken). Allocates all of its memory here.
+  // (pending plus done-but-not-taken), whose tokens carry `tag` (at most
+  // kMaxTag; larger values are clamped). Allocates all of its memory here.
   // A capacity of 0 makes a table where Allocate() always fails with EAGAIN.
-  explicit TokenTable(uint32_t capacity);
+  explicit TokenTable(uint32_t capacity, uint32_t tag = 0);
   ~TokenTable();
 
   TokenTable(const TokenTable&) = delete;
@@ -197,7 +204,11 @@ class TokenTable {
   // no two live tokens. For callers that keep data per operation in an
   // array of capacity() entries (they must still compare the token).
   static constexpr uint32_t IndexOf(demi_qtoken_t qt) {
-    return static_cast<uint32_t>(qt);
+    return static_cast<uint32_t>(qt) & (kMaxCapacity - 1);
+  }
+  // The tag of the table that issued `qt` (if any did).
+  static constexpr uint32_t TagOf(demi_qtoken_t qt) {
+    return static_cast<uint32_t>(qt) >> kTagShift;
   }
 
   // Operations allocated but not yet completed.
@@ -209,6 +220,7 @@ class TokenTable {
 
  private:
   static constexpr uint32_t kNil = UINT32_MAX;  // end of a slot list
+  static constexpr int kTagShift = 24;
 
   // The generation half of a token (IndexOf() is the other half).
   static constexpr uint32_t GenerationOf(demi_qtoken_t qt) {
@@ -234,9 +246,10 @@ class TokenTable {
     return const_cast<Slot*>(static_cast<const TokenTable*>(this)->Find(qt));
   }
   const Slot* Find(demi_qtoken_t qt) const {
-    const uint32_t index = IndexOf(qt);
+    // The low half is this table's tag and a slot index below capacity_.
+    const uint32_t index = static_cast<uint32_t>(qt) - tag_bits_;
     if (index >= capacity_) return nullptr;
-    const Slot& slot = slots_[index];
+    const Slot& slot = slots_.get()[index];
     if (slot.state == Slot::State::kFree) return nullptr;
     if (slot.generation != GenerationOf(qt)) return nullptr;
     return &slot;
@@ -245,20 +258,32 @@ class TokenTable {
   // and frees its slot.
   void TakeDoneSlot(demi_qtoken_t qt, demi_qresult_t* out);
 
+  demi_qtoken_t MakeToken(uint32_t generation, uint32_t index) const {
+    return (static_cast<demi_qtoken_t>(generation) << 32) | tag_bits_ | index;
+  }
+
   // Unlinks a done slot from the ready FIFO.
   void UnlinkReady(uint32_t index);
   // Bumps the generation of a live slot and returns it to the free list.
   void FreeSlot(uint32_t index);
 
-  // Takes the head of the free list for an operation `opcode` on `qd`
-  // (state and links left to the caller); UINT32_MAX if none is free.
+  // Takes the head of the free list (else a never-used slot) for an
+  // operation `opcode` on `qd` (state and links left to the caller);
+  // UINT32_MAX if none is free.
   uint32_t ClaimSlot(int qd, demi_opcode_t opcode);
   // Appends the done slot `index` to the tail of the ready FIFO.
   void LinkReady(uint32_t index);
 
   const uint32_t capacity_;
-  std::unique_ptr<Slot[]> slots_;
-  uint32_t free_head_;   // singly linked through Slot::next
+  const uint32_t tag_bits_;  // the tag, shifted into place
+  struct FreeMemory {
+    void operator()(Slot* slots) const { std::free(slots); }
+  };
+  // calloc'ed: an all-zero slot is a free one never used, so pages of the
+  // array are backed by memory only once operations use them.
+  std::unique_ptr<Slot, FreeMemory> slots_;
+  uint32_t fresh_ = 0;   // slots [fresh_, capacity_) never used yet
+  uint32_t free_head_;   // used slots freed since; linked through Slot::next
   uint32_t ready_head_;  // oldest completed; doubly linked
   uint32_t ready_tail_;  // newest completed
   size_t pending_count_ = 0;

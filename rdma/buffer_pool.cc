@@ -156,6 +156,7 @@ absl::StatusOr<PoolBuffer*> BufferPool::Allocate(size_t size) {
     if (PoolBuffer* buffer = state.free_list; buffer != nullptr) {
       state.free_list = buffer->next_free_;
       buffer->next_free_ = nullptr;
+      buffer->pins_.Reset();
       buffer->in_use_.store(true, std::memory_order_release);
       ++state.in_use;
       return buffer;
@@ -190,6 +191,7 @@ absl::StatusOr<PoolBuffer*> BufferPool::Allocate(size_t size) {
   }
   PoolBuffer* const first = *placed;
   PoolBuffer* const last = first + chunk->count - 1;
+  first->pins_.Reset();
   first->in_use_.store(true, std::memory_order_release);
   first->next_free_ = nullptr;
   SizeClass& state = classes_[size_class];
@@ -255,7 +257,6 @@ absl::StatusOr<PoolBuffer*> BufferPool::PlaceDescriptors(Chunk& chunk,
     buffer->data_ = base + i * capacity;
     buffer->next_free_ = i + 1 < count ? first + i + 1 : nullptr;
     buffer->keys_ = keys;
-    buffer->capacity_ = static_cast<uint32_t>(capacity);
     buffer->size_class_ = static_cast<uint8_t>(size_class);
     buffer->in_use_.store(false, std::memory_order_release);
   }
@@ -359,7 +360,7 @@ absl::Status BufferPool::CheckInvariantsLocked() const {
     for (size_t i = 0; i < chunk->count; ++i) {
       const PoolBuffer& buffer = chunk->buffers[i];
       if (buffer.data_ != static_cast<char*>(chunk->memory) + i * capacity ||
-          buffer.capacity_ != capacity || buffer.size_class_ != size_class ||
+          buffer.capacity() != capacity || buffer.size_class_ != size_class ||
           !(buffer.keys_ == keys)) {
         return fail("descriptor ", i, " of a class-", size_class,
                     " chunk is corrupt");

@@ -71,6 +71,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
+#include "common/pin_count.h"
 #include "common/reserved_range.h"
 #include "rdma/registrar.h"
 
@@ -88,9 +89,12 @@ class PoolBuffer {
   // The first byte of the buffer: `capacity()` bytes, all registered.
   void* data() const { return data_; }
   // The size of the buffer's class (>= the size asked for).
-  uint32_t capacity() const { return capacity_; }
+  uint32_t capacity() const;
   // The keys of the registration covering the buffer (that of its chunk).
   MemoryKeys keys() const { return keys_; }
+  // The holder's free protection (common/pin_count.h): reset by Allocate(),
+  // otherwise the pool's callers' (the pool never reads it).
+  PinCount& pins() const { return pins_; }
 
  private:
   friend class BufferPool;
@@ -102,8 +106,8 @@ class PoolBuffer {
   // The pool's, under its mutex.
   PoolBuffer* next_free_ = nullptr;
   MemoryKeys keys_;
-  uint32_t capacity_ = 0;
-  uint8_t size_class_ = 0;
+  mutable PinCount pins_;
+  uint8_t size_class_ = 0;  // capacity: BufferPool::kMinCapacity << class
   // Written under the pool's mutex; read without it by IsAllocated().
   std::atomic<bool> in_use_{false};
 };
@@ -226,6 +230,10 @@ class BufferPool {
   // checked against the cap.
   size_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
+
+inline uint32_t PoolBuffer::capacity() const {
+  return static_cast<uint32_t>(BufferPool::kMinCapacity << size_class_);
+}
 
 }  // namespace demi::rdma
 

@@ -13,8 +13,7 @@ namespace demi::rdma {
 absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
     const BufferPoolOptions& pool_options,
     const RegionCacheOptions& cache_options, bool cache_enabled,
-    const LargeBufferPoolOptions& large_options,
-    const CompletionGroupOptions& completion_options) {
+    const LargeBufferPoolOptions& large_options) {
   std::unique_ptr<DeviceRegistry> registry(new DeviceRegistry());
   int count = 0;
   registry->rdma_cm_devices_ = rdma_get_devices(&count);
@@ -37,9 +36,7 @@ absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
     ibv_context* context = registry->rdma_cm_devices_[i];
     DEMI_ASSIGN_OR_RETURN(ProtectionDomain pd,
                           ProtectionDomain::Create(context));
-    Device device{context, std::move(pd), nullptr, nullptr, nullptr, nullptr};
-    DEMI_ASSIGN_OR_RETURN(device.completions,
-                          CompletionGroup::Create(context, completion_options));
+    Device device{context, std::move(pd), nullptr, nullptr, nullptr};
     device.cache_registrar = std::make_unique<VerbsRegistrar>(
         device.pd.get(), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ,
         VerbsRegistrar::ReadOnlyFallback::kYes);
@@ -76,17 +73,13 @@ ibv_pd* DeviceRegistry::PdFor(const ibv_context* context) const {
   return nullptr;
 }
 
-CompletionGroup* DeviceRegistry::CompletionsFor(const ibv_pd* pd) const {
+std::vector<DeviceRegistry::DeviceHandles> DeviceRegistry::devices() const {
+  std::vector<DeviceHandles> out;
+  out.reserve(devices_.size());
   for (const Device& device : devices_) {
-    if (device.pd.get() == pd) return device.completions.get();
+    out.push_back({device.context, device.pd.get()});
   }
-  return nullptr;
-}
-
-int DeviceRegistry::PollCompletions() {
-  int delivered = 0;
-  for (Device& device : devices_) delivered += device.completions->Poll();
-  return delivered;
+  return out;
 }
 
 RegionCache* DeviceRegistry::CacheFor(const ibv_pd* pd) const {

@@ -7,17 +7,18 @@
 // usable on every connection to that device, one BufferPool on the first
 // device for memory handed out before any connection exists (demi_sgaalloc),
 // and per device a RegionCache for application memory and a LargeBufferPool
-// for messages above the eager limit, and a CompletionGroup whose few
-// completion queues every connection on the device shares. Everything is
+// for messages above the eager limit. The completion queues connections
+// share are not here: each caller that polls on its own (a libOS worker)
+// makes its own DeviceCompletions over these devices. Everything is
 // registered with REMOTE_READ as well, since the peer pulls rendezvous
 // messages. The caches share one UserfaultWatcher; if the kernel or a sandbox
 // refuses userfaultfd, or `cache_enabled` is false, they register per push
 // instead (the reason is logged once).
 //
 // Errors: Create fails with ENODEV when there is no RDMA device.
-// Thread-safety: immutable after Create except the pool, which is internally
-// synchronized, and the groups, which the caller serializes. Lifetime: outlives
-// every connection created on its PDs.
+// Thread-safety: immutable after Create; the pools and caches it hands out
+// are internally synchronized, so every member function is safe from any
+// thread. Lifetime: outlives every connection created on its PDs.
 
 #ifndef DEMI_RDMA_DEVICE_REGISTRY_H_
 #define DEMI_RDMA_DEVICE_REGISTRY_H_
@@ -29,7 +30,6 @@
 
 #include "absl/status/statusor.h"
 #include "rdma/buffer_pool.h"
-#include "rdma/completion_group.h"
 #include "rdma/large_buffer_pool.h"
 #include "rdma/protection_domain.h"
 #include "rdma/region_cache.h"
@@ -43,8 +43,7 @@ class DeviceRegistry {
   static absl::StatusOr<std::unique_ptr<DeviceRegistry>> Create(
       const BufferPoolOptions& pool_options,
       const RegionCacheOptions& cache_options, bool cache_enabled,
-      const LargeBufferPoolOptions& large_options,
-      const CompletionGroupOptions& completion_options = {});
+      const LargeBufferPoolOptions& large_options);
 
   DeviceRegistry(const DeviceRegistry&) = delete;
   DeviceRegistry& operator=(const DeviceRegistry&) = delete;
@@ -65,12 +64,12 @@ class DeviceRegistry {
   // null for an unknown PD; and the first device's (demi_sgaalloc).
   LargeBufferPool* LargePoolFor(const ibv_pd* pd) const;
   LargeBufferPool& large_pool() const { return *devices_.front().large_pool; }
-  // The completion queues shared by the connections of the device of `pd`,
-  // or null for an unknown PD.
-  CompletionGroup* CompletionsFor(const ibv_pd* pd) const;
-  // Polls every device's group (delivering to the connections; see
-  // CompletionGroup::Poll). Returns the completions delivered.
-  int PollCompletions();
+  // Every device's context and protection domain, in rdma_cm's order.
+  struct DeviceHandles {
+    ibv_context* context;
+    ibv_pd* pd;
+  };
+  std::vector<DeviceHandles> devices() const;
 
   // The counters of every device's cache, summed.
   RegionCacheStats CacheStats() const;
@@ -84,7 +83,6 @@ class DeviceRegistry {
     std::unique_ptr<VerbsRegistrar> cache_registrar;
     std::unique_ptr<RegionCache> cache;  // destroyed before the registrar
     std::unique_ptr<LargeBufferPool> large_pool;
-    std::unique_ptr<CompletionGroup> completions;
   };
   DeviceRegistry() = default;
 

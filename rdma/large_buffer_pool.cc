@@ -64,6 +64,7 @@ absl::StatusOr<LargeBuffer*> LargeBufferPool::Allocate(size_t size) {
     if (!kept_[size_class].empty()) {
       LargeBuffer* buffer = kept_[size_class].back();
       kept_[size_class].pop_back();
+      buffer->pins_.Reset();
       allocated_.insert(buffer);
       in_use_bytes_ += capacity;
       return buffer;

@@ -30,6 +30,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
+#include "common/pin_count.h"
 #include "rdma/registrar.h"
 
 namespace demi::rdma {
@@ -44,10 +45,14 @@ class LargeBuffer {
   void* data() const { return data_; }
   size_t capacity() const { return capacity_; }
   MemoryKeys keys() const { return registration_->keys(); }
+  // The holder's free protection (common/pin_count.h): reset by Allocate(),
+  // otherwise the pool's callers' (the pool never reads it).
+  PinCount& pins() const { return pins_; }
 
  private:
   friend class LargeBufferPool;
   LargeBuffer() = default;
+  mutable PinCount pins_;
   void* data_ = nullptr;
   size_t capacity_ = 0;
   std::unique_ptr<Registration> registration_;

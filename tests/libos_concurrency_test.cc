@@ -1,5 +1,6 @@
 // The demi_* API with many connections, several threads and the wait
-// variants: 64 connections at once, 4 threads on 4 connections, wait_any
+// variants: 64 connections at once, 4 threads on 4 connections, threads on
+// workers of their own and a popped array relayed between workers, wait_any
 // fairness, wait_next_n, and timeouts that leave tokens valid.
 
 #include <demi/libos.h>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "libos/qd_table.h"
+#include "libos/token_table.h"
 #include "tests/libos_test_util.h"
 
 namespace demi::testing {
@@ -108,6 +111,100 @@ TEST_F(LibosConcurrencyTest, FourThreadsOnFourConnections) {
   std::printf("4 threads: %d round trips, %lu bytes verified\n",
               kThreads * kRoundTrips, static_cast<unsigned long>(bytes.load()));
   for (const Pair& pair : pairs) Close(pair);
+}
+
+// Each thread makes its own connections: they land in its own worker (the
+// worker field of their qds and of their tokens differs), and the threads'
+// round trips all arrive intact while both run at once.
+TEST_F(LibosConcurrencyTest, ThreadsThatMakeTheirOwnQueuesGetTheirOwnWorker) {
+  constexpr int kThreads = 2, kRoundTrips = 500;
+  std::vector<Pair> pairs(kThreads);
+  std::vector<uint32_t> token_workers(kThreads, 0);
+  std::atomic<int> connected{0};
+  std::atomic<uint64_t> bytes{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Pair& pair = pairs[t];
+      ASSERT_NO_FATAL_FAILURE(
+          ConnectPair(&pair.client, &pair.server, &pair.listener));
+      // Both connected before either starts: the round trips overlap.
+      connected.fetch_add(1);
+      while (connected.load() < kThreads) std::this_thread::yield();
+      for (int i = 0; i < kRoundTrips; ++i) {
+        const uint32_t size = 1 + (t * 7919 + i * 104729) % 2000;
+        const uint64_t index = t * 1000000 + i;
+        demi_qtoken_t pop = 0;
+        ASSERT_EQ(demi_pop(&pop, pair.server), 0);
+        if (i == 0) token_workers[t] = libos::TokenTable::TagOf(pop);
+        demi_qtoken_t push = PushMessage(pair.client, index, size, 1 + i % 4);
+        demi_qresult_t request = WaitResult(pop);
+        bytes += CheckMessage(request, index, size, 1 + i % 4);
+        CompletePush(push);
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (const Pair& pair : pairs) {
+    EXPECT_EQ(libos::QdWorker(pair.client), libos::QdWorker(pair.server));
+    EXPECT_EQ(libos::QdWorker(pair.client), libos::QdWorker(pair.listener));
+  }
+  EXPECT_NE(libos::QdWorker(pairs[0].client), libos::QdWorker(pairs[1].client));
+  EXPECT_EQ(token_workers[0], libos::QdWorker(pairs[0].server));
+  EXPECT_EQ(token_workers[1], libos::QdWorker(pairs[1].server));
+  uint64_t expected = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kRoundTrips; ++i) {
+      expected += 1 + (t * 7919 + i * 104729) % 2000;
+    }
+  }
+  EXPECT_EQ(bytes.load(), expected);
+  std::printf("2 threads on their own workers: %d round trips, %lu bytes\n",
+              kThreads * kRoundTrips, static_cast<unsigned long>(bytes.load()));
+  for (const Pair& pair : pairs) Close(pair);
+}
+
+// A popped array of a connection on one worker, pushed on a connection of
+// another worker and freed at once: the push pins its buffer, and when it
+// completes (on the other worker) the buffer goes back to its own
+// connection. Far more messages than the connection has receive buffers go
+// this way, so a buffer that did not come back would stall it.
+TEST_F(LibosConcurrencyTest, APoppedArrayRelayedToAnotherWorkerComesBack) {
+  constexpr int kMessages = 400;  // several times the receive buffers
+  Pair first, second;
+  // `second` is made on another thread, so on another worker.
+  std::thread maker([&] {
+    ASSERT_NO_FATAL_FAILURE(
+        ConnectPair(&second.client, &second.server, &second.listener));
+  });
+  maker.join();
+  ASSERT_NO_FATAL_FAILURE(
+      ConnectPair(&first.client, &first.server, &first.listener));
+  ASSERT_NE(libos::QdWorker(first.server), libos::QdWorker(second.client));
+  uint64_t bytes = 0;
+  for (int i = 0; i < kMessages; ++i) {
+    const uint32_t size = 100 + (i * 37) % 3000;
+    demi_qtoken_t push = PushMessage(first.client, i, size, 1);
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, first.server), 0);
+    demi_qresult_t popped = WaitResult(pop);
+    ASSERT_EQ(popped.qr_opcode, DEMI_OPC_POP) << popped.qr_ret;
+    // Relay it on the other worker's connection, and free it at once.
+    demi_qtoken_t relay = 0;
+    ASSERT_EQ(demi_push(&relay, second.client, &popped.qr_value.sga), 0);
+    ASSERT_EQ(demi_sgafree(&popped.qr_value.sga), 0);
+    EXPECT_EQ(demi_sgafree(&popped.qr_value.sga), EINVAL);  // freed once
+    ASSERT_EQ(demi_pop(&pop, second.server), 0);
+    demi_qresult_t relayed = WaitResult(pop);
+    bytes += CheckMessage(relayed, i, size, 1);
+    demi_qresult_t done = WaitResult(relay);
+    EXPECT_EQ(done.qr_opcode, DEMI_OPC_PUSH) << done.qr_ret;
+    CompletePush(push);
+  }
+  std::printf("relayed across workers: %d messages, %lu bytes verified\n",
+              kMessages, static_cast<unsigned long>(bytes));
+  Close(first);
+  Close(second);
 }
 
 TEST_F(LibosConcurrencyTest, WaitAnyDoesNotStarveLaterTokens) {

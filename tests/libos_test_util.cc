@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -37,9 +38,11 @@ int ListenOnTestAddress(sockaddr_in* address) {
   EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
   // demi has no getsockname, so each listener takes the next port of a
   // range chosen per process.
-  static uint16_t next_port = 20000 + (getpid() % 1000) * 20;
+  // Atomic: threads of a test make listeners at once.
+  static std::atomic<uint16_t> next_port{
+      static_cast<uint16_t>(20000 + (getpid() % 1000) * 20)};
   *address = base.ok() ? *base : sockaddr_in{};
-  address->sin_port = htons(next_port++);
+  address->sin_port = htons(next_port.fetch_add(1));
   EXPECT_EQ(
       demi_bind(qd, reinterpret_cast<sockaddr*>(address), sizeof(*address)), 0);
   EXPECT_EQ(demi_listen(qd, 128), 0);

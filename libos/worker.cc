@@ -1,0 +1,77 @@
+#include "libos/worker.h"
+
+#include <utility>
+
+#include "common/status_macros.h"
+
+namespace demi::libos {
+
+Worker::Worker(uint32_t index, const LibOSOptions& options,
+               rdma::DeviceRegistry& devices)
+    : index_(index),
+      options_(options),
+      devices_(devices),
+      tokens_(options.max_operations, index),
+      pushes_(static_cast<uint32_t>(tokens_.capacity())) {}
+
+absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
+    uint32_t index, const LibOSOptions& options, rdma::DeviceRegistry& devices,
+    ReceiveHandleTable& handles, PushMemory::ReturnElsewhere return_elsewhere) {
+  std::unique_ptr<Worker> worker(new Worker(index, options, devices));
+  DEMI_ASSIGN_OR_RETURN(worker->completions_,
+                        rdma::DeviceCompletions::Create(devices));
+  demi::MutexLock lock(&worker->mu_);
+  worker->memory_.emplace(devices, handles, index, std::move(return_elsewhere));
+  worker->context_.emplace(SocketContext{
+      index, worker->options_, devices, *worker->completions_, worker->tokens_,
+      handles, *worker->memory_, worker->pushes_, worker->progress_});
+  DEMI_ASSIGN_OR_RETURN(worker->streams_,
+                        StreamSockets::Create(*worker->context_));
+  worker->datagrams_ = std::make_unique<DatagramSockets>(*worker->context_);
+  Worker* self = worker.get();
+  worker->progress_.Add(1, [self]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    // Under mu_ (a round). One load when there is nothing to give back.
+    if (self->has_returns_.load(std::memory_order_acquire)) {
+      self->DrainReturns();
+    }
+  });
+  return worker;
+}
+
+Worker::~Worker() {
+  demi::MutexLock lock(&mu_);
+  // Connections and datagram sockets go before the completion queues and
+  // the protection domains.
+  streams_.reset();
+  datagrams_.reset();
+  // Their queue pairs are gone: nothing reads the pushed memory any more.
+  if (memory_.has_value()) {
+    pushes_.ForEach([this](const PushRecord& record)
+                        ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under mu_
+                          memory_->Abandon(record);
+                        });
+  }
+  completions_.reset();
+}
+
+void Worker::ReturnLater(ReceiveHandle& handle) {
+  demi::MutexLock lock(&returns_mu_);
+  returns_.push_back(&handle);
+  has_returns_.store(true, std::memory_order_release);
+}
+
+void Worker::DrainReturns() {
+  std::vector<ReceiveHandle*> returned;
+  {
+    demi::MutexLock lock(&returns_mu_);
+    returned.swap(returns_);
+    has_returns_.store(false, std::memory_order_relaxed);
+  }
+  for (ReceiveHandle* handle : returned) {
+    handle->owner()->ReturnBuffer(handle->buffer_index);
+  }
+  streams_->Reap();
+  datagrams_->Reap();
+}
+
+}  // namespace demi::libos
