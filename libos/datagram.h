@@ -1,6 +1,6 @@
 // The state of datagram sockets (SOCK_DGRAM); the code is DatagramSockets
 // (datagram_sockets.h; see DESIGN.md, "Datagram sockets"). Internal to the
-// libOS: plain structs, guarded by the LibOS mutex.
+// libOS: plain structs, guarded by the worker's mutex.
 
 #ifndef DEMI_LIBOS_DATAGRAM_H_
 #define DEMI_LIBOS_DATAGRAM_H_

@@ -58,7 +58,7 @@ class DatagramSockets::QueueSink final : public rdma::DatagramSink {
       : sockets_(sockets), queue_(queue) {}
 
   void OnSendComplete(uint64_t cookie, const absl::Status& status) override
-      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under the LibOS mutex
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under the worker's mutex
     if (!sockets_.ctx_.FinishPush(cookie, status, queue_.closed)) return;
     ++(status.ok() ? sockets_.counters_.sent : sockets_.counters_.send_failed);
   }
@@ -699,7 +699,7 @@ void DatagramSockets::PollQueue(DatagramQueue& queue) {
 
 void DatagramSockets::AddProgress() {
   ctx_.progress.Add(
-      1, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under the LibOS mutex
+      1, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under the worker's mutex
         queues_.ForEach(
             [this](int, DatagramQueue& queue)
                 ABSL_NO_THREAD_SAFETY_ANALYSIS { PollQueue(queue); });

@@ -25,7 +25,7 @@
 // have passed since it last ran. That costs one read of the counter per
 // wait, never one per spinning round.
 //
-// Thread-safety: none; the LibOS mutex guards the engine and every round.
+// Thread-safety: none; the worker's mutex guards the engine and every round.
 // The hot path (Round) makes no allocation and no lookup.
 
 #ifndef DEMI_LIBOS_PROGRESS_ENGINE_H_

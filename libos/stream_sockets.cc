@@ -74,7 +74,7 @@ class StreamSockets::QueueSink final : public rdma::CompletionSink {
       : sockets_(sockets), queue_(queue) {}
 
   void OnSendComplete(uint64_t cookie, const absl::Status& status) override
-      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under the LibOS mutex
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under the worker's mutex
     (void)sockets_.ctx_.FinishPush(cookie, status, queue_.closed);
   }
 
@@ -471,7 +471,7 @@ void StreamSockets::AddProgress() {
   // Every connection, open or retired, in a few shared completion queues:
   // idle ones cost nothing.
   ctx_.progress.Add(
-      1, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under the LibOS mutex
+      1, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under the worker's mutex
         ctx_.completions.Poll();
         ReapIfAny();
       });

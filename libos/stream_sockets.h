@@ -14,7 +14,7 @@
 // arrays came back.
 //
 // Lifetime: created by the LibOS with its context, destroyed with it
-// (connections before the channel). Thread-safety: none; the LibOS mutex
+// (connections before the channel). Thread-safety: none; the worker's mutex
 // guards every call (and the progress sources it registers).
 
 #ifndef DEMI_LIBOS_STREAM_SOCKETS_H_
