@@ -240,19 +240,26 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
   if (sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
     return ErrnoError(EINVAL, "bad segment count");
   }
-  // A popped array goes back to its queue under its worker's lock.
-  if (const ReceiveHandle* handle = handles_.Find(sga->sga_buf)) {
-    Worker* owner = WorkerAt(handle->worker);
-    if (owner == nullptr) return ErrnoError(EINVAL, "a handle of no worker");
-    demi::MutexLock lock(&owner->mu());
-    DEMI_RETURN_IF_ERROR(owner->memory().Free(sga->sga_buf));
-    // The array may have been a closed socket's last.
-    owner->streams().Reap();
-    owner->datagrams().Reap();
-    return absl::OkStatus();
+  // Classified once, without a lock (what it reads is atomic or fixed
+  // while the array is the application's; a racing second free loses at
+  // the buffer's PinCount).
+  PushMemory::Buffer buffer;
+  if (!library_memory_->Classify(sga->sga_buf, &buffer)) {
+    return ErrnoError(EINVAL, "not an array the library owns (or freed)");
   }
-  // Library memory: the pools and the buffers' pins are thread-safe.
-  return library_memory_->Free(sga->sga_buf);
+  if (buffer.kind != PushMemory::Buffer::Kind::kReceived) {
+    // Library memory: the pools and the buffers' pins are thread-safe.
+    return library_memory_->Free(sga->sga_buf, buffer);
+  }
+  // A popped array goes back to its queue under its worker's lock.
+  Worker* owner = WorkerAt(buffer.received->worker);
+  if (owner == nullptr) return ErrnoError(EINVAL, "a handle of no worker");
+  demi::MutexLock lock(&owner->mu());
+  DEMI_RETURN_IF_ERROR(owner->memory().Free(sga->sga_buf, buffer));
+  // The array may have been a closed socket's last.
+  owner->streams().Reap();
+  owner->datagrams().Reap();
+  return absl::OkStatus();
 }
 
 rdma::RegionCacheStats LibOS::CacheStats() const {
@@ -273,9 +280,36 @@ DatagramStats LibOS::DatagramStatistics() const {
 template <typename Look>
 TokenState LibOS::WaitLoop(uint32_t workers, absl::Duration timeout,
                            Look look) {
+  // One worker (every demi_wait, most waits on several tokens): no walk of
+  // the mask per round.
+  if ((workers & (workers - 1)) == 0) {
+    return WaitOne(*WorkerAt(static_cast<uint32_t>(__builtin_ctz(workers))),
+                   timeout, look);
+  }
   Deadline deadline(timeout);
   for (uint32_t m = workers; m != 0; m &= m - 1) {
     Worker& worker = *WorkerAt(static_cast<uint32_t>(__builtin_ctz(m)));
+    demi::MutexLock lock(&worker.mu());
+    const TokenState state = look(worker);
+    if (state != TokenState::kPending) return state;
+  }
+  // As WaitOne, a round of each worker in turn.
+  for (bool first = true;; first = false) {
+    for (uint32_t m = workers; m != 0; m &= m - 1) {
+      Worker& worker = *WorkerAt(static_cast<uint32_t>(__builtin_ctz(m)));
+      demi::MutexLock lock(&worker.mu());
+      worker.Round(/*catch_up=*/first);
+      const TokenState state = look(worker);
+      if (state != TokenState::kPending) return state;
+    }
+    if (deadline.Passed()) return TokenState::kPending;
+  }
+}
+
+template <typename Look>
+TokenState LibOS::WaitOne(Worker& worker, absl::Duration timeout, Look look) {
+  Deadline deadline(timeout);
+  {
     demi::MutexLock lock(&worker.mu());
     const TokenState state = look(worker);
     if (state != TokenState::kPending) return state;
@@ -285,14 +319,13 @@ TokenState LibOS::WaitLoop(uint32_t workers, absl::Duration timeout,
   // round. The first round of each wait catches up on periodic sources a
   // program that waits seldom has left idle (ProgressEngine).
   for (bool first = true;; first = false) {
-    for (uint32_t m = workers; m != 0; m &= m - 1) {
-      Worker& worker = *WorkerAt(static_cast<uint32_t>(__builtin_ctz(m)));
+    {
       demi::MutexLock lock(&worker.mu());
       worker.Round(/*catch_up=*/first);
       const TokenState state = look(worker);
       if (state != TokenState::kPending) return state;
     }
-    // The locks are dropped here, so other threads get in between rounds.
+    // The lock is dropped here, so other threads get in between rounds.
     if (deadline.Passed()) return TokenState::kPending;
   }
 }
@@ -303,10 +336,10 @@ absl::Status LibOS::Wait(demi_qtoken_t qt, absl::Duration timeout,
   Worker* owner = WorkerOfToken(qt);
   TokenState state = TokenState::kInvalid;
   if (owner != nullptr) {
-    state = WaitLoop(uint32_t{1} << owner->index(), timeout,
-                     [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                       return worker.tokens().TakeIfDone(qt, result);
-                     });
+    state = WaitOne(*owner, timeout,
+                    [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                      return worker.tokens().TakeIfDone(qt, result);
+                    });
   }
   switch (state) {
     case TokenState::kDone:

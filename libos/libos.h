@@ -135,6 +135,9 @@ class LibOS {
   // dropped between rounds.
   template <typename Look>
   TokenState WaitLoop(uint32_t workers, absl::Duration timeout, Look look);
+  // WaitLoop over one worker.
+  template <typename Look>
+  TokenState WaitOne(Worker& worker, absl::Duration timeout, Look look);
 
   const LibOSOptions options_;
   std::unique_ptr<rdma::DeviceRegistry> devices_;

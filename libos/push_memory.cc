@@ -151,6 +151,10 @@ absl::Status PushMemory::Free(void* sga_buf) {
   if (!Classify(sga_buf, &buffer)) {
     return ErrnoError(EINVAL, "not an array the library owns (or freed)");
   }
+  return Free(sga_buf, buffer);
+}
+
+absl::Status PushMemory::Free(void* sga_buf, const Buffer& buffer) {
   PinCount& pins = buffer.kind == Buffer::Kind::kReceived
                        ? buffer.received->pins
                        : LibraryPins(sga_buf);

@@ -185,12 +185,17 @@ class PushMemory {
   // else, or a second free). Safe from any thread for library memory; for
   // a popped array, call it under the lock of the handle's worker.
   absl::Status Free(void* sga_buf);
+  // Free() of what Classify() said `sga_buf` is.
+  absl::Status Free(void* sga_buf, const Buffer& buffer);
 
- private:
-  // The one classification behind Identify() and Free(): fills
+  // The one classification behind Identify(), Describe() and Free(): fills
   // buffer->kind and buffer->received (not the span, which only a push
   // needs); false if sga_buf names nothing the library knows, or was freed.
+  // Safe from any thread (it reads only atomics and what is fixed while
+  // the buffer is allocated).
   bool Classify(const void* sga_buf, Buffer* buffer) const;
+
+ private:
   void ReleaseLeases(const PushRecord& record) const;
   bool InlineReadableSegment(const demi_sgaseg_t& segment,
                              const rdma::RegisteredSpan& span, ibv_pd* pd);
