@@ -1,10 +1,12 @@
 #include "libos/libos.h"
 
 #include <netinet/in.h>
+#include <pthread.h>
 
 #include <cerrno>
 #include <utility>
 
+#include "absl/base/attributes.h"
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
 #include "common/logging.h"
@@ -25,11 +27,54 @@ struct ThreadWorker {
   const void* os = nullptr;
   uint32_t index = 0;
 };
-thread_local ThreadWorker this_thread;
+ABSL_CONST_INIT thread_local ThreadWorker this_thread
+    __attribute__((tls_model("initial-exec")));
+
+// Which LibOS is alive: a thread's buffer stock outliving its LibOS must
+// not give buffers back to a pool that is gone.
+std::atomic<uint64_t> live_generation{0};
+std::atomic<uint64_t> last_generation{0};
+
+// The calling thread's stock of free demi_sgaalloc buffers (per LibOS, as
+// ThreadWorker): allocating and freeing small arrays takes no lock. The
+// thread-local is a plain pointer in the static TLS block (one load from
+// %fs, no __tls_get_addr, no guard); the stock is deleted at thread exit by
+// a pthread key's destructor.
+struct ThreadBuffers {
+  explicit ThreadBuffers(uint64_t generation, rdma::BufferPool& pool)
+      : generation(generation), cache(pool) {}
+  const uint64_t generation;
+  rdma::BufferCache cache;
+};
+ABSL_CONST_INIT thread_local ThreadBuffers* this_threads_buffers
+    __attribute__((tls_model("initial-exec"))) = nullptr;
+
+void DeleteThreadBuffers(void* buffers) {
+  auto* stock = static_cast<ThreadBuffers*>(buffers);
+  // A stock that outlived its LibOS drops its buffers (their pool is gone).
+  if (live_generation.load(std::memory_order_acquire) != stock->generation) {
+    stock->cache.Forget();
+  }
+  delete stock;
+}
+
+pthread_key_t ThreadBuffersKey() {
+  static const pthread_key_t key = [] {
+    pthread_key_t made;
+    if (pthread_key_create(&made, DeleteThreadBuffers) != 0) {
+      DEMI_LOG(kError,
+               "pthread_key_create failed: threads' buffer stocks "
+               "are not given back at their exit");
+    }
+    return made;
+  }();
+  return key;
+}
 
 // Where demi_wait_any starts looking, per thread, so a busy early token
 // cannot starve later ones.
-thread_local uint32_t wait_any_start = 0;
+ABSL_CONST_INIT thread_local uint32_t wait_any_start
+    __attribute__((tls_model("initial-exec"))) = 0;
 
 // Sums the workers' datagram counters: the device's own drop counter is
 // the same device's in each, so it is not summed.
@@ -64,6 +109,7 @@ void AddDatagramStats(const DatagramStats& from, DatagramStats* to) {
 absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
     const LibOSOptions& options) {
   std::unique_ptr<LibOS> os(new LibOS(options));
+  os->generation_ = last_generation.fetch_add(1) + 1;
   rdma::BufferPoolOptions pool = options.pool;
   pool.max_buffer_size = options.connection.eager_limit;
   DEMI_ASSIGN_OR_RETURN(
@@ -76,13 +122,39 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
   // completion queues) fails demi_init, not the first demi_socket.
   absl::Status error;
   if (os->ThisThreadsWorker(&error) == nullptr) return error;
+  live_generation.store(os->generation_, std::memory_order_release);
   return os;
 }
 
 LibOS::~LibOS() {
   closing_.store(true, std::memory_order_release);
+  // This thread's stock goes back now; other threads' are dropped.
+  if (ThreadBuffers* mine = this_threads_buffers;
+      mine != nullptr && mine->generation == generation_) {
+    pthread_setspecific(ThreadBuffersKey(), nullptr);
+    this_threads_buffers = nullptr;
+    delete mine;
+  }
+  uint64_t live = generation_;
+  live_generation.compare_exchange_strong(live, 0);
   // Each worker destroys its queue pairs before the devices go.
   for (std::unique_ptr<Worker>& worker : owned_workers_) worker.reset();
+}
+
+rdma::BufferCache& LibOS::ThisThreadsBuffers() {
+  ThreadBuffers* mine = this_threads_buffers;
+  if (mine != nullptr && mine->generation == generation_) return mine->cache;
+  return MakeThisThreadsBuffers();
+}
+
+rdma::BufferCache& LibOS::MakeThisThreadsBuffers() {
+  if (ThreadBuffers* old = this_threads_buffers; old != nullptr) {
+    DeleteThreadBuffers(old);  // an earlier LibOS's
+  }
+  auto* mine = new ThreadBuffers(generation_, devices_->pool());
+  this_threads_buffers = mine;
+  pthread_setspecific(ThreadBuffersKey(), mine);
+  return mine->cache;
 }
 
 Worker* LibOS::ThisThreadsWorker(absl::Status* error) {
@@ -209,14 +281,19 @@ demi_sgarray_t LibOS::SgaAlloc(size_t size) {
   sga.sga_addr = sockaddr_in{};
   if (size == 0 || size > UINT32_MAX) return sga;  // 32-bit segment lengths
   if (size <= devices_->pool().max_buffer_size()) {
-    absl::StatusOr<rdma::PoolBuffer*> buffer = devices_->pool().Allocate(size);
-    if (!buffer.ok()) {
-      DEMI_LOG(kDebug, "demi_sgaalloc(", size,
-               "): ", buffer.status().message());
-      return sga;
+    rdma::PoolBuffer* kept = ThisThreadsBuffers().Allocate(size);
+    if (kept == nullptr) {
+      absl::StatusOr<rdma::PoolBuffer*> buffer =
+          devices_->pool().Allocate(size);
+      if (!buffer.ok()) {
+        DEMI_LOG(kDebug, "demi_sgaalloc(", size,
+                 "): ", buffer.status().message());
+        return sga;
+      }
+      kept = *buffer;
     }
-    sga.sga_buf = *buffer;
-    sga.sga_segs[0].sgaseg_buf = (*buffer)->data();
+    sga.sga_buf = kept;
+    sga.sga_segs[0].sgaseg_buf = kept->data();
   } else {
     absl::StatusOr<rdma::LargeBuffer*> buffer =
         devices_->large_pool().Allocate(size);
@@ -248,8 +325,9 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
     return ErrnoError(EINVAL, "not an array the library owns (or freed)");
   }
   if (buffer.kind != PushMemory::Buffer::Kind::kReceived) {
-    // Library memory: the pools and the buffers' pins are thread-safe.
-    return library_memory_->Free(sga->sga_buf, buffer);
+    // Library memory: the pools and the buffers' pins are thread-safe, and
+    // a small buffer stays in this thread's stock for its next sgaalloc.
+    return library_memory_->Free(sga->sga_buf, buffer, &ThisThreadsBuffers());
   }
   // A popped array goes back to its queue under its worker's lock.
   Worker* owner = WorkerAt(buffer.received->worker);

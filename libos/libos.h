@@ -48,6 +48,7 @@
 #include "libos/stream_sockets.h"
 #include "libos/token_table.h"
 #include "libos/worker.h"
+#include "rdma/buffer_cache.h"
 #include "rdma/device_registry.h"
 #include "rdma/region_cache.h"
 
@@ -121,6 +122,10 @@ class LibOS {
   Worker* WorkerOfToken(demi_qtoken_t qt) const {
     return WorkerAt(TokenTable::TagOf(qt));
   }
+  // The calling thread's stock of free demi_sgaalloc buffers, made on its
+  // first call.
+  rdma::BufferCache& ThisThreadsBuffers();
+  rdma::BufferCache& MakeThisThreadsBuffers();
   // Gives back a popped array's buffer released on another worker.
   void ReturnToOwner(ReceiveHandle& handle);
   // `call(sockets)` under the lock of the worker of `qd` (EBADF if none).
@@ -153,6 +158,9 @@ class LibOS {
   // Which worker the next new thread gets.
   std::atomic<uint32_t> next_worker_{0};
   demi::Mutex make_mu_;
+  // Tells this LibOS from an earlier one at the same address (the
+  // threads' buffer stocks).
+  uint64_t generation_ = 0;
   // Set when the LibOS is going away: no more returns between workers.
   std::atomic<bool> closing_{false};
 };

@@ -154,7 +154,8 @@ absl::Status PushMemory::Free(void* sga_buf) {
   return Free(sga_buf, buffer);
 }
 
-absl::Status PushMemory::Free(void* sga_buf, const Buffer& buffer) {
+absl::Status PushMemory::Free(void* sga_buf, const Buffer& buffer,
+                              rdma::BufferCache* keep) {
   PinCount& pins = buffer.kind == Buffer::Kind::kReceived
                        ? buffer.received->pins
                        : LibraryPins(sga_buf);
@@ -169,6 +170,11 @@ absl::Status PushMemory::Free(void* sga_buf, const Buffer& buffer) {
   if (buffer.kind == Buffer::Kind::kReceived) {
     // Under the handle's worker lock (the caller's contract).
     buffer.received->owner()->ReturnBuffer(buffer.received->buffer_index);
+    return absl::OkStatus();
+  }
+  if (buffer.kind == Buffer::Kind::kPool && keep != nullptr &&
+      &keep->pool() == &devices_.pool() &&
+      keep->Keep(static_cast<rdma::PoolBuffer*>(sga_buf))) {
     return absl::OkStatus();
   }
   return FreeLibraryBuffer(sga_buf);

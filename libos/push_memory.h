@@ -52,6 +52,7 @@
 #include "common/pin_count.h"
 #include "libos/receive_handles.h"
 #include "libos/token_table.h"
+#include "rdma/buffer_cache.h"
 #include "rdma/buffer_pool.h"
 #include "rdma/device_registry.h"
 #include "rdma/large_buffer_pool.h"
@@ -185,8 +186,10 @@ class PushMemory {
   // else, or a second free). Safe from any thread for library memory; for
   // a popped array, call it under the lock of the handle's worker.
   absl::Status Free(void* sga_buf);
-  // Free() of what Classify() said `sga_buf` is.
-  absl::Status Free(void* sga_buf, const Buffer& buffer);
+  // Free() of what Classify() said `sga_buf` is. A pool buffer free now
+  // goes to `keep` (the calling thread's stock) while it has room.
+  absl::Status Free(void* sga_buf, const Buffer& buffer,
+                    rdma::BufferCache* keep = nullptr);
 
   // The one classification behind Identify(), Describe() and Free(): fills
   // buffer->kind and buffer->received (not the span, which only a push

@@ -20,7 +20,6 @@ namespace {
 constexpr size_t kMaxMinChunkBytes = size_t{1} << 30;
 // The largest cap: its descriptors' address range (1/2 of it) must fit.
 constexpr size_t kMaxPoolBytes = size_t{1} << 40;
-constexpr int kMinCapacityLog2 = std::countr_zero(BufferPool::kMinCapacity);
 
 static_assert(std::has_single_bit(BufferPool::kMinCapacity));
 static_assert(std::has_single_bit(BufferPool::kMaxBufferSizeLimit));
@@ -29,13 +28,6 @@ static_assert(BufferPool::kMinBuffersPerChunk > 1);
 size_t PageSize() {
   static const size_t page_size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   return page_size;
-}
-
-// The class of a request of `size` (> 0) bytes: the smallest class whose
-// capacity, kMinCapacity << class, is >= size.
-constexpr size_t ClassOf(size_t size) {
-  if (size <= BufferPool::kMinCapacity) return 0;
-  return static_cast<size_t>(std::bit_width(size - 1)) - kMinCapacityLog2;
 }
 
 static_assert(sizeof(void*) != 8 || sizeof(PoolBuffer) == 32);
@@ -115,7 +107,7 @@ BufferPool::BufferPool(Registrar* registrar, const BufferPoolOptions& options,
       num_classes_(ClassOf(options.max_buffer_size) + 1),
       descriptors_(std::move(descriptors)),
       descriptors_base_(reinterpret_cast<uintptr_t>(descriptors_.base())) {
-  static_assert(ClassOf(kMaxBufferSizeLimit) + 1 == kMaxClasses);
+  static_assert(BufferPool::ClassOf(kMaxBufferSizeLimit) + 1 == kMaxClasses);
 }
 
 BufferPool::~BufferPool() {

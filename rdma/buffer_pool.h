@@ -62,6 +62,7 @@
 
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -90,6 +91,8 @@ class PoolBuffer {
   void* data() const { return data_; }
   // The size of the buffer's class (>= the size asked for).
   uint32_t capacity() const;
+  // Its class (BufferPool::ClassOf of its capacity).
+  uint32_t size_class() const { return size_class_; }
   // The keys of the registration covering the buffer (that of its chunk).
   MemoryKeys keys() const { return keys_; }
   // The holder's free protection (common/pin_count.h): reset by Allocate(),
@@ -140,6 +143,15 @@ class BufferPool {
   static constexpr size_t kMinCapacity = 64;
   static constexpr size_t kMaxBufferSizeLimit = 1024 * 1024;
   static constexpr size_t kMinBuffersPerChunk = 8;
+  static constexpr size_t kMaxClasses = 15;  // 64 B .. 1 MiB.
+
+  // The class of a request of `size` (> 0) bytes: the smallest class whose
+  // capacity, kMinCapacity << class, is >= size.
+  static constexpr size_t ClassOf(size_t size) {
+    if (size <= kMinCapacity) return 0;
+    return static_cast<size_t>(std::bit_width(size - 1)) -
+           static_cast<size_t>(std::countr_zero(kMinCapacity));
+  }
 
   // Makes an empty pool (no chunk yet) registering through `registrar` (not
   // owned; must outlive the pool). EINVAL if an option is out of range.
@@ -188,8 +200,6 @@ class BufferPool {
     size_t buffers = 0;
     size_t in_use = 0;
   };
-  static constexpr size_t kMaxClasses = 15;  // 64 B .. 1 MiB.
-
   BufferPool(Registrar* registrar, const BufferPoolOptions& options,
              ReservedRange descriptors);
 
