@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "absl/base/attributes.h"
 #include "absl/base/thread_annotations.h"
 
 namespace demi {
@@ -35,7 +36,7 @@ class ABSL_LOCKABLE Mutex {
   Mutex(const Mutex&) = delete;
   Mutex& operator=(const Mutex&) = delete;
 
-  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
     uint32_t expected = kFree;
     if (!state_.compare_exchange_strong(expected, kLocked,
                                         std::memory_order_acquire,
@@ -43,7 +44,7 @@ class ABSL_LOCKABLE Mutex {
       LockSlow();
     }
   }
-  void Unlock() ABSL_UNLOCK_FUNCTION() {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE void Unlock() ABSL_UNLOCK_FUNCTION() {
     if (state_.exchange(kFree, std::memory_order_release) == kContended) {
       WakeOne();
     }

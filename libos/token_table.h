@@ -74,6 +74,12 @@ inline void CopyArray(const demi_sgarray_t& from, demi_sgarray_t* to) {
   const uint32_t n = from.sga_numsegs < DEMI_SGARRAY_MAXSIZE
                          ? from.sga_numsegs
                          : DEMI_SGARRAY_MAXSIZE;
+  // One segment, the common case, copied in place: the compiler makes the
+  // loop a memmove call, which costs more than the copy.
+  if (n == 1) {
+    to->sga_segs[0] = from.sga_segs[0];
+    return;
+  }
   for (uint32_t i = 0; i < n; ++i) to->sga_segs[i] = from.sga_segs[i];
 }
 

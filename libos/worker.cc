@@ -28,13 +28,6 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
   DEMI_ASSIGN_OR_RETURN(worker->streams_,
                         StreamSockets::Create(*worker->context_));
   worker->datagrams_ = std::make_unique<DatagramSockets>(*worker->context_);
-  Worker* self = worker.get();
-  worker->progress_.Add(1, [self]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    // Under mu_ (a round). One load when there is nothing to give back.
-    if (self->has_returns_.load(std::memory_order_acquire)) {
-      self->DrainReturns();
-    }
-  });
   return worker;
 }
 

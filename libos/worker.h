@@ -86,8 +86,12 @@ class Worker {
   TokenTable& tokens() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return tokens_; }
   PushMemory& memory() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return *memory_; }
 
-  // One round of progress (ProgressEngine::Round).
+  // One round of progress (ProgressEngine::Round), after giving back what
+  // other workers returned (ReturnLater): one load when there is nothing,
+  // checked here rather than as a source of the engine (an indirect call
+  // per round).
   void Round(bool catch_up) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (has_returns_.load(std::memory_order_acquire)) DrainReturns();
     progress_.Round(catch_up);
   }
 
@@ -110,7 +114,7 @@ class Worker {
   PushTable pushes_ ABSL_GUARDED_BY(mu_);
   std::optional<PushMemory> memory_ ABSL_GUARDED_BY(mu_);
   // What the rounds poll (stream sources from Create, datagram ones from
-  // the first datagram socket, the returns queue).
+  // the first datagram socket).
   ProgressEngine progress_ ABSL_GUARDED_BY(mu_);
   // Destroyed after the sockets (their queue pairs use its queues).
   std::unique_ptr<rdma::DeviceCompletions> completions_;

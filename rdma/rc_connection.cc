@@ -543,8 +543,7 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
                                                   const Segment* segments,
                                                   uint32_t num_segments,
                                                   uint64_t cookie) {
-  const uint32_t slot =
-      (posted_head_ + posted_count_ + position) % send_queue_depth_;
+  const uint32_t slot = SendSlotAfterPosted(position);
   uint8_t* header_slot = header_memory_.get() + slot * kHeaderSlotSize;
   uint64_t total = 0;
   size_t header_size;
@@ -771,8 +770,7 @@ uint32_t RcConnection::BatchRun(uint32_t from, uint32_t available) const {
 ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
                                         uint16_t credits_returned,
                                         uint32_t from, uint32_t n) {
-  const uint32_t slot =
-      (posted_head_ + posted_count_ + position) % send_queue_depth_;
+  const uint32_t slot = SendSlotAfterPosted(position);
   uint8_t* out = header_memory_.get() + slot * kHeaderSlotSize;
   wire::EncodeFixedPart(wire::MessageType::kBatch, credits_returned,
                         static_cast<uint8_t>(n), out);
@@ -816,8 +814,7 @@ ibv_send_wr* RcConnection::PrepareRead(uint32_t position,
   const uint32_t length =
       std::min(options_.read_chunk,
                header.segment_lengths[segment] - inbound.next_offset);
-  const uint32_t slot =
-      (posted_head_ + posted_count_ + position) % send_queue_depth_;
+  const uint32_t slot = SendSlotAfterPosted(position);
   ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
   sge[0].addr =
       reinterpret_cast<uintptr_t>(inbound.memory->data()) + local_offset;

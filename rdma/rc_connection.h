@@ -560,6 +560,15 @@ class RcConnection final : private CompletionHandler {
   std::vector<PostedSend> posted_;
   uint32_t posted_head_ = 0;
   uint32_t posted_count_ = 0;
+  // The send-queue slot `position` places after the last posted one, the
+  // one place the Prepare steps compute it: head < depth, count <= depth
+  // and position < depth, so the sum wraps at most twice, and subtracting
+  // costs less than a division (a helper call under emulation).
+  uint32_t SendSlotAfterPosted(uint32_t position) const {
+    uint32_t slot = posted_head_ + posted_count_ + position;
+    while (slot >= send_queue_depth_) slot -= send_queue_depth_;
+    return slot;
+  }
   // Work requests and scatter-gather lists by send-queue slot, kept until
   // posted (a chain is built before its one ibv_post_send).
   static constexpr size_t kSgesPerSend = wire::kMaxSegments + 1;
