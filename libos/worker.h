@@ -70,14 +70,15 @@ class Worker {
   demi::Mutex& mu() const ABSL_LOCK_RETURNED(mu_) { return mu_; }
   uint32_t index() const { return index_; }
 
-  // The sockets of `qd`'s kind (the kind bit; a qd of neither kind goes to
-  // the stream sockets, which answer EBADF).
-  Sockets& KindOf(int qd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (qd > 0 && QdKind(qd) == 1) return *datagrams_;
-    return *streams_;
-  }
   Sockets& streams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return *streams_; }
   Sockets& datagrams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return *datagrams_;
+  }
+  // The same, as their final classes (calls through them are direct).
+  StreamSockets& stream_sockets() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return *streams_;
+  }
+  DatagramSockets& datagram_sockets() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return *datagrams_;
   }
   DatagramStats DatagramStatistics() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
