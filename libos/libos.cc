@@ -116,8 +116,12 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
       os->devices_, rdma::DeviceRegistry::Create(pool, options.region_cache,
                                                  options.region_cache_enabled,
                                                  options.large_pool));
-  os->library_memory_.emplace(*os->devices_, os->handles_, kMaxQdWorkers,
-                              [](ReceiveHandle&) {});
+  // The memory of no worker: demi_sgafree's, from any thread; a popped
+  // array it frees goes back through its worker's return stack.
+  LibOS* self = os.get();
+  os->library_memory_.emplace(
+      *os->devices_, os->handles_, kMaxQdWorkers,
+      [self](ReceiveHandle& handle) { self->ReturnToOwner(handle); });
   // The first worker now, so that what a worker needs (an event channel,
   // completion queues) fails demi_init, not the first demi_socket.
   absl::Status error;
@@ -320,27 +324,18 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
   if (sga->sga_numsegs > DEMI_SGARRAY_MAXSIZE) {
     return ErrnoError(EINVAL, "bad segment count");
   }
-  // Classified once, without a lock (what it reads is atomic or fixed
-  // while the array is the application's; a racing second free loses at
-  // the buffer's PinCount).
+  // Classified once, and freed, without a worker lock: what Classify reads
+  // is atomic or fixed while the array is the application's, a racing
+  // second free loses at the buffer's PinCount, a small library buffer
+  // stays in this thread's stock for its next sgaalloc, and a popped
+  // array's buffer goes back to its queue through its worker's lock-free
+  // return stack, drained by that worker's next round (which re-posted it
+  // only then anyway).
   PushMemory::Buffer buffer;
   if (!library_memory_->Classify(sga->sga_buf, &buffer)) {
     return ErrnoError(EINVAL, "not an array the library owns (or freed)");
   }
-  if (buffer.kind != PushMemory::Buffer::Kind::kReceived) {
-    // Library memory: the pools and the buffers' pins are thread-safe, and
-    // a small buffer stays in this thread's stock for its next sgaalloc.
-    return library_memory_->Free(sga->sga_buf, buffer, &ThisThreadsBuffers());
-  }
-  // A popped array goes back to its queue under its worker's lock.
-  Worker* owner = WorkerAt(buffer.received->worker);
-  if (owner == nullptr) return ErrnoError(EINVAL, "a handle of no worker");
-  demi::MutexLock lock(&owner->mu());
-  DEMI_RETURN_IF_ERROR(owner->memory().Free(sga->sga_buf, buffer));
-  // The array may have been a closed socket's last.
-  owner->streams().Reap();
-  owner->datagrams().Reap();
-  return absl::OkStatus();
+  return library_memory_->Free(sga->sga_buf, buffer, &ThisThreadsBuffers());
 }
 
 rdma::RegionCacheStats LibOS::CacheStats() const {

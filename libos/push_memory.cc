@@ -168,8 +168,7 @@ absl::Status PushMemory::Free(void* sga_buf, const Buffer& buffer,
       return ErrnoError(EINVAL, "the array was freed already");
   }
   if (buffer.kind == Buffer::Kind::kReceived) {
-    // Under the handle's worker lock (the caller's contract).
-    buffer.received->owner()->ReturnBuffer(buffer.received->buffer_index);
+    GiveBack(*buffer.received);
     return absl::OkStatus();
   }
   if (buffer.kind == Buffer::Kind::kPool && keep != nullptr &&

@@ -28,12 +28,13 @@
 // different workers' queues may read one buffer. Leased regions are
 // released when their push finishes.
 //
-// Thread-safety: one PushMemory per worker; its worker's lock guards every
-// call except Free() of library memory, which is safe from any thread. A
-// popped array's buffer goes back to its queue under the lock of the
-// handle's worker: a push that finishes on another worker hands it to
-// `return_elsewhere` (which must get it there). The devices and the handle
-// table must outlive this object.
+// Thread-safety: one PushMemory per worker, whose lock guards every call,
+// and one of no worker (worker index kMaxQdWorkers) for demi_sgafree, whose
+// Classify() and Free() are safe from any thread. A popped array's buffer
+// goes back to its queue under the lock of the handle's worker: a
+// PushMemory of another worker (or of none) hands it to `return_elsewhere`
+// instead (which must get it there). The devices and the handle table must
+// outlive this object.
 
 #ifndef DEMI_LIBOS_PUSH_MEMORY_H_
 #define DEMI_LIBOS_PUSH_MEMORY_H_
@@ -183,8 +184,9 @@ class PushMemory {
   void Abandon(const PushRecord& record);
 
   // demi_sgafree of library memory or a popped array (EINVAL for anything
-  // else, or a second free). Safe from any thread for library memory; for
-  // a popped array, call it under the lock of the handle's worker.
+  // else, or a second free). Library memory: safe from any thread. A popped
+  // array of this worker's queues: under this worker's lock; of another
+  // worker's: its buffer goes to `return_elsewhere`.
   absl::Status Free(void* sga_buf);
   // Free() of what Classify() said `sga_buf` is. A pool buffer free now
   // goes to `keep` (the calling thread's stock) while it has room.

@@ -73,6 +73,9 @@ struct ReceiveHandle {
   // freed); pinned by each push in flight that reads it. LendPopped resets
   // it; the last of demi_sgafree and those pushes gives the buffer back.
   PinCount pins{/*released=*/true};
+  // The worker's return stack (Worker::ReturnLater): the next handle, while
+  // this one waits there.
+  ReceiveHandle* return_next = nullptr;
 };
 
 // Lends the buffer of `handle` to the application as the popped array

@@ -33,6 +33,8 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
 
 Worker::~Worker() {
   demi::MutexLock lock(&mu_);
+  // Returns not yet drained go with their queues.
+  returns_.store(nullptr, std::memory_order_relaxed);
   // Connections and datagram sockets go before the completion queues and
   // the protection domains.
   streams_.reset();
@@ -48,21 +50,31 @@ Worker::~Worker() {
 }
 
 void Worker::ReturnLater(ReceiveHandle& handle) {
-  demi::MutexLock lock(&returns_mu_);
-  returns_.push_back(&handle);
-  has_returns_.store(true, std::memory_order_release);
+  ReceiveHandle* head = returns_.load(std::memory_order_relaxed);
+  do {
+    handle.return_next = head;
+  } while (!returns_.compare_exchange_weak(
+      head, &handle, std::memory_order_release, std::memory_order_relaxed));
 }
 
 void Worker::DrainReturns() {
-  std::vector<ReceiveHandle*> returned;
-  {
-    demi::MutexLock lock(&returns_mu_);
-    returned.swap(returns_);
-    has_returns_.store(false, std::memory_order_relaxed);
+  // Newest first: reversed, so buffers go back in the order they were
+  // freed.
+  ReceiveHandle* newest = returns_.exchange(nullptr, std::memory_order_acquire);
+  ReceiveHandle* oldest = nullptr;
+  while (newest != nullptr) {
+    ReceiveHandle* next = newest->return_next;
+    newest->return_next = oldest;
+    oldest = newest;
+    newest = next;
   }
-  for (ReceiveHandle* handle : returned) {
+  for (ReceiveHandle* handle = oldest; handle != nullptr;) {
+    ReceiveHandle* next = handle->return_next;
+    handle->return_next = nullptr;
     handle->owner()->ReturnBuffer(handle->buffer_index);
+    handle = next;
   }
+  // A returned buffer may have been a closed socket's last.
   streams_->Reap();
   datagrams_->Reap();
 }

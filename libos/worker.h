@@ -19,8 +19,9 @@
 // devices (protection domains, buffer pools, region caches) and the
 // receive-handle table. A popped array pushed on another worker's queue is
 // pinned there; if that push is the last to let go of it, its buffer goes
-// back to its own worker through ReturnLater (a small locked queue drained
-// by that worker's next round).
+// back to its own worker through ReturnLater (a lock-free stack drained by
+// that worker's next round), as does every popped array demi_sgafree
+// frees (no worker lock in demi_sgafree).
 //
 // Thread-safety: lock mu() around every call below unless a comment says
 // otherwise. Lifetime: the devices, options and handle table outlive it.
@@ -92,7 +93,7 @@ class Worker {
   // checked here rather than as a source of the engine (an indirect call
   // per round).
   void Round(bool catch_up) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (has_returns_.load(std::memory_order_acquire)) DrainReturns();
+    if (returns_.load(std::memory_order_acquire) != nullptr) DrainReturns();
     progress_.Round(catch_up);
   }
 
@@ -123,10 +124,10 @@ class Worker {
   std::unique_ptr<StreamSockets> streams_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<DatagramSockets> datagrams_ ABSL_GUARDED_BY(mu_);
 
-  // ReturnLater's queue (a leaf lock: nothing is locked under it).
-  demi::Mutex returns_mu_;
-  std::vector<ReceiveHandle*> returns_ ABSL_GUARDED_BY(returns_mu_);
-  std::atomic<bool> has_returns_{false};
+  // ReturnLater's handles, newest first, linked through
+  // ReceiveHandle::return_next: a lock-free stack that any thread pushes
+  // on and DrainReturns takes whole (one exchange, so no ABA).
+  std::atomic<ReceiveHandle*> returns_{nullptr};
 };
 
 }  // namespace demi::libos
