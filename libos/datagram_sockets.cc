@@ -141,7 +141,9 @@ absl::Status DatagramSockets::Bind(int qd, const sockaddr* address,
                         rdma::UdEndpoint::Create(std::move(id), options));
   const uint32_t count = options.receive_buffers;
   queue.datagrams.Reserve(count);
-  queue.handles = ctx_.handles.Add(queue, count, 1, ctx_.worker);
+  // No flow control: a freed buffer is re-posted at once.
+  queue.handles = ctx_.handles.Add(queue, count, 1, ctx_.worker,
+                                   /*return_at_once=*/true);
   if (queue.handles == nullptr) {
     queue.endpoint.reset();
     return ErrnoError(ENOMEM, "no room for the socket's receive handles");

@@ -328,12 +328,22 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
   // is atomic or fixed while the array is the application's, a racing
   // second free loses at the buffer's PinCount, a small library buffer
   // stays in this thread's stock for its next sgaalloc, and a popped
-  // array's buffer goes back to its queue through its worker's lock-free
-  // return stack, drained by that worker's next round (which re-posted it
-  // only then anyway).
+  // stream array's buffer goes back to its queue through its worker's
+  // lock-free return stack, drained by that worker's next round (which
+  // re-posted it only then anyway; the peer's credits wait for that).
   PushMemory::Buffer buffer;
   if (!library_memory_->Classify(sga->sga_buf, &buffer)) {
     return ErrnoError(EINVAL, "not an array the library owns (or freed)");
+  }
+  if (buffer.kind == PushMemory::Buffer::Kind::kReceived &&
+      buffer.received->return_at_once) {
+    // A datagram buffer: back to its socket now, under its worker's lock.
+    Worker* owner = WorkerAt(buffer.received->worker);
+    if (owner == nullptr) return ErrnoError(EINVAL, "a handle of no worker");
+    demi::MutexLock lock(&owner->mu());
+    DEMI_RETURN_IF_ERROR(owner->memory().Free(sga->sga_buf, buffer));
+    owner->datagrams().Reap();  // it may have been a closed socket's last
+    return absl::OkStatus();
   }
   return library_memory_->Free(sga->sga_buf, buffer, &ThisThreadsBuffers());
 }

@@ -19,7 +19,7 @@ ReceiveHandleTable::ReceiveHandleTable() {
 
 ReceiveHandle* ReceiveHandleTable::Add(ReceiveBufferOwner& owner,
                                        uint32_t count, uint32_t per_buffer,
-                                       uint32_t worker) {
+                                       uint32_t worker, bool return_at_once) {
   if (range_.base() == nullptr || count == 0 || per_buffer == 0) {
     return nullptr;
   }
@@ -47,6 +47,7 @@ ReceiveHandle* ReceiveHandleTable::Add(ReceiveBufferOwner& owner,
     ReceiveHandle* handle = new (handles + i) ReceiveHandle();
     handle->buffer_index = i / per_buffer;
     handle->worker = worker;
+    handle->return_at_once = return_at_once;
     handle->owner_.store(&owner, std::memory_order_release);
   }
   // Published after the handles are built: Find never sees one half made.

@@ -69,6 +69,11 @@ struct ReceiveHandle {
   std::atomic<ReceiveBufferOwner*> owner_{nullptr};
   uint32_t buffer_index = 0;
   uint32_t worker = 0;  // the worker whose lock guards the owner
+  // demi_sgafree gives the buffer back at once, under the worker's lock,
+  // rather than through its return stack at the next round: for receive
+  // queues with no flow control (datagrams), where a buffer re-posted a
+  // round later may be a datagram lost meanwhile.
+  bool return_at_once = false;
   // Released while the buffer is not the application's (the device's, or
   // freed); pinned by each push in flight that reads it. LendPopped resets
   // it; the last of demi_sgafree and those pushes gives the buffer back.
@@ -112,14 +117,14 @@ class ReceiveHandleTable {
   ReceiveHandleTable& operator=(const ReceiveHandleTable&) = delete;
 
   // A new array of `count` (> 0) handles (indices 0..count-1) for `owner`
-  // of worker `worker`, `per_buffer` (> 0) consecutive ones for each of its
-  // receive buffers (handle i names buffer i / per_buffer: one handle per
-  // message a buffer may hold); owned by the table, valid until Remove().
-  // Null if the range is full (kMaxHandles in use) or the memory cannot be
-  // mapped.
+  // of worker `worker` (`return_at_once`: see ReceiveHandle), `per_buffer` (>
+  // 0) consecutive ones for each of its receive buffers (handle i names buffer
+  // i / per_buffer: one handle per message a buffer may hold); owned by the
+  // table, valid until Remove(). Null if the range is full (kMaxHandles in use)
+  // or the memory cannot be mapped.
   ReceiveHandle* Add(ReceiveBufferOwner& owner, uint32_t count,
-                     uint32_t per_buffer = 1, uint32_t worker = 0)
-      ABSL_LOCKS_EXCLUDED(mu_);
+                     uint32_t per_buffer = 1, uint32_t worker = 0,
+                     bool return_at_once = false) ABSL_LOCKS_EXCLUDED(mu_);
   // Forgets an array Add() returned; null is ignored.
   void Remove(ReceiveHandle* handles) ABSL_LOCKS_EXCLUDED(mu_);
   // The live handle `pointer` points to, or null if it points to none (it
