@@ -20,20 +20,6 @@ CreditAccount::CreditAccount(uint32_t peer_receive_buffers,
       threshold_(ThresholdFor(local_receive_buffers)),
       credits_(peer_receive_buffers) {}
 
-uint16_t CreditAccount::Consume() {
-  --credits_;
-  // owed_ <= local_receive_buffers_ <= UINT16_MAX (see OnMessageReceived).
-  const auto returned = static_cast<uint16_t>(owed_);
-  owed_ = 0;
-  return returned;
-}
-
-std::optional<uint16_t> CreditAccount::ConsumeForData() {
-  if (!CanSendData()) return std::nullopt;
-  ++data_messages_sent_;
-  return Consume();
-}
-
 std::optional<uint16_t> CreditAccount::ConsumeForCreditUpdate() {
   if (!ShouldSendCreditUpdate()) return std::nullopt;
   ++credit_updates_sent_;

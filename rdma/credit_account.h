@@ -73,7 +73,12 @@ class CreditAccount {
   // Takes one credit for a data message and returns the credits_returned to
   // put in its header (everything owed, which is then no longer owed).
   // nullopt, and no change, if !CanSendData().
-  std::optional<uint16_t> ConsumeForData();
+  // Inline: every data send asks.
+  std::optional<uint16_t> ConsumeForData() {
+    if (!CanSendData()) return std::nullopt;
+    ++data_messages_sent_;
+    return Consume();
+  }
 
   // Whether an explicit credit update should be posted now: at least
   // threshold() returns owed and at least one credit. Check it after sending
@@ -122,7 +127,13 @@ class CreditAccount {
   CreditAccount(uint32_t peer_receive_buffers, uint32_t local_receive_buffers);
 
   // Takes one credit and hands out everything owed.
-  uint16_t Consume();
+  uint16_t Consume() {
+    --credits_;
+    // owed_ <= local_receive_buffers_ <= UINT16_MAX (see OnMessageReceived).
+    const auto returned = static_cast<uint16_t>(owed_);
+    owed_ = 0;
+    return returned;
+  }
 
   uint32_t peer_receive_buffers_;
   uint32_t local_receive_buffers_;
