@@ -70,12 +70,16 @@ class ABSL_LOCKABLE Mutex {
 // Holds `mu` for its scope.
 class ABSL_SCOPED_LOCKABLE MutexLock {
  public:
-  explicit MutexLock(Mutex* mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE explicit MutexLock(Mutex* mu)
+      ABSL_EXCLUSIVE_LOCK_FUNCTION(mu)
+      : mu_(mu) {
     mu_->Lock();
   }
   MutexLock(const MutexLock&) = delete;
   MutexLock& operator=(const MutexLock&) = delete;
-  ~MutexLock() ABSL_UNLOCK_FUNCTION() { mu_->Unlock(); }
+  ABSL_ATTRIBUTE_ALWAYS_INLINE ~MutexLock() ABSL_UNLOCK_FUNCTION() {
+    mu_->Unlock();
+  }
 
  private:
   Mutex* const mu_;
