@@ -180,7 +180,6 @@ Worker* LibOS::ThisThreadsWorker(absl::Status* error) {
   }
   owned_workers_[index] = *std::move(made);
   workers_[index].store(owned_workers_[index].get(), std::memory_order_release);
-  worker_count_.fetch_add(1, std::memory_order_acq_rel);
   return owned_workers_[index].get();
 }
 
@@ -198,8 +197,8 @@ Result LibOS::OnQueue(int qd, Call call) {
   demi::MutexLock lock(&worker->mu());
   // By the kind bit, to the final class itself: `call` takes `auto&`, so
   // the call is direct (no virtual dispatch on every push and pop).
-  if (QdKind(qd) == 1) return call(worker->datagram_sockets());
-  return call(worker->stream_sockets());
+  if (QdKind(qd) == 1) return call(worker->datagrams());
+  return call(worker->streams());
 }
 
 absl::StatusOr<int> LibOS::Socket(int domain, int type, int protocol) {

@@ -98,12 +98,6 @@ class LibOS {
   absl::StatusOr<int> WaitNextN(absl::Span<demi_qresult_t> results,
                                 absl::Duration timeout);
 
-  // Workers made so far (one per thread that created queues, up to
-  // kMaxQdWorkers; then threads share them).
-  uint32_t worker_count() const {
-    return worker_count_.load(std::memory_order_acquire);
-  }
-
  private:
   explicit LibOS(const LibOSOptions& options) : options_(options) {}
 
@@ -154,7 +148,6 @@ class LibOS {
   // LibOS goes; readers take no lock.
   std::atomic<Worker*> workers_[kMaxQdWorkers] = {};
   std::unique_ptr<Worker> owned_workers_[kMaxQdWorkers];
-  std::atomic<uint32_t> worker_count_{0};
   // Which worker the next new thread gets.
   std::atomic<uint32_t> next_worker_{0};
   demi::Mutex make_mu_;

@@ -143,17 +143,6 @@ absl::Status PushMemory::FreeLibraryBuffer(void* buffer) const {
   return devices_.large_pool().Free(static_cast<rdma::LargeBuffer*>(buffer));
 }
 
-absl::Status PushMemory::Free(void* sga_buf) {
-  if (sga_buf == nullptr) {
-    return ErrnoError(EINVAL, "not an array the library owns");
-  }
-  Buffer buffer;
-  if (!Classify(sga_buf, &buffer)) {
-    return ErrnoError(EINVAL, "not an array the library owns (or freed)");
-  }
-  return Free(sga_buf, buffer);
-}
-
 absl::Status PushMemory::Free(void* sga_buf, const Buffer& buffer,
                               rdma::BufferCache* keep) {
   PinCount& pins = buffer.kind == Buffer::Kind::kReceived

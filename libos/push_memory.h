@@ -187,8 +187,7 @@ class PushMemory {
   // else, or a second free). Library memory: safe from any thread. A popped
   // array of this worker's queues: under this worker's lock; of another
   // worker's: its buffer goes to `return_elsewhere`.
-  absl::Status Free(void* sga_buf);
-  // Free() of what Classify() said `sga_buf` is. A pool buffer free now
+  // `buffer` is what Classify() said `sga_buf` is. A pool buffer free now
   // goes to `keep` (the calling thread's stock) while it has room.
   absl::Status Free(void* sga_buf, const Buffer& buffer,
                     rdma::BufferCache* keep = nullptr);

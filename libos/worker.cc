@@ -6,25 +6,22 @@
 
 namespace demi::libos {
 
-Worker::Worker(uint32_t index, const LibOSOptions& options,
-               rdma::DeviceRegistry& devices)
+Worker::Worker(uint32_t index, const LibOSOptions& options)
     : index_(index),
-      options_(options),
-      devices_(devices),
       tokens_(options.max_operations, index),
       pushes_(static_cast<uint32_t>(tokens_.capacity())) {}
 
 absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
     uint32_t index, const LibOSOptions& options, rdma::DeviceRegistry& devices,
     ReceiveHandleTable& handles, PushMemory::ReturnElsewhere return_elsewhere) {
-  std::unique_ptr<Worker> worker(new Worker(index, options, devices));
+  std::unique_ptr<Worker> worker(new Worker(index, options));
   DEMI_ASSIGN_OR_RETURN(worker->completions_,
                         rdma::DeviceCompletions::Create(devices));
   demi::MutexLock lock(&worker->mu_);
   worker->memory_.emplace(devices, handles, index, std::move(return_elsewhere));
   worker->context_.emplace(SocketContext{
-      index, worker->options_, devices, *worker->completions_, worker->tokens_,
-      handles, *worker->memory_, worker->pushes_, worker->progress_});
+      index, options, devices, *worker->completions_, worker->tokens_, handles,
+      *worker->memory_, worker->pushes_, worker->progress_});
   DEMI_ASSIGN_OR_RETURN(worker->streams_,
                         StreamSockets::Create(*worker->context_));
   worker->datagrams_ = std::make_unique<DatagramSockets>(*worker->context_);

@@ -71,15 +71,12 @@ class Worker {
   demi::Mutex& mu() const ABSL_LOCK_RETURNED(mu_) { return mu_; }
   uint32_t index() const { return index_; }
 
-  Sockets& streams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return *streams_; }
-  Sockets& datagrams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return *datagrams_;
-  }
-  // The same, as their final classes (calls through them are direct).
-  StreamSockets& stream_sockets() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // The sockets of each kind, as their final classes (calls through them
+  // are direct).
+  StreamSockets& streams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return *streams_;
   }
-  DatagramSockets& datagram_sockets() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  DatagramSockets& datagrams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return *datagrams_;
   }
   DatagramStats DatagramStatistics() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -103,14 +100,11 @@ class Worker {
   void ReturnLater(ReceiveHandle& handle) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  Worker(uint32_t index, const LibOSOptions& options,
-         rdma::DeviceRegistry& devices);
+  Worker(uint32_t index, const LibOSOptions& options);
   // Gives back what ReturnLater queued.
   void DrainReturns() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const uint32_t index_;
-  const LibOSOptions& options_;
-  rdma::DeviceRegistry& devices_;
   mutable demi::Mutex mu_;
   TokenTable tokens_ ABSL_GUARDED_BY(mu_);
   PushTable pushes_ ABSL_GUARDED_BY(mu_);

@@ -35,23 +35,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "tools/pingpong/demi_tool.h"
 #if defined(__x86_64__)
 #include <x86intrin.h>
 #endif
-
-#define CHECK(c)                                                            \
-  do {                                                                      \
-    if (!(c)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-      exit(1);                                                              \
-    }                                                                       \
-  } while (0)
-
-static void wait_for(demi_qtoken_t qt, demi_opcode_t expected,
-                     demi_qresult_t *qr) {
-  CHECK(demi_wait(qr, qt, NULL) == 0);
-  CHECK(qr->qr_opcode == expected);
-}
 
 /* The process's resident and pinned memory, in KiB (/proc/self/status). */
 static void memory_kib(long *rss, long *pinned) {
@@ -92,12 +80,6 @@ static double select_kth(double *v, long n, long k) {
     }
   }
   return v[k];
-}
-
-static double monotonic_us(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
 }
 
 /* Samples are timed with the cycle counter, as perftest does: in the
@@ -165,26 +147,6 @@ static int server(const struct sockaddr_in *address, long iterations,
   free(idle_qds);
   CHECK(demi_close(listener) == 0);
   return 0;
-}
-
-/* A connected queue to `address`, retrying while the server is not
- * listening yet. */
-static int connect_to(const struct sockaddr_in *address) {
-  int qd = -1;
-  demi_qtoken_t qt = 0;
-  demi_qresult_t qr;
-  CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
-  for (int attempt = 0;; ++attempt) { /* the server may not listen yet */
-    CHECK(demi_connect(&qt, qd, (const struct sockaddr *)address,
-                       sizeof(*address)) == 0);
-    CHECK(demi_wait(&qr, qt, NULL) == 0);
-    if (qr.qr_opcode == DEMI_OPC_CONNECT) break;
-    CHECK(attempt < 200 && qr.qr_ret == ECONNREFUSED);
-    CHECK(demi_close(qd) == 0);
-    CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
-    nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-  }
-  return qd;
 }
 
 static int client(const struct sockaddr_in *address, long iterations,

@@ -28,13 +28,7 @@
 #include <string.h>
 #include <time.h>
 
-#define CHECK(c)                                                            \
-  do {                                                                      \
-    if (!(c)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-      exit(1);                                                              \
-    }                                                                       \
-  } while (0)
+#include "tools/pingpong/demi_tool.h"
 
 enum { kWindow = 32, kMaxThreads = 16 };
 
@@ -49,18 +43,6 @@ struct job {
 
 static pthread_barrier_t ready;
 
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void wait_for(demi_qtoken_t qt, demi_opcode_t expected,
-                     demi_qresult_t *qr) {
-  CHECK(demi_wait(qr, qt, NULL) == 0);
-  CHECK(qr->qr_opcode == expected);
-}
-
 static int accept_on(const struct sockaddr_in *address) {
   int listener = -1;
   demi_qtoken_t qt = 0;
@@ -72,26 +54,6 @@ static int accept_on(const struct sockaddr_in *address) {
   CHECK(demi_accept(&qt, listener) == 0);
   wait_for(qt, DEMI_OPC_ACCEPT, &qr);
   return qr.qr_value.ares.qd; /* the listener stays open until exit */
-}
-
-/* A connected queue to `address`, retrying while the server is not
- * listening yet. */
-static int connect_to(const struct sockaddr_in *address) {
-  int qd = -1;
-  demi_qtoken_t qt = 0;
-  demi_qresult_t qr;
-  CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
-  for (int attempt = 0;; ++attempt) {
-    CHECK(demi_connect(&qt, qd, (const struct sockaddr *)address,
-                       sizeof(*address)) == 0);
-    CHECK(demi_wait(&qr, qt, NULL) == 0);
-    if (qr.qr_opcode == DEMI_OPC_CONNECT) break;
-    CHECK(attempt < 200 && qr.qr_ret == ECONNREFUSED);
-    CHECK(demi_close(qd) == 0);
-    CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
-    nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-  }
-  return qd;
 }
 
 static void *serve(void *arg) {
@@ -139,7 +101,7 @@ static void *drive(void *arg) {
   demi_qresult_t qr;
   int outstanding = 0;
   pthread_barrier_wait(&ready);
-  job->start = now_s();
+  job->start = monotonic_us() / 1e6;
   for (long sent = 0; sent < job->messages; ++sent) {
     if (outstanding == kWindow) {
       int index = -1;
@@ -158,7 +120,7 @@ static void *drive(void *arg) {
   demi_qtoken_t qt = 0;
   CHECK(demi_pop(&qt, qd) == 0);
   wait_for(qt, DEMI_OPC_POP, &qr); /* every message arrived */
-  job->end = now_s();
+  job->end = monotonic_us() / 1e6;
   CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
   CHECK(demi_sgafree(&sga) == 0);
   CHECK(demi_close(qd) == 0);
