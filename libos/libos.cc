@@ -362,55 +362,30 @@ DatagramStats LibOS::DatagramStatistics() const {
   return sum;
 }
 
-template <typename Look>
-TokenState LibOS::WaitLoop(uint32_t workers, absl::Duration timeout,
+template <typename EachWorker, typename Look>
+TokenState LibOS::WaitLoop(EachWorker each_worker, absl::Duration timeout,
                            Look look) {
-  // One worker (every demi_wait, most waits on several tokens): no walk of
-  // the mask per round.
-  if ((workers & (workers - 1)) == 0) {
-    return WaitOne(*WorkerAt(static_cast<uint32_t>(__builtin_ctz(workers))),
-                   timeout, look);
-  }
   Deadline deadline(timeout);
-  for (uint32_t m = workers; m != 0; m &= m - 1) {
-    Worker& worker = *WorkerAt(static_cast<uint32_t>(__builtin_ctz(m)));
+  TokenState state = TokenState::kPending;
+  each_worker([&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     demi::MutexLock lock(&worker.mu());
-    const TokenState state = look(worker);
-    if (state != TokenState::kPending) return state;
-  }
-  // As WaitOne, a round of each worker in turn.
-  for (bool first = true;; first = false) {
-    for (uint32_t m = workers; m != 0; m &= m - 1) {
-      Worker& worker = *WorkerAt(static_cast<uint32_t>(__builtin_ctz(m)));
-      demi::MutexLock lock(&worker.mu());
-      worker.Round(/*catch_up=*/first);
-      const TokenState state = look(worker);
-      if (state != TokenState::kPending) return state;
-    }
-    if (deadline.Passed()) return TokenState::kPending;
-  }
-}
-
-template <typename Look>
-TokenState LibOS::WaitOne(Worker& worker, absl::Duration timeout, Look look) {
-  Deadline deadline(timeout);
-  {
-    demi::MutexLock lock(&worker.mu());
-    const TokenState state = look(worker);
-    if (state != TokenState::kPending) return state;
-  }
+    state = look(worker);
+    return state == TokenState::kPending;
+  });
+  if (state != TokenState::kPending) return state;
   // One look per round, after it: a result another thread's round
   // delivered while the lock was dropped is seen after this thread's next
   // round. The first round of each wait catches up on periodic sources a
   // program that waits seldom has left idle (ProgressEngine).
   for (bool first = true;; first = false) {
-    {
+    each_worker([&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
       demi::MutexLock lock(&worker.mu());
       worker.Round(/*catch_up=*/first);
-      const TokenState state = look(worker);
-      if (state != TokenState::kPending) return state;
-    }
-    // The lock is dropped here, so other threads get in between rounds.
+      state = look(worker);
+      return state == TokenState::kPending;
+    });
+    if (state != TokenState::kPending) return state;
+    // The locks are dropped here, so other threads get in between rounds.
     if (deadline.Passed()) return TokenState::kPending;
   }
 }
@@ -421,10 +396,10 @@ absl::Status LibOS::Wait(demi_qtoken_t qt, absl::Duration timeout,
   Worker* owner = WorkerOfToken(qt);
   TokenState state = TokenState::kInvalid;
   if (owner != nullptr) {
-    state = WaitOne(*owner, timeout,
-                    [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                      return worker.tokens().TakeIfDone(qt, result);
-                    });
+    state = WaitLoop(OneWorker(*owner), timeout,
+                     [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                       return worker.tokens().TakeIfDone(qt, result);
+                     });
   }
   switch (state) {
     case TokenState::kDone:
@@ -454,7 +429,8 @@ absl::StatusOr<int> LibOS::WaitAny(absl::Span<const demi_qtoken_t> qts,
   }
   size_t index = 0;  // of the token taken, or of the invalid one
   const TokenState state = WaitLoop(
-      workers, timeout, [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      WorkersIn(workers), timeout,
+      [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
         // Start after the index returned last time, so a busy early token
         // cannot starve later ones; only this worker's tokens.
         const size_t start = wait_any_start % qts.size();
@@ -491,11 +467,12 @@ absl::StatusOr<int> LibOS::WaitNextN(absl::Span<demi_qresult_t> results,
     if (WorkerAt(i) != nullptr) workers |= uint32_t{1} << i;
   }
   size_t taken = 0;
-  const TokenState state = WaitLoop(
-      workers, timeout, [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        taken = worker.tokens().TakeReady(results);
-        return taken > 0 ? TokenState::kDone : TokenState::kPending;
-      });
+  const TokenState state =
+      WaitLoop(WorkersIn(workers), timeout,
+               [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                 taken = worker.tokens().TakeReady(results);
+                 return taken > 0 ? TokenState::kDone : TokenState::kPending;
+               });
   if (state == TokenState::kDone) return static_cast<int>(taken);
   return ErrnoError(ETIMEDOUT, "no operation completed in time");
 }

@@ -127,16 +127,26 @@ class LibOS {
   Result OnQueue(int qd, Call call);
 
   // The one wait loop behind Wait, WaitAny and WaitNextN, over the workers
-  // in `workers` (a bit per worker index): `look(worker)` (called under
-  // that worker's lock) takes what the wait wants from it and says kDone,
-  // kInvalid (the wait fails), or kPending (look again after a round of
-  // progress). Returns kPending when `timeout` passed first. Each lock is
-  // dropped between rounds.
-  template <typename Look>
-  TokenState WaitLoop(uint32_t workers, absl::Duration timeout, Look look);
-  // WaitLoop over one worker.
-  template <typename Look>
-  TokenState WaitOne(Worker& worker, absl::Duration timeout, Look look);
+  // `each_worker` visits (OneWorker or WorkersIn): `look(worker)` (called
+  // under that worker's lock) takes what the wait wants from it and says
+  // kDone, kInvalid (the wait fails), or kPending (look again after a
+  // round of progress). Returns kPending when `timeout` passed first. Each
+  // lock is dropped between rounds.
+  template <typename EachWorker, typename Look>
+  TokenState WaitLoop(EachWorker each_worker, absl::Duration timeout,
+                      Look look);
+  // What WaitLoop visits: `f(worker)` for one worker, or for each worker
+  // whose bit is set in `workers`, until `f` returns false.
+  static auto OneWorker(Worker& worker) {
+    return [&worker](auto f) { f(worker); };
+  }
+  auto WorkersIn(uint32_t workers) const {
+    return [this, workers](auto f) {
+      for (uint32_t m = workers; m != 0; m &= m - 1) {
+        if (!f(*WorkerAt(static_cast<uint32_t>(__builtin_ctz(m))))) return;
+      }
+    };
+  }
 
   const LibOSOptions options_;
   std::unique_ptr<rdma::DeviceRegistry> devices_;
