@@ -2,6 +2,7 @@
  * have Demikernel's packed layouts (an application's binary view of them). */
 
 #include <demi/cc.h>
+#include <demi/event.h>
 #include <demi/libos.h>
 #include <demi/sga.h>
 #include <demi/stats.h>

@@ -137,6 +137,7 @@ absl::Status DatagramSockets::Bind(int qd, const sockaddr* address,
   }
   rdma::UdEndpointOptions options = ctx_.options.datagram;
   options.pd = pd;
+  options.channel = ctx_.completions.ChannelFor(pd);
   DEMI_ASSIGN_OR_RETURN(queue.endpoint,
                         rdma::UdEndpoint::Create(std::move(id), options));
   const uint32_t count = options.receive_buffers;
@@ -697,6 +698,19 @@ void DatagramSockets::PollQueue(DatagramQueue& queue) {
       (void)ctx_.tokens.Fail(qt, errnum);
     queue.pop_tokens.clear();
   }
+}
+
+absl::Status DatagramSockets::ArmNotify() {
+  absl::Status armed = absl::OkStatus();
+  auto arm = [&armed](DatagramQueue& queue) {
+    if (queue.endpoint != nullptr && armed.ok()) {
+      armed = queue.endpoint->ArmNotify();
+    }
+  };
+  queues_.ForEach([&](int, DatagramQueue& queue)
+                      ABSL_NO_THREAD_SAFETY_ANALYSIS { arm(queue); });
+  for (auto& queue : retired_) arm(*queue);
+  return armed;
 }
 
 void DatagramSockets::AddProgress() {

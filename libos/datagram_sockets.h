@@ -61,6 +61,11 @@ class DatagramSockets final : public Sockets {
                          socklen_t size) override;  // ENOPROTOOPT
   absl::Status GetLinger(int qd, void* value,
                          socklen_t* size) override;  // ENOPROTOOPT
+  void AppendWakeFds(std::vector<int>* fds) const override {
+    if (channel_.has_value()) fds->push_back(channel_->fd());
+  }
+  // Arms every endpoint's own completion queue.
+  absl::Status ArmNotify() override;
   void Reap() override {
     if (!retired_.empty()) ReapRetired();
   }

@@ -35,6 +35,19 @@ class Deadline {
         zero_(timeout <= absl::ZeroDuration()),
         now_(now) {}
 
+  // Time left, InfiniteDuration() for an infinite timeout (reads the clock;
+  // a wait not yet timed starts its timeout now).
+  absl::Duration Remaining() {
+    if (infinite_) return absl::InfiniteDuration();
+    if (zero_) return absl::ZeroDuration();
+    const absl::Time now = now_();
+    if (rounds_ < kClockInterval) {
+      deadline_ = now + timeout_;
+      rounds_ = kClockInterval;
+    }
+    return deadline_ > now ? deadline_ - now : absl::ZeroDuration();
+  }
+
   // Call once after each round that found nothing; true once the wait is
   // over.
   bool Passed() {

@@ -77,5 +77,29 @@ TEST_F(DeadlineTest, TheRealClockEventuallyPasses) {
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(2));
 }
 
+TEST_F(DeadlineTest, RemainingCountsFromTheFirstReadAndNeverGoesNegative) {
+  Deadline infinite(absl::InfiniteDuration(), &FakeNow);
+  EXPECT_EQ(infinite.Remaining(), absl::InfiniteDuration());
+  Deadline zero(absl::ZeroDuration(), &FakeNow);
+  EXPECT_EQ(zero.Remaining(), absl::ZeroDuration());
+  EXPECT_EQ(reads, 0);
+
+  Deadline second(absl::Seconds(1), &FakeNow);
+  EXPECT_EQ(second.Remaining(), absl::Seconds(1));  // starts the timeout
+  fake_now += absl::Milliseconds(300);
+  EXPECT_EQ(second.Remaining(), absl::Milliseconds(700));
+  // Passed() compares with the same deadline.
+  for (uint32_t i = 0; i < Deadline::kClockInterval; ++i) {
+    EXPECT_FALSE(second.Passed());
+  }
+  fake_now += absl::Seconds(5);
+  EXPECT_EQ(second.Remaining(), absl::ZeroDuration());
+  bool passed = false;
+  for (uint32_t i = 0; i < Deadline::kClockInterval; ++i) {
+    passed |= second.Passed();
+  }
+  EXPECT_TRUE(passed);
+}
+
 }  // namespace
 }  // namespace demi::libos

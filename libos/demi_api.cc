@@ -1,6 +1,7 @@
 // The C API: each demi_* function forwards to the process's LibOS and turns
 // its status into the positive errno the API returns. Nothing else lives here.
 
+#include <demi/event.h>
 #include <demi/libos.h>
 #include <demi/sga.h>
 #include <demi/stats.h>
@@ -70,7 +71,9 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
 //                                rest of a burst goes at the next poll)
 //   DEMI_DGRAM_ROUTE_TTL_MS=N    age at which a cached datagram destination
 //                                is resolved again (0: never)
-// A value that does not parse is ignored (with a warning).
+// A value that does not parse is ignored (with a warning). DEMI_SPIN_US
+// (how long a wait polls before it sleeps) is read by demi_init, which
+// refuses a bad value with EINVAL.
 LibOSOptions OptionsFromEnvironment() {
   LibOSOptions options;
   auto number = [](const char* name, size_t* out) {
@@ -124,8 +127,15 @@ int demi_init(const struct demi_args* args) {
   }
   demi::MutexLock lock(&init_mutex);
   if (Os() != nullptr) return EEXIST;
-  absl::StatusOr<std::unique_ptr<LibOS>> os =
-      LibOS::Create(OptionsFromEnvironment());
+  LibOSOptions options = OptionsFromEnvironment();
+  if (const char* spin = getenv("DEMI_SPIN_US"); spin != nullptr) {
+    if (!demi::libos::ParseSpinMicros(spin, &options.spin)) {
+      DEMI_LOG(kError, "DEMI_SPIN_US=", spin,
+               " is not a count of microseconds (or \"inf\")");
+      return EINVAL;
+    }
+  }
+  absl::StatusOr<std::unique_ptr<LibOS>> os = LibOS::Create(options);
   if (!os.ok()) return ErrnoFromStatus(os.status());
   the_libos.store(os->release(), std::memory_order_release);
   return 0;
@@ -251,6 +261,17 @@ int demi_dgram_stats(demi_dgram_stats_t* stats) {
   stats->route_changes = counters.route_changes;
   stats->route_drops = counters.route_drops;
   return 0;
+}
+
+int demi_event_fd(int* fd_out) {
+  if (Os() == nullptr) return kNotInitialized;
+  if (fd_out == nullptr) return EINVAL;
+  return ToErrno(Os()->EventFd(), fd_out);
+}
+
+int demi_event_arm(void) {
+  if (Os() == nullptr) return kNotInitialized;
+  return ErrnoFromStatus(Os()->EventArm());
 }
 
 int demi_wait(demi_qresult_t* qr_out, demi_qtoken_t qt,

@@ -2,9 +2,13 @@
 
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <utility>
+#include <vector>
 
 #include "absl/base/attributes.h"
 #include "absl/strings/str_cat.h"
@@ -143,6 +147,51 @@ LibOS::~LibOS() {
   live_generation.compare_exchange_strong(live, 0);
   // Each worker destroys its queue pairs before the devices go.
   for (std::unique_ptr<Worker>& worker : owned_workers_) worker.reset();
+  if (event_epoll_ >= 0 && close(event_epoll_) != 0) {
+    DEMI_LOG(kError, "close(event epoll) failed");
+  }
+}
+
+absl::StatusOr<int> LibOS::EventFd() {
+  demi::MutexLock lock(&event_mu_);
+  if (event_epoll_ < 0) {
+    event_epoll_ = epoll_create1(EPOLL_CLOEXEC);
+    if (event_epoll_ < 0) return ErrnoStatus(errno, "epoll_create1");
+  }
+  return event_epoll_;
+}
+
+absl::Status LibOS::EventArm() {
+  DEMI_ASSIGN_OR_RETURN(const int epoll_fd, EventFd());
+  demi::MutexLock lock(&event_mu_);
+  bool quiet = true;
+  std::vector<int> fds;
+  for (uint32_t i = 0; i < kMaxQdWorkers; ++i) {
+    Worker* worker = WorkerAt(i);
+    if (worker == nullptr) continue;
+    WorkerLock worker_lock(*worker);
+    DEMI_ASSIGN_OR_RETURN(const bool armed, worker->ArmForEventLoop(&fds));
+    quiet &= armed;
+  }
+  // Descriptors come and go with sockets (a datagram channel, a device's):
+  // a closed one leaves the set by itself, a new one is added here, before
+  // the loop sleeps.
+  for (int fd : fds) {
+    if (std::find(event_watched_.begin(), event_watched_.end(), fd) !=
+        event_watched_.end()) {
+      continue;
+    }
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.fd = fd;
+    if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &event) != 0 &&
+        errno != EEXIST) {
+      return ErrnoStatus(errno, "epoll_ctl(ADD)");
+    }
+    event_watched_.push_back(fd);
+  }
+  if (!quiet) return ErrnoError(EAGAIN, "operations completed: look first");
+  return absl::OkStatus();
 }
 
 rdma::BufferCache& LibOS::ThisThreadsBuffers() {
@@ -194,7 +243,7 @@ template <typename Result, typename Call>
 Result LibOS::OnQueue(int qd, Call call) {
   Worker* worker = WorkerOfQd(qd);
   if (worker == nullptr) return NoSuchQueue(qd);
-  demi::MutexLock lock(&worker->mu());
+  WorkerLock lock(*worker);
   // By the kind bit, to the final class itself: `call` takes `auto&`, so
   // the call is direct (no virtual dispatch on every push and pop).
   if (QdKind(qd) == 1) return call(worker->datagrams());
@@ -213,7 +262,7 @@ absl::StatusOr<int> LibOS::Socket(int domain, int type, int protocol) {
   absl::Status error;
   Worker* worker = ThisThreadsWorker(&error);
   if (worker == nullptr) return error;
-  demi::MutexLock lock(&worker->mu());
+  WorkerLock lock(*worker);
   if (type == SOCK_DGRAM) return worker->datagrams().Open(protocol);
   return worker->streams().Open(protocol);
 }
@@ -339,7 +388,7 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
     // A datagram buffer: back to its socket now, under its worker's lock.
     Worker* owner = WorkerAt(buffer.received->worker);
     if (owner == nullptr) return ErrnoError(EINVAL, "a handle of no worker");
-    demi::MutexLock lock(&owner->mu());
+    WorkerLock lock(*owner);
     DEMI_RETURN_IF_ERROR(owner->memory().Free(sga->sga_buf, buffer));
     owner->datagrams().Reap();  // it may have been a closed socket's last
     return absl::OkStatus();
@@ -356,30 +405,32 @@ DatagramStats LibOS::DatagramStatistics() const {
   for (uint32_t i = 0; i < kMaxQdWorkers; ++i) {
     Worker* worker = WorkerAt(i);
     if (worker == nullptr) continue;
-    demi::MutexLock lock(&worker->mu());
+    WorkerLock lock(*worker);
     AddDatagramStats(worker->DatagramStatistics(), &sum);
   }
   return sum;
 }
 
 template <typename EachWorker, typename Look>
-TokenState LibOS::WaitLoop(EachWorker each_worker, absl::Duration timeout,
+TokenState LibOS::WaitLoop(EachWorker each_worker, Worker& sleep_on,
+                           absl::Duration sleep_cap, absl::Duration timeout,
                            Look look) {
   Deadline deadline(timeout);
   TokenState state = TokenState::kPending;
   each_worker([&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    demi::MutexLock lock(&worker.mu());
+    WorkerLock lock(worker);
     state = look(worker);
     return state == TokenState::kPending;
   });
   if (state != TokenState::kPending) return state;
-  // One look per round, after it: a result another thread's round
+  // Spin: one look per round, after it: a result another thread's round
   // delivered while the lock was dropped is seen after this thread's next
   // round. The first round of each wait catches up on periodic sources a
   // program that waits seldom has left idle (ProgressEngine).
+  Deadline spin(options_.spin);
   for (bool first = true;; first = false) {
     each_worker([&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      demi::MutexLock lock(&worker.mu());
+      WorkerLock lock(worker);
       worker.Round(/*catch_up=*/first);
       state = look(worker);
       return state == TokenState::kPending;
@@ -387,6 +438,18 @@ TokenState LibOS::WaitLoop(EachWorker each_worker, absl::Duration timeout,
     if (state != TokenState::kPending) return state;
     // The locks are dropped here, so other threads get in between rounds.
     if (deadline.Passed()) return TokenState::kPending;
+    if (!spin.Passed()) continue;
+    // The spin budget is spent: sleep until the worker has news or the
+    // wait is over (the other workers of a wait over several are looked at
+    // after the sleep, which sleep_cap keeps short).
+    {
+      WorkerLock lock(sleep_on);
+      state = sleep_on.SleepUnlessDone(
+          std::min(deadline.Remaining(), sleep_cap),
+          [&](Worker& worker)
+              ABSL_NO_THREAD_SAFETY_ANALYSIS { return look(worker); });
+    }
+    if (state != TokenState::kPending) return state;
   }
 }
 
@@ -396,10 +459,11 @@ absl::Status LibOS::Wait(demi_qtoken_t qt, absl::Duration timeout,
   Worker* owner = WorkerOfToken(qt);
   TokenState state = TokenState::kInvalid;
   if (owner != nullptr) {
-    state = WaitLoop(OneWorker(*owner), timeout,
-                     [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                       return worker.tokens().TakeIfDone(qt, result);
-                     });
+    state =
+        WaitLoop(OneWorker(*owner), *owner, absl::InfiniteDuration(), timeout,
+                 [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                   return worker.tokens().TakeIfDone(qt, result);
+                 });
   }
   switch (state) {
     case TokenState::kDone:
@@ -429,7 +493,7 @@ absl::StatusOr<int> LibOS::WaitAny(absl::Span<const demi_qtoken_t> qts,
   }
   size_t index = 0;  // of the token taken, or of the invalid one
   const TokenState state = WaitLoop(
-      WorkersIn(workers), timeout,
+      WorkersIn(workers), *SleepWorker(workers), SleepCap(workers), timeout,
       [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
         // Start after the index returned last time, so a busy early token
         // cannot starve later ones; only this worker's tokens.
@@ -466,10 +530,16 @@ absl::StatusOr<int> LibOS::WaitNextN(absl::Span<demi_qresult_t> results,
   for (uint32_t i = 0; i < kMaxQdWorkers; ++i) {
     if (WorkerAt(i) != nullptr) workers |= uint32_t{1} << i;
   }
+  if (workers == 0) {  // no queue yet: this thread's worker (made now)
+    absl::Status error;
+    Worker* mine = ThisThreadsWorker(&error);
+    if (mine == nullptr) return error;
+    workers = uint32_t{1} << mine->index();
+  }
   size_t taken = 0;
   const TokenState state =
-      WaitLoop(WorkersIn(workers), timeout,
-               [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      WaitLoop(WorkersIn(workers), *SleepWorker(workers), SleepCap(workers),
+               timeout, [&](Worker& worker) ABSL_NO_THREAD_SAFETY_ANALYSIS {
                  taken = worker.tokens().TakeReady(results);
                  return taken > 0 ? TokenState::kDone : TokenState::kPending;
                });

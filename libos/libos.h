@@ -98,6 +98,11 @@ class LibOS {
   absl::StatusOr<int> WaitNextN(absl::Span<demi_qresult_t> results,
                                 absl::Duration timeout);
 
+  // demi_event_fd and demi_event_arm (demi/event.h). EventArm says EAGAIN
+  // (as a status) when the loop must look before it sleeps.
+  absl::StatusOr<int> EventFd();
+  absl::Status EventArm();
+
  private:
   explicit LibOS(const LibOSOptions& options) : options_(options) {}
 
@@ -132,9 +137,23 @@ class LibOS {
   // kDone, kInvalid (the wait fails), or kPending (look again after a
   // round of progress). Returns kPending when `timeout` passed first. Each
   // lock is dropped between rounds.
+  // Once it has spun options_.spin without an answer, it sleeps on
+  // `sleep_on` (Worker::SleepUnlessDone) for at most `sleep_cap` at a time.
   template <typename EachWorker, typename Look>
-  TokenState WaitLoop(EachWorker each_worker, absl::Duration timeout,
+  TokenState WaitLoop(EachWorker each_worker, Worker& sleep_on,
+                      absl::Duration sleep_cap, absl::Duration timeout,
                       Look look);
+  // Where a wait over the workers in the mask `workers` (not 0) sleeps:
+  // on the lowest one; for as long as it likes if that is the only one,
+  // else in slices of kSliceForManyWorkers (it cannot sleep on all).
+  Worker* SleepWorker(uint32_t workers) const {
+    return WorkerAt(static_cast<uint32_t>(__builtin_ctz(workers)));
+  }
+  static absl::Duration SleepCap(uint32_t workers) {
+    return (workers & (workers - 1)) == 0 ? absl::InfiniteDuration()
+                                          : kSliceForManyWorkers;
+  }
+  static constexpr absl::Duration kSliceForManyWorkers = absl::Milliseconds(1);
   // What WaitLoop visits: `f(worker)` for one worker, or for each worker
   // whose bit is set in `workers`, until `f` returns false.
   static auto OneWorker(Worker& worker) {
@@ -147,6 +166,12 @@ class LibOS {
       }
     };
   }
+
+  // The event loop's descriptor (demi/event.h): an epoll set over every
+  // worker's channels, made by the first EventFd().
+  demi::Mutex event_mu_;
+  int event_epoll_ ABSL_GUARDED_BY(event_mu_) = -1;
+  std::vector<int> event_watched_ ABSL_GUARDED_BY(event_mu_);
 
   const LibOSOptions options_;
   std::unique_ptr<rdma::DeviceRegistry> devices_;

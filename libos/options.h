@@ -5,6 +5,7 @@
 #define DEMI_LIBOS_OPTIONS_H_
 
 #include <cstdint>
+#include <string_view>
 
 #include "absl/time/time.h"
 #include "rdma/buffer_pool.h"
@@ -37,7 +38,41 @@ struct LibOSOptions {
   // the old handle meanwhile. A destination nobody answers for any more is
   // dropped from the cache, and the next push resolves it (and fails).
   absl::Duration datagram_route_ttl = absl::Seconds(5);
+  // How long a wait polls before it sleeps (LibOS::WaitLoop): zero sleeps
+  // after the first round that finds nothing; InfiniteDuration() never
+  // sleeps (spins for as long as it waits). DEMI_SPIN_US.
+  absl::Duration spin = kDefaultSpin;
+
+  // The default spin budget: longer than a 64 B round trip on Soft-RoCE
+  // (tens of microseconds under emulation, a few on hardware), so a
+  // ping-pong never sleeps between its messages, and short enough that a
+  // waiter with nothing coming burns a core for a millisecond at most.
+  static constexpr absl::Duration kDefaultSpin = absl::Milliseconds(1);
 };
+
+// DEMI_SPIN_US: a count of microseconds (0 included), or "inf" / a negative
+// count for "never sleep". False for anything else (demi_init says EINVAL).
+bool ParseSpinMicros(const char* text, absl::Duration* out);
+inline bool ParseSpinMicros(const char* text, absl::Duration* out) {
+  if (text == nullptr) return false;
+  std::string_view view(text);
+  if (view == "inf" || view == "infinite") {
+    *out = absl::InfiniteDuration();
+    return true;
+  }
+  const bool negative = !view.empty() && view.front() == '-';
+  if (negative) view.remove_prefix(1);
+  // Digits only (no sign but the one minus, no space), at most 18 of them.
+  if (view.empty() || view.size() > 18) return false;
+  int64_t micros = 0;
+  for (char c : view) {
+    if (c < '0' || c > '9') return false;
+    micros = micros * 10 + (c - '0');
+  }
+  *out = negative ? absl::InfiniteDuration() : absl::Microseconds(micros);
+  return true;
+}
+
 }  // namespace demi::libos
 
 #endif  // DEMI_LIBOS_OPTIONS_H_

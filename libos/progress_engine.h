@@ -87,6 +87,18 @@ class ProgressEngine {
     }
   }
 
+  // A round that polls every source, due or not (after a sleep: whatever
+  // woke the waiter may be an rdma_cm event).
+  void RoundAll() {
+    ++rounds_;
+    for (Entry& entry : every_round_) entry.poll();
+    const uint64_t now = periodic_.empty() ? 0 : ticks_();
+    for (Entry& entry : periodic_) {
+      entry.last_ticks = now;
+      entry.poll();
+    }
+  }
+
   // Rounds run so far.
   uint64_t rounds() const { return rounds_; }
 

@@ -15,6 +15,8 @@
 #include <demi/types.h>
 #include <sys/socket.h>
 
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -49,6 +51,13 @@ class Sockets {
                                    socklen_t* size) = 0;
   virtual absl::Status SetLinger(int qd, const void* value, socklen_t size) = 0;
   virtual absl::Status GetLinger(int qd, void* value, socklen_t* size) = 0;
+
+  // Sleeping (a wait that spun its budget; see LibOS::WaitLoop): appends
+  // the descriptors that become readable when this kind has something to
+  // report (its rdma_cm channel), and arms the completion queues of its own
+  // (beyond the worker's groups) so their next completion raises an event.
+  virtual void AppendWakeFds(std::vector<int>* fds) const = 0;
+  virtual absl::Status ArmNotify() = 0;
 
   // Destroys the retired sockets that are done (after a demi_sgafree that
   // may have returned a closed socket's last popped array).

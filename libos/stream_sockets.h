@@ -63,6 +63,11 @@ class StreamSockets final : public Sockets {
   absl::Status GetPeerName(int qd, sockaddr* address, socklen_t* size) override;
   absl::Status SetLinger(int qd, const void* value, socklen_t size) override;
   absl::Status GetLinger(int qd, void* value, socklen_t* size) override;
+  void AppendWakeFds(std::vector<int>* fds) const override {
+    fds->push_back(channel_.fd());
+  }
+  // Connections complete on the worker's groups, armed by the worker.
+  absl::Status ArmNotify() override { return absl::OkStatus(); }
   void Reap() override { ReapIfAny(); }
 
  private:

@@ -111,6 +111,7 @@ demi_qresult_t* TokenTable::AllocateDone(int qd, demi_opcode_t opcode,
 }
 
 void TokenTable::LinkReady(uint32_t index) {
+  ++completed_;
   Slot& slot = slots_.get()[index];
   slot.next = kNil;
   slot.prev = ready_tail_;

@@ -195,6 +195,10 @@ class TokenTable {
   // many were written to out[0..n). Returns 0 when none is ready.
   size_t TakeReady(absl::Span<demi_qresult_t> out);
 
+  // Operations completed so far (done at birth included): a waiter compares
+  // two readings to learn whether anything completed between them.
+  uint64_t completed() const { return completed_; }
+
   // The queue and the opcode given to Allocate() for a pending or done
   // token. EINVAL if `qt` is unknown, consumed or stale.
   absl::StatusOr<int> QueueOf(demi_qtoken_t qt) const;
@@ -294,6 +298,7 @@ class TokenTable {
   uint32_t ready_tail_;  // newest completed
   size_t pending_count_ = 0;
   size_t ready_count_ = 0;
+  uint64_t completed_ = 0;
 };
 
 }  // namespace demi::libos

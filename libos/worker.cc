@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "common/logging.h"
 #include "common/status_macros.h"
 
 namespace demi::libos {
@@ -15,6 +16,7 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
     uint32_t index, const LibOSOptions& options, rdma::DeviceRegistry& devices,
     ReceiveHandleTable& handles, PushMemory::ReturnElsewhere return_elsewhere) {
   std::unique_ptr<Worker> worker(new Worker(index, options));
+  DEMI_ASSIGN_OR_RETURN(worker->wake_, WakeChannel::Create());
   DEMI_ASSIGN_OR_RETURN(worker->completions_,
                         rdma::DeviceCompletions::Create(devices));
   demi::MutexLock lock(&worker->mu_);
@@ -51,7 +53,51 @@ void Worker::ReturnLater(ReceiveHandle& handle) {
   do {
     handle.return_next = head;
   } while (!returns_.compare_exchange_weak(
-      head, &handle, std::memory_order_release, std::memory_order_relaxed));
+      head, &handle, std::memory_order_seq_cst, std::memory_order_relaxed));
+  // Published before the sleepers are counted: a waiter that entered its
+  // sleep after this sees the buffer in its last round (wake_channel.h).
+  if (wake_->sleepers() != 0) wake_->Wake();
+}
+
+void Worker::AppendWakeFds(std::vector<int>* fds) {
+  completions_->AppendFds(fds);
+  streams_->AppendWakeFds(fds);
+  datagrams_->AppendWakeFds(fds);
+}
+
+absl::Status Worker::ArmNotify() {
+  DEMI_RETURN_IF_ERROR(completions_->ArmNotify());
+  return datagrams_->ArmNotify();
+}
+
+absl::StatusOr<bool> Worker::ArmForEventLoop(std::vector<int>* fds) {
+  AppendWakeFds(fds);
+  completions_->DrainEvents();
+  DEMI_RETURN_IF_ERROR(ArmNotify());
+  if (returns_.load(std::memory_order_acquire) != nullptr) DrainReturns();
+  progress_.RoundAll();
+  const bool news =
+      tokens_.completed() != armed_at_ || completions_->AfterPollDue();
+  armed_at_ = tokens_.completed();
+  return !news;
+}
+
+bool Worker::PrepareToSleep() {
+  wake_fds_.clear();
+  AppendWakeFds(&wake_fds_);
+  absl::Status ready = wake_->Watch(wake_fds_);
+  if (ready.ok()) ready = ArmNotify();
+  if (!ready.ok()) {
+    DEMI_LOG(kWarning, "a wait cannot sleep on its queues (", ready.message(),
+             "): it sleeps in short slices");
+    return false;
+  }
+  return true;
+}
+
+void Worker::AfterSleep(const WakeChannel::Ticket& ticket) {
+  wake_->Leave(ticket);
+  if (ticket.watcher) completions_->DrainEvents();
 }
 
 void Worker::DrainReturns() {

@@ -29,6 +29,7 @@
 #ifndef DEMI_LIBOS_WORKER_H_
 #define DEMI_LIBOS_WORKER_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -37,6 +38,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/mutex.h"
 #include "libos/datagram_sockets.h"
 #include "libos/options.h"
@@ -48,6 +50,7 @@
 #include "libos/sockets.h"
 #include "libos/stream_sockets.h"
 #include "libos/token_table.h"
+#include "libos/wake_channel.h"
 #include "rdma/device_completions.h"
 #include "rdma/device_registry.h"
 
@@ -55,6 +58,13 @@ namespace demi::libos {
 
 class Worker {
  public:
+  // The longest sleep before a round: periodic work (datagram routes'
+  // refresh, every few seconds) still runs while a wait sleeps; a waiter
+  // with nothing coming wakes once a second.
+  static constexpr absl::Duration kMaxSleep = absl::Seconds(1);
+  // A sleep's length when the queues could not be armed (logged).
+  static constexpr absl::Duration kFailedArmSleep = absl::Milliseconds(1);
+
   // Worker `index` (below kMaxQdWorkers). `return_elsewhere` gives a popped
   // array's buffer back to the worker that owns it (PushMemory).
   static absl::StatusOr<std::unique_ptr<Worker>> Create(
@@ -96,13 +106,54 @@ class Worker {
 
   // Safe from any thread, without mu(): `handle` (of one of this worker's
   // queues) is free of the application and every push; its buffer goes
-  // back to its queue at this worker's next round.
+  // back to its queue at this worker's next round (a sleeping waiter is
+  // woken for it).
   void ReturnLater(ReceiveHandle& handle) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // ---- Sleeping (wake_channel.h has the protocol) ----
+  // For a waiter whose spin budget is spent: arms every completion queue,
+  // runs one more round and asks `look(*this)` (as WaitLoop's look); if
+  // that says kPending and the round left no after-poll step due
+  // (DeviceCompletions::AfterPollDue; else it returns kPending at once, to
+  // be called again after a round), sleeps (dropping mu()) until something of
+  // this worker may have changed or `timeout` passed, then runs a round that
+  // polls every source (rdma_cm channels included) and asks `look` again.
+  // Returns what `look` said last.
+  template <typename Look>
+  TokenState SleepUnlessDone(absl::Duration timeout, Look look)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // demi_event_arm's part for this worker (demi/event.h): drains its
+  // channels' events, watches nothing itself but appends the descriptors an
+  // event loop must watch to `fds`, arms its queues, runs a round that polls
+  // every source, and says whether the loop may sleep: false if operations
+  // completed since the previous call (or after-poll steps are due). Errors
+  // of arming.
+  absl::StatusOr<bool> ArmForEventLoop(std::vector<int>* fds)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Wakes the sleepers if operations completed since they were last woken;
+  // one load when nobody sleeps. WorkerLock calls it before unlocking.
+  void WakeSleepersIfDone() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (wake_->sleepers() != 0 && tokens_.completed() != woken_at_) {
+      woken_at_ = tokens_.completed();
+      wake_->Wake();
+    }
+  }
 
  private:
   Worker(uint32_t index, const LibOSOptions& options);
   // Gives back what ReturnLater queued.
   void DrainReturns() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // SleepUnlessDone's first steps: watches the worker's descriptors and
+  // arms its queues. False (logged) if that failed: sleep briefly only.
+  bool PrepareToSleep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends the descriptors a sleeper watches (channels, rdma_cm) to `fds`.
+  void AppendWakeFds(std::vector<int>* fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Arms every completion queue of the worker.
+  absl::Status ArmNotify() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a sleep: drains the completion channels the watcher woke for.
+  void AfterSleep(const WakeChannel::Ticket& ticket)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const uint32_t index_;
   mutable demi::Mutex mu_;
@@ -122,7 +173,57 @@ class Worker {
   // ReceiveHandle::return_next: a lock-free stack that any thread pushes
   // on and DrainReturns takes whole (one exchange, so no ABA).
   std::atomic<ReceiveHandle*> returns_{nullptr};
+
+  // Where waiters sleep; the completion count they were last woken at, and
+  // the descriptors gathered for Watch (kept to reuse its memory).
+  std::unique_ptr<WakeChannel> wake_;
+  uint64_t woken_at_ ABSL_GUARDED_BY(mu_) = 0;
+  // The completion count at the previous ArmForEventLoop.
+  uint64_t armed_at_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int> wake_fds_ ABSL_GUARDED_BY(mu_);
 };
+
+// Holds a worker's lock for its scope; on release, wakes the worker's
+// sleepers if operations completed meanwhile (Worker::WakeSleepersIfDone).
+// Every scope that may complete tokens takes the lock this way.
+class ABSL_SCOPED_LOCKABLE WorkerLock {
+ public:
+  ABSL_ATTRIBUTE_ALWAYS_INLINE explicit WorkerLock(Worker& worker)
+      ABSL_EXCLUSIVE_LOCK_FUNCTION(worker.mu())
+      : worker_(worker) {
+    worker_.mu().Lock();
+  }
+  ABSL_ATTRIBUTE_ALWAYS_INLINE ~WorkerLock() ABSL_UNLOCK_FUNCTION() {
+    worker_.WakeSleepersIfDone();
+    worker_.mu().Unlock();
+  }
+  WorkerLock(const WorkerLock&) = delete;
+  WorkerLock& operator=(const WorkerLock&) = delete;
+
+ private:
+  Worker& worker_;
+};
+
+template <typename Look>
+TokenState Worker::SleepUnlessDone(absl::Duration timeout, Look look) {
+  // A worker that cannot watch or arm still sleeps, in short slices.
+  if (!PrepareToSleep()) timeout = std::min(timeout, kFailedArmSleep);
+  const WakeChannel::Ticket ticket = wake_->Enter();
+  Round(/*catch_up=*/false);
+  TokenState state = look(*this);
+  // Steps the round made due (credits to return, sends it unblocked) run
+  // at the next poll, which a sleep would delay: look again first.
+  if (state != TokenState::kPending || completions_->AfterPollDue()) {
+    wake_->Leave(ticket);
+    return state;
+  }
+  mu_.Unlock();
+  wake_->Sleep(ticket, std::min(timeout, kMaxSleep));
+  mu_.Lock();
+  AfterSleep(ticket);
+  progress_.RoundAll();
+  return look(*this);
+}
 
 }  // namespace demi::libos
 

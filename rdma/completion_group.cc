@@ -8,6 +8,7 @@
 #include "common/errno_status.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "rdma/completion_channel.h"
 
 namespace demi::rdma {
 
@@ -55,9 +56,12 @@ absl::StatusOr<std::unique_ptr<CompletionGroup>> CompletionGroup::Create(
     return ErrnoError(EINVAL, absl::StrCat("completion queues of ", entries,
                                            " entries are too small"));
   }
-  std::unique_ptr<CompletionGroup> group(new CompletionGroup(context, entries));
-  DEMI_ASSIGN_OR_RETURN(CompletionQueue cq,
-                        CompletionQueue::Create(context, entries));
+  std::unique_ptr<CompletionGroup> group(
+      new CompletionGroup(context, entries, options.channel));
+  DEMI_ASSIGN_OR_RETURN(
+      CompletionQueue cq,
+      CompletionQueue::Create(context, static_cast<int>(entries),
+                              options.channel));
   group->queues_.push_back(std::make_unique<Queue>(Queue{.cq = std::move(cq)}));
   return group;
 }
@@ -87,8 +91,10 @@ absl::StatusOr<CompletionGroup::Attachment> CompletionGroup::Attach(
     }
   }
   if (queue == nullptr) {
-    DEMI_ASSIGN_OR_RETURN(CompletionQueue cq,
-                          CompletionQueue::Create(context_, queue_entries_));
+    DEMI_ASSIGN_OR_RETURN(
+        CompletionQueue cq,
+        CompletionQueue::Create(context_, static_cast<int>(queue_entries_),
+                                channel_));
     queues_.push_back(std::make_unique<Queue>(Queue{.cq = std::move(cq)}));
     queue = queues_.back().get();
   }
@@ -115,6 +121,13 @@ absl::StatusOr<CompletionGroup::Attachment> CompletionGroup::Attach(
       (static_cast<uint64_t>(index) << kSlotShift) |
       (static_cast<uint64_t>(slot.generation) << kGenerationShift);
   return Attachment(this, index, tag);
+}
+
+absl::Status CompletionGroup::ArmNotify() {
+  for (auto& queue : queues_) {
+    DEMI_RETURN_IF_ERROR(rdma::ArmNotify(queue->cq.get()));
+  }
+  return absl::OkStatus();
 }
 
 void CompletionGroup::Detach(uint32_t index) {

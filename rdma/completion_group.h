@@ -73,6 +73,9 @@ class CompletionHandler {
 struct CompletionGroupOptions {
   // Completions one queue holds (clamped to the device's limit).
   uint32_t queue_entries = 16384;
+  // Where the queues raise their events once armed (ArmNotify); not owned,
+  // outlives the group. Null: the queues can only be polled.
+  ibv_comp_channel* channel = nullptr;
 };
 
 class CompletionGroup {
@@ -130,6 +133,15 @@ class CompletionGroup {
   // Returns the completions delivered.
   int Poll();
 
+  // Whether after-poll steps are due (the next Poll() runs them): work a
+  // poller must not sleep on.
+  bool after_poll_due() const { return !scheduled_.empty(); }
+
+  // Arms every queue of the group (rdma::ArmNotify): the next completion
+  // on any of them raises an event on the group's channel. EINVAL without a
+  // channel.
+  absl::Status ArmNotify();
+
   // Queues in use, endpoints attached, and completions dropped because
   // their endpoint was gone.
   size_t queue_count() const { return queues_.size(); }
@@ -154,8 +166,9 @@ class CompletionGroup {
     bool scheduled = false;  // in scheduled_ for the next after-poll run
   };
 
-  CompletionGroup(ibv_context* context, uint32_t queue_entries)
-      : context_(context), queue_entries_(queue_entries) {}
+  CompletionGroup(ibv_context* context, uint32_t queue_entries,
+                  ibv_comp_channel* channel)
+      : context_(context), queue_entries_(queue_entries), channel_(channel) {}
 
   static constexpr int kPollBatch = 16;
   // wr_id: slot in bits 44..63, generation in bits 32..43, local below.
@@ -172,6 +185,7 @@ class CompletionGroup {
 
   ibv_context* const context_;
   const uint32_t queue_entries_;
+  ibv_comp_channel* const channel_;
   std::vector<std::unique_ptr<Queue>> queues_;
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;

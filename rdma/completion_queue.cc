@@ -7,14 +7,14 @@
 
 namespace demi::rdma {
 
-absl::StatusOr<CompletionQueue> CompletionQueue::Create(ibv_context* context,
-                                                        int min_entries) {
+absl::StatusOr<CompletionQueue> CompletionQueue::Create(
+    ibv_context* context, int min_entries, ibv_comp_channel* channel) {
   if (context == nullptr) return ErrnoError(EINVAL, "no device context");
   if (min_entries <= 0) {
     return ErrnoError(EINVAL, absl::StrCat("bad CQ size ", min_entries));
   }
   ibv_cq* cq = ibv_create_cq(context, min_entries, /*cq_context=*/nullptr,
-                             /*channel=*/nullptr, /*comp_vector=*/0);
+                             channel, /*comp_vector=*/0);
   if (cq == nullptr) return ErrnoStatus(errno, "ibv_create_cq");
   return CompletionQueue(cq);
 }

@@ -26,9 +26,12 @@ struct CompletionQueueTraits {
 
 class CompletionQueue {
  public:
-  // Creates a queue of at least `min_entries` on `context` (not owned).
-  static absl::StatusOr<CompletionQueue> Create(ibv_context* context,
-                                                int min_entries);
+  // Creates a queue of at least `min_entries` on `context` (not owned),
+  // raising its events on `channel` when given (not owned; it outlives the
+  // queue; see completion_channel.h).
+  static absl::StatusOr<CompletionQueue> Create(
+      ibv_context* context, int min_entries,
+      ibv_comp_channel* channel = nullptr);
 
   ibv_cq* get() const { return cq_.get(); }
 

@@ -6,7 +6,13 @@
 // connections) owns one DeviceCompletions, so two such pollers never touch
 // the same queue and need no lock in common.
 //
-// Errors: Create fails as CompletionGroup::Create does.
+// Sleeping: each device's queues raise their events on one completion
+// channel (completion_channel.h), so a waiter arms them all (ArmNotify),
+// sleeps on the channels' descriptors (AppendFds) and drains the events it
+// woke for (DrainEvents).
+//
+// Errors: Create fails as CompletionChannel::Create and
+// CompletionGroup::Create do.
 // Thread-safety: none; the owner serializes every call (as for the groups).
 // Lifetime: outlives every connection attached to its groups; the devices'
 // contexts outlive it.
@@ -19,7 +25,9 @@
 #include <memory>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "rdma/completion_channel.h"
 #include "rdma/completion_group.h"
 #include "rdma/device_registry.h"
 
@@ -41,6 +49,38 @@ class DeviceCompletions {
     }
     return nullptr;
   }
+  // The channel the queues of the device of `pd` raise their events on
+  // (for other queues of that device: a datagram endpoint's), or null.
+  ibv_comp_channel* ChannelFor(const ibv_pd* pd) const {
+    for (const Entry& entry : groups_) {
+      if (entry.pd == pd) return entry.channel.get();
+    }
+    return nullptr;
+  }
+  // Appends the descriptor of every channel (one per device) to `fds`.
+  void AppendFds(std::vector<int>* fds) const {
+    for (const Entry& entry : groups_) fds->push_back(entry.channel.fd());
+  }
+  // Arms every group's queues (CompletionGroup::ArmNotify).
+  absl::Status ArmNotify() {
+    for (Entry& entry : groups_) {
+      if (absl::Status s = entry.group->ArmNotify(); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  // Whether some group's next Poll() has after-poll steps to run
+  // (CompletionGroup::after_poll_due).
+  bool AfterPollDue() const {
+    for (const Entry& entry : groups_) {
+      if (entry.group->after_poll_due()) return true;
+    }
+    return false;
+  }
+  // Takes and acknowledges every pending event of every channel.
+  void DrainEvents() {
+    for (Entry& entry : groups_) entry.channel.Drain();
+  }
+
   // Polls every group (delivering to the connections; see
   // CompletionGroup::Poll). Returns the completions delivered.
   int Poll() {
@@ -52,6 +92,7 @@ class DeviceCompletions {
  private:
   struct Entry {
     const ibv_pd* pd;
+    CompletionChannel channel;  // destroyed after the group's queues
     std::unique_ptr<CompletionGroup> group;
   };
   DeviceCompletions() = default;

@@ -12,6 +12,7 @@
 #include "common/errno_status.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "rdma/completion_channel.h"
 
 namespace demi::rdma {
 namespace {
@@ -92,7 +93,8 @@ absl::Status UdEndpoint::CreateResources() {
       CompletionQueue cq,
       CompletionQueue::Create(context,
                               static_cast<int>(options_.send_queue_depth +
-                                               options_.receive_buffers)));
+                                               options_.receive_buffers),
+                              options_.channel));
   cq_.emplace(std::move(cq));
 
   const size_t receive_bytes =
@@ -258,6 +260,8 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
   ++posted_count_;
   return absl::OkStatus();
 }
+
+absl::Status UdEndpoint::ArmNotify() { return rdma::ArmNotify(cq_->get()); }
 
 absl::Status UdEndpoint::Poll(DatagramSink& sink) {
   if (status_.ok()) PostReleased();

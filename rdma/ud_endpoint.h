@@ -80,6 +80,9 @@ struct UdEndpointOptions {
   uint32_t max_inline_data = 256;
   // The protection domain of the id's device (not owned; required).
   ibv_pd* pd = nullptr;
+  // Where the endpoint's completion queue raises its events once armed
+  // (ArmNotify); not owned, outlives the endpoint. Null: polled only.
+  ibv_comp_channel* channel = nullptr;
 };
 
 // Where a datagram goes: what resolving the peer gave (UdResolver).
@@ -143,6 +146,9 @@ class UdEndpoint {
   // endpoint is healthy, its error once it failed (after reporting what it
   // could; keep polling until idle() to collect flushed sends).
   absl::Status Poll(DatagramSink& sink);
+  // Arms the endpoint's completion queue: its next completion raises an
+  // event on options.channel (completion_channel.h). EINVAL without one.
+  absl::Status ArmNotify();
 
   // The consumer is done with the datagram in `buffer_index`: the next
   // Poll() re-posts it (or this call, with all released so far, when fewer

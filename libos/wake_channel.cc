@@ -1,0 +1,118 @@
+#include "libos/wake_channel.h"
+
+#include <linux/futex.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <ctime>
+
+#include "common/errno_status.h"
+#include "common/logging.h"
+
+namespace demi::libos {
+
+absl::StatusOr<std::unique_ptr<WakeChannel>> WakeChannel::Create() {
+  const int event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (event_fd < 0) return ErrnoStatus(errno, "eventfd");
+  const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd < 0) {
+    const int err = errno;
+    close(event_fd);
+    return ErrnoStatus(err, "epoll_create1");
+  }
+  std::unique_ptr<WakeChannel> channel(new WakeChannel(event_fd, epoll_fd));
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.fd = event_fd;
+  if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, event_fd, &event) != 0) {
+    return ErrnoStatus(errno, "epoll_ctl(eventfd)");
+  }
+  return channel;
+}
+
+WakeChannel::~WakeChannel() {
+  if (close(epoll_fd_) != 0) DEMI_LOG(kError, "close(epoll fd) failed");
+  if (close(event_fd_) != 0) DEMI_LOG(kError, "close(eventfd) failed");
+}
+
+absl::Status WakeChannel::Watch(const std::vector<int>& fds) {
+  for (int fd : fds) {
+    if (std::find(watched_.begin(), watched_.end(), fd) != watched_.end()) {
+      continue;
+    }
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.fd = fd;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0 &&
+        errno != EEXIST) {
+      return ErrnoStatus(errno, "epoll_ctl(ADD)");
+    }
+    watched_.push_back(fd);
+  }
+  return absl::OkStatus();
+}
+
+WakeChannel::Ticket WakeChannel::Enter() {
+  Ticket ticket;
+  ticket.seen = wakes_.load(std::memory_order_seq_cst);
+  ticket.watcher = !has_watcher_;
+  has_watcher_ = true;
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  return ticket;
+}
+
+void WakeChannel::Sleep(const Ticket& ticket, absl::Duration timeout) {
+  if (ticket.watcher) {
+    int ms = -1;
+    if (timeout != absl::InfiniteDuration()) {
+      ms = static_cast<int>(std::min<int64_t>(
+          absl::ToInt64Milliseconds(absl::Ceil(
+              std::max(timeout, absl::ZeroDuration()), absl::Milliseconds(1))),
+          INT_MAX));
+    }
+    epoll_event events[8];
+    (void)epoll_wait(epoll_fd_, events, 8, ms);  // EINTR: look again
+    return;
+  }
+  timespec relative{};
+  timespec* limit = nullptr;
+  if (timeout != absl::InfiniteDuration()) {
+    relative = absl::ToTimespec(std::max(timeout, absl::ZeroDuration()));
+    limit = &relative;
+  }
+  // Returns at once if a Wake() came since Enter (the word moved on).
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&wakes_), FUTEX_WAIT_PRIVATE,
+          ticket.seen, limit, nullptr, 0);
+}
+
+void WakeChannel::Leave(const Ticket& ticket) {
+  const uint32_t left = sleepers_.fetch_sub(1, std::memory_order_seq_cst) - 1;
+  if (!ticket.watcher) return;
+  has_watcher_ = false;
+  uint64_t count = 0;
+  (void)read(event_fd_, &count, sizeof(count));  // EAGAIN when not written
+  // The others look again (what woke the watcher may be theirs), and one of
+  // them becomes the watcher when it next sleeps.
+  if (left > 0) WakeFutexSleepers();
+}
+
+void WakeChannel::Wake() {
+  const uint64_t one = 1;
+  if (write(event_fd_, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+    DEMI_LOG(kError, "write(eventfd) failed");
+  }
+  WakeFutexSleepers();
+}
+
+void WakeChannel::WakeFutexSleepers() {
+  wakes_.fetch_add(1, std::memory_order_seq_cst);
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&wakes_), FUTEX_WAKE_PRIVATE,
+          INT_MAX, nullptr, nullptr, 0);
+}
+
+}  // namespace demi::libos
