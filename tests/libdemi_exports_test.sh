@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # libdemi.so defines exactly the demi_* functions of API.md (and this
-# library's demi_mr_cache_stats and demi_dgram_stats) in its dynamic symbol table, and nothing else.
+# library's extensions: demi_mr_cache_stats, demi_dgram_stats, demi_event_fd
+# and demi_event_arm) in its dynamic symbol table, and nothing else.
 set -euo pipefail
 library=$1
 expected="demi_accept demi_bind demi_close demi_connect demi_dgram_stats
-demi_getpeername
+demi_event_arm demi_event_fd demi_getpeername
 demi_getsockopt demi_init demi_listen demi_mr_cache_stats demi_pop demi_push
 demi_pushto
 demi_setsockopt demi_sgaalloc demi_sgafree demi_socket demi_wait
