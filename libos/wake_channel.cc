@@ -95,7 +95,9 @@ void WakeChannel::Leave(const Ticket& ticket) {
   if (!ticket.watcher) return;
   has_watcher_ = false;
   uint64_t count = 0;
-  (void)read(event_fd_, &count, sizeof(count));  // EAGAIN when not written
+  if (read(event_fd_, &count, sizeof(count)) < 0 && errno != EAGAIN) {
+    DEMI_LOG(kError, "read(eventfd) failed");
+  }
   // The others look again (what woke the watcher may be theirs), and one of
   // them becomes the watcher when it next sleeps.
   if (left > 0) WakeFutexSleepers();

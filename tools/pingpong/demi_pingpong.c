@@ -9,6 +9,7 @@
  *   demi_pingpong --client ADDR PORT ITERATIONS SIZE [IDLE]
  *   demi_pingpong --dgram-server ADDR PORT
  *   demi_pingpong --dgram-client ADDR PORT ITERATIONS SIZE
+ *   demi_pingpong --idle-wait ADDR PORT SECONDS
  *
  * The datagram pair (SOCK_DGRAM: demi_pushto, pop, wait, free) runs the same
  * loop without a connection: the server echoes each datagram to its sender
@@ -21,7 +22,15 @@
  * does). With IDLE (the same on both
  * sides), the client first opens IDLE more connections to the server, which
  * stay open and silent while the ping-pong runs on the first one: what idle
- * connections cost a busy one (and, printed, the memory they take). */
+ * connections cost a busy one (and, printed, the memory they take).
+ *
+ * Sleeping waits: with DEMI_PINGPONG_PAUSE_US=N in the client's
+ * environment, the client pauses N microseconds (nanosleep, outside the
+ * timed interval) before each ping, so the server's wait for it outlasts
+ * the spin budget (DEMI_SPIN_US) and sleeps: the half round trip then
+ * includes the server's wake-up. --idle-wait connects a pair inside one
+ * process, waits SECONDS on a pop nothing answers and prints the CPU time
+ * the process used meanwhile (tools/pingpong/sleeping runs all three). */
 
 #define _POSIX_C_SOURCE 200809L
 
@@ -34,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "tools/pingpong/demi_tool.h"
@@ -168,7 +178,13 @@ static int client(const struct sockaddr_in *address, long iterations,
         idle, rss_after - rss_before, pinned_after - pinned_before,
         (rss_after - rss_before) / idle);
   }
+  const char *pause_text = getenv("DEMI_PINGPONG_PAUSE_US");
+  const long pause_us = pause_text != NULL ? atol(pause_text) : 0;
+  CHECK(pause_us >= 0);
+  const struct timespec pause = {pause_us / 1000000,
+                                 (pause_us % 1000000) * 1000};
   for (long i = 0; i < iterations; ++i) {
+    if (pause_us > 0) nanosleep(&pause, NULL);
     double start = now_us();
     demi_sgarray_t sga = demi_sgaalloc(size);
     CHECK(sga.sga_numsegs == 1);
@@ -185,8 +201,9 @@ static int client(const struct sockaddr_in *address, long iterations,
   const double median = select_kth(samples, iterations, iterations / 2);
   printf(
       "demi_pingpong: %ld round trips of %u B, %ld idle connections, "
-      "median half round trip %.2f us\n",
-      iterations, size, idle, median);
+      "median half round trip %.2f us%s\n",
+      iterations, size, idle, median,
+      pause_us > 0 ? " (paused before each ping)" : "");
   free(samples);
   CHECK(demi_close(qd) == 0);
   for (long c = 0; c < idle; ++c) CHECK(demi_close(idle_qds[c]) == 0);
@@ -290,6 +307,45 @@ static int dgram_client(const struct sockaddr_in *server, long iterations,
   return 0;
 }
 
+static double cpu_seconds(void) {
+  struct rusage usage;
+  CHECK(getrusage(RUSAGE_SELF, &usage) == 0);
+  return (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+/* A connection to itself, a pop nothing answers, a wait of `seconds`: the
+ * CPU time the process used meanwhile. */
+static int idle_wait(const struct sockaddr_in *address, long seconds) {
+  demi_qtoken_t qt = 0;
+  demi_qresult_t qr;
+  int listener = -1;
+  CHECK(demi_socket(&listener, AF_INET, SOCK_STREAM, 0) == 0);
+  CHECK(demi_bind(listener, (const struct sockaddr *)address,
+                  sizeof(*address)) == 0);
+  CHECK(demi_listen(listener, 4) == 0);
+  demi_qtoken_t accept = 0;
+  CHECK(demi_accept(&accept, listener) == 0);
+  const int client_qd = connect_to(address);
+  wait_for(accept, DEMI_OPC_ACCEPT, &qr);
+  const int server_qd = qr.qr_value.ares.qd;
+  CHECK(demi_pop(&qt, server_qd) == 0);
+  const double cpu_before = cpu_seconds();
+  const double start = now_us();
+  const struct timespec timeout = {seconds, 0};
+  CHECK(demi_wait(&qr, qt, &timeout) == ETIMEDOUT);
+  const double elapsed = (now_us() - start) / 1e6;
+  const double cpu = cpu_seconds() - cpu_before;
+  printf(
+      "demi_pingpong: idle wait of %.2f s used %.3f s of CPU (%.2f%% of a "
+      "core)\n",
+      elapsed, cpu, 100 * cpu / elapsed);
+  CHECK(demi_close(client_qd) == 0);
+  CHECK(demi_close(server_qd) == 0);
+  CHECK(demi_close(listener) == 0);
+  return 0;
+}
+
 int main(int argc, char *const argv[]) {
   calibrate();
   struct sockaddr_in address;
@@ -298,6 +354,14 @@ int main(int argc, char *const argv[]) {
   const int is_client = strcmp(mode, "--client") == 0;
   const int dgram_server_mode = strcmp(mode, "--dgram-server") == 0;
   const int dgram_client_mode = strcmp(mode, "--dgram-client") == 0;
+  if (strcmp(mode, "--idle-wait") == 0 && argc >= 5) {
+    memset(&address, 0, sizeof(address));
+    address.sin_family = AF_INET;
+    address.sin_port = htons((uint16_t)atoi(argv[3]));
+    CHECK(inet_pton(AF_INET, argv[2], &address.sin_addr) == 1);
+    CHECK(demi_init(NULL) == 0);
+    return idle_wait(&address, atol(argv[4]));
+  }
   if ((dgram_server_mode && argc < 4) || (dgram_client_mode && argc < 6) ||
       (!dgram_server_mode && !dgram_client_mode &&
        (argc < 5 || (is_client && argc < 6)))) {
@@ -305,8 +369,9 @@ int main(int argc, char *const argv[]) {
             "usage: %s --server ADDR PORT ITERATIONS [IDLE]\n"
             "       %s --client ADDR PORT ITERATIONS SIZE [IDLE]\n"
             "       %s --dgram-server ADDR PORT\n"
-            "       %s --dgram-client ADDR PORT ITERATIONS SIZE\n",
-            argv[0], argv[0], argv[0], argv[0]);
+            "       %s --dgram-client ADDR PORT ITERATIONS SIZE\n"
+            "       %s --idle-wait ADDR PORT SECONDS\n",
+            argv[0], argv[0], argv[0], argv[0], argv[0]);
     return 2;
   }
   memset(&address, 0, sizeof(address));
