@@ -19,13 +19,21 @@ namespace demi::libos {
 absl::StatusOr<std::unique_ptr<WakeChannel>> WakeChannel::Create() {
   const int event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd < 0) return ErrnoStatus(errno, "eventfd");
+  const int loop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (loop_fd < 0) {
+    const int err = errno;
+    close(event_fd);
+    return ErrnoStatus(err, "eventfd");
+  }
   const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd < 0) {
     const int err = errno;
     close(event_fd);
+    close(loop_fd);
     return ErrnoStatus(err, "epoll_create1");
   }
-  std::unique_ptr<WakeChannel> channel(new WakeChannel(event_fd, epoll_fd));
+  std::unique_ptr<WakeChannel> channel(
+      new WakeChannel(event_fd, loop_fd, epoll_fd));
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.fd = event_fd;
@@ -38,6 +46,7 @@ absl::StatusOr<std::unique_ptr<WakeChannel>> WakeChannel::Create() {
 WakeChannel::~WakeChannel() {
   if (close(epoll_fd_) != 0) DEMI_LOG(kError, "close(epoll fd) failed");
   if (close(event_fd_) != 0) DEMI_LOG(kError, "close(eventfd) failed");
+  if (close(loop_fd_) != 0) DEMI_LOG(kError, "close(loop eventfd) failed");
 }
 
 absl::Status WakeChannel::Watch(const std::vector<int>& fds) {
@@ -105,10 +114,23 @@ void WakeChannel::Leave(const Ticket& ticket) {
 
 void WakeChannel::Wake() {
   const uint64_t one = 1;
-  if (write(event_fd_, &one, sizeof(one)) < 0 && errno != EAGAIN) {
-    DEMI_LOG(kError, "write(eventfd) failed");
+  if (sleepers() != 0) {
+    if (write(event_fd_, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+      DEMI_LOG(kError, "write(eventfd) failed");
+    }
+    WakeFutexSleepers();
   }
-  WakeFutexSleepers();
+  if (loop_armed() && write(loop_fd_, &one, sizeof(one)) < 0 &&
+      errno != EAGAIN) {
+    DEMI_LOG(kError, "write(loop eventfd) failed");
+  }
+}
+
+void WakeChannel::DrainLoopFd() {
+  uint64_t count = 0;
+  if (read(loop_fd_, &count, sizeof(count)) < 0 && errno != EAGAIN) {
+    DEMI_LOG(kError, "read(loop eventfd) failed");
+  }
 }
 
 void WakeChannel::WakeFutexSleepers() {

@@ -24,6 +24,9 @@
 // Wake() after publishing it (sequentially consistent, so either the
 // returner sees the sleeper or the sleeper's step 3 sees the buffer).
 //
+// The application's event loop (demi_event_fd) is woken the same way
+// through an eventfd of its own (loop_fd) while it is armed.
+//
 // Errors: Create and Watch fail with the errno of eventfd, epoll_create1
 // or epoll_ctl. Sleep never fails (an interrupted sleep returns early).
 // Thread-safety: Wake() and sleepers() from any thread; Sleep() without the
@@ -74,21 +77,38 @@ class WakeChannel {
     return sleepers_.load(std::memory_order_seq_cst);
   }
   // Wakes every sleeper (the watcher through the eventfd, the others
-  // through the futex word). A system call or two: call only when
-  // sleepers() > 0.
+  // through the futex word) and, while one is armed (set_loop_armed), the
+  // application's event loop through loop_fd(). A few system calls: call
+  // only when sleepers() > 0 or loop_armed().
   void Wake();
 
+  // The application's event loop (demi/event.h): an eventfd of its own in
+  // the loop's epoll set (not the watcher's: whoever drains a descriptor
+  // both watch could make the other's epoll_wait sleep on after it was
+  // woken), written by Wake() while the loop is armed, emptied by
+  // DrainLoopFd() when the loop arms again.
+  int loop_fd() const { return loop_fd_; }
+  void set_loop_armed(bool armed) {
+    loop_armed_.store(armed, std::memory_order_seq_cst);
+  }
+  bool loop_armed() const {
+    return loop_armed_.load(std::memory_order_seq_cst);
+  }
+  void DrainLoopFd();
+
  private:
-  WakeChannel(int event_fd, int epoll_fd)
-      : event_fd_(event_fd), epoll_fd_(epoll_fd) {}
+  WakeChannel(int event_fd, int loop_fd, int epoll_fd)
+      : event_fd_(event_fd), loop_fd_(loop_fd), epoll_fd_(epoll_fd) {}
   void WakeFutexSleepers();
 
   const int event_fd_;
+  const int loop_fd_;
   const int epoll_fd_;
   std::vector<int> watched_;  // under the owner's lock
   bool has_watcher_ = false;  // under the owner's lock
   std::atomic<uint32_t> sleepers_{0};
   std::atomic<uint32_t> wakes_{0};  // the futex word
+  std::atomic<bool> loop_armed_{false};
 };
 
 }  // namespace demi::libos

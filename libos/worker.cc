@@ -56,7 +56,7 @@ void Worker::ReturnLater(ReceiveHandle& handle) {
       head, &handle, std::memory_order_seq_cst, std::memory_order_relaxed));
   // Published before the sleepers are counted: a waiter that entered its
   // sleep after this sees the buffer in its last round (wake_channel.h).
-  if (wake_->sleepers() != 0) wake_->Wake();
+  if (wake_->sleepers() != 0 || wake_->loop_armed()) wake_->Wake();
 }
 
 void Worker::AppendWakeFds(std::vector<int>* fds) {
@@ -72,14 +72,25 @@ absl::Status Worker::ArmNotify() {
 
 absl::StatusOr<bool> Worker::ArmForEventLoop(std::vector<int>* fds) {
   AppendWakeFds(fds);
+  fds->push_back(wake_->loop_fd());
+  // Armed before the last look at returns_ (as a sleeper: Enter, then the
+  // round), so a buffer given back after it wakes the loop.
+  wake_->set_loop_armed(true);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  wake_->DrainLoopFd();
   completions_->DrainEvents();
   DEMI_RETURN_IF_ERROR(ArmNotify());
   if (returns_.load(std::memory_order_acquire) != nullptr) DrainReturns();
   progress_.RoundAll();
-  const bool news =
-      tokens_.completed() != armed_at_ || completions_->AfterPollDue();
+  const bool busy = tokens_.completed() != armed_at_ ||
+                    tokens_.ready_count() > 0 || completions_->AfterPollDue();
   armed_at_ = tokens_.completed();
-  return !news;
+  // What completed so far is the loop's to take (the EAGAIN says so); the
+  // loop's eventfd reports only what completes after this. Sleepers, if
+  // any, are still woken for it when the lock is released.
+  if (wake_->sleepers() == 0) woken_at_ = tokens_.completed();
+  if (busy) wake_->set_loop_armed(false);
+  return !busy;
 }
 
 bool Worker::PrepareToSleep() {

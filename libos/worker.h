@@ -62,8 +62,11 @@ class Worker {
   // refresh, every few seconds) still runs while a wait sleeps; a waiter
   // with nothing coming wakes once a second.
   static constexpr absl::Duration kMaxSleep = absl::Seconds(1);
-  // A sleep's length when the queues could not be armed (logged).
+  // A sleep's length when the queues could not be armed (logged), or when
+  // a connection asks to be polled again whatever happens (it waits for
+  // large-message memory).
   static constexpr absl::Duration kFailedArmSleep = absl::Milliseconds(1);
+  static constexpr absl::Duration kRetrySleep = absl::Milliseconds(1);
 
   // Worker `index` (below kMaxQdWorkers). `return_elsewhere` gives a popped
   // array's buffer back to the worker that owns it (PushMemory).
@@ -122,19 +125,22 @@ class Worker {
   template <typename Look>
   TokenState SleepUnlessDone(absl::Duration timeout, Look look)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // demi_event_arm's part for this worker (demi/event.h): drains its
-  // channels' events, watches nothing itself but appends the descriptors an
-  // event loop must watch to `fds`, arms its queues, runs a round that polls
-  // every source, and says whether the loop may sleep: false if operations
-  // completed since the previous call (or after-poll steps are due). Errors
-  // of arming.
+  // demi_event_arm's part for this worker (demi/event.h): appends the
+  // descriptors an event loop must watch to `fds` (the channels and the
+  // loop's eventfd), drains them, counts the loop as armed (so tokens
+  // completed by other threads, and buffers they give back, write the
+  // loop's eventfd), arms its queues, runs a round that polls every source,
+  // and says whether the loop may sleep: false if operations completed
+  // since the previous call or results wait to be taken (or after-poll
+  // steps are due). Errors of arming.
   absl::StatusOr<bool> ArmForEventLoop(std::vector<int>* fds)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Wakes the sleepers if operations completed since they were last woken;
   // one load when nobody sleeps. WorkerLock calls it before unlocking.
   void WakeSleepersIfDone() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (wake_->sleepers() != 0 && tokens_.completed() != woken_at_) {
+    if ((wake_->sleepers() != 0 || wake_->loop_armed()) &&
+        tokens_.completed() != woken_at_) {
       woken_at_ = tokens_.completed();
       wake_->Wake();
     }
@@ -147,7 +153,8 @@ class Worker {
   // SleepUnlessDone's first steps: watches the worker's descriptors and
   // arms its queues. False (logged) if that failed: sleep briefly only.
   bool PrepareToSleep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Appends the descriptors a sleeper watches (channels, rdma_cm) to `fds`.
+  // Appends the descriptors a sleeper watches (channels, rdma_cm) to `fds`
+  // (not the sleepers' or the loop's eventfd).
   void AppendWakeFds(std::vector<int>* fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Arms every completion queue of the worker.
   absl::Status ArmNotify() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -175,12 +182,14 @@ class Worker {
   std::atomic<ReceiveHandle*> returns_{nullptr};
 
   // Where waiters sleep; the completion count they were last woken at, and
-  // the descriptors gathered for Watch (kept to reuse its memory).
+  // the descriptors gathered for Watch (kept to reuse its memory), and
+  // whether an arming failure was logged (once per worker).
   std::unique_ptr<WakeChannel> wake_;
   uint64_t woken_at_ ABSL_GUARDED_BY(mu_) = 0;
   // The completion count at the previous ArmForEventLoop.
   uint64_t armed_at_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int> wake_fds_ ABSL_GUARDED_BY(mu_);
+  bool arm_failure_logged_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Holds a worker's lock for its scope; on release, wakes the worker's
@@ -209,13 +218,27 @@ TokenState Worker::SleepUnlessDone(absl::Duration timeout, Look look) {
   // A worker that cannot watch or arm still sleeps, in short slices.
   if (!PrepareToSleep()) timeout = std::min(timeout, kFailedArmSleep);
   const WakeChannel::Ticket ticket = wake_->Enter();
+  // Counted before the round looks at returns_ (ReturnLater's side of the
+  // handshake publishes, then reads sleepers()).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   Round(/*catch_up=*/false);
   TokenState state = look(*this);
-  // Steps the round made due (credits to return, sends it unblocked) run
-  // at the next poll, which a sleep would delay: look again first.
-  if (state != TokenState::kPending || completions_->AfterPollDue()) {
+  if (state != TokenState::kPending) {
     wake_->Leave(ticket);
     return state;
+  }
+  // Steps the round made due (credits to return, sends it unblocked) run
+  // at the next poll, which a long sleep would delay: run them first. A
+  // step that stays due (an arrival waiting for large-message memory asks
+  // for one every poll) leaves only short sleeps.
+  if (completions_->AfterPollDue()) {
+    Round(/*catch_up=*/false);
+    state = look(*this);
+    if (state != TokenState::kPending) {
+      wake_->Leave(ticket);
+      return state;
+    }
+    if (completions_->AfterPollDue()) timeout = std::min(timeout, kRetrySleep);
   }
   mu_.Unlock();
   wake_->Sleep(ticket, std::min(timeout, kMaxSleep));

@@ -95,6 +95,11 @@ absl::StatusOr<CompletionGroup::Attachment> CompletionGroup::Attach(
         CompletionQueue cq,
         CompletionQueue::Create(context_, static_cast<int>(queue_entries_),
                                 channel_));
+    // Armed at once: a waiter asleep on the channel (armed before this
+    // queue existed) wakes for its first completion.
+    if (channel_ != nullptr) {
+      DEMI_RETURN_IF_ERROR(rdma::ArmNotify(cq.get()));
+    }
     queues_.push_back(std::make_unique<Queue>(Queue{.cq = std::move(cq)}));
     queue = queues_.back().get();
   }

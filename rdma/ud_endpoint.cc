@@ -96,6 +96,11 @@ absl::Status UdEndpoint::CreateResources() {
                                                options_.receive_buffers),
                               options_.channel));
   cq_.emplace(std::move(cq));
+  // Armed at once: a waiter already asleep on the channel wakes for the
+  // endpoint's first completion.
+  if (options_.channel != nullptr) {
+    DEMI_RETURN_IF_ERROR(ArmNotify());
+  }
 
   const size_t receive_bytes =
       static_cast<size_t>(options_.receive_buffers) * receive_buffer_size_;

@@ -16,19 +16,23 @@
  *   }
  *
  * demi_event_arm makes progress (polls every queue), arms the completion
- * queues and returns 0 when nothing completed since the previous call: then
- * the descriptor becomes readable as soon as an operation of this process's
- * queues may complete (a completion, an rdma_cm event), and a sleep on it
- * loses nothing. It returns EAGAIN when an operation completed since the
- * previous call (or the library has work of its own to finish): sleeping
- * now could wait for an event that already happened, so take the results
- * (or call demi_event_arm again) first. A readable descriptor only says
- * "look": the wait that looks may find nothing new.
+ * queues and returns 0 when nothing completed since the previous call and
+ * no result waits to be taken: then the descriptor becomes readable as soon
+ * as an operation of this process's queues may complete (a completion, an
+ * rdma_cm event, a token another thread's call completed), and a sleep on
+ * it loses nothing. It returns EAGAIN when an operation completed since the
+ * previous call, when completed operations wait to be taken by a wait, or
+ * when the library has work of its own to finish: sleeping now could wait
+ * for an event that already happened, so take the results (or call
+ * demi_event_arm again) first. So every operation the program starts must
+ * be waited for, or the loop never sleeps again. A readable descriptor only
+ * says "look": the wait that looks may find nothing new.
  *
  * The descriptor belongs to the library: do not read, write or close it.
- * One loop should use it (operations another thread completes are seen at
- * its next demi_event_arm). Threads that sleep in demi_wait* meanwhile are
- * not disturbed.
+ * One loop should use it. Threads that sleep in demi_wait* meanwhile still
+ * wake for their own results. While a connection waits for large-message
+ * memory (DEMI_LARGE_POOL_MAX_BYTES reached), demi_event_arm says EAGAIN
+ * every time (the loop polls until memory is freed).
  */
 
 #ifndef DEMI_EVENT_H_
