@@ -3,7 +3,8 @@
 #
 # tools/softroce/run boots the guest with two virtio-9p shares: the host's / read-only (tag
 # "host") and a fresh writable host temp dir (tag "share") holding command.sh. This script brings
-# up Soft-RoCE (rxe0 on a dummy netdev, 10.77.0.1), runs command.sh chrooted in the host's root,
+# up Soft-RoCE (rxe0 on a dummy netdev, 10.77.0.1; or on a virtio-net wire to a second guest,
+# 10.77.0.N: run --host N), runs command.sh chrooted in the host's root,
 # writes its exit status to the share's "status" file and powers off.
 # Serial ports: ttyS0 = kernel console (log only), ttyS1 = command stdout, ttyS2 = its stderr.
 
@@ -49,11 +50,26 @@ while read -r tag dir; do
   { mkdir -p "$h$dir" && mount -t 9p -o "$opts" "$tag" "$h$dir"; } || fail "cannot mount $dir"
 done </share/rw
 
-# Soft-RoCE: rxe0 on a dummy netdev (busybox ip, then the host's rdma tool from iproute2).
+# Soft-RoCE (busybox ip, then the host's rdma tool from iproute2): rxe0 on a dummy netdev at
+# 10.77.0.1, or, in the two-host mode (share/host holds this guest's number N), on the
+# virtio-net wire (eth0) at 10.77.0.N.
 in_host() { chroot $h "$@"; }
-{ ip link set lo up && ip link add d0 type dummy && ip addr add 10.77.0.1/24 dev d0 &&
-  ip link set d0 up && in_host rdma link add rxe0 type rxe netdev d0; } || fail "cannot bring up rxe0"
-grep -q ACTIVE $h/sys/class/infiniband/rxe0/ports/1/state || fail "rxe0 port is not active"
+ip link set lo up || fail "cannot bring up lo"
+host=$(cat /share/host 2>/dev/null || true)
+if [ -n "$host" ]; then
+  addr=10.77.0.$host
+  { ip addr add $addr/24 dev eth0 && ip link set eth0 up &&
+    in_host rdma link add rxe0 type rxe netdev eth0; } || fail "cannot bring up rxe0 on eth0"
+else
+  addr=10.77.0.1
+  { ip link add d0 type dummy && ip addr add $addr/24 dev d0 && ip link set d0 up &&
+    in_host rdma link add rxe0 type rxe netdev d0; } || fail "cannot bring up rxe0"
+fi
+n=0   # a wire's port turns ACTIVE once its link is up
+until grep -q ACTIVE $h/sys/class/infiniband/rxe0/ports/1/state; do
+  [ $n -ge 50 ] && fail "rxe0 port is not active"
+  sleep 0.1; n=$((n + 1))
+done
 ulimit -l unlimited || fail "cannot lift the locked-memory limit"
 
 # The command's stdout and stderr: raw serial ports (no CR added). When the host's stream is not
@@ -63,7 +79,7 @@ exec 3>/dev/ttyS1 4>/dev/ttyS2
 out=/dev/ttyS1 err=/dev/ttyS2 readers=
 if [ ! -e /share/stdout_tty ]; then mkfifo /out; cat /out >&3 & readers="$readers $!"; out=/out; fi
 if [ ! -e /share/stderr_tty ]; then mkfifo /err; cat /err >&4 & readers="$readers $!"; err=/err; fi
-echo "softroce: rxe0 up on 10.77.0.1" >&4
+echo "softroce: rxe0 up on $addr" >&4
 echo "softroce: rxe0 up, running the command"   # console log: where a hung run got to
 
 in_host /usr/bin/env -i /bin/bash /run/softroce/command.sh >$out 2>$err
