@@ -2,8 +2,6 @@
 
 #include <netinet/in.h>
 #include <pthread.h>
-#include <sys/epoll.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -147,22 +145,19 @@ LibOS::~LibOS() {
   live_generation.compare_exchange_strong(live, 0);
   // Each worker destroys its queue pairs before the devices go.
   for (std::unique_ptr<Worker>& worker : owned_workers_) worker.reset();
-  if (event_epoll_ >= 0 && close(event_epoll_) != 0) {
-    DEMI_LOG(kError, "close(event epoll) failed");
-  }
 }
 
 absl::StatusOr<int> LibOS::EventFd() {
   demi::MutexLock lock(&event_mu_);
-  if (event_epoll_ < 0) {
-    event_epoll_ = epoll_create1(EPOLL_CLOEXEC);
-    if (event_epoll_ < 0) return ErrnoStatus(errno, "epoll_create1");
+  if (!event_set_.has_value()) {
+    DEMI_ASSIGN_OR_RETURN(EpollSet set, EpollSet::Create());
+    event_set_.emplace(std::move(set));
   }
-  return event_epoll_;
+  return event_set_->fd();
 }
 
 absl::Status LibOS::EventArm() {
-  DEMI_ASSIGN_OR_RETURN(const int epoll_fd, EventFd());
+  DEMI_RETURN_IF_ERROR(EventFd().status());
   demi::MutexLock lock(&event_mu_);
   bool quiet = true;
   std::vector<int> fds;
@@ -174,22 +169,8 @@ absl::Status LibOS::EventArm() {
     quiet &= armed;
   }
   // Descriptors come and go with sockets (a datagram channel, a device's):
-  // a closed one leaves the set by itself, a new one is added here, before
-  // the loop sleeps.
-  for (int fd : fds) {
-    if (std::find(event_watched_.begin(), event_watched_.end(), fd) !=
-        event_watched_.end()) {
-      continue;
-    }
-    epoll_event event{};
-    event.events = EPOLLIN;
-    event.data.fd = fd;
-    if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &event) != 0 &&
-        errno != EEXIST) {
-      return ErrnoStatus(errno, "epoll_ctl(ADD)");
-    }
-    event_watched_.push_back(fd);
-  }
+  // new ones join the set here, before the loop sleeps.
+  DEMI_RETURN_IF_ERROR(event_set_->Watch(fds));
   if (!quiet) return ErrnoError(EAGAIN, "operations completed: look first");
   return absl::OkStatus();
 }

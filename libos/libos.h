@@ -38,6 +38,7 @@
 #include "common/mutex.h"
 #include "libos/datagram.h"
 #include "libos/datagram_sockets.h"
+#include "libos/epoll_set.h"
 #include "libos/options.h"
 #include "libos/progress_engine.h"
 #include "libos/push_memory.h"
@@ -170,8 +171,7 @@ class LibOS {
   // The event loop's descriptor (demi/event.h): an epoll set over every
   // worker's channels, made by the first EventFd().
   demi::Mutex event_mu_;
-  int event_epoll_ ABSL_GUARDED_BY(event_mu_) = -1;
-  std::vector<int> event_watched_ ABSL_GUARDED_BY(event_mu_);
+  std::optional<EpollSet> event_set_ ABSL_GUARDED_BY(event_mu_);
 
   const LibOSOptions options_;
   std::unique_ptr<rdma::DeviceRegistry> devices_;

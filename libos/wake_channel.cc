@@ -13,8 +13,29 @@
 
 #include "common/errno_status.h"
 #include "common/logging.h"
+#include "common/status_macros.h"
 
 namespace demi::libos {
+namespace {
+
+// Makes eventfd `fd` readable (a full counter stays readable: EAGAIN is
+// fine).
+void Signal(int fd, const char* name) {
+  const uint64_t one = 1;
+  if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+    DEMI_LOG(kError, "write(", name, ") failed");
+  }
+}
+
+// Empties eventfd `fd` (EAGAIN: it was empty).
+void Drain(int fd, const char* name) {
+  uint64_t count = 0;
+  if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN) {
+    DEMI_LOG(kError, "read(", name, ") failed");
+  }
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<WakeChannel>> WakeChannel::Create() {
   const int event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -25,45 +46,21 @@ absl::StatusOr<std::unique_ptr<WakeChannel>> WakeChannel::Create() {
     close(event_fd);
     return ErrnoStatus(err, "eventfd");
   }
-  const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-  if (epoll_fd < 0) {
-    const int err = errno;
+  absl::StatusOr<EpollSet> epoll = EpollSet::Create();
+  if (!epoll.ok()) {
     close(event_fd);
     close(loop_fd);
-    return ErrnoStatus(err, "epoll_create1");
+    return epoll.status();
   }
   std::unique_ptr<WakeChannel> channel(
-      new WakeChannel(event_fd, loop_fd, epoll_fd));
-  epoll_event event{};
-  event.events = EPOLLIN;
-  event.data.fd = event_fd;
-  if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, event_fd, &event) != 0) {
-    return ErrnoStatus(errno, "epoll_ctl(eventfd)");
-  }
+      new WakeChannel(event_fd, loop_fd, *std::move(epoll)));
+  DEMI_RETURN_IF_ERROR(channel->epoll_.Watch({event_fd}));
   return channel;
 }
 
 WakeChannel::~WakeChannel() {
-  if (close(epoll_fd_) != 0) DEMI_LOG(kError, "close(epoll fd) failed");
   if (close(event_fd_) != 0) DEMI_LOG(kError, "close(eventfd) failed");
   if (close(loop_fd_) != 0) DEMI_LOG(kError, "close(loop eventfd) failed");
-}
-
-absl::Status WakeChannel::Watch(const std::vector<int>& fds) {
-  for (int fd : fds) {
-    if (std::find(watched_.begin(), watched_.end(), fd) != watched_.end()) {
-      continue;
-    }
-    epoll_event event{};
-    event.events = EPOLLIN;
-    event.data.fd = fd;
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0 &&
-        errno != EEXIST) {
-      return ErrnoStatus(errno, "epoll_ctl(ADD)");
-    }
-    watched_.push_back(fd);
-  }
-  return absl::OkStatus();
 }
 
 WakeChannel::Ticket WakeChannel::Enter() {
@@ -85,7 +82,7 @@ void WakeChannel::Sleep(const Ticket& ticket, absl::Duration timeout) {
           INT_MAX));
     }
     epoll_event events[8];
-    (void)epoll_wait(epoll_fd_, events, 8, ms);  // EINTR: look again
+    (void)epoll_wait(epoll_.fd(), events, 8, ms);  // EINTR: look again
     return;
   }
   timespec relative{};
@@ -103,35 +100,21 @@ void WakeChannel::Leave(const Ticket& ticket) {
   const uint32_t left = sleepers_.fetch_sub(1, std::memory_order_seq_cst) - 1;
   if (!ticket.watcher) return;
   has_watcher_ = false;
-  uint64_t count = 0;
-  if (read(event_fd_, &count, sizeof(count)) < 0 && errno != EAGAIN) {
-    DEMI_LOG(kError, "read(eventfd) failed");
-  }
+  Drain(event_fd_, "eventfd");
   // The others look again (what woke the watcher may be theirs), and one of
   // them becomes the watcher when it next sleeps.
   if (left > 0) WakeFutexSleepers();
 }
 
 void WakeChannel::Wake() {
-  const uint64_t one = 1;
   if (sleepers() != 0) {
-    if (write(event_fd_, &one, sizeof(one)) < 0 && errno != EAGAIN) {
-      DEMI_LOG(kError, "write(eventfd) failed");
-    }
+    Signal(event_fd_, "eventfd");
     WakeFutexSleepers();
   }
-  if (loop_armed() && write(loop_fd_, &one, sizeof(one)) < 0 &&
-      errno != EAGAIN) {
-    DEMI_LOG(kError, "write(loop eventfd) failed");
-  }
+  if (loop_armed()) Signal(loop_fd_, "loop eventfd");
 }
 
-void WakeChannel::DrainLoopFd() {
-  uint64_t count = 0;
-  if (read(loop_fd_, &count, sizeof(count)) < 0 && errno != EAGAIN) {
-    DEMI_LOG(kError, "read(loop eventfd) failed");
-  }
-}
+void WakeChannel::DrainLoopFd() { Drain(loop_fd_, "loop eventfd"); }
 
 void WakeChannel::WakeFutexSleepers() {
   wakes_.fetch_add(1, std::memory_order_seq_cst);

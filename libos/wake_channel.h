@@ -38,11 +38,13 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "libos/epoll_set.h"
 
 namespace demi::libos {
 
@@ -51,12 +53,11 @@ class WakeChannel {
   static absl::StatusOr<std::unique_ptr<WakeChannel>> Create();
   WakeChannel(const WakeChannel&) = delete;
   WakeChannel& operator=(const WakeChannel&) = delete;
-  ~WakeChannel();  // closes its eventfd and epoll descriptor
+  ~WakeChannel();  // closes its eventfds (and its epoll set)
 
   // Makes the watcher also wake when a descriptor of `fds` becomes readable
-  // (level-triggered; whoever wakes drains them). Descriptors watched
-  // already are skipped; a closed descriptor leaves epoll by itself.
-  absl::Status Watch(const std::vector<int>& fds);
+  // (EpollSet::Watch; whoever wakes drains them).
+  absl::Status Watch(const std::vector<int>& fds) { return epoll_.Watch(fds); }
 
   // A sleeping thread's place: watcher or not, and the wake count it saw.
   struct Ticket {
@@ -97,14 +98,13 @@ class WakeChannel {
   void DrainLoopFd();
 
  private:
-  WakeChannel(int event_fd, int loop_fd, int epoll_fd)
-      : event_fd_(event_fd), loop_fd_(loop_fd), epoll_fd_(epoll_fd) {}
+  WakeChannel(int event_fd, int loop_fd, EpollSet epoll)
+      : event_fd_(event_fd), loop_fd_(loop_fd), epoll_(std::move(epoll)) {}
   void WakeFutexSleepers();
 
   const int event_fd_;
   const int loop_fd_;
-  const int epoll_fd_;
-  std::vector<int> watched_;  // under the owner's lock
+  EpollSet epoll_;            // Watch under the owner's lock
   bool has_watcher_ = false;  // under the owner's lock
   std::atomic<uint32_t> sleepers_{0};
   std::atomic<uint32_t> wakes_{0};  // the futex word

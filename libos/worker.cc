@@ -80,8 +80,7 @@ absl::StatusOr<bool> Worker::ArmForEventLoop(std::vector<int>* fds) {
   wake_->DrainLoopFd();
   completions_->DrainEvents();
   DEMI_RETURN_IF_ERROR(ArmNotify());
-  if (returns_.load(std::memory_order_acquire) != nullptr) DrainReturns();
-  progress_.RoundAll();
+  RoundAll();
   const bool busy = tokens_.completed() != armed_at_ ||
                     tokens_.ready_count() > 0 || completions_->AfterPollDue();
   armed_at_ = tokens_.completed();
@@ -99,8 +98,11 @@ bool Worker::PrepareToSleep() {
   absl::Status ready = wake_->Watch(wake_fds_);
   if (ready.ok()) ready = ArmNotify();
   if (!ready.ok()) {
-    DEMI_LOG(kWarning, "a wait cannot sleep on its queues (", ready.message(),
-             "): it sleeps in short slices");
+    if (!arm_failure_logged_) {
+      arm_failure_logged_ = true;
+      DEMI_LOG(kWarning, "a wait cannot sleep on its queues (", ready.message(),
+               "): it sleeps in short slices");
+    }
     return false;
   }
   return true;

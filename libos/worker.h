@@ -65,8 +65,7 @@ class Worker {
   // A sleep's length when the queues could not be armed (logged), or when
   // a connection asks to be polled again whatever happens (it waits for
   // large-message memory).
-  static constexpr absl::Duration kFailedArmSleep = absl::Milliseconds(1);
-  static constexpr absl::Duration kRetrySleep = absl::Milliseconds(1);
+  static constexpr absl::Duration kShortSleep = absl::Milliseconds(1);
 
   // Worker `index` (below kMaxQdWorkers). `return_elsewhere` gives a popped
   // array's buffer back to the worker that owns it (PushMemory).
@@ -105,6 +104,12 @@ class Worker {
   void Round(bool catch_up) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (returns_.load(std::memory_order_acquire) != nullptr) DrainReturns();
     progress_.Round(catch_up);
+  }
+  // The same, polling every source whether due or not
+  // (ProgressEngine::RoundAll): after a sleep, and when an event loop arms.
+  void RoundAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (returns_.load(std::memory_order_acquire) != nullptr) DrainReturns();
+    progress_.RoundAll();
   }
 
   // Safe from any thread, without mu(): `handle` (of one of this worker's
@@ -216,35 +221,33 @@ class ABSL_SCOPED_LOCKABLE WorkerLock {
 template <typename Look>
 TokenState Worker::SleepUnlessDone(absl::Duration timeout, Look look) {
   // A worker that cannot watch or arm still sleeps, in short slices.
-  if (!PrepareToSleep()) timeout = std::min(timeout, kFailedArmSleep);
+  if (!PrepareToSleep()) timeout = std::min(timeout, kShortSleep);
   const WakeChannel::Ticket ticket = wake_->Enter();
   // Counted before the round looks at returns_ (ReturnLater's side of the
   // handshake publishes, then reads sleepers()).
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  Round(/*catch_up=*/false);
-  TokenState state = look(*this);
-  if (state != TokenState::kPending) {
-    wake_->Leave(ticket);
-    return state;
-  }
-  // Steps the round made due (credits to return, sends it unblocked) run
-  // at the next poll, which a long sleep would delay: run them first. A
-  // step that stays due (an arrival waiting for large-message memory asks
-  // for one every poll) leaves only short sleeps.
-  if (completions_->AfterPollDue()) {
+  // Up to two rounds: steps a round made due (credits to return, sends it
+  // unblocked) run at the next poll, which a long sleep would delay, so
+  // they run first. A step that stays due (an arrival waiting for
+  // large-message memory asks for one every poll) leaves only short sleeps.
+  for (int round = 0;; ++round) {
     Round(/*catch_up=*/false);
-    state = look(*this);
+    const TokenState state = look(*this);
     if (state != TokenState::kPending) {
       wake_->Leave(ticket);
       return state;
     }
-    if (completions_->AfterPollDue()) timeout = std::min(timeout, kRetrySleep);
+    if (!completions_->AfterPollDue()) break;
+    if (round == 1) {
+      timeout = std::min(timeout, kShortSleep);
+      break;
+    }
   }
   mu_.Unlock();
   wake_->Sleep(ticket, std::min(timeout, kMaxSleep));
   mu_.Lock();
   AfterSleep(ticket);
-  progress_.RoundAll();
+  RoundAll();
   return look(*this);
 }
 

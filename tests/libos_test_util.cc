@@ -55,10 +55,8 @@ void ConnectPair(int* client, int* server, int* listener) {
   ConnectTo(address, *listener, client, server);
 }
 
-void ConnectTo(const sockaddr_in& address, int listener, int* client,
-               int* server) {
-  demi_qtoken_t accept_qt = 0, connect_qt = 0;
-  ASSERT_EQ(demi_accept(&accept_qt, listener), 0);
+void Connect(const sockaddr_in& address, int* client) {
+  demi_qtoken_t connect_qt = 0;
   ASSERT_EQ(demi_socket(client, AF_INET, SOCK_STREAM, 0), 0);
   ASSERT_EQ(demi_connect(&connect_qt, *client,
                          reinterpret_cast<const sockaddr*>(&address),
@@ -66,6 +64,13 @@ void ConnectTo(const sockaddr_in& address, int listener, int* client,
             0);
   demi_qresult_t connected = WaitResult(connect_qt);
   ASSERT_EQ(connected.qr_opcode, DEMI_OPC_CONNECT) << connected.qr_ret;
+}
+
+void ConnectTo(const sockaddr_in& address, int listener, int* client,
+               int* server) {
+  demi_qtoken_t accept_qt = 0;
+  ASSERT_EQ(demi_accept(&accept_qt, listener), 0);
+  ASSERT_NO_FATAL_FAILURE(Connect(address, client));
   demi_qresult_t accepted = WaitResult(accept_qt);
   ASSERT_EQ(accepted.qr_opcode, DEMI_OPC_ACCEPT) << accepted.qr_ret;
   *server = accepted.qr_value.ares.qd;

@@ -24,6 +24,9 @@ int ListenOnTestAddress(sockaddr_in* address);
 
 // Connects a client to a new listener: {client, server, listener} qds.
 void ConnectPair(int* client, int* server, int* listener);
+// Connects a new client to `address` and waits for the connection: the
+// client's qd in *client (a test failure if it does not connect).
+void Connect(const sockaddr_in& address, int* client);
 // Connects a new client to `listener` (listening on `address`) and accepts
 // it: {client, server} qds.
 void ConnectTo(const sockaddr_in& address, int listener, int* client,

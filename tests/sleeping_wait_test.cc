@@ -156,13 +156,7 @@ TEST_F(SleepingWaitTest, AcceptConnectPopAndPushEachWakeASleeper) {
   std::thread connecter([&] {
     std::this_thread::sleep_for(kPause);
     int qd = -1;
-    demi_qtoken_t qt = 0;
-    ASSERT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
-    ASSERT_EQ(demi_connect(&qt, qd, reinterpret_cast<sockaddr*>(&address),
-                           sizeof(address)),
-              0);
-    demi_qresult_t connected = WaitResult(qt);
-    ASSERT_EQ(connected.qr_opcode, DEMI_OPC_CONNECT);
+    ASSERT_NO_FATAL_FAILURE(Connect(address, &qd));
     peer_qd = qd;
   });
   demi_qresult_t accepted = SleepFor(accept);  // an rdma_cm event
@@ -324,12 +318,7 @@ TEST_F(SleepingWaitTest, TheEventDescriptorDrivesAnEpollLoopBesideAPipe) {
 
   std::thread peer([&] {
     int qd = -1;
-    demi_qtoken_t qt = 0;
-    ASSERT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
-    ASSERT_EQ(demi_connect(&qt, qd, reinterpret_cast<sockaddr*>(&address),
-                           sizeof(address)),
-              0);
-    ASSERT_EQ(WaitResult(qt).qr_opcode, DEMI_OPC_CONNECT);
+    ASSERT_NO_FATAL_FAILURE(Connect(address, &qd));
     for (int i = 0; i < kMessages; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       ASSERT_EQ(write(pipe_fds[1], "p", 1), 1);

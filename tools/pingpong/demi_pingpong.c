@@ -126,10 +126,7 @@ static int server(const struct sockaddr_in *address, long iterations,
   demi_qresult_t qr;
   int *idle_qds = calloc((size_t)idle + 1, sizeof(int));
   CHECK(idle_qds != NULL);
-  CHECK(demi_socket(&listener, AF_INET, SOCK_STREAM, 0) == 0);
-  CHECK(demi_bind(listener, (const struct sockaddr *)address,
-                  sizeof(*address)) == 0);
-  CHECK(demi_listen(listener, 16) == 0);
+  listener = listen_on(address, 16);
   /* The client connects one at a time, the busy connection first. */
   for (long c = 0; c <= idle; ++c) {
     CHECK(demi_accept(&qt, listener) == 0);
@@ -319,11 +316,7 @@ static double cpu_seconds(void) {
 static int idle_wait(const struct sockaddr_in *address, long seconds) {
   demi_qtoken_t qt = 0;
   demi_qresult_t qr;
-  int listener = -1;
-  CHECK(demi_socket(&listener, AF_INET, SOCK_STREAM, 0) == 0);
-  CHECK(demi_bind(listener, (const struct sockaddr *)address,
-                  sizeof(*address)) == 0);
-  CHECK(demi_listen(listener, 4) == 0);
+  const int listener = listen_on(address, 4);
   demi_qtoken_t accept = 0;
   CHECK(demi_accept(&accept, listener) == 0);
   const int client_qd = connect_to(address);

@@ -44,13 +44,9 @@ struct job {
 static pthread_barrier_t ready;
 
 static int accept_on(const struct sockaddr_in *address) {
-  int listener = -1;
+  const int listener = listen_on(address, 4);
   demi_qtoken_t qt = 0;
   demi_qresult_t qr;
-  CHECK(demi_socket(&listener, AF_INET, SOCK_STREAM, 0) == 0);
-  CHECK(demi_bind(listener, (const struct sockaddr *)address,
-                  sizeof(*address)) == 0);
-  CHECK(demi_listen(listener, 4) == 0);
   CHECK(demi_accept(&qt, listener) == 0);
   wait_for(qt, DEMI_OPC_ACCEPT, &qr);
   return qr.qr_value.ares.qd; /* the listener stays open until exit */

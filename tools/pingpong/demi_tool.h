@@ -28,6 +28,17 @@ static inline void wait_for(demi_qtoken_t qt, demi_opcode_t expected,
   CHECK(qr->qr_opcode == expected);
 }
 
+/* A queue listening on `address` with room for `backlog` pending
+ * connections. */
+static inline int listen_on(const struct sockaddr_in *address, int backlog) {
+  int listener = -1;
+  CHECK(demi_socket(&listener, AF_INET, SOCK_STREAM, 0) == 0);
+  CHECK(demi_bind(listener, (const struct sockaddr *)address,
+                  sizeof(*address)) == 0);
+  CHECK(demi_listen(listener, backlog) == 0);
+  return listener;
+}
+
 /* A connected queue to `address`, retrying (200 times, 50 ms apart) while
  * the server is not listening yet. */
 static inline int connect_to(const struct sockaddr_in *address) {
