@@ -9,12 +9,12 @@
 #include <netinet/in.h>
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/fifo.h"
 #include "libos/receive_handles.h"
 #include "rdma/rc_connection.h"
 #include "rdma/ud_endpoint.h"
@@ -82,7 +82,7 @@ struct DatagramQueue final : ReceiveBufferOwner {
   int qd = 0;
   std::unique_ptr<rdma::UdEndpoint> endpoint;  // null until demi_bind
   std::optional<sockaddr_in> default_peer;     // set by demi_connect
-  std::deque<demi_qtoken_t> pop_tokens;        // waiting pops
+  Fifo<demi_qtoken_t> pop_tokens;              // waiting pops
   ArrivedDatagrams datagrams;                  // arrived, not popped
   ReceiveHandle* handles = nullptr;            // one per receive buffer
   uint32_t held = 0;    // buffers lent out by pops, not yet returned

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
+#include "common/fifo.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "libos/address.h"
@@ -55,11 +56,11 @@ struct StreamSockets::Queue final : ReceiveBufferOwner {
   std::unique_ptr<QueueSink> sink;
   std::unique_ptr<rdma::RcConnection> connection;
   demi_qtoken_t connect_token = 0;
-  int listener_qd = 0;                      // kAccepting: who accepted
-  std::deque<demi_qtoken_t> accept_tokens;  // listener: waiting accepts
-  std::deque<int> accepted;                 // listener: ready, not handed out
-  std::deque<demi_qtoken_t> pop_tokens;     // waiting pops
-  std::deque<rdma::ReceivedMessage> messages;  // arrived, not popped
+  int listener_qd = 0;                   // kAccepting: who accepted
+  Fifo<demi_qtoken_t> accept_tokens;     // listener: waiting accepts
+  Fifo<int> accepted;                    // listener: ready, not handed out
+  Fifo<demi_qtoken_t> pop_tokens;        // waiting pops
+  Fifo<rdma::ReceivedMessage> messages;  // arrived, not popped
   bool end_of_stream = false;
   bool closed = false;  // demi_close was called; kept only to finish sends
   int error = 0;        // errno once failed
