@@ -71,6 +71,12 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
 //                                rest of a burst goes at the next poll)
 //   DEMI_DGRAM_ROUTE_TTL_MS=N    age at which a cached datagram destination
 //                                is resolved again (0: never)
+//   DEMI_KEEPALIVE_MS=N          idle connections probe their peer this
+//                                often (0: never)
+//   DEMI_ACK_TIMEOUT=N           connections' ACK timeout exponent, 1-31
+//                                (4.096 us * 2^N; 0: rdma_cm's default)
+//   DEMI_RETRY_COUNT=N           retransmissions before a connection fails,
+//                                0-7
 // A value that does not parse is ignored (with a warning). DEMI_SPIN_US
 // (how long a wait polls before it sleeps) is read by demi_init, which
 // refuses a bad value with EINVAL.
@@ -106,6 +112,30 @@ LibOSOptions OptionsFromEnvironment() {
                " (not a count of milliseconds)");
     }
   }
+  if (const char* keepalive = getenv("DEMI_KEEPALIVE_MS");
+      keepalive != nullptr) {
+    uint64_t ms;
+    if (absl::SimpleAtoi(keepalive, &ms)) {
+      options.keepalive = absl::Milliseconds(ms);
+    } else {
+      DEMI_LOG(kWarning, "ignoring DEMI_KEEPALIVE_MS=", keepalive,
+               " (not a count of milliseconds)");
+    }
+  }
+  // A small count in [0, most]; anything else is ignored with a warning.
+  auto small = [](const char* name, uint32_t most, uint8_t* out) {
+    const char* text = getenv(name);
+    if (text == nullptr) return;
+    uint32_t value;
+    if (absl::SimpleAtoi(text, &value) && value <= most) {
+      *out = static_cast<uint8_t>(value);
+    } else {
+      DEMI_LOG(kWarning, "ignoring ", name, "=", text, " (not in 0..", most,
+               ")");
+    }
+  };
+  small("DEMI_ACK_TIMEOUT", 31, &options.connection.ack_timeout);
+  small("DEMI_RETRY_COUNT", 7, &options.connection.retry_count);
   size_t eager = options.connection.eager_limit;
   number("DEMI_EAGER_LIMIT", &eager);
   options.connection.eager_limit = static_cast<uint32_t>(

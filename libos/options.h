@@ -38,6 +38,12 @@ struct LibOSOptions {
   // the old handle meanwhile. A destination nobody answers for any more is
   // dropped from the cache, and the next push resolves it (and fails).
   absl::Duration datagram_route_ttl = absl::Seconds(5);
+  // Every this often, each connection with nothing in flight probes its
+  // peer (rdma::RcConnection::SendKeepalive): a peer whose host went down
+  // or whose link was cut fails the connection (ETIMEDOUT) within this
+  // interval plus the retry budget, even when only a pop is pending. Zero:
+  // never (an idle connection to a vanished peer then waits forever).
+  absl::Duration keepalive = absl::Seconds(5);
   // How long a wait polls before it sleeps (LibOS::WaitLoop): zero sleeps
   // after the first round that finds nothing; InfiniteDuration() never
   // sleeps (spins for as long as it waits). DEMI_SPIN_US.

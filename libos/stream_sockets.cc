@@ -486,7 +486,25 @@ void StreamSockets::AddProgress() {
       HandleEvent(std::move(*event));
     }
     ReapIfAny();
+    KeepAliveIfDue();
   });
+}
+
+void StreamSockets::KeepAliveIfDue() {
+  if (ctx_.options.keepalive <= absl::ZeroDuration()) return;
+  const absl::Time now = absl::Now();
+  if (now < next_keepalive_) return;
+  next_keepalive_ = now + ctx_.options.keepalive;
+  uint64_t probes = 0;
+  queues_.ForEach([&probes](int, Queue& queue) {
+    if (queue.state == Queue::State::kConnected && queue.error == 0 &&
+        queue.connection != nullptr) {
+      const uint64_t before = queue.connection->keepalives();
+      queue.connection->SendKeepalive();
+      probes += queue.connection->keepalives() - before;
+    }
+  });
+  DEMI_LOG(kDebug, "keepalive: ", probes, " probes posted");
 }
 
 void StreamSockets::HandleEvent(rdma::CmEvent event) {

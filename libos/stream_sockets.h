@@ -28,6 +28,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "libos/qd_table.h"
 #include "libos/socket_context.h"
 #include "libos/sockets.h"
@@ -101,6 +102,11 @@ class StreamSockets final : public Sockets {
     if (!retired_.empty()) ReapRetired();
   }
   void ReapRetired();
+  // Every LibOSOptions::keepalive (checked with the rdma_cm channel, every
+  // kCmPollInterval rounds and after every sleep), each healthy connection
+  // probes its peer (RcConnection::SendKeepalive: only those with nothing
+  // in flight post anything).
+  void KeepAliveIfDue();
 
   SocketContext& ctx_;
   rdma::EventChannel channel_;
@@ -108,6 +114,7 @@ class StreamSockets final : public Sockets {
   // Closed connections kept until their sends finished and their popped
   // buffers came back.
   std::vector<std::unique_ptr<Queue>> retired_;
+  absl::Time next_keepalive_ = absl::InfinitePast();
 };
 
 }  // namespace demi::libos

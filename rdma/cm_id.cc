@@ -4,6 +4,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
 
 namespace demi::rdma {
@@ -85,6 +86,16 @@ void CmId::RejectRequest(CmEvent request) {
 
 absl::Status CmId::Disconnect() {
   return CheckCm(rdma_disconnect(id_.get()), "rdma_disconnect");
+}
+
+absl::Status CmId::SetAckTimeout(uint8_t exponent) {
+  if (exponent < 1 || exponent > 31) {
+    return ErrnoError(EINVAL, absl::StrCat("ACK timeout exponent ", exponent));
+  }
+  return CheckCm(
+      rdma_set_option(id_.get(), RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT,
+                      &exponent, sizeof(exponent)),
+      "rdma_set_option(RDMA_OPTION_ID_ACK_TIMEOUT)");
 }
 
 sockaddr_in CmId::LocalAddress() const {

@@ -65,6 +65,12 @@ class CmId {
   absl::Status Reject(const void* private_data, uint8_t length);
   // Starts a graceful disconnect; DISCONNECTED follows on both sides.
   absl::Status Disconnect();
+  // The queue pair's local ACK timeout: a packet not acknowledged within
+  // 4.096 us * 2^exponent is sent again (retry_count times, then the queue
+  // pair fails with IBV_WC_RETRY_EXC_ERR). Must be called before Connect
+  // or Accept (rdma_cm applies it as it moves the queue pair to RTS).
+  // `exponent` in [1, 31]; EINVAL otherwise.
+  absl::Status SetAckTimeout(uint8_t exponent);
 
   sockaddr_in LocalAddress() const;
   sockaddr_in PeerAddress() const;

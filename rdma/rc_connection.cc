@@ -49,8 +49,9 @@ class UnsetSink final : public CompletionSink {
 
 int ErrnoForCompletion(ibv_wc_status status) {
   switch (status) {
+    case IBV_WC_RETRY_EXC_ERR:  // the peer stopped acknowledging
+      return ETIMEDOUT;
     case IBV_WC_WR_FLUSH_ERR:
-    case IBV_WC_RETRY_EXC_ERR:
     case IBV_WC_RNR_RETRY_EXC_ERR:
       return ECONNRESET;
     default:
@@ -82,6 +83,9 @@ absl::Status ValidateOptions(const RcConnectionOptions& options) {
   if (options.rendezvous_threshold > options.eager_limit ||
       options.read_chunk == 0) {
     return ErrnoError(EINVAL, "rendezvous_threshold above eager_limit");
+  }
+  if (options.ack_timeout > 31 || options.retry_count > 7) {
+    return ErrnoError(EINVAL, "ack_timeout above 31 or retry_count above 7");
   }
   return absl::OkStatus();
 }
@@ -173,6 +177,13 @@ absl::StatusOr<std::unique_ptr<RcConnection>> RcConnection::Accept(
     (void)connection->id_->Reject(nullptr, 0);
     return created;
   }
+  if (options.ack_timeout != 0) {
+    absl::Status timeout = connection->id_->SetAckTimeout(options.ack_timeout);
+    if (!timeout.ok()) {
+      (void)connection->id_->Reject(nullptr, 0);
+      return timeout;
+    }
+  }
   uint8_t ours[wire::kConnectionParamsSize];
   DEMI_RETURN_IF_ERROR(connection->id_->Accept(connection->ConnParam(ours)));
   return connection;
@@ -187,6 +198,9 @@ absl::StatusOr<std::unique_ptr<RcConnection>> RcConnection::Connect(
   std::unique_ptr<RcConnection> connection(
       new RcConnection(std::move(id), options));
   DEMI_RETURN_IF_ERROR(connection->CreateResources());
+  if (options.ack_timeout != 0) {
+    DEMI_RETURN_IF_ERROR(connection->id_->SetAckTimeout(options.ack_timeout));
+  }
   uint8_t ours[wire::kConnectionParamsSize];
   DEMI_RETURN_IF_ERROR(connection->id_->Connect(connection->ConnParam(ours)));
   return connection;
@@ -204,7 +218,7 @@ rdma_conn_param RcConnection::ConnParam(uint8_t private_data[]) const {
   param.private_data_len = wire::kConnectionParamsSize;
   param.responder_resources = static_cast<uint8_t>(rd_atomic_);
   param.initiator_depth = static_cast<uint8_t>(rd_atomic_);
-  param.retry_count = 7;
+  param.retry_count = options_.retry_count;
   param.rnr_retry_count = 0;  // a SEND without a posted receive is an error
   return param;
 }
@@ -570,8 +584,9 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
         header.type = wire::MessageType::kRendezvousDone;
         header.transfer_id = static_cast<uint32_t>(cookie);
         break;
-      case Kind::kData:  // above
-      case Kind::kRead:  // not a SEND; see PrepareRead
+      case Kind::kData:       // above
+      case Kind::kRead:       // not a SEND; see PrepareRead
+      case Kind::kKeepalive:  // not a SEND; see SendKeepalive
         break;
     }
     header.credits_returned = credits_returned;
@@ -653,6 +668,27 @@ DEMI_SEND_STEP uint32_t RcConnection::PostChain(ibv_send_wr* first,
   posted_count_ += posted;
   ++doorbells_;
   return posted;
+}
+
+void RcConnection::SendKeepalive() {
+  // Not while one is out, nor into a full send queue. Sends posted before
+  // it may be in flight or long acknowledged (unsignaled ones stay in
+  // posted_ until a signaled completion retires them): the probe goes
+  // anyway, and its completion retires them.
+  if (!status_.ok() || !established_ || keepalive_posted_ || SendQueueFull()) {
+    return;
+  }
+  // A zero-length RDMA WRITE: no address, key or receive at the peer (a
+  // zero-length request is not checked against either), only its
+  // transport's acknowledgement.
+  const uint32_t slot = SendSlotAfterPosted(0);
+  ibv_send_wr& wr = send_wrs_[slot];
+  StartRequest(slot, /*sge=*/nullptr, /*num_sge=*/0, IBV_WR_RDMA_WRITE, &wr);
+  wr.wr.rdma.remote_addr = 0;
+  wr.wr.rdma.rkey = 0;
+  posted_[slot] = PostedSend{.kind = Kind::kKeepalive};
+  if (PostChain(&wr, &wr, 1) == 1) keepalive_posted_ = true;
+  ++keepalives_;
 }
 
 absl::Status RcConnection::Post(Kind kind, uint16_t credits_returned,
@@ -1001,6 +1037,7 @@ void RcConnection::HandleSendCompletion(const ibv_wc& wc, uint32_t slot) {
     if (posted.kind == Kind::kData && posted.report) {
       sink.OnSendComplete(posted.cookie, status);
     }
+    if (posted.kind == Kind::kKeepalive) keepalive_posted_ = false;
     if (posted.kind == Kind::kRead) {
       InboundMessage& inbound = inbound_[posted.cookie];
       --inbound.reads_in_flight;

@@ -93,6 +93,11 @@ struct Sink : CompletionSink {
     ++end_of_stream;
     messages_at_end_of_stream = messages_total;
   }
+  void OnFailed(const absl::Status& status) override {
+    (void)status;
+    ++failures;
+  }
+  int failures = 0;
 };
 
 struct Pair {
@@ -518,6 +523,85 @@ namespace {
 // copied into the work request): done_at_post is set, the cookie is never
 // reported, and the bytes arrive as they were at Send although the memory is
 // rewritten at once. Larger ones are reported as before.
+// The ACK timeout and retry count of the options are what the queue pairs
+// run with (rdma_cm applies the timeout as it moves them to RTS; its own
+// default on RoCE is 18 or more).
+TEST(RcConnectionTest, AckTimeoutAndRetryCountReachTheQueuePairs) {
+  RcConnectionOptions client_options;
+  client_options.ack_timeout = 12;
+  client_options.retry_count = 5;
+  RcConnectionOptions server_options;
+  server_options.ack_timeout = 15;
+  Pair pair;
+  absl::Status connected = ConnectPair(pair, client_options, &server_options);
+  ASSERT_TRUE(connected.ok()) << connected;
+  auto query = [](RcConnection& connection) {
+    ibv_qp_attr attr{};
+    ibv_qp_init_attr init{};
+    EXPECT_EQ(
+        ibv_query_qp(connection.id().qp(), &attr,
+                     IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_STATE, &init),
+        0);
+    EXPECT_EQ(attr.qp_state, IBV_QPS_RTS);
+    return attr;
+  };
+  const ibv_qp_attr client = query(*pair.client);
+  EXPECT_EQ(client.timeout, 12);
+  EXPECT_EQ(client.retry_cnt, 5);
+  const ibv_qp_attr server = query(*pair.server);
+  EXPECT_EQ(server.timeout, 15);
+
+  // Out of range: refused before anything is created.
+  RcConnectionOptions bad;
+  bad.ack_timeout = 32;
+  Pair refused;
+  EXPECT_EQ(ErrnoFromStatus(ConnectPair(refused, bad)), EINVAL);
+  bad.ack_timeout = 14;
+  bad.retry_count = 8;
+  EXPECT_EQ(ErrnoFromStatus(ConnectPair(refused, bad)), EINVAL);
+}
+
+// A keepalive probe on a healthy connection completes quietly (no report,
+// the connection stays healthy and carries messages after it); once the
+// peer's queue pair is gone (its process died without a word, its host is
+// down) the probe exhausts its retries and fails the connection with
+// ETIMEDOUT, reported once.
+TEST(RcConnectionTest, KeepaliveFindsAPeerThatIsGone) {
+  RcConnectionOptions options;
+  options.ack_timeout = 10;  // 4 ms a retry: the test takes tens of ms
+  options.retry_count = 2;
+  Pair pair;
+  absl::Status connected = ConnectPair(pair, options);
+  ASSERT_TRUE(connected.ok()) << connected;
+
+  pair.client->SendKeepalive();
+  EXPECT_EQ(pair.client->keepalives(), 1u);
+  pair.client->SendKeepalive();  // one out already: nothing more
+  EXPECT_EQ(pair.client->keepalives(), 1u);
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (!pair.client->idle() && absl::Now() < deadline) {
+    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
+  }
+  ASSERT_TRUE(pair.client->idle()) << "the probe never completed";
+  EXPECT_TRUE(pair.client->status().ok());
+  EXPECT_TRUE(pair.client_sink.completed.empty());
+  EXPECT_EQ(pair.client_sink.failures, 0);
+
+  // The peer's queue pair goes away without a disconnect (its connection
+  // object is destroyed; the client is not told).
+  pair.server.reset();
+  pair.client->SendKeepalive();
+  EXPECT_EQ(pair.client->keepalives(), 2u);
+  absl::Status status;
+  while (status.ok() && absl::Now() < deadline) {
+    status = pair.client->Poll(pair.client_sink);
+  }
+  EXPECT_EQ(ErrnoFromStatus(status), ETIMEDOUT) << status;
+  EXPECT_EQ(pair.client_sink.failures, 1);
+  pair.client->SendKeepalive();  // failed: nothing more is posted
+  EXPECT_EQ(pair.client->keepalives(), 2u);
+}
+
 TEST(RcConnectionTest, InlineSendsAreDoneAtPost) {
   RcConnectionOptions options;
   Pair pair;
