@@ -496,11 +496,11 @@ void StreamSockets::KeepAliveIfDue() {
   if (now < next_keepalive_) return;
   next_keepalive_ = now + ctx_.options.keepalive;
   uint64_t probes = 0;
-  queues_.ForEach([&probes](int, Queue& queue) {
+  queues_.ForEach([&probes, now](int, Queue& queue) {
     if (queue.state == Queue::State::kConnected && queue.error == 0 &&
         queue.connection != nullptr) {
       const uint64_t before = queue.connection->keepalives();
-      queue.connection->SendKeepalive();
+      queue.connection->SendKeepalive(now);
       probes += queue.connection->keepalives() - before;
     }
   });

@@ -670,7 +670,26 @@ DEMI_SEND_STEP uint32_t RcConnection::PostChain(ibv_send_wr* first,
   return posted;
 }
 
-void RcConnection::SendKeepalive() {
+absl::Duration RcConnection::StuckAfter() const {
+  // A retransmission every 4.096 us * 2^ack_timeout, retry_count of them
+  // after the first try; rdma_cm's default (ack_timeout 0) is taken as 19.
+  const int exponent = options_.ack_timeout != 0 ? options_.ack_timeout : 19;
+  const absl::Duration budget = absl::Nanoseconds(4096) *
+                                (int64_t{1} << exponent) *
+                                (options_.retry_count + 1);
+  return std::max(2 * budget, absl::Seconds(1));
+}
+
+void RcConnection::SendKeepalive(absl::Time now) {
+  if (status_.ok() && keepalive_posted_ &&
+      now - keepalive_posted_at_ > StuckAfter()) {
+    Fail(ErrnoError(
+        ETIMEDOUT,
+        absl::StrCat("a keepalive probe got no completion in ",
+                     absl::FormatDuration(now - keepalive_posted_at_),
+                     ": the transport is stuck")));
+    return;
+  }
   // Not while one is out, nor into a full send queue. Sends posted before
   // it may be in flight or long acknowledged (unsignaled ones stay in
   // posted_ until a signaled completion retires them): the probe goes
@@ -687,7 +706,10 @@ void RcConnection::SendKeepalive() {
   wr.wr.rdma.remote_addr = 0;
   wr.wr.rdma.rkey = 0;
   posted_[slot] = PostedSend{.kind = Kind::kKeepalive};
-  if (PostChain(&wr, &wr, 1) == 1) keepalive_posted_ = true;
+  if (PostChain(&wr, &wr, 1) == 1) {
+    keepalive_posted_ = true;
+    keepalive_posted_at_ = now;
+  }
   ++keepalives_;
 }
 

@@ -102,6 +102,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "rdma/cm_event_channel.h"
 #include "rdma/cm_id.h"
@@ -284,16 +285,24 @@ class RcConnection final : private CompletionHandler {
   // allow (one doorbell). Poll() and Release() do this too.
   void Flush();
 
-  // Probes the peer when nothing is in flight (sends in flight probe it
-  // already): a zero-length RDMA WRITE, which needs no receive, credit or
-  // memory at the peer, only its transport's acknowledgement. A peer that
-  // is gone (host down, link cut) never acknowledges: after the retry
-  // budget (RcConnectionOptions::ack_timeout, retry_count) the probe
+  // Probes the peer: a zero-length RDMA WRITE, which needs no receive,
+  // credit or memory at the peer, only its transport's acknowledgement. A
+  // peer that is gone (host down, link cut) never acknowledges: after the
+  // retry budget (RcConnectionOptions::ack_timeout, retry_count) the probe
   // completes with IBV_WC_RETRY_EXC_ERR and the connection fails with
-  // ETIMEDOUT, reported (OnFailed) by the poll that finds it. Does nothing
-  // before ESTABLISHED, after a failure, while a probe is out, or when the
-  // send queue is full (whose requests probe the peer already).
-  void SendKeepalive();
+  // ETIMEDOUT, reported (OnFailed) by the poll that finds it.
+  //
+  // `now` is the caller's clock. If the probe posted by an earlier call is
+  // still out after twice the retry budget (at least a second), the
+  // transport has neither delivered nor given up on it, nor on any request
+  // posted before it (RC completes in order): a device that never reports
+  // is treated as a peer that never answers, and the connection fails with
+  // ETIMEDOUT, instead of leaving its operations pending forever. Does
+  // nothing before ESTABLISHED, after a failure, while a younger probe is
+  // out, or when the send queue is full (its requests probe the peer).
+  void SendKeepalive(absl::Time now);
+  // Twice the retry budget, at least 1 s (see SendKeepalive).
+  absl::Duration StuckAfter() const;
 
   // Sends end of stream after everything sent before (under the same credit
   // rule as data). No cookie is reported for it. Errors as Send.
@@ -604,10 +613,11 @@ class RcConnection final : private CompletionHandler {
   static constexpr size_t kSgesPerSend = wire::kMaxSegments + 1;
   std::vector<ibv_send_wr> send_wrs_;
   std::vector<ibv_sge> send_sges_;
-  uint64_t doorbells_ = 0;         // ibv_post_send calls
-  uint64_t keepalives_ = 0;        // SendKeepalive probes posted
-  bool keepalive_posted_ = false;  // a probe awaits its completion
-  uint64_t receive_posts_ = 0;     // ibv_post_recv calls
+  uint64_t doorbells_ = 0;          // ibv_post_send calls
+  uint64_t keepalives_ = 0;         // SendKeepalive probes posted
+  bool keepalive_posted_ = false;   // a probe awaits its completion
+  absl::Time keepalive_posted_at_;  // when (the caller's clock)
+  uint64_t receive_posts_ = 0;      // ibv_post_recv calls
 
   // Ring of queued sends.
   std::vector<QueuedSend> queued_;

@@ -574,9 +574,9 @@ TEST(RcConnectionTest, KeepaliveFindsAPeerThatIsGone) {
   absl::Status connected = ConnectPair(pair, options);
   ASSERT_TRUE(connected.ok()) << connected;
 
-  pair.client->SendKeepalive();
+  pair.client->SendKeepalive(absl::Now());
   EXPECT_EQ(pair.client->keepalives(), 1u);
-  pair.client->SendKeepalive();  // one out already: nothing more
+  pair.client->SendKeepalive(absl::Now());  // one out already: nothing more
   EXPECT_EQ(pair.client->keepalives(), 1u);
   const absl::Time deadline = absl::Now() + absl::Seconds(5);
   while (!pair.client->idle() && absl::Now() < deadline) {
@@ -590,7 +590,7 @@ TEST(RcConnectionTest, KeepaliveFindsAPeerThatIsGone) {
   // The peer's queue pair goes away without a disconnect (its connection
   // object is destroyed; the client is not told).
   pair.server.reset();
-  pair.client->SendKeepalive();
+  pair.client->SendKeepalive(absl::Now());
   EXPECT_EQ(pair.client->keepalives(), 2u);
   absl::Status status;
   while (status.ok() && absl::Now() < deadline) {
@@ -598,8 +598,42 @@ TEST(RcConnectionTest, KeepaliveFindsAPeerThatIsGone) {
   }
   EXPECT_EQ(ErrnoFromStatus(status), ETIMEDOUT) << status;
   EXPECT_EQ(pair.client_sink.failures, 1);
-  pair.client->SendKeepalive();  // failed: nothing more is posted
+  pair.client->SendKeepalive(absl::Now());  // failed: nothing more is posted
   EXPECT_EQ(pair.client->keepalives(), 2u);
+}
+
+// A probe that never completes (rxe retries forever with retry_count 7;
+// on other devices the retries run out first, with the same result): the
+// next SendKeepalive past StuckAfter() fails the connection with ETIMEDOUT
+// instead of leaving it pending forever.
+TEST(RcConnectionTest, KeepaliveFailsAConnectionWhoseProbeNeverCompletes) {
+  RcConnectionOptions options;
+  options.ack_timeout = 10;
+  options.retry_count = 7;
+  Pair pair;
+  absl::Status connected = ConnectPair(pair, options);
+  ASSERT_TRUE(connected.ok()) << connected;
+  pair.server.reset();
+  const absl::Time start = absl::Now();
+  pair.client->SendKeepalive(start);
+  absl::Status status;
+  while (status.ok() && absl::Now() < start + absl::Milliseconds(300)) {
+    status = pair.client->Poll(pair.client_sink);
+  }
+  if (status.ok()) {  // still out: the watchdog's turn
+    EXPECT_EQ(pair.client->keepalives(), 1u);
+    pair.client->SendKeepalive(start + pair.client->StuckAfter() / 2);
+    EXPECT_TRUE(pair.client->Poll(pair.client_sink).ok()) << "too early";
+    pair.client->SendKeepalive(start + pair.client->StuckAfter() +
+                               absl::Milliseconds(1));
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (status.ok() && absl::Now() < deadline) {
+      status = pair.client->Poll(pair.client_sink);
+    }
+  }
+  EXPECT_EQ(ErrnoFromStatus(status), ETIMEDOUT) << status;
+  EXPECT_EQ(pair.client_sink.failures, 1);
+  EXPECT_EQ(pair.client->keepalives(), 1u);
 }
 
 TEST(RcConnectionTest, InlineSendsAreDoneAtPost) {
