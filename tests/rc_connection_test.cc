@@ -551,14 +551,20 @@ TEST(RcConnectionTest, AckTimeoutAndRetryCountReachTheQueuePairs) {
   const ibv_qp_attr server = query(*pair.server);
   EXPECT_EQ(server.timeout, 15);
 
-  // Out of range: refused before anything is created.
+  // Out of range: refused before anything is created (a Pair each: a
+  // Pair's channels and listener are made once).
   RcConnectionOptions bad;
   bad.ack_timeout = 32;
-  Pair refused;
-  EXPECT_EQ(ErrnoFromStatus(ConnectPair(refused, bad)), EINVAL);
+  {
+    Pair refused;
+    EXPECT_EQ(ErrnoFromStatus(ConnectPair(refused, bad)), EINVAL);
+  }
   bad.ack_timeout = 14;
   bad.retry_count = 8;
-  EXPECT_EQ(ErrnoFromStatus(ConnectPair(refused, bad)), EINVAL);
+  {
+    Pair refused;
+    EXPECT_EQ(ErrnoFromStatus(ConnectPair(refused, bad)), EINVAL);
+  }
 }
 
 // A keepalive probe on a healthy connection completes quietly (no report,

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Like assert(), but never compiled out (NDEBUG) and naming the program. */
@@ -115,14 +116,22 @@ static inline int listen_on(const struct sockaddr_in *address) {
   return qd;
 }
 
-static inline int connect_to(const struct sockaddr_in *address) {
+/* Opens a stream socket and connects it to `address`; *qr is the connect's
+ * result (DEMI_OPC_CONNECT, or DEMI_OPC_FAILED with its errno). */
+static inline int connect_once(const struct sockaddr_in *address,
+                               demi_qresult_t *qr) {
   int qd = -1;
   demi_qtoken_t qt = 0;
-  demi_qresult_t qr;
   CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
   CHECK(demi_connect(&qt, qd, (const struct sockaddr *)address,
                      sizeof(*address)) == 0);
-  wait_for(&qr, qt);
+  wait_for(qr, qt);
+  return qd;
+}
+
+static inline int connect_to(const struct sockaddr_in *address) {
+  demi_qresult_t qr;
+  const int qd = connect_once(address, &qr);
   CHECK(qr.qr_opcode == DEMI_OPC_CONNECT);
   return qd;
 }
@@ -140,6 +149,29 @@ static inline void pop_wait(int qd, demi_qresult_t *qr) {
   CHECK(demi_pop(&qt, qd) == 0);
   wait_for(qr, qt);
   CHECK(qr->qr_opcode == DEMI_OPC_POP);
+}
+
+/* Seconds on the monotonic clock. */
+static inline double now_seconds(void) {
+  struct timespec t;
+  CHECK(clock_gettime(CLOCK_MONOTONIC, &t) == 0);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Connects to `address`, retrying for up to 60 s while nobody listens there
+ * yet (a server on another host may still be booting). */
+static inline int connect_retrying(const struct sockaddr_in *address) {
+  const double give_up = now_seconds() + 60;
+  for (;;) {
+    demi_qresult_t qr;
+    const int qd = connect_once(address, &qr);
+    if (qr.qr_opcode == DEMI_OPC_CONNECT) return qd;
+    CHECK(qr.qr_opcode == DEMI_OPC_FAILED);
+    fprintf(stderr, "connect: %s; retrying\n", strerror(qr.qr_ret));
+    CHECK(demi_close(qd) == 0);
+    CHECK(now_seconds() < give_up);
+    sleep(1);
+  }
 }
 
 /* A one-segment library array of `size` bytes holding message `index`. */

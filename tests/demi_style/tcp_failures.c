@@ -21,19 +21,12 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <signal.h>
-#include <time.h>
 
 #include "common.h"
 
 #define EXCHANGES 10
 
 static struct sockaddr_in address;
-
-static double now_seconds(void) {
-  struct timespec t;
-  CHECK(clock_gettime(CLOCK_MONOTONIC, &t) == 0);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static int errno_named(const char *name) {
   if (strcmp(name, "ECONNRESET") == 0) return ECONNRESET;
@@ -74,26 +67,6 @@ static int server(const char *mode, int argc, char *const argv[]) {
   return 2;
 }
 
-/* Connects, retrying for up to 60 s while nobody listens yet. */
-static int connect_retrying(void) {
-  const double give_up = now_seconds() + 60;
-  for (;;) {
-    int qd = -1;
-    demi_qtoken_t qt = 0;
-    demi_qresult_t qr;
-    CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
-    CHECK(demi_connect(&qt, qd, (const struct sockaddr *)&address,
-                       sizeof(address)) == 0);
-    wait_for(&qr, qt);
-    if (qr.qr_opcode == DEMI_OPC_CONNECT) return qd;
-    CHECK(qr.qr_opcode == DEMI_OPC_FAILED);
-    fprintf(stderr, "connect: %s; retrying\n", strerror(qr.qr_ret));
-    CHECK(demi_close(qd) == 0);
-    CHECK(now_seconds() < give_up);
-    sleep(1);
-  }
-}
-
 static int allowed(int e, int argc, char *const argv[], int first) {
   for (int i = first; i < argc; ++i) {
     if (errno_named(argv[i]) == e) return 1;
@@ -107,7 +80,7 @@ static int client(double bound, int argc, char *const argv[]) {
   double start, took;
   int qd;
   init_demi(argc, argv);
-  qd = connect_retrying();
+  qd = connect_retrying(&address);
   for (int i = 0; i < EXCHANGES; ++i) {
     demi_sgarray_t sga = pattern_array(100, (uint64_t)i);
     push_wait(qd, &sga);

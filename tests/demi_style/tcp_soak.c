@@ -17,8 +17,6 @@
 
 #define _POSIX_C_SOURCE 200809L
 
-#include <time.h>
-
 #include "common.h"
 
 #define MAX_WINDOW 64
@@ -26,12 +24,6 @@
 
 static struct sockaddr_in address;
 static double stall_limit = 120.0;
-
-static double now_seconds(void) {
-  struct timespec t;
-  CHECK(clock_gettime(CLOCK_MONOTONIC, &t) == 0);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 /* splitmix64: the size of each message, from its index alone (the client
  * knows what each echo must be without keeping it). */
@@ -102,26 +94,6 @@ static int server(int argc, char *const argv[]) {
   CHECK(demi_close(qd) == 0);
   CHECK(demi_close(listener) == 0);
   return 0;
-}
-
-/* Connects, retrying for up to 60 s while nobody listens yet. */
-static int connect_retrying(void) {
-  const double give_up = now_seconds() + 60;
-  for (;;) {
-    int qd = -1;
-    demi_qtoken_t qt = 0;
-    demi_qresult_t qr;
-    CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
-    CHECK(demi_connect(&qt, qd, (const struct sockaddr *)&address,
-                       sizeof(address)) == 0);
-    wait_for(&qr, qt);
-    if (qr.qr_opcode == DEMI_OPC_CONNECT) return qd;
-    CHECK(qr.qr_opcode == DEMI_OPC_FAILED);
-    fprintf(stderr, "connect: %s; retrying\n", strerror(qr.qr_ret));
-    CHECK(demi_close(qd) == 0);
-    CHECK(now_seconds() < give_up);
-    sleep(1);
-  }
 }
 
 static int compare_doubles(const void *a, const void *b) {
@@ -204,7 +176,7 @@ static int client_run(uint64_t messages, uint32_t window, int argc,
   double start, seconds;
   int qd;
   init_demi(argc, argv);
-  qd = connect_retrying();
+  qd = connect_retrying(&address);
   start = now_seconds();
   stream(qd, messages, window, &bytes);
   seconds = now_seconds() - start;
