@@ -17,6 +17,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -28,9 +29,11 @@
 #include "tools/rdma_bench/datagram.h"
 #include "tools/rdma_bench/demi_style.h"
 #include "tools/rdma_bench/options.h"
+#include "tools/rdma_bench/peers.h"
 #include "tools/rdma_bench/perftest.h"
 #include "tools/rdma_bench/report.h"
 #include "tools/rdma_bench/rounds.h"
+#include "tools/rdma_bench/server_half.h"
 
 extern char** environ;
 
@@ -45,12 +48,6 @@ constexpr uint64_t kDemiStyleSize = 64;        // the Demikernel-style row
 void Progress(const std::string& line) {
   std::fprintf(stderr, "rdma_bench: %s\n", line.c_str());
   std::fflush(stderr);
-}
-
-std::string AddressText(const sockaddr_in& address) {
-  char text[INET_ADDRSTRLEN] = "?";
-  inet_ntop(AF_INET, &address.sin_addr, text, sizeof(text));
-  return absl::StrCat(text, ":", ntohs(address.sin_port));
 }
 
 const char* MemoryLabel(Memory memory) {
@@ -231,6 +228,14 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
 
 // ---- the perftest baseline --------------------------------------------------
 
+// Where the server halves of the baseline and peer pairs run: on the
+// server's host (its pair helper, at the server's address over TCP) for
+// --client, here otherwise.
+std::optional<sockaddr_in> PairHelperOf(const Options& options) {
+  if (options.role != Role::kClient) return std::nullopt;
+  return options.address;
+}
+
 // The baseline of the datagram latency row (ib_send_lat with -c UD).
 constexpr char kUdLatencyTool[] = "ib_send_lat -c UD";
 
@@ -255,10 +260,11 @@ struct PerftestFigures {
 // server's).
 PerftestFigures RunPerftest(const std::string& tool,
                             const std::vector<std::string>& args, uint16_t port,
-                            absl::Duration timeout) {
+                            absl::Duration timeout,
+                            const std::optional<sockaddr_in>& remote) {
   PerftestFigures figures;
   absl::StatusOr<PerftestOutputs> outputs =
-      RunPerftestPair(tool, args, port, timeout);
+      RunPerftestPair(tool, args, port, timeout, remote);
   if (!outputs.ok()) {
     figures.reason = std::string(outputs.status().message());
     return figures;
@@ -403,8 +409,8 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
     // perftest sometimes gives no usable figure under emulation (clock
     // calibration); one more try usually does.
     for (int attempt = 1; attempt <= 2; ++attempt) {
-      baseline =
-          RunPerftest(ud ? "ib_send_lat" : key.tool, args, port++, timeout);
+      baseline = RunPerftest(ud ? "ib_send_lat" : key.tool, args, port++,
+                             timeout, PairHelperOf(options));
       if (baseline.reason.empty()) break;
       Progress(absl::StrCat(head, "attempt ", attempt,
                             " gave no figure: ", baseline.reason));
@@ -503,11 +509,10 @@ std::vector<PeerRow> RunPeerRows(const Options& options,
     }
     cells.push_back(PeerCell{row.workload, row.size});
   }
-  char address[INET_ADDRSTRLEN] = "?";
-  inet_ntop(AF_INET, &options.address.sin_addr, address, sizeof(address));
   PeerSettings settings;
   settings.device = options.device;
-  settings.rdma_address = address;
+  settings.rdma_address = HostText(options.address);
+  settings.remote = PairHelperOf(options);
   settings.first_port = static_cast<uint16_t>(30000 + getpid() % 8000);
   Progress(absl::StrCat("peers: ", cells.size(), " cells"));
   return RunPeers(cells, settings, &Progress);
@@ -521,6 +526,8 @@ int Output(const Options& options, std::vector<Row>& rows,
   info.window = options.window;
   info.connections = options.connections;
   info.device = options.device;
+  if (options.role == Role::kClient)
+    info.server_host = HostText(options.address);
   info.notes = absl::StrCat(
       notes, notes.empty() ? "" : "; ", "ping-pong server answers with ",
       options.echo == EchoMode::kPopped ? "the popped array (zero copy)"
@@ -700,6 +707,80 @@ int RunClient(const Options& options, std::vector<LocalServer> servers) {
   return code;
 }
 
+// Forks one server child per round of `options`, before this process
+// touches the library or starts a thread: each child has a libOS of its own
+// and waits (blocked in read, not spinning) until its round starts (a byte
+// on its pipe), so only one server runs at a time and none while perftest
+// runs. False (after a message) if a fork failed.
+bool ForkServers(const Options& options, std::vector<LocalServer>* servers) {
+  for (uint32_t round = 0; round < std::max<uint32_t>(1, options.rounds);
+       ++round) {
+    int fds[2];
+    if (pipe(fds) != 0) {
+      std::perror("rdma_bench: pipe");
+      return false;
+    }
+    std::fflush(nullptr);
+    pid_t pid = fork();
+    if (pid < 0) {
+      std::perror("rdma_bench: fork");
+      return false;
+    }
+    if (pid == 0) {
+      // Only its own read end stays open, so an early exit of the parent
+      // (every write end closed) ends the waiting children too.
+      for (const LocalServer& earlier : *servers) close(earlier.start);
+      close(fds[1]);
+      char go = 0;
+      ssize_t n;
+      do {
+        n = read(fds[0], &go, 1);
+      } while (n < 0 && errno == EINTR);
+      close(fds[0]);
+      const bool quiet = options.role != Role::kServer || round > 0;
+      _exit(n == 1 ? RunServer(options, quiet) : 0);
+    }
+    close(fds[0]);
+    servers->push_back({pid, fds[1]});
+  }
+  return true;
+}
+
+// --server: serves the client's rounds one after another (a fresh server
+// process each, as --local), and meanwhile runs the server halves of its
+// baseline and peer pairs through the pair helper (server_half.h) until the
+// client says it is done.
+int RunRemoteServer(const Options& options) {
+  std::vector<LocalServer> servers;
+  if (!ForkServers(options, &servers)) return 1;
+  SetUcxEnvironment(options.device);
+  absl::StatusOr<std::unique_ptr<PairHelper>> helper =
+      PairHelper::Listen(options.address);
+  if (!helper.ok()) {
+    Progress(std::string(helper.status().message()));
+    for (const LocalServer& server : servers) close(server.start);
+    return 1;
+  }
+  int failed_rounds = 0;
+  std::thread rounds([&] {
+    for (LocalServer& server : servers) {
+      const char go = 1;
+      const bool started = write(server.start, &go, 1) == 1;
+      close(server.start);
+      if (ReapServer(server.pid, absl::Hours(2)) != 0 || !started) {
+        ++failed_rounds;
+      }
+    }
+  });
+  absl::Status helped = (*helper)->Serve(absl::Minutes(15));
+  rounds.join();
+  if (!helped.ok()) Progress(std::string(helped.message()));
+  if (failed_rounds > 0) {
+    Progress(absl::StrCat(failed_rounds, " round(s) of the server failed"));
+  }
+  return helped.ok() && failed_rounds == 0 ? 0 : 1;
+}
+
 int Main(int argc, char** argv) {
   bool help = false;
   absl::StatusOr<Options> options = ParseOptions(argc, argv, &help);
@@ -714,50 +795,21 @@ int Main(int argc, char** argv) {
   }
   switch (options->role) {
     case Role::kServer:
-      return RunServer(*options, false);
-    case Role::kClient:
-      if (options->rounds > 1) {
-        std::fprintf(stderr, "rdma_bench: --rounds needs --local\n");
-        return 2;
+      return RunRemoteServer(*options);
+    case Role::kClient: {
+      const int code = RunClient(*options, {});
+      if (absl::Status s = EndPairHelper(options->address); !s.ok()) {
+        Progress(
+            absl::StrCat("ending the server's pair helper: ", s.message()));
+        return code == 0 ? 1 : code;
       }
-      return RunClient(*options, {});
+      return code;
+    }
     case Role::kLocal:
       break;
   }
-  // --local: each round's server is a child process with a libOS of its
-  // own, forked before this process touches the library; it waits (blocked
-  // in read, not spinning) until its round starts, so only one server runs
-  // at a time and none while perftest runs.
   std::vector<LocalServer> servers;
-  for (uint32_t round = 0; round < std::max<uint32_t>(1, options->rounds);
-       ++round) {
-    int fds[2];
-    if (pipe(fds) != 0) {
-      std::perror("rdma_bench: pipe");
-      return 1;
-    }
-    std::fflush(nullptr);
-    pid_t pid = fork();
-    if (pid < 0) {
-      std::perror("rdma_bench: fork");
-      return 1;
-    }
-    if (pid == 0) {
-      // Only its own read end stays open, so an early exit of the client
-      // (every write end closed) ends the waiting children too.
-      for (const LocalServer& earlier : servers) close(earlier.start);
-      close(fds[1]);
-      char go = 0;
-      ssize_t n;
-      do {
-        n = read(fds[0], &go, 1);
-      } while (n < 0 && errno == EINTR);
-      close(fds[0]);
-      _exit(n == 1 ? RunServer(*options, true) : 0);
-    }
-    close(fds[0]);
-    servers.push_back({pid, fds[1]});
-  }
+  if (!ForkServers(*options, &servers)) return 1;
   return RunClient(*options, std::move(servers));
 }
 

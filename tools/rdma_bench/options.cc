@@ -135,6 +135,16 @@ absl::StatusOr<sockaddr_in> ParseAddress(absl::string_view text) {
   return address;
 }
 
+std::string HostText(const sockaddr_in& address) {
+  char text[INET_ADDRSTRLEN] = "?";
+  inet_ntop(AF_INET, &address.sin_addr, text, sizeof(text));
+  return text;
+}
+
+std::string AddressText(const sockaddr_in& address) {
+  return absl::StrCat(HostText(address), ":", ntohs(address.sin_port));
+}
+
 std::string FormatSize(uint64_t bytes) {
   struct Unit {
     uint64_t size;
@@ -324,8 +334,13 @@ PORT + 100 once the connected session ends.
 Roles:
   --local               server and client on this host, on $DEMI_RDMA_ADDR
                         (default 10.77.0.1) (the default)
-  --server ADDR:PORT    serve one client run, then exit
-  --client ADDR:PORT    measure against a --server
+  --server ADDR:PORT    serve a --client's run (its --rounds rounds, each
+                        by a fresh server process), then exit; meanwhile
+                        a helper on TCP ADDR:PORT runs the server halves
+                        of the client's perftest and peer pairs here
+  --client ADDR:PORT    measure against a --server on another host (give
+                        both the same --rounds); the baseline and the peers
+                        then run across the same wire
 
 Options:
   --sizes LIST          comma-separated sizes, e.g. 64,8K,1M
@@ -337,7 +352,7 @@ Options:
   --connections N       connections measured at once (default 1)
   --duration-ms N       time budget of each measured cell (default 200)
   --min-iterations N    measured iterations per cell, at least (default 5)
-  --rounds N            (--local) measure everything, library then perftest,
+  --rounds N            measure everything, library then perftest,
                         N times in turn (1 to 9, default 1); each figure is
                         the median of its N rounds
   --echo popped|buffer  how the server answers pings: push back the popped

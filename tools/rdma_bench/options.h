@@ -74,6 +74,10 @@ absl::StatusOr<std::vector<uint64_t>> ParseSizeList(absl::string_view text);
 // Parses "A.B.C.D:PORT" (IPv4 only, port 1..65535).
 absl::StatusOr<sockaddr_in> ParseAddress(absl::string_view text);
 
+// "A.B.C.D:PORT" and "A.B.C.D": the inverses of ParseAddress.
+std::string AddressText(const sockaddr_in& address);
+std::string HostText(const sockaddr_in& address);
+
 // "8 B", "64 KiB", "1.5 MiB": for tables and progress lines.
 std::string FormatSize(uint64_t bytes);
 

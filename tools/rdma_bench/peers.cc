@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "tools/rdma_bench/options.h"
 #include "tools/rdma_bench/perftest.h"
 
 namespace demi::bench {
@@ -65,16 +66,6 @@ uint64_t LatencyIterations(uint64_t size, uint64_t iterations) {
   return std::clamp<uint64_t>((uint64_t{64} << 20) / size, 50, iterations);
 }
 
-// UCX on rxe: rc_verbs needs ud_verbs to wire up, and the UD DGID check
-// never passes on RoCE (PEERS.md). Set for the children unless the user set
-// them.
-void SetUcxEnvironment(const std::string& device) {
-  setenv("UCX_TLS", "rc_verbs,ud_verbs,self", 0);
-  setenv("UCX_UD_ETH_DGID_CHECK", "n", 0);
-  setenv("UCX_NET_DEVICES", absl::StrCat(device, ":1").c_str(), 0);
-  setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 0);
-}
-
 // Runs `command` (once per `key`) and reads the client's output with
 // `parse`; on failure `row` gets the reason and the result is empty.
 template <typename Figures>
@@ -107,14 +98,21 @@ PeerRow RunUcx(const std::string& api, const PeerCell& cell,
               : StreamMessages(cell.size);
   PairCommand command;
   command.server = {"ucx_perftest", "-p", absl::StrCat(port)};
-  command.client = {
-      "ucx_perftest", "127.0.0.1",
-      "-p",           absl::StrCat(port),
-      "-t",           test,
-      "-s",           absl::StrCat(cell.size),
-      "-n",           absl::StrCat(n),
-      "-w",           absl::StrCat(std::max<uint64_t>(n / 10, 10))};
+  command.client = {"ucx_perftest",
+                    settings.remote.has_value() ? HostText(*settings.remote)
+                                                : std::string("127.0.0.1"),
+                    "-p",
+                    absl::StrCat(port),
+                    "-t",
+                    test,
+                    "-s",
+                    absl::StrCat(cell.size),
+                    "-n",
+                    absl::StrCat(n),
+                    "-w",
+                    absl::StrCat(std::max<uint64_t>(n / 10, 10))};
   command.listen_port = port;
+  command.remote = settings.remote;
   std::optional<UcxFigures> figures =
       Measure(absl::StrCat("ucx ", test, " ", cell.size), command, settings,
               cache, &ParseUcxPerftest, row);
@@ -151,6 +149,7 @@ PeerRow RunRstream(const PeerCell& cell, const PeerSettings& settings,
   command.client = command.server;
   command.client.push_back("-s");
   command.client.push_back(settings.rdma_address);
+  command.remote = settings.remote;
   std::optional<RstreamFigures> figures = Measure(
       absl::StrCat("rstream ", latency ? "latency " : "stream ", cell.size),
       command, settings, cache, &ParseRstream, row);
@@ -168,6 +167,16 @@ PeerRow RunRstream(const PeerCell& cell, const PeerSettings& settings,
 }
 
 }  // namespace
+
+// UCX on rxe: rc_verbs needs ud_verbs to wire up, and the UD DGID check
+// never passes on RoCE (PEERS.md). Set for the children unless the user set
+// them.
+void SetUcxEnvironment(const std::string& device) {
+  setenv("UCX_TLS", "rc_verbs,ud_verbs,self", 0);
+  setenv("UCX_UD_ETH_DGID_CHECK", "n", 0);
+  setenv("UCX_NET_DEVICES", absl::StrCat(device, ":1").c_str(), 0);
+  setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 0);
+}
 
 absl::StatusOr<UcxFigures> ParseUcxPerftest(absl::string_view output) {
   // Final: ITERATIONS LAT50 LAT_AVG LAT_ALL BW_AVG BW_ALL RATE_AVG RATE_ALL

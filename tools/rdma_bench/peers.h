@@ -9,6 +9,8 @@
 #ifndef DEMI_TOOLS_RDMA_BENCH_PEERS_H_
 #define DEMI_TOOLS_RDMA_BENCH_PEERS_H_
 
+#include <netinet/in.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -51,8 +53,11 @@ absl::StatusOr<RstreamFigures> ParseRstream(absl::string_view output);
 
 struct PeerSettings {
   std::string device;        // e.g. "rxe0"
-  std::string rdma_address;  // the device's IPv4 address (rstream -s)
-  uint16_t first_port = 0;   // each run takes the next port
+  std::string rdma_address;  // the server's IPv4 address (rstream -s)
+  // Set: the server halves run on the host of the rdma_bench --server whose
+  // pair helper listens here (server_half.h).
+  std::optional<sockaddr_in> remote;
+  uint16_t first_port = 0;                     // each run takes the next port
   absl::Duration timeout = absl::Seconds(60);  // per run
   uint64_t latency_iterations = 2000;
 };
@@ -63,6 +68,10 @@ struct PeerCell {
   std::string workload;
   uint64_t size = 0;
 };
+
+// Sets UCX's environment for Soft-RoCE (PEERS.md) for the children of this
+// process, unless the user set it: `device` is the RDMA device.
+void SetUcxEnvironment(const std::string& device);
 
 // Runs every peer for every cell; `progress` (may be null) gets one line per
 // run.

@@ -4,7 +4,10 @@
 #ifndef DEMI_TOOLS_RDMA_BENCH_PERFTEST_H_
 #define DEMI_TOOLS_RDMA_BENCH_PERFTEST_H_
 
+#include <netinet/in.h>
+
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,10 +59,13 @@ struct PerftestOutputs {
   std::string client;
 };
 
-// A server and a client program run against each other on this machine.
+// A server and a client program run against each other: the client on this
+// host, the server here or, with `remote`, on the host of an
+// `rdma_bench --server` whose pair helper listens there (server_half.h).
 struct PairCommand {
   std::vector<std::string> server;  // argv
   std::vector<std::string> client;
+  std::optional<sockaddr_in> remote;
   // The client starts once the server listens on this TCP port; 0: after a
   // short pause (a server listening on an rsocket has no TCP port).
   uint16_t listen_port = 0;
@@ -80,13 +86,16 @@ absl::StatusOr<PerftestOutputs> RunPair(const PairCommand& command,
 // Runs `tool ARGS -p PORT` as the server and, once it listens on PORT,
 // `tool ARGS -p PORT 127.0.0.1` as the client (perftest exchanges queue pair
 // details over TCP; the traffic itself goes over the device named in ARGS).
+// With `remote`, the server runs on the host of the pair helper at `remote`
+// and the client connects to that host's address.
 // A client that fails while the server still waits (it raced the server's
 // listen) is retried a few times. Both are killed after `timeout`. OK when
 // the client exited 0 or the server printed a report; otherwise an error
 // with the end of their output.
 absl::StatusOr<PerftestOutputs> RunPerftestPair(
     const std::string& tool, const std::vector<std::string>& args,
-    uint16_t port, absl::Duration timeout);
+    uint16_t port, absl::Duration timeout,
+    const std::optional<sockaddr_in>& remote = std::nullopt);
 
 // The path of `program` on $PATH, or "" if it is not there.
 std::string FindOnPath(const std::string& program);

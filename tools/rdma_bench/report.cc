@@ -290,9 +290,15 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
   std::string out = absl::StrFormat(
       "rdma_bench: the demi_* API over RDMA; %u connection%s%s\n",
       info.connections, info.connections == 1 ? "" : "s",
-      info.baseline ? absl::StrCat("; baseline: perftest on ", info.device,
-                                   ", same run; ratio = demi / verbs")
-                    : "");
+      info.baseline
+          ? absl::StrCat("; baseline: perftest on ", info.device,
+                         info.server_host.empty()
+                             ? std::string()
+                             : absl::StrCat(" across the same wire (server "
+                                            "on ",
+                                            info.server_host, ")"),
+                         ", same run; ratio = demi / verbs")
+          : "");
   const bool base = info.baseline;
 
   // A latency section: `workload`'s rows beside `tool`.
@@ -458,7 +464,9 @@ std::string FormatJson(const std::vector<Row>& rows, const RunInfo& info) {
   absl::StrAppend(&out, "\"connections\": ", info.connections,
                   ", \"window\": ", info.window,
                   ", \"baseline\": ", info.baseline ? "true" : "false",
-                  ", \"device\": ", JsonString(info.device), ", \"ratio\": ",
+                  ", \"device\": ", JsonString(info.device),
+                  ", \"server_host\": ", JsonString(info.server_host),
+                  ", \"ratio\": ",
                   JsonString("demi / verbs; latency: below 1 is better; "
                              "msgrate and bandwidth: above 1 is better"),
                   ", \"notes\": ", JsonString(info.notes), "},\n");

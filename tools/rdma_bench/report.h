@@ -67,6 +67,8 @@ struct RunInfo {
   uint32_t window = 0;
   uint32_t connections = 1;
   std::string device;
+  // Where the server ran: "" on this host, else its address (--client).
+  std::string server_host;
   std::string notes;  // free text about the run (e.g. baseline flags)
   // Other libraries' figures in the same run (--peers), compared with the
   // same perftest figures as demi's rows.
