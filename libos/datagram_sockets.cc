@@ -623,7 +623,7 @@ void DatagramQueue::ReturnBuffer(uint32_t index) {
   }
 }
 
-absl::Status DatagramSockets::Close(int qd) {
+absl::Status DatagramSockets::Close(int qd, Linger* /*linger*/) {
   std::unique_ptr<DatagramQueue> queue = queues_.Take(qd);
   if (queue == nullptr) {
     return ErrnoError(EBADF, absl::StrCat("no datagram socket ", qd));

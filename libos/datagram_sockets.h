@@ -55,7 +55,8 @@ class DatagramSockets final : public Sockets {
                                        const sockaddr* address,
                                        socklen_t size) override;
   absl::StatusOr<demi_qtoken_t> Pop(int qd) override;
-  absl::Status Close(int qd) override;
+  // Datagram sockets never linger (`*linger` stays unset).
+  absl::Status Close(int qd, Linger* linger) override;
   absl::Status GetPeerName(int qd, sockaddr* address, socklen_t* size) override;
   absl::Status SetLinger(int qd, const void* value,
                          socklen_t size) override;  // ENOPROTOOPT

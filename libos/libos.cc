@@ -270,7 +270,24 @@ absl::StatusOr<demi_qtoken_t> LibOS::Connect(int qd, const sockaddr* address,
 }
 
 absl::Status LibOS::Close(int qd) {
-  return OnQueue<absl::Status>(qd, [&](auto& s) { return s.Close(qd); });
+  Linger linger;
+  DEMI_RETURN_IF_ERROR(
+      OnQueue<absl::Status>(qd, [&](auto& s) { return s.Close(qd, &linger); }));
+  if (linger.id == 0) return absl::OkStatus();
+  // SO_LINGER: make progress until the peer has acknowledged everything the
+  // closed connection sent, or the linger time is up.
+  Worker& worker = *WorkerOfQd(qd);
+  const TokenState state =
+      WaitLoop(OneWorker(worker), worker, absl::InfiniteDuration(), linger.time,
+               [&](Worker& w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                 return w.streams().Lingering(linger.id) ? TokenState::kPending
+                                                         : TokenState::kDone;
+               });
+  if (state == TokenState::kPending) {
+    WorkerLock lock(worker);
+    worker.streams().EndLinger(linger.id);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<demi_qtoken_t> LibOS::Push(int qd, const demi_sgarray_t* sga) {

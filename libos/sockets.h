@@ -19,8 +19,18 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace demi::libos {
+
+// A close that lingers: demi_close on a connection with SO_LINGER on and a
+// positive time returns once what was pushed before it (and its end of
+// stream) is acknowledged by the peer, or after `time`. `id` names the
+// retired socket to the kind's Lingering/EndLinger; 0: nothing to wait for.
+struct Linger {
+  uint64_t id = 0;
+  absl::Duration time;
+};
 
 class Sockets {
  public:
@@ -45,8 +55,9 @@ class Sockets {
   virtual absl::StatusOr<demi_qtoken_t> Pop(int qd) = 0;
   // demi_close: pending operations of `qd` fail with ECANCELED; the socket
   // is kept (retired) until its sends finished and its popped arrays came
-  // back.
-  virtual absl::Status Close(int qd) = 0;
+  // back. `*linger` (never null) is set when the close is to be waited for
+  // (SO_LINGER on with a positive time; see Linger).
+  virtual absl::Status Close(int qd, Linger* linger) = 0;
   virtual absl::Status GetPeerName(int qd, sockaddr* address,
                                    socklen_t* size) = 0;
   virtual absl::Status SetLinger(int qd, const void* value, socklen_t size) = 0;

@@ -62,8 +62,9 @@ struct StreamSockets::Queue final : ReceiveBufferOwner {
   Fifo<demi_qtoken_t> pop_tokens;        // waiting pops
   Fifo<rdma::ReceivedMessage> messages;  // arrived, not popped
   bool end_of_stream = false;
-  bool closed = false;  // demi_close was called; kept only to finish sends
-  int error = 0;        // errno once failed
+  bool closed = false;     // demi_close was called; kept only to finish sends
+  uint64_t linger_id = 0;  // a lingering close waits for this queue
+  int error = 0;           // errno once failed
   ReceiveHandle* handles = nullptr;  // one per receive buffer (handles_)
   uint32_t held = 0;  // messages lent out by pops, not yet returned
 };
@@ -373,7 +374,7 @@ absl::Status StreamSockets::GetLinger(int qd, void* value, socklen_t* size) {
   return absl::OkStatus();
 }
 
-absl::Status StreamSockets::Close(int qd) {
+absl::Status StreamSockets::Close(int qd, Linger* linger) {
   std::unique_ptr<Queue> queue = queues_.Take(qd);
   if (queue == nullptr) return ErrnoError(EBADF, absl::StrCat("no queue ", qd));
   CancelPending(*queue, ECANCELED);
@@ -385,19 +386,57 @@ absl::Status StreamSockets::Close(int qd) {
     }
   }
   queue->closed = true;
-  if (queue->connection != nullptr) {
-    queue->connection->Flush();  // pushes that credits allow go out now
-    if (queue->error == 0 && queue->connection->queued_sends() == 0) {
-      // Graceful: the peer pops what was sent, then end of stream.
-      (void)queue->connection->SendEndOfStream();
+  const bool lingers = queue->linger_option.l_onoff != 0;
+  if (queue->connection != nullptr && queue->error == 0) {
+    rdma::RcConnection& connection = *queue->connection;
+    connection.Flush();  // pushes that credits allow go out now
+    if (lingers && queue->linger_option.l_linger <= 0) {
+      // SO_LINGER with time 0: an abortive close. Pushes not yet sent are
+      // dropped (ECANCELED) and the peer's pops fail with ECONNRESET.
+      connection.FailAll(ECANCELED, *queue->sink);
+    } else if (lingers || connection.queued_sends() == 0) {
+      // Graceful: the peer pops what was sent, then end of stream. A push
+      // still waiting for credits goes first; without SO_LINGER nothing
+      // may wait for a peer that never pops, so such a close resets.
+      absl::Status ended = connection.SendEndOfStream();
+      if (ended.ok() && lingers) {
+        queue->linger_id = ++last_linger_id_;
+        linger->id = queue->linger_id;
+        linger->time = absl::Seconds(queue->linger_option.l_linger);
+      }
     } else {
       // Pushes still waiting for credits are dropped (ECANCELED) and the
       // connection is reset; the peer's pops fail with ECONNRESET.
-      queue->connection->FailAll(ECANCELED, *queue->sink);
+      connection.FailAll(ECANCELED, *queue->sink);
     }
   }
   Retire(std::move(queue));
   return absl::OkStatus();
+}
+
+StreamSockets::Queue* StreamSockets::LingeringQueue(uint64_t id) const {
+  for (const std::unique_ptr<Queue>& queue : retired_) {
+    if (queue->linger_id == id) return queue.get();
+  }
+  return nullptr;
+}
+
+bool StreamSockets::Lingering(uint64_t id) const {
+  const Queue* queue = LingeringQueue(id);
+  return queue != nullptr && queue->connection != nullptr &&
+         queue->error == 0 && !queue->connection->idle();
+}
+
+void StreamSockets::EndLinger(uint64_t id) {
+  Queue* queue = LingeringQueue(id);
+  if (queue == nullptr) return;
+  queue->linger_id = 0;
+  if (queue->connection != nullptr && queue->error == 0 &&
+      queue->connection->queued_sends() > 0) {
+    // Some of it never got credits in time: reset, as a close that does
+    // not linger would have at once.
+    queue->connection->FailAll(ECANCELED, *queue->sink);
+  }
 }
 
 void StreamSockets::CancelPending(Queue& queue, int errnum) {

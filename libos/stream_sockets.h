@@ -60,7 +60,13 @@ class StreamSockets final : public Sockets {
                                        const sockaddr* address,
                                        socklen_t size) override;
   absl::StatusOr<demi_qtoken_t> Pop(int qd) override;
-  absl::Status Close(int qd) override;
+  absl::Status Close(int qd, Linger* linger) override;
+  // A lingering close (Linger): true while the retired socket `id` still
+  // has pushes or its end of stream unacknowledged.
+  bool Lingering(uint64_t id) const;
+  // Its time is up: what could not be sent is dropped and the connection
+  // reset (the peer's pops fail ECONNRESET); what was sent goes on.
+  void EndLinger(uint64_t id);
   absl::Status GetPeerName(int qd, sockaddr* address, socklen_t* size) override;
   absl::Status SetLinger(int qd, const void* value, socklen_t size) override;
   absl::Status GetLinger(int qd, void* value, socklen_t* size) override;
@@ -102,6 +108,8 @@ class StreamSockets final : public Sockets {
     if (!retired_.empty()) ReapRetired();
   }
   void ReapRetired();
+  // The retired queue of a lingering close, or null.
+  Queue* LingeringQueue(uint64_t id) const;
   // Every LibOSOptions::keepalive (checked with the rdma_cm channel, every
   // kCmPollInterval rounds and after every sleep), each healthy connection
   // probes its peer (RcConnection::SendKeepalive: only those with nothing
@@ -114,6 +122,7 @@ class StreamSockets final : public Sockets {
   // Closed connections kept until their sends finished and their popped
   // buffers came back.
   std::vector<std::unique_ptr<Queue>> retired_;
+  uint64_t last_linger_id_ = 0;  // ids of lingering closes, from 1
   absl::Time next_keepalive_ = absl::InfinitePast();
 };
 

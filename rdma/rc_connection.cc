@@ -430,7 +430,7 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
   // Queued: goes out with whatever else can, chained under one doorbell, at
   // the next Poll(), Release() or Flush(); a full FIFO first posts what
   // credits allow.
-  if (queued_count_ == send_queue_depth_) Pump();
+  if (DataFifoFull()) Pump();
   return Enqueue(Kind::kData, segments, cookie, done_at_post);
 }
 
@@ -460,9 +460,8 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
                       "message above the eager limit, and the peer takes no "
                       "rendezvous");
   }
-  if (queued_count_ == send_queue_depth_) Pump();
-  if (outbound_in_use_ == send_queue_depth_ ||
-      queued_count_ == send_queue_depth_) {
+  if (DataFifoFull()) Pump();
+  if (outbound_in_use_ == send_queue_depth_ || DataFifoFull()) {
     return ErrnoError(EAGAIN, "too many rendezvous sends in flight");
   }
   uint32_t index = 0;
@@ -533,7 +532,8 @@ bool RcConnection::Stage(uint32_t position, QueuedSend& entry) {
 absl::Status RcConnection::Enqueue(Kind kind,
                                    absl::Span<const Segment> segments,
                                    uint64_t cookie, bool* done_at_post) {
-  if (queued_count_ == send_queue_depth_) {
+  if (kind == Kind::kEndOfStream ? queued_count_ == send_queue_depth_
+                                 : DataFifoFull()) {
     return ErrnoError(EAGAIN, "send queue full");
   }
   QueuedSend& entry =

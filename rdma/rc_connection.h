@@ -43,7 +43,8 @@
 // row is signaled (as perftest does), and its completion retires the ones
 // before it (RC completes in order; a flushed request still completes). Without
 // a credit, or with the send queue full, the request waits in a FIFO of
-// send_queue_depth entries and is posted by a later Poll(), Release() or
+// send_queue_depth entries (data may use all but the last, which is kept for
+// the end of stream) and is posted by a later Poll(), Release() or
 // Flush(), all that can go at once chained in one ibv_post_send with only the
 // last request signaled (selective signaling: one completion retires the
 // chain). With options.coalesce_sends (the default) only the first Send()
@@ -348,6 +349,10 @@ class RcConnection final : private CompletionHandler {
   // The connection's error (OK while healthy).
   const absl::Status& status() const { return status_; }
   bool established() const { return established_; }
+  // The FIFO of queued sends has no place for data: its last place is kept
+  // for the end of stream, so a close can always end a stream whose sends
+  // fill it.
+  bool DataFifoFull() const { return queued_count_ + 1 >= send_queue_depth_; }
   // No send posted and none queued.
   bool idle() const { return posted_count_ == 0 && queued_count_ == 0; }
 

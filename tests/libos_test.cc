@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -329,6 +330,119 @@ TEST_F(LibosTest, CloseCancelsQueuedPushesAndResetsThePeer) {
   EXPECT_EQ(delivered, completed);
   std::printf("close: %d pushes delivered, %d cancelled\n", completed,
               cancelled);
+  CloseQueues({server, listener});
+}
+
+// SO_LINGER on: demi_close waits until what was pushed (including pushes
+// still waiting for credits) and the end of stream are acknowledged, so a
+// program may exit right after it. Here the peer pops from another thread.
+TEST_F(LibosTest, LingeringCloseDeliversQueuedPushesThenEndOfStream) {
+  int client, server, listener;
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
+  std::vector<demi_qtoken_t> pushes = PushUntilEagain(client, 64);
+  const int pushed = static_cast<int>(pushes.size());
+  ASSERT_GT(pushed, 0);
+  std::atomic<int> popped{0};
+  std::atomic<bool> ended{false};
+  std::thread consumer([&] {
+    // Starts popping only once the close is under way.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (;;) {
+      demi_qtoken_t pop = 0;
+      if (demi_pop(&pop, server) != 0) return;
+      demi_qresult_t result = WaitResult(pop);
+      if (result.qr_opcode != DEMI_OPC_POP) return;
+      if (result.qr_value.sga.sga_numsegs == 0) {
+        ended = true;
+        return;
+      }
+      (void)demi_sgafree(&result.qr_value.sga);
+      ++popped;
+    }
+  });
+  const linger option = {1, 30};
+  ASSERT_EQ(
+      demi_setsockopt(client, SOL_SOCKET, SO_LINGER, &option, sizeof(option)),
+      0);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(demi_close(client), 0);
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  consumer.join();
+  EXPECT_TRUE(ended);
+  EXPECT_EQ(popped, pushed);
+  EXPECT_LT(took, 20.0);  // returned when acknowledged, not at the limit
+  for (demi_qtoken_t qt : pushes) {
+    demi_qresult_t result = WaitResult(qt);
+    EXPECT_EQ(result.qr_opcode, DEMI_OPC_PUSH) << result.qr_ret;
+    EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+  }
+  std::printf(
+      "lingering close: %d pushes delivered, then end of stream, "
+      "in %.3f s\n",
+      pushed, took);
+  CloseQueues({server, listener});
+}
+
+// A lingering close whose pushes never get credits gives up after its time:
+// what waited is cancelled and the peer is reset.
+TEST_F(LibosTest, LingeringCloseGivesUpAfterItsTime) {
+  int client, server, listener;
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
+  std::vector<demi_qtoken_t> pushes = PushUntilEagain(client, 64);
+  const linger option = {1, 1};
+  ASSERT_EQ(
+      demi_setsockopt(client, SOL_SOCKET, SO_LINGER, &option, sizeof(option)),
+      0);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(demi_close(client), 0);
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  EXPECT_GE(took, 0.9);
+  EXPECT_LT(took, 10.0);
+  int cancelled = 0;
+  for (demi_qtoken_t qt : pushes) {
+    demi_qresult_t result = WaitResult(qt);
+    if (result.qr_opcode == DEMI_OPC_FAILED) {
+      EXPECT_EQ(result.qr_ret, ECANCELED);
+      ++cancelled;
+    }
+    EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+  }
+  EXPECT_GT(cancelled, 0);
+  for (;;) {
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, server), 0);
+    demi_qresult_t result = WaitResult(pop);
+    if (result.qr_opcode != DEMI_OPC_POP) {
+      EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+      EXPECT_EQ(result.qr_ret, ECONNRESET);
+      break;
+    }
+    ASSERT_GT(result.qr_value.sga.sga_numsegs, 0u)
+        << "end of stream, not a reset";
+    EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+  }
+  CloseQueues({server, listener});
+}
+
+// SO_LINGER on with time 0: an abortive close; the peer is reset even with
+// nothing queued.
+TEST_F(LibosTest, LingerZeroResetsThePeer) {
+  int client, server, listener;
+  ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
+  const linger option = {1, 0};
+  ASSERT_EQ(
+      demi_setsockopt(client, SOL_SOCKET, SO_LINGER, &option, sizeof(option)),
+      0);
+  EXPECT_EQ(demi_close(client), 0);
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, server), 0);
+  demi_qresult_t result = WaitResult(pop);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+  EXPECT_EQ(result.qr_ret, ECONNRESET);
   CloseQueues({server, listener});
 }
 

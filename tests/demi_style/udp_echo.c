@@ -1,9 +1,19 @@
-/* A UDP echo server and its client, Demikernel style: the server answers
+/* A UDP echo server and its clients, Demikernel style: the server answers
  * each datagram by pushing the array it popped back to the array's sga_addr
  * (demi_pushto, zero copy); the client checks every byte of every answer,
  * for sizes from 1 B to the largest datagram the device carries. A datagram
  * lost on the way (unreliable datagrams may be) is sent again. See common.h
- * for how it runs. */
+ * for how it runs.
+ *
+ * The soak client (--soak-client ADDR PORT COUNT MAX_LOST_PERCENT, for
+ * datagrams under loss on the wire: tools/softroce/faults) does not resend:
+ * it sends COUNT datagrams of mixed sizes in bursts of SOAK_BURST, each with
+ * its sequence number in its first 8 bytes and that number's pattern after
+ * them, checks every answer byte for byte and counts what never came back.
+ * Nothing may block on a loss: a burst waits for its answers at most
+ * SOAK_PATIENCE_MS after the last one arrived, then the next burst goes; an
+ * answer arriving later still counts (late). Fails if more than
+ * MAX_LOST_PERCENT of the datagrams were lost, or on any wrong byte. */
 
 #define _POSIX_C_SOURCE 200809L
 
@@ -137,6 +147,117 @@ static int client(int argc, char *const argv[]) {
   return 0;
 }
 
+#define SOAK_BURST 16
+#define SOAK_PATIENCE_MS 50
+
+/* The size of soak datagram `index`: 4 in 5 between 8 and 256 B, the rest
+ * up to `max`; at least 8 (the sequence number) and never QUIT_SIZE. */
+static uint32_t soak_size(uint64_t index, uint32_t max) {
+  uint32_t size = index % 5 != 0 ? 8 + (uint32_t)(index * 131u) % 249u
+                                 : 8 + (uint32_t)(index * 37u) % (max - 7);
+  return size == QUIT_SIZE ? size + 1 : size;
+}
+
+/* Checks one popped answer of the soak; returns its sequence number. */
+static uint64_t check_soak_answer(const demi_sgarray_t *sga, uint64_t sent,
+                                  uint32_t max) {
+  const demi_sgaseg_t *segment = &sga->sga_segs[0];
+  uint64_t index;
+  CHECK(sga->sga_numsegs == 1 && segment->sgaseg_len >= sizeof(index));
+  memcpy(&index, segment->sgaseg_buf, sizeof(index));
+  CHECK(index < sent); /* an answer to something sent */
+  CHECK(segment->sgaseg_len == soak_size(index, max));
+  CHECK(has_pattern((const uint8_t *)segment->sgaseg_buf + sizeof(index),
+                    segment->sgaseg_len - sizeof(index), index, 0));
+  return index;
+}
+
+static int soak_client(int argc, char *const argv[], uint64_t count,
+                       double max_lost_percent) {
+  struct sockaddr_in local = address;
+  const char *own = getenv("DEMI_RDMA_ADDR");
+  demi_dgram_stats_t stats;
+  unsigned long long answered = 0, late = 0, duplicated = 0;
+  uint8_t *seen = calloc(count, 1);
+  demi_qtoken_t pop = 0;
+  double started, lost_percent;
+  uint32_t max;
+  int qd;
+  CHECK(seen != NULL);
+  init_demi(argc, argv);
+  /* This host's address (another host's, across a wire), the next port. */
+  if (own != NULL) CHECK(inet_pton(AF_INET, own, &local.sin_addr) == 1);
+  local.sin_port = htons((uint16_t)(ntohs(address.sin_port) + 1));
+  qd = bound_socket(&local);
+  CHECK(demi_dgram_stats(&stats) == 0);
+  max = stats.max_payload;
+  CHECK(max > QUIT_SIZE && max > 16);
+  started = now_seconds();
+  CHECK(demi_pop(&pop, qd) == 0);
+  for (uint64_t first = 0; first < count; first += SOAK_BURST) {
+    const uint64_t end =
+        first + SOAK_BURST < count ? first + SOAK_BURST : count;
+    uint64_t waiting = end - first;
+    for (uint64_t i = first; i < end; ++i) {
+      const uint32_t size = soak_size(i, max);
+      demi_sgarray_t sga = demi_sgaalloc(size);
+      uint8_t *data = (uint8_t *)sga.sga_segs[0].sgaseg_buf;
+      CHECK(sga.sga_numsegs == 1);
+      memcpy(data, &i, sizeof(i));
+      fill_pattern(data + sizeof(i), size - sizeof(i), i, 0);
+      send_to_server(qd, &sga);
+      CHECK(demi_sgafree(&sga) == 0);
+    }
+    while (waiting > 0) {
+      const struct timespec patience = {0, SOAK_PATIENCE_MS * 1000000L};
+      demi_qresult_t qr;
+      uint64_t index;
+      int rc = demi_wait(&qr, pop, &patience);
+      if (rc == ETIMEDOUT) break; /* the rest of the burst is lost */
+      CHECK(rc == 0);
+      CHECK(qr.qr_opcode == DEMI_OPC_POP);
+      index = check_soak_answer(&qr.qr_value.sga, end, max);
+      CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
+      CHECK(demi_pop(&pop, qd) == 0);
+      if (seen[index]) {
+        ++duplicated; /* the wire duplicated it (netem duplicate) */
+        continue;
+      }
+      seen[index] = 1;
+      ++answered;
+      if (index < first) {
+        ++late;
+      } else {
+        --waiting;
+      }
+    }
+  }
+  {
+    demi_sgarray_t stop = demi_sgaalloc(QUIT_SIZE);
+    CHECK(stop.sga_numsegs == 1);
+    memcpy(stop.sga_segs[0].sgaseg_buf, quit, QUIT_SIZE);
+    /* Eight copies: under 10% loss all of them lost is 1 in 10^8. */
+    for (int copy = 0; copy < 8; ++copy) send_to_server(qd, &stop);
+    CHECK(demi_sgafree(&stop) == 0);
+  }
+  CHECK(demi_dgram_stats(&stats) == 0);
+  lost_percent = 100.0 * (double)(count - answered) / (double)count;
+  printf(
+      "udp_echo: soak of %llu datagrams (8 B to %u B) in %.1f s: %llu "
+      "answered and checked, %llu lost (%.2f%%, at most %.1f%% allowed), %llu "
+      "late, %llu duplicated; library: %llu sent, %llu received, receive "
+      "queue empty %llu times\n",
+      (unsigned long long)count, max, now_seconds() - started, answered,
+      (unsigned long long)(count - answered), lost_percent, max_lost_percent,
+      late, duplicated, (unsigned long long)stats.sent,
+      (unsigned long long)stats.received,
+      (unsigned long long)stats.receive_queue_empty);
+  free(seen);
+  CHECK(lost_percent <= max_lost_percent);
+  CHECK(demi_close(qd) == 0);
+  return 0;
+}
+
 int main(int argc, char *const argv[]) {
   pid_t server_pid;
   int ok;
@@ -144,9 +265,16 @@ int main(int argc, char *const argv[]) {
     build_address(argv[2], argv[3], &address);
     if (strcmp(argv[1], "--server") == 0) return server(argc, argv);
     if (strcmp(argv[1], "--client") == 0) return client(argc, argv);
+    if (strcmp(argv[1], "--soak-client") == 0 && argc >= 6) {
+      return soak_client(argc, argv, strtoull(argv[4], NULL, 10),
+                         strtod(argv[5], NULL));
+    }
   }
   if (argc != 1) {
-    fprintf(stderr, "usage: %s [--server|--client ADDR PORT]\n", argv[0]);
+    fprintf(stderr,
+            "usage: %s [--server|--client ADDR PORT | --soak-client ADDR "
+            "PORT COUNT MAX_LOST_PERCENT]\n",
+            argv[0]);
     return 2;
   }
   address = test_address(2);

@@ -96,8 +96,13 @@ bool Child::WaitUntil(absl::Time deadline) {
 void Child::Kill() {
   if (pid_ <= 0) return;
   kill(pid_, SIGKILL);
+  // A process stuck in the kernel (tearing down its RDMA resources, say)
+  // dies only when that returns: wait a while, never forever.
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
   int raw = 0;
-  waitpid(pid_, &raw, 0);
+  while (waitpid(pid_, &raw, WNOHANG) == 0 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   pid_ = -1;
   status_ = 128 + SIGKILL;
 }

@@ -43,7 +43,8 @@ class Child {
   // Reads until the child exits or `deadline` passes; true if it exited.
   bool WaitUntil(absl::Time deadline);
 
-  // Kills the child (only this one process) if it still runs.
+  // Kills the child (only this one process) if it still runs, waiting at
+  // most 10 s for it to go.
   void Kill();
 
   const std::string& output() const { return output_; }

@@ -513,6 +513,8 @@ std::vector<PeerRow> RunPeerRows(const Options& options,
   settings.device = options.device;
   settings.rdma_address = HostText(options.address);
   settings.remote = PairHelperOf(options);
+  // Across a wire of two emulated hosts a peer's 64 MiB run takes minutes.
+  if (settings.remote.has_value()) settings.timeout = absl::Minutes(3);
   settings.first_port = static_cast<uint16_t>(30000 + getpid() % 8000);
   Progress(absl::StrCat("peers: ", cells.size(), " cells"));
   return RunPeers(cells, settings, &Progress);

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -85,13 +86,15 @@ absl::StatusOr<std::string> ReadLine(int fd, absl::Time deadline) {
   }
 }
 
-// A TCP connection to `address`.
+// A TCP connection to `address`, given up after 10 s.
 absl::StatusOr<int> Connect(const sockaddr_in& address) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
+  const timeval limit = {10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
   if (connect(fd, reinterpret_cast<const sockaddr*>(&address),
               sizeof(address)) != 0) {
-    const int e = errno;
+    const int e = errno == EINPROGRESS ? ETIMEDOUT : errno;
     close(fd);
     return absl::ErrnoToStatus(
         e,

@@ -22,7 +22,8 @@
 //   helper: BYE                      and the helper ends
 //
 // The helper runs only the programs it was given (kHelperPrograms by
-// default), one at a time.
+// default), one at a time, but with whatever arguments the client sends:
+// it trusts its client, like the benchmark it serves (a test network only).
 //
 // Thread-safety: none; each object belongs to one thread.
 

@@ -36,7 +36,11 @@ int demi_accept(demi_qtoken_t *qt_out, int sockqd);
 int demi_connect(demi_qtoken_t *qt_out, int sockqd, const struct sockaddr *addr,
                  socklen_t size);
 
-/* Closes a queue; its pending operations complete with ECANCELED. */
+/* Closes a queue; its pending operations complete with ECANCELED. Returns at
+ * once; what a connection sent still goes, end of stream last. With SO_LINGER
+ * on and a positive time, returns once the peer has acknowledged all of it
+ * (or the time is up: what waited for the peer's credits is then dropped and
+ * the peer reset); with time 0, resets the connection at once. */
 int demi_close(int qd);
 
 /* Starts sending one message; its memory must stay valid until completion. */
