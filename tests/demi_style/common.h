@@ -238,4 +238,15 @@ static inline int role_succeeded(pid_t pid, const char *name) {
   return 0;
 }
 
+/* A program's run with no arguments (the one-guest test): its server role
+ * forked, its client run here; the exit status: 0 if both succeeded. */
+static inline int run_server_and_client(
+    int (*server)(int argc, char *const argv[]),
+    int (*client)(int argc, char *const argv[]), int argc, char *const argv[]) {
+  pid_t server_pid = start_role(server, argc, argv);
+  int ok = client(argc, argv) == 0;
+  ok = role_succeeded(server_pid, "server") && ok;
+  return ok ? 0 : 1;
+}
+
 #endif /* DEMI_TESTS_DEMI_STYLE_COMMON_H_ */

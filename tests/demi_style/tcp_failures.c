@@ -74,10 +74,26 @@ static int allowed(int e, int argc, char *const argv[], int first) {
   return 0;
 }
 
+/* Waits for `qt`, started at `start`, which must fail within `bound`
+ * seconds of it; prints what happened to `what` and returns the errno. */
+static int expect_failure(const char *what, demi_qtoken_t qt, double start,
+                          double bound) {
+  demi_qresult_t qr;
+  double took;
+  wait_for(&qr, qt);
+  took = now_seconds() - start;
+  printf(
+      "tcp_failures: %s completed with opcode %d, %s, after %.2f s (bound "
+      "%.0f s)\n",
+      what, (int)qr.qr_opcode, strerror(qr.qr_ret), took, bound);
+  CHECK(qr.qr_opcode == DEMI_OPC_FAILED);
+  CHECK(took <= bound);
+  return (int)qr.qr_ret;
+}
+
 static int client(double bound, int argc, char *const argv[]) {
   demi_qtoken_t qt = 0;
   demi_qresult_t qr;
-  double start, took;
   int qd;
   init_demi(argc, argv);
   qd = connect_retrying(&address);
@@ -91,16 +107,8 @@ static int client(double bound, int argc, char *const argv[]) {
   }
   /* An idle connection with only a pop pending. */
   CHECK(demi_pop(&qt, qd) == 0);
-  start = now_seconds();
-  wait_for(&qr, qt);
-  took = now_seconds() - start;
-  printf(
-      "tcp_failures: the pending pop completed with opcode %d, %s, after "
-      "%.2f s (bound %.0f s)\n",
-      (int)qr.qr_opcode, strerror(qr.qr_ret), took, bound);
-  CHECK(qr.qr_opcode == DEMI_OPC_FAILED);
-  CHECK(allowed(qr.qr_ret, argc, argv, 5));
-  CHECK(took <= bound);
+  CHECK(allowed(expect_failure("the pending pop", qt, now_seconds(), bound),
+                argc, argv, 5));
   /* Later operations fail at once. */
   {
     demi_sgarray_t sga = pattern_array(100, 0);
@@ -115,24 +123,16 @@ static int client(double bound, int argc, char *const argv[]) {
 
 static int connect_down(double bound, int argc, char *const argv[]) {
   demi_qtoken_t qt = 0;
-  demi_qresult_t qr;
-  double start, took;
-  int qd = -1;
+  double start;
+  int qd = -1, e;
   init_demi(argc, argv);
   CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
   start = now_seconds();
   CHECK(demi_connect(&qt, qd, (const struct sockaddr *)&address,
                      sizeof(address)) == 0);
-  wait_for(&qr, qt);
-  took = now_seconds() - start;
-  printf(
-      "tcp_failures: the connect completed with opcode %d, %s, after "
-      "%.2f s (bound %.0f s)\n",
-      (int)qr.qr_opcode, strerror(qr.qr_ret), took, bound);
-  CHECK(qr.qr_opcode == DEMI_OPC_FAILED);
-  CHECK(qr.qr_ret == ETIMEDOUT || qr.qr_ret == EHOSTUNREACH ||
-        qr.qr_ret == ENETUNREACH || qr.qr_ret == ECONNREFUSED);
-  CHECK(took <= bound);
+  e = expect_failure("the connect", qt, start, bound);
+  CHECK(e == ETIMEDOUT || e == EHOSTUNREACH || e == ENETUNREACH ||
+        e == ECONNREFUSED);
   CHECK(demi_close(qd) == 0);
   return 0;
 }

@@ -77,8 +77,6 @@ static int client(int argc, char *const argv[]) {
 }
 
 int main(int argc, char *const argv[]) {
-  pid_t server_pid;
-  int ok;
   if (argc >= 4) {
     build_address(argv[2], argv[3], &address);
     if (strcmp(argv[1], "--server") == 0) return server(argc, argv);
@@ -89,8 +87,5 @@ int main(int argc, char *const argv[]) {
     return 2;
   }
   address = test_address(1);
-  server_pid = start_role(server, argc, argv);
-  ok = client(argc, argv) == 0;
-  ok = role_succeeded(server_pid, "server") && ok;
-  return ok ? 0 : 1;
+  return run_server_and_client(server, client, argc, argv);
 }

@@ -203,8 +203,6 @@ static int client(int argc, char *const argv[]) {
 }
 
 int main(int argc, char *const argv[]) {
-  pid_t server_pid;
-  int ok;
   const char *stall = getenv("DEMI_SOAK_STALL_S");
   if (stall != NULL) stall_limit = atof(stall);
   if (argc >= 4) {
@@ -227,8 +225,5 @@ int main(int argc, char *const argv[]) {
     return 2;
   }
   address = test_address(0);
-  server_pid = start_role(server, argc, argv);
-  ok = client(argc, argv) == 0;
-  ok = role_succeeded(server_pid, "server") && ok;
-  return ok ? 0 : 1;
+  return run_server_and_client(server, client, argc, argv);
 }

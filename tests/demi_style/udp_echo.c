@@ -259,8 +259,6 @@ static int soak_client(int argc, char *const argv[], uint64_t count,
 }
 
 int main(int argc, char *const argv[]) {
-  pid_t server_pid;
-  int ok;
   if (argc >= 4) {
     build_address(argv[2], argv[3], &address);
     if (strcmp(argv[1], "--server") == 0) return server(argc, argv);
@@ -278,8 +276,5 @@ int main(int argc, char *const argv[]) {
     return 2;
   }
   address = test_address(2);
-  server_pid = start_role(server, argc, argv);
-  ok = client(argc, argv) == 0;
-  ok = role_succeeded(server_pid, "server") && ok;
-  return ok ? 0 : 1;
+  return run_server_and_client(server, client, argc, argv);
 }
