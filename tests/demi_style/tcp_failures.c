@@ -16,6 +16,11 @@
  *       a connect to ADDR (a host that is down) must fail within the bound
  *       (ETIMEDOUT, EHOSTUNREACH, ENETUNREACH or ECONNREFUSED)
  *
+ * The client and --connect also keep a connection to another peer: an echo
+ * server they fork on their own host ($DEMI_RDMA_ADDR, PORT + 1). After the
+ * failure it must still carry checked messages: one dead peer fails only
+ * its own connections.
+ *
  * Each prints one line saying what happened and how long it took. */
 
 #define _POSIX_C_SOURCE 200809L
@@ -27,6 +32,7 @@
 #define EXCHANGES 10
 
 static struct sockaddr_in address;
+static struct sockaddr_in other_address; /* the other peer, on this host */
 
 static int errno_named(const char *name) {
   if (strcmp(name, "ECONNRESET") == 0) return ECONNRESET;
@@ -67,6 +73,58 @@ static int server(const char *mode, int argc, char *const argv[]) {
   return 2;
 }
 
+/* The other peer: echoes until end of stream. */
+static int other_peer(int argc, char *const argv[]) {
+  int listener, qd;
+  init_demi(argc, argv);
+  listener = listen_on(&other_address);
+  ready();
+  qd = accept_wait(listener);
+  for (;;) {
+    demi_qresult_t qr;
+    demi_sgarray_t sga;
+    pop_wait(qd, &qr);
+    memcpy(&sga, &qr.qr_value.sga, sizeof(sga));
+    if (sga.sga_numsegs == 0) break;
+    push_wait(qd, &sga);
+    CHECK(demi_sgafree(&sga) == 0);
+  }
+  CHECK(demi_close(qd) == 0);
+  CHECK(demi_close(listener) == 0);
+  return 0;
+}
+
+/* Forks the other peer (before this process starts its libOS). */
+static pid_t start_other_peer(int argc, char *const argv[]) {
+  const char *own = getenv("DEMI_RDMA_ADDR");
+  other_address = address;
+  if (own != NULL) CHECK(inet_pton(AF_INET, own, &other_address.sin_addr) == 1);
+  other_address.sin_port = htons((uint16_t)(ntohs(address.sin_port) + 1));
+  return start_role(other_peer, argc, argv);
+}
+
+/* Exchanges checked messages with the other peer, closes, collects it. */
+static void check_other_peer(int qd, pid_t pid) {
+  static const struct linger wait_for_the_end = {1, 10};
+  for (int i = 0; i < EXCHANGES; ++i) {
+    demi_qresult_t qr;
+    demi_sgarray_t sga = pattern_array(100, (uint64_t)i);
+    push_wait(qd, &sga);
+    CHECK(demi_sgafree(&sga) == 0);
+    pop_wait(qd, &qr);
+    check_message(&qr.qr_value.sga, 100, (uint64_t)i);
+    CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
+  }
+  CHECK(demi_setsockopt(qd, SOL_SOCKET, SO_LINGER, &wait_for_the_end,
+                        sizeof(wait_for_the_end)) == 0);
+  CHECK(demi_close(qd) == 0);
+  CHECK(role_succeeded(pid, "the other peer"));
+  printf(
+      "tcp_failures: the connection to another peer still works (%d "
+      "messages checked)\n",
+      EXCHANGES);
+}
+
 static int allowed(int e, int argc, char *const argv[], int first) {
   for (int i = first; i < argc; ++i) {
     if (errno_named(argv[i]) == e) return 1;
@@ -94,8 +152,10 @@ static int expect_failure(const char *what, demi_qtoken_t qt, double start,
 static int client(double bound, int argc, char *const argv[]) {
   demi_qtoken_t qt = 0;
   demi_qresult_t qr;
-  int qd;
+  const pid_t other_pid = start_other_peer(argc, argv);
+  int qd, other;
   init_demi(argc, argv);
+  other = connect_retrying(&other_address);
   qd = connect_retrying(&address);
   for (int i = 0; i < EXCHANGES; ++i) {
     demi_sgarray_t sga = pattern_array(100, (uint64_t)i);
@@ -118,14 +178,17 @@ static int client(double bound, int argc, char *const argv[]) {
     CHECK(demi_sgafree(&sga) == 0);
   }
   CHECK(demi_close(qd) == 0);
+  check_other_peer(other, other_pid);
   return 0;
 }
 
 static int connect_down(double bound, int argc, char *const argv[]) {
   demi_qtoken_t qt = 0;
   double start;
-  int qd = -1, e;
+  const pid_t other_pid = start_other_peer(argc, argv);
+  int qd = -1, e, other;
   init_demi(argc, argv);
+  other = connect_retrying(&other_address);
   CHECK(demi_socket(&qd, AF_INET, SOCK_STREAM, 0) == 0);
   start = now_seconds();
   CHECK(demi_connect(&qt, qd, (const struct sockaddr *)&address,
@@ -134,6 +197,7 @@ static int connect_down(double bound, int argc, char *const argv[]) {
   CHECK(e == ETIMEDOUT || e == EHOSTUNREACH || e == ENETUNREACH ||
         e == ECONNREFUSED);
   CHECK(demi_close(qd) == 0);
+  check_other_peer(other, other_pid);
   return 0;
 }
 
