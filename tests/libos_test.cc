@@ -333,6 +333,18 @@ TEST_F(LibosTest, CloseCancelsQueuedPushesAndResetsThePeer) {
   CloseQueues({server, listener});
 }
 
+// Closes `qd` with SO_LINGER on for `seconds`; returns how long the close
+// took, in seconds.
+double CloseLingering(int qd, int seconds) {
+  const linger option = {1, seconds};
+  EXPECT_EQ(demi_setsockopt(qd, SOL_SOCKET, SO_LINGER, &option, sizeof(option)),
+            0);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(demi_close(qd), 0);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
 // SO_LINGER on: demi_close waits until what was pushed (including pushes
 // still waiting for credits) and the end of stream are acknowledged, so a
 // program may exit right after it. Here the peer pops from another thread.
@@ -360,15 +372,7 @@ TEST_F(LibosTest, LingeringCloseDeliversQueuedPushesThenEndOfStream) {
       ++popped;
     }
   });
-  const linger option = {1, 30};
-  ASSERT_EQ(
-      demi_setsockopt(client, SOL_SOCKET, SO_LINGER, &option, sizeof(option)),
-      0);
-  const auto start = std::chrono::steady_clock::now();
-  EXPECT_EQ(demi_close(client), 0);
-  const double took =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
+  const double took = CloseLingering(client, 30);
   consumer.join();
   EXPECT_TRUE(ended);
   EXPECT_EQ(popped, pushed);
@@ -391,15 +395,7 @@ TEST_F(LibosTest, LingeringCloseGivesUpAfterItsTime) {
   int client, server, listener;
   ASSERT_NO_FATAL_FAILURE(ConnectPair(&client, &server, &listener));
   std::vector<demi_qtoken_t> pushes = PushUntilEagain(client, 64);
-  const linger option = {1, 1};
-  ASSERT_EQ(
-      demi_setsockopt(client, SOL_SOCKET, SO_LINGER, &option, sizeof(option)),
-      0);
-  const auto start = std::chrono::steady_clock::now();
-  EXPECT_EQ(demi_close(client), 0);
-  const double took =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
+  const double took = CloseLingering(client, 1);
   EXPECT_GE(took, 0.9);
   EXPECT_LT(took, 10.0);
   int cancelled = 0;

@@ -151,6 +151,26 @@ static inline void pop_wait(int qd, demi_qresult_t *qr) {
   CHECK(qr->qr_opcode == DEMI_OPC_POP);
 }
 
+/* Demikernel's echo: pushes back each popped array until end of stream;
+ * adds what it echoed to *messages and *bytes. */
+static inline void echo_until_end_of_stream(int qd,
+                                            unsigned long long *messages,
+                                            unsigned long long *bytes) {
+  for (;;) {
+    demi_qresult_t qr;
+    demi_sgarray_t sga;
+    pop_wait(qd, &qr);
+    memcpy(&sga, &qr.qr_value.sga, sizeof(sga));
+    if (sga.sga_numsegs == 0) return; /* the peer closed */
+    for (uint32_t s = 0; s < sga.sga_numsegs; ++s) {
+      *bytes += sga.sga_segs[s].sgaseg_len;
+    }
+    push_wait(qd, &sga); /* the popped array itself */
+    CHECK(demi_sgafree(&sga) == 0);
+    ++*messages;
+  }
+}
+
 /* Seconds on the monotonic clock. */
 static inline double now_seconds(void) {
   struct timespec t;

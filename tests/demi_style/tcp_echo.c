@@ -23,19 +23,7 @@ static int server(int argc, char *const argv[]) {
   listener = listen_on(&address);
   ready();
   qd = accept_wait(listener);
-  for (;;) {
-    demi_qresult_t qr;
-    demi_sgarray_t sga;
-    pop_wait(qd, &qr);
-    memcpy(&sga, &qr.qr_value.sga, sizeof(sga));
-    if (sga.sga_numsegs == 0) break; /* the client closed */
-    for (uint32_t s = 0; s < sga.sga_numsegs; ++s) {
-      bytes += sga.sga_segs[s].sgaseg_len;
-    }
-    push_wait(qd, &sga); /* the popped array itself */
-    CHECK(demi_sgafree(&sga) == 0);
-    ++messages;
-  }
+  echo_until_end_of_stream(qd, &messages, &bytes);
   printf("tcp_echo: server echoed %llu messages, %llu bytes, zero-copy\n",
          messages, bytes);
   CHECK(demi_close(qd) == 0);

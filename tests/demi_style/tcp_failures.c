@@ -75,20 +75,13 @@ static int server(const char *mode, int argc, char *const argv[]) {
 
 /* The other peer: echoes until end of stream. */
 static int other_peer(int argc, char *const argv[]) {
+  unsigned long long messages = 0, bytes = 0;
   int listener, qd;
   init_demi(argc, argv);
   listener = listen_on(&other_address);
   ready();
   qd = accept_wait(listener);
-  for (;;) {
-    demi_qresult_t qr;
-    demi_sgarray_t sga;
-    pop_wait(qd, &qr);
-    memcpy(&sga, &qr.qr_value.sga, sizeof(sga));
-    if (sga.sga_numsegs == 0) break;
-    push_wait(qd, &sga);
-    CHECK(demi_sgafree(&sga) == 0);
-  }
+  echo_until_end_of_stream(qd, &messages, &bytes);
   CHECK(demi_close(qd) == 0);
   CHECK(demi_close(listener) == 0);
   return 0;
@@ -103,9 +96,8 @@ static pid_t start_other_peer(int argc, char *const argv[]) {
   return start_role(other_peer, argc, argv);
 }
 
-/* Exchanges checked messages with the other peer, closes, collects it. */
-static void check_other_peer(int qd, pid_t pid) {
-  static const struct linger wait_for_the_end = {1, 10};
+/* EXCHANGES messages pushed to an echo on `qd`, each answer checked. */
+static void exchange_checked(int qd) {
   for (int i = 0; i < EXCHANGES; ++i) {
     demi_qresult_t qr;
     demi_sgarray_t sga = pattern_array(100, (uint64_t)i);
@@ -115,6 +107,12 @@ static void check_other_peer(int qd, pid_t pid) {
     check_message(&qr.qr_value.sga, 100, (uint64_t)i);
     CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
   }
+}
+
+/* Exchanges checked messages with the other peer, closes, collects it. */
+static void check_other_peer(int qd, pid_t pid) {
+  static const struct linger wait_for_the_end = {1, 10};
+  exchange_checked(qd);
   CHECK(demi_setsockopt(qd, SOL_SOCKET, SO_LINGER, &wait_for_the_end,
                         sizeof(wait_for_the_end)) == 0);
   CHECK(demi_close(qd) == 0);
@@ -157,14 +155,7 @@ static int client(double bound, int argc, char *const argv[]) {
   init_demi(argc, argv);
   other = connect_retrying(&other_address);
   qd = connect_retrying(&address);
-  for (int i = 0; i < EXCHANGES; ++i) {
-    demi_sgarray_t sga = pattern_array(100, (uint64_t)i);
-    push_wait(qd, &sga);
-    CHECK(demi_sgafree(&sga) == 0);
-    pop_wait(qd, &qr);
-    check_message(&qr.qr_value.sga, 100, (uint64_t)i);
-    CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
-  }
+  exchange_checked(qd);
   /* An idle connection with only a pop pending. */
   CHECK(demi_pop(&qt, qd) == 0);
   CHECK(allowed(expect_failure("the pending pop", qt, now_seconds(), bound),
