@@ -57,7 +57,13 @@ static int wait_any_or_fail(demi_qresult_t *qr, const demi_qtoken_t *qts,
   for (;;) {
     int offset = -1;
     int rc = demi_wait_any(qr, &offset, qts, count, &second);
-    if (rc == 0) return offset;
+    if (rc == 0) {
+      if (qr->qr_opcode == DEMI_OPC_FAILED) {
+        fprintf(stderr, "tcp_soak: %s (%llu) failed: %s\n", what,
+                (unsigned long long)index, strerror((int)qr->qr_ret));
+      }
+      return offset;
+    }
     CHECK(rc == ETIMEDOUT);
     waited += 1.0;
     if (waited >= stall_limit) {
