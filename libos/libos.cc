@@ -210,6 +210,7 @@ Worker* LibOS::ThisThreadsWorker(absl::Status* error) {
   }
   owned_workers_[index] = *std::move(made);
   workers_[index].store(owned_workers_[index].get(), std::memory_order_release);
+  worker_mask_.fetch_or(uint32_t{1} << index, std::memory_order_release);
   return owned_workers_[index].get();
 }
 
@@ -524,10 +525,7 @@ absl::StatusOr<int> LibOS::WaitNextN(absl::Span<demi_qresult_t> results,
   if (results.empty() || results.data() == nullptr) {
     return ErrnoError(EINVAL, "bad result array");
   }
-  uint32_t workers = 0;
-  for (uint32_t i = 0; i < kMaxQdWorkers; ++i) {
-    if (WorkerAt(i) != nullptr) workers |= uint32_t{1} << i;
-  }
+  uint32_t workers = worker_mask_.load(std::memory_order_acquire);
   if (workers == 0) {  // no queue yet: this thread's worker (made now)
     absl::Status error;
     Worker* mine = ThisThreadsWorker(&error);

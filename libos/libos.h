@@ -183,6 +183,9 @@ class LibOS {
   // LibOS goes; readers take no lock.
   std::atomic<Worker*> workers_[kMaxQdWorkers] = {};
   std::unique_ptr<Worker> owned_workers_[kMaxQdWorkers];
+  // Bit i set once workers_[i] is (one load for a wait over every worker).
+  std::atomic<uint32_t> worker_mask_{0};
+  static_assert(kMaxQdWorkers <= 32, "worker masks are 32 bits");
   // Which worker the next new thread gets.
   std::atomic<uint32_t> next_worker_{0};
   demi::Mutex make_mu_;
