@@ -468,7 +468,8 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
   while (outbound_[index].in_use) ++index;
   OutboundTransfer& transfer = outbound_[index];
   transfer.in_use = true;
-  ++transfer.generation;
+  transfer.announced = false;
+  transfer.nonce = nonces_.Next();
   transfer.cookie = cookie;
   ++outbound_in_use_;
   // The announcement travels like data (credits, FIFO); the cookie is
@@ -578,7 +579,8 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
       case Kind::kRendezvous:
         header.type = wire::MessageType::kRendezvous;
         header.transfer_id = static_cast<uint32_t>(cookie) |
-                             (uint32_t{outbound_[cookie].generation} << 16);
+                             (uint32_t{outbound_[cookie].nonce} << 16);
+        outbound_[cookie].announced = true;
         break;
       case Kind::kRendezvousDone:
         header.type = wire::MessageType::kRendezvousDone;
@@ -1149,8 +1151,10 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
   if (header->type == wire::MessageType::kRendezvousDone) {
     const uint32_t transfer = header->transfer_id & 0xffff;
     if (transfer >= send_queue_depth_ || !outbound_[transfer].in_use ||
-        outbound_[transfer].generation != header->transfer_id >> 16) {
-      Fail(ErrnoError(EPROTO, "done message for no transfer of ours"));
+        !outbound_[transfer].announced ||
+        outbound_[transfer].nonce != header->transfer_id >> 16) {
+      Fail(ErrnoError(EPROTO,
+                      "done message for no transfer announced to the peer"));
       return;
     }
     outbound_[transfer].in_use = false;

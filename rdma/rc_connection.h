@@ -113,6 +113,7 @@
 #include "rdma/memory_region.h"
 #include "rdma/protection_domain.h"
 #include "rdma/queue_pair.h"
+#include "rdma/transfer_nonces.h"
 #include "rdma/wire.h"
 
 namespace demi::rdma {
@@ -408,10 +409,13 @@ class RcConnection final : private CompletionHandler {
     bool report = true;   // kData: report the cookie on completion
     uint8_t entries = 1;  // kData: queued sends it carries (a batch: > 1)
   };
-  // A rendezvous send awaiting the peer's done message.
+  // A rendezvous send awaiting the peer's done message. Its id on the wire:
+  // slot index | nonce << 16 (transfer_nonces.h). A done is taken only for
+  // a transfer whose announcement was posted, with its id.
   struct OutboundTransfer {
     bool in_use = false;
-    uint16_t generation = 0;
+    bool announced = false;  // its announcement is posted (not queued)
+    uint16_t nonce = 0;
     uint64_t cookie = 0;
   };
   // An incoming message not yet reported, by receive buffer.
@@ -631,6 +635,7 @@ class RcConnection final : private CompletionHandler {
 
   // Rendezvous, sending side: by transfer index (send_queue_depth of them).
   std::vector<OutboundTransfer> outbound_;
+  TransferNonces nonces_;
   uint32_t outbound_in_use_ = 0;
   // Rendezvous, receiving side: messages not yet reported, by receive
   // buffer, and their receive buffers in arrival order (a ring).

@@ -1,0 +1,353 @@
+// A hostile peer against a demi server: a client of our own on raw
+// rdma_cm and verbs (not the library) that connects as the library would,
+// then sends what an honest peer never does. Each case: that connection
+// alone fails (EPROTO on its tokens; a push it lied about never completes
+// as done), and a second, honest connection to the same listener keeps
+// working.
+
+#include <arpa/inet.h>
+#include <demi/libos.h>
+#include <demi/sga.h>
+#include <demi/wait.h>
+#include <rdma/rdma_cma.h>
+#include <rdma/rdma_verbs.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "rdma/wire.h"
+#include "tests/libos_test_util.h"
+#include "tests/rdma_env.h"
+
+namespace demi::testing {
+namespace {
+
+namespace wire = demi::rdma::wire;
+
+// The hostile client. Not thread-safe. Construction blocks until the
+// server accepts (run it beside the thread that accepts).
+class HostilePeer {
+ public:
+  // Connects to `server` with the library's connection parameters, keeping
+  // `receives` receive buffers of the library's size posted. Null, and
+  // *error, if it cannot.
+  static std::unique_ptr<HostilePeer> Connect(const sockaddr_in& server,
+                                              uint16_t receives,
+                                              std::string* error) {
+    std::unique_ptr<HostilePeer> peer(new HostilePeer(receives));
+    char host[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &server.sin_addr, host, sizeof(host));
+    const std::string port = std::to_string(ntohs(server.sin_port));
+    rdma_addrinfo hints{};
+    hints.ai_port_space = RDMA_PS_TCP;
+    hints.ai_qp_type = IBV_QPT_RC;
+    rdma_addrinfo* info = nullptr;
+    if (rdma_getaddrinfo(host, port.c_str(), &hints, &info) != 0) {
+      *error = std::string("rdma_getaddrinfo: ") + std::strerror(errno);
+      return nullptr;
+    }
+    ibv_qp_init_attr attr{};
+    attr.cap.max_send_wr = 8;
+    attr.cap.max_recv_wr = receives;
+    attr.cap.max_send_sge = 1;
+    attr.cap.max_recv_sge = 1;
+    attr.qp_type = IBV_QPT_RC;
+    attr.sq_sig_all = 1;
+    const int made = rdma_create_ep(&peer->id_, info, nullptr, &attr);
+    rdma_freeaddrinfo(info);
+    if (made != 0) {
+      *error = std::string("rdma_create_ep: ") + std::strerror(errno);
+      return nullptr;
+    }
+    peer->receive_mr_ =
+        rdma_reg_msgs(peer->id_, peer->receive_.data(), peer->receive_.size());
+    peer->send_mr_ =
+        rdma_reg_msgs(peer->id_, peer->send_.data(), peer->send_.size());
+    if (peer->receive_mr_ == nullptr || peer->send_mr_ == nullptr) {
+      *error = std::string("rdma_reg_msgs: ") + std::strerror(errno);
+      return nullptr;
+    }
+    for (uint16_t i = 0; i < receives; ++i) {
+      if (!peer->PostReceive(i)) {
+        *error = std::string("rdma_post_recv: ") + std::strerror(errno);
+        return nullptr;
+      }
+    }
+    uint8_t params[wire::kConnectionParamsSize];
+    wire::EncodeConnectionParams({.receive_buffers = receives,
+                                  .receive_buffer_size = kReceiveSize,
+                                  .rendezvous = true},
+                                 params);
+    rdma_conn_param param{};
+    param.private_data = params;
+    param.private_data_len = sizeof(params);
+    param.responder_resources = 1;
+    param.initiator_depth = 1;
+    param.retry_count = 6;
+    if (rdma_connect(peer->id_, &param) != 0) {
+      *error = std::string("rdma_connect: ") + std::strerror(errno);
+      return nullptr;
+    }
+    return peer;
+  }
+
+  ~HostilePeer() {
+    if (id_ == nullptr) return;
+    (void)rdma_disconnect(id_);
+    if (send_mr_ != nullptr) (void)rdma_dereg_mr(send_mr_);
+    if (receive_mr_ != nullptr) (void)rdma_dereg_mr(receive_mr_);
+    rdma_destroy_ep(id_);
+  }
+
+  // One SEND of `bytes`; true once it completed successfully.
+  bool Send(const std::vector<uint8_t>& bytes) {
+    if (bytes.size() > send_.size()) return false;
+    std::memcpy(send_.data(), bytes.data(), bytes.size());
+    if (rdma_post_send(id_, nullptr, send_.data(), bytes.size(), send_mr_,
+                       IBV_SEND_SIGNALED) != 0) {
+      return false;
+    }
+    std::optional<ibv_wc> wc = Poll(id_->send_cq, [] {});
+    return wc.has_value() && wc->status == IBV_WC_SUCCESS;
+  }
+
+  // The next message the server sent (within 10 s), its receive buffer
+  // posted again; nullopt if none came. `idle` runs between looks (the
+  // server's progress: the library sends only while it is called).
+  std::optional<std::vector<uint8_t>> Receive(
+      const std::function<void()>& idle) {
+    std::optional<ibv_wc> wc = Poll(id_->recv_cq, idle);
+    if (!wc.has_value() || wc->status != IBV_WC_SUCCESS) return std::nullopt;
+    const uint8_t* buffer = receive_.data() + wc->wr_id * kReceiveSize;
+    std::vector<uint8_t> message(buffer, buffer + wc->byte_len);
+    if (!PostReceive(static_cast<uint16_t>(wc->wr_id))) return std::nullopt;
+    return message;
+  }
+
+  // The size of each receive buffer, as the library's (eager limit and the
+  // largest header).
+  static constexpr uint32_t kReceiveSize = 8192 + 72;
+
+ private:
+  explicit HostilePeer(uint16_t receives)
+      : receive_(size_t{receives} * kReceiveSize), send_(4096) {}
+
+  bool PostReceive(uint16_t index) {
+    return rdma_post_recv(id_, reinterpret_cast<void*>(uintptr_t{index}),
+                          receive_.data() + size_t{index} * kReceiveSize,
+                          kReceiveSize, receive_mr_) == 0;
+  }
+
+  static std::optional<ibv_wc> Poll(ibv_cq* cq,
+                                    const std::function<void()>& idle) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    ibv_wc wc{};
+    while (std::chrono::steady_clock::now() < deadline) {
+      const int n = ibv_poll_cq(cq, 1, &wc);
+      if (n < 0) return std::nullopt;
+      if (n == 1) return wc;
+      idle();
+    }
+    return std::nullopt;
+  }
+
+  rdma_cm_id* id_ = nullptr;
+  ibv_mr* receive_mr_ = nullptr;
+  ibv_mr* send_mr_ = nullptr;
+  std::vector<uint8_t> receive_;
+  std::vector<uint8_t> send_;
+};
+
+// A message header as the wire encodes it.
+std::vector<uint8_t> Encoded(const wire::MessageHeader& header) {
+  uint8_t out[wire::kMaxEncodedSize];
+  const size_t size = wire::EncodeHeader(header, out);
+  return std::vector<uint8_t>(out, out + size);
+}
+
+std::vector<uint8_t> Done(uint32_t transfer_id) {
+  wire::MessageHeader done{};
+  done.type = wire::MessageType::kRendezvousDone;
+  done.transfer_id = transfer_id;
+  return Encoded(done);
+}
+
+class HostilePeerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { ASSERT_EQ(demi_init(nullptr), 0); }
+
+  // A listener, a hostile peer connected to it keeping `receives` receive
+  // buffers posted, and the server's queue for it.
+  void ConnectHostile(uint16_t receives) {
+    listener_ = ListenOnTestAddress(&address_);
+    demi_qtoken_t accept = 0;
+    ASSERT_EQ(demi_accept(&accept, listener_), 0);
+    std::string error;
+    std::thread connector(
+        [&] { peer_ = HostilePeer::Connect(address_, receives, &error); });
+    demi_qresult_t accepted = WaitResult(accept);
+    connector.join();
+    ASSERT_NE(peer_, nullptr) << error;
+    ASSERT_EQ(accepted.qr_opcode, DEMI_OPC_ACCEPT);
+    qd_ = accepted.qr_value.ares.qd;
+  }
+
+  // Lets the server's library make progress for about a millisecond (it
+  // posts queued sends only in a wait): a wait on a pop of the hostile
+  // connection, kept posted; what it pops is kept.
+  void Progress() {
+    if (progress_pop_ == 0) {
+      ASSERT_EQ(demi_pop(&progress_pop_, qd_), 0);
+    }
+    const timespec millisecond = {0, 1000000};
+    demi_qresult_t result{};
+    if (demi_wait(&result, progress_pop_, &millisecond) == 0) {
+      progress_pop_ = 0;
+      popped_.push_back(result);
+    }
+  }
+
+  // The hostile peer's next message, the server progressing meanwhile.
+  std::optional<std::vector<uint8_t>> ReceiveFromServer() {
+    return peer_->Receive([this] { Progress(); });
+  }
+
+  // `qt` completes as a failure with EPROTO (the connection's error).
+  static void ExpectProtocolFailure(demi_qtoken_t qt) {
+    demi_qresult_t result = WaitResult(qt);
+    EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+    EXPECT_EQ(result.qr_ret, EPROTO) << std::strerror(result.qr_ret);
+  }
+
+  // A second, honest connection to the same listener carries a checked
+  // message each way.
+  void ExpectHonestConnectionWorks() {
+    int client = -1, server = -1;
+    ConnectTo(address_, listener_, &client, &server);
+    for (auto [from, to] : {std::pair{client, server}, {server, client}}) {
+      demi_qtoken_t push = PushMessage(from, 7, 3000, 2);
+      ASSERT_NE(push, 0);
+      demi_qtoken_t pop = 0;
+      ASSERT_EQ(demi_pop(&pop, to), 0);
+      demi_qresult_t popped = WaitResult(pop);
+      ASSERT_EQ(popped.qr_opcode, DEMI_OPC_POP);
+      EXPECT_EQ(CheckMessage(popped, 7, 3000, 2), 3000u);
+      CompletePush(push);
+    }
+    CloseQueues({client, server});
+  }
+
+  // The server's queue closes first: its disconnect request is what the
+  // peer's (synchronous) rdma_disconnect then answers at once.
+  void TearDown() override {
+    if (qd_ >= 0) {
+      EXPECT_EQ(demi_close(qd_), 0);
+    }
+    peer_.reset();
+    if (listener_ >= 0) {
+      EXPECT_EQ(demi_close(listener_), 0);
+    }
+  }
+
+  sockaddr_in address_{};
+  int listener_ = -1;
+  int qd_ = -1;
+  std::unique_ptr<HostilePeer> peer_;
+  demi_qtoken_t progress_pop_ = 0;
+  std::vector<demi_qresult_t> popped_;
+};
+
+TEST_F(HostilePeerTest, MalformedHeaderFailsOnlyItsConnection) {
+  ConnectHostile(8);
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, qd_), 0);
+  // A data message of another version.
+  std::vector<uint8_t> message = {0xee, 1, 0, 0, 1,   0,   0,   0,
+                                  4,    0, 0, 0, 'a', 'b', 'c', 'd'};
+  ASSERT_TRUE(peer_->Send(message));
+  ExpectProtocolFailure(pop);
+  ExpectHonestConnectionWorks();
+}
+
+TEST_F(HostilePeerTest, DoneForNoTransferFailsOnlyItsConnection) {
+  ConnectHostile(8);
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, qd_), 0);
+  ASSERT_TRUE(peer_->Send(Done(0x12340005)));
+  ExpectProtocolFailure(pop);
+  ExpectHonestConnectionWorks();
+}
+
+// Three rendezvous pushes to a peer that keeps the fewest receives: two
+// announcements go out, the third waits for a credit. A done for the third
+// (slot 2, with the id the old sequential scheme would have given it) is
+// for a transfer the peer has not been told of: the connection fails and
+// the push never completes as done.
+TEST_F(HostilePeerTest, DoneBeforeItsAnnouncementFailsTheConnection) {
+  ConnectHostile(3);
+  std::vector<demi_qtoken_t> pushes;
+  std::vector<demi_sgarray_t> arrays;
+  for (int i = 0; i < 3; ++i) {
+    arrays.push_back(demi_sgaalloc(64 << 10));
+    ASSERT_EQ(arrays.back().sga_numsegs, 1u);
+    demi_qtoken_t push = 0;
+    ASSERT_EQ(demi_push(&push, qd_, &arrays.back()), 0);
+    pushes.push_back(push);
+  }
+  for (int i = 0; i < 2; ++i) {
+    std::optional<std::vector<uint8_t>> announced = ReceiveFromServer();
+    ASSERT_TRUE(announced.has_value());
+    wire::MessageHeader header;
+    ASSERT_TRUE(
+        wire::DecodeHeader(announced->data(), announced->size(), &header).ok());
+    EXPECT_EQ(header.type, wire::MessageType::kRendezvous);
+    EXPECT_EQ(header.transfer_id & 0xffff, static_cast<uint32_t>(i));
+  }
+  ASSERT_TRUE(peer_->Send(Done(2 | (1u << 16))));
+  for (demi_qtoken_t push : pushes) ExpectProtocolFailure(push);
+  for (demi_sgarray_t& sga : arrays) EXPECT_EQ(demi_sgafree(&sga), 0);
+  ExpectHonestConnectionWorks();
+}
+
+// A done answered once completes its push; the same done again is a
+// replay: the connection fails, the other push with it.
+TEST_F(HostilePeerTest, ReplayedDoneFailsTheConnection) {
+  ConnectHostile(8);
+  std::vector<demi_qtoken_t> pushes;
+  std::vector<demi_sgarray_t> arrays;
+  std::vector<uint32_t> ids;
+  for (int i = 0; i < 2; ++i) {
+    arrays.push_back(demi_sgaalloc(64 << 10));
+    demi_qtoken_t push = 0;
+    ASSERT_EQ(demi_push(&push, qd_, &arrays.back()), 0);
+    pushes.push_back(push);
+    std::optional<std::vector<uint8_t>> announced = ReceiveFromServer();
+    ASSERT_TRUE(announced.has_value());
+    wire::MessageHeader header;
+    ASSERT_TRUE(
+        wire::DecodeHeader(announced->data(), announced->size(), &header).ok());
+    ASSERT_EQ(header.type, wire::MessageType::kRendezvous);
+    ids.push_back(header.transfer_id);
+  }
+  EXPECT_NE(ids[0] >> 16, 0u);  // a nonce, never 0
+  ASSERT_TRUE(peer_->Send(Done(ids[0])));
+  demi_qresult_t first = WaitResult(pushes[0]);
+  EXPECT_EQ(first.qr_opcode, DEMI_OPC_PUSH);
+  ASSERT_TRUE(peer_->Send(Done(ids[0])));
+  ExpectProtocolFailure(pushes[1]);
+  for (demi_sgarray_t& sga : arrays) EXPECT_EQ(demi_sgafree(&sga), 0);
+  ExpectHonestConnectionWorks();
+}
+
+}  // namespace
+}  // namespace demi::testing
