@@ -57,6 +57,7 @@ struct StreamSockets::Queue final : ReceiveBufferOwner {
   std::unique_ptr<rdma::RcConnection> connection;
   demi_qtoken_t connect_token = 0;
   int listener_qd = 0;                   // kAccepting: who accepted
+  int backlog = 0;                       // listener: demi_listen's
   Fifo<demi_qtoken_t> accept_tokens;     // listener: waiting accepts
   Fifo<int> accepted;                    // listener: ready, not handed out
   Fifo<demi_qtoken_t> pop_tokens;        // waiting pops
@@ -162,6 +163,7 @@ absl::Status StreamSockets::Listen(int qd, int backlog) {
   }
   DEMI_RETURN_IF_ERROR(queue->id->Listen(backlog));
   queue->state = Queue::State::kListening;
+  queue->backlog = backlog;
   return absl::OkStatus();
 }
 
@@ -632,7 +634,28 @@ void StreamSockets::Adopt(Queue& queue,
   queue.connection = std::move(connection);
 }
 
+uint32_t StreamSockets::Unaccepted(const Queue& listener) const {
+  uint32_t count = 0;
+  queues_.ForEach([&count, &listener](int, const Queue& queue) {
+    count += queue.state == Queue::State::kAccepting &&
+             queue.listener_qd == listener.qd;
+  });
+  for (size_t i = 0; i < listener.accepted.size(); ++i) {
+    count += queues_.Find(listener.accepted[i]) != nullptr;
+  }
+  return count;
+}
+
 void StreamSockets::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
+  // The backlog bounds what requests cost before the application accepts
+  // them (each connection built is a queue pair, completion queue entries
+  // and pinned receive buffers): beyond it, refused with nothing built.
+  if (Unaccepted(listener) >= static_cast<uint32_t>(listener.backlog)) {
+    DEMI_LOG(kInfo, "refused a connection: backlog of ", listener.backlog,
+             " full");
+    rdma::CmId::RejectRequest(std::move(event));
+    return;
+  }
   const rdma::RcConnectionOptions options =
       ConnectionOptions(event.id()->verbs);
   rdma_cm_id* id = event.id();

@@ -96,6 +96,10 @@ class StreamSockets final : public Sockets {
   void Adopt(Queue& queue, std::unique_ptr<rdma::RcConnection> connection);
   void HandleEvent(rdma::CmEvent event);
   void HandleConnectRequest(rdma::CmEvent event, Queue& listener);
+  // Connections of `listener` built and not yet handed to the application
+  // (accepting, or established and waiting for a demi_accept): at most its
+  // backlog. O(queues): only connection requests ask.
+  uint32_t Unaccepted(const Queue& listener) const;
   void HandleEstablished(const rdma::CmEvent& event, Queue& queue);
   void FailConnection(Queue& queue, int errnum);
   void CompletePop(Queue& queue, demi_qtoken_t qt,

@@ -12,6 +12,7 @@
 #include <rdma/rdma_cma.h>
 #include <rdma/rdma_verbs.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -97,12 +98,13 @@ class HostilePeer {
       *error = std::string("rdma_connect: ") + std::strerror(errno);
       return nullptr;
     }
+    peer->connected_ = true;
     return peer;
   }
 
   ~HostilePeer() {
     if (id_ == nullptr) return;
-    (void)rdma_disconnect(id_);
+    if (connected_) (void)rdma_disconnect(id_);
     if (send_mr_ != nullptr) (void)rdma_dereg_mr(send_mr_);
     if (receive_mr_ != nullptr) (void)rdma_dereg_mr(receive_mr_);
     rdma_destroy_ep(id_);
@@ -162,6 +164,7 @@ class HostilePeer {
   }
 
   rdma_cm_id* id_ = nullptr;
+  bool connected_ = false;
   ibv_mr* receive_mr_ = nullptr;
   ibv_mr* send_mr_ = nullptr;
   std::vector<uint8_t> receive_;
@@ -202,19 +205,32 @@ class HostilePeerTest : public ::testing::Test {
     qd_ = accepted.qr_value.ares.qd;
   }
 
-  // Lets the server's library make progress for about a millisecond (it
-  // posts queued sends only in a wait): a wait on a pop of the hostile
-  // connection, kept posted; what it pops is kept.
+  // An accept that never completes, on a listener of its own: something to
+  // wait on while the hostile peer works (the library progresses, sends
+  // what it queued and answers rdma_cm, only in waits).
+  void SetUp() override {
+    idle_listener_ = ListenOnTestAddress(&idle_address_);
+    ASSERT_EQ(demi_accept(&idle_accept_, idle_listener_), 0);
+  }
+
+  // Lets the server's library make progress for about a millisecond.
   void Progress() {
-    if (progress_pop_ == 0) {
-      ASSERT_EQ(demi_pop(&progress_pop_, qd_), 0);
-    }
     const timespec millisecond = {0, 1000000};
-    demi_qresult_t result{};
-    if (demi_wait(&result, progress_pop_, &millisecond) == 0) {
-      progress_pop_ = 0;
-      popped_.push_back(result);
-    }
+    demi_qresult_t ignored{};
+    (void)demi_wait(&ignored, idle_accept_, &millisecond);
+  }
+
+  // Runs `work` (something of the hostile peer's that needs the server to
+  // answer: connecting, disconnecting) on a thread of its own while this
+  // one lets the server progress.
+  void WhileProgressing(const std::function<void()>& work) {
+    std::atomic<bool> done{false};
+    std::thread worker([&] {
+      work();
+      done = true;
+    });
+    while (!done) Progress();
+    worker.join();
   }
 
   // The hostile peer's next message, the server progressing meanwhile.
@@ -247,13 +263,14 @@ class HostilePeerTest : public ::testing::Test {
     CloseQueues({client, server});
   }
 
-  // The server's queue closes first: its disconnect request is what the
-  // peer's (synchronous) rdma_disconnect then answers at once.
+  // The peer's (synchronous) rdma_disconnect waits for the server's
+  // answer, so the server progresses meanwhile.
   void TearDown() override {
     if (qd_ >= 0) {
       EXPECT_EQ(demi_close(qd_), 0);
     }
-    peer_.reset();
+    WhileProgressing([this] { peer_.reset(); });
+    EXPECT_EQ(demi_close(idle_listener_), 0);
     if (listener_ >= 0) {
       EXPECT_EQ(demi_close(listener_), 0);
     }
@@ -263,8 +280,9 @@ class HostilePeerTest : public ::testing::Test {
   int listener_ = -1;
   int qd_ = -1;
   std::unique_ptr<HostilePeer> peer_;
-  demi_qtoken_t progress_pop_ = 0;
-  std::vector<demi_qresult_t> popped_;
+  sockaddr_in idle_address_{};
+  int idle_listener_ = -1;
+  demi_qtoken_t idle_accept_ = 0;
 };
 
 TEST_F(HostilePeerTest, MalformedHeaderFailsOnlyItsConnection) {
@@ -346,6 +364,54 @@ TEST_F(HostilePeerTest, ReplayedDoneFailsTheConnection) {
   ASSERT_TRUE(peer_->Send(Done(ids[0])));
   ExpectProtocolFailure(pushes[1]);
   for (demi_sgarray_t& sga : arrays) EXPECT_EQ(demi_sgafree(&sga), 0);
+  ExpectHonestConnectionWorks();
+}
+
+// Five connection requests to a listener with a backlog of 2 that does not
+// accept: two are built and connect, three are refused (nothing built for
+// them); once the application accepts, there is room again.
+TEST_F(HostilePeerTest, RequestsPastTheBacklogAreRefused) {
+  listener_ = ListenOnTestAddress(&address_, /*backlog=*/2);
+  std::vector<std::unique_ptr<HostilePeer>> peers;
+  std::vector<std::string> refusals;
+  WhileProgressing([&] {
+    for (int i = 0; i < 5; ++i) {
+      std::string error;
+      std::unique_ptr<HostilePeer> peer =
+          HostilePeer::Connect(address_, 8, &error);
+      if (peer != nullptr) {
+        peers.push_back(std::move(peer));
+      } else {
+        refusals.push_back(error);
+      }
+    }
+  });
+  EXPECT_EQ(peers.size(), 2u);
+  ASSERT_EQ(refusals.size(), 3u);
+  for (const std::string& refusal : refusals) {
+    EXPECT_NE(refusal.find(std::strerror(ECONNREFUSED)), std::string::npos)
+        << refusal;
+  }
+
+  // The application takes the two; a new request is built again.
+  std::vector<int> accepted;
+  for (int i = 0; i < 2; ++i) {
+    demi_qtoken_t accept = 0;
+    ASSERT_EQ(demi_accept(&accept, listener_), 0);
+    demi_qresult_t result = WaitResult(accept);
+    ASSERT_EQ(result.qr_opcode, DEMI_OPC_ACCEPT);
+    accepted.push_back(result.qr_value.ares.qd);
+  }
+  std::string error;
+  WhileProgressing([&] { peer_ = HostilePeer::Connect(address_, 8, &error); });
+  ASSERT_NE(peer_, nullptr) << error;
+  demi_qtoken_t accept = 0;
+  ASSERT_EQ(demi_accept(&accept, listener_), 0);
+  demi_qresult_t result = WaitResult(accept);
+  ASSERT_EQ(result.qr_opcode, DEMI_OPC_ACCEPT);
+  qd_ = result.qr_value.ares.qd;
+  for (int qd : accepted) EXPECT_EQ(demi_close(qd), 0);
+  WhileProgressing([&] { peers.clear(); });
   ExpectHonestConnectionWorks();
 }
 

@@ -31,7 +31,7 @@ demi_qresult_t WaitResult(demi_qtoken_t qt) {
   return result;
 }
 
-int ListenOnTestAddress(sockaddr_in* address) {
+int ListenOnTestAddress(sockaddr_in* address, int backlog) {
   absl::StatusOr<sockaddr_in> base = RdmaTestAddress(0);
   EXPECT_TRUE(base.ok()) << base.status();
   int qd = -1;
@@ -45,7 +45,7 @@ int ListenOnTestAddress(sockaddr_in* address) {
   address->sin_port = htons(next_port.fetch_add(1));
   EXPECT_EQ(
       demi_bind(qd, reinterpret_cast<sockaddr*>(address), sizeof(*address)), 0);
-  EXPECT_EQ(demi_listen(qd, 128), 0);
+  EXPECT_EQ(demi_listen(qd, backlog), 0);
   return qd;
 }
 

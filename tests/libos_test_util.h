@@ -20,7 +20,7 @@ inline constexpr timespec kTenSeconds = {10, 0};
 demi_qresult_t WaitResult(demi_qtoken_t qt);
 
 // A listening socket on the test address with a port of its own.
-int ListenOnTestAddress(sockaddr_in* address);
+int ListenOnTestAddress(sockaddr_in* address, int backlog = 128);
 
 // Connects a client to a new listener: {client, server, listener} qds.
 void ConnectPair(int* client, int* server, int* listener);
