@@ -103,25 +103,21 @@ LibOSOptions OptionsFromEnvironment() {
       coalesce != nullptr) {
     options.connection.coalesce_sends = std::string_view(coalesce) != "0";
   }
-  if (const char* ttl = getenv("DEMI_DGRAM_ROUTE_TTL_MS"); ttl != nullptr) {
+  // A count of milliseconds; anything else is ignored with a warning.
+  auto milliseconds = [](const char* name, absl::Duration* out) {
+    const char* text = getenv(name);
+    if (text == nullptr) return;
     uint64_t ms;
-    if (absl::SimpleAtoi(ttl, &ms)) {
-      options.datagram_route_ttl = absl::Milliseconds(ms);
+    if (absl::SimpleAtoi(text, &ms)) {
+      *out = absl::Milliseconds(ms);
     } else {
-      DEMI_LOG(kWarning, "ignoring DEMI_DGRAM_ROUTE_TTL_MS=", ttl,
+      DEMI_LOG(kWarning, "ignoring ", name, "=", text,
                " (not a count of milliseconds)");
     }
-  }
-  if (const char* keepalive = getenv("DEMI_KEEPALIVE_MS");
-      keepalive != nullptr) {
-    uint64_t ms;
-    if (absl::SimpleAtoi(keepalive, &ms)) {
-      options.keepalive = absl::Milliseconds(ms);
-    } else {
-      DEMI_LOG(kWarning, "ignoring DEMI_KEEPALIVE_MS=", keepalive,
-               " (not a count of milliseconds)");
-    }
-  }
+  };
+  milliseconds("DEMI_DGRAM_ROUTE_TTL_MS", &options.datagram_route_ttl);
+  milliseconds("DEMI_KEEPALIVE_MS", &options.keepalive);
+  milliseconds("DEMI_CLOSE_TIMEOUT_MS", &options.close_timeout);
   // A small count in [0, most]; anything else is ignored with a warning.
   auto small = [](const char* name, uint32_t most, uint8_t* out) {
     const char* text = getenv(name);

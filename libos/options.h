@@ -44,6 +44,13 @@ struct LibOSOptions {
   // interval plus the retry budget, even when only a pop is pending. Zero:
   // never (an idle connection to a vanished peer then waits forever).
   absl::Duration keepalive = absl::Seconds(5);
+  // A closed connection (demi_close) is kept until what it sent is done:
+  // acknowledged, and rendezvous messages read by the peer (their done
+  // received). One still busy this long after its close is reset: its
+  // pushes fail (ECANCELED), their memory and records are released, and
+  // the peer's reads of it fail. So a peer that never reads or never
+  // answers holds nothing forever. DEMI_CLOSE_TIMEOUT_MS.
+  absl::Duration close_timeout = absl::Seconds(60);
   // How long a wait polls before it sleeps (LibOS::WaitLoop): zero sleeps
   // after the first round that finds nothing; InfiniteDuration() never
   // sleeps (spins for as long as it waits). DEMI_SPIN_US.

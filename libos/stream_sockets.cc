@@ -65,6 +65,7 @@ struct StreamSockets::Queue final : ReceiveBufferOwner {
   bool end_of_stream = false;
   bool closed = false;     // demi_close was called; kept only to finish sends
   uint64_t linger_id = 0;  // a lingering close waits for this queue
+  absl::Time closed_at;    // when demi_close retired it
   int error = 0;           // errno once failed
   ReceiveHandle* handles = nullptr;  // one per receive buffer (handles_)
   uint32_t held = 0;  // messages lent out by pops, not yet returned
@@ -412,8 +413,23 @@ absl::Status StreamSockets::Close(int qd, Linger* linger) {
       connection.FailAll(ECANCELED, *queue->sink);
     }
   }
+  queue->closed_at = absl::Now();
   Retire(std::move(queue));
   return absl::OkStatus();
+}
+
+void StreamSockets::ExpireRetired(absl::Time now) {
+  for (const std::unique_ptr<Queue>& queue : retired_) {
+    if (queue->connection == nullptr || queue->error != 0 ||
+        queue->connection->idle() ||
+        now - queue->closed_at < ctx_.options.close_timeout) {
+      continue;
+    }
+    DEMI_LOG(kInfo, "closed connection still busy after ",
+             absl::FormatDuration(ctx_.options.close_timeout), ": reset");
+    FailConnection(*queue, ECANCELED);
+  }
+  ReapIfAny();
 }
 
 StreamSockets::Queue* StreamSockets::LingeringQueue(uint64_t id) const {
@@ -526,7 +542,7 @@ void StreamSockets::AddProgress() {
     while (std::optional<rdma::CmEvent> event = channel_.TryNext()) {
       HandleEvent(std::move(*event));
     }
-    ReapIfAny();
+    if (!retired_.empty()) ExpireRetired(absl::Now());
     KeepAliveIfDue();
   });
 }

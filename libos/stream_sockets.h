@@ -112,6 +112,10 @@ class StreamSockets final : public Sockets {
     if (!retired_.empty()) ReapRetired();
   }
   void ReapRetired();
+  // Resets the retired queues still busy LibOSOptions::close_timeout after
+  // their close (a peer that never reads or answers), then reaps. Checked
+  // with the rdma_cm channel, while any queue is retired.
+  void ExpireRetired(absl::Time now);
   // The retired queue of a lingering close, or null.
   Queue* LingeringQueue(uint64_t id) const;
   // Every LibOSOptions::keepalive (checked with the rdma_cm channel, every

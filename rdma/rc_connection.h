@@ -354,8 +354,11 @@ class RcConnection final : private CompletionHandler {
   // for the end of stream, so a close can always end a stream whose sends
   // fill it.
   bool DataFifoFull() const { return queued_count_ + 1 >= send_queue_depth_; }
-  // No send posted and none queued.
-  bool idle() const { return posted_count_ == 0 && queued_count_ == 0; }
+  // No send posted, none queued, and no rendezvous send awaiting the peer's
+  // done (the peer may still read its memory): nothing of ours in flight.
+  bool idle() const {
+    return posted_count_ == 0 && queued_count_ == 0 && outbound_in_use_ == 0;
+  }
 
   CmId& id() { return *id_; }
   ibv_pd* pd() const { return pd_; }

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -187,7 +188,12 @@ std::vector<uint8_t> Done(uint32_t transfer_id) {
 
 class HostilePeerTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { ASSERT_EQ(demi_init(nullptr), 0); }
+  // Closed connections whose peer never answers are reset after 1 s
+  // (ClosedConnectionWhosePeerNeverAnswersIsReset).
+  static void SetUpTestSuite() {
+    ASSERT_EQ(setenv("DEMI_CLOSE_TIMEOUT_MS", "1000", 1), 0);
+    ASSERT_EQ(demi_init(nullptr), 0);
+  }
 
   // A listener, a hostile peer connected to it keeping `receives` receive
   // buffers posted, and the server's queue for it.
@@ -364,6 +370,33 @@ TEST_F(HostilePeerTest, ReplayedDoneFailsTheConnection) {
   ASSERT_TRUE(peer_->Send(Done(ids[0])));
   ExpectProtocolFailure(pushes[1]);
   for (demi_sgarray_t& sga : arrays) EXPECT_EQ(demi_sgafree(&sga), 0);
+  ExpectHonestConnectionWorks();
+}
+
+// A rendezvous push the peer never reads nor answers, then demi_close: the
+// closed connection is kept for its push only until DEMI_CLOSE_TIMEOUT_MS
+// (1 s here), then reset: the push fails (ECANCELED) and its memory is the
+// application's again.
+TEST_F(HostilePeerTest, ClosedConnectionWhosePeerNeverAnswersIsReset) {
+  ConnectHostile(8);
+  demi_sgarray_t sga = demi_sgaalloc(64 << 10);
+  ASSERT_EQ(sga.sga_numsegs, 1u);
+  demi_qtoken_t push = 0;
+  ASSERT_EQ(demi_push(&push, qd_, &sga), 0);
+  std::optional<std::vector<uint8_t>> announced = ReceiveFromServer();
+  ASSERT_TRUE(announced.has_value());
+  const auto closed = std::chrono::steady_clock::now();
+  ASSERT_EQ(demi_close(qd_), 0);
+  qd_ = -1;
+  demi_qresult_t result = WaitResult(push);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+  EXPECT_EQ(result.qr_ret, ECANCELED) << std::strerror(result.qr_ret);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - closed)
+          .count();
+  EXPECT_GE(waited, 0.9);
+  EXPECT_LT(waited, 5.0);
+  EXPECT_EQ(demi_sgafree(&sga), 0);
   ExpectHonestConnectionWorks();
 }
 
