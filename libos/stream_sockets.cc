@@ -65,7 +65,7 @@ struct StreamSockets::Queue final : ReceiveBufferOwner {
   bool end_of_stream = false;
   bool closed = false;     // demi_close was called; kept only to finish sends
   uint64_t linger_id = 0;  // a lingering close waits for this queue
-  absl::Time closed_at;    // when demi_close retired it
+  absl::Time retired_at;   // when it was closed (or refused) and retired
   int error = 0;           // errno once failed
   ReceiveHandle* handles = nullptr;  // one per receive buffer (handles_)
   uint32_t held = 0;  // messages lent out by pops, not yet returned
@@ -413,7 +413,6 @@ absl::Status StreamSockets::Close(int qd, Linger* linger) {
       connection.FailAll(ECANCELED, *queue->sink);
     }
   }
-  queue->closed_at = absl::Now();
   Retire(std::move(queue));
   return absl::OkStatus();
 }
@@ -422,7 +421,7 @@ void StreamSockets::ExpireRetired(absl::Time now) {
   for (const std::unique_ptr<Queue>& queue : retired_) {
     if (queue->connection == nullptr || queue->error != 0 ||
         queue->connection->idle() ||
-        now - queue->closed_at < ctx_.options.close_timeout) {
+        now - queue->retired_at < ctx_.options.close_timeout) {
       continue;
     }
     DEMI_LOG(kInfo, "closed connection still busy after ",
@@ -475,6 +474,7 @@ void StreamSockets::CancelPending(Queue& queue, int errnum) {
 }
 
 void StreamSockets::Retire(std::unique_ptr<Queue> queue) {
+  queue->retired_at = absl::Now();
   retired_.push_back(std::move(queue));
   ReapIfAny();
 }

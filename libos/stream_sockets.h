@@ -113,7 +113,7 @@ class StreamSockets final : public Sockets {
   }
   void ReapRetired();
   // Resets the retired queues still busy LibOSOptions::close_timeout after
-  // their close (a peer that never reads or answers), then reaps. Checked
+  // they were retired (a peer that never reads or answers), then reaps. Checked
   // with the rdma_cm channel, while any queue is retired.
   void ExpireRetired(absl::Time now);
   // The retired queue of a lingering close, or null.
