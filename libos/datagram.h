@@ -82,9 +82,12 @@ struct DatagramQueue final : ReceiveBufferOwner {
   int qd = 0;
   std::unique_ptr<rdma::UdEndpoint> endpoint;  // null until demi_bind
   std::optional<sockaddr_in> default_peer;     // set by demi_connect
-  Fifo<demi_qtoken_t> pop_tokens;              // waiting pops
-  ArrivedDatagrams datagrams;                  // arrived, not popped
-  ReceiveHandle* handles = nullptr;            // one per receive buffer
+  // The default peer's queue pair once a datagram from it was checked
+  // against its resolved route (0: not yet); see QueueSink::FromPeer.
+  uint32_t default_peer_qp = 0;
+  Fifo<demi_qtoken_t> pop_tokens;    // waiting pops
+  ArrivedDatagrams datagrams;        // arrived, not popped
+  ReceiveHandle* handles = nullptr;  // one per receive buffer
   uint32_t held = 0;    // buffers lent out by pops, not yet returned
   bool closed = false;  // demi_close was called; kept to finish sends
   // The route of the last destination looked up (a one-entry cache in front
@@ -120,11 +123,12 @@ struct DatagramRoute {
 
 // Counters behind demi_dgram_stats (see <demi/stats.h>).
 struct DatagramStats {
-  uint64_t sent = 0;                   // pushes the device sent
-  uint64_t send_failed = 0;            // pushes that completed FAILED
-  uint64_t received = 0;               // datagrams received
-  uint64_t malformed = 0;              // datagrams dropped: bad header
-  uint64_t filtered = 0;               // dropped: not from the connected peer
+  uint64_t sent = 0;         // pushes the device sent
+  uint64_t send_failed = 0;  // pushes that completed FAILED
+  uint64_t received = 0;     // datagrams received
+  uint64_t malformed = 0;    // datagrams dropped: bad header
+  uint64_t filtered = 0;     // dropped: not from the connected peer
+  uint64_t forged = 0;  // dropped: header names another source than the GRH
   uint64_t receive_queue_empty = 0;    // times a socket had no receive posted
   uint64_t device_dropped = 0;         // the device's own drop counter
   bool device_drops_reported = false;  // whether device_dropped is known

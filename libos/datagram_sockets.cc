@@ -66,8 +66,8 @@ class DatagramSockets::QueueSink final : public rdma::DatagramSink {
   void OnDatagram(const rdma::ReceivedDatagram& datagram) override
       ABSL_NO_THREAD_SAFETY_ANALYSIS {
     ++sockets_.counters_.received;
-    const bool unwanted = queue_.default_peer.has_value() &&
-                          !SameAddress(*queue_.default_peer, datagram.source);
+    const bool unwanted =
+        queue_.default_peer.has_value() && !FromPeer(datagram);
     if (queue_.closed || unwanted) {
       if (unwanted) ++sockets_.counters_.filtered;
       (void)queue_.endpoint->Release(datagram.buffer_index);
@@ -88,6 +88,28 @@ class DatagramSockets::QueueSink final : public rdma::DatagramSink {
   }
 
  private:
+  // Whether a datagram to a connected socket comes from its peer: the
+  // address (its IPv4 part checked against the packet's GRH by the
+  // endpoint) and, once the peer's route is resolved, the sending queue
+  // pair: another socket of the peer's host cannot pass as the peer by
+  // writing its port into the header. One comparison per datagram; the
+  // route is looked up only for a queue pair not yet seen.
+  bool FromPeer(const rdma::ReceivedDatagram& datagram)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (!SameAddress(*queue_.default_peer, datagram.source)) return false;
+    if (datagram.source_qp == queue_.default_peer_qp) return true;
+    const sockaddr_in& local = queue_.endpoint->local_address();
+    auto route = sockets_.routes_.find(
+        DatagramRouteKey{local.sin_addr.s_addr, datagram.source.sin_addr.s_addr,
+                         datagram.source.sin_port});
+    if (route == sockets_.routes_.end() || !route->second->peer.has_value()) {
+      return true;  // not resolved (yet): the address is all there is
+    }
+    if (route->second->peer->qp_num != datagram.source_qp) return false;
+    queue_.default_peer_qp = datagram.source_qp;
+    return true;
+  }
+
   DatagramSockets& sockets_;
   DatagramQueue& queue_;
 };
@@ -162,6 +184,7 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Connect(int qd,
   DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
                         ctx_.tokens.Allocate(queue.qd, DEMI_OPC_CONNECT));
   queue.default_peer = peer;
+  queue.default_peer_qp = 0;
   const sockaddr_in& local = queue.endpoint->local_address();
   const DatagramRouteKey key{local.sin_addr.s_addr, peer.sin_addr.s_addr,
                              peer.sin_port};
@@ -680,6 +703,7 @@ void DatagramSockets::ReapRetired() {
     }
     if (queue.endpoint != nullptr) {
       counters_.malformed += queue.endpoint->malformed();
+      counters_.forged += queue.endpoint->forged();
       counters_.receive_queue_empty += queue.endpoint->receive_queue_empty();
     }
     ctx_.handles.Remove(queue.handles);
@@ -743,6 +767,7 @@ DatagramStats DatagramSockets::Statistics() const {
     if (queue.endpoint == nullptr) return;
     const rdma::UdEndpoint& endpoint = *queue.endpoint;
     stats.malformed += endpoint.malformed();
+    stats.forged += endpoint.forged();
     stats.receive_queue_empty += endpoint.receive_queue_empty();
     if (stats.max_payload == 0 || endpoint.max_payload() < stats.max_payload) {
       stats.max_payload = endpoint.max_payload();

@@ -286,6 +286,7 @@ int demi_dgram_stats(demi_dgram_stats_t* stats) {
   stats->route_refreshes = counters.route_refreshes;
   stats->route_changes = counters.route_changes;
   stats->route_drops = counters.route_drops;
+  stats->forged = counters.forged;
   return 0;
 }
 

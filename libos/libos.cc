@@ -86,6 +86,7 @@ void AddDatagramStats(const DatagramStats& from, DatagramStats* to) {
   to->received += from.received;
   to->malformed += from.malformed;
   to->filtered += from.filtered;
+  to->forged += from.forged;
   to->receive_queue_empty += from.receive_queue_empty;
   if (from.device_drops_reported) {
     to->device_drops_reported = true;

@@ -10,6 +10,17 @@
 namespace demi::rdma::datagram_wire {
 namespace {
 
+// The IPv4 header checksum: the ones' complement sum of its ten 16-bit
+// words, checksum included, is all ones.
+bool Ipv4HeaderChecksumHolds(const uint8_t header[20]) {
+  uint32_t sum = 0;
+  for (int i = 0; i < 20; i += 2) {
+    sum += static_cast<uint32_t>(header[i]) << 8 | header[i + 1];
+  }
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+  return sum == 0xffff;
+}
+
 // Layout of the fixed part (12 bytes):
 //   0: version  1: type  2: num_segments  3: reserved (0)
 //   4-7: source IPv4 (network order)  8-9: source port  10-11: reserved (0)
@@ -70,6 +81,34 @@ absl::StatusOr<DatagramHeader> DecodeHeader(const uint8_t* datagram,
                                       length - header_size));
   }
   return header;
+}
+
+std::optional<uint32_t> SourceIpv4FromNetworkHeader(
+    const uint8_t network_header[kGrhSize]) {
+  if (network_header == nullptr) return std::nullopt;
+  // RoCE v2 over IPv4 leaves bytes 0-19 undefined and the IPv4 header (20
+  // bytes: version 4, header length 5 words) in bytes 20-39; a GRH starts
+  // with IP version 6. Bytes 20-39 of a GRH (the end of the source GID, the
+  // destination GID) can look like an IPv4 header by chance, so when byte 0
+  // says 6 the IPv4 reading is taken only if its header checksum holds.
+  const uint8_t* ip = network_header + 20;
+  const bool ipv4_shaped = ip[0] == 0x45;
+  const bool grh_shaped = (network_header[0] >> 4) == 6;
+  uint32_t ipv4 = 0;
+  if (ipv4_shaped && (!grh_shaped || Ipv4HeaderChecksumHolds(ip))) {
+    std::memcpy(&ipv4, ip + 12, sizeof(ipv4));  // the source address
+    return ipv4;
+  }
+  // A GRH: the source GID in bytes 8-23 names an IPv4 address only in its
+  // IPv4-mapped form (::ffff:a.b.c.d).
+  static constexpr uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0,    0,
+                                                0, 0, 0, 0, 0xff, 0xff};
+  if (grh_shaped && std::memcmp(network_header + 8, kMappedPrefix,
+                                sizeof(kMappedPrefix)) == 0) {
+    std::memcpy(&ipv4, network_header + 20, sizeof(ipv4));
+    return ipv4;
+  }
+  return std::nullopt;
 }
 
 }  // namespace demi::rdma::datagram_wire

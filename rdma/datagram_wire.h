@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 #include "absl/status/statusor.h"
 
@@ -66,6 +67,16 @@ size_t EncodeHeader(const DatagramHeader& header, uint8_t out[kMaxHeaderSize]);
 // segments, lengths that do not add up.
 absl::StatusOr<DatagramHeader> DecodeHeader(const uint8_t* datagram,
                                             size_t length);
+
+// The sender's IPv4 address (network order) from the network header a UD
+// receive leaves in the first kGrhSize bytes of its buffer (when the
+// completion has IBV_WC_GRH): what the packet really came from, whatever its
+// datagram header claims. RoCE v2 over IPv4 leaves the IPv4 header in the
+// last 20 bytes (version 4 in byte 20); a GRH (RoCE v1, IPv6) carries the
+// source GID in bytes 8-23, IPv4-mapped (::ffff:a.b.c.d) for an IPv4
+// address. Nullopt for anything else (no IPv4 source to compare with).
+std::optional<uint32_t> SourceIpv4FromNetworkHeader(
+    const uint8_t network_header[kGrhSize]);
 
 }  // namespace demi::rdma::datagram_wire
 

@@ -110,5 +110,57 @@ TEST(DatagramWireTest, MalformedIsEPROTO) {
   EXPECT_EQ(DecodeErrno(wrapped), EPROTO);
 }
 
+// An IPv4 header as RoCE v2 leaves it in bytes 20-39 (checksum filled in).
+void PutIpv4Header(uint8_t* at, const char* source, const char* destination) {
+  uint8_t header[20] = {0x45, 0, 0, 108, 0, 0, 0x40, 0, 64, 17};
+  const uint32_t s = inet_addr(source), d = inet_addr(destination);
+  std::memcpy(header + 12, &s, 4);
+  std::memcpy(header + 16, &d, 4);
+  uint32_t sum = 0;
+  for (int i = 0; i < 20; i += 2) sum += header[i] << 8 | header[i + 1];
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+  header[10] = static_cast<uint8_t>(~sum >> 8);
+  header[11] = static_cast<uint8_t>(~sum);
+  std::memcpy(at, header, sizeof(header));
+}
+
+TEST(DatagramWireTest, SourceOfRoceV2Ipv4IsTheIpHeaders) {
+  uint8_t network[kGrhSize] = {};
+  PutIpv4Header(network + 20, "10.77.0.2", "10.77.0.1");
+  EXPECT_EQ(SourceIpv4FromNetworkHeader(network), inet_addr("10.77.0.2"));
+  // Whatever the undefined first 20 bytes hold, short of a GRH's version.
+  std::memset(network, 0xa5, 20);
+  EXPECT_EQ(SourceIpv4FromNetworkHeader(network), inet_addr("10.77.0.2"));
+}
+
+TEST(DatagramWireTest, SourceOfAGrhIsItsIpv4MappedGid) {
+  uint8_t network[kGrhSize] = {0x60};
+  const uint8_t mapped[16] = {0, 0, 0,    0,    0,  0,  0, 0,
+                              0, 0, 0xff, 0xff, 10, 77, 0, 3};
+  std::memcpy(network + 8, mapped, sizeof(mapped));
+  std::memcpy(network + 24, mapped, sizeof(mapped));
+  EXPECT_EQ(SourceIpv4FromNetworkHeader(network), inet_addr("10.77.0.3"));
+  // A source GID that names no IPv4 address (link-local IPv6).
+  network[8] = 0xfe;
+  network[9] = 0x80;
+  EXPECT_EQ(SourceIpv4FromNetworkHeader(network), std::nullopt);
+}
+
+TEST(DatagramWireTest, AGrhThatLooksLikeIpv4ByChanceIsReadAsAGrh) {
+  // A mapped source 69.0.0.7 puts 0x45 in byte 20, an IPv4 header's first
+  // byte; without a valid checksum it stays a GRH.
+  uint8_t network[kGrhSize] = {0x60};
+  const uint8_t mapped[16] = {0, 0, 0,    0,    0,  0, 0, 0,
+                              0, 0, 0xff, 0xff, 69, 0, 0, 7};
+  std::memcpy(network + 8, mapped, sizeof(mapped));
+  EXPECT_EQ(SourceIpv4FromNetworkHeader(network), inet_addr("69.0.0.7"));
+}
+
+TEST(DatagramWireTest, NoNetworkHeaderHasNoSource) {
+  uint8_t network[kGrhSize] = {};
+  EXPECT_EQ(SourceIpv4FromNetworkHeader(network), std::nullopt);
+  EXPECT_EQ(SourceIpv4FromNetworkHeader(nullptr), std::nullopt);
+}
+
 }  // namespace
 }  // namespace demi::rdma::datagram_wire

@@ -328,19 +328,30 @@ void UdEndpoint::HandleReceiveCompletion(const ibv_wc& wc, DatagramSink& sink) {
       wc.byte_len < dw::kGrhSize
           ? ErrnoError(EPROTO, "datagram shorter than the GRH")
           : dw::DecodeHeader(buffer + dw::kGrhSize, wc.byte_len - dw::kGrhSize);
-  if (!header.ok()) {
-    // Not ours to trust, but not a reason to fail: drop it, count it.
-    ++malformed_;
-    DEMI_LOG(kDebug, "dropped a datagram: ", header.status().message());
+  // Not ours to trust, but not a reason to fail: dropped, counted, the
+  // buffer posted again.
+  auto drop = [&](uint64_t& counter, absl::string_view why) {
+    ++counter;
+    DEMI_LOG(kDebug, "dropped a datagram: ", why);
     absl::Status reposted = PostReceive(index);
     if (!reposted.ok()) Fail(reposted);
-    return;
+  };
+  if (!header.ok()) return drop(malformed_, header.status().message());
+  // The source address is the packet's, not the header's word for it. (A
+  // packet without a network header, possible on InfiniBand within one
+  // subnet, has no IPv4 source to check against.)
+  const std::optional<uint32_t> wire_source =
+      (wc.wc_flags & IBV_WC_GRH) != 0 ? dw::SourceIpv4FromNetworkHeader(buffer)
+                                      : std::nullopt;
+  if (wire_source.has_value() && *wire_source != header->source_ipv4) {
+    return drop(forged_, "its header names another source than its packet");
   }
   ReceivedDatagram datagram;
   datagram.buffer_index = index;
   datagram.source.sin_family = AF_INET;
   datagram.source.sin_addr.s_addr = header->source_ipv4;
   datagram.source.sin_port = htons(header->source_port);
+  datagram.source_qp = wc.src_qp;
   datagram.num_segments = header->num_segments;
   const uint8_t* data =
       buffer + dw::kGrhSize + dw::HeaderSize(header->num_segments);

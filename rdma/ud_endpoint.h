@@ -24,7 +24,8 @@
 // when every receive buffer is held by the consumer is dropped by the device
 // (the sender's send still succeeds); receive_queue_empty() counts the times
 // the receive queue ran dry, and DeviceDroppedDatagrams() reads the device's
-// own drop counter where it has one. A malformed datagram is dropped and
+// own drop counter where it has one. A malformed datagram, or one whose
+// header names another sender than its network header (GRH), is dropped and
 // counted; it never fails the endpoint.
 //
 // Receiving. Poll() reports each datagram as a ReceivedDatagram pointing into
@@ -96,7 +97,12 @@ struct UdDestination {
 // and the bytes unchanged, until Release(buffer_index).
 struct ReceivedDatagram {
   uint32_t buffer_index = 0;
-  sockaddr_in source{};  // the sender's bound address, from the header
+  // The sender's bound address: its IPv4 address is the one the packet's
+  // network header gives (a datagram whose header claims another is
+  // dropped: forged()), its port the one the header gives (the wire has no
+  // ports; see datagram_wire.md).
+  sockaddr_in source{};
+  uint32_t source_qp = 0;  // the sender's queue pair (from the completion)
   uint32_t num_segments = 0;
   const uint8_t* segment_data[datagram_wire::kMaxSegments] = {};
   uint32_t segment_lengths[datagram_wire::kMaxSegments] = {};
@@ -184,6 +190,9 @@ class UdEndpoint {
   uint32_t posted_sends() const { return posted_count_; }
   uint32_t send_queue_depth() const { return options_.send_queue_depth; }
   uint64_t malformed() const { return malformed_; }
+  // Datagrams dropped because their header named another source address
+  // than the packet's network header.
+  uint64_t forged() const { return forged_; }
   uint64_t receive_queue_empty() const { return receive_queue_empty_; }
 
  private:
@@ -233,6 +242,7 @@ class UdEndpoint {
   std::vector<ibv_recv_wr> release_wrs_;
   std::vector<ibv_sge> release_sges_;
   uint64_t malformed_ = 0;
+  uint64_t forged_ = 0;
   uint64_t receive_queue_empty_ = 0;
 };
 

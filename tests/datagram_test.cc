@@ -8,7 +8,9 @@
 #include <demi/sga.h>
 #include <demi/stats.h>
 #include <demi/wait.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <rdma/rdma_cma.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
@@ -22,10 +24,13 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "rdma/datagram_wire.h"
 #include "tests/libos_test_util.h"
 #include "tests/rdma_env.h"
 
@@ -407,6 +412,241 @@ TEST_F(DatagramTest, ConnectSetsTheDefaultDestination) {
   ASSERT_NO_FATAL_FAILURE(PopAndCheck(client, 4, 40, 1, server_address));
   EXPECT_GE(Stats().filtered, 1u);
   CloseQueues({client, server, other});
+}
+
+// A sender of our own on raw rdma_cm and verbs that finds a demi datagram
+// socket as the library does (SIDR) and then sends datagrams whose header
+// claims whatever source it likes. Not thread-safe.
+class ForgingSender {
+ public:
+  // Resolves `destination`, calling `progress` while it waits (the demi
+  // socket answers only while its process is in the library). Null, and
+  // *error, if it cannot.
+  static std::unique_ptr<ForgingSender> Resolve(
+      const sockaddr_in& destination, const std::function<void()>& progress,
+      std::string* error) {
+    std::unique_ptr<ForgingSender> sender(new ForgingSender());
+    if (!sender->Start(destination, progress, error)) return nullptr;
+    return sender;
+  }
+
+  ~ForgingSender() {
+    if (ah_ != nullptr) ibv_destroy_ah(ah_);
+    if (id_ != nullptr && id_->qp != nullptr) rdma_destroy_qp(id_);
+    if (mr_ != nullptr) ibv_dereg_mr(mr_);
+    if (cq_ != nullptr) ibv_destroy_cq(cq_);
+    if (pd_ != nullptr) ibv_dealloc_pd(pd_);
+    if (id_ != nullptr) rdma_destroy_id(id_);
+    if (channel_ != nullptr) rdma_destroy_event_channel(channel_);
+  }
+
+  // One datagram of `payload` whose header names `claimed` as its sender;
+  // true once the device sent it.
+  bool Send(const sockaddr_in& claimed, const std::string& payload) {
+    namespace dw = demi::rdma::datagram_wire;
+    dw::DatagramHeader header;
+    header.num_segments = 1;
+    header.source_ipv4 = claimed.sin_addr.s_addr;
+    header.source_port = ntohs(claimed.sin_port);
+    header.segment_lengths[0] = static_cast<uint32_t>(payload.size());
+    const size_t size = dw::EncodeHeader(header, buffer_);
+    std::memcpy(buffer_ + size, payload.data(), payload.size());
+    ibv_sge sge{reinterpret_cast<uintptr_t>(buffer_),
+                static_cast<uint32_t>(size + payload.size()), mr_->lkey};
+    ibv_send_wr wr{};
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.opcode = IBV_WR_SEND;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.wr.ud.ah = ah_;
+    wr.wr.ud.remote_qpn = qp_num_;
+    wr.wr.ud.remote_qkey = qkey_;
+    ibv_send_wr* bad = nullptr;
+    if (ibv_post_send(id_->qp, &wr, &bad) != 0) return false;
+    ibv_wc wc{};
+    for (int spins = 0; spins < 10000000; ++spins) {
+      const int n = ibv_poll_cq(cq_, 1, &wc);
+      if (n < 0) return false;
+      if (n == 1) return wc.status == IBV_WC_SUCCESS;
+    }
+    return false;
+  }
+
+ private:
+  ForgingSender() = default;
+
+  bool Start(const sockaddr_in& destination,
+             const std::function<void()>& progress, std::string* error) {
+    auto fail = [error](const char* what) {
+      *error = std::string(what) + ": " + std::strerror(errno);
+      return false;
+    };
+    channel_ = rdma_create_event_channel();
+    if (channel_ == nullptr) return fail("rdma_create_event_channel");
+    if (fcntl(channel_->fd, F_SETFL,
+              fcntl(channel_->fd, F_GETFL) | O_NONBLOCK) != 0) {
+      return fail("fcntl");
+    }
+    if (rdma_create_id(channel_, &id_, nullptr, RDMA_PS_UDP) != 0) {
+      return fail("rdma_create_id");
+    }
+    sockaddr_in to = destination;
+    if (rdma_resolve_addr(id_, nullptr, reinterpret_cast<sockaddr*>(&to),
+                          2000) != 0 ||
+        !Await(RDMA_CM_EVENT_ADDR_RESOLVED, progress, error)) {
+      return error->empty() ? fail("rdma_resolve_addr") : false;
+    }
+    if (rdma_resolve_route(id_, 2000) != 0 ||
+        !Await(RDMA_CM_EVENT_ROUTE_RESOLVED, progress, error)) {
+      return error->empty() ? fail("rdma_resolve_route") : false;
+    }
+    pd_ = ibv_alloc_pd(id_->verbs);
+    cq_ = pd_ == nullptr ? nullptr
+                         : ibv_create_cq(id_->verbs, 8, nullptr, nullptr, 0);
+    mr_ =
+        cq_ == nullptr ? nullptr : ibv_reg_mr(pd_, buffer_, sizeof(buffer_), 0);
+    if (mr_ == nullptr) return fail("verbs resources");
+    ibv_qp_init_attr attr{};
+    attr.send_cq = attr.recv_cq = cq_;
+    attr.qp_type = IBV_QPT_UD;
+    attr.cap.max_send_wr = 4;
+    attr.cap.max_recv_wr = 1;
+    attr.cap.max_send_sge = attr.cap.max_recv_sge = 1;
+    if (rdma_create_qp(id_, pd_, &attr) != 0) return fail("rdma_create_qp");
+    rdma_conn_param param{};
+    if (rdma_connect(id_, &param) != 0 ||
+        !Await(RDMA_CM_EVENT_ESTABLISHED, progress, error)) {
+      return error->empty() ? fail("rdma_connect (SIDR)") : false;
+    }
+    ah_ = ibv_create_ah(pd_, &ud_.ah_attr);
+    if (ah_ == nullptr) return fail("ibv_create_ah");
+    qp_num_ = ud_.qp_num;
+    qkey_ = ud_.qkey;
+    return true;
+  }
+
+  // The next event on the channel, which must be `expected` (within 10 s).
+  bool Await(rdma_cm_event_type expected, const std::function<void()>& progress,
+             std::string* error) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      rdma_cm_event* event = nullptr;
+      if (rdma_get_cm_event(channel_, &event) != 0) {
+        progress();
+        continue;
+      }
+      const rdma_cm_event_type type = event->event;
+      if (type == RDMA_CM_EVENT_ESTABLISHED) ud_ = event->param.ud;
+      rdma_ack_cm_event(event);
+      if (type == expected) return true;
+      *error = std::string("unexpected rdma_cm event ") + rdma_event_str(type);
+      return false;
+    }
+    *error = std::string("no ") + rdma_event_str(expected) + " within 10 s";
+    return false;
+  }
+
+  rdma_event_channel* channel_ = nullptr;
+  rdma_cm_id* id_ = nullptr;
+  ibv_pd* pd_ = nullptr;
+  ibv_cq* cq_ = nullptr;
+  ibv_mr* mr_ = nullptr;
+  ibv_ah* ah_ = nullptr;
+  rdma_ud_param ud_{};
+  uint32_t qp_num_ = 0;
+  uint32_t qkey_ = 0;
+  uint8_t buffer_[1024] = {};
+};
+
+// A ForgingSender resolving `destination`; *idle is a socket of its own
+// whose pop never completes, waited on (1 ms at a time) to let the library
+// answer the resolution. Null (and a test failure) if it cannot.
+std::unique_ptr<ForgingSender> ResolveWithIdleSocket(
+    const sockaddr_in& destination, int* idle) {
+  sockaddr_in idle_address;
+  *idle = BoundSocket(&idle_address);
+  demi_qtoken_t idle_pop = 0;
+  EXPECT_EQ(demi_pop(&idle_pop, *idle), 0);
+  auto progress = [idle_pop] {
+    const timespec millisecond = {0, 1000000};
+    demi_qresult_t ignored{};
+    (void)demi_wait(&ignored, idle_pop, &millisecond);
+  };
+  std::string error;
+  std::unique_ptr<ForgingSender> sender =
+      ForgingSender::Resolve(destination, progress, &error);
+  EXPECT_NE(sender, nullptr) << error;
+  return sender;
+}
+
+// Pops one datagram from `qd` and returns its payload and sender; frees it.
+std::string PopPayload(int qd, sockaddr_in* sender) {
+  demi_qtoken_t qt = 0;
+  EXPECT_EQ(demi_pop(&qt, qd), 0);
+  demi_qresult_t result = WaitResult(qt);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_POP);
+  if (result.qr_opcode != DEMI_OPC_POP) return "";
+  demi_sgarray_t& sga = result.qr_value.sga;
+  std::string payload;
+  for (uint32_t s = 0; s < sga.sga_numsegs; ++s) {
+    payload.append(static_cast<const char*>(sga.sga_segs[s].sgaseg_buf),
+                   sga.sga_segs[s].sgaseg_len);
+  }
+  *sender = sga.sga_addr;
+  EXPECT_EQ(demi_sgafree(&sga), 0);
+  return payload;
+}
+
+// The library takes a datagram's source address from the packet (its GRH),
+// not from the header: a header naming another address is dropped and
+// counted as forged; sga_addr carries the packet's address.
+TEST_F(DatagramTest, HeaderNamingAnotherSourceAddressIsDropped) {
+  sockaddr_in target_address;
+  const int target = BoundSocket(&target_address);
+  int idle = -1;
+  std::unique_ptr<ForgingSender> sender =
+      ResolveWithIdleSocket(target_address, &idle);
+  ASSERT_NE(sender, nullptr);
+  const uint64_t forged_before = Stats().forged;
+  sockaddr_in elsewhere = target_address;
+  elsewhere.sin_addr.s_addr = inet_addr("10.9.9.9");
+  elsewhere.sin_port = htons(4242);
+  ASSERT_TRUE(sender->Send(elsewhere, "forged"));
+  sockaddr_in honest = target_address;  // the packet's own address
+  honest.sin_port = htons(4243);
+  ASSERT_TRUE(sender->Send(honest, "honest"));
+  sockaddr_in from{};
+  EXPECT_EQ(PopPayload(target, &from), "honest");
+  EXPECT_EQ(from.sin_addr.s_addr, target_address.sin_addr.s_addr);
+  EXPECT_EQ(ntohs(from.sin_port), 4243);
+  EXPECT_EQ(Stats().forged, forged_before + 1);
+  sender.reset();
+  CloseQueues({target, idle});
+}
+
+// A connected socket takes datagrams only from its peer's queue pair once
+// the peer is resolved: another sender on the peer's host that writes the
+// peer's port into its header is filtered out.
+TEST_F(DatagramTest, ConnectedSocketTakesOnlyItsPeersQueuePair) {
+  sockaddr_in client_address, peer_address;
+  const int client = BoundSocket(&client_address);
+  const int peer = BoundSocket(&peer_address);
+  demi_qtoken_t qt = 0;
+  ASSERT_EQ(demi_connect(&qt, client, Sa(peer_address), sizeof(peer_address)),
+            0);
+  ASSERT_EQ(WaitResult(qt).qr_opcode, DEMI_OPC_CONNECT);
+  int idle = -1;
+  std::unique_ptr<ForgingSender> impostor =
+      ResolveWithIdleSocket(client_address, &idle);
+  ASSERT_NE(impostor, nullptr);
+  const uint64_t filtered_before = Stats().filtered;
+  ASSERT_TRUE(impostor->Send(peer_address, "impostor"));
+  CompletePush(PushTo(peer, 5, 50, 1, client_address));
+  ASSERT_NO_FATAL_FAILURE(PopAndCheck(client, 5, 50, 1, peer_address));
+  EXPECT_EQ(Stats().filtered, filtered_before + 1);
+  impostor.reset();
+  CloseQueues({client, peer, idle});
 }
 
 TEST_F(DatagramTest, ResolutionFailureFailsTheToken) {

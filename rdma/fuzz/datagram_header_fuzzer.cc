@@ -2,11 +2,16 @@
 // put after the GRH. Checks the decoder's contract on the inputs it
 // accepts: 1 to kMaxSegments segments that account for exactly the rest,
 // and the same header bytes when encoded again (reserved bytes aside).
+// The first kGrhSize bytes of every input are also read as a receive's
+// network header (SourceIpv4FromNetworkHeader): a source it finds is one of
+// the two places an IPv4 source can be (an IPv4 header's source field, an
+// IPv4-mapped GID's last four bytes).
 
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 
 #include "common/errno_status.h"
 #include "rdma/datagram_wire.h"
@@ -15,6 +20,16 @@
 namespace dw = demi::rdma::datagram_wire;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size >= dw::kGrhSize) {
+    const std::optional<uint32_t> source =
+        dw::SourceIpv4FromNetworkHeader(data);
+    if (source.has_value()) {
+      uint32_t from_ipv4_header = 0, from_gid = 0;
+      std::memcpy(&from_ipv4_header, data + 32, 4);
+      std::memcpy(&from_gid, data + 20, 4);
+      FUZZ_CHECK(*source == from_ipv4_header || *source == from_gid);
+    }
+  }
   absl::StatusOr<dw::DatagramHeader> header = dw::DecodeHeader(data, size);
   if (!header.ok()) {
     FUZZ_CHECK(demi::ErrnoFromStatus(header.status()) == EPROTO);

@@ -67,6 +67,10 @@ typedef struct demi_dgram_stats {
   uint64_t route_refreshes;
   uint64_t route_changes;
   uint64_t route_drops;
+  /* Datagrams dropped because their header names another sender address
+   * than the packet's own network header (GRH): forged, or a misconfigured
+   * peer. sga_addr's IPv4 address is always the packet's. */
+  uint64_t forged;
 } demi_dgram_stats_t;
 
 /* Fills *stats. EINVAL if stats is NULL or before demi_init. */
