@@ -44,8 +44,9 @@ _Static_assert(DEMI_OPC_INVALID == 0 && DEMI_OPC_PUSH == 1 &&
 
 _Static_assert(sizeof(demi_mr_cache_stats_t) == 7 * 8 + 8, "cache stats");
 _Static_assert(offsetof(demi_mr_cache_stats_t, caching) == 56, "caching");
-_Static_assert(sizeof(demi_dgram_stats_t) == 15 * 8 + 8, "datagram stats");
+_Static_assert(sizeof(demi_dgram_stats_t) == 16 * 8 + 8, "datagram stats");
 _Static_assert(offsetof(demi_dgram_stats_t, forged) == 120, "forged");
+_Static_assert(offsetof(demi_dgram_stats_t, ah_stale) == 128, "ah_stale");
 _Static_assert(offsetof(demi_dgram_stats_t, max_payload) == 88, "max_payload");
 _Static_assert(offsetof(demi_dgram_stats_t, device_drops_reported) == 92,
                "device_drops_reported");

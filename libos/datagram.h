@@ -119,6 +119,10 @@ struct DatagramRoute {
   // destination resolves it again and completes when that answers.
   std::vector<PendingDatagram> refresh_connects;
   absl::Time resolved_at;  // when peer was last resolved
+  // Once retired (stale): the sends that may still use its address handle,
+  // as (endpoint, its sends_posted() at retirement); the route is destroyed
+  // once each of those endpoints completed that many, or is gone.
+  std::vector<std::pair<const rdma::UdEndpoint*, uint64_t>> sends_before;
 };
 
 // Counters behind demi_dgram_stats (see <demi/stats.h>).
@@ -135,6 +139,7 @@ struct DatagramStats {
   uint64_t ah_hits = 0;     // pushes and connects with a cached handle
   uint64_t ah_misses = 0;   // those that waited for a resolution
   uint64_t ah_entries = 0;  // resolved destinations cached now
+  uint64_t ah_stale = 0;    // retired ones kept for posted sends
   uint64_t resolution_failures = 0;
   uint64_t route_refreshes = 0;  // background resolutions that succeeded
   uint64_t route_changes = 0;    // ... and found another queue pair there

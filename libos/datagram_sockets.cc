@@ -589,7 +589,42 @@ void DatagramSockets::RetireRoute(std::unique_ptr<DatagramRoute> route) {
     resolving_.erase(route->refresher->id());
     route->refresher.reset();
   }
+  // Its handle may be in sends posted so far, by any socket.
+  route->sends_before.clear();
+  auto note = [&route](const DatagramQueue& queue) {
+    if (queue.endpoint != nullptr && !queue.endpoint->idle()) {
+      route->sends_before.emplace_back(queue.endpoint.get(),
+                                       queue.endpoint->sends_posted());
+    }
+  };
+  queues_.ForEach([&](int, DatagramQueue& queue) { note(queue); });
+  for (const auto& queue : retired_) note(*queue);
   stale_routes_.push_back(std::move(route));
+}
+
+void DatagramSockets::ReapStaleRoutes() {
+  // An endpoint that is gone has completed all its sends (a closed socket
+  // is destroyed only once idle).
+  auto completed = [this](const rdma::UdEndpoint* endpoint, uint64_t sends) {
+    const rdma::UdEndpoint* found = nullptr;
+    auto match = [&](const DatagramQueue& queue) {
+      if (queue.endpoint.get() == endpoint) found = endpoint;
+    };
+    queues_.ForEach([&](int, DatagramQueue& queue) { match(queue); });
+    for (const auto& queue : retired_) match(*queue);
+    return found == nullptr || found->sends_completed() >= sends;
+  };
+  for (size_t i = 0; i < stale_routes_.size();) {
+    const auto& waits = stale_routes_[i]->sends_before;
+    if (!std::all_of(waits.begin(), waits.end(), [&](const auto& wait) {
+          return completed(wait.first, wait.second);
+        })) {
+      ++i;
+      continue;
+    }
+    stale_routes_[i] = std::move(stale_routes_.back());
+    stale_routes_.pop_back();
+  }
 }
 
 absl::StatusOr<demi_qtoken_t> DatagramSockets::Pop(int qd) {
@@ -752,6 +787,7 @@ void DatagramSockets::AddProgress() {
     while (std::optional<rdma::CmEvent> event = channel_->TryNext()) {
       HandleEvent(std::move(*event));
     }
+    if (!stale_routes_.empty()) ReapStaleRoutes();
   });
   if (ctx_.options.datagram_route_ttl > absl::ZeroDuration()) {
     ctx_.progress.Add(
@@ -789,6 +825,7 @@ DatagramStats DatagramSockets::Statistics() const {
   for (const auto& [key, route] : routes_) {
     if (route->peer.has_value()) ++stats.ah_entries;
   }
+  stats.ah_stale = stale_routes_.size();
   return stats;
 }
 

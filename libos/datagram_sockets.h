@@ -130,6 +130,9 @@ class DatagramSockets final : public Sockets {
   void CompletePop(DatagramQueue& queue, demi_qtoken_t qt,
                    const rdma::ReceivedDatagram& datagram);
   void ReapRetired();
+  // Destroys the stale routes no posted send can still use (checked with
+  // the rdma_cm channel, every kCmPollInterval rounds).
+  void ReapStaleRoutes();
 
   // Progress rounds between looks for routes to refresh.
   static constexpr uint32_t kRouteRefreshInterval = 1024;
@@ -141,8 +144,10 @@ class DatagramSockets final : public Sockets {
   DatagramStats counters_;
   absl::flat_hash_map<DatagramRouteKey, std::unique_ptr<DatagramRoute>> routes_;
   uint64_t routes_epoch_ = 1;  // bumped by every EraseRoute
-  // Routes to sockets of this process that closed (their handles may still
-  // be in posted sends), and resolutions in progress by rdma_cm id.
+  // Routes retired (a socket of this process closed, a refresh found
+  // another queue pair or none) whose handles may still be in posted sends,
+  // kept until those completed (ReapStaleRoutes); and resolutions in
+  // progress by rdma_cm id.
   std::vector<std::unique_ptr<DatagramRoute>> stale_routes_;
   absl::flat_hash_map<rdma_cm_id*, DatagramRouteKey> resolving_;
   QdTable<DatagramQueue, 1> queues_;

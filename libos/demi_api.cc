@@ -287,6 +287,7 @@ int demi_dgram_stats(demi_dgram_stats_t* stats) {
   stats->route_changes = counters.route_changes;
   stats->route_drops = counters.route_drops;
   stats->forged = counters.forged;
+  stats->ah_stale = counters.ah_stale;
   return 0;
 }
 

@@ -97,6 +97,7 @@ void AddDatagramStats(const DatagramStats& from, DatagramStats* to) {
   to->ah_hits += from.ah_hits;
   to->ah_misses += from.ah_misses;
   to->ah_entries += from.ah_entries;
+  to->ah_stale += from.ah_stale;
   to->resolution_failures += from.resolution_failures;
   to->route_refreshes += from.route_refreshes;
   to->route_changes += from.route_changes;

@@ -263,6 +263,7 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
   report_[slot] = done ? 0 : 1;
   if (done) *done_at_post = true;
   ++posted_count_;
+  ++sends_posted_;
   return absl::OkStatus();
 }
 
@@ -301,6 +302,7 @@ void UdEndpoint::HandleSendCompletion(const ibv_wc& wc, DatagramSink& sink) {
   const uint64_t cookie = posted_[slot];
   posted_head_ = (posted_head_ + 1) % options_.send_queue_depth;
   --posted_count_;
+  ++sends_completed_;
   absl::Status status;
   if (wc.status != IBV_WC_SUCCESS) {
     status = CompletionError(wc);

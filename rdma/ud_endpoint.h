@@ -188,6 +188,12 @@ class UdEndpoint {
   // Every send posted has completed (the device sent it).
   bool idle() const { return posted_count_ == 0; }
   uint32_t posted_sends() const { return posted_count_; }
+  // Sends posted, and sends completed (successfully or not), since the
+  // endpoint was made: every send posted before a moment when
+  // sends_posted() was N has completed once sends_completed() >= N (a queue
+  // pair completes its sends in order).
+  uint64_t sends_posted() const { return sends_posted_; }
+  uint64_t sends_completed() const { return sends_completed_; }
   uint32_t send_queue_depth() const { return options_.send_queue_depth; }
   uint64_t malformed() const { return malformed_; }
   // Datagrams dropped because their header named another source address
@@ -243,6 +249,8 @@ class UdEndpoint {
   std::vector<ibv_sge> release_sges_;
   uint64_t malformed_ = 0;
   uint64_t forged_ = 0;
+  uint64_t sends_posted_ = 0;
+  uint64_t sends_completed_ = 0;
   uint64_t receive_queue_empty_ = 0;
 };
 

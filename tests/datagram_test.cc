@@ -957,6 +957,16 @@ TEST_F(DatagramTest, PeerThatRebindsElsewhereIsFoundAgain) {
   // second not bound yet) and dropped the entry.
   EXPECT_GE(after.route_changes + after.route_drops,
             before.route_changes + before.route_drops + 1);
+  // The retired routes' address handles go once no send can use them: the
+  // stale list does not grow with every change.
+  demi_qtoken_t idle_pop = 0;
+  ASSERT_EQ(demi_pop(&idle_pop, self), 0);
+  for (int i = 0; i < 200 && Stats().ah_stale != 0; ++i) {
+    const timespec ten_ms = {0, 10 * 1000 * 1000};
+    demi_qresult_t ignored{};
+    ASSERT_EQ(demi_wait(&ignored, idle_pop, &ten_ms), ETIMEDOUT);
+  }
+  EXPECT_EQ(Stats().ah_stale, 0u);
   CloseQueues({self});
 }
 

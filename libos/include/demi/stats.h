@@ -71,6 +71,10 @@ typedef struct demi_dgram_stats {
    * than the packet's own network header (GRH): forged, or a misconfigured
    * peer. sga_addr's IPv4 address is always the packet's. */
   uint64_t forged;
+  /* Destinations left the cache (refreshed to another queue pair, dropped,
+   * or a local socket closed) whose address handles are kept until the
+   * sends that may use them complete: a handful at most, 0 when idle. */
+  uint64_t ah_stale;
 } demi_dgram_stats_t;
 
 /* Fills *stats. EINVAL if stats is NULL or before demi_init. */
