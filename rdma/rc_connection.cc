@@ -154,6 +154,10 @@ absl::StatusOr<std::unique_ptr<RcConnection>> RcConnection::Accept(
   uint8_t private_data[wire::kConnectionParamsSize] = {};
   size_t private_length = 0;
   const rdma_conn_param& param = request.connection();
+  // rdma_cm reports them from this side: initiator_depth is what the
+  // peer's responder serves, responder_resources what its initiator asks.
+  const uint8_t reads_out_allowed = param.initiator_depth;
+  const uint8_t reads_in_asked = param.responder_resources;
   if (param.private_data != nullptr &&
       param.private_data_len >= wire::kConnectionParamsSize) {
     private_length = wire::kConnectionParamsSize;
@@ -167,7 +171,19 @@ absl::StatusOr<std::unique_ptr<RcConnection>> RcConnection::Accept(
   }
   std::unique_ptr<RcConnection> connection(
       new RcConnection(std::move(id), options));
+  connection->reads_out_allowed_ = reads_out_allowed;
+  connection->reads_in_asked_ = reads_in_asked;
   absl::Status peer = connection->SetPeer(private_data, private_length);
+  // Rendezvous messages are pulled with RDMA READs: ours of what the peer
+  // announces (it must serve some), the peer's of what we announce (it must
+  // issue some, if it takes rendezvous messages at all).
+  if (peer.ok() && options.large_pool != nullptr && reads_out_allowed == 0) {
+    peer = ErrnoError(EPROTO, "the peer serves no RDMA READs");
+  } else if (peer.ok() && connection->peer_rendezvous_ && reads_in_asked == 0) {
+    peer = ErrnoError(EPROTO,
+                      "the peer takes rendezvous messages but issues no "
+                      "RDMA READs");
+  }
   if (!peer.ok()) {
     (void)connection->id_->Reject(nullptr, 0);
     return peer;
@@ -216,8 +232,13 @@ rdma_conn_param RcConnection::ConnParam(uint8_t private_data[]) const {
   rdma_conn_param param{};
   param.private_data = private_data;
   param.private_data_len = wire::kConnectionParamsSize;
-  param.responder_resources = static_cast<uint8_t>(rd_atomic_);
-  param.initiator_depth = static_cast<uint8_t>(rd_atomic_);
+  // rdma_cm sets the queue pair's READ limits from these: never more READs
+  // outstanding toward an accepted peer than it serves, nor more of its own
+  // served than it asked for.
+  param.responder_resources =
+      static_cast<uint8_t>(std::min<uint32_t>(rd_atomic_, reads_in_asked_));
+  param.initiator_depth =
+      static_cast<uint8_t>(std::min<uint32_t>(rd_atomic_, reads_out_allowed_));
   param.retry_count = options_.retry_count;
   param.rnr_retry_count = 0;  // a SEND without a posted receive is an error
   return param;
@@ -927,7 +948,16 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
     arrival_head_ = (arrival_head_ + 1) % options_.receive_buffers;
     --arrival_count_;
     if (inbound.state == InboundMessage::State::kRead) {
-      // The sender may reuse its memory now.
+      // The sender may reuse its memory now. A done is owed per transfer
+      // read, and the peer announces at most one per receive buffer before
+      // it hears back, so the ring holds them all unless the peer broke
+      // the credit rules.
+      if (dones_count_ == dones_.size()) {
+        Fail(ErrnoError(EPROTO,
+                        "more rendezvous dones owed than the peer "
+                        "could announce"));
+        return;
+      }
       dones_[(dones_head_ + dones_count_) % options_.receive_buffers] =
           inbound.header.transfer_id;
       ++dones_count_;

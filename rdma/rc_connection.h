@@ -651,6 +651,13 @@ class RcConnection final : private CompletionHandler {
   uint32_t dones_head_ = 0;
   uint32_t dones_count_ = 0;
   uint32_t rd_atomic_ = 1;  // RDMA READs in flight the QP allows
+  // An accepted peer's request, in rdma_cm's terms from this side: the
+  // RDMA READs this side may have outstanding toward the peer (the peer's
+  // responder resources) and those it must serve at once (the peer's
+  // initiator depth). UINT8_MAX on the connecting side (the peer answers
+  // within what we asked).
+  uint8_t reads_out_allowed_ = UINT8_MAX;
+  uint8_t reads_in_asked_ = UINT8_MAX;
 };
 
 // Inline: every push of a popped array asks.

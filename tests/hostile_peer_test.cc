@@ -40,11 +40,13 @@ namespace wire = demi::rdma::wire;
 class HostilePeer {
  public:
   // Connects to `server` with the library's connection parameters, keeping
-  // `receives` receive buffers of the library's size posted. Null, and
-  // *error, if it cannot.
+  // `receives` receive buffers of the library's size posted and offering to
+  // serve `responder_resources` RDMA READs at once. Null, and *error, if it
+  // cannot.
   static std::unique_ptr<HostilePeer> Connect(const sockaddr_in& server,
                                               uint16_t receives,
-                                              std::string* error) {
+                                              std::string* error,
+                                              uint8_t responder_resources = 1) {
     std::unique_ptr<HostilePeer> peer(new HostilePeer(receives));
     char host[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &server.sin_addr, host, sizeof(host));
@@ -92,7 +94,7 @@ class HostilePeer {
     rdma_conn_param param{};
     param.private_data = params;
     param.private_data_len = sizeof(params);
-    param.responder_resources = 1;
+    param.responder_resources = responder_resources;
     param.initiator_depth = 1;
     param.retry_count = 6;
     if (rdma_connect(peer->id_, &param) != 0) {
@@ -445,6 +447,22 @@ TEST_F(HostilePeerTest, RequestsPastTheBacklogAreRefused) {
   qd_ = result.qr_value.ares.qd;
   for (int qd : accepted) EXPECT_EQ(demi_close(qd), 0);
   WhileProgressing([&] { peers.clear(); });
+  ExpectHonestConnectionWorks();
+}
+
+// A peer that takes and announces rendezvous messages but offers to serve
+// no RDMA READs (its announcements could never be read) is refused at once,
+// before anything is built for it; the listener goes on.
+TEST_F(HostilePeerTest, PeerServingNoReadsIsRefused) {
+  listener_ = ListenOnTestAddress(&address_);
+  std::string error;
+  WhileProgressing([&] {
+    peer_ = HostilePeer::Connect(address_, 8, &error,
+                                 /*responder_resources=*/0);
+  });
+  EXPECT_EQ(peer_, nullptr);
+  EXPECT_NE(error.find(std::strerror(ECONNREFUSED)), std::string::npos)
+      << error;
   ExpectHonestConnectionWorks();
 }
 
