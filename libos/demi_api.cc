@@ -118,6 +118,7 @@ LibOSOptions OptionsFromEnvironment() {
   milliseconds("DEMI_DGRAM_ROUTE_TTL_MS", &options.datagram_route_ttl);
   milliseconds("DEMI_KEEPALIVE_MS", &options.keepalive);
   milliseconds("DEMI_CLOSE_TIMEOUT_MS", &options.close_timeout);
+  milliseconds("DEMI_STALL_TIMEOUT_MS", &options.stall_timeout);
   // A small count in [0, most]; anything else is ignored with a warning.
   auto small = [](const char* name, uint32_t most, uint8_t* out) {
     const char* text = getenv(name);

@@ -51,6 +51,14 @@ struct LibOSOptions {
   // the peer's reads of it fail. So a peer that never reads or never
   // answers holds nothing forever. DEMI_CLOSE_TIMEOUT_MS.
   absl::Duration close_timeout = absl::Seconds(60);
+  // An open connection that has waited this long on its peer with nothing
+  // from it (sends queued for credits it does not return, or rendezvous
+  // messages it neither reads to the end nor answers) fails with
+  // ETIMEDOUT: its pushes fail and their memory is released, so a peer
+  // that stops consuming holds nothing forever. Long, since a consumer may
+  // be slow and a large rendezvous message takes a while to pull (1 GiB:
+  // about a minute under emulation). Zero: never. DEMI_STALL_TIMEOUT_MS.
+  absl::Duration stall_timeout = absl::Minutes(5);
   // How long a wait polls before it sleeps (LibOS::WaitLoop): zero sleeps
   // after the first round that finds nothing; InfiniteDuration() never
   // sleeps (spins for as long as it waits). DEMI_SPIN_US.

@@ -544,6 +544,21 @@ void StreamSockets::AddProgress() {
     }
     if (!retired_.empty()) ExpireRetired(absl::Now());
     KeepAliveIfDue();
+    CheckStallsIfDue();
+  });
+}
+
+void StreamSockets::CheckStallsIfDue() {
+  if (ctx_.options.stall_timeout <= absl::ZeroDuration()) return;
+  const absl::Time now = absl::Now();
+  if (now < next_stall_check_) return;
+  next_stall_check_ =
+      now + std::min(absl::Seconds(1), ctx_.options.stall_timeout / 4);
+  queues_.ForEach([this, now](int, Queue& queue) {
+    if (queue.state == Queue::State::kConnected && queue.error == 0 &&
+        queue.connection != nullptr) {
+      queue.connection->CheckStall(now, ctx_.options.stall_timeout);
+    }
   });
 }
 

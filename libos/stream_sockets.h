@@ -123,6 +123,10 @@ class StreamSockets final : public Sockets {
   // probes its peer (RcConnection::SendKeepalive: only those with nothing
   // in flight post anything).
   void KeepAliveIfDue();
+  // About every second (with the rdma_cm channel), each connected
+  // connection checks how long it has waited on its peer
+  // (RcConnection::CheckStall, LibOSOptions::stall_timeout).
+  void CheckStallsIfDue();
 
   SocketContext& ctx_;
   rdma::EventChannel channel_;
@@ -132,6 +136,7 @@ class StreamSockets final : public Sockets {
   std::vector<std::unique_ptr<Queue>> retired_;
   uint64_t last_linger_id_ = 0;  // ids of lingering closes, from 1
   absl::Time next_keepalive_ = absl::InfinitePast();
+  absl::Time next_stall_check_ = absl::InfinitePast();
 };
 
 }  // namespace demi::libos

@@ -736,6 +736,26 @@ void RcConnection::SendKeepalive(absl::Time now) {
   ++keepalives_;
 }
 
+void RcConnection::CheckStall(absl::Time now, absl::Duration limit) {
+  const bool waiting = status_.ok() && established_ &&
+                       ((queued_count_ != 0 && !credits_->CanSendData()) ||
+                        outbound_in_use_ != 0);
+  if (!waiting || peer_progress_ != progress_at_check_) {
+    progress_at_check_ = peer_progress_;
+    waiting_since_ = waiting ? now : absl::InfiniteFuture();
+    return;
+  }
+  if (waiting_since_ == absl::InfiniteFuture()) waiting_since_ = now;
+  if (limit <= absl::ZeroDuration() || now - waiting_since_ <= limit) return;
+  Fail(ErrnoError(
+      ETIMEDOUT,
+      absl::StrCat("waited ", absl::FormatDuration(now - waiting_since_),
+                   " for the peer's credits or rendezvous reads (",
+                   queued_count_, " sends queued, ", outbound_in_use_,
+                   " rendezvous messages unanswered)")));
+  completion_.RequestAfterPoll();  // reported by the next poll
+}
+
 absl::Status RcConnection::Post(Kind kind, uint16_t credits_returned,
                                 const Segment* segments, uint32_t num_segments,
                                 uint64_t cookie) {
@@ -1132,6 +1152,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     Fail(ErrnoError(EPROTO, "peer broke the credit protocol"));
     return;
   }
+  if (header->credits_returned != 0) ++peer_progress_;
   if (header->type == wire::MessageType::kData) {
     InboundMessage& inbound = inbound_[index];
     ReceivedMessage& message = inbound.message;
@@ -1189,6 +1210,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     }
     outbound_[transfer].in_use = false;
     --outbound_in_use_;
+    ++peer_progress_;
     sink.OnSendComplete(outbound_[transfer].cookie, absl::OkStatus());
     // Then re-post below, as for the other header-only messages.
   }

@@ -306,6 +306,15 @@ class RcConnection final : private CompletionHandler {
   // Twice the retry budget, at least 1 s (see SendKeepalive).
   absl::Duration StuckAfter() const;
 
+  // Fails the connection with ETIMEDOUT if it has waited on its peer for
+  // longer than `limit` (`now` is the caller's clock, called every second
+  // or so) with nothing from the peer meanwhile: sends queued for credits
+  // it does not return, or rendezvous messages whose done does not come.
+  // Credits returned and dones count as the peer's progress; anything else
+  // it sends does not (a peer may send forever and never consume). The
+  // failure is reported, and the pushes fail, at the next poll.
+  void CheckStall(absl::Time now, absl::Duration limit);
+
   // Sends end of stream after everything sent before (under the same credit
   // rule as data). No cookie is reported for it. Errors as Send.
   absl::Status SendEndOfStream();
@@ -625,8 +634,13 @@ class RcConnection final : private CompletionHandler {
   static constexpr size_t kSgesPerSend = wire::kMaxSegments + 1;
   std::vector<ibv_send_wr> send_wrs_;
   std::vector<ibv_sge> send_sges_;
-  uint64_t doorbells_ = 0;          // ibv_post_send calls
-  uint64_t keepalives_ = 0;         // SendKeepalive probes posted
+  uint64_t doorbells_ = 0;   // ibv_post_send calls
+  uint64_t keepalives_ = 0;  // SendKeepalive probes posted
+  // CheckStall: credits returned and dones received so far, their count at
+  // the last check, and since when the connection waits with no change.
+  uint64_t peer_progress_ = 0;
+  uint64_t progress_at_check_ = 0;
+  absl::Time waiting_since_ = absl::InfiniteFuture();
   bool keepalive_posted_ = false;   // a probe awaits its completion
   absl::Time keepalive_posted_at_;  // when (the caller's clock)
   uint64_t receive_posts_ = 0;      // ibv_post_recv calls

@@ -191,9 +191,11 @@ std::vector<uint8_t> Done(uint32_t transfer_id) {
 class HostilePeerTest : public ::testing::Test {
  protected:
   // Closed connections whose peer never answers are reset after 1 s
-  // (ClosedConnectionWhosePeerNeverAnswersIsReset).
+  // (ClosedConnectionWhosePeerNeverAnswersIsReset), open ones that wait on
+  // their peer fail after 1 s (the *TimesOut cases).
   static void SetUpTestSuite() {
     ASSERT_EQ(setenv("DEMI_CLOSE_TIMEOUT_MS", "1000", 1), 0);
+    ASSERT_EQ(setenv("DEMI_STALL_TIMEOUT_MS", "1000", 1), 0);
     ASSERT_EQ(demi_init(nullptr), 0);
   }
 
@@ -395,6 +397,67 @@ TEST_F(HostilePeerTest, ClosedConnectionWhosePeerNeverAnswersIsReset) {
   EXPECT_EQ(result.qr_ret, ECANCELED) << std::strerror(result.qr_ret);
   const double waited =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - closed)
+          .count();
+  EXPECT_GE(waited, 0.9);
+  EXPECT_LT(waited, 5.0);
+  EXPECT_EQ(demi_sgafree(&sga), 0);
+  ExpectHonestConnectionWorks();
+}
+
+// The peer takes what its credits allow and never returns a credit: the
+// pushes queued behind them fail with ETIMEDOUT once the connection has
+// waited the stall timeout (1 s here), instead of waiting forever.
+TEST_F(HostilePeerTest, PeerThatNeverReturnsCreditsTimesOut) {
+  ConnectHostile(3);
+  std::vector<demi_qtoken_t> pushes;
+  for (int i = 0; i < 6; ++i) {
+    const demi_qtoken_t push = PushMessage(qd_, i, 100, 1);
+    ASSERT_NE(push, 0);
+    pushes.push_back(push);
+  }
+  const auto pushed = std::chrono::steady_clock::now();
+  int sent = 0, timed_out = 0;
+  for (demi_qtoken_t push : pushes) {
+    demi_qresult_t result = WaitResult(push);
+    if (result.qr_opcode == DEMI_OPC_PUSH) {
+      ++sent;
+    } else {
+      EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+      EXPECT_EQ(result.qr_ret, ETIMEDOUT) << std::strerror(result.qr_ret);
+      ++timed_out;
+    }
+    if (result.qr_value.sga.sga_numsegs > 0) {
+      EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+    }
+  }
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - pushed)
+          .count();
+  EXPECT_GE(sent, 1);
+  EXPECT_GE(timed_out, 1);
+  EXPECT_GE(waited, 0.9);
+  EXPECT_LT(waited, 5.0);
+  // The peer did get what its credits allowed.
+  EXPECT_TRUE(ReceiveFromServer().has_value());
+  ExpectHonestConnectionWorks();
+}
+
+// A rendezvous push the peer neither reads nor answers, on a connection
+// that stays open: it fails with ETIMEDOUT after the stall timeout, and its
+// memory is the application's again.
+TEST_F(HostilePeerTest, RendezvousNeverAnsweredOnAnOpenConnectionTimesOut) {
+  ConnectHostile(8);
+  demi_sgarray_t sga = demi_sgaalloc(64 << 10);
+  ASSERT_EQ(sga.sga_numsegs, 1u);
+  demi_qtoken_t push = 0;
+  ASSERT_EQ(demi_push(&push, qd_, &sga), 0);
+  const auto pushed = std::chrono::steady_clock::now();
+  ASSERT_TRUE(ReceiveFromServer().has_value());  // the announcement
+  demi_qresult_t result = WaitResult(push);
+  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+  EXPECT_EQ(result.qr_ret, ETIMEDOUT) << std::strerror(result.qr_ret);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - pushed)
           .count();
   EXPECT_GE(waited, 0.9);
   EXPECT_LT(waited, 5.0);
