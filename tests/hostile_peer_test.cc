@@ -248,6 +248,37 @@ class HostilePeerTest : public ::testing::Test {
     return peer_->Receive([this] { Progress(); });
   }
 
+  // Pushes a 64 KiB demi_sgaalloc array (a rendezvous message) into *sga
+  // and returns its token once the hostile peer received the announcement.
+  demi_qtoken_t PushAnnounced(demi_sgarray_t* sga) {
+    *sga = demi_sgaalloc(64 << 10);
+    EXPECT_EQ(sga->sga_numsegs, 1u);
+    demi_qtoken_t push = 0;
+    EXPECT_EQ(demi_push(&push, qd_, sga), 0);
+    EXPECT_TRUE(ReceiveFromServer().has_value());
+    return push;
+  }
+
+  // `qt` fails with `errnum`, between 0.9 and 5 s after `since` (a 1 s
+  // timeout of this suite's settings).
+  static void ExpectFailsAfterASecond(
+      demi_qtoken_t qt, int errnum,
+      std::chrono::steady_clock::time_point since) {
+    demi_qresult_t result = WaitResult(qt);
+    EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
+    EXPECT_EQ(result.qr_ret, errnum) << std::strerror(result.qr_ret);
+    ExpectAboutASecondSince(since);
+  }
+
+  static void ExpectAboutASecondSince(
+      std::chrono::steady_clock::time_point since) {
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - since)
+            .count();
+    EXPECT_GE(waited, 0.9);
+    EXPECT_LT(waited, 5.0);
+  }
+
   // `qt` completes as a failure with EPROTO (the connection's error).
   static void ExpectProtocolFailure(demi_qtoken_t qt) {
     demi_qresult_t result = WaitResult(qt);
@@ -383,23 +414,12 @@ TEST_F(HostilePeerTest, ReplayedDoneFailsTheConnection) {
 // application's again.
 TEST_F(HostilePeerTest, ClosedConnectionWhosePeerNeverAnswersIsReset) {
   ConnectHostile(8);
-  demi_sgarray_t sga = demi_sgaalloc(64 << 10);
-  ASSERT_EQ(sga.sga_numsegs, 1u);
-  demi_qtoken_t push = 0;
-  ASSERT_EQ(demi_push(&push, qd_, &sga), 0);
-  std::optional<std::vector<uint8_t>> announced = ReceiveFromServer();
-  ASSERT_TRUE(announced.has_value());
+  demi_sgarray_t sga{};
+  const demi_qtoken_t push = PushAnnounced(&sga);
   const auto closed = std::chrono::steady_clock::now();
   ASSERT_EQ(demi_close(qd_), 0);
   qd_ = -1;
-  demi_qresult_t result = WaitResult(push);
-  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
-  EXPECT_EQ(result.qr_ret, ECANCELED) << std::strerror(result.qr_ret);
-  const double waited =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - closed)
-          .count();
-  EXPECT_GE(waited, 0.9);
-  EXPECT_LT(waited, 5.0);
+  ExpectFailsAfterASecond(push, ECANCELED, closed);
   EXPECT_EQ(demi_sgafree(&sga), 0);
   ExpectHonestConnectionWorks();
 }
@@ -430,13 +450,9 @@ TEST_F(HostilePeerTest, PeerThatNeverReturnsCreditsTimesOut) {
       EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
     }
   }
-  const double waited =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - pushed)
-          .count();
   EXPECT_GE(sent, 1);
   EXPECT_GE(timed_out, 1);
-  EXPECT_GE(waited, 0.9);
-  EXPECT_LT(waited, 5.0);
+  ExpectAboutASecondSince(pushed);
   // The peer did get what its credits allowed.
   EXPECT_TRUE(ReceiveFromServer().has_value());
   ExpectHonestConnectionWorks();
@@ -447,20 +463,10 @@ TEST_F(HostilePeerTest, PeerThatNeverReturnsCreditsTimesOut) {
 // memory is the application's again.
 TEST_F(HostilePeerTest, RendezvousNeverAnsweredOnAnOpenConnectionTimesOut) {
   ConnectHostile(8);
-  demi_sgarray_t sga = demi_sgaalloc(64 << 10);
-  ASSERT_EQ(sga.sga_numsegs, 1u);
-  demi_qtoken_t push = 0;
-  ASSERT_EQ(demi_push(&push, qd_, &sga), 0);
   const auto pushed = std::chrono::steady_clock::now();
-  ASSERT_TRUE(ReceiveFromServer().has_value());  // the announcement
-  demi_qresult_t result = WaitResult(push);
-  EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
-  EXPECT_EQ(result.qr_ret, ETIMEDOUT) << std::strerror(result.qr_ret);
-  const double waited =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - pushed)
-          .count();
-  EXPECT_GE(waited, 0.9);
-  EXPECT_LT(waited, 5.0);
+  demi_sgarray_t sga{};
+  const demi_qtoken_t push = PushAnnounced(&sga);
+  ExpectFailsAfterASecond(push, ETIMEDOUT, pushed);
   EXPECT_EQ(demi_sgafree(&sga), 0);
   ExpectHonestConnectionWorks();
 }
