@@ -471,6 +471,43 @@ TEST_F(HostilePeerTest, RendezvousNeverAnsweredOnAnOpenConnectionTimesOut) {
   ExpectHonestConnectionWorks();
 }
 
+// The peer sends more messages than it has credits for (the server keeps
+// 64 receive buffers posted; nothing is popped meanwhile): the one past the
+// last posted receive finds none, and with no RNR retries (the library's
+// rule, which the peer's own parameters also ask for) it is the peer's
+// queue pair that fails. The server got every message it had room for,
+// intact, and an honest connection keeps working.
+TEST_F(HostilePeerTest, SendingBeyondCreditsFailsOnlyThePeer) {
+  ConnectHostile(8);
+  constexpr int kServerReceives = 64;  // the library's default
+  int delivered = 0;
+  for (int i = 0; i <= kServerReceives; ++i) {
+    wire::MessageHeader header{};
+    header.type = wire::MessageType::kData;
+    header.num_segments = 1;
+    header.segment_lengths[0] = 4;
+    std::vector<uint8_t> message = Encoded(header);
+    for (uint8_t b = 0; b < 4; ++b)
+      message.push_back(static_cast<uint8_t>(i + b));
+    if (!peer_->Send(message)) break;
+    ++delivered;
+  }
+  EXPECT_EQ(delivered, kServerReceives);
+  for (int i = 0; i < delivered; ++i) {
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, qd_), 0);
+    demi_qresult_t result = WaitResult(pop);
+    ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP) << std::strerror(result.qr_ret);
+    demi_sgarray_t& sga = result.qr_value.sga;
+    ASSERT_EQ(sga.sga_numsegs, 1u);
+    ASSERT_EQ(sga.sga_segs[0].sgaseg_len, 4u);
+    EXPECT_EQ(static_cast<const uint8_t*>(sga.sga_segs[0].sgaseg_buf)[0],
+              static_cast<uint8_t>(i));
+    EXPECT_EQ(demi_sgafree(&sga), 0);
+  }
+  ExpectHonestConnectionWorks();
+}
+
 // Five connection requests to a listener with a backlog of 2 that does not
 // accept: two are built and connect, three are refused (nothing built for
 // them); once the application accepts, there is room again.
