@@ -67,6 +67,8 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
 //   DEMI_EAGER_LIMIT=N           receive buffer payload (largest eager send)
 //   DEMI_RENDEZVOUS_THRESHOLD=N  larger messages go by rendezvous (<= eager)
 //   DEMI_LARGE_POOL_MAX_BYTES=N  cap on memory for large messages, per device
+//   DEMI_RENDEZVOUS_QUOTA=N      bytes of rendezvous messages one peer may
+//                                have this process hold at once
 //   DEMI_COALESCE_SENDS=0        post every push at once (default: the
 //                                rest of a burst goes at the next poll)
 //   DEMI_DGRAM_ROUTE_TTL_MS=N    age at which a cached datagram destination
@@ -99,6 +101,9 @@ LibOSOptions OptionsFromEnvironment() {
   number("DEMI_MR_CACHE_MAX_BYTES", &options.region_cache.max_pinned_bytes);
   number("DEMI_MR_CACHE_MAX_REGIONS", &options.region_cache.max_regions);
   number("DEMI_LARGE_POOL_MAX_BYTES", &options.large_pool.max_bytes);
+  size_t quota = options.connection.rendezvous_quota;
+  number("DEMI_RENDEZVOUS_QUOTA", &quota);
+  options.connection.rendezvous_quota = quota;
   if (const char* coalesce = getenv("DEMI_COALESCE_SENDS");
       coalesce != nullptr) {
     options.connection.coalesce_sends = std::string_view(coalesce) != "0";

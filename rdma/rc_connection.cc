@@ -80,6 +80,9 @@ absl::Status ValidateOptions(const RcConnectionOptions& options) {
   if (options.send_queue_depth < 2 || options.send_queue_depth > 1u << 16) {
     return ErrnoError(EINVAL, "send_queue_depth out of range");
   }
+  if (options.large_pool != nullptr && options.rendezvous_quota == 0) {
+    return ErrnoError(EINVAL, "a rendezvous pool with a quota of 0 bytes");
+  }
   if (options.rendezvous_threshold > options.eager_limit ||
       options.read_chunk == 0) {
     return ErrnoError(EINVAL, "rendezvous_threshold above eager_limit");
@@ -135,12 +138,16 @@ RcConnection::~RcConnection() {
   // gone; only then does the memory go back to the pool.
   qp_.reset();
   if (options_.large_pool == nullptr) return;
-  for (InboundMessage& inbound : inbound_) {
-    if (inbound.memory == nullptr) continue;
-    absl::Status freed = options_.large_pool->Free(inbound.memory);
-    if (!freed.ok()) DEMI_LOG(kError, "rendezvous memory: ", freed.message());
-    inbound.memory = nullptr;
-  }
+  for (InboundMessage& inbound : inbound_) FreeInbound(inbound);
+}
+
+void RcConnection::FreeInbound(InboundMessage& inbound) {
+  if (inbound.memory == nullptr) return;
+  absl::Status freed = options_.large_pool->Free(inbound.memory);
+  if (!freed.ok()) DEMI_LOG(kError, "rendezvous memory: ", freed.message());
+  inbound.memory = nullptr;
+  inbound_bytes_ -= inbound.bytes;
+  inbound.bytes = 0;
 }
 
 absl::StatusOr<std::unique_ptr<RcConnection>> RcConnection::Accept(
@@ -227,7 +234,8 @@ rdma_conn_param RcConnection::ConnParam(uint8_t private_data[]) const {
       wire::ConnectionParams{
           .receive_buffers = static_cast<uint16_t>(options_.receive_buffers),
           .receive_buffer_size = receive_buffer_size_,
-          .rendezvous = options_.large_pool != nullptr},
+          .rendezvous = options_.large_pool != nullptr,
+          .rendezvous_quota = options_.rendezvous_quota},
       private_data);
   rdma_conn_param param{};
   param.private_data = private_data;
@@ -260,6 +268,7 @@ absl::Status RcConnection::SetPeer(const void* private_data, size_t length) {
   }
   peer_receive_buffer_size_ = peer.receive_buffer_size;
   peer_rendezvous_ = peer.rendezvous;
+  peer_rendezvous_quota_ = peer.rendezvous_quota;
   return absl::OkStatus();
 }
 
@@ -480,6 +489,16 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
     return ErrnoError(EMSGSIZE,
                       "message above the eager limit, and the peer takes no "
                       "rendezvous");
+  }
+  if (credits_) {
+    uint64_t total = 0;
+    for (const Segment& segment : segments) total += segment.length;
+    if (total > peer_rendezvous_quota_) {
+      return ErrnoError(EMSGSIZE, absl::StrCat("a message of ", total,
+                                               " bytes, above the peer's "
+                                               "rendezvous quota of ",
+                                               peer_rendezvous_quota_));
+    }
   }
   if (DataFifoFull()) Pump();
   if (outbound_in_use_ == send_queue_depth_ || DataFifoFull()) {
@@ -946,6 +965,9 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
     for (uint8_t i = 0; i < inbound.header.num_segments; ++i) {
       total += inbound.header.segment_lengths[i];
     }
+    // Within the quota: the arrival checked the message alone; here the
+    // messages of this connection holding memory too.
+    if (inbound_bytes_ + total > options_.rendezvous_quota) break;
     absl::StatusOr<LargeBuffer*> memory = options_.large_pool->Allocate(total);
     if (!memory.ok()) {
       if (ErrnoFromStatus(memory.status()) == EAGAIN) break;
@@ -953,6 +975,8 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
       return;
     }
     inbound.memory = *memory;
+    inbound.bytes = total;
+    inbound_bytes_ += total;
     inbound.state = InboundMessage::State::kReading;
     inbound.next_segment = 0;
     inbound.next_offset = 0;
@@ -1013,10 +1037,7 @@ void RcConnection::DropUnreported() {
     const uint32_t index =
         arrival_[(arrival_head_ + a) % options_.receive_buffers];
     InboundMessage& inbound = inbound_[index];
-    if (inbound.memory != nullptr) {
-      (void)options_.large_pool->Free(inbound.memory);
-      inbound.memory = nullptr;
-    }
+    FreeInbound(inbound);
     inbound.state = InboundMessage::State::kEager;
     held_[index] = 0;  // never reported: nobody will release it
   }
@@ -1191,6 +1212,17 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
       Fail(ErrnoError(ENOTSUP, "peer sent a rendezvous message; no pool"));
       return;
     }
+    uint64_t total = 0;
+    for (uint8_t i = 0; i < header->num_segments; ++i) {
+      total += header->segment_lengths[i];
+    }
+    if (total > options_.rendezvous_quota) {
+      Fail(ErrnoError(EPROTO, absl::StrCat("peer announced a rendezvous "
+                                           "message of ",
+                                           total, " bytes, above its quota of ",
+                                           options_.rendezvous_quota)));
+      return;
+    }
     InboundMessage& inbound = inbound_[index];
     inbound.header = *header;
     inbound.state = InboundMessage::State::kWaitingForMemory;
@@ -1260,12 +1292,7 @@ absl::Status RcConnection::Release(uint32_t buffer_index) {
   }
   // A batch's buffer goes back with the release of its last message.
   if (--held_[buffer_index] > 0) return absl::OkStatus();
-  InboundMessage& inbound = inbound_[buffer_index];
-  if (inbound.memory != nullptr) {
-    absl::Status freed = options_.large_pool->Free(inbound.memory);
-    if (!freed.ok()) DEMI_LOG(kError, "rendezvous memory: ", freed.message());
-    inbound.memory = nullptr;
-  }
+  FreeInbound(inbound_[buffer_index]);
   if (!status_.ok()) return absl::OkStatus();  // nothing to re-post for
   releases_.push_back(buffer_index);  // within capacity: each buffer once
   if (ReleasesDue()) completion_.RequestAfterPoll();

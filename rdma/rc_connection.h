@@ -145,6 +145,12 @@ struct RcConnectionOptions {
   // in `pd`; must outlive the connection). Null: a peer's rendezvous fails
   // the connection (ENOTSUP).
   LargeBufferPool* large_pool = nullptr;
+  // With a pool: the most bytes of rendezvous messages taken from the peer
+  // at once (allocated, being read or held by the consumer), advertised in
+  // the connection parameters. An announcement that alone exceeds it fails
+  // the connection (EPROTO) before anything is allocated; one that exceeds
+  // what is left waits, as for the pool's cap.
+  uint64_t rendezvous_quota = uint64_t{1} << 30;
   // Largest RDMA READ posted (a segment is pulled in chunks of this size).
   uint32_t read_chunk = 1u << 20;
   // Coalesce bursts: the first Send() after a poll is posted at once (a
@@ -437,6 +443,7 @@ class RcConnection final : private CompletionHandler {
     ReceivedMessage message;     // kEager: complete; else filled when read
     wire::MessageHeader header;  // rendezvous: what to read
     LargeBuffer* memory = nullptr;
+    uint64_t bytes = 0;        // rendezvous: the message's, while `memory`
     uint8_t next_segment = 0;  // the next READ to post
     uint32_t next_offset = 0;
     uint32_t reads_in_flight = 0;
@@ -557,6 +564,9 @@ class RcConnection final : private CompletionHandler {
   void HandleReceiveCompletion(const ibv_wc& wc, uint32_t buffer_index);
   // Marks the connection failed (first error wins) and flushes the QP.
   void Fail(absl::Status status);
+  // Gives a rendezvous message's memory back to the pool and its bytes to
+  // the quota (nothing if it holds none).
+  void FreeInbound(InboundMessage& inbound);
   void FailQueued(CompletionSink& sink);
 
   // Destruction order matters: declared so that the queue pair goes first,
@@ -654,8 +664,12 @@ class RcConnection final : private CompletionHandler {
   std::vector<OutboundTransfer> outbound_;
   TransferNonces nonces_;
   uint32_t outbound_in_use_ = 0;
-  // Rendezvous, receiving side: messages not yet reported, by receive
-  // buffer, and their receive buffers in arrival order (a ring).
+  // Rendezvous, receiving side: bytes of the messages holding memory (within
+  // options_.rendezvous_quota), the peer's quota for ours, messages not yet
+  // reported, by receive buffer, and their receive buffers in arrival order
+  // (a ring).
+  uint64_t inbound_bytes_ = 0;
+  uint64_t peer_rendezvous_quota_ = 0;
   std::vector<InboundMessage> inbound_;
   std::vector<uint32_t> arrival_;
   uint32_t arrival_head_ = 0;

@@ -8,9 +8,9 @@
 namespace demi::rdma::wire {
 namespace {
 
-// Layout of ConnectionParams (8 bytes):
+// Layout of ConnectionParams (16 bytes):
 //   0: version  1: flags (bit 0: rendezvous accepted)  2-3: receive_buffers
-//   4-7: receive_buffer_size
+//   4-7: receive_buffer_size  8-15: rendezvous_quota
 // Layout of the header's fixed part (8 bytes):
 //   0: version  1: type  2-3: credits_returned  4: num_segments  5-7: reserved
 
@@ -26,6 +26,7 @@ void EncodeConnectionParams(const ConnectionParams& params,
   out[1] = params.rendezvous ? 1 : 0;
   Put16(out + 2, params.receive_buffers);
   Put32(out + 4, params.receive_buffer_size);
+  Put64(out + 8, params.rendezvous ? params.rendezvous_quota : 0);
 }
 
 absl::StatusOr<ConnectionParams> DecodeConnectionParams(const void* data,
@@ -44,9 +45,15 @@ absl::StatusOr<ConnectionParams> DecodeConnectionParams(const void* data,
   params.rendezvous = (in[1] & 1) != 0;
   params.receive_buffers = Get16(in + 2);
   params.receive_buffer_size = Get32(in + 4);
+  params.rendezvous_quota = Get64(in + 8);
   if (params.receive_buffers == 0 ||
       params.receive_buffer_size < kMaxHeaderSize) {
     return ProtocolError("peer offers no usable receive buffers");
+  }
+  if (params.rendezvous != (params.rendezvous_quota != 0)) {
+    return ProtocolError(
+        "peer's rendezvous flag and quota disagree (a quota is set exactly "
+        "when rendezvous messages are taken)");
   }
   return params;
 }

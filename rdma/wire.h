@@ -26,7 +26,7 @@ namespace demi::rdma::wire {
 
 // Bumped on any incompatible change; peers with different versions refuse to
 // connect (the passive side rejects, the active side fails with EPROTO).
-inline constexpr uint8_t kVersion = 3;
+inline constexpr uint8_t kVersion = 4;
 
 // Most segments one message carries (DEMI_SGARRAY_MAXSIZE).
 inline constexpr int kMaxSegments = 16;
@@ -37,9 +37,15 @@ struct ConnectionParams {
   uint16_t receive_buffers = 0;      // receives the sender keeps posted
   uint32_t receive_buffer_size = 0;  // bytes per receive buffer
   bool rendezvous = false;           // the sender accepts rendezvous messages
+  // With rendezvous (and only then, non-zero): the most bytes of rendezvous
+  // messages the sender of these parameters takes from its peer at once. A
+  // push larger than the peer's quota fails at once (EMSGSIZE); a peer that
+  // announces more than it (in one message or in several not yet read)
+  // breaks the protocol.
+  uint64_t rendezvous_quota = 0;
 };
 
-inline constexpr size_t kConnectionParamsSize = 8;
+inline constexpr size_t kConnectionParamsSize = 16;
 // RC connect requests carry 56 bytes of private data, accepts 196.
 static_assert(kConnectionParamsSize <= 56, "must fit a connect request");
 

@@ -41,17 +41,46 @@ TEST(WireTest, ConnectionParamsRoundTrip) {
   EXPECT_EQ(params->receive_buffers, 64);
   EXPECT_EQ(params->receive_buffer_size, 8264u);
   EXPECT_FALSE(params->rendezvous);
+  EXPECT_EQ(params->rendezvous_quota, 0u);
+  EncodeConnectionParams({.receive_buffers = 3,
+                          .receive_buffer_size = 400,
+                          .rendezvous = true,
+                          .rendezvous_quota = uint64_t{5} << 30},
+                         bytes);
+  params = DecodeConnectionParams(bytes, sizeof(bytes));
+  ASSERT_TRUE(params.ok()) << params.status();
+  EXPECT_TRUE(params->rendezvous);
+  EXPECT_EQ(params->rendezvous_quota, uint64_t{5} << 30);
+}
+
+TEST(WireTest, RendezvousFlagAndQuotaMustAgree) {
+  uint8_t bytes[kConnectionParamsSize];
+  // Without rendezvous no quota is sent, whatever the struct held.
+  EncodeConnectionParams({.receive_buffers = 3,
+                          .receive_buffer_size = 400,
+                          .rendezvous_quota = 1 << 20},
+                         bytes);
+  EXPECT_EQ(DecodeConnectionParams(bytes, sizeof(bytes))->rendezvous_quota, 0u);
+  // Rendezvous with no quota, and a quota without rendezvous: EPROTO.
   EncodeConnectionParams(
       {.receive_buffers = 3, .receive_buffer_size = 400, .rendezvous = true},
       bytes);
-  EXPECT_TRUE(DecodeConnectionParams(bytes, sizeof(bytes))->rendezvous);
+  EXPECT_EQ(
+      ErrnoFromStatus(DecodeConnectionParams(bytes, sizeof(bytes)).status()),
+      EPROTO);
+  bytes[1] = 0;
+  bytes[8] = 1;
+  EXPECT_EQ(
+      ErrnoFromStatus(DecodeConnectionParams(bytes, sizeof(bytes)).status()),
+      EPROTO);
 }
 
 TEST(WireTest, ConnectionParamsAreLittleEndian) {
   uint8_t bytes[kConnectionParamsSize];
   EncodeConnectionParams(
       {.receive_buffers = 0x0102, .receive_buffer_size = 0x0a0b0c0d}, bytes);
-  const uint8_t expected[] = {kVersion, 0, 0x02, 0x01, 0x0d, 0x0c, 0x0b, 0x0a};
+  const uint8_t expected[] = {kVersion, 0, 0x02, 0x01, 0x0d, 0x0c, 0x0b, 0x0a,
+                              0,        0, 0,    0,    0,    0,    0,    0};
   EXPECT_EQ(std::memcmp(bytes, expected, sizeof(expected)), 0);
 }
 
@@ -59,9 +88,14 @@ TEST(WireTest, BadConnectionParamsAreEPROTO) {
   uint8_t bytes[kConnectionParamsSize];
   EncodeConnectionParams({.receive_buffers = 4, .receive_buffer_size = 4096},
                          bytes);
-  EXPECT_EQ(ErrnoFromStatus(DecodeConnectionParams(bytes, 7).status()), EPROTO);
-  EXPECT_EQ(ErrnoFromStatus(DecodeConnectionParams(nullptr, 8).status()),
-            EPROTO);
+  EXPECT_EQ(
+      ErrnoFromStatus(
+          DecodeConnectionParams(bytes, kConnectionParamsSize - 1).status()),
+      EPROTO);
+  EXPECT_EQ(
+      ErrnoFromStatus(
+          DecodeConnectionParams(nullptr, kConnectionParamsSize).status()),
+      EPROTO);
   uint8_t wrong_version[kConnectionParamsSize];
   std::memcpy(wrong_version, bytes, sizeof(bytes));
   wrong_version[0] = kVersion + 1;

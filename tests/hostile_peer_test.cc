@@ -40,13 +40,14 @@ namespace wire = demi::rdma::wire;
 class HostilePeer {
  public:
   // Connects to `server` with the library's connection parameters, keeping
-  // `receives` receive buffers of the library's size posted and offering to
-  // serve `responder_resources` RDMA READs at once. Null, and *error, if it
+  // `receives` receive buffers of the library's size posted, offering to
+  // serve `responder_resources` RDMA READs at once and to take
+  // `rendezvous_quota` bytes of rendezvous messages. Null, and *error, if it
   // cannot.
-  static std::unique_ptr<HostilePeer> Connect(const sockaddr_in& server,
-                                              uint16_t receives,
-                                              std::string* error,
-                                              uint8_t responder_resources = 1) {
+  static std::unique_ptr<HostilePeer> Connect(
+      const sockaddr_in& server, uint16_t receives, std::string* error,
+      uint8_t responder_resources = 1,
+      uint64_t rendezvous_quota = uint64_t{1} << 30) {
     std::unique_ptr<HostilePeer> peer(new HostilePeer(receives));
     char host[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &server.sin_addr, host, sizeof(host));
@@ -89,7 +90,8 @@ class HostilePeer {
     uint8_t params[wire::kConnectionParamsSize];
     wire::EncodeConnectionParams({.receive_buffers = receives,
                                   .receive_buffer_size = kReceiveSize,
-                                  .rendezvous = true},
+                                  .rendezvous = true,
+                                  .rendezvous_quota = rendezvous_quota},
                                  params);
     rdma_conn_param param{};
     param.private_data = params;
@@ -200,14 +202,18 @@ class HostilePeerTest : public ::testing::Test {
   }
 
   // A listener, a hostile peer connected to it keeping `receives` receive
-  // buffers posted, and the server's queue for it.
-  void ConnectHostile(uint16_t receives) {
+  // buffers posted (and advertising `rendezvous_quota`), and the server's
+  // queue for it.
+  void ConnectHostile(uint16_t receives,
+                      uint64_t rendezvous_quota = uint64_t{1} << 30) {
     listener_ = ListenOnTestAddress(&address_);
     demi_qtoken_t accept = 0;
     ASSERT_EQ(demi_accept(&accept, listener_), 0);
     std::string error;
-    std::thread connector(
-        [&] { peer_ = HostilePeer::Connect(address_, receives, &error); });
+    std::thread connector([&] {
+      peer_ = HostilePeer::Connect(address_, receives, &error,
+                                   /*responder_resources=*/1, rendezvous_quota);
+    });
     demi_qresult_t accepted = WaitResult(accept);
     connector.join();
     ASSERT_NE(peer_, nullptr) << error;
@@ -505,6 +511,59 @@ TEST_F(HostilePeerTest, SendingBeyondCreditsFailsOnlyThePeer) {
               static_cast<uint8_t>(i));
     EXPECT_EQ(demi_sgafree(&sga), 0);
   }
+  ExpectHonestConnectionWorks();
+}
+
+// A rendezvous announcement above the server's quota (2 GiB, with a bogus
+// key, against the default 1 GiB), on three connections one after the
+// other: each fails at once with EPROTO, before anything is allocated or
+// read for it (before: the server mapped and registered 2 GiB, then its
+// READ with the bogus key failed).
+TEST_F(HostilePeerTest, AnnouncementAboveTheQuotaFailsAtOnce) {
+  for (int round = 0; round < 3; ++round) {
+    if (round > 0) {
+      EXPECT_EQ(demi_close(qd_), 0);
+      qd_ = -1;
+      WhileProgressing([this] { peer_.reset(); });
+      EXPECT_EQ(demi_close(listener_), 0);
+      listener_ = -1;
+    }
+    ConnectHostile(8);
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, qd_), 0);
+    wire::MessageHeader header{};
+    header.type = wire::MessageType::kRendezvous;
+    header.num_segments = 1;
+    header.segment_lengths[0] = 1u << 31;
+    header.transfer_id = 0x00010001;
+    header.remote[0] = {.address = 0x10000, .rkey = 0xbad};
+    const auto announced = std::chrono::steady_clock::now();
+    ASSERT_TRUE(peer_->Send(Encoded(header)));
+    ExpectProtocolFailure(pop);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                            announced)
+                  .count(),
+              0.5);
+  }
+  ExpectHonestConnectionWorks();
+}
+
+// The peer advertises a rendezvous quota of 1 MiB: a larger push to it
+// fails at once with EMSGSIZE (nothing sent), one within it is announced.
+TEST_F(HostilePeerTest, PushAboveThePeersQuotaIsEmsgsize) {
+  ConnectHostile(8, /*rendezvous_quota=*/1 << 20);
+  demi_sgarray_t big = demi_sgaalloc((1 << 20) + 1);
+  ASSERT_EQ(big.sga_numsegs, 1u);
+  demi_qtoken_t push = 0;
+  EXPECT_EQ(demi_push(&push, qd_, &big), EMSGSIZE);
+  EXPECT_EQ(demi_sgafree(&big), 0);
+  demi_sgarray_t within{};
+  const demi_qtoken_t announced = PushAnnounced(&within);
+  EXPECT_NE(announced, 0u);
+  EXPECT_EQ(demi_close(qd_), 0);  // the peer never reads it: reset after 1 s
+  qd_ = -1;
+  EXPECT_EQ(WaitResult(announced).qr_ret, ECANCELED);
+  EXPECT_EQ(demi_sgafree(&within), 0);
   ExpectHonestConnectionWorks();
 }
 

@@ -24,6 +24,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(size >= wire::kConnectionParamsSize);
   FUZZ_CHECK(params->receive_buffers > 0);
   FUZZ_CHECK(params->receive_buffer_size >= wire::kMaxHeaderSize);
+  // A quota exactly when rendezvous messages are taken.
+  FUZZ_CHECK(params->rendezvous == (params->rendezvous_quota != 0));
   uint8_t expected[wire::kConnectionParamsSize];
   std::memcpy(expected, data, sizeof(expected));
   expected[1] &= 1;  // only bit 0 (rendezvous) means anything

@@ -96,7 +96,8 @@ void ConnectionParamsSeeds() {
   uint8_t out[wire::kConnectionParamsSize];
   wire::EncodeConnectionParams({.receive_buffers = 64,
                                 .receive_buffer_size = 8192 + 72,
-                                .rendezvous = true},
+                                .rendezvous = true,
+                                .rendezvous_quota = uint64_t{1} << 30},
                                out);
   Write("connection_params", "rendezvous", {out, out + sizeof(out)});
   wire::EncodeConnectionParams(
