@@ -69,6 +69,8 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
 //   DEMI_LARGE_POOL_MAX_BYTES=N  cap on memory for large messages, per device
 //   DEMI_RENDEZVOUS_QUOTA=N      bytes of rendezvous messages one peer may
 //                                have this process hold at once
+//   DEMI_MAX_CONNECTIONS=N       connections a worker holds before incoming
+//                                requests are refused
 //   DEMI_COALESCE_SENDS=0        post every push at once (default: the
 //                                rest of a burst goes at the next poll)
 //   DEMI_DGRAM_ROUTE_TTL_MS=N    age at which a cached datagram destination
@@ -101,6 +103,10 @@ LibOSOptions OptionsFromEnvironment() {
   number("DEMI_MR_CACHE_MAX_BYTES", &options.region_cache.max_pinned_bytes);
   number("DEMI_MR_CACHE_MAX_REGIONS", &options.region_cache.max_regions);
   number("DEMI_LARGE_POOL_MAX_BYTES", &options.large_pool.max_bytes);
+  size_t max_connections = options.max_connections;
+  number("DEMI_MAX_CONNECTIONS", &max_connections);
+  options.max_connections =
+      static_cast<uint32_t>(std::min<size_t>(max_connections, UINT32_MAX));
   size_t quota = options.connection.rendezvous_quota;
   number("DEMI_RENDEZVOUS_QUOTA", &quota);
   options.connection.rendezvous_quota = quota;

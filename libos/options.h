@@ -59,6 +59,13 @@ struct LibOSOptions {
   // be slow and a large rendezvous message takes a while to pull (1 GiB:
   // about a minute under emulation). Zero: never. DEMI_STALL_TIMEOUT_MS.
   absl::Duration stall_timeout = absl::Minutes(5);
+  // Connections a worker (the queues one thread made) holds at most, open
+  // or closed and not yet gone: a connection request beyond it is refused
+  // before anything is built for it, whatever the listener's backlog. Each
+  // costs a queue pair, completion queue entries and pinned receive buffers
+  // (about 0.5 MiB with the default settings). Connections this side opens
+  // are not refused, only counted. DEMI_MAX_CONNECTIONS.
+  uint32_t max_connections = 4096;
   // How long a wait polls before it sleeps (LibOS::WaitLoop): zero sleeps
   // after the first round that finds nothing; InfiniteDuration() never
   // sleeps (spins for as long as it waits). DEMI_SPIN_US.

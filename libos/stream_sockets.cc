@@ -677,6 +677,14 @@ uint32_t StreamSockets::Unaccepted(const Queue& listener) const {
   return count;
 }
 
+uint32_t StreamSockets::Connections() const {
+  uint32_t count = static_cast<uint32_t>(retired_.size());
+  queues_.ForEach([&count](int, const Queue& queue) {
+    count += queue.connection != nullptr;
+  });
+  return count;
+}
+
 void StreamSockets::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
   // The backlog bounds what requests cost before the application accepts
   // them (each connection built is a queue pair, completion queue entries
@@ -684,6 +692,13 @@ void StreamSockets::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
   if (Unaccepted(listener) >= static_cast<uint32_t>(listener.backlog)) {
     DEMI_LOG(kInfo, "refused a connection: backlog of ", listener.backlog,
              " full");
+    rdma::CmId::RejectRequest(std::move(event));
+    return;
+  }
+  // So do all the connections together, whatever their listeners.
+  if (Connections() >= ctx_.options.max_connections) {
+    DEMI_LOG(kWarning, "refused a connection: ", ctx_.options.max_connections,
+             " connections open (DEMI_MAX_CONNECTIONS)");
     rdma::CmId::RejectRequest(std::move(event));
     return;
   }

@@ -100,6 +100,10 @@ class StreamSockets final : public Sockets {
   // (accepting, or established and waiting for a demi_accept): at most its
   // backlog. O(queues): only connection requests ask.
   uint32_t Unaccepted(const Queue& listener) const;
+  // Connections this worker holds: open (any state with a connection) and
+  // closed but not yet destroyed. Incoming requests beyond
+  // LibOSOptions::max_connections are refused. O(queues), as Unaccepted.
+  uint32_t Connections() const;
   void HandleEstablished(const rdma::CmEvent& event, Queue& queue);
   void FailConnection(Queue& queue, int errnum);
   void CompletePop(Queue& queue, demi_qtoken_t qt,
