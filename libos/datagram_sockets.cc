@@ -296,9 +296,8 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
   PendingDatagram pending;
   pending.qd = queue.qd;
   pending.num_segments = sga->sga_numsegs;
-  DEMI_RETURN_IF_ERROR(ctx_.memory.Map(*sga, buffer, endpoint.pd(),
-                                       /*remote_read=*/false, pending.segments,
-                                       &record));
+  DEMI_RETURN_IF_ERROR(
+      ctx_.memory.Map(*sga, buffer, endpoint.pd(), pending.segments, &record));
   absl::StatusOr<demi_qtoken_t> allocated =
       ctx_.tokens.Allocate(queue.qd, DEMI_OPC_PUSH);
   if (!allocated.ok()) {

@@ -40,8 +40,8 @@ absl::StatusOr<PushMemory::Buffer> PushMemory::Identify(
 }
 
 absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,
-                             ibv_pd* pd, bool remote_read,
-                             rdma::Segment* segments, PushRecord* record) {
+                             ibv_pd* pd, rdma::Segment* segments,
+                             PushRecord* record) {
   CopyArray(sga, &record->sga);
   record->library_buffer =
       buffer.kind == Buffer::Kind::kPool || buffer.kind == Buffer::Kind::kLarge
@@ -62,11 +62,9 @@ absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,
     }
     record->received = buffer.received;
   }
-  // The buffer's own keys serve segments inside it, on its device, and for
-  // a rendezvous only if the peer may read with them.
+  // The buffer's own keys serve segments inside it, on its device.
   const rdma::RegisteredSpan& span = buffer.span;
-  const bool own_keys = span.data != nullptr && span.pd == pd &&
-                        (!remote_read || span.remote_read);
+  const bool own_keys = span.data != nullptr && span.pd == pd;
   const auto begin = reinterpret_cast<uintptr_t>(span.data);
   for (uint32_t i = 0; i < sga.sga_numsegs; ++i) {
     const demi_sgaseg_t& segment = sga.sga_segs[i];

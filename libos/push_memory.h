@@ -163,16 +163,15 @@ class PushMemory {
                       ibv_pd* pd);
 
   // Fills `segments` (sga.sga_numsegs of them) and `record` for sending
-  // `sga` (checked by CheckPushArray) on a queue pair in `pd`;
-  // `remote_read`: the send goes by rendezvous (the peer reads the
-  // segments). The buffer `sga_buf` names is pinned (protected from
+  // `sga` (checked by CheckPushArray) on a queue pair in `pd` (local keys:
+  // a rendezvous send registers what the peer may read itself). The buffer
+  // `sga_buf` names is pinned (protected from
   // demi_sgafree) from here. EINVAL if it was freed meanwhile. On error
   // nothing stays leased or pinned. Follow with Finished() when the push is
   // done, or Unmap() if it never went out.
   // `buffer` is what Identify(sga.sga_buf) returned.
   absl::Status Map(const demi_sgarray_t& sga, const Buffer& buffer, ibv_pd* pd,
-                   bool remote_read, rdma::Segment* segments,
-                   PushRecord* record);
+                   rdma::Segment* segments, PushRecord* record);
   // A mapped push that never went out, or whose bytes went inline at post:
   // as Finished().
   void Unmap(const PushRecord& record) { Finished(record); }
@@ -255,15 +254,13 @@ inline void UnmappedSegments(const demi_sgarray_t& sga, rdma::Segment* out) {
 namespace push_memory_internal {
 
 // The registered memory of a demi_sgaalloc buffer (a PoolBuffer or a
-// LargeBuffer: both registered in `pd` for local and remote read access).
+// LargeBuffer: both registered in `pd` for local access only; a peer reads
+// a rendezvous message through a registration of its own, see
+// rdma::RcConnection).
 template <typename LibraryBuffer>
 rdma::RegisteredSpan LibrarySpan(const LibraryBuffer* buffer, ibv_pd* pd) {
-  return {static_cast<const uint8_t*>(buffer->data()),
-          buffer->capacity(),
-          buffer->keys().lkey,
-          buffer->keys().rkey,
-          pd,
-          /*remote_read=*/true};
+  return {static_cast<const uint8_t*>(buffer->data()), buffer->capacity(),
+          buffer->keys().lkey, buffer->keys().rkey, pd};
 }
 
 }  // namespace push_memory_internal

@@ -263,9 +263,7 @@ absl::StatusOr<demi_qtoken_t> StreamSockets::Push(int qd,
   if (qt == 0) return ErrnoError(EAGAIN, "too many operations in flight");
   PushRecord record;
   absl::Status mapped =
-      ctx_.memory.Map(*sga, buffer, connection.pd(),
-                      /*remote_read=*/total > connection.rendezvous_threshold(),
-                      segments, &record);
+      ctx_.memory.Map(*sga, buffer, connection.pd(), segments, &record);
   if (!mapped.ok()) {
     (void)ctx_.tokens.Release(qt);
     return mapped;

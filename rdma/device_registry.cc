@@ -38,7 +38,7 @@ absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
                           ProtectionDomain::Create(context));
     Device device{context, std::move(pd), nullptr, nullptr, nullptr};
     device.cache_registrar = std::make_unique<VerbsRegistrar>(
-        device.pd.get(), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ,
+        device.pd.get(), IBV_ACCESS_LOCAL_WRITE,
         VerbsRegistrar::ReadOnlyFallback::kYes);
     DEMI_ASSIGN_OR_RETURN(
         device.large_pool,
@@ -50,8 +50,7 @@ absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
     registry->devices_.push_back(std::move(device));
   }
   registry->registrar_ = std::make_unique<VerbsRegistrar>(
-      registry->devices_.front().pd.get(),
-      IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ);
+      registry->devices_.front().pd.get(), IBV_ACCESS_LOCAL_WRITE);
   DEMI_ASSIGN_OR_RETURN(
       registry->pool_,
       BufferPool::Create(registry->registrar_.get(), pool_options));

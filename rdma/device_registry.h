@@ -10,8 +10,9 @@
 // for messages above the eager limit. The completion queues connections
 // share are not here: each caller that polls on its own (a libOS worker)
 // makes its own DeviceCompletions over these devices. Everything is
-// registered with REMOTE_READ as well, since the peer pulls rendezvous
-// messages. The caches share one UserfaultWatcher; if the kernel or a sandbox
+// registered for local access only: a peer reads a rendezvous message
+// through a registration of exactly its bytes that lasts the transfer (see
+// RcConnection), never through these. The caches share one UserfaultWatcher; if the kernel or a sandbox
 // refuses userfaultfd, or `cache_enabled` is false, they register per push
 // instead (the reason is logged once).
 //
@@ -78,8 +79,8 @@ class DeviceRegistry {
   struct Device {
     ibv_context* context;  // owned by rdma_cm
     ProtectionDomain pd;
-    // Application memory and large buffers: LOCAL_WRITE | REMOTE_READ (a
-    // peer pulls what is pushed by rendezvous).
+    // Application memory and large buffers: LOCAL_WRITE only (RDMA READ
+    // targets; no remote access).
     std::unique_ptr<VerbsRegistrar> cache_registrar;
     std::unique_ptr<RegionCache> cache;  // destroyed before the registrar
     std::unique_ptr<LargeBufferPool> large_pool;

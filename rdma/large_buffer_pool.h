@@ -3,8 +3,8 @@
 // out for sizes above the BufferPool's largest class.
 //
 // Each buffer is its own page-aligned mapping with its own registration
-// (through the Registrar: LOCAL_WRITE for RDMA READ targets, REMOTE_READ so
-// a peer can pull it when it is pushed). Buffers are sized in power-of-two
+// (through the Registrar: LOCAL_WRITE, for RDMA READ targets; a peer reads
+// one pushed by rendezvous through a registration of its own). Buffers are sized in power-of-two
 // classes from 16 KiB; freed buffers up to kMaxCachedCapacity are kept for
 // reuse (registration is what costs), larger ones are unmapped at once.
 //

@@ -507,6 +507,16 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
   uint32_t index = 0;
   while (outbound_[index].in_use) ++index;
   OutboundTransfer& transfer = outbound_[index];
+  for (size_t i = 0; i < segments.size(); ++i) {
+    absl::StatusOr<MemoryRegion> exposed =
+        MemoryRegion::Register(pd_, const_cast<void*>(segments[i].data),
+                               segments[i].length, IBV_ACCESS_REMOTE_READ);
+    if (!exposed.ok()) {
+      EndTransfer(transfer);
+      return exposed.status();
+    }
+    transfer.exposed[i].emplace(*std::move(exposed));
+  }
   transfer.in_use = true;
   transfer.announced = false;
   transfer.nonce = nonces_.Next();
@@ -522,6 +532,7 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
       Fail(posted);
       transfer.in_use = false;
       --outbound_in_use_;
+      EndTransfer(transfer);
     }
     return posted;
   }
@@ -637,9 +648,10 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
       header.segment_lengths[i] = segments[i].length;
     }
     if (kind == Kind::kRendezvous) {
+      const OutboundTransfer& transfer = outbound_[cookie];
       for (uint32_t i = 0; i < num_segments; ++i) {
         header.remote[i] = {reinterpret_cast<uintptr_t>(segments[i].data),
-                            segments[i].rkey};
+                            transfer.exposed[i]->rkey()};
       }
     }
     header_size = wire::EncodeHeader(header, header_slot);
@@ -1243,6 +1255,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     outbound_[transfer].in_use = false;
     --outbound_in_use_;
     ++peer_progress_;
+    EndTransfer(outbound_[transfer]);
     sink.OnSendComplete(outbound_[transfer].cookie, absl::OkStatus());
     // Then re-post below, as for the other header-only messages.
   }
@@ -1366,7 +1379,14 @@ void RcConnection::FailQueued(CompletionSink& sink) {
     if (!transfer.in_use) continue;
     transfer.in_use = false;
     --outbound_in_use_;
+    EndTransfer(transfer);
     sink.OnSendComplete(transfer.cookie, status);
+  }
+}
+
+void RcConnection::EndTransfer(OutboundTransfer& transfer) {
+  for (std::optional<MemoryRegion>& exposed : transfer.exposed) {
+    exposed.reset();
   }
 }
 

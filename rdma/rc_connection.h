@@ -185,8 +185,8 @@ struct Segment {
   const void* data;
   uint32_t length;
   uint32_t lkey;
-  // For rendezvous: the peer reads the segment with this key (the memory must
-  // be registered with IBV_ACCESS_REMOTE_READ).
+  // Unused by RcConnection (a rendezvous announces keys of its own, see
+  // OutboundTransfer); kept zero or the registration's rkey.
   uint32_t rkey;
 };
 
@@ -198,9 +198,6 @@ struct RegisteredSpan {
   uint32_t lkey = 0;
   uint32_t rkey = 0;
   ibv_pd* pd = nullptr;
-  // The registration grants IBV_ACCESS_REMOTE_READ (rkey usable for a
-  // rendezvous announcement).
-  bool remote_read = false;
 };
 
 // A data message received into receive buffer `buffer_index` (or, for a
@@ -435,7 +432,15 @@ class RcConnection final : private CompletionHandler {
     bool announced = false;  // its announcement is posted (not queued)
     uint16_t nonce = 0;
     uint64_t cookie = 0;
+    // What the peer may read, and only while the transfer lasts: one
+    // registration of exactly each segment's bytes, with remote read access
+    // and nothing else, announced under its own key and deregistered when
+    // the transfer ends (done, failure, close). The memory's other
+    // registrations (pool chunk, cached region) grant no remote access.
+    std::optional<MemoryRegion> exposed[wire::kMaxSegments];
   };
+  // Ends `transfer` (done, failed or abandoned): the peer's key for it goes.
+  void EndTransfer(OutboundTransfer& transfer);
   // An incoming message not yet reported, by receive buffer.
   struct InboundMessage {
     enum class State : uint8_t { kEager, kWaitingForMemory, kReading, kRead };
@@ -701,7 +706,6 @@ inline RegisteredSpan RcConnection::HeldBuffer(uint32_t buffer_index) const {
     span.size = memory->capacity();
     span.lkey = memory->keys().lkey;
     span.rkey = memory->keys().rkey;
-    span.remote_read = true;  // LargeBufferPool registers for peers to read
     return span;
   }
   span.data = receive_memory_.get() +

@@ -77,7 +77,10 @@ class HostilePeer {
         rdma_reg_msgs(peer->id_, peer->receive_.data(), peer->receive_.size());
     peer->send_mr_ =
         rdma_reg_msgs(peer->id_, peer->send_.data(), peer->send_.size());
-    if (peer->receive_mr_ == nullptr || peer->send_mr_ == nullptr) {
+    peer->read_mr_ =
+        rdma_reg_msgs(peer->id_, peer->read_.data(), peer->read_.size());
+    if (peer->receive_mr_ == nullptr || peer->send_mr_ == nullptr ||
+        peer->read_mr_ == nullptr) {
       *error = std::string("rdma_reg_msgs: ") + std::strerror(errno);
       return nullptr;
     }
@@ -111,6 +114,7 @@ class HostilePeer {
     if (id_ == nullptr) return;
     if (connected_) (void)rdma_disconnect(id_);
     if (send_mr_ != nullptr) (void)rdma_dereg_mr(send_mr_);
+    if (read_mr_ != nullptr) (void)rdma_dereg_mr(read_mr_);
     if (receive_mr_ != nullptr) (void)rdma_dereg_mr(receive_mr_);
     rdma_destroy_ep(id_);
   }
@@ -125,6 +129,27 @@ class HostilePeer {
     }
     std::optional<ibv_wc> wc = Poll(id_->send_cq, [] {});
     return wc.has_value() && wc->status == IBV_WC_SUCCESS;
+  }
+
+  // One RDMA READ of `length` bytes at `address` with `rkey`: the bytes if
+  // it succeeded; nullopt if it failed (and its queue pair with it).
+  std::optional<std::vector<uint8_t>> Read(uint64_t address, uint32_t rkey,
+                                           uint32_t length) {
+    if (length > read_.size()) return std::nullopt;
+    ibv_sge sge{reinterpret_cast<uintptr_t>(read_.data()), length,
+                read_mr_->lkey};
+    ibv_send_wr wr{};
+    wr.opcode = IBV_WR_RDMA_READ;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.wr.rdma.remote_addr = address;
+    wr.wr.rdma.rkey = rkey;
+    ibv_send_wr* bad = nullptr;
+    if (ibv_post_send(id_->qp, &wr, &bad) != 0) return std::nullopt;
+    std::optional<ibv_wc> wc = Poll(id_->send_cq, [] {});
+    if (!wc.has_value() || wc->status != IBV_WC_SUCCESS) return std::nullopt;
+    return std::vector<uint8_t>(read_.begin(), read_.begin() + length);
   }
 
   // The next message the server sent (within 10 s), its receive buffer
@@ -146,7 +171,9 @@ class HostilePeer {
 
  private:
   explicit HostilePeer(uint16_t receives)
-      : receive_(size_t{receives} * kReceiveSize), send_(4096) {}
+      : receive_(size_t{receives} * kReceiveSize),
+        send_(4096),
+        read_(64 << 10) {}
 
   bool PostReceive(uint16_t index) {
     return rdma_post_recv(id_, reinterpret_cast<void*>(uintptr_t{index}),
@@ -172,8 +199,10 @@ class HostilePeer {
   bool connected_ = false;
   ibv_mr* receive_mr_ = nullptr;
   ibv_mr* send_mr_ = nullptr;
+  ibv_mr* read_mr_ = nullptr;
   std::vector<uint8_t> receive_;
   std::vector<uint8_t> send_;
+  std::vector<uint8_t> read_;  // RDMA READ target
 };
 
 // A message header as the wire encodes it.
@@ -564,6 +593,60 @@ TEST_F(HostilePeerTest, PushAboveThePeersQuotaIsEmsgsize) {
   qd_ = -1;
   EXPECT_EQ(WaitResult(announced).qr_ret, ECANCELED);
   EXPECT_EQ(demi_sgafree(&within), 0);
+  ExpectHonestConnectionWorks();
+}
+
+// As the receiver of a genuine rendezvous push (40,000 bytes of a
+// demi_sgaalloc buffer), the peer reads exactly what was announced: the
+// whole range, intact; one byte before it, one byte after it, and the same
+// range after its done all fail at the device (each on a connection of its
+// own, since a failed READ fails the queue pair). Before, all three reads
+// were granted: the announcement carried the key of the whole pool chunk.
+TEST_F(HostilePeerTest, RendezvousReadsAreScopedToTheAnnouncedBytes) {
+  constexpr uint32_t kSize = 40000;
+  enum class Try { kBefore, kAfter, kAgainAfterDone };
+  for (Try attempt : {Try::kBefore, Try::kAfter, Try::kAgainAfterDone}) {
+    ConnectHostile(8);
+    demi_sgarray_t sga = demi_sgaalloc(kSize);
+    ASSERT_EQ(sga.sga_numsegs, 1u);
+    auto* bytes = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
+    for (uint32_t i = 0; i < kSize; ++i)
+      bytes[i] = static_cast<uint8_t>(i * 7 + 3);
+    demi_qtoken_t push = 0;
+    ASSERT_EQ(demi_push(&push, qd_, &sga), 0);
+    std::optional<std::vector<uint8_t>> message = ReceiveFromServer();
+    ASSERT_TRUE(message.has_value());
+    wire::MessageHeader announced{};
+    ASSERT_TRUE(
+        wire::DecodeHeader(message->data(), message->size(), &announced).ok());
+    ASSERT_EQ(announced.type, wire::MessageType::kRendezvous);
+    ASSERT_EQ(announced.segment_lengths[0], kSize);
+    const wire::RemoteSegment remote = announced.remote[0];
+    if (attempt == Try::kBefore) {
+      EXPECT_FALSE(peer_->Read(remote.address - 1, remote.rkey, 1));
+    } else if (attempt == Try::kAfter) {
+      EXPECT_FALSE(peer_->Read(remote.address + kSize, remote.rkey, 1));
+    } else {
+      std::optional<std::vector<uint8_t>> read =
+          peer_->Read(remote.address, remote.rkey, kSize);
+      ASSERT_TRUE(read.has_value());
+      for (uint32_t i = 0; i < kSize; i += 997) {
+        ASSERT_EQ((*read)[i], static_cast<uint8_t>(i * 7 + 3)) << "byte " << i;
+      }
+      ASSERT_TRUE(peer_->Send(Done(announced.transfer_id)));
+      EXPECT_EQ(WaitResult(push).qr_opcode, DEMI_OPC_PUSH);
+      push = 0;
+      EXPECT_FALSE(peer_->Read(remote.address, remote.rkey, kSize));
+    }
+    EXPECT_EQ(demi_close(qd_), 0);
+    qd_ = -1;
+    if (push != 0) (void)WaitResult(push);  // failed with the connection
+    EXPECT_EQ(demi_sgafree(&sga), 0);
+    WhileProgressing([this] { peer_.reset(); });
+    EXPECT_EQ(demi_close(listener_), 0);
+    listener_ = -1;
+  }
+  ConnectHostile(8);
   ExpectHonestConnectionWorks();
 }
 
