@@ -66,6 +66,16 @@ absl::Status CompletionError(const ibv_wc& wc) {
                    " (vendor ", wc.vendor_err, ")"));
 }
 
+// The bytes a message's segments add up to (a rendezvous message: what the
+// receiver allocates and the quota counts).
+uint64_t MessageBytes(const wire::MessageHeader& header) {
+  uint64_t total = 0;
+  for (uint8_t i = 0; i < header.num_segments; ++i) {
+    total += header.segment_lengths[i];
+  }
+  return total;
+}
+
 absl::Status ValidateOptions(const RcConnectionOptions& options) {
   if (options.receive_buffers < CreditAccount::kMinReceiveBuffers ||
       options.receive_buffers > CreditAccount::kMaxReceiveBuffers) {
@@ -973,10 +983,7 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
     InboundMessage& inbound =
         inbound_[arrival_[(arrival_head_ + a) % options_.receive_buffers]];
     if (inbound.state != InboundMessage::State::kWaitingForMemory) continue;
-    uint64_t total = 0;
-    for (uint8_t i = 0; i < inbound.header.num_segments; ++i) {
-      total += inbound.header.segment_lengths[i];
-    }
+    const uint64_t total = MessageBytes(inbound.header);
     // Within the quota: the arrival checked the message alone; here the
     // messages of this connection holding memory too.
     if (inbound_bytes_ + total > options_.rendezvous_quota) break;
@@ -1224,10 +1231,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
       Fail(ErrnoError(ENOTSUP, "peer sent a rendezvous message; no pool"));
       return;
     }
-    uint64_t total = 0;
-    for (uint8_t i = 0; i < header->num_segments; ++i) {
-      total += header->segment_lengths[i];
-    }
+    const uint64_t total = MessageBytes(*header);
     if (total > options_.rendezvous_quota) {
       Fail(ErrnoError(EPROTO, absl::StrCat("peer announced a rendezvous "
                                            "message of ",
