@@ -596,8 +596,7 @@ void DatagramSockets::RetireRoute(std::unique_ptr<DatagramRoute> route) {
                                        queue.endpoint->sends_posted());
     }
   };
-  queues_.ForEach([&](int, DatagramQueue& queue) { note(queue); });
-  for (const auto& queue : retired_) note(*queue);
+  ForEachQueue(note);
   stale_routes_.push_back(std::move(route));
 }
 
@@ -609,8 +608,7 @@ void DatagramSockets::ReapStaleRoutes() {
     auto match = [&](const DatagramQueue& queue) {
       if (queue.endpoint.get() == endpoint) found = endpoint;
     };
-    queues_.ForEach([&](int, DatagramQueue& queue) { match(queue); });
-    for (const auto& queue : retired_) match(*queue);
+    ForEachQueue(match);
     return found == nullptr || found->sends_completed() >= sends;
   };
   for (size_t i = 0; i < stale_routes_.size();) {
@@ -765,19 +763,15 @@ absl::Status DatagramSockets::ArmNotify() {
       armed = queue.endpoint->ArmNotify();
     }
   };
-  queues_.ForEach([&](int, DatagramQueue& queue)
-                      ABSL_NO_THREAD_SAFETY_ANALYSIS { arm(queue); });
-  for (auto& queue : retired_) arm(*queue);
+  ForEachQueue(arm);
   return armed;
 }
 
 void DatagramSockets::AddProgress() {
   ctx_.progress.Add(
       1, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under the worker's mutex
-        queues_.ForEach(
-            [this](int, DatagramQueue& queue)
-                ABSL_NO_THREAD_SAFETY_ANALYSIS { PollQueue(queue); });
-        for (auto& queue : retired_) PollQueue(*queue);
+        ForEachQueue([this](DatagramQueue& queue)
+                         ABSL_NO_THREAD_SAFETY_ANALYSIS { PollQueue(queue); });
         Reap();
       });
   // As for the stream channel: a system call, so every kCmPollInterval
@@ -819,8 +813,7 @@ DatagramStats DatagramSockets::Statistics() const {
       stats.device_drops_reported = true;
     }
   };
-  queues_.ForEach([&](int, const DatagramQueue& queue) { add(queue); });
-  for (const auto& queue : retired_) add(*queue);
+  ForEachQueue(add);
   for (const auto& [key, route] : routes_) {
     if (route->peer.has_value()) ++stats.ah_entries;
   }

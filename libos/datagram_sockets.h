@@ -130,6 +130,20 @@ class DatagramSockets final : public Sockets {
   void CompletePop(DatagramQueue& queue, demi_qtoken_t qt,
                    const rdma::ReceivedDatagram& datagram);
   void ReapRetired();
+  // Calls fn(queue) for every socket: open ones, then closed ones kept
+  // (retired_) until their sends finished.
+  template <typename Fn>
+  void ForEachQueue(Fn fn) {
+    queues_.ForEach([&fn](int, DatagramQueue& queue)
+                        ABSL_NO_THREAD_SAFETY_ANALYSIS { fn(queue); });
+    for (auto& queue : retired_) fn(*queue);
+  }
+  template <typename Fn>
+  void ForEachQueue(Fn fn) const {
+    queues_.ForEach([&fn](int, const DatagramQueue& queue)
+                        ABSL_NO_THREAD_SAFETY_ANALYSIS { fn(queue); });
+    for (const auto& queue : retired_) fn(*queue);
+  }
   // Destroys the stale routes no posted send can still use (checked with
   // the rdma_cm channel, every kCmPollInterval rounds).
   void ReapStaleRoutes();

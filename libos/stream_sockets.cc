@@ -540,39 +540,44 @@ void StreamSockets::AddProgress() {
     while (std::optional<rdma::CmEvent> event = channel_.TryNext()) {
       HandleEvent(std::move(*event));
     }
-    if (!retired_.empty()) ExpireRetired(absl::Now());
-    KeepAliveIfDue();
-    CheckStallsIfDue();
+    // One clock read for the timed checks (none ever reaches the rounds
+    // that poll completions).
+    const absl::Time now = absl::Now();
+    if (!retired_.empty()) ExpireRetired(now);
+    KeepAliveIfDue(now);
+    CheckStallsIfDue(now);
   });
 }
 
-void StreamSockets::CheckStallsIfDue() {
+template <typename Fn>
+void StreamSockets::ForEachHealthyConnection(Fn fn) {
+  queues_.ForEach([&fn](int, Queue& queue) {
+    if (queue.state == Queue::State::kConnected && queue.error == 0 &&
+        queue.connection != nullptr) {
+      fn(*queue.connection);
+    }
+  });
+}
+
+void StreamSockets::CheckStallsIfDue(absl::Time now) {
   if (ctx_.options.stall_timeout <= absl::ZeroDuration()) return;
-  const absl::Time now = absl::Now();
   if (now < next_stall_check_) return;
   next_stall_check_ =
       now + std::min(absl::Seconds(1), ctx_.options.stall_timeout / 4);
-  queues_.ForEach([this, now](int, Queue& queue) {
-    if (queue.state == Queue::State::kConnected && queue.error == 0 &&
-        queue.connection != nullptr) {
-      queue.connection->CheckStall(now, ctx_.options.stall_timeout);
-    }
+  ForEachHealthyConnection([this, now](rdma::RcConnection& connection) {
+    connection.CheckStall(now, ctx_.options.stall_timeout);
   });
 }
 
-void StreamSockets::KeepAliveIfDue() {
+void StreamSockets::KeepAliveIfDue(absl::Time now) {
   if (ctx_.options.keepalive <= absl::ZeroDuration()) return;
-  const absl::Time now = absl::Now();
   if (now < next_keepalive_) return;
   next_keepalive_ = now + ctx_.options.keepalive;
   uint64_t probes = 0;
-  queues_.ForEach([&probes, now](int, Queue& queue) {
-    if (queue.state == Queue::State::kConnected && queue.error == 0 &&
-        queue.connection != nullptr) {
-      const uint64_t before = queue.connection->keepalives();
-      queue.connection->SendKeepalive(now);
-      probes += queue.connection->keepalives() - before;
-    }
+  ForEachHealthyConnection([&probes, now](rdma::RcConnection& connection) {
+    const uint64_t before = connection.keepalives();
+    connection.SendKeepalive(now);
+    probes += connection.keepalives() - before;
   });
   DEMI_LOG(kDebug, "keepalive: ", probes, " probes posted");
 }

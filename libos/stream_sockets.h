@@ -126,11 +126,15 @@ class StreamSockets final : public Sockets {
   // kCmPollInterval rounds and after every sleep), each healthy connection
   // probes its peer (RcConnection::SendKeepalive: only those with nothing
   // in flight post anything).
-  void KeepAliveIfDue();
+  void KeepAliveIfDue(absl::Time now);
   // About every second (with the rdma_cm channel), each connected
   // connection checks how long it has waited on its peer
   // (RcConnection::CheckStall, LibOSOptions::stall_timeout).
-  void CheckStallsIfDue();
+  void CheckStallsIfDue(absl::Time now);
+  // Calls fn(connection) for each connected queue's connection that has
+  // not failed (what the keepalive and stall checks visit).
+  template <typename Fn>
+  void ForEachHealthyConnection(Fn fn);
 
   SocketContext& ctx_;
   rdma::EventChannel channel_;

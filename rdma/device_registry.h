@@ -12,9 +12,9 @@
 // makes its own DeviceCompletions over these devices. Everything is
 // registered for local access only: a peer reads a rendezvous message
 // through a registration of exactly its bytes that lasts the transfer (see
-// RcConnection), never through these. The caches share one UserfaultWatcher; if the kernel or a sandbox
-// refuses userfaultfd, or `cache_enabled` is false, they register per push
-// instead (the reason is logged once).
+// RcConnection), never through these. The caches share one UserfaultWatcher; if
+// the kernel or a sandbox refuses userfaultfd, or `cache_enabled` is false,
+// they register per push instead (the reason is logged once).
 //
 // Errors: Create fails with ENODEV when there is no RDMA device.
 // Thread-safety: immutable after Create; the pools and caches it hands out

@@ -4,9 +4,10 @@
 //
 // Each buffer is its own page-aligned mapping with its own registration
 // (through the Registrar: LOCAL_WRITE, for RDMA READ targets; a peer reads
-// one pushed by rendezvous through a registration of its own). Buffers are sized in power-of-two
-// classes from 16 KiB; freed buffers up to kMaxCachedCapacity are kept for
-// reuse (registration is what costs), larger ones are unmapped at once.
+// one pushed by rendezvous through a registration of its own). Buffers are
+// sized in power-of-two classes from 16 KiB; freed buffers up to
+// kMaxCachedCapacity are kept for reuse (registration is what costs), larger
+// ones are unmapped at once.
 //
 // The cap. Every byte mapped (in use or kept) counts against max_bytes.
 // Allocate drops kept buffers to make room; when buffers in use alone leave

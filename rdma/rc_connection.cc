@@ -781,12 +781,17 @@ void RcConnection::CheckStall(absl::Time now, absl::Duration limit) {
   const bool waiting = status_.ok() && established_ &&
                        ((queued_count_ != 0 && !credits_->CanSendData()) ||
                         outbound_in_use_ != 0);
-  if (!waiting || peer_progress_ != progress_at_check_) {
-    progress_at_check_ = peer_progress_;
-    waiting_since_ = waiting ? now : absl::InfiniteFuture();
+  if (!waiting) {
+    waiting_since_ = absl::InfiniteFuture();
     return;
   }
-  if (waiting_since_ == absl::InfiniteFuture()) waiting_since_ = now;
+  // The wait (re)starts when it begins and whenever the peer moved.
+  if (waiting_since_ == absl::InfiniteFuture() ||
+      peer_progress_ != progress_at_check_) {
+    progress_at_check_ = peer_progress_;
+    waiting_since_ = now;
+    return;
+  }
   if (limit <= absl::ZeroDuration() || now - waiting_since_ <= limit) return;
   Fail(ErrnoError(
       ETIMEDOUT,

@@ -217,11 +217,11 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
                       absl::StrCat("datagram of ", total, " bytes; at most ",
                                    max_payload_, " fit one"));
   }
-  if (posted_count_ == options_.send_queue_depth) {
+  if (posted_sends() == options_.send_queue_depth) {
     return ErrnoError(EAGAIN, "datagram send queue full");
   }
   const uint32_t slot =
-      (posted_head_ + posted_count_) % options_.send_queue_depth;
+      (posted_head_ + posted_sends()) % options_.send_queue_depth;
   uint8_t* header_slot = header_memory_.get() + slot * kHeaderSlotSize;
   dw::DatagramHeader header;
   header.num_segments = static_cast<uint8_t>(segments.size());
@@ -262,7 +262,6 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
   posted_[slot] = cookie;
   report_[slot] = done ? 0 : 1;
   if (done) *done_at_post = true;
-  ++posted_count_;
   ++sends_posted_;
   return absl::OkStatus();
 }
@@ -293,15 +292,14 @@ absl::Status UdEndpoint::Poll(DatagramSink& sink) {
 void UdEndpoint::HandleSendCompletion(const ibv_wc& wc, DatagramSink& sink) {
   // Every send is signaled and a queue pair completes its sends in order.
   const uint32_t slot = static_cast<uint32_t>(wc.wr_id);
-  if (posted_count_ == 0 || slot != posted_head_) {
+  if (posted_sends() == 0 || slot != posted_head_) {
     DEMI_LOG(kError, "datagram send completion for slot ", slot, ", expected ",
-             posted_head_, " (", posted_count_, " posted)");
+             posted_head_, " (", posted_sends(), " posted)");
     Fail(ErrnoError(EIO, "datagram send completion out of order"));
     return;
   }
   const uint64_t cookie = posted_[slot];
   posted_head_ = (posted_head_ + 1) % options_.send_queue_depth;
-  --posted_count_;
   ++sends_completed_;
   absl::Status status;
   if (wc.status != IBV_WC_SUCCESS) {

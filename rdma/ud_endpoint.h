@@ -186,12 +186,14 @@ class UdEndpoint {
   }
   const absl::Status& status() const { return status_; }
   // Every send posted has completed (the device sent it).
-  bool idle() const { return posted_count_ == 0; }
-  uint32_t posted_sends() const { return posted_count_; }
+  bool idle() const { return posted_sends() == 0; }
+  uint32_t posted_sends() const {
+    return static_cast<uint32_t>(sends_posted_ - sends_completed_);
+  }
   // Sends posted, and sends completed (successfully or not), since the
-  // endpoint was made: every send posted before a moment when
-  // sends_posted() was N has completed once sends_completed() >= N (a queue
-  // pair completes its sends in order).
+  // endpoint was made (posted_sends() is their difference): every send
+  // posted before a moment when sends_posted() was N has completed once
+  // sends_completed() >= N (a queue pair completes its sends in order).
   uint64_t sends_posted() const { return sends_posted_; }
   uint64_t sends_completed() const { return sends_completed_; }
   uint32_t send_queue_depth() const { return options_.send_queue_depth; }
@@ -240,8 +242,7 @@ class UdEndpoint {
   // Ring of posted sends' cookies, by send-queue slot (completion order).
   std::vector<uint64_t> posted_;
   std::vector<uint8_t> report_;  // by slot: report posted_[slot] when done
-  uint32_t posted_head_ = 0;
-  uint32_t posted_count_ = 0;
+  uint32_t posted_head_ = 0;     // the oldest; posted_sends() of them in order
   // Buffers released since the last poll, and that poll's work requests
   // (capacity for every buffer: Release never allocates).
   std::vector<uint32_t> releases_;
