@@ -293,6 +293,7 @@ absl::Status RcConnection::CreateResources() {
                                             " scatter/gather entries, need ",
                                             wire::kMaxSegments + 1));
   }
+  windows_ = MemoryWindow::Supported(device);
   rd_atomic_ = std::max(
       1u,
       std::min({kMaxReadsInFlight, static_cast<uint32_t>(device.max_qp_rd_atom),
@@ -517,24 +518,22 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
   uint32_t index = 0;
   while (outbound_[index].in_use) ++index;
   OutboundTransfer& transfer = outbound_[index];
-  for (size_t i = 0; i < segments.size(); ++i) {
-    absl::StatusOr<MemoryRegion> exposed =
-        MemoryRegion::Register(pd_, const_cast<void*>(segments[i].data),
-                               segments[i].length, IBV_ACCESS_REMOTE_READ);
-    if (!exposed.ok()) {
-      EndTransfer(transfer);
-      return exposed.status();
-    }
-    transfer.exposed[i].emplace(*std::move(exposed));
-  }
+  DEMI_RETURN_IF_ERROR(Expose(segments, transfer));
   transfer.in_use = true;
   transfer.announced = false;
   transfer.nonce = nonces_.Next();
   transfer.cookie = cookie;
   ++outbound_in_use_;
-  // The announcement travels like data (credits, FIFO); the cookie is
-  // reported when the done message arrives.
-  if (PostNow()) {
+  // The announcement travels like data (credits, FIFO), after its windows'
+  // binds; the cookie is reported when the done message arrives.
+  const bool now = PostNow();  // once: it records the post when it says yes
+  if (now && !BindWindows(transfer) && !status_.ok()) {
+    transfer.in_use = false;  // a bind's post failed
+    --outbound_in_use_;
+    EndTransfer(transfer);
+    return status_;
+  }
+  if (now && transfer.bound) {
     uint16_t returned = *credits_->ConsumeForData();
     absl::Status posted = Post(Kind::kRendezvous, returned, segments.data(),
                                static_cast<uint32_t>(segments.size()), index);
@@ -547,6 +546,61 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
     return posted;
   }
   return Enqueue(Kind::kRendezvous, segments, index);
+}
+
+absl::Status RcConnection::Expose(absl::Span<const Segment> segments,
+                                  OutboundTransfer& transfer) {
+  transfer.num_segments = static_cast<uint8_t>(segments.size());
+  transfer.bound = !windows_;
+  const int access = windows_ ? IBV_ACCESS_MW_BIND : IBV_ACCESS_REMOTE_READ;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    Exposure& exposure = transfer.exposed[i];
+    absl::StatusOr<MemoryRegion> region = MemoryRegion::Register(
+        pd_, const_cast<void*>(segments[i].data), segments[i].length, access);
+    if (!region.ok()) {
+      EndTransfer(transfer);
+      return region.status();
+    }
+    exposure.rkey = region->rkey();
+    exposure.region.emplace(*std::move(region));
+    if (!windows_) continue;
+    absl::StatusOr<MemoryWindow> window = MemoryWindow::Allocate(pd_);
+    if (!window.ok()) {
+      EndTransfer(transfer);
+      return window.status();
+    }
+    exposure.window.emplace(*std::move(window));
+  }
+  return absl::OkStatus();
+}
+
+bool RcConnection::BindWindows(OutboundTransfer& transfer) {
+  if (transfer.bound) return true;
+  const uint32_t count = transfer.num_segments;
+  // Room for the binds and the announcement after them.
+  if (!status_.ok() || !established_ ||
+      send_queue_depth_ - posted_count_ < count + 1) {
+    return false;
+  }
+  ibv_send_wr* first = nullptr;
+  ibv_send_wr* last = nullptr;
+  for (uint32_t i = 0; i < count; ++i) {
+    Exposure& exposure = transfer.exposed[i];
+    const uint32_t slot = SendSlotAfterPosted(i);
+    ibv_send_wr& wr = send_wrs_[slot];
+    StartRequest(slot, /*sge=*/nullptr, /*num_sge=*/0, IBV_WR_BIND_MW, &wr);
+    exposure.rkey = exposure.window->PrepareBind(
+        *exposure.region, exposure.region->address(), exposure.region->length(),
+        IBV_ACCESS_REMOTE_READ, &wr);
+    posted_[slot] = PostedSend{.kind = Kind::kBind};
+    if (last != nullptr) last->next = &wr;
+    if (first == nullptr) first = &wr;
+    last = &wr;
+  }
+  // Signaled: the binds' slots come back without waiting for a later send.
+  if (PostChain(first, last, count, /*signal=*/true) != count) return false;
+  transfer.bound = true;
+  return true;
 }
 
 absl::Status RcConnection::SendEndOfStream() {
@@ -650,6 +704,7 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
       case Kind::kData:       // above
       case Kind::kRead:       // not a SEND; see PrepareRead
       case Kind::kKeepalive:  // not a SEND; see SendKeepalive
+      case Kind::kBind:       // not a SEND; see BindWindows
         break;
     }
     header.credits_returned = credits_returned;
@@ -661,7 +716,7 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
       const OutboundTransfer& transfer = outbound_[cookie];
       for (uint32_t i = 0; i < num_segments; ++i) {
         header.remote[i] = {reinterpret_cast<uintptr_t>(segments[i].data),
-                            transfer.exposed[i]->rkey()};
+                            transfer.exposed[i].rkey};
       }
     }
     header_size = wire::EncodeHeader(header, header_slot);
@@ -820,6 +875,20 @@ void RcConnection::Pump() {
       !credits_->ShouldSendCreditUpdate()) {
     return;
   }
+  // Queued announcements go after their windows' binds, posted first (a
+  // doorbell of their own; a rendezvous message is large, one more system
+  // call is nothing beside it). One the send queue has no room to bind for
+  // yet stops the queue here.
+  uint32_t bound = queued_count_;
+  for (uint32_t q = 0; windows_ && q < queued_count_; ++q) {
+    const QueuedSend& entry = queued_[(queued_head_ + q) % send_queue_depth_];
+    if (entry.kind == Kind::kRendezvous &&
+        !BindWindows(outbound_[entry.cookie])) {
+      if (!status_.ok()) return;
+      bound = q;
+      break;
+    }
+  }
   // Chain, for one doorbell: done messages owed to the peer, queued sends
   // that have a credit, RDMA READs of inbound transfers, then a credit update
   // if one is due; all within the send queue's free slots.
@@ -845,8 +914,8 @@ void RcConnection::Pump() {
   // again: their completions retire their slots silently.
   uint32_t data = 0;   // SENDs of queued sends in the chain
   uint32_t taken = 0;  // queued sends they carry
-  while (taken < queued_count_ && count < room && credits_->CanSendData()) {
-    const uint32_t run = BatchRun(taken, queued_count_ - taken);
+  while (taken < bound && count < room && credits_->CanSendData()) {
+    const uint32_t run = BatchRun(taken, bound - taken);
     uint16_t returned = *credits_->ConsumeForData();
     ibv_send_wr* wr;
     if (run > 1) {
@@ -1394,9 +1463,14 @@ void RcConnection::FailQueued(CompletionSink& sink) {
 }
 
 void RcConnection::EndTransfer(OutboundTransfer& transfer) {
-  for (std::optional<MemoryRegion>& exposed : transfer.exposed) {
-    exposed.reset();
+  // The window before the region it is bound to (a region with windows
+  // bound may not be deregistered).
+  for (Exposure& exposure : transfer.exposed) {
+    exposure.window.reset();
+    exposure.region.reset();
+    exposure.rkey = 0;
   }
+  transfer.bound = false;
 }
 
 void RcConnection::FailAll(int errnum, CompletionSink& sink) {

@@ -111,6 +111,7 @@
 #include "rdma/credit_account.h"
 #include "rdma/large_buffer_pool.h"
 #include "rdma/memory_region.h"
+#include "rdma/memory_window.h"
 #include "rdma/protection_domain.h"
 #include "rdma/queue_pair.h"
 #include "rdma/transfer_nonces.h"
@@ -404,6 +405,7 @@ class RcConnection final : private CompletionHandler {
     kRendezvousDone,  // cookie: the peer's transfer id
     kRead,            // cookie: the receive buffer of the inbound transfer
     kKeepalive,       // a zero-length RDMA WRITE (SendKeepalive)
+    kBind,            // binds a window of an outbound transfer (BindWindows)
   };
 
   // A send waiting for a credit or a send-queue slot.
@@ -427,18 +429,39 @@ class RcConnection final : private CompletionHandler {
   // A rendezvous send awaiting the peer's done message. Its id on the wire:
   // slot index | nonce << 16 (transfer_nonces.h). A done is taken only for
   // a transfer whose announcement was posted, with its id.
+  // What the peer may read of one segment, and only while the transfer
+  // lasts: a registration of exactly the segment's bytes and nothing else
+  // (the memory's other registrations, pool chunk or cached region, grant no
+  // remote access). With windows (a device that binds type-2 windows), the
+  // registration allows only binding, and a window bound over it on this
+  // connection's queue pair is what the peer's key opens: remote read, from
+  // this queue pair alone. Without, the registration itself allows remote
+  // read and its key is announced. Both go when the transfer ends (done,
+  // failure, close); the window first (declared last).
+  struct Exposure {
+    std::optional<MemoryRegion> region;
+    std::optional<MemoryWindow> window;
+    uint32_t rkey = 0;  // the key announced
+  };
   struct OutboundTransfer {
     bool in_use = false;
     bool announced = false;  // its announcement is posted (not queued)
+    bool bound = false;      // its windows' binds are posted (or none needed)
+    uint8_t num_segments = 0;
     uint16_t nonce = 0;
     uint64_t cookie = 0;
-    // What the peer may read, and only while the transfer lasts: one
-    // registration of exactly each segment's bytes, with remote read access
-    // and nothing else, announced under its own key and deregistered when
-    // the transfer ends (done, failure, close). The memory's other
-    // registrations (pool chunk, cached region) grant no remote access.
-    std::optional<MemoryRegion> exposed[wire::kMaxSegments];
+    Exposure exposed[wire::kMaxSegments];
   };
+  // Registers (and with windows_, allocates windows for) each segment of
+  // `transfer`; on failure nothing is left of it.
+  absl::Status Expose(absl::Span<const Segment> segments,
+                      OutboundTransfer& transfer);
+  // With windows_, posts the binds of `transfer`'s windows (one chain, before
+  // its announcement is posted) unless posted already. True if they are
+  // posted, or none are needed; false if the send queue has no room for them
+  // and the announcement (the connection is usable: wait), or if the post
+  // failed (status_ says so).
+  bool BindWindows(OutboundTransfer& transfer);
   // Ends `transfer` (done, failed or abandoned): the peer's key for it goes.
   void EndTransfer(OutboundTransfer& transfer);
   // An incoming message not yet reported, by receive buffer.
@@ -580,6 +603,9 @@ class RcConnection final : private CompletionHandler {
   std::optional<CmId> id_;
   std::optional<ProtectionDomain> own_pd_;
   ibv_pd* pd_ = nullptr;
+  // Whether rendezvous keys are type-2 windows on this queue pair (the
+  // device binds them) or the exact registrations' own (see Exposure).
+  bool windows_ = false;
   std::unique_ptr<CompletionGroup> own_completions_;
   CompletionGroup::Attachment completion_;
   std::unique_ptr<uint8_t[]> receive_memory_;

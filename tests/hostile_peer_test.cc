@@ -294,6 +294,37 @@ class HostilePeerTest : public ::testing::Test {
     return push;
   }
 
+  // Byte i of the arrays PushPattern pushes.
+  static uint8_t Pattern(uint32_t i) { return static_cast<uint8_t>(i * 7 + 3); }
+
+  // Pushes a demi_sgaalloc array of `size` bytes (one segment, byte i
+  // Pattern(i)) on qd_ into *sga and *push, and decodes into *announced the
+  // rendezvous announcement the hostile peer received for it. False (with
+  // the failure reported) if any step failed.
+  bool PushPattern(uint32_t size, demi_sgarray_t* sga, demi_qtoken_t* push,
+                   wire::MessageHeader* announced) {
+    *sga = demi_sgaalloc(size);
+    if (sga->sga_numsegs != 1) {
+      ADD_FAILURE() << "demi_sgaalloc gave " << sga->sga_numsegs << " segments";
+      return false;
+    }
+    auto* bytes = static_cast<uint8_t*>(sga->sga_segs[0].sgaseg_buf);
+    for (uint32_t i = 0; i < size; ++i) bytes[i] = Pattern(i);
+    if (demi_push(push, qd_, sga) != 0) {
+      ADD_FAILURE() << "demi_push failed";
+      return false;
+    }
+    std::optional<std::vector<uint8_t>> message = ReceiveFromServer();
+    if (!message.has_value() ||
+        !wire::DecodeHeader(message->data(), message->size(), announced).ok() ||
+        announced->type != wire::MessageType::kRendezvous ||
+        announced->segment_lengths[0] != size) {
+      ADD_FAILURE() << "no rendezvous announcement of " << size << " bytes";
+      return false;
+    }
+    return true;
+  }
+
   // `qt` fails with `errnum`, between 0.9 and 5 s after `since` (a 1 s
   // timeout of this suite's settings).
   static void ExpectFailsAfterASecond(
@@ -607,20 +638,10 @@ TEST_F(HostilePeerTest, RendezvousReadsAreScopedToTheAnnouncedBytes) {
   enum class Try { kBefore, kAfter, kAgainAfterDone };
   for (Try attempt : {Try::kBefore, Try::kAfter, Try::kAgainAfterDone}) {
     ConnectHostile(8);
-    demi_sgarray_t sga = demi_sgaalloc(kSize);
-    ASSERT_EQ(sga.sga_numsegs, 1u);
-    auto* bytes = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
-    for (uint32_t i = 0; i < kSize; ++i)
-      bytes[i] = static_cast<uint8_t>(i * 7 + 3);
+    demi_sgarray_t sga{};
     demi_qtoken_t push = 0;
-    ASSERT_EQ(demi_push(&push, qd_, &sga), 0);
-    std::optional<std::vector<uint8_t>> message = ReceiveFromServer();
-    ASSERT_TRUE(message.has_value());
     wire::MessageHeader announced{};
-    ASSERT_TRUE(
-        wire::DecodeHeader(message->data(), message->size(), &announced).ok());
-    ASSERT_EQ(announced.type, wire::MessageType::kRendezvous);
-    ASSERT_EQ(announced.segment_lengths[0], kSize);
+    ASSERT_TRUE(PushPattern(kSize, &sga, &push, &announced));
     const wire::RemoteSegment remote = announced.remote[0];
     if (attempt == Try::kBefore) {
       EXPECT_FALSE(peer_->Read(remote.address - 1, remote.rkey, 1));
@@ -631,7 +652,7 @@ TEST_F(HostilePeerTest, RendezvousReadsAreScopedToTheAnnouncedBytes) {
           peer_->Read(remote.address, remote.rkey, kSize);
       ASSERT_TRUE(read.has_value());
       for (uint32_t i = 0; i < kSize; i += 997) {
-        ASSERT_EQ((*read)[i], static_cast<uint8_t>(i * 7 + 3)) << "byte " << i;
+        ASSERT_EQ((*read)[i], Pattern(i)) << "byte " << i;
       }
       ASSERT_TRUE(peer_->Send(Done(announced.transfer_id)));
       EXPECT_EQ(WaitResult(push).qr_opcode, DEMI_OPC_PUSH);
@@ -647,6 +668,49 @@ TEST_F(HostilePeerTest, RendezvousReadsAreScopedToTheAnnouncedBytes) {
     listener_ = -1;
   }
   ConnectHostile(8);
+  ExpectHonestConnectionWorks();
+}
+
+// A key announced on one connection opens nothing on another: a second
+// connection from the same peer (a queue pair of its own, in the same
+// protection domain on the server's side) reading the announced range with
+// that key fails at the device, while the connection it was announced to
+// reads it intact. (Rendezvous keys are type-2 memory windows bound on the
+// announcing connection's queue pair; Soft-RoCE binds them.) Before, the key
+// was the registration's own, valid on every queue pair of the domain.
+TEST_F(HostilePeerTest, RendezvousKeysOpenNothingOnAnotherQueuePair) {
+  ConnectHostile(8);
+  demi_qtoken_t accept = 0;
+  ASSERT_EQ(demi_accept(&accept, listener_), 0);
+  std::unique_ptr<HostilePeer> other;
+  std::string error;
+  std::thread connector(
+      [&] { other = HostilePeer::Connect(address_, 8, &error); });
+  demi_qresult_t accepted = WaitResult(accept);
+  connector.join();
+  ASSERT_NE(other, nullptr) << error;
+  ASSERT_EQ(accepted.qr_opcode, DEMI_OPC_ACCEPT);
+  const int other_qd = accepted.qr_value.ares.qd;
+
+  constexpr uint32_t kSize = 40000;
+  demi_sgarray_t sga{};
+  demi_qtoken_t push = 0;
+  wire::MessageHeader announced{};
+  ASSERT_TRUE(PushPattern(kSize, &sga, &push, &announced));
+  const wire::RemoteSegment remote = announced.remote[0];
+
+  EXPECT_FALSE(other->Read(remote.address, remote.rkey, kSize));
+  std::optional<std::vector<uint8_t>> read =
+      peer_->Read(remote.address, remote.rkey, kSize);
+  ASSERT_TRUE(read.has_value());
+  for (uint32_t i = 0; i < kSize; i += 991) {
+    ASSERT_EQ((*read)[i], Pattern(i)) << "byte " << i;
+  }
+  ASSERT_TRUE(peer_->Send(Done(announced.transfer_id)));
+  EXPECT_EQ(WaitResult(push).qr_opcode, DEMI_OPC_PUSH);
+  EXPECT_EQ(demi_sgafree(&sga), 0);
+  EXPECT_EQ(demi_close(other_qd), 0);
+  WhileProgressing([&] { other.reset(); });
   ExpectHonestConnectionWorks();
 }
 
