@@ -59,6 +59,11 @@ absl::StatusOr<LargeBuffer*> LargeBufferPool::Allocate(size_t size) {
         ENOBUFS, absl::StrCat("a buffer of ", size, " bytes needs ", capacity,
                               ", above the cap"));
   }
+  // Kept buffers dropped to make room: unmapped and deregistered after the
+  // lock is released (each is a system call or two that every thread's
+  // Allocate and Free would otherwise wait for).
+  std::vector<LargeBuffer*> dropped;
+  absl::Status full;
   {
     demi::MutexLock lock(&mu_);
     if (!kept_[size_class].empty()) {
@@ -75,18 +80,21 @@ absl::StatusOr<LargeBuffer*> LargeBufferPool::Allocate(size_t size) {
       while (!kept_[c].empty() &&
              mapped_bytes_ + capacity > options_.max_bytes) {
         mapped_bytes_ -= kept_[c].back()->capacity_;
-        Destroy(kept_[c].back());
+        dropped.push_back(kept_[c].back());
         kept_[c].pop_back();
       }
     }
     if (mapped_bytes_ + capacity > options_.max_bytes) {
-      return ErrnoError(EAGAIN, absl::StrCat("large buffers in use fill the "
+      full = ErrnoError(EAGAIN, absl::StrCat("large buffers in use fill the "
                                              "cap (",
                                              in_use_bytes_, " of ",
                                              options_.max_bytes, " bytes)"));
+    } else {
+      mapped_bytes_ += capacity;  // Reserved while mapping outside the lock.
     }
-    mapped_bytes_ += capacity;  // Reserved while mapping outside the lock.
   }
+  for (LargeBuffer* buffer : dropped) Destroy(buffer);
+  if (!full.ok()) return full;
   auto unreserve = [&] {
     demi::MutexLock lock(&mu_);
     mapped_bytes_ -= capacity;
@@ -115,17 +123,19 @@ absl::StatusOr<LargeBuffer*> LargeBufferPool::Allocate(size_t size) {
 }
 
 absl::Status LargeBufferPool::Free(LargeBuffer* buffer) {
-  demi::MutexLock lock(&mu_);
-  if (buffer == nullptr || allocated_.erase(buffer) == 0) {
-    return ErrnoError(EINVAL, "not an allocated large buffer");
-  }
-  in_use_bytes_ -= buffer->capacity_;
-  if (buffer->capacity_ <= kMaxCachedCapacity) {
-    kept_[ClassOf(buffer->capacity_)].push_back(buffer);
-  } else {
+  {
+    demi::MutexLock lock(&mu_);
+    if (buffer == nullptr || allocated_.erase(buffer) == 0) {
+      return ErrnoError(EINVAL, "not an allocated large buffer");
+    }
+    in_use_bytes_ -= buffer->capacity_;
+    if (buffer->capacity_ <= kMaxCachedCapacity) {
+      kept_[ClassOf(buffer->capacity_)].push_back(buffer);
+      return absl::OkStatus();
+    }
     mapped_bytes_ -= buffer->capacity_;
-    Destroy(buffer);
   }
+  Destroy(buffer);  // outside the lock, as Allocate's dropped buffers
   return absl::OkStatus();
 }
 

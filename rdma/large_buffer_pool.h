@@ -14,6 +14,12 @@
 // none it fails with EAGAIN (the caller waits for a Free and retries), and a
 // size whose class is above max_bytes fails with ENOBUFS.
 //
+// Mapping, registering, deregistering and unmapping happen outside the
+// pool's lock: a thread that allocates or frees never waits for another's
+// system calls. A kept buffer dropped to make room stops counting when it
+// is chosen, so the bytes mapped may pass the cap, for that moment, by what
+// is being unmapped.
+//
 // Thread-safety: every member function is safe from any thread. Lifetime:
 // the registrar must outlive the pool; buffers still allocated when the pool
 // is destroyed are freed with it (the caller must be done with them).

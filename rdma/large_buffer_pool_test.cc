@@ -52,6 +52,28 @@ TEST(LargeBufferPoolTest, CapGivesEagainThenRoomAfterFree) {
   EXPECT_EQ(pool->Stats().in_use, 0u);
 }
 
+// Kept buffers dropped for room are deregistered even when the room they
+// make is not enough (EAGAIN), and a freed buffer above the kept size is
+// deregistered at once.
+TEST(LargeBufferPoolTest, DroppedAndOversizedBuffersAreDeregistered) {
+  FakeRegistrar registrar;
+  auto pool = *LargeBufferPool::Create(&registrar, {.max_bytes = 256 * kMiB});
+  LargeBuffer* kept = *pool->Allocate(64 * kMiB);
+  LargeBuffer* held = *pool->Allocate(128 * kMiB);
+  ASSERT_TRUE(pool->Free(kept).ok());  // 64 MiB: the largest class kept
+  EXPECT_EQ(registrar.live_registrations(), 2u);
+  // 256 MiB: dropping the kept 64 MiB is not enough beside the held 128.
+  EXPECT_EQ(ErrnoFromStatus(pool->Allocate(256 * kMiB).status()), EAGAIN);
+  EXPECT_EQ(registrar.live_registrations(), 1u);
+  EXPECT_EQ(pool->Stats().mapped_bytes, 128 * kMiB);
+  ASSERT_TRUE(pool->Free(held).ok());  // above the kept sizes: gone at once
+  EXPECT_EQ(registrar.live_registrations(), 0u);
+  EXPECT_EQ(pool->Stats().mapped_bytes, 0u);
+  pool.reset();
+  EXPECT_EQ(registrar.Problems(/*expect_all_destroyed=*/true),
+            std::vector<std::string>{});
+}
+
 TEST(LargeBufferPoolTest, RegistrationFailureLeavesNothingMapped) {
   FakeRegistrar registrar;
   auto pool = *LargeBufferPool::Create(&registrar, {.max_bytes = 8 * kMiB});
