@@ -104,6 +104,9 @@ absl::Status DecodeHeader(const uint8_t* message, size_t message_length,
   if (message[0] != kVersion) {
     return ProtocolError(absl::StrCat("message version ", message[0]));
   }
+  if ((Get32(message + 4) & 0xffffff00u) != 0) {  // bytes 5-7, one load
+    return ProtocolError("reserved header bytes set");
+  }
   MessageHeader& header = *out;
   uint8_t type = message[1];
   if (type < static_cast<uint8_t>(MessageType::kData) ||
@@ -160,12 +163,18 @@ absl::Status DecodeHeader(const uint8_t* message, size_t message_length,
       header.type == MessageType::kRendezvousDone) {
     const uint8_t* block = message + header_size;
     header.transfer_id = Get32(block);
+    if (Get32(block + 4) != 0) {
+      return ProtocolError("reserved rendezvous bytes set");
+    }
     for (int i = 0; i < header.num_segments; ++i) {
       const uint8_t* remote = block + 8 + kRemoteSegmentSize * i;
       header.remote[i].address = Get64(remote);
       header.remote[i].rkey = Get32(remote + 8);
       if (header.segment_lengths[i] == 0) {
         return ProtocolError("empty rendezvous segment");
+      }
+      if (Get32(remote + 12) != 0) {
+        return ProtocolError("reserved rendezvous bytes set");
       }
     }
   }
@@ -179,8 +188,11 @@ absl::Status DecodeBatchEntry(const uint8_t* entry, size_t remaining,
   }
   if (entry[0] != kVersion ||
       entry[1] != static_cast<uint8_t>(MessageType::kData) ||
-      Get16(entry + 2) != 0) {
-    return ProtocolError("batch entry is not a data message without credits");
+      Get16(entry + 2) != 0 || entry[5] != 0 || entry[6] != 0 ||
+      entry[7] != 0) {
+    return ProtocolError(
+        "batch entry is not a data message without credits (or has "
+        "reserved bytes set)");
   }
   const uint8_t segments = entry[4];
   if (segments < 1 || segments > kMaxSegments ||

@@ -193,6 +193,11 @@ TEST(WireTest, MalformedMessagesAreEPROTO) {
   MessageHeader empty_data = Header(MessageType::kData);
   std::vector<uint8_t> no_segments = Message(empty_data);
   expect_eproto(no_segments, no_segments.size());
+  for (int reserved : {5, 6, 7}) {  // the fixed part's reserved bytes
+    bad = good;
+    bad[reserved] = 1;
+    expect_eproto(bad, bad.size());
+  }
 }
 
 // A batch as the sender lays it out: the fixed part (kBatch, the count),
@@ -281,6 +286,9 @@ TEST(WireTest, MalformedBatchesAreEPROTO) {
   bad[kHeaderFixedSize + 4] = 0;  // an entry without segments
   expect_eproto(bad);
   bad = good;
+  bad[kHeaderFixedSize + 6] = 1;  // an entry with a reserved byte set
+  expect_eproto(bad);
+  bad = good;
   bad.resize(bad.size() - 1);  // the last entry cut short
   expect_eproto(bad);
   bad = good;
@@ -336,6 +344,16 @@ TEST(WireTest, MalformedRendezvousIsEPROTO) {
   header.num_segments = 0;  // none at all
   const size_t none = EncodeHeader(header, out);
   EXPECT_EQ(ErrnoFromStatus(Decoded(out, none).status()), EPROTO);
+  // Reserved bytes: after the transfer id, and after each segment's key.
+  header.num_segments = 1;
+  const size_t one = EncodeHeader(header, out);
+  ASSERT_TRUE(Decoded(out, one).ok());
+  for (size_t reserved : {HeaderSize(1) + 4, HeaderSize(1) + 8 + 12}) {
+    uint8_t bad[kMaxEncodedSize];
+    std::memcpy(bad, out, one);
+    bad[reserved] = 1;
+    EXPECT_EQ(ErrnoFromStatus(Decoded(bad, one).status()), EPROTO) << reserved;
+  }
 }
 
 }  // namespace

@@ -392,15 +392,44 @@ class HostilePeerTest : public ::testing::Test {
   demi_qtoken_t idle_accept_ = 0;
 };
 
+// Malformed messages of each kind, each on a connection of its own: every
+// one fails that connection's pending pop with EPROTO, and an honest
+// connection to the same listener keeps working.
 TEST_F(HostilePeerTest, MalformedHeaderFailsOnlyItsConnection) {
+  // The fixed header: version 4, type, credits returned (2 bytes),
+  // num_segments, 3 reserved bytes; then what the type carries.
+  const std::vector<std::pair<std::string, std::vector<uint8_t>>> cases = {
+      {"another version",
+       {0xee, 1, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 'a', 'b', 'c', 'd'}},
+      {"an unknown type", {4, 7, 0, 0, 0, 0, 0, 0}},
+      {"shorter than the fixed header", {4, 1, 0}},
+      {"data with no segment", {4, 1, 0, 0, 0, 0, 0, 0}},
+      {"data with 17 segments", {4, 1, 0, 0, 17, 0, 0, 0}},
+      {"data longer than what arrived",
+       {4, 1, 0, 0, 1, 0, 0, 0, 100, 0, 0, 0, 'a', 'b', 'c', 'd'}},
+      {"data with reserved bytes set",
+       {4, 1, 0, 0, 1, 0, 1, 0, 4, 0, 0, 0, 'a', 'b', 'c', 'd'}},
+      {"a credit update with a segment",
+       {4, 2, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 'a', 'b', 'c', 'd'}},
+      {"a batch of one",
+       {4, 6, 0, 0, 1, 0, 0, 0, 4, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 'a'}},
+      {"a rendezvous cut short", {4, 4, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0}},
+      {"a done cut short", {4, 5, 0, 0, 0, 0, 0, 0, 1, 0}},
+  };
+  for (const auto& [what, message] : cases) {
+    SCOPED_TRACE(what);
+    ConnectHostile(8);
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, qd_), 0);
+    ASSERT_TRUE(peer_->Send(message));
+    ExpectProtocolFailure(pop);
+    EXPECT_EQ(demi_close(qd_), 0);
+    qd_ = -1;
+    WhileProgressing([this] { peer_.reset(); });
+    EXPECT_EQ(demi_close(listener_), 0);
+    listener_ = -1;
+  }
   ConnectHostile(8);
-  demi_qtoken_t pop = 0;
-  ASSERT_EQ(demi_pop(&pop, qd_), 0);
-  // A data message of another version.
-  std::vector<uint8_t> message = {0xee, 1, 0, 0, 1,   0,   0,   0,
-                                  4,    0, 0, 0, 'a', 'b', 'c', 'd'};
-  ASSERT_TRUE(peer_->Send(message));
-  ExpectProtocolFailure(pop);
   ExpectHonestConnectionWorks();
 }
 
