@@ -406,6 +406,8 @@ class RcConnection final : private CompletionHandler {
     kRead,            // cookie: the receive buffer of the inbound transfer
     kKeepalive,       // a zero-length RDMA WRITE (SendKeepalive)
     kBind,            // binds a window of an outbound transfer (BindWindows)
+    kDrain,           // a zero-length RDMA WRITE that retires what is before
+                      // it, so windows can be bound (BindWindows)
   };
 
   // A send waiting for a credit or a send-queue slot.
@@ -458,12 +460,17 @@ class RcConnection final : private CompletionHandler {
                       OutboundTransfer& transfer);
   // With windows_, posts the binds of `transfer`'s windows (one chain, before
   // its announcement is posted) unless posted already. True if they are
-  // posted, or none are needed; false if the send queue has no room for them
-  // and the announcement (the connection is usable: wait), or if the post
-  // failed (status_ says so).
+  // posted, or none are needed; false if they must wait for the send queue
+  // to drain (the connection is usable: a later Pump binds them), or if the
+  // post failed (status_ says so).
   bool BindWindows(OutboundTransfer& transfer);
   // Ends `transfer` (done, failed or abandoned): the peer's key for it goes.
   void EndTransfer(OutboundTransfer& transfer);
+  // Prepares, in the next free send slot, a zero-length
+  // RDMA WRITE of `kind` (kKeepalive, kDrain): no address, key or receive at
+  // the peer (a zero-length request is checked against none), only its
+  // transport's acknowledgement. The caller checked there is a free slot.
+  ibv_send_wr* PrepareZeroWrite(Kind kind);
   // An incoming message not yet reported, by receive buffer.
   struct InboundMessage {
     enum class State : uint8_t { kEager, kWaitingForMemory, kReading, kRead };
