@@ -511,6 +511,15 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
                                                peer_rendezvous_quota_));
     }
   }
+  if (windows_ && segments.size() + 1 > send_queue_depth_) {
+    // Its binds and its announcement could never be in the send queue at
+    // once (BindWindows): refused rather than left waiting.
+    return ErrnoError(EMSGSIZE, absl::StrCat(segments.size(), " segments need ",
+                                             segments.size() + 1,
+                                             " send slots, the "
+                                             "send queue has ",
+                                             send_queue_depth_));
+  }
   if (DataFifoFull()) Pump();
   if (outbound_in_use_ == send_queue_depth_ || DataFifoFull()) {
     return ErrnoError(EAGAIN, "too many rendezvous sends in flight");
@@ -595,7 +604,6 @@ bool RcConnection::BindWindows(OutboundTransfer& transfer) {
     }
     return false;
   }
-  if (send_queue_depth_ < count + 1) return false;  // binds + announcement
   ibv_send_wr* first = nullptr;
   ibv_send_wr* last = nullptr;
   for (uint32_t i = 0; i < count; ++i) {
