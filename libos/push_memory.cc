@@ -97,6 +97,14 @@ absl::Status PushMemory::Map(const demi_sgarray_t& sga, const Buffer& buffer,
   return absl::OkStatus();
 }
 
+bool PushMemory::DropIdleRegistrations(ibv_pd* pd) {
+  size_t dropped = devices_.large_pool().DropKept();
+  if (rdma::RegionCache* cache = devices_.CacheFor(pd); cache != nullptr) {
+    dropped += cache->DropIdle();
+  }
+  return dropped > 0;
+}
+
 void PushMemory::Finished(const PushRecord& record) {
   Abandon(record);
   if (record.received != nullptr && record.received->pins.Unpin()) {

@@ -178,6 +178,12 @@ class PushMemory {
   // A mapped push is done (completed, failed, or abandoned): releases its
   // leases and pins, and frees what a demi_sgafree deferred to it.
   void Finished(const PushRecord& record);
+  // After a registration the locked-memory limit refused (ENOMEM,
+  // rdma/locked_memory.h): drops what stays pinned only for reuse, the
+  // idle cached registrations of `pd`'s device and the kept large buffers,
+  // so that one more attempt may fit. True if anything was dropped.
+  bool DropIdleRegistrations(ibv_pd* pd);
+
   // Finished() for a push whose queues are gone (the LibOS going away):
   // leaves receive handles alone (they went with their queues).
   void Abandon(const PushRecord& record);

@@ -658,6 +658,11 @@ rdma::RcConnectionOptions StreamSockets::ConnectionOptions(
   options.pd = ctx_.devices.PdFor(device);
   options.large_pool = ctx_.devices.LargePoolFor(options.pd);
   options.completions = ctx_.completions.For(options.pd);
+  // At the locked-memory limit a connection's registration first drops
+  // what the caches keep pinned for reuse (rdma/locked_memory.h).
+  options.relieve_pinning = [memory = &ctx_.memory, pd = options.pd] {
+    return memory->DropIdleRegistrations(pd);
+  };
   return options;
 }
 

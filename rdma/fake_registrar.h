@@ -3,8 +3,8 @@
 // Hands out distinct keys (no two registrations, live or dead, share an lkey
 // or an rkey; lkeys and rkeys never collide either), counts live
 // registrations and bytes, can be told to fail the next N registrations with
-// a given errno, and records misuse instead of asserting, so a test checks
-// Problems() once at the end:
+// a given errno or every registration past a pinned-byte limit, and records
+// misuse instead of asserting, so a test checks Problems() once at the end:
 //   - a registration destroyed more than once;
 //   - a registration overlapping a live one;
 //   - a registration destroyed after (part of) its range was unmapped;
@@ -59,6 +59,10 @@ class FakeRegistrar final : public Registrar {
       ++failed_;
       return ErrnoStatus(failure_errno_, "fake ibv_reg_mr");
     }
+    if (live_bytes_ + length > pin_limit_) {
+      ++failed_;
+      return ErrnoStatus(ENOMEM, "fake ibv_reg_mr past the pin limit");
+    }
     uintptr_t begin = reinterpret_cast<uintptr_t>(address);
     for (size_t i = 0; i < entries_.size(); ++i) {
       const Entry& other = entries_[i];
@@ -81,6 +85,13 @@ class FakeRegistrar final : public Registrar {
     demi::MutexLock lock(&mu_);
     failures_left_ = count;
     failure_errno_ = errnum;
+  }
+
+  // From now on a registration that would take the live bytes past `bytes`
+  // fails with ENOMEM, as a device does at the locked-memory limit.
+  void SetPinLimit(size_t bytes) {
+    demi::MutexLock lock(&mu_);
+    pin_limit_ = bytes;
   }
 
   // Successful registrations ever made; registrations not yet destroyed, and
@@ -186,6 +197,7 @@ class FakeRegistrar final : public Registrar {
   std::vector<std::string> problems_ ABSL_GUARDED_BY(mu_);
   size_t live_ ABSL_GUARDED_BY(mu_) = 0;
   size_t live_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t pin_limit_ ABSL_GUARDED_BY(mu_) = SIZE_MAX;
   size_t failed_ ABSL_GUARDED_BY(mu_) = 0;
   int failures_left_ ABSL_GUARDED_BY(mu_) = 0;
   int failure_errno_ ABSL_GUARDED_BY(mu_) = 0;

@@ -107,6 +107,11 @@ absl::StatusOr<LargeBuffer*> LargeBufferPool::Allocate(size_t size) {
   }
   absl::StatusOr<std::unique_ptr<Registration>> registration =
       registrar_->Register(data, capacity);
+  if (!registration.ok() && ErrnoFromStatus(registration.status()) == ENOMEM) {
+    // Past the locked-memory limit (RLIMIT_MEMLOCK, rdma/locked_memory.h):
+    // drop every kept buffer (each still pinned) and try once more.
+    if (DropKept() > 0) registration = registrar_->Register(data, capacity);
+  }
   if (!registration.ok()) {
     munmap(data, capacity);
     unreserve();
@@ -120,6 +125,25 @@ absl::StatusOr<LargeBuffer*> LargeBufferPool::Allocate(size_t size) {
   allocated_.insert(buffer);
   in_use_bytes_ += capacity;
   return buffer;
+}
+
+size_t LargeBufferPool::DropKept() {
+  std::vector<LargeBuffer*> kept;
+  size_t bytes = 0;
+  {
+    demi::MutexLock lock(&mu_);
+    for (std::vector<LargeBuffer*>& size_class : kept_) {
+      for (LargeBuffer* buffer : size_class) {
+        mapped_bytes_ -= buffer->capacity_;
+        bytes += buffer->capacity_;
+        kept.push_back(buffer);
+      }
+      size_class.clear();
+    }
+  }
+  // Unmapped and deregistered outside the lock (see Allocate).
+  for (LargeBuffer* buffer : kept) Destroy(buffer);
+  return bytes;
 }
 
 absl::Status LargeBufferPool::Free(LargeBuffer* buffer) {

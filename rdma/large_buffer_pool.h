@@ -98,6 +98,11 @@ class LargeBufferPool {
 
   LargeBufferPoolStats Stats() const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Unmaps and deregisters every kept (free) buffer, for a registration
+  // that the locked-memory limit refused (rdma/locked_memory.h); Allocate
+  // does it itself. The bytes dropped.
+  size_t DropKept() ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
   static constexpr size_t kClasses = 48;
 

@@ -55,6 +55,31 @@ TEST(LargeBufferPoolTest, CapGivesEagainThenRoomAfterFree) {
 // Kept buffers dropped for room are deregistered even when the room they
 // make is not enough (EAGAIN), and a freed buffer above the kept size is
 // deregistered at once.
+// At the locked-memory limit (ENOMEM from the device) the pool drops the
+// buffers it keeps and registers again; with none kept, ENOMEM reaches the
+// caller and nothing stays mapped.
+TEST(LargeBufferPoolTest, LockedMemoryLimitDropsKeptBuffersThenRetries) {
+  FakeRegistrar registrar;
+  auto pool = *LargeBufferPool::Create(&registrar, {.max_bytes = 64 * kMiB});
+  registrar.SetPinLimit(4 * kMiB);
+  LargeBuffer* a = *pool->Allocate(1 * kMiB);
+  LargeBuffer* b = *pool->Allocate(1 * kMiB);
+  ASSERT_TRUE(pool->Free(a).ok());
+  ASSERT_TRUE(pool->Free(b).ok());
+  EXPECT_EQ(pool->Stats().mapped_bytes, 2 * kMiB);            // both kept
+  absl::StatusOr<LargeBuffer*> c = pool->Allocate(3 * kMiB);  // 4 MiB class
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(pool->Stats().mapped_bytes, 4 * kMiB);
+  EXPECT_EQ(registrar.live_bytes(), 4 * kMiB);
+  absl::StatusOr<LargeBuffer*> d = pool->Allocate(1 * kMiB);
+  EXPECT_EQ(ErrnoFromStatus(d.status()), ENOMEM);
+  EXPECT_EQ(pool->Stats().mapped_bytes, 4 * kMiB);
+  ASSERT_TRUE(pool->Free(*c).ok());
+  pool.reset();
+  EXPECT_EQ(registrar.Problems(/*expect_all_destroyed=*/true),
+            std::vector<std::string>{});
+}
+
 TEST(LargeBufferPoolTest, DroppedAndOversizedBuffersAreDeregistered) {
   FakeRegistrar registrar;
   auto pool = *LargeBufferPool::Create(&registrar, {.max_bytes = 256 * kMiB});

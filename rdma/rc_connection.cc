@@ -324,16 +324,14 @@ absl::Status RcConnection::CreateResources() {
   receive_memory_.reset(new uint8_t[receive_bytes]);
   DEMI_ASSIGN_OR_RETURN(
       MemoryRegion receive_mr,
-      MemoryRegion::Register(pd_, receive_memory_.get(), receive_bytes,
-                             IBV_ACCESS_LOCAL_WRITE));
+      Register(receive_memory_.get(), receive_bytes, IBV_ACCESS_LOCAL_WRITE));
   receive_mr_.emplace(std::move(receive_mr));
   // Header slots, then the FIFO entries' stages: one registration.
   size_t header_bytes =
       static_cast<size_t>(send_queue_depth_) * (kHeaderSlotSize + kStageSize);
   header_memory_.reset(new uint8_t[header_bytes]);
-  DEMI_ASSIGN_OR_RETURN(
-      MemoryRegion header_mr,
-      MemoryRegion::Register(pd_, header_memory_.get(), header_bytes, 0));
+  DEMI_ASSIGN_OR_RETURN(MemoryRegion header_mr,
+                        Register(header_memory_.get(), header_bytes, 0));
   header_mr_.emplace(std::move(header_mr));
 
   ibv_qp_init_attr attr{};
@@ -557,6 +555,26 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
   return Enqueue(Kind::kRendezvous, segments, index);
 }
 
+absl::StatusOr<MemoryRegion> RcConnection::Register(void* address,
+                                                    size_t length, int access) {
+  absl::StatusOr<MemoryRegion> region =
+      MemoryRegion::Register(pd_, address, length, access);
+  if (!region.ok() && ErrnoFromStatus(region.status()) == ENOMEM &&
+      options_.relieve_pinning && options_.relieve_pinning()) {
+    region = MemoryRegion::Register(pd_, address, length, access);
+  }
+  return region;
+}
+
+absl::StatusOr<LargeBuffer*> RcConnection::AllocateLarge(size_t bytes) {
+  absl::StatusOr<LargeBuffer*> memory = options_.large_pool->Allocate(bytes);
+  if (!memory.ok() && ErrnoFromStatus(memory.status()) == ENOMEM &&
+      options_.relieve_pinning && options_.relieve_pinning()) {
+    memory = options_.large_pool->Allocate(bytes);
+  }
+  return memory;
+}
+
 absl::Status RcConnection::Expose(absl::Span<const Segment> segments,
                                   OutboundTransfer& transfer) {
   transfer.num_segments = static_cast<uint8_t>(segments.size());
@@ -564,8 +582,8 @@ absl::Status RcConnection::Expose(absl::Span<const Segment> segments,
   const int access = windows_ ? IBV_ACCESS_MW_BIND : IBV_ACCESS_REMOTE_READ;
   for (size_t i = 0; i < segments.size(); ++i) {
     Exposure& exposure = transfer.exposed[i];
-    absl::StatusOr<MemoryRegion> region = MemoryRegion::Register(
-        pd_, const_cast<void*>(segments[i].data), segments[i].length, access);
+    absl::StatusOr<MemoryRegion> region = Register(
+        const_cast<void*>(segments[i].data), segments[i].length, access);
     if (!region.ok()) {
       EndTransfer(transfer);
       return region.status();
@@ -1089,7 +1107,7 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
     // Within the quota: the arrival checked the message alone; here the
     // messages of this connection holding memory too.
     if (inbound_bytes_ + total > options_.rendezvous_quota) break;
-    absl::StatusOr<LargeBuffer*> memory = options_.large_pool->Allocate(total);
+    absl::StatusOr<LargeBuffer*> memory = AllocateLarge(total);
     if (!memory.ok()) {
       if (ErrnoFromStatus(memory.status()) == EAGAIN) break;
       Fail(memory.status());  // larger than the receiver will ever take

@@ -97,6 +97,7 @@
 #include <infiniband/verbs.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -146,6 +147,14 @@ struct RcConnectionOptions {
   // in `pd`; must outlive the connection). Null: a peer's rendezvous fails
   // the connection (ENOTSUP).
   LargeBufferPool* large_pool = nullptr;
+  // Called when memory for this connection (its receive buffers and
+  // headers, what a rendezvous send exposes, a large buffer to pull into)
+  // cannot be registered for the locked-memory limit (ENOMEM,
+  // rdma/locked_memory.h): drops memory pinned only for reuse elsewhere
+  // (idle cached registrations, kept buffers) and says whether it dropped
+  // any; if so the registration is tried once more. Called on the thread
+  // using the connection. Empty: no second try.
+  std::function<bool()> relieve_pinning;
   // With a pool: the most bytes of rendezvous messages taken from the peer
   // at once (allocated, being read or held by the consumer), advertised in
   // the connection parameters. An announcement that alone exceeds it fails
@@ -620,6 +629,14 @@ class RcConnection final : private CompletionHandler {
   std::optional<MemoryRegion> receive_mr_;
   std::optional<MemoryRegion> header_mr_;
   std::optional<QueuePair> qp_;
+
+  // MemoryRegion::Register in pd_, tried once more after
+  // options_.relieve_pinning drops something when the first try meets the
+  // locked-memory limit (ENOMEM).
+  absl::StatusOr<MemoryRegion> Register(void* address, size_t length,
+                                        int access);
+  // The large pool's Allocate, likewise.
+  absl::StatusOr<LargeBuffer*> AllocateLarge(size_t bytes);
 
   const RcConnectionOptions options_;
   const uint32_t receive_buffer_size_;

@@ -118,6 +118,15 @@ absl::StatusOr<RegionCache::Lease> RegionCache::RegisterLocked(
   if (!room.ok()) return room;
   absl::StatusOr<std::unique_ptr<Registration>> registration =
       registrar_->Register(reinterpret_cast<void*>(pages.begin), bytes);
+  if (!registration.ok() && ErrnoFromStatus(registration.status()) == ENOMEM &&
+      lru_tail_ != nullptr) {
+    // Past the locked-memory limit (RLIMIT_MEMLOCK, rdma/locked_memory.h):
+    // what the cache keeps for reuse is what can go. Drop every idle region
+    // and try once more.
+    DropIdleLocked();
+    registration =
+        registrar_->Register(reinterpret_cast<void*>(pages.begin), bytes);
+  }
   if (!registration.ok()) return registration.status();
   auto* region = new Region();
   region->pages = pages;
@@ -133,6 +142,21 @@ absl::StatusOr<RegionCache::Lease> RegionCache::RegisterLocked(
   stats_.pinned_bytes += bytes;
   ++stats_.regions;
   return Lease{region, region->keys};
+}
+
+size_t RegionCache::DropIdle() {
+  demi::MutexLock lock(&mu_);
+  return DropIdleLocked();
+}
+
+size_t RegionCache::DropIdleLocked() {
+  size_t dropped = 0;
+  while (lru_tail_ != nullptr) {
+    ++stats_.evictions;
+    dropped += lru_tail_->pages.end - lru_tail_->pages.begin;
+    DetachLocked(cached_.find(lru_tail_->pages.end));
+  }
+  return dropped;
 }
 
 absl::Status RegionCache::MakeRoomLocked(size_t bytes) {

@@ -125,6 +125,11 @@ class RegionCache {
   // Drops the cached regions overlapping `range`, as a watcher event does.
   void Invalidate(AddressRange range) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Deregisters every idle cached region (counted as evictions), for a
+  // registration elsewhere that the locked-memory limit refused
+  // (rdma/locked_memory.h); Acquire does it itself. The bytes dropped.
+  size_t DropIdle() ABSL_LOCKS_EXCLUDED(mu_);
+
   RegionCacheStats Stats() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Checks the cached regions (sorted, disjoint, page-aligned), the LRU list
@@ -144,6 +149,7 @@ class RegionCache {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evicts idle regions until `bytes` more fit under the caps.
   absl::Status MakeRoomLocked(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  size_t DropIdleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   using RegionMap = absl::btree_map<uintptr_t, Region*>;
   // Takes the cached region at `it` out of the map (and the LRU list);
   // destroys it if idle, else its last Release will. Returns the next entry.

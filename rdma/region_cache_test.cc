@@ -363,6 +363,29 @@ TEST_F(RegionCacheTest, RegistrationErrorIsReturnedAndNothingLeaks) {
   cache_->Release(Get(Page(170), 10).region);
 }
 
+// At the locked-memory limit (ENOMEM from the device) the cache drops its
+// idle regions and registers again; with none idle, ENOMEM reaches the caller.
+TEST_F(RegionCacheTest, LockedMemoryLimitDropsIdleRegionsThenRetries) {
+  MakeCache();
+  registrar_.SetPinLimit(4 * page_);
+  cache_->Release(Get(Page(100), 1).region);
+  cache_->Release(Get(Page(110), 1).region);
+  cache_->Release(Get(Page(120), 1).region);
+  EXPECT_EQ(cache_->Stats().regions, 3u);
+  // Two more pages do not fit beside the three kept: all three go.
+  RegionCache::Lease big = Get(Page(130), 2 * page_);
+  EXPECT_EQ(cache_->Stats().evictions, 3u);
+  EXPECT_EQ(cache_->Stats().regions, 1u);
+  RegionCache::Lease held = Get(Page(140), 2 * page_);
+  // Nothing idle to drop: the limit is the caller's error.
+  absl::StatusOr<RegionCache::Lease> refused = cache_->Acquire(Page(150), 1);
+  EXPECT_EQ(ErrnoFromStatus(refused.status()), ENOMEM);
+  EXPECT_EQ(cache_->Stats().regions, 2u);
+  cache_->Release(big.region);
+  cache_->Release(held.region);
+  cache_->Release(Get(Page(150), 1).region);  // room once one is dropped
+}
+
 TEST_F(RegionCacheTest, BadRangesAreEinval) {
   MakeCache();
   EXPECT_EQ(ErrnoFromStatus(cache_->Acquire(nullptr, 10).status()), EINVAL);
