@@ -1,9 +1,11 @@
 // Where the RDMA integration tests find their device.
 //
-// The Soft-RoCE runner (tools/softroce/run) exports DEMI_RDMA_ADDR, the IPv4
-// address of the RDMA-capable interface, and DEMI_RDMA_DEVICE, the device
-// expected behind it. On a host with its own RDMA device set them by hand.
-// A test without them fails: it is never silently skipped.
+// DEMI_RDMA_ADDR is the IPv4 address of the RDMA-capable interface, by
+// default 10.77.0.1 (the Soft-RoCE guest's: tools/softroce/run and
+// tools/rdma_test run the tests there), and DEMI_RDMA_DEVICE the device
+// expected behind it (any when unset). On a host with its own RDMA device
+// set them by hand. A test without a usable address fails saying so: it is
+// never silently skipped.
 
 #ifndef DEMI_TESTS_RDMA_ENV_H_
 #define DEMI_TESTS_RDMA_ENV_H_
@@ -17,7 +19,10 @@
 
 namespace demi::testing {
 
-// DEMI_RDMA_ADDR with `port` (host order), or an error saying how to set it.
+inline constexpr char kDefaultRdmaTestAddress[] = "10.77.0.1";
+
+// DEMI_RDMA_ADDR (else the default, if an interface here has it) with `port`
+// (host order), or an error saying how to run the tests or set it.
 absl::StatusOr<sockaddr_in> RdmaTestAddress(uint16_t port = 0);
 
 // DEMI_RDMA_DEVICE, or "" if unset (then any device is accepted).

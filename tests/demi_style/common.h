@@ -4,9 +4,9 @@
  *
  * Each program runs its roles (server, client, relay...) in processes of
  * its own: started without arguments it forks them itself on the test
- * address (DEMI_RDMA_ADDR, set by tools/softroce/run) and exits 0 only if
- * every role did; `PROGRAM --server ADDR PORT` and `--client ADDR PORT` run
- * one role, as Demikernel's examples do. */
+ * address (DEMI_RDMA_ADDR, default 10.77.0.1: tools/softroce/run) and exits 0
+ * only if every role did; `PROGRAM --server ADDR PORT` and `--client ADDR PORT`
+ * run one role, as Demikernel's examples do. */
 
 #ifndef DEMI_TESTS_DEMI_STYLE_COMMON_H_
 #define DEMI_TESTS_DEMI_STYLE_COMMON_H_
@@ -75,10 +75,8 @@ static inline struct sockaddr_in test_address(int port_offset) {
   const char *ip = getenv("DEMI_RDMA_ADDR");
   struct sockaddr_in address;
   char port[16];
-  if (ip == NULL) {
-    fprintf(stderr,
-            "DEMI_RDMA_ADDR is not set: run through tools/softroce/run\n");
-    exit(1);
+  if (ip == NULL || *ip == '\0') {
+    ip = "10.77.0.1"; /* the Soft-RoCE guest's (tools/softroce/run) */
   }
   snprintf(port, sizeof(port), "%d",
            22000 + (int)(getpid() % 500) * 8 + port_offset);
