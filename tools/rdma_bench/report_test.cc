@@ -130,6 +130,17 @@ TEST(GnuplotScriptTest, SeriesForEachFigure) {
   EXPECT_NE(script.find("title \"ib_send_lat\""), std::string::npos);
   EXPECT_NE(script.find("title \"ib_send_bw\""), std::string::npos);
   EXPECT_EQ(script.find("title \"demi app\""), std::string::npos);
+  // Axes in units, not raw numbers.
+  EXPECT_EQ(script.find("%.0b"), std::string::npos);
+  EXPECT_NE(script.find("set xtics (\"64 B\" 64"), std::string::npos) << script;
+  EXPECT_NE(script.find("set ytics (\"10 us\" 10,"), std::string::npos) << script;
+}
+
+TEST(GnuplotScriptTest, TicLabelsReadAsUnits) {
+  std::vector<Row> rows = SampleRows();
+  rows[0].size = 1 << 20;
+  std::string script = GnuplotScript(rows, "out.png");
+  EXPECT_NE(script.find("\"1 MiB\" 1048576"), std::string::npos) << script;
 }
 
 // Peers sit beside demi against the same perftest figure: a ratio where

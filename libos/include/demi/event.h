@@ -48,7 +48,8 @@ extern "C" {
 int demi_event_fd(int *fd_out);
 
 /* 0: armed, sleep on the descriptor; EAGAIN: look first (see above);
- * EINVAL before demi_init; errors of arming the completion queues. */
+ * EINVAL before demi_init; errors of arming the completion queues, of
+ * epoll_create1 or of epoll_ctl. */
 int demi_event_arm(void);
 
 #ifdef __cplusplus

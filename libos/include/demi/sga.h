@@ -24,10 +24,9 @@ extern "C" {
 demi_sgarray_t demi_sgaalloc(size_t size);
 
 /*
- * Returns an array from demi_sgaalloc or from a pop to the library. The
- * memory must not be used afterwards; a push still in flight keeps it alive
- * until that push completes. Returns 0, or EINVAL for an array the library
- * does not own.
+ * Returns an array from demi_sgaalloc or from a pop to the library; a push in
+ * flight keeps the memory alive until it completes. EINVAL: NULL, sga_buf
+ * NULL, more than 16 segments, not the library's, or freed already.
  */
 int demi_sgafree(demi_sgarray_t *sga);
 

@@ -21,23 +21,24 @@ extern "C" {
  * macros) leave struct timespec out of <time.h>. */
 struct timespec;
 
-/* Waits for the operation `qt`; fills *qr_out with its result. */
+/* Waits for the operation `qt`; fills *qr_out with its result. EINVAL (NULL
+ * qr_out, bad timeout, unknown or consumed token), ETIMEDOUT. */
 int demi_wait(demi_qresult_t *qr_out, demi_qtoken_t qt,
               const struct timespec *timeout);
 
 /*
- * Waits for the first of `num_qts` operations to complete; fills *qr_out and
- * sets *ready_offset to its index in `qts`. Tokens later in the array are not
- * starved by earlier ones.
+ * Waits for the first of `num_qts` operations; fills *qr_out and sets
+ * *ready_offset to its index (later tokens are not starved). EINVAL (NULL
+ * argument, num_qts <= 0, bad timeout, an invalid token), ETIMEDOUT.
  */
 int demi_wait_any(demi_qresult_t *qr_out, int *ready_offset,
                   const demi_qtoken_t qts[], int num_qts,
                   const struct timespec *timeout);
 
 /*
- * Waits for any operations of the process to complete and returns up to
- * `num_qrs` results in qr_out, their count in *num_qrs_out (at least one,
- * unless the timeout expired).
+ * Takes up to `num_qrs` results of any operations of the process (at least
+ * one) into qr_out, their count in *num_qrs_out. EINVAL (NULL argument,
+ * num_qrs <= 0, bad timeout), ETIMEDOUT.
  */
 int demi_wait_next_n(demi_qresult_t *qr_out, int num_qrs, int *num_qrs_out,
                      const struct timespec *timeout);
