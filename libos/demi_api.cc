@@ -81,6 +81,10 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
 //                                (4.096 us * 2^N; 0: rdma_cm's default)
 //   DEMI_RETRY_COUNT=N           retransmissions before a connection fails,
 //                                0-7
+//   DEMI_CLOSE_TIMEOUT_MS=N      how long a closed connection may stay busy
+//                                before it is reset
+//   DEMI_STALL_TIMEOUT_MS=N      how long an open connection may wait on its
+//                                peer before it fails (0: never)
 // A value that does not parse is ignored (with a warning). DEMI_SPIN_US
 // (how long a wait polls before it sleeps) is read by demi_init, which
 // refuses a bad value with EINVAL.

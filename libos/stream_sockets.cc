@@ -380,9 +380,18 @@ absl::Status StreamSockets::Close(int qd, Linger* linger) {
   if (queue == nullptr) return ErrnoError(EBADF, absl::StrCat("no queue ", qd));
   CancelPending(*queue, ECANCELED);
   if (queue->state == Queue::State::kListening) {
-    // Connections accepted but never handed out go with their listener.
-    for (int accepted_qd : queue->accepted) {
-      std::unique_ptr<Queue> orphan = queues_.Take(accepted_qd);
+    // Connections never handed out go with their listener: those accepted
+    // and those still being accepted (else, established later, they would
+    // find no listener and stay open with a qd nobody knows).
+    std::vector<int> orphans(queue->accepted.begin(), queue->accepted.end());
+    queues_.ForEach([&orphans, listener_qd = queue->qd](int qd,
+                                                        const Queue& q) {
+      if (q.state == Queue::State::kAccepting && q.listener_qd == listener_qd) {
+        orphans.push_back(qd);
+      }
+    });
+    for (int orphan_qd : orphans) {
+      std::unique_ptr<Queue> orphan = queues_.Take(orphan_qd);
       if (orphan != nullptr) Retire(std::move(orphan));
     }
   }
@@ -762,7 +771,7 @@ void StreamSockets::HandleEstablished(const rdma::CmEvent& event,
     return;
   }
   Queue* listener = queues_.Find(queue.listener_qd);
-  if (listener == nullptr) return;
+  if (listener == nullptr) return;  // never: Close takes its accepting queues
   Queue& accepting = *listener;
   if (!accepting.accept_tokens.empty()) {
     demi_qtoken_t qt = accepting.accept_tokens.front();

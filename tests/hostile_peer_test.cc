@@ -9,6 +9,7 @@
 #include <demi/libos.h>
 #include <demi/sga.h>
 #include <demi/wait.h>
+#include <fcntl.h>
 #include <rdma/rdma_cma.h>
 #include <rdma/rdma_verbs.h>
 
@@ -804,6 +805,120 @@ TEST_F(HostilePeerTest, PeerServingNoReadsIsRefused) {
   EXPECT_EQ(peer_, nullptr);
   EXPECT_NE(error.find(std::strerror(ECONNREFUSED)), std::string::npos)
       << error;
+  ExpectHonestConnectionWorks();
+}
+
+// A client that stops half way through connecting: it sends the request
+// with the library's parameters, gets the server's accept (CONNECT_RESPONSE:
+// it has no queue pair of librdmacm's, so librdmacm leaves the last step to
+// it) and holds back its "ready to use" until Establish(). Not thread-safe.
+class HalfOpenPeer {
+ public:
+  static std::unique_ptr<HalfOpenPeer> Connect(
+      const sockaddr_in& server, const std::function<void()>& progress,
+      std::string* error) {
+    std::unique_ptr<HalfOpenPeer> peer(new HalfOpenPeer());
+    peer->channel_ = rdma_create_event_channel();
+    if (peer->channel_ == nullptr ||
+        fcntl(peer->channel_->fd, F_SETFL, O_NONBLOCK) != 0 ||
+        rdma_create_id(peer->channel_, &peer->id_, nullptr, RDMA_PS_TCP) != 0) {
+      *error = std::string("rdma_cm: ") + std::strerror(errno);
+      return nullptr;
+    }
+    sockaddr_in target = server;
+    if (rdma_resolve_addr(peer->id_, nullptr,
+                          reinterpret_cast<sockaddr*>(&target), 2000) != 0 ||
+        peer->Next(progress) != RDMA_CM_EVENT_ADDR_RESOLVED ||
+        rdma_resolve_route(peer->id_, 2000) != 0 ||
+        peer->Next(progress) != RDMA_CM_EVENT_ROUTE_RESOLVED) {
+      *error = "address or route resolution failed";
+      return nullptr;
+    }
+    uint8_t params[wire::kConnectionParamsSize];
+    wire::EncodeConnectionParams({.receive_buffers = 8,
+                                  .receive_buffer_size = 8192 + 72,
+                                  .rendezvous = true,
+                                  .rendezvous_quota = uint64_t{1} << 20},
+                                 params);
+    rdma_conn_param param{};
+    param.private_data = params;
+    param.private_data_len = sizeof(params);
+    param.responder_resources = 1;
+    param.initiator_depth = 1;
+    param.retry_count = 6;
+    param.qp_num = 0x4242;  // no queue pair: nothing will be sent on it
+    if (rdma_connect(peer->id_, &param) != 0) {
+      *error = std::string("rdma_connect: ") + std::strerror(errno);
+      return nullptr;
+    }
+    const int response = peer->Next(progress);
+    if (response != RDMA_CM_EVENT_CONNECT_RESPONSE) {
+      *error =
+          std::string("no accept: ") +
+          (response < 0
+               ? "nothing within 5 s"
+               : rdma_event_str(static_cast<rdma_cm_event_type>(response)));
+      return nullptr;
+    }
+    return peer;
+  }
+
+  ~HalfOpenPeer() {
+    if (id_ != nullptr) rdma_destroy_id(id_);
+    if (channel_ != nullptr) rdma_destroy_event_channel(channel_);
+  }
+
+  // The last step of connecting (the server's ESTABLISHED); false if the
+  // server already gave up on the connection.
+  bool Establish() { return rdma_establish(id_) == 0; }
+
+  // The type of the next event within 5 s (`progress` called while none is
+  // there), or -1.
+  int Next(const std::function<void()>& progress) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      rdma_cm_event* event = nullptr;
+      if (rdma_get_cm_event(channel_, &event) == 0) {
+        const int type = event->event;
+        rdma_ack_cm_event(event);
+        return type;
+      }
+      progress();
+    }
+    return -1;
+  }
+
+ private:
+  HalfOpenPeer() = default;
+  rdma_event_channel* channel_ = nullptr;
+  rdma_cm_id* id_ = nullptr;
+};
+
+// A listener closed while a connection to it is being accepted takes that
+// connection with it (as it does those accepted and not handed out): the
+// peer hears that the server gave up, at once or when it completes the
+// connection, instead of a connection that stays open on the server with a
+// qd nobody knows.
+TEST_F(HostilePeerTest, ListenerClosedWhileAcceptingTakesTheConnection) {
+  listener_ = ListenOnTestAddress(&address_);
+  std::string error;
+  std::unique_ptr<HalfOpenPeer> peer = HalfOpenPeer::Connect(
+      address_, [this] { Progress(); }, &error);
+  ASSERT_NE(peer, nullptr) << error;
+  ASSERT_EQ(demi_close(listener_), 0);
+  listener_ = -1;
+  for (int i = 0; i < 20; ++i) Progress();
+  (void)peer->Establish();  // may already be refused
+  const int ended = peer->Next([this] { Progress(); });
+  EXPECT_TRUE(ended == RDMA_CM_EVENT_REJECTED ||
+              ended == RDMA_CM_EVENT_DISCONNECTED ||
+              ended == RDMA_CM_EVENT_CONNECT_ERROR)
+      << "the peer heard "
+      << (ended < 0 ? "nothing within 5 s"
+                    : rdma_event_str(static_cast<rdma_cm_event_type>(ended)));
+  // The library goes on: a new listener takes an honest connection.
+  listener_ = ListenOnTestAddress(&address_);
   ExpectHonestConnectionWorks();
 }
 
