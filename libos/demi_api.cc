@@ -65,7 +65,8 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
 //   DEMI_MR_CACHE_MAX_BYTES=N    cap on bytes the cache keeps registered
 //   DEMI_MR_CACHE_MAX_REGIONS=N  cap on its registrations
 //   DEMI_EAGER_LIMIT=N           receive buffer payload (largest eager send)
-//   DEMI_RENDEZVOUS_THRESHOLD=N  larger messages go by rendezvous (<= eager)
+//   DEMI_RENDEZVOUS_THRESHOLD=N  larger messages go by rendezvous; smaller
+//                                ones above the eager limit go in parts
 //   DEMI_LARGE_POOL_MAX_BYTES=N  cap on memory for large messages, per device
 //   DEMI_RENDEZVOUS_QUOTA=N      bytes of rendezvous messages one peer may
 //                                have this process hold at once
@@ -152,10 +153,10 @@ LibOSOptions OptionsFromEnvironment() {
   number("DEMI_EAGER_LIMIT", &eager);
   options.connection.eager_limit = static_cast<uint32_t>(
       std::min<size_t>(eager, rdma::BufferPool::kMaxBufferSizeLimit));
-  size_t threshold = options.connection.eager_limit;
+  size_t threshold = options.connection.rendezvous_threshold;
   number("DEMI_RENDEZVOUS_THRESHOLD", &threshold);
-  options.connection.rendezvous_threshold = static_cast<uint32_t>(
-      std::min<size_t>(threshold, options.connection.eager_limit));
+  options.connection.rendezvous_threshold =
+      static_cast<uint32_t>(std::min<size_t>(threshold, UINT32_MAX));
   return options;
 }
 

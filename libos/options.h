@@ -19,7 +19,14 @@ namespace demi::libos {
 struct LibOSOptions {
   // Operations in flight at once (tokens issued and not yet waited for).
   uint32_t max_operations = 1 << 16;
-  rdma::RcConnectionOptions connection;  // pd is filled in per device
+  // pd is filled in per device. Messages up to 64 KiB go eagerly (in parts
+  // above the eager limit: a copy at the receiver, no round trip, no memory
+  // exposed), larger ones by rendezvous. DEMI_RENDEZVOUS_THRESHOLD.
+  rdma::RcConnectionOptions connection = [] {
+    rdma::RcConnectionOptions options;
+    options.rendezvous_threshold = 64 * 1024;
+    return options;
+  }();
   rdma::BufferPoolOptions pool;          // max_buffer_size = eager limit
   // The memory-region cache for application memory; when disabled (or when
   // userfaultfd is refused) application memory is registered per push.

@@ -93,10 +93,7 @@ absl::Status ValidateOptions(const RcConnectionOptions& options) {
   if (options.large_pool != nullptr && options.rendezvous_quota == 0) {
     return ErrnoError(EINVAL, "a rendezvous pool with a quota of 0 bytes");
   }
-  if (options.rendezvous_threshold > options.eager_limit ||
-      options.read_chunk == 0) {
-    return ErrnoError(EINVAL, "rendezvous_threshold above eager_limit");
-  }
+  if (options.read_chunk == 0) return ErrnoError(EINVAL, "read_chunk of 0");
   if (options.ack_timeout > 31 || options.retry_count > 7) {
     return ErrnoError(EINVAL, "ack_timeout above 31 or retry_count above 7");
   }
@@ -452,7 +449,7 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
   }
   if (credits_ && wire::HeaderSize(static_cast<int>(segments.size())) + total >
                       peer_receive_buffer_size_) {
-    return ErrnoError(EMSGSIZE, "message larger than the peer's buffers");
+    return SendInParts(segments, total, cookie);
   }
   if (PostNow()) {
     switch (PostDataNow(segments, cookie, done_at_post != nullptr)) {
@@ -489,6 +486,47 @@ bool RcConnection::TrySendInline(absl::Span<const Segment> segments) {
 }
 
 void RcConnection::Flush() { Pump(); }
+
+absl::Status RcConnection::SendInParts(absl::Span<const Segment> segments,
+                                       uint64_t total, uint64_t cookie) {
+  if (!peer_rendezvous_) {
+    return ErrnoError(EMSGSIZE,
+                      "message larger than the peer's buffers, and the peer "
+                      "takes no large messages");
+  }
+  if (total > peer_rendezvous_quota_) return SendRendezvous(segments, cookie);
+  const int n = static_cast<int>(segments.size());
+  const uint64_t first = peer_receive_buffer_size_ - wire::HeaderSize(n);
+  const uint64_t next = peer_receive_buffer_size_ - wire::kHeaderFixedSize;
+  const uint64_t parts = 1 + (total - first + next - 1) / next;
+  // Many parts would hold the FIFO (and the peer's buffers) for long: the
+  // peer pulls such a message instead.
+  if (parts > send_queue_depth_ / 2) return SendRendezvous(segments, cookie);
+  if (queued_count_ + parts >= send_queue_depth_) Pump();
+  if (queued_count_ + parts >= send_queue_depth_) {
+    return ErrnoError(EAGAIN, "send queue full");
+  }
+  uint64_t offset = 0;
+  for (uint64_t p = 0; p < parts; ++p) {
+    QueuedSend& entry =
+        queued_[(queued_head_ + queued_count_) % send_queue_depth_];
+    entry.cookie = cookie;
+    entry.kind = p == 0 ? Kind::kFirstPart : Kind::kNextPart;
+    entry.num_segments = static_cast<uint8_t>(n);
+    std::copy(segments.begin(), segments.end(), entry.segments);
+    entry.part_offset = static_cast<uint32_t>(offset);
+    entry.part_bytes =
+        static_cast<uint32_t>(std::min(p == 0 ? first : next, total - offset));
+    entry.reported = p + 1 < parts;  // only the last part reports the push
+    offset += entry.part_bytes;
+    ++queued_count_;
+  }
+  // A message this large pays no delay: its parts go now, as far as credits
+  // allow, under one doorbell.
+  Pump();
+  completion_.RequestAfterPoll();
+  return absl::OkStatus();
+}
 
 absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
                                           uint64_t cookie) {
@@ -708,11 +746,10 @@ absl::Status RcConnection::Enqueue(Kind kind,
   return absl::OkStatus();
 }
 
-DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
-                                                  uint16_t credits_returned,
-                                                  const Segment* segments,
-                                                  uint32_t num_segments,
-                                                  uint64_t cookie) {
+DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
+    uint32_t position, Kind kind, uint16_t credits_returned,
+    const Segment* segments, uint32_t num_segments, uint64_t cookie,
+    uint32_t part_offset, uint32_t part_bytes) {
   const uint32_t slot = SendSlotAfterPosted(position);
   uint8_t* header_slot = header_memory_.get() + slot * kHeaderSlotSize;
   uint64_t total = 0;
@@ -722,6 +759,15 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
         credits_returned, static_cast<uint8_t>(num_segments),
         [segments](int i) { return segments[i].length; }, header_slot);
     for (uint32_t i = 0; i < num_segments; ++i) total += segments[i].length;
+  } else if (kind == Kind::kFirstPart) {
+    header_size = wire::EncodeDataHeader(
+        credits_returned, static_cast<uint8_t>(num_segments),
+        [segments](int i) { return segments[i].length; }, header_slot,
+        wire::MessageType::kFragmented);
+  } else if (kind == Kind::kNextPart) {
+    wire::EncodeFixedPart(wire::MessageType::kFragment, credits_returned, 0,
+                          header_slot);
+    header_size = wire::kHeaderFixedSize;
   } else {
     wire::MessageHeader header;
     switch (kind) {
@@ -742,6 +788,8 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
         header.transfer_id = static_cast<uint32_t>(cookie);
         break;
       case Kind::kData:       // above
+      case Kind::kFirstPart:  // above
+      case Kind::kNextPart:   // above
       case Kind::kRead:       // not a SEND; see PrepareRead
       case Kind::kKeepalive:  // not a SEND; see SendKeepalive
       case Kind::kBind:       // not a SEND; see BindWindows
@@ -764,7 +812,7 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
   }
   // A rendezvous announcement carries no payload: only the header slot
   // (total stays 0 for every kind but data).
-  const uint32_t gathered = kind == Kind::kData ? num_segments : 0;
+  uint32_t gathered = kind == Kind::kData ? num_segments : 0;
 
   ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
   sge[0].addr = reinterpret_cast<uintptr_t>(header_slot);
@@ -774,6 +822,27 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(uint32_t position, Kind kind,
     sge[i + 1].addr = reinterpret_cast<uintptr_t>(segments[i].data);
     sge[i + 1].length = segments[i].length;
     sge[i + 1].lkey = segments[i].lkey;
+  }
+  if (kind == Kind::kFirstPart || kind == Kind::kNextPart) {
+    // The slices of the segments that make bytes [part_offset, part_offset
+    // + part_bytes) of the message.
+    uint64_t skip = part_offset;
+    uint64_t left = part_bytes;
+    for (uint32_t i = 0; i < num_segments && left > 0; ++i) {
+      const uint64_t length = segments[i].length;
+      if (skip >= length) {
+        skip -= length;
+        continue;
+      }
+      const uint64_t take = std::min(length - skip, left);
+      ibv_sge& slice = sge[++gathered];
+      slice.addr = reinterpret_cast<uintptr_t>(segments[i].data) + skip;
+      slice.length = static_cast<uint32_t>(take);
+      slice.lkey = segments[i].lkey;
+      left -= take;
+      skip = 0;
+    }
+    total = part_bytes;
   }
   ibv_send_wr& wr = send_wrs_[slot];
   StartRequest(slot, sge, static_cast<int>(gathered + 1), IBV_WR_SEND, &wr);
@@ -970,7 +1039,8 @@ void RcConnection::Pump() {
       const QueuedSend& entry =
           queued_[(queued_head_ + taken) % send_queue_depth_];
       wr = Prepare(count, entry.kind, returned, entry.segments,
-                   entry.num_segments, entry.cookie);
+                   entry.num_segments, entry.cookie, entry.part_offset,
+                   entry.part_bytes);
       if (entry.reported) posted_[wr - send_wrs_.data()].report = false;
     }
     append(wr);
@@ -1100,8 +1170,9 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
   // Memory, in arrival order: a transfer the pool cannot serve yet waits,
   // and so do the ones behind it.
   for (uint32_t a = 0; a < arrival_count_ && status_.ok(); ++a) {
-    InboundMessage& inbound =
-        inbound_[arrival_[(arrival_head_ + a) % options_.receive_buffers]];
+    const uint32_t arrived =
+        arrival_[(arrival_head_ + a) % options_.receive_buffers];
+    InboundMessage& inbound = inbound_[arrived];
     if (inbound.state != InboundMessage::State::kWaitingForMemory) continue;
     const uint64_t total = MessageBytes(inbound.header);
     // Within the quota: the arrival checked the message alone; here the
@@ -1116,6 +1187,10 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
     inbound.memory = *memory;
     inbound.bytes = total;
     inbound_bytes_ += total;
+    if (inbound.header.type == wire::MessageType::kFragmented) {
+      StartAssembly(arrived);
+      continue;
+    }
     inbound.state = InboundMessage::State::kReading;
     inbound.next_segment = 0;
     inbound.next_offset = 0;
@@ -1125,12 +1200,19 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
     const uint32_t index = arrival_[arrival_head_];
     InboundMessage& inbound = inbound_[index];
     if (inbound.state == InboundMessage::State::kWaitingForMemory ||
-        inbound.state == InboundMessage::State::kReading) {
+        inbound.state == InboundMessage::State::kReading ||
+        inbound.state == InboundMessage::State::kAssembling) {
       break;
     }
     arrival_head_ = (arrival_head_ + 1) % options_.receive_buffers;
     --arrival_count_;
-    if (inbound.state == InboundMessage::State::kRead) {
+    if (inbound.state == InboundMessage::State::kRead &&
+        inbound.header.type == wire::MessageType::kFragmented) {
+      inbound.message = ReceivedMessage{};
+      DescribeMessage(inbound.header,
+                      static_cast<const uint8_t*>(inbound.memory->data()),
+                      index, 0, &inbound.message);
+    } else if (inbound.state == InboundMessage::State::kRead) {
       // The sender may reuse its memory now. A done is owed per transfer
       // read, and the peer announces at most one per receive buffer before
       // it hears back, so the ring holds them all unless the peer broke
@@ -1268,7 +1350,8 @@ void RcConnection::HandleSendCompletion(const ibv_wc& wc, uint32_t slot) {
       status = CompletionError(wc);
       Fail(status);
     }
-    if (posted.kind == Kind::kData && posted.report) {
+    if ((posted.kind == Kind::kData || posted.kind == Kind::kNextPart) &&
+        posted.report) {
       sink.OnSendComplete(posted.cookie, status);
     }
     if (posted.kind == Kind::kKeepalive) keepalive_posted_ = false;
@@ -1313,6 +1396,12 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     return;
   }
   if (header->credits_returned != 0) ++peer_progress_;
+  if (assembling_ >= 0 && header->type != wire::MessageType::kFragment &&
+      header->type != wire::MessageType::kCreditUpdate &&
+      header->type != wire::MessageType::kRendezvousDone) {
+    Fail(ErrnoError(EPROTO, "a message inside the parts of another"));
+    return;
+  }
   if (header->type == wire::MessageType::kData) {
     InboundMessage& inbound = inbound_[index];
     ReceivedMessage& message = inbound.message;
@@ -1367,6 +1456,50 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     Arrive(index);
     return;  // Poll calls AdvanceInbound
   }
+  if (header->type == wire::MessageType::kFragmented) {
+    if (options_.large_pool == nullptr) {
+      Fail(ErrnoError(ENOTSUP, "peer sent a message in parts; no pool"));
+      return;
+    }
+    const uint64_t total = MessageBytes(*header);
+    if (total > options_.rendezvous_quota) {
+      Fail(ErrnoError(EPROTO, absl::StrCat("peer began a message of ", total,
+                                           " bytes, above its quota of ",
+                                           options_.rendezvous_quota)));
+      return;
+    }
+    InboundMessage& inbound = inbound_[index];
+    inbound.header = *header;
+    inbound.first_part = static_cast<uint32_t>(
+        wc.byte_len - wire::HeaderSize(header->num_segments));
+    inbound.copied = 0;
+    inbound.held_parts_head = inbound.held_parts_tail = -1;
+    inbound.state = InboundMessage::State::kWaitingForMemory;
+    held_[index] = 1;  // until the message is released
+    assembling_ = index;
+    assembly_arrived_ = inbound.first_part;
+    Arrive(index);
+    return;  // Poll calls AdvanceInbound, which takes its memory
+  }
+  if (header->type == wire::MessageType::kFragment) {
+    if (assembling_ < 0) {
+      Fail(ErrnoError(EPROTO, "a part of no message"));
+      return;
+    }
+    const uint32_t first = static_cast<uint32_t>(assembling_);
+    const uint64_t total = MessageBytes(inbound_[first].header);
+    const uint32_t length = wc.byte_len - wire::kHeaderFixedSize;
+    if (assembly_arrived_ + length > total) {
+      Fail(ErrnoError(EPROTO,
+                      absl::StrCat("parts of ", assembly_arrived_ + length,
+                                   " bytes for a message of ", total)));
+      return;
+    }
+    assembly_arrived_ += length;
+    if (assembly_arrived_ == total) assembling_ = -1;  // every part is in
+    TakePart(first, index, length);
+    return;
+  }
   if (header->type == wire::MessageType::kRendezvousDone) {
     const uint32_t transfer = header->transfer_id & 0xffff;
     if (transfer >= send_queue_depth_ || !outbound_[transfer].in_use ||
@@ -1394,6 +1527,58 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     return;
   }
   if (header->type == wire::MessageType::kEndOfStream) sink.OnEndOfStream();
+}
+
+void RcConnection::TakePart(uint32_t first, uint32_t index, uint32_t length) {
+  InboundMessage& message = inbound_[first];
+  if (message.state != InboundMessage::State::kAssembling) {
+    // No memory yet: the buffer waits with its message (the peer's credits
+    // run down meanwhile: backpressure).
+    held_[index] = 1;
+    InboundMessage& part = inbound_[index];
+    part.part_length = length;
+    part.next_part = -1;
+    if (message.held_parts_tail < 0) {
+      message.held_parts_head = static_cast<int32_t>(index);
+    } else {
+      inbound_[message.held_parts_tail].next_part = static_cast<int32_t>(index);
+    }
+    message.held_parts_tail = static_cast<int32_t>(index);
+    return;
+  }
+  CopyPart(message, ReceiveBuffer(index) + wire::kHeaderFixedSize, length);
+  releases_.push_back(index);  // back to the peer (with the next batch)
+  if (ReleasesDue()) completion_.RequestAfterPoll();
+}
+
+void RcConnection::StartAssembly(uint32_t first) {
+  InboundMessage& message = inbound_[first];
+  message.state = InboundMessage::State::kAssembling;
+  message.copied = 0;
+  CopyPart(message,
+           ReceiveBuffer(first) + wire::HeaderSize(message.header.num_segments),
+           message.first_part);
+  for (int32_t p = message.held_parts_head; p >= 0;) {
+    InboundMessage& part = inbound_[p];
+    CopyPart(message, ReceiveBuffer(p) + wire::kHeaderFixedSize,
+             part.part_length);
+    held_[p] = 0;
+    releases_.push_back(static_cast<uint32_t>(p));
+    p = part.next_part;
+  }
+  message.held_parts_head = message.held_parts_tail = -1;
+  // This poll re-posted what it could already: the next one posts these.
+  if (!releases_.empty()) completion_.RequestAfterPoll();
+}
+
+void RcConnection::CopyPart(InboundMessage& message, const uint8_t* data,
+                            uint32_t length) {
+  std::memcpy(static_cast<uint8_t*>(message.memory->data()) + message.copied,
+              data, length);
+  message.copied += length;
+  if (message.copied == message.bytes) {
+    message.state = InboundMessage::State::kRead;
+  }
 }
 
 void RcConnection::Arrive(uint32_t index) {
@@ -1493,7 +1678,8 @@ void RcConnection::FailQueued(CompletionSink& sink) {
     --queued_count_;
     // (A staged send was reported done by its Send(): its bytes are lost
     // with the connection, as an inline one's after its post.)
-    if (entry.kind == Kind::kData && !entry.reported) {
+    if ((entry.kind == Kind::kData || entry.kind == Kind::kNextPart) &&
+        !entry.reported) {
       sink.OnSendComplete(entry.cookie, status);
     }
   }

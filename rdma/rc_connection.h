@@ -57,6 +57,15 @@
 // to 16 messages). Until its completion is reported the caller keeps the
 // segments' memory valid and unchanged.
 //
+// Parts. A message not above rendezvous_threshold but too large for one of
+// the peer's receive buffers goes as several SENDs back to back (wire.md:
+// "Messages in parts"), queued together and posted as credits allow; only
+// the last one's completion reports the cookie. The receiver takes a
+// LargeBuffer for the whole message on the first part (as for a rendezvous
+// message, in order, within the quota), copies each part in and re-posts
+// its buffer, and reports the message when complete. A message of more
+// parts than half the send queue goes by rendezvous instead.
+//
 // Rendezvous. A message of more than rendezvous_threshold bytes is announced
 // instead (wire::MessageType::kRendezvous: lengths, addresses, rkeys); the
 // receiver takes a LargeBuffer for it (waiting, in order, while the pool is
@@ -141,7 +150,8 @@ struct RcConnectionOptions {
   // device; must outlive the connection). Otherwise the connection makes a
   // group of its own.
   CompletionGroup* completions = nullptr;
-  // Messages of more bytes than this go by rendezvous (<= eager_limit).
+  // Messages of more bytes than this go by rendezvous; smaller ones too
+  // large for one of the peer's receive buffers go in parts (see Sending).
   uint32_t rendezvous_threshold = 8192;
   // Where incoming rendezvous messages are pulled to (not owned; registered
   // in `pd`; must outlive the connection). Null: a peer's rendezvous fails
@@ -266,8 +276,9 @@ class RcConnection final : private CompletionHandler {
   absl::Status OnEstablished(const CmEvent& event);
 
   // Sends one message of `segments` (1..wire::kMaxSegments, EINVAL
-  // otherwise): eagerly up to rendezvous_threshold bytes, else by rendezvous
-  // (EMSGSIZE if the peer takes no rendezvous). On OK the send was posted or
+  // otherwise): eagerly up to rendezvous_threshold bytes (in parts if it
+  // does not fit one of the peer's buffers), else by rendezvous (EMSGSIZE if
+  // the peer takes neither). On OK the send was posted or
   // queued (see coalesce_sends) and `cookie` will be reported exactly once;
   // on error it never will. EAGAIN: the FIFO of queued sends
   // (or of rendezvous transfers) is full (poll and retry). EPIPE after
@@ -417,6 +428,8 @@ class RcConnection final : private CompletionHandler {
     kBind,            // binds a window of an outbound transfer (BindWindows)
     kDrain,           // a zero-length RDMA WRITE that retires what is before
                       // it, so windows can be bound (BindWindows)
+    kFirstPart,       // the first SEND of a message in parts (SendInParts)
+    kNextPart,        // a later one; the last reports the cookie
   };
 
   // A send waiting for a credit or a send-queue slot.
@@ -428,6 +441,10 @@ class RcConnection final : private CompletionHandler {
     // by its Send() through done_at_post: never reported again.
     bool reported = false;
     Segment segments[wire::kMaxSegments];
+    // kFirstPart / kNextPart: `segments` is the whole message; this part is
+    // its bytes [part_offset, part_offset + part_bytes).
+    uint32_t part_offset = 0;
+    uint32_t part_bytes = 0;
   };
   // A posted work request, by send-queue slot (ring order = completion
   // order).
@@ -482,7 +499,15 @@ class RcConnection final : private CompletionHandler {
   ibv_send_wr* PrepareZeroWrite(Kind kind);
   // An incoming message not yet reported, by receive buffer.
   struct InboundMessage {
-    enum class State : uint8_t { kEager, kWaitingForMemory, kReading, kRead };
+    // kWaitingForMemory, then kReading (rendezvous) or kAssembling (parts),
+    // then kRead: complete, to be reported.
+    enum class State : uint8_t {
+      kEager,
+      kWaitingForMemory,
+      kReading,
+      kAssembling,
+      kRead
+    };
     State state = State::kEager;
     ReceivedMessage message;     // kEager: complete; else filled when read
     wire::MessageHeader header;  // rendezvous: what to read
@@ -495,6 +520,16 @@ class RcConnection final : private CompletionHandler {
     // decoded again from its buffer when its turn comes.
     uint8_t batch_messages = 0;
     uint32_t batch_bytes = 0;
+    // A message in parts: the bytes its first part (this buffer) carries,
+    // the bytes copied to its memory so far, and the buffers of the parts
+    // that arrived before it had memory (held; a list through next_part).
+    uint32_t first_part = 0;
+    uint64_t copied = 0;
+    int32_t held_parts_head = -1;
+    int32_t held_parts_tail = -1;
+    // This buffer as such a held part: its bytes and the next held part.
+    uint32_t part_length = 0;
+    int32_t next_part = -1;
   };
 
   RcConnection(CmId id, const RcConnectionOptions& options);
@@ -558,9 +593,12 @@ class RcConnection final : private CompletionHandler {
   // Builds the work request for the send-queue slot `position` places after
   // the last posted one (header, scatter-gather list, posted_ entry); does
   // not post it.
+  // A part (kFirstPart, kNextPart) is bytes [part_offset, part_offset +
+  // part_bytes) of the message `segments`.
   ibv_send_wr* Prepare(uint32_t position, Kind kind, uint16_t credits_returned,
                        const Segment* segments, uint32_t num_segments,
-                       uint64_t cookie);
+                       uint64_t cookie, uint32_t part_offset = 0,
+                       uint32_t part_bytes = 0);
   // Fills the fields every request sets (id of `slot`, its gather list,
   // opcode; not signaled, no immediate, not chained).
   void StartRequest(uint32_t slot, ibv_sge* sge, int num_sge,
@@ -594,6 +632,26 @@ class RcConnection final : private CompletionHandler {
   // then a credit update if due.
   void Pump();
   // Rendezvous: starts a send of `segments` as an announcement.
+  // Send() of a message that does not fit one of the peer's buffers: all
+  // its parts queued (EAGAIN if the FIFO cannot take them), then pumped.
+  absl::Status SendInParts(absl::Span<const Segment> segments, uint64_t total,
+                           uint64_t cookie);
+  // A part (`length` bytes after the fixed header, in receive buffer `index`)
+  // of the message in parts whose first part is in buffer `first` arrived:
+  // copied in and its buffer released, or held until the message has memory.
+  void TakePart(uint32_t first, uint32_t index, uint32_t length);
+  // The message in parts at buffer `first` has memory now: copies its first
+  // part and the parts held meanwhile, and releases their buffers.
+  void StartAssembly(uint32_t first);
+  // Copies `length` bytes to the end of what `message` (in parts) holds;
+  // complete (kRead) once it holds them all.
+  static void CopyPart(InboundMessage& message, const uint8_t* data,
+                       uint32_t length);
+  // Bytes [0, ..) of receive buffer `index`.
+  const uint8_t* ReceiveBuffer(uint32_t index) const {
+    return receive_memory_.get() +
+           static_cast<size_t>(index) * receive_buffer_size_;
+  }
   absl::Status SendRendezvous(absl::Span<const Segment> segments,
                               uint64_t cookie);
   // Takes memory for waiting inbound transfers (in order) and reports the
@@ -652,6 +710,11 @@ class RcConnection final : private CompletionHandler {
   uint32_t max_inline_data_ = 0;
   uint32_t peer_receive_buffer_size_ = 0;
   bool peer_rendezvous_ = false;  // the peer has a pool for rendezvous
+  // The message in parts still arriving: the buffer of its first part (-1:
+  // none) and its bytes that arrived so far. The peer sends one message's
+  // parts back to back, so there is at most one.
+  int64_t assembling_ = -1;
+  uint64_t assembly_arrived_ = 0;
   std::optional<CreditAccount> credits_;
   bool established_ = false;
   bool end_of_stream_sent_ = false;

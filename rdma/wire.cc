@@ -61,6 +61,7 @@ absl::StatusOr<ConnectionParams> DecodeConnectionParams(const void* data,
 size_t EncodedSize(const MessageHeader& header) {
   switch (header.type) {
     case MessageType::kData:
+    case MessageType::kFragmented:
       return HeaderSize(header.num_segments);
     case MessageType::kRendezvous:
       return RendezvousSize(header.num_segments);
@@ -110,7 +111,7 @@ absl::Status DecodeHeader(const uint8_t* message, size_t message_length,
   MessageHeader& header = *out;
   uint8_t type = message[1];
   if (type < static_cast<uint8_t>(MessageType::kData) ||
-      type > static_cast<uint8_t>(MessageType::kBatch)) {
+      type > static_cast<uint8_t>(MessageType::kFragment)) {
     return ProtocolError(absl::StrCat("unknown message type ", type));
   }
   header.type = static_cast<MessageType>(type);
@@ -133,7 +134,8 @@ absl::Status DecodeHeader(const uint8_t* message, size_t message_length,
         absl::StrCat(header.num_segments, " segments in one message"));
   }
   const bool has_segments = header.type == MessageType::kData ||
-                            header.type == MessageType::kRendezvous;
+                            header.type == MessageType::kRendezvous ||
+                            header.type == MessageType::kFragmented;
   if (has_segments != (header.num_segments > 0)) {
     return ProtocolError("segments on a control message, or none on data");
   }
@@ -145,6 +147,20 @@ absl::Status DecodeHeader(const uint8_t* message, size_t message_length,
   for (int i = 0; i < header.num_segments; ++i) {
     header.segment_lengths[i] = Get32(message + kHeaderFixedSize + 4 * i);
     payload += header.segment_lengths[i];
+  }
+  if (header.type == MessageType::kFragmented) {
+    const size_t part = message_length - header_size;
+    if (part == 0 || part >= payload) {
+      return ProtocolError(absl::StrCat("first part of ", part,
+                                        " bytes of a message of ", payload));
+    }
+    return absl::OkStatus();
+  }
+  if (header.type == MessageType::kFragment) {
+    if (message_length == kHeaderFixedSize) {
+      return ProtocolError("empty part of a message");
+    }
+    return absl::OkStatus();
   }
   if (header.type == MessageType::kData) {
     if (header_size + payload != message_length) {

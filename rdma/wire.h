@@ -26,7 +26,7 @@ namespace demi::rdma::wire {
 
 // Bumped on any incompatible change; peers with different versions refuse to
 // connect (the passive side rejects, the active side fails with EPROTO).
-inline constexpr uint8_t kVersion = 4;
+inline constexpr uint8_t kVersion = 5;
 
 // Most segments one message carries (DEMI_SGARRAY_MAXSIZE).
 inline constexpr int kMaxSegments = 16;
@@ -70,6 +70,15 @@ enum class MessageType : uint8_t {
   // kMaxBatchMessages): each follows the fixed part exactly as a kData SEND
   // would carry it, credits_returned 0. See DecodeBatchEntry.
   kBatch = 6,
+  // The first SEND of a message too large for one receive buffer, sent in
+  // parts: a data header for the whole message (its segments' lengths),
+  // then the message's first bytes (at least one, fewer than all).
+  kFragmented = 7,
+  // The next part of the message a kFragmented SEND began: the fixed part
+  // (no segments), then the next bytes (at least one). The parts of one
+  // message follow each other; only credit updates and done messages may
+  // come between them.
+  kFragment = 8,
 };
 
 // Most messages one kBatch SEND carries.
@@ -89,7 +98,8 @@ struct RemoteSegment {
 struct MessageHeader {
   MessageType type = MessageType::kData;
   uint16_t credits_returned = 0;  // receive buffers re-posted since last told
-  // 0..kMaxSegments (0 only if not kData); kBatch: its message count.
+  // 0..kMaxSegments (0 only if not kData, kRendezvous or kFragmented);
+  // kBatch: its message count.
   uint8_t num_segments = 0;
   uint32_t segment_lengths[kMaxSegments];
   // kRendezvous and kRendezvousDone: the sender's number for the transfer.
@@ -123,9 +133,9 @@ inline constexpr size_t kMaxEncodedSize = RendezvousSize(kMaxSegments);
 static_assert(kMaxEncodedSize == 336,
               "rendezvous layout changed: bump kVersion");
 
-// The bytes EncodeHeader writes for `header`: HeaderSize(n) for data (the
-// payload follows), RendezvousSize(n), kRendezvousDoneSize, or the fixed
-// part.
+// The bytes EncodeHeader writes for `header`: HeaderSize(n) for data and
+// kFragmented (the payload follows), RendezvousSize(n), kRendezvousDoneSize,
+// or the fixed part (kFragment's payload follows it).
 size_t EncodedSize(const MessageHeader& header);
 
 // Writes EncodedSize(header) bytes to `out` and returns that size.
@@ -147,11 +157,13 @@ inline void EncodeFixedPart(MessageType type, uint16_t credits_returned,
 
 // Always inlined: it is on every data send (a call costs more than most
 // of its work under emulation).
+// `type` kFragmented writes a first part's header (the whole message's
+// lengths) the same way.
 template <typename LengthOf>
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline size_t EncodeDataHeader(
     uint16_t credits_returned, uint8_t num_segments, LengthOf length,
-    uint8_t* out) {
-  EncodeFixedPart(MessageType::kData, credits_returned, num_segments, out);
+    uint8_t* out, MessageType type = MessageType::kData) {
+  EncodeFixedPart(type, credits_returned, num_segments, out);
   for (int i = 0; i < num_segments; ++i) {
     Put32(out + kHeaderFixedSize + 4 * i, length(i));
   }
@@ -161,9 +173,11 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline size_t EncodeDataHeader(
 // Decodes the header of a received message of `message_length` bytes into
 // `*header` and checks that it accounts for exactly the message: a data
 // message's segments fill the rest; every other type has exactly its encoded
-// size. EPROTO if it does not (`*header` is then partly written). Fills only
-// what the type carries: segment_lengths[0, num_segments), and transfer_id
-// and remote[0, num_segments) for the rendezvous types.
+// size; a kFragmented message carries at least one byte and fewer than its
+// segments hold, a kFragment at least one. EPROTO if it does not (`*header`
+// is then partly written). Fills only what the type carries:
+// segment_lengths[0, num_segments), and transfer_id and remote[0,
+// num_segments) for the rendezvous types.
 absl::Status DecodeHeader(const uint8_t* message, size_t message_length,
                           MessageHeader* header);
 

@@ -242,6 +242,63 @@ absl::StatusOr<std::vector<std::vector<uint32_t>>> DecodeBatch(
   return messages;
 }
 
+// A first part: the whole message's lengths, then at least one of its bytes
+// and fewer than all; EncodeDataHeader writes it as EncodeHeader does.
+TEST(WireTest, FirstPartCarriesTheWholeMessagesLengths) {
+  MessageHeader header = Header(MessageType::kFragmented, 2, 5);
+  header.segment_lengths[0] = 10000;
+  header.segment_lengths[1] = 20;
+  uint8_t encoded[kMaxEncodedSize];
+  ASSERT_EQ(EncodeHeader(header, encoded), HeaderSize(2));
+  uint8_t fast[kMaxEncodedSize];
+  ASSERT_EQ(EncodeDataHeader(
+                5, 2, [&](int i) { return header.segment_lengths[i]; }, fast,
+                MessageType::kFragmented),
+            HeaderSize(2));
+  EXPECT_EQ(std::vector<uint8_t>(encoded, encoded + HeaderSize(2)),
+            std::vector<uint8_t>(fast, fast + HeaderSize(2)));
+  std::vector<uint8_t> message(encoded, encoded + HeaderSize(2));
+  for (size_t part : {size_t{1}, size_t{8000}, size_t{10019}}) {
+    message.resize(HeaderSize(2) + part, 'x');
+    auto decoded = Decoded(message.data(), message.size());
+    ASSERT_TRUE(decoded.ok()) << part << ": " << decoded.status();
+    EXPECT_EQ(decoded->type, MessageType::kFragmented);
+    EXPECT_EQ(decoded->credits_returned, 5);
+    EXPECT_EQ(decoded->segment_lengths[0], 10000u);
+    EXPECT_EQ(decoded->segment_lengths[1], 20u);
+  }
+  for (size_t part : {size_t{0}, size_t{10020}, size_t{10021}}) {
+    message.resize(HeaderSize(2) + part, 'x');
+    EXPECT_EQ(ErrnoFromStatus(Decoded(message.data(), message.size()).status()),
+              EPROTO)
+        << part << " bytes in the first part";
+  }
+  // No segments: a first part of nothing.
+  MessageHeader none = Header(MessageType::kFragmented, 0);
+  uint8_t bytes[kMaxEncodedSize];
+  std::vector<uint8_t> empty(bytes, bytes + EncodeHeader(none, bytes));
+  empty.push_back('x');
+  EXPECT_EQ(ErrnoFromStatus(Decoded(empty.data(), empty.size()).status()),
+            EPROTO);
+}
+
+// A next part: the fixed part (no segments), then at least one byte.
+TEST(WireTest, NextPartIsTheFixedPartAndBytes) {
+  uint8_t fixed[kHeaderFixedSize];
+  EncodeFixedPart(MessageType::kFragment, 3, 0, fixed);
+  std::vector<uint8_t> message(fixed, fixed + kHeaderFixedSize);
+  EXPECT_EQ(ErrnoFromStatus(Decoded(message.data(), message.size()).status()),
+            EPROTO);  // empty
+  message.resize(kHeaderFixedSize + 8120, 'y');
+  auto decoded = Decoded(message.data(), message.size());
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->type, MessageType::kFragment);
+  EXPECT_EQ(decoded->credits_returned, 3);
+  message[4] = 1;  // a segment count on a next part
+  EXPECT_EQ(ErrnoFromStatus(Decoded(message.data(), message.size()).status()),
+            EPROTO);
+}
+
 TEST(WireTest, BatchEntriesDecodeInOrder) {
   const std::vector<std::vector<uint32_t>> messages = {
       {64}, {1, 2, 3}, {100}, std::vector<uint32_t>(kMaxSegments, 1)};

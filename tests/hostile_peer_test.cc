@@ -228,6 +228,8 @@ class HostilePeerTest : public ::testing::Test {
   static void SetUpTestSuite() {
     ASSERT_EQ(setenv("DEMI_CLOSE_TIMEOUT_MS", "1000", 1), 0);
     ASSERT_EQ(setenv("DEMI_STALL_TIMEOUT_MS", "1000", 1), 0);
+    // The rendezvous cases push 64 KiB: announced, not sent in parts.
+    ASSERT_EQ(setenv("DEMI_RENDEZVOUS_THRESHOLD", "8192", 1), 0);
     ASSERT_EQ(demi_init(nullptr), 0);
   }
 
@@ -355,6 +357,25 @@ class HostilePeerTest : public ::testing::Test {
 
   // A second, honest connection to the same listener carries a checked
   // message each way.
+  // On a hostile connection of its own (and its own listener): sends
+  // `messages` in order, expects the server's pending pop to fail with
+  // EPROTO, then closes both.
+  void ExpectMessagesFailTheirConnection(
+      const std::vector<std::vector<uint8_t>>& messages) {
+    ConnectHostile(8);
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, qd_), 0);
+    for (const std::vector<uint8_t>& message : messages) {
+      ASSERT_TRUE(peer_->Send(message));
+    }
+    ExpectProtocolFailure(pop);
+    EXPECT_EQ(demi_close(qd_), 0);
+    qd_ = -1;
+    WhileProgressing([this] { peer_.reset(); });
+    EXPECT_EQ(demi_close(listener_), 0);
+    listener_ = -1;
+  }
+
   void ExpectHonestConnectionWorks() {
     int client = -1, server = -1;
     ConnectTo(address_, listener_, &client, &server);
@@ -397,40 +418,82 @@ class HostilePeerTest : public ::testing::Test {
 // one fails that connection's pending pop with EPROTO, and an honest
 // connection to the same listener keeps working.
 TEST_F(HostilePeerTest, MalformedHeaderFailsOnlyItsConnection) {
-  // The fixed header: version 4, type, credits returned (2 bytes),
+  // The fixed header: version, type, credits returned (2 bytes),
   // num_segments, 3 reserved bytes; then what the type carries.
+  constexpr uint8_t kV = wire::kVersion;
   const std::vector<std::pair<std::string, std::vector<uint8_t>>> cases = {
       {"another version",
        {0xee, 1, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 'a', 'b', 'c', 'd'}},
-      {"an unknown type", {4, 7, 0, 0, 0, 0, 0, 0}},
-      {"shorter than the fixed header", {4, 1, 0}},
-      {"data with no segment", {4, 1, 0, 0, 0, 0, 0, 0}},
-      {"data with 17 segments", {4, 1, 0, 0, 17, 0, 0, 0}},
+      {"an unknown type", {kV, 9, 0, 0, 0, 0, 0, 0}},
+      {"shorter than the fixed header", {kV, 1, 0}},
+      {"data with no segment", {kV, 1, 0, 0, 0, 0, 0, 0}},
+      {"data with 17 segments", {kV, 1, 0, 0, 17, 0, 0, 0}},
       {"data longer than what arrived",
-       {4, 1, 0, 0, 1, 0, 0, 0, 100, 0, 0, 0, 'a', 'b', 'c', 'd'}},
+       {kV, 1, 0, 0, 1, 0, 0, 0, 100, 0, 0, 0, 'a', 'b', 'c', 'd'}},
       {"data with reserved bytes set",
-       {4, 1, 0, 0, 1, 0, 1, 0, 4, 0, 0, 0, 'a', 'b', 'c', 'd'}},
+       {kV, 1, 0, 0, 1, 0, 1, 0, 4, 0, 0, 0, 'a', 'b', 'c', 'd'}},
       {"a credit update with a segment",
-       {4, 2, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 'a', 'b', 'c', 'd'}},
+       {kV, 2, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 'a', 'b', 'c', 'd'}},
       {"a batch of one",
-       {4, 6, 0, 0, 1, 0, 0, 0, 4, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 'a'}},
-      {"a rendezvous cut short", {4, 4, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0}},
-      {"a done cut short", {4, 5, 0, 0, 0, 0, 0, 0, 1, 0}},
+       {kV, 6, 0, 0, 1, 0, 0, 0, 4, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 'a'}},
+      {"a rendezvous cut short", {kV, 4, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0}},
+      {"a done cut short", {kV, 5, 0, 0, 0, 0, 0, 0, 1, 0}},
+      {"a part of no message", {kV, 8, 0, 0, 0, 0, 0, 0, 'a'}},
+      {"an empty part", {kV, 8, 0, 0, 0, 0, 0, 0}},
+      {"a first part holding the whole message",
+       {kV, 7, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 'a', 'b', 'c', 'd'}},
   };
   for (const auto& [what, message] : cases) {
     SCOPED_TRACE(what);
-    ConnectHostile(8);
-    demi_qtoken_t pop = 0;
-    ASSERT_EQ(demi_pop(&pop, qd_), 0);
-    ASSERT_TRUE(peer_->Send(message));
-    ExpectProtocolFailure(pop);
-    EXPECT_EQ(demi_close(qd_), 0);
-    qd_ = -1;
-    WhileProgressing([this] { peer_.reset(); });
-    EXPECT_EQ(demi_close(listener_), 0);
-    listener_ = -1;
+    ExpectMessagesFailTheirConnection({message});
   }
   ConnectHostile(8);
+  ExpectHonestConnectionWorks();
+}
+
+// Messages in parts that break the rules: each sequence (a first part of
+// a 64-byte message, then what it sends next) fails that connection's pop
+// with EPROTO, and an honest connection keeps working.
+TEST_F(HostilePeerTest, BrokenMessageInPartsFailsOnlyItsConnection) {
+  constexpr uint8_t kV = wire::kVersion;
+  const std::vector<uint8_t> first = {kV, 7, 0, 0, 1,   0,   0,   0,
+                                      64, 0, 0, 0, 'a', 'b', 'c', 'd'};
+  const std::vector<std::pair<std::string, std::vector<uint8_t>>> cases = {
+      {"data inside it",
+       {kV, 1, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 'a', 'b', 'c', 'd'}},
+      {"another first part inside it", first},
+      {"an end of stream inside it", {kV, 3, 0, 0, 0, 0, 0, 0}},
+      {"a part past its end",
+       [] {
+         std::vector<uint8_t> part = {kV, 8, 0, 0, 0, 0, 0, 0};
+         part.resize(part.size() + 61, 'x');  // 4 + 61 > 64
+         return part;
+       }()},
+  };
+  for (const auto& [what, next] : cases) {
+    SCOPED_TRACE(what);
+    ExpectMessagesFailTheirConnection({first, next});
+  }
+  // The same first part, completed as the rules say, is one message.
+  ConnectHostile(8);
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, qd_), 0);
+  ASSERT_TRUE(peer_->Send(first));
+  std::vector<uint8_t> rest = {kV, 8, 0, 0, 0, 0, 0, 0};
+  for (int i = 4; i < 64; ++i)
+    rest.push_back(static_cast<uint8_t>('a' + i % 26));
+  ASSERT_TRUE(peer_->Send(rest));
+  demi_qresult_t popped = WaitResult(pop);
+  ASSERT_EQ(popped.qr_opcode, DEMI_OPC_POP) << popped.qr_ret;
+  ASSERT_EQ(popped.qr_value.sga.sga_numsegs, 1u);
+  ASSERT_EQ(popped.qr_value.sga.sga_segs[0].sgaseg_len, 64u);
+  const auto* bytes =
+      static_cast<const uint8_t*>(popped.qr_value.sga.sga_segs[0].sgaseg_buf);
+  EXPECT_EQ(std::string(bytes, bytes + 4), "abcd");
+  for (int i = 4; i < 64; ++i) {
+    EXPECT_EQ(bytes[i], static_cast<uint8_t>('a' + i % 26)) << i;
+  }
+  EXPECT_EQ(demi_sgafree(&popped.qr_value.sga), 0);
   ExpectHonestConnectionWorks();
 }
 

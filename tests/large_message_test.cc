@@ -1,8 +1,9 @@
-// Messages above the eager limit (rendezvous: the receiver pulls them with
-// RDMA READ) end to end on the test device, every byte checked: sizes around
-// the threshold up to 1 GiB from library and application memory, several
-// segments, small and large interleaved in order, a receiver that does not
-// pop under a small memory cap, and a peer killed mid-transfer.
+// Messages above the eager limit end to end on the test device, every byte
+// checked: in parts up to the rendezvous threshold, above it by rendezvous
+// (the receiver pulls them with RDMA READ). Sizes around both limits up to
+// 1 GiB from library and application memory, several segments (crossing the
+// parts' boundaries), small and large interleaved in order, a receiver that
+// does not pop under a small memory cap, and a peer killed mid-transfer.
 //
 // Runs as a gtest binary; with --sender/--receiver it is the peer process of
 // the peer-death tests, and with DEMI_TEST_CAPPED=1 the child of the cap
@@ -34,7 +35,8 @@ namespace demi::testing {
 namespace {
 
 constexpr size_t kMiB = 1 << 20;
-constexpr size_t kThreshold = 8192;  // the default rendezvous threshold
+constexpr size_t kEagerLimit = 8192;      // larger: in parts
+constexpr size_t kThreshold = 64 * 1024;  // larger: by rendezvous
 constexpr timespec kTwoMinutes = {120, 0};
 
 // Pattern: 64-bit word k of message `seed` is seed * kMix + k (tail bytes of
@@ -149,8 +151,9 @@ class LargeMessageTest : public ::testing::Test {
 };
 
 TEST_F(LargeMessageTest, SizesAroundTheThresholdUpToOneGiB) {
-  const size_t sizes[] = {kThreshold - 1, kThreshold, kThreshold + 1,
-                          1 * kMiB,       64 * kMiB,  1024 * kMiB};
+  const size_t sizes[] = {kEagerLimit - 1, kEagerLimit, kEagerLimit + 1,
+                          kThreshold - 1,  kThreshold,  kThreshold + 1,
+                          1 * kMiB,        64 * kMiB,   1024 * kMiB};
   uint64_t seed = 1;
   for (bool library : {true, false}) {
     for (size_t size : sizes) {
@@ -203,9 +206,44 @@ TEST_F(LargeMessageTest, ThreeSegmentsOfFiveMiB) {
   for (Buffer& b : buffers) b.Release();
 }
 
+// Sixteen segments whose boundaries fall inside parts, and parts whose
+// boundaries fall inside segments: a message of 16 x 3001 bytes (six parts)
+// from library and application memory alternately.
+TEST_F(LargeMessageTest, SixteenSegmentsAcrossTheParts) {
+  constexpr size_t kSegment = 3001;
+  std::vector<Buffer> buffers;
+  demi_sgarray_t sga{};
+  for (int s = 0; s < 16; ++s) {
+    buffers.push_back(Buffer::Make(s == 5, kSegment));
+    ASSERT_NE(buffers.back().data, nullptr);
+    Fill(buffers.back().data, kSegment, 200 + s);
+    sga.sga_segs[s] = {buffers.back().data, static_cast<uint32_t>(kSegment)};
+  }
+  sga.sga_buf = buffers[5].sga.sga_buf;
+  sga.sga_numsegs = 16;
+  demi_qtoken_t push = 0;
+  ASSERT_EQ(demi_push(&push, client_, &sga), 0);
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, server_), 0);
+  demi_qresult_t result = Wait(pop);
+  ASSERT_EQ(result.qr_opcode, DEMI_OPC_POP) << result.qr_ret;
+  ASSERT_EQ(result.qr_value.sga.sga_numsegs, 16u);
+  for (int s = 0; s < 16; ++s) {
+    ASSERT_EQ(result.qr_value.sga.sga_segs[s].sgaseg_len, kSegment);
+    EXPECT_EQ(
+        Check(result.qr_value.sga.sga_segs[s].sgaseg_buf, kSegment, 200 + s),
+        -1)
+        << "segment " << s;
+  }
+  EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
+  EXPECT_EQ(Wait(push).qr_opcode, DEMI_OPC_PUSH);
+  for (Buffer& b : buffers) b.Release();
+}
+
 TEST_F(LargeMessageTest, SmallAndLargeInterleavedArriveInOrder) {
-  const size_t pattern[] = {
-      100, 2 * kMiB, 5000, 300 * 1024, kThreshold + 1, 1, kThreshold, 3 * kMiB};
+  const size_t pattern[] = {100,        2 * kMiB,       5000,
+                            300 * 1024, kThreshold + 1, 1,
+                            kThreshold, 3 * kMiB,       20000};
   constexpr int kMessages = 48, kWindow = 16;
   std::vector<Buffer> buffers(kMessages);
   std::vector<demi_qtoken_t> pushes(kMessages);
@@ -274,9 +312,43 @@ void RunCappedReceiver(int client, int server) {
   }
 }
 
+// Then, under the same cap: four 2 MiB messages take all of it, and eight
+// messages in parts (48 KiB: six parts each) arrive behind them with no
+// memory to go to (their buffers held, the sender's credits running down);
+// popping in order lets every one through, each byte in place.
+void RunCappedParts(int client, int server) {
+  std::vector<size_t> sizes(4, 2 * kMiB);
+  sizes.resize(12, 48 * 1024);
+  std::vector<Buffer> buffers(sizes.size());
+  std::vector<demi_qtoken_t> pushes(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    buffers[i] = Buffer::Make(false, sizes[i]);  // the cap is the receiver's
+    ASSERT_NE(buffers[i].data, nullptr);
+    Fill(buffers[i].data, sizes[i], 700 + i);
+    pushes[i] = PushOne(client, buffers[i]);
+  }
+  // Progress for a second without popping (the last push may complete).
+  const timespec second = {1, 0};
+  demi_qresult_t last{};
+  const bool last_done = demi_wait(&last, pushes.back(), &second) == 0;
+  if (last_done) {
+    EXPECT_EQ(last.qr_opcode, DEMI_OPC_PUSH);
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    ASSERT_NO_FATAL_FAILURE(PopAndCheck(server, sizes[i], 700 + i));
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (i + 1 < sizes.size() || !last_done) {
+      EXPECT_EQ(Wait(pushes[i]).qr_opcode, DEMI_OPC_PUSH) << "push " << i;
+    }
+    buffers[i].Release();
+  }
+}
+
 TEST_F(LargeMessageTest, ReceiverThatDoesNotPopStaysUnderTheCap) {
   if (getenv("DEMI_TEST_CAPPED") != nullptr) {
     RunCappedReceiver(client_, server_);
+    RunCappedParts(client_, server_);
     return;
   }
   const pid_t child = fork();

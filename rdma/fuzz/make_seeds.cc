@@ -87,6 +87,15 @@ void WireHeaderSeeds() {
     bytes.insert(bytes.end(), one.begin(), one.end());
   }
   Write("wire_header", "batch_3", bytes);
+  // A message of 10000 + 500 bytes in parts: the first (3000 bytes of it)
+  // and a next one.
+  wire::MessageHeader first = Data({10000, 500});
+  first.type = wire::MessageType::kFragmented;
+  Write("wire_header", "first_part", Message(first, 3000));
+  wire::MessageHeader next{};
+  next.type = wire::MessageType::kFragment;
+  next.credits_returned = 2;
+  Write("wire_header", "next_part", Message(next, 4000));
   std::vector<uint8_t> old = Message(Data({4}), 4);
   old[0] = wire::kVersion - 1;
   Write("wire_header", "old_version", old);

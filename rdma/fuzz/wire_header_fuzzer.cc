@@ -67,6 +67,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (header.type == wire::MessageType::kData) {
     FUZZ_CHECK(header.num_segments >= 1);
     FUZZ_CHECK(encoded_size + payload == size);
+  } else if (header.type == wire::MessageType::kFragmented) {
+    // A first part: some of the message's bytes, not all.
+    FUZZ_CHECK(header.num_segments >= 1);
+    FUZZ_CHECK(size > encoded_size && size - encoded_size < payload);
+  } else if (header.type == wire::MessageType::kFragment) {
+    FUZZ_CHECK(header.num_segments == 0 && size > encoded_size);
   } else {
     FUZZ_CHECK(encoded_size == size);
   }
