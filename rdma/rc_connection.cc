@@ -499,9 +499,15 @@ absl::Status RcConnection::SendInParts(absl::Span<const Segment> segments,
   const uint64_t first = peer_receive_buffer_size_ - wire::HeaderSize(n);
   const uint64_t next = peer_receive_buffer_size_ - wire::kHeaderFixedSize;
   const uint64_t parts = 1 + (total - first + next - 1) / next;
-  // Many parts would hold the FIFO (and the peer's buffers) for long: the
-  // peer pulls such a message instead.
-  if (parts > send_queue_depth_ / 2) return SendRendezvous(segments, cookie);
+  // In parts only on a connection with nothing else in flight (a request,
+  // a reply): there the round trip a rendezvous adds is what the message
+  // waits for. Behind other sends (a stream of large pushes) the peer's
+  // reads pipeline without our credits and its bytes are copied once (by
+  // the device) instead of twice: rendezvous. So is a message of many parts.
+  if (parts > send_queue_depth_ / 2 || !established_ || !idle() ||
+      credits_->credits() < parts) {
+    return SendRendezvous(segments, cookie);
+  }
   if (queued_count_ + parts >= send_queue_depth_) Pump();
   if (queued_count_ + parts >= send_queue_depth_) {
     return ErrnoError(EAGAIN, "send queue full");

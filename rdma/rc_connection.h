@@ -63,8 +63,10 @@
 // the last one's completion reports the cookie. The receiver takes a
 // LargeBuffer for the whole message on the first part (as for a rendezvous
 // message, in order, within the quota), copies each part in and re-posts
-// its buffer, and reports the message when complete. A message of more
-// parts than half the send queue goes by rendezvous instead.
+// its buffer, and reports the message when complete. Only on an idle
+// connection (nothing of ours in flight: a request, a reply); behind other
+// sends (a stream), or with more parts than half the send queue, a message
+// goes by rendezvous instead.
 //
 // Rendezvous. A message of more than rendezvous_threshold bytes is announced
 // instead (wire::MessageType::kRendezvous: lengths, addresses, rkeys); the

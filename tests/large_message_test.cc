@@ -312,37 +312,55 @@ void RunCappedReceiver(int client, int server) {
   }
 }
 
-// Then, under the same cap: four 2 MiB messages take all of it, and eight
-// messages in parts (48 KiB: six parts each) arrive behind them with no
-// memory to go to (their buffers held, the sender's credits running down);
-// popping in order lets every one through, each byte in place.
+// Then, under the same cap: four 2 MiB messages popped and kept take all of
+// it; eight messages in parts (48 KiB: six parts each, each pushed on an
+// idle connection, so in parts) arrive with no memory to go to: their
+// buffers are held and none can be popped. Freeing the four lets every one
+// through, each byte in place.
 void RunCappedParts(int client, int server) {
-  std::vector<size_t> sizes(4, 2 * kMiB);
-  sizes.resize(12, 48 * 1024);
-  std::vector<Buffer> buffers(sizes.size());
-  std::vector<demi_qtoken_t> pushes(sizes.size());
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    buffers[i] = Buffer::Make(false, sizes[i]);  // the cap is the receiver's
-    ASSERT_NE(buffers[i].data, nullptr);
-    Fill(buffers[i].data, sizes[i], 700 + i);
-    pushes[i] = PushOne(client, buffers[i]);
+  std::vector<Buffer> large(4);
+  std::vector<demi_sgarray_t> kept;
+  for (size_t i = 0; i < large.size(); ++i) {
+    large[i] = Buffer::Make(false, 2 * kMiB);  // the cap is the receiver's
+    ASSERT_NE(large[i].data, nullptr);
+    Fill(large[i].data, 2 * kMiB, 700 + i);
+    demi_qtoken_t push = PushOne(client, large[i]);
+    demi_qtoken_t pop = 0;
+    ASSERT_EQ(demi_pop(&pop, server), 0);
+    demi_qresult_t popped = Wait(pop);
+    ASSERT_EQ(popped.qr_opcode, DEMI_OPC_POP) << popped.qr_ret;
+    EXPECT_EQ(
+        Check(popped.qr_value.sga.sga_segs[0].sgaseg_buf, 2 * kMiB, 700 + i),
+        -1);
+    kept.push_back(popped.qr_value.sga);
+    EXPECT_EQ(Wait(push).qr_opcode, DEMI_OPC_PUSH);
   }
-  // Progress for a second without popping (the last push may complete).
-  const timespec second = {1, 0};
-  demi_qresult_t last{};
-  const bool last_done = demi_wait(&last, pushes.back(), &second) == 0;
-  if (last_done) {
-    EXPECT_EQ(last.qr_opcode, DEMI_OPC_PUSH);
+  constexpr size_t kParts = 48 * 1024;
+  std::vector<Buffer> small(8);
+  for (size_t i = 0; i < small.size(); ++i) {
+    small[i] = Buffer::Make(false, kParts);
+    ASSERT_NE(small[i].data, nullptr);
+    Fill(small[i].data, kParts, 800 + i);
+    // Done once its parts are at the peer's device, memory or not.
+    EXPECT_EQ(Wait(PushOne(client, small[i])).qr_opcode, DEMI_OPC_PUSH);
   }
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    ASSERT_NO_FATAL_FAILURE(PopAndCheck(server, sizes[i], 700 + i));
+  demi_qtoken_t pop = 0;
+  ASSERT_EQ(demi_pop(&pop, server), 0);
+  demi_qresult_t early{};
+  const timespec moment = {0, 300 * 1000 * 1000};
+  EXPECT_EQ(demi_wait(&early, pop, &moment), ETIMEDOUT)
+      << "a message in parts was complete with no memory for it";
+  for (demi_sgarray_t& sga : kept) EXPECT_EQ(demi_sgafree(&sga), 0);
+  demi_qresult_t first = Wait(pop);
+  ASSERT_EQ(first.qr_opcode, DEMI_OPC_POP) << first.qr_ret;
+  ASSERT_EQ(first.qr_value.sga.sga_segs[0].sgaseg_len, kParts);
+  EXPECT_EQ(Check(first.qr_value.sga.sga_segs[0].sgaseg_buf, kParts, 800), -1);
+  EXPECT_EQ(demi_sgafree(&first.qr_value.sga), 0);
+  for (size_t i = 1; i < small.size(); ++i) {
+    ASSERT_NO_FATAL_FAILURE(PopAndCheck(server, kParts, 800 + i));
   }
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    if (i + 1 < sizes.size() || !last_done) {
-      EXPECT_EQ(Wait(pushes[i]).qr_opcode, DEMI_OPC_PUSH) << "push " << i;
-    }
-    buffers[i].Release();
-  }
+  for (Buffer& b : large) b.Release();
+  for (Buffer& b : small) b.Release();
 }
 
 TEST_F(LargeMessageTest, ReceiverThatDoesNotPopStaysUnderTheCap) {
