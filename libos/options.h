@@ -27,7 +27,7 @@ struct LibOSOptions {
     options.rendezvous_threshold = 64 * 1024;
     return options;
   }();
-  rdma::BufferPoolOptions pool;          // max_buffer_size = eager limit
+  rdma::BufferPoolOptions pool;  // max_buffer_size = eager limit
   // The memory-region cache for application memory; when disabled (or when
   // userfaultfd is refused) application memory is registered per push.
   rdma::RegionCacheOptions region_cache;

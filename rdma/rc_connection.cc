@@ -508,10 +508,7 @@ absl::Status RcConnection::SendInParts(absl::Span<const Segment> segments,
       credits_->credits() < parts) {
     return SendRendezvous(segments, cookie);
   }
-  if (queued_count_ + parts >= send_queue_depth_) Pump();
-  if (queued_count_ + parts >= send_queue_depth_) {
-    return ErrnoError(EAGAIN, "send queue full");
-  }
+  // Idle: the FIFO is empty, and half of it takes every part.
   uint64_t offset = 0;
   for (uint64_t p = 0; p < parts; ++p) {
     QueuedSend& entry =
@@ -1442,16 +1439,8 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     return;
   }
   if (header->type == wire::MessageType::kRendezvous) {
-    if (options_.large_pool == nullptr) {
-      Fail(ErrnoError(ENOTSUP, "peer sent a rendezvous message; no pool"));
-      return;
-    }
-    const uint64_t total = MessageBytes(*header);
-    if (total > options_.rendezvous_quota) {
-      Fail(ErrnoError(EPROTO, absl::StrCat("peer announced a rendezvous "
-                                           "message of ",
-                                           total, " bytes, above its quota of ",
-                                           options_.rendezvous_quota)));
+    if (absl::Status taken = CheckLargeMessage(*header); !taken.ok()) {
+      Fail(std::move(taken));
       return;
     }
     InboundMessage& inbound = inbound_[index];
@@ -1463,15 +1452,8 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     return;  // Poll calls AdvanceInbound
   }
   if (header->type == wire::MessageType::kFragmented) {
-    if (options_.large_pool == nullptr) {
-      Fail(ErrnoError(ENOTSUP, "peer sent a message in parts; no pool"));
-      return;
-    }
-    const uint64_t total = MessageBytes(*header);
-    if (total > options_.rendezvous_quota) {
-      Fail(ErrnoError(EPROTO, absl::StrCat("peer began a message of ", total,
-                                           " bytes, above its quota of ",
-                                           options_.rendezvous_quota)));
+    if (absl::Status taken = CheckLargeMessage(*header); !taken.ok()) {
+      Fail(std::move(taken));
       return;
     }
     InboundMessage& inbound = inbound_[index];
@@ -1533,6 +1515,23 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     return;
   }
   if (header->type == wire::MessageType::kEndOfStream) sink.OnEndOfStream();
+}
+
+absl::Status RcConnection::CheckLargeMessage(
+    const wire::MessageHeader& header) const {
+  const char* what = header.type == wire::MessageType::kRendezvous
+                         ? "a rendezvous message"
+                         : "a message in parts";
+  if (options_.large_pool == nullptr) {
+    return ErrnoError(ENOTSUP, absl::StrCat("peer sent ", what, "; no pool"));
+  }
+  const uint64_t total = MessageBytes(header);
+  if (total > options_.rendezvous_quota) {
+    return ErrnoError(EPROTO, absl::StrCat("peer sent ", what, " of ", total,
+                                           " bytes, above its quota of ",
+                                           options_.rendezvous_quota));
+  }
+  return absl::OkStatus();
 }
 
 void RcConnection::TakePart(uint32_t first, uint32_t index, uint32_t length) {

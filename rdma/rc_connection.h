@@ -638,6 +638,9 @@ class RcConnection final : private CompletionHandler {
   // its parts queued (EAGAIN if the FIFO cannot take them), then pumped.
   absl::Status SendInParts(absl::Span<const Segment> segments, uint64_t total,
                            uint64_t cookie);
+  // A rendezvous announcement or a first part arrived: OK if this side has a
+  // pool for the message (ENOTSUP) and it is within the quota (EPROTO).
+  absl::Status CheckLargeMessage(const wire::MessageHeader& header) const;
   // A part (`length` bytes after the fixed header, in receive buffer `index`)
   // of the message in parts whose first part is in buffer `first` arrived:
   // copied in and its buffer released, or held until the message has memory.

@@ -133,7 +133,8 @@ TEST(GnuplotScriptTest, SeriesForEachFigure) {
   // Axes in units, not raw numbers.
   EXPECT_EQ(script.find("%.0b"), std::string::npos);
   EXPECT_NE(script.find("set xtics (\"64 B\" 64"), std::string::npos) << script;
-  EXPECT_NE(script.find("set ytics (\"10 us\" 10,"), std::string::npos) << script;
+  EXPECT_NE(script.find("set ytics (\"10 us\" 10,"), std::string::npos)
+      << script;
 }
 
 TEST(GnuplotScriptTest, TicLabelsReadAsUnits) {
