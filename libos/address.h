@@ -5,7 +5,6 @@
 #define DEMI_LIBOS_ADDRESS_H_
 
 #include <netinet/in.h>
-#include <rdma/rdma_cma.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -34,14 +33,13 @@ inline absl::StatusOr<sockaddr_in> ParseIpv4(const sockaddr* address,
   return ipv4;
 }
 
-// A socket's qd as an rdma_cm id's context, and back (0 for no id).
+// A socket's qd as an rdma_cm id's context (rdma::CmId::Create,
+// rdma::CmEvent::context), and back (0 for no context).
 inline void* QdContext(int qd) {
   return reinterpret_cast<void*>(static_cast<intptr_t>(qd));
 }
-inline int QdOf(const rdma_cm_id* id) {
-  return id == nullptr
-             ? 0
-             : static_cast<int>(reinterpret_cast<intptr_t>(id->context));
+inline int QdOf(const void* context) {
+  return static_cast<int>(reinterpret_cast<intptr_t>(context));
 }
 
 }  // namespace demi::libos

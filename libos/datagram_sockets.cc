@@ -458,7 +458,7 @@ void DatagramSockets::RouteResolved(DatagramRoute& route) {
 void DatagramSockets::HandleEvent(rdma::CmEvent event) {
   if (event.type() == RDMA_CM_EVENT_CONNECT_REQUEST) {
     // A peer resolving one of our sockets.
-    DatagramQueue* queue = queues_.Find(QdOf(event.listen_id()));
+    DatagramQueue* queue = queues_.Find(QdOf(event.listen_context()));
     if (queue == nullptr || queue->endpoint == nullptr) {
       rdma::CmId::RejectRequest(std::move(event));
       return;
@@ -802,7 +802,7 @@ DatagramStats DatagramSockets::Statistics() const {
       stats.max_payload = endpoint.max_payload();
     }
     // The device counter is per device (port): read it once per device.
-    const ibv_context* device = endpoint.pd()->context;
+    const ibv_context* device = endpoint.device();
     if (std::find(devices.begin(), devices.end(), device) != devices.end()) {
       return;
     }

@@ -40,7 +40,6 @@
 #define DEMI_LIBOS_PUSH_MEMORY_H_
 
 #include <demi/types.h>
-#include <infiniband/verbs.h>
 
 #include <cstdint>
 #include <cstdlib>

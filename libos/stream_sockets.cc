@@ -593,7 +593,7 @@ void StreamSockets::KeepAliveIfDue(absl::Time now) {
 
 void StreamSockets::HandleEvent(rdma::CmEvent event) {
   if (event.type() == RDMA_CM_EVENT_CONNECT_REQUEST) {
-    Queue* listener = queues_.Find(QdOf(event.listen_id()));
+    Queue* listener = queues_.Find(QdOf(event.listen_context()));
     if (listener == nullptr || listener->state != Queue::State::kListening) {
       rdma::CmId::RejectRequest(std::move(event));
       return;
@@ -601,7 +601,7 @@ void StreamSockets::HandleEvent(rdma::CmEvent event) {
     HandleConnectRequest(std::move(event), *listener);
     return;
   }
-  Queue* queue = queues_.Find(QdOf(event.id()));
+  Queue* queue = queues_.Find(QdOf(event.context()));
   if (queue == nullptr) {
     // A closed queue's event: nothing waits for it; answer a disconnect.
     return;
@@ -719,9 +719,7 @@ void StreamSockets::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
     rdma::CmId::RejectRequest(std::move(event));
     return;
   }
-  const rdma::RcConnectionOptions options =
-      ConnectionOptions(event.id()->verbs);
-  rdma_cm_id* id = event.id();
+  const rdma::RcConnectionOptions options = ConnectionOptions(event.device());
   absl::StatusOr<int> qd = queues_.Insert(std::make_unique<Queue>());
   if (!qd.ok()) {
     DEMI_LOG(kWarning, "refused a connection: ", qd.status().message());
@@ -732,7 +730,7 @@ void StreamSockets::HandleConnectRequest(rdma::CmEvent event, Queue& listener) {
   queue.qd = *qd;
   queue.state = Queue::State::kAccepting;
   queue.listener_qd = listener.qd;
-  id->context = QdContext(queue.qd);
+  event.set_context(QdContext(queue.qd));
   absl::StatusOr<std::unique_ptr<rdma::RcConnection>> connection =
       rdma::RcConnection::Accept(std::move(event), options);
   if (!connection.ok()) {

@@ -44,6 +44,21 @@ class CmEvent {
   // (owned by nobody until the caller adopts it, see CmId::Adopt).
   rdma_cm_id* id() const { return event_->id; }
   rdma_cm_id* listen_id() const { return event_->listen_id; }
+  // The context given to the event's id (CmId::Create), and to the listener's
+  // for CONNECT_REQUEST; null when the id or listener is.
+  void* context() const {
+    return event_->id == nullptr ? nullptr : event_->id->context;
+  }
+  void* listen_context() const {
+    return event_->listen_id == nullptr ? nullptr : event_->listen_id->context;
+  }
+  // For CONNECT_REQUEST: gives the new connection's id its context before it
+  // is adopted, so its later events carry it.
+  void set_context(void* context) { event_->id->context = context; }
+  // The device the event's id is bound to (null before address resolution).
+  ibv_context* device() const {
+    return event_->id == nullptr ? nullptr : event_->id->verbs;
+  }
   int status() const { return event_->status; }
   const rdma_conn_param& connection() const { return event_->param.conn; }
   // For ESTABLISHED on an RDMA_PS_UDP id: the peer's address handle

@@ -175,6 +175,8 @@ class UdEndpoint {
   CmId& id() { return *id_; }
   const sockaddr_in& local_address() const { return local_; }
   ibv_pd* pd() const { return options_.pd; }
+  // The device the endpoint is on (its protection domain's).
+  const ibv_context* device() const { return options_.pd->context; }
   uint32_t qp_num() const { return qp_->qp_num(); }
   uint32_t max_payload() const { return max_payload_; }
   // Whether a datagram of `num_segments` segments and `total` bytes goes
