@@ -32,7 +32,7 @@ check(len(rows) == 14, f"{len(rows)} rows, want 14 (3 workloads x 2 memories x 2
 number = (int, float)
 common = ["workload", "size", "memory", "connections", "window", "iterations",
           "seconds", "value", "unit", "median_us", "p99_us", "p999_us",
-          "mean_us", "mpps", "mib_per_s", "reason"]
+          "mean_us", "mpps", "mib_per_s", "reason", "app_memory_cost"]
 baseline = ["baseline_tool", "baseline_value", "baseline_p99_us",
             "baseline_p999_us", "baseline_reason", "ratio", "read_bw_tool",
             "read_bw_mib_per_s", "read_bw_reason", "read_bw_ratio"]
@@ -69,6 +69,13 @@ for row in rows:
         else:
             key = "mpps" if row["workload"] == "msgrate" else "mib_per_s"
             check(row[key] == value, f"{name}: {key} differs from value")
+    # Application memory's cost against library memory: on app rows with
+    # both figures (a positive ratio), never on library rows.
+    cost = row["app_memory_cost"]
+    if row["memory"] == "lib":
+        check(cost is None, f"{name}: an app_memory_cost on a lib row")
+    elif value is not None and cost is not None:
+        check(isinstance(cost, number) and cost > 0, f"{name}: bad app_memory_cost")
     # The library runs 64 B messages from its own memory today.
     if row["size"] == 64 and row["memory"] == "lib":
         check(value is not None, f"{name}: no figure ({row['reason']})")

@@ -24,6 +24,11 @@
  * stay open and silent while the ping-pong runs on the first one: what idle
  * connections cost a busy one (and, printed, the memory they take).
  *
+ * Application memory: with DEMI_PINGPONG_MEMORY=app in the client's
+ * environment, the client pushes one malloc'ed buffer (sga_buf NULL: the
+ * library's region cache maps it) instead of a demi_sgaalloc buffer per
+ * ping; count_instructions then counts that path.
+ *
  * Sleeping waits: with DEMI_PINGPONG_PAUSE_US=N in the client's
  * environment, the client pauses N microseconds (nanosleep, outside the
  * timed interval) before each ping, so the server's wait for it outlasts
@@ -180,15 +185,28 @@ static int client(const struct sockaddr_in *address, long iterations,
   CHECK(pause_us >= 0);
   const struct timespec pause = {pause_us / 1000000,
                                  (pause_us % 1000000) * 1000};
+  const char *memory = getenv("DEMI_PINGPONG_MEMORY");
+  const int app_memory = memory != NULL && strcmp(memory, "app") == 0;
+  CHECK(memory == NULL || app_memory || strcmp(memory, "lib") == 0);
+  void *app_buffer = app_memory ? malloc(size) : NULL;
+  CHECK(!app_memory || app_buffer != NULL);
   for (long i = 0; i < iterations; ++i) {
     if (pause_us > 0) nanosleep(&pause, NULL);
     double start = now_us();
-    demi_sgarray_t sga = demi_sgaalloc(size);
-    CHECK(sga.sga_numsegs == 1);
+    demi_sgarray_t sga;
+    if (app_memory) {
+      memset(&sga, 0, sizeof(sga));
+      sga.sga_numsegs = 1;
+      sga.sga_segs[0].sgaseg_buf = app_buffer;
+      sga.sga_segs[0].sgaseg_len = size;
+    } else {
+      sga = demi_sgaalloc(size);
+      CHECK(sga.sga_numsegs == 1);
+    }
     memset(sga.sga_segs[0].sgaseg_buf, (int)(i & 0xff), size);
     CHECK(demi_push(&qt, qd, &sga) == 0);
     wait_for(qt, DEMI_OPC_PUSH, &qr);
-    CHECK(demi_sgafree(&sga) == 0);
+    if (!app_memory) CHECK(demi_sgafree(&sga) == 0);
     CHECK(demi_pop(&qt, qd) == 0);
     wait_for(qt, DEMI_OPC_POP, &qr);
     CHECK(qr.qr_value.sga.sga_segs[0].sgaseg_len == size);
@@ -203,6 +221,7 @@ static int client(const struct sockaddr_in *address, long iterations,
       pause_us > 0 ? " (paused before each ping)" : "");
   free(samples);
   CHECK(demi_close(qd) == 0);
+  free(app_buffer);
   for (long c = 0; c < idle; ++c) CHECK(demi_close(idle_qds[c]) == 0);
   free(idle_qds);
   return 0;

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <demi/libos.h>
 #include <demi/sga.h>
+#include <demi/stats.h>
 #include <demi/wait.h>
 #include <signal.h>
 #include <spawn.h>
@@ -102,17 +103,34 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
   }
   std::vector<Row> latency, rate, bandwidth;
   size_t done = 0;
+  // A size's library- and application-memory cells run back to back, so
+  // that the host's drift over minutes touches both alike (their
+  // comparison, AppMemoryCost, is per round).
   for (Workload workload : workloads) {
-    for (Memory memory : options.memories) {
-      for (uint64_t size : options.sizes) {
+    for (uint64_t size : options.sizes) {
+      for (Memory memory : options.memories) {
         Cell cell{workload, size, memory};
+        demi_mr_cache_stats_t cache_before{}, cache_after{};
+        (void)demi_mr_cache_stats(&cache_before);
         absl::StatusOr<CellResult> result = (*client)->Run(cell, limits);
         if (!result.ok()) return result.status();
+        (void)demi_mr_cache_stats(&cache_after);
         ++done;
         const bool ping = workload == Workload::kPingPong;
         std::string head = absl::StrFormat(
             "[%u/%u] %s %s %s: ", done, total, ping ? "latency" : "stream",
             FormatSize(size), MemoryLabel(memory));
+        // What application memory cost the region cache in this cell: a
+        // cell that registers per push measures registration, not the path.
+        std::string cache_note;
+        if (memory == Memory::kApplication) {
+          cache_note = absl::StrFormat(
+              "; region cache %u hits, %u misses, %u invalidations%s",
+              cache_after.hits - cache_before.hits,
+              cache_after.misses - cache_before.misses,
+              cache_after.invalidations - cache_before.invalidations,
+              cache_after.caching ? "" : " (not caching)");
+        }
         Row row;
         row.size = size;
         row.memory = memory;
@@ -127,15 +145,16 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
           const LatencySummary& l = result->latency;
           Progress(head + absl::StrFormat(
                               "median %.2f us, p99 %.2f us (%u round trips "
-                              "in %.2f s)",
-                              l.median, l.p99, l.samples, result->seconds));
+                              "in %.2f s%s)",
+                              l.median, l.p99, l.samples, result->seconds,
+                              cache_note));
         } else {
           Progress(head + absl::StrFormat(
                               "%.4f Mpps, %.1f MiB/s (%u messages in %.2f s, "
-                              "window %u)",
+                              "window %u%s)",
                               result->mpps, result->mib_per_s,
                               result->iterations, result->seconds,
-                              result->window));
+                              result->window, cache_note));
         }
         if (ping) {
           row.workload = "latency";

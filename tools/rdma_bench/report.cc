@@ -78,7 +78,9 @@ struct Field {
   std::string name, json, csv;
 };
 
-std::vector<Field> Fields(const Row& row, const RunInfo& info) {
+// `rows` is the table `row` is in (for its application-memory cost).
+std::vector<Field> Fields(const Row& row, const std::vector<Row>& rows,
+                          const RunInfo& info) {
   const bool latency = IsLatencyWorkload(row.workload);
   auto number = [](std::string name, const std::optional<double>& value) {
     return Field{std::move(name), JsonNumber(value), CsvNumber(value)};
@@ -109,6 +111,7 @@ std::vector<Field> Fields(const Row& row, const RunInfo& info) {
       number("mib_per_s",
              row.workload == "bandwidth" ? row.value : std::nullopt),
       text("reason", row.value ? std::string() : row.reason),
+      number("app_memory_cost", RowAppMemoryCost(row, rows)),
   };
   if (info.baseline) {
     const Baseline none;
@@ -255,6 +258,57 @@ std::string Target(const std::vector<Row>& rows, const std::string& workload,
   return line + "\n";
 }
 
+// The application-memory section: per workload and size, what pushing
+// application memory (sga_buf NULL) costs against library memory.
+std::string AppMemorySection(const std::vector<Row>& rows) {
+  std::string out;
+  for (const Row& row : rows) {
+    const std::optional<double> cost = RowAppMemoryCost(row, rows);
+    if (!cost) continue;
+    if (out.empty()) {
+      out = absl::StrCat(
+          "\nApplication memory (sga_buf NULL, registered by the region "
+          "cache) against library memory, same workload and size",
+          row.round_app_cost ? ", median of the rounds' own" : "",
+          ": above 1.00, application memory is slower (latency app / lib; "
+          "rate and bandwidth lib / app).\n",
+          absl::StrFormat("%-10s %9s %7s\n", "workload", "size", "cost"));
+    }
+    absl::StrAppend(&out, absl::StrFormat("%-10s %9s %6.2fx\n", row.workload,
+                                          FormatSize(row.size), *cost));
+  }
+  return out;
+}
+
+// The target line for application memory: every cost at most 1.05.
+std::string AppMemoryTarget(const std::vector<Row>& rows) {
+  constexpr double kTarget = 1.05;
+  const Row* worst = nullptr;
+  double worst_cost = 0;
+  std::vector<std::string> missed;
+  for (const Row& row : rows) {
+    const std::optional<double> cost = RowAppMemoryCost(row, rows);
+    if (!cost) continue;
+    if (worst == nullptr || *cost > worst_cost) {
+      worst = &row;
+      worst_cost = *cost;
+    }
+    if (*cost > kTarget) {
+      missed.push_back(absl::StrFormat("%s %s %.2fx", row.workload,
+                                       FormatSize(row.size), *cost));
+    }
+  }
+  if (worst == nullptr) return "  application memory: not measured\n";
+  if (missed.empty()) {
+    return absl::StrFormat(
+        "  application memory: within 5%% of library memory at every size "
+        "(worst: %s %s %.2fx)\n",
+        worst->workload, FormatSize(worst->size), worst_cost);
+  }
+  return absl::StrCat("  application memory: more than 5% slower at ",
+                      absl::StrJoin(missed, ", "), "\n");
+}
+
 }  // namespace
 
 bool IsLatencyWorkload(const std::string& workload) {
@@ -278,6 +332,23 @@ std::optional<double> Ratio(const std::optional<double>& value,
     return std::nullopt;
   }
   return *value / *baseline->value;
+}
+
+std::optional<double> AppMemoryCost(const Row& row,
+                                    const std::vector<Row>& rows) {
+  if (row.memory != Memory::kApplication || !row.value) return std::nullopt;
+  const Row* lib = FindRow(rows, row.workload, row.size, Memory::kLibrary);
+  if (lib == nullptr || !lib->value || *lib->value <= 0 || *row.value <= 0) {
+    return std::nullopt;
+  }
+  return LowerIsBetter(row.workload) ? *row.value / *lib->value
+                                     : *lib->value / *row.value;
+}
+
+std::optional<double> RowAppMemoryCost(const Row& row,
+                                       const std::vector<Row>& rows) {
+  if (row.round_app_cost) return row.round_app_cost;
+  return AppMemoryCost(row, rows);
 }
 
 std::optional<double> RowRatio(const Row& row) {
@@ -427,12 +498,13 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
     }
   }
 
+  absl::StrAppend(&out, AppMemorySection(rows));
   absl::StrAppend(&out, PeerSection(rows, info, notes));
 
   std::string footnotes = notes.Format();
   if (!footnotes.empty()) absl::StrAppend(&out, "\nn/a:\n", footnotes);
 
-  absl::StrAppend(&out, "\nTargets (library memory):\n",
+  absl::StrAppend(&out, "\nTargets (library memory unless said):\n",
                   Target(rows, "latency", 64, "64 B latency"));
   const Row* bw64k = FindRow(rows, "bandwidth", 64 << 10, Memory::kLibrary);
   absl::StrAppend(&out,
@@ -455,6 +527,7 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
     }
   }
   absl::StrAppend(&out, Target(rows, "msgrate", 64, "64 B message rate"));
+  absl::StrAppend(&out, AppMemoryTarget(rows));
   if (!info.notes.empty()) absl::StrAppend(&out, "\n", info.notes, "\n");
   return out;
 }
@@ -473,7 +546,7 @@ std::string FormatJson(const std::vector<Row>& rows, const RunInfo& info) {
   out += "  \"rows\": [";
   for (size_t i = 0; i < rows.size(); ++i) {
     out += i == 0 ? "\n    {" : ",\n    {";
-    std::vector<Field> fields = Fields(rows[i], info);
+    std::vector<Field> fields = Fields(rows[i], rows, info);
     for (size_t f = 0; f < fields.size(); ++f) {
       absl::StrAppend(&out, f == 0 ? "" : ", ", "\"", fields[f].name,
                       "\": ", fields[f].json);
@@ -509,13 +582,13 @@ std::optional<double> PeerRatio(const PeerRow& peer,
 
 std::string FormatCsv(const std::vector<Row>& rows, const RunInfo& info) {
   std::string out;
-  std::vector<Field> header = Fields(Row{}, info);
+  std::vector<Field> header = Fields(Row{}, rows, info);
   for (size_t f = 0; f < header.size(); ++f) {
     absl::StrAppend(&out, f == 0 ? "" : ",", header[f].name);
   }
   out += "\n";
   for (const Row& row : rows) {
-    std::vector<Field> fields = Fields(row, info);
+    std::vector<Field> fields = Fields(row, rows, info);
     for (size_t f = 0; f < fields.size(); ++f) {
       absl::StrAppend(&out, f == 0 ? "" : ",", fields[f].csv);
     }

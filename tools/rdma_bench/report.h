@@ -45,6 +45,9 @@ struct Row {
   // rounds of each round's value / baseline value (a round's two figures
   // are closer in time than two rounds' medians).
   std::optional<double> round_ratio;
+  // Application-memory rows, set by MedianOfRounds when rounds were merged:
+  // the median over the rounds of each round's AppMemoryCost.
+  std::optional<double> round_app_cost;
 };
 
 // The unit of a workload's value and whether lower is better.
@@ -61,6 +64,21 @@ std::optional<double> Ratio(const std::optional<double>& value,
 // The ratio a row reports against its baseline (ib_send_lat / ib_send_bw):
 // round_ratio when rounds were merged, else Ratio(value, baseline).
 std::optional<double> RowRatio(const Row& row);
+
+// What application memory costs against library memory, for an
+// application-memory row of `rows` (one round's, or merged): the
+// library-memory row's figure of the same workload and size against this
+// one's, oriented so that above 1.00 means application memory is slower
+// (latency: app / lib; rate and bandwidth: lib / app). nullopt for a
+// library-memory row or when either figure is missing. The target is at
+// most 1.05.
+std::optional<double> AppMemoryCost(const Row& row,
+                                    const std::vector<Row>& rows);
+
+// AppMemoryCost as a merged table reports it: round_app_cost when rounds
+// were merged, else AppMemoryCost(row, rows).
+std::optional<double> RowAppMemoryCost(const Row& row,
+                                       const std::vector<Row>& rows);
 
 struct RunInfo {
   bool baseline = false;  // baseline columns wanted

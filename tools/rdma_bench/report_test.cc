@@ -179,5 +179,47 @@ TEST(PeersReportTest, TableAndJsonCarryPeersAgainstTheSameBaseline) {
   EXPECT_EQ(FormatJson(rows, RunInfo{}).find("\"peers\""), std::string::npos);
 }
 
+// Application memory's cost is oriented so that above 1.00 is slower, for
+// latency (app / lib) and for throughput (lib / app) alike; the target line
+// names every cell more than 5% slower.
+TEST(AppMemoryCostTest, SlowerIsAboveOneForEveryWorkload) {
+  Row lat;
+  lat.workload = "latency";
+  lat.size = 4096;
+  lat.value = lat.median_us = 100.0;
+  Row lat_app = lat;
+  lat_app.memory = Memory::kApplication;
+  lat_app.value = lat_app.median_us = 103.0;
+  Row bw;
+  bw.workload = "bandwidth";
+  bw.size = 65536;
+  bw.value = 40.0;
+  Row bw_app = bw;
+  bw_app.memory = Memory::kApplication;
+  bw_app.value = 36.0;
+  std::vector<Row> rows = {lat, lat_app, bw, bw_app};
+  EXPECT_FALSE(AppMemoryCost(lat, rows).has_value());
+  EXPECT_DOUBLE_EQ(*AppMemoryCost(lat_app, rows), 1.03);
+  EXPECT_NEAR(*AppMemoryCost(bw_app, rows), 40.0 / 36.0, 1e-12);
+
+  std::string table = FormatTable(rows, RunInfo{});
+  EXPECT_NE(table.find("latency        4 KiB   1.03x"), std::string::npos)
+      << table;
+  EXPECT_NE(table.find("application memory: more than 5% slower at "
+                       "bandwidth 64 KiB 1.11x"),
+            std::string::npos)
+      << table;
+
+  rows[3].value = 39.0;  // 1.026x
+  table = FormatTable(rows, RunInfo{});
+  EXPECT_NE(table.find("application memory: within 5% of library memory at "
+                       "every size (worst: latency 4 KiB 1.03x)"),
+            std::string::npos)
+      << table;
+  // Without a library figure there is nothing to compare.
+  rows[2].value.reset();
+  EXPECT_FALSE(AppMemoryCost(rows[3], rows).has_value());
+}
+
 }  // namespace
 }  // namespace demi::bench

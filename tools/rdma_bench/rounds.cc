@@ -75,6 +75,15 @@ std::vector<Row> MedianOfRounds(const std::vector<std::vector<Row>>& rounds) {
             ? MedianAt(rounds, i,
                        [](const Row& r) { return Ratio(r.value, r.baseline); })
             : std::nullopt;
+    // Each round's application-memory cost against that round's own
+    // library-memory cell (measured just before it).
+    if (rounds.size() > 1 && row.memory == Memory::kApplication) {
+      std::vector<std::optional<double>> costs;
+      for (const std::vector<Row>& round : rounds) {
+        costs.push_back(AppMemoryCost(round[i], round));
+      }
+      row.round_app_cost = MedianOf(costs);
+    }
   }
   return merged;
 }

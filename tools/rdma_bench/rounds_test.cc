@@ -82,5 +82,26 @@ TEST(MedianOfRoundsTest, TheRatioIsTheMedianOfEachRoundsOwnRatio) {
   EXPECT_DOUBLE_EQ(*RowRatio(single[0]), 1.5);
 }
 
+// Application memory is compared with the library-memory cell of its own
+// round (measured just before it), then the median is taken.
+TEST(MedianOfRoundsTest, AppMemoryCostIsTheMedianOfEachRoundsOwn) {
+  auto round = [](double lib, double app) {
+    Row library = LatencyRow(lib, std::nullopt);
+    Row application = LatencyRow(app, std::nullopt);
+    application.memory = Memory::kApplication;
+    return std::vector<Row>{library, application};
+  };
+  // 1.02, 1.04, and a burst in one library cell (0.50).
+  std::vector<Row> merged =
+      MedianOfRounds({round(100, 102), round(50, 52), round(200, 100)});
+  ASSERT_EQ(merged.size(), 2u);
+  EXPECT_FALSE(merged[0].round_app_cost.has_value());
+  ASSERT_TRUE(merged[1].round_app_cost.has_value());
+  EXPECT_DOUBLE_EQ(*merged[1].round_app_cost, 1.02);
+  EXPECT_DOUBLE_EQ(*RowAppMemoryCost(merged[1], merged), 1.02);
+  // The medians alone: 100 / 100.
+  EXPECT_DOUBLE_EQ(*AppMemoryCost(merged[1], merged), 1.0);
+}
+
 }  // namespace
 }  // namespace demi::bench
