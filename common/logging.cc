@@ -10,12 +10,10 @@ namespace demi {
 namespace {
 
 LogLevel LevelFromEnvironment() {
-  const char* value = std::getenv("DEMI_LOG_LEVEL");
-  if (value == nullptr) return LogLevel::kWarning;
-  if (std::strcmp(value, "error") == 0) return LogLevel::kError;
-  if (std::strcmp(value, "info") == 0) return LogLevel::kInfo;
-  if (std::strcmp(value, "debug") == 0) return LogLevel::kDebug;
-  return LogLevel::kWarning;
+  LogLevel level;
+  return ParseLogLevel(std::getenv("DEMI_LOG_LEVEL"), &level)
+             ? level
+             : LogLevel::kWarning;
 }
 
 const char* LevelName(LogLevel level) {
@@ -33,6 +31,18 @@ const char* LevelName(LogLevel level) {
 }
 
 }  // namespace
+
+bool ParseLogLevel(const char* text, LogLevel* level) {
+  if (text == nullptr) return false;
+  for (LogLevel candidate : {LogLevel::kError, LogLevel::kWarning,
+                             LogLevel::kInfo, LogLevel::kDebug}) {
+    if (std::strcmp(text, LevelName(candidate)) == 0) {
+      *level = candidate;
+      return true;
+    }
+  }
+  return false;
+}
 
 bool LogEnabled(LogLevel level) {
   static const LogLevel threshold = LevelFromEnvironment();

@@ -19,6 +19,11 @@ enum class LogLevel { kError = 0, kWarning = 1, kInfo = 2, kDebug = 3 };
 // True when messages at `level` are written.
 bool LogEnabled(LogLevel level);
 
+// A DEMI_LOG_LEVEL value: "error", "warning", "info" or "debug". False for
+// anything else (the logger then keeps its default, warning; demi_init
+// refuses it: libos/settings.h), *level unchanged.
+bool ParseLogLevel(const char* text, LogLevel* level);
+
 // Writes "demi <level> file:line] message\n" to stderr.
 void LogMessage(LogLevel level, const char* file, int line,
                 absl::string_view message);

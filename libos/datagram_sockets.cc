@@ -308,7 +308,7 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
   pending.qt = qt;
   if (!endpoint.status().ok()) {
     ctx_.memory.Unmap(record);
-    (void)ctx_.tokens.Fail(qt, ErrnoFromStatus(endpoint.status()));
+    ctx_.tokens.Fail(qt, ErrnoFromStatus(endpoint.status()));
     return qt;
   }
   DatagramRoute* route = FindRoute(queue, key);
@@ -322,7 +322,7 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
         &done_at_post);
     if (!sent.ok()) {
       ctx_.memory.Unmap(record);
-      (void)ctx_.tokens.Release(qt);
+      ctx_.tokens.Release(qt);
       return sent;
     }
     ++counters_.ah_hits;
@@ -336,7 +336,7 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Send(
   }
   if (route != nullptr && route->waiting.size() >= kMaxWaitingPerRoute) {
     ctx_.memory.Unmap(record);
-    (void)ctx_.tokens.Release(qt);
+    ctx_.tokens.Release(qt);
     return ErrnoError(EAGAIN, "too many pushes wait for this destination");
   }
   ++counters_.ah_misses;
@@ -357,7 +357,7 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::SendInline(
       {peer.ah.get(), peer.qp_num, peer.qkey},
       absl::MakeConstSpan(segments, sga.sga_numsegs), qt, &done_at_post);
   if (!sent.ok()) {
-    (void)ctx_.tokens.Release(qt);
+    ctx_.tokens.Release(qt);
     return sent;
   }
   ++counters_.ah_hits;
@@ -412,7 +412,7 @@ void DatagramSockets::AwaitRoute(const DatagramRouteKey& key,
 void DatagramSockets::CompleteConnect(demi_qtoken_t qt) {
   demi_qresult_t result{};
   result.qr_opcode = DEMI_OPC_CONNECT;
-  (void)ctx_.tokens.Complete(qt, result);
+  ctx_.tokens.Complete(qt, result);
 }
 
 void DatagramSockets::FailPending(const PendingDatagram& pending, int errnum) {
@@ -426,7 +426,7 @@ void DatagramSockets::FailPending(const PendingDatagram& pending, int errnum) {
     ctx_.pushes.Erase(pending.qt);
     ++counters_.send_failed;
   }
-  (void)ctx_.tokens.Complete(pending.qt, result);
+  ctx_.tokens.Complete(pending.qt, result);
 }
 
 void DatagramSockets::RouteResolved(DatagramRoute& route) {
@@ -634,7 +634,7 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Pop(int qd) {
     const rdma::ReceivedDatagram datagram = queue.datagrams.Pop();
     CompletePop(queue, qt, datagram);
   } else if (!queue.endpoint->status().ok()) {
-    (void)ctx_.tokens.Fail(qt, ErrnoFromStatus(queue.endpoint->status()));
+    ctx_.tokens.Fail(qt, ErrnoFromStatus(queue.endpoint->status()));
   } else {
     queue.pop_tokens.push_back(qt);
   }
@@ -698,8 +698,7 @@ absl::Status DatagramSockets::Close(int qd, Linger* /*linger*/) {
     }
   }
   // Pops too. Posted pushes complete (ECANCELED) once the device is done.
-  for (demi_qtoken_t qt : queue->pop_tokens)
-    (void)ctx_.tokens.Fail(qt, ECANCELED);
+  for (demi_qtoken_t qt : queue->pop_tokens) ctx_.tokens.Fail(qt, ECANCELED);
   queue->pop_tokens.clear();
   if (queue->endpoint != nullptr) {
     while (!queue->datagrams.empty()) {
@@ -750,8 +749,7 @@ void DatagramSockets::PollQueue(DatagramQueue& queue) {
   absl::Status polled = queue.endpoint->Poll(sink);
   if (!polled.ok()) {
     const int errnum = ErrnoFromStatus(polled);
-    for (demi_qtoken_t qt : queue.pop_tokens)
-      (void)ctx_.tokens.Fail(qt, errnum);
+    for (demi_qtoken_t qt : queue.pop_tokens) ctx_.tokens.Fail(qt, errnum);
     queue.pop_tokens.clear();
   }
 }

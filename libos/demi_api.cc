@@ -7,27 +7,24 @@
 #include <demi/stats.h>
 #include <demi/wait.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
 #include <memory>
-#include <string_view>
 
-#include "absl/strings/numbers.h"
 #include "absl/time/time.h"
 #include "common/errno_status.h"
 #include "common/logging.h"
 #include "common/mutex.h"
 #include "libos/libos.h"
+#include "libos/settings.h"
 
 namespace {
 
 using demi::ErrnoFromStatus;
 using demi::libos::LibOS;
 using demi::libos::LibOSOptions;
-namespace rdma = demi::rdma;
 
 demi::Mutex init_mutex;
 // Set once by demi_init; lives until the process exits.
@@ -60,106 +57,6 @@ bool ToDuration(const struct timespec* timeout, absl::Duration* out) {
   return true;
 }
 
-// The options, with what the environment overrides:
-//   DEMI_MR_CACHE=0              register application memory per push
-//   DEMI_MR_CACHE_MAX_BYTES=N    cap on bytes the cache keeps registered
-//   DEMI_MR_CACHE_MAX_REGIONS=N  cap on its registrations
-//   DEMI_EAGER_LIMIT=N           receive buffer payload (largest eager send)
-//   DEMI_RENDEZVOUS_THRESHOLD=N  larger messages go by rendezvous; smaller
-//                                ones above the eager limit go in parts
-//   DEMI_LARGE_POOL_MAX_BYTES=N  cap on memory for large messages, per device
-//   DEMI_RENDEZVOUS_QUOTA=N      bytes of rendezvous messages one peer may
-//                                have this process hold at once
-//   DEMI_MAX_CONNECTIONS=N       connections a worker holds before incoming
-//                                requests are refused
-//   DEMI_COALESCE_SENDS=0        post every push at once (default: the
-//                                rest of a burst goes at the next poll)
-//   DEMI_DGRAM_ROUTE_TTL_MS=N    age at which a cached datagram destination
-//                                is resolved again (0: never)
-//   DEMI_KEEPALIVE_MS=N          idle connections probe their peer this
-//                                often (0: never)
-//   DEMI_ACK_TIMEOUT=N           connections' ACK timeout exponent, 1-31
-//                                (4.096 us * 2^N; 0: rdma_cm's default)
-//   DEMI_RETRY_COUNT=N           retransmissions before a connection fails,
-//                                0-7
-//   DEMI_CLOSE_TIMEOUT_MS=N      how long a closed connection may stay busy
-//                                before it is reset
-//   DEMI_STALL_TIMEOUT_MS=N      how long an open connection may wait on its
-//                                peer before it fails (0: never)
-// A value that does not parse is ignored (with a warning). DEMI_SPIN_US
-// (how long a wait polls before it sleeps) is read by demi_init, which
-// refuses a bad value with EINVAL.
-LibOSOptions OptionsFromEnvironment() {
-  LibOSOptions options;
-  auto number = [](const char* name, size_t* out) {
-    const char* text = getenv(name);
-    if (text == nullptr) return;
-    uint64_t value;
-    if (absl::SimpleAtoi(text, &value) && value > 0) {
-      *out = static_cast<size_t>(value);
-    } else {
-      DEMI_LOG(kWarning, "ignoring ", name, "=", text,
-               " (not a positive count)");
-    }
-  };
-  if (const char* cache = getenv("DEMI_MR_CACHE"); cache != nullptr) {
-    options.region_cache_enabled = std::string_view(cache) != "0";
-  }
-  number("DEMI_MR_CACHE_MAX_BYTES", &options.region_cache.max_pinned_bytes);
-  number("DEMI_MR_CACHE_MAX_REGIONS", &options.region_cache.max_regions);
-  number("DEMI_LARGE_POOL_MAX_BYTES", &options.large_pool.max_bytes);
-  size_t max_connections = options.max_connections;
-  number("DEMI_MAX_CONNECTIONS", &max_connections);
-  options.max_connections =
-      static_cast<uint32_t>(std::min<size_t>(max_connections, UINT32_MAX));
-  size_t quota = options.connection.rendezvous_quota;
-  number("DEMI_RENDEZVOUS_QUOTA", &quota);
-  options.connection.rendezvous_quota = quota;
-  if (const char* coalesce = getenv("DEMI_COALESCE_SENDS");
-      coalesce != nullptr) {
-    options.connection.coalesce_sends = std::string_view(coalesce) != "0";
-  }
-  // A count of milliseconds; anything else is ignored with a warning.
-  auto milliseconds = [](const char* name, absl::Duration* out) {
-    const char* text = getenv(name);
-    if (text == nullptr) return;
-    uint64_t ms;
-    if (absl::SimpleAtoi(text, &ms)) {
-      *out = absl::Milliseconds(ms);
-    } else {
-      DEMI_LOG(kWarning, "ignoring ", name, "=", text,
-               " (not a count of milliseconds)");
-    }
-  };
-  milliseconds("DEMI_DGRAM_ROUTE_TTL_MS", &options.datagram_route_ttl);
-  milliseconds("DEMI_KEEPALIVE_MS", &options.keepalive);
-  milliseconds("DEMI_CLOSE_TIMEOUT_MS", &options.close_timeout);
-  milliseconds("DEMI_STALL_TIMEOUT_MS", &options.stall_timeout);
-  // A small count in [0, most]; anything else is ignored with a warning.
-  auto small = [](const char* name, uint32_t most, uint8_t* out) {
-    const char* text = getenv(name);
-    if (text == nullptr) return;
-    uint32_t value;
-    if (absl::SimpleAtoi(text, &value) && value <= most) {
-      *out = static_cast<uint8_t>(value);
-    } else {
-      DEMI_LOG(kWarning, "ignoring ", name, "=", text, " (not in 0..", most,
-               ")");
-    }
-  };
-  small("DEMI_ACK_TIMEOUT", 31, &options.connection.ack_timeout);
-  small("DEMI_RETRY_COUNT", 7, &options.connection.retry_count);
-  size_t eager = options.connection.eager_limit;
-  number("DEMI_EAGER_LIMIT", &eager);
-  options.connection.eager_limit = static_cast<uint32_t>(
-      std::min<size_t>(eager, rdma::BufferPool::kMaxBufferSizeLimit));
-  size_t threshold = options.connection.rendezvous_threshold;
-  number("DEMI_RENDEZVOUS_THRESHOLD", &threshold);
-  options.connection.rendezvous_threshold =
-      static_cast<uint32_t>(std::min<size_t>(threshold, UINT32_MAX));
-  return options;
-}
-
 }  // namespace
 
 extern "C" {
@@ -170,15 +67,14 @@ int demi_init(const struct demi_args* args) {
   }
   demi::MutexLock lock(&init_mutex);
   if (Os() != nullptr) return EEXIST;
-  LibOSOptions options = OptionsFromEnvironment();
-  if (const char* spin = getenv("DEMI_SPIN_US"); spin != nullptr) {
-    if (!demi::libos::ParseSpinMicros(spin, &options.spin)) {
-      DEMI_LOG(kError, "DEMI_SPIN_US=", spin,
-               " is not a count of microseconds (or \"inf\")");
-      return EINVAL;
-    }
+  // Every DEMI_* setting (libos/settings.h): a bad value fails demi_init.
+  absl::StatusOr<LibOSOptions> options =
+      demi::libos::OptionsFromEnvironment(getenv);
+  if (!options.ok()) {
+    DEMI_LOG(kError, "demi_init: ", options.status().message());
+    return ErrnoFromStatus(options.status());
   }
-  absl::StatusOr<std::unique_ptr<LibOS>> os = LibOS::Create(options);
+  absl::StatusOr<std::unique_ptr<LibOS>> os = LibOS::Create(*options);
   if (!os.ok()) return ErrnoFromStatus(os.status());
   the_libos.store(os->release(), std::memory_order_release);
   return 0;

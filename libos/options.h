@@ -1,11 +1,10 @@
 // LibOSOptions: every setting of the libOS (demi_init reads them from the
-// environment: demi_api.cc).
+// environment: libos/settings.h).
 
 #ifndef DEMI_LIBOS_OPTIONS_H_
 #define DEMI_LIBOS_OPTIONS_H_
 
 #include <cstdint>
-#include <string_view>
 
 #include "absl/time/time.h"
 #include "rdma/buffer_pool.h"
@@ -84,29 +83,6 @@ struct LibOSOptions {
   // waiter with nothing coming burns a core for a millisecond at most.
   static constexpr absl::Duration kDefaultSpin = absl::Milliseconds(1);
 };
-
-// DEMI_SPIN_US: a count of microseconds (0 included), or "inf" / a negative
-// count for "never sleep". False for anything else (demi_init says EINVAL).
-bool ParseSpinMicros(const char* text, absl::Duration* out);
-inline bool ParseSpinMicros(const char* text, absl::Duration* out) {
-  if (text == nullptr) return false;
-  std::string_view view(text);
-  if (view == "inf" || view == "infinite") {
-    *out = absl::InfiniteDuration();
-    return true;
-  }
-  const bool negative = !view.empty() && view.front() == '-';
-  if (negative) view.remove_prefix(1);
-  // Digits only (no sign but the one minus, no space), at most 18 of them.
-  if (view.empty() || view.size() > 18) return false;
-  int64_t micros = 0;
-  for (char c : view) {
-    if (c < '0' || c > '9') return false;
-    micros = micros * 10 + (c - '0');
-  }
-  *out = negative ? absl::InfiniteDuration() : absl::Microseconds(micros);
-  return true;
-}
 
 }  // namespace demi::libos
 

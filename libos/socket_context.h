@@ -68,7 +68,7 @@ struct SocketContext {
     result.qr_value.sga = push->sga;
     memory.Finished(*push);
     pushes.Erase(qt);
-    (void)tokens.Complete(qt, result);
+    tokens.Complete(qt, result);
     return true;
   }
 

@@ -206,7 +206,7 @@ absl::StatusOr<demi_qtoken_t> StreamSockets::Connect(int qd,
   absl::Status started =
       queue->id->ResolveAddress(remote, ctx_.options.resolve_timeout);
   if (!started.ok()) {
-    (void)ctx_.tokens.Release(qt);
+    ctx_.tokens.Release(qt);
     return started;
   }
   queue->peer = remote;
@@ -240,7 +240,7 @@ absl::StatusOr<demi_qtoken_t> StreamSockets::Push(int qd,
       (queue->state == Queue::State::kConnected && queue->error != 0)) {
     DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
                           ctx_.tokens.Allocate(qd, DEMI_OPC_PUSH));
-    (void)ctx_.tokens.Fail(qt, queue->error != 0 ? queue->error : ECONNRESET);
+    ctx_.tokens.Fail(qt, queue->error != 0 ? queue->error : ECONNRESET);
     return qt;
   }
   if (queue->state != Queue::State::kConnected) {
@@ -265,7 +265,7 @@ absl::StatusOr<demi_qtoken_t> StreamSockets::Push(int qd,
   absl::Status mapped =
       ctx_.memory.Map(*sga, buffer, connection.pd(), segments, &record);
   if (!mapped.ok()) {
-    (void)ctx_.tokens.Release(qt);
+    ctx_.tokens.Release(qt);
     return mapped;
   }
   bool done_at_post = false;
@@ -273,7 +273,7 @@ absl::StatusOr<demi_qtoken_t> StreamSockets::Push(int qd,
       absl::MakeConstSpan(segments, num_segments), qt, &done_at_post);
   if (!sent.ok()) {
     ctx_.memory.Unmap(record);
-    (void)ctx_.tokens.Release(qt);
+    ctx_.tokens.Release(qt);
     return sent;
   }
   if (done_at_post) {
@@ -300,7 +300,7 @@ absl::StatusOr<demi_qtoken_t> StreamSockets::Pop(int qd) {
   } else if (queue->end_of_stream) {
     CompletePop(*queue, qt, nullptr);
   } else if (queue->error != 0 || queue->state == Queue::State::kFailed) {
-    (void)ctx_.tokens.Fail(qt, queue->error != 0 ? queue->error : ECONNRESET);
+    ctx_.tokens.Fail(qt, queue->error != 0 ? queue->error : ECONNRESET);
   } else {
     queue->pop_tokens.push_back(qt);
   }
@@ -331,7 +331,7 @@ void StreamSockets::CompleteAccept(demi_qtoken_t qt, const Queue& accepted) {
   result.qr_opcode = DEMI_OPC_ACCEPT;
   result.qr_value.ares.qd = accepted.qd;
   result.qr_value.ares.addr = accepted.peer;
-  (void)ctx_.tokens.Complete(qt, result);
+  ctx_.tokens.Complete(qt, result);
 }
 
 absl::Status StreamSockets::GetPeerName(int qd, sockaddr* address,
@@ -474,7 +474,7 @@ void StreamSockets::CancelPending(Queue& queue, int errnum) {
       ctx_.memory.Finished(*push);
       ctx_.pushes.Erase(qt);
     }
-    (void)ctx_.tokens.Fail(qt, errnum);
+    ctx_.tokens.Fail(qt, errnum);
   }
   queue.pop_tokens.clear();
   queue.accept_tokens.clear();
@@ -508,7 +508,7 @@ void StreamSockets::ReapRetired() {
 void StreamSockets::FailConnection(Queue& queue, int errnum) {
   if (queue.error == 0) queue.error = errnum;
   if (queue.state == Queue::State::kConnecting) {
-    (void)ctx_.tokens.Fail(queue.connect_token, errnum);
+    ctx_.tokens.Fail(queue.connect_token, errnum);
   }
   if (queue.state != Queue::State::kConnected) {
     queue.state = Queue::State::kFailed;
@@ -522,7 +522,7 @@ void StreamSockets::FailConnection(Queue& queue, int errnum) {
     if (queue.end_of_stream) {
       CompletePop(queue, qt, nullptr);
     } else {
-      (void)ctx_.tokens.Fail(qt, errnum);
+      ctx_.tokens.Fail(qt, errnum);
     }
   }
 }
@@ -765,7 +765,7 @@ void StreamSockets::HandleEstablished(const rdma::CmEvent& event,
   if (was == Queue::State::kConnecting) {
     demi_qresult_t result{};
     result.qr_opcode = DEMI_OPC_CONNECT;
-    (void)ctx_.tokens.Complete(queue.connect_token, result);
+    ctx_.tokens.Complete(queue.connect_token, result);
     return;
   }
   Queue* listener = queues_.Find(queue.listener_qd);

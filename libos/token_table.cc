@@ -5,6 +5,7 @@
 #include <new>
 
 #include "common/errno_status.h"
+#include "common/logging.h"
 
 namespace demi::libos {
 namespace {
@@ -67,19 +68,28 @@ demi_qtoken_t TokenTable::TryAllocate(int qd, demi_opcode_t opcode) {
   return MakeToken(slot.generation, index);
 }
 
-absl::Status TokenTable::Complete(demi_qtoken_t qt,
-                                  const demi_qresult_t& result) {
+void TokenTable::Complete(demi_qtoken_t qt, const demi_qresult_t& result) {
   demi_qresult_t* slot = CompleteInPlace(qt, result.qr_opcode);
-  if (slot == nullptr) return InvalidToken();
+  if (slot == nullptr) return;  // counted and logged
   slot->qr_ret = result.qr_ret;
   slot->qr_value = result.qr_value;
-  return absl::OkStatus();
+}
+
+void TokenTable::Unmatched(const char* operation, demi_qtoken_t qt) {
+  ++unmatched_;
+  const Slot* slot = Find(qt);
+  DEMI_LOG(kError, "token table: ", operation, " of token ", qt, ", which is ",
+           slot == nullptr ? "unknown or consumed" : "already completed",
+           " (a libOS bug; ", unmatched_, " so far); nothing changed");
 }
 
 demi_qresult_t* TokenTable::CompleteInPlace(demi_qtoken_t qt,
                                             demi_opcode_t opcode) {
   Slot* slot = Find(qt);
-  if (slot == nullptr || slot->state != Slot::State::kPending) return nullptr;
+  if (slot == nullptr || slot->state != Slot::State::kPending) {
+    Unmatched(opcode == DEMI_OPC_FAILED ? "failing" : "completing", qt);
+    return nullptr;
+  }
   const uint32_t index = IndexOf(qt);
   slot->result.qr_opcode = opcode;
   slot->result.qr_qt = qt;
@@ -124,23 +134,21 @@ void TokenTable::LinkReady(uint32_t index) {
   ++ready_count_;
 }
 
-absl::Status TokenTable::Fail(demi_qtoken_t qt, int errnum) {
+void TokenTable::Fail(demi_qtoken_t qt, int errnum) {
   demi_qresult_t result{};
   result.qr_opcode = DEMI_OPC_FAILED;
   result.qr_ret = errnum;
-  return Complete(qt, result);
+  Complete(qt, result);
 }
 
-absl::Status TokenTable::Release(demi_qtoken_t qt) {
+void TokenTable::Release(demi_qtoken_t qt) {
   Slot* slot = Find(qt);
-  if (slot == nullptr) return InvalidToken();
-  if (slot->state != Slot::State::kPending) {
-    return ErrnoError(EALREADY,
-                      "operation already completed; take its result instead");
+  if (slot == nullptr || slot->state != Slot::State::kPending) {
+    Unmatched("releasing", qt);
+    return;
   }
   --pending_count_;
   FreeSlot(IndexOf(qt));
-  return absl::OkStatus();
 }
 
 TokenState TokenTable::StateOf(demi_qtoken_t qt) const {

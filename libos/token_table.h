@@ -30,7 +30,10 @@
 //   EAGAIN  Allocate(): every slot is in use ("cannot take one more operation
 //           now"); Take(): the operation is still pending (the token stays
 //           valid).
-//   EALREADY  Release() of an operation that has already completed.
+// Complete(), Fail(), CompleteInPlace() and Release() of a token that is not
+// pending are the libOS's own bug (an operation finished twice, or one it
+// never started): they change nothing, count it (unmatched()) and log it at
+// error level, so no caller has a result to check or discard.
 //
 // Memory. All memory is allocated by the constructor (zeroed pages, backed as
 // slots come into use). Allocate(), Complete(),
@@ -142,28 +145,35 @@ class TokenTable {
   // Records the result of the pending operation `qt` and appends it to the
   // tail of the ready FIFO. The caller fills qr_opcode, qr_ret and qr_value;
   // the table sets qr_qt to `qt` and qr_qd to the queue given to Allocate().
-  // EINVAL if `qt` is not pending (unknown, consumed, or already completed);
-  // the table is then unchanged, so a first result is never overwritten.
-  absl::Status Complete(demi_qtoken_t qt, const demi_qresult_t& result);
+  // If `qt` is not pending (unknown, consumed, or already completed) the
+  // table is unchanged, so a first result is never overwritten, and the
+  // mismatch is counted and logged (see unmatched()).
+  void Complete(demi_qtoken_t qt, const demi_qresult_t& result);
 
   // Complete() without a result to copy: completes the pending `qt` with
   // qr_opcode `opcode` and qr_ret 0, and returns its result for the caller
   // to fill qr_value in place (valid until the token is taken, which the
   // caller's lock keeps from happening meanwhile). Null if `qt` is not
-  // pending. The hot path's way: a pop's array is written once, where the
-  // waiter copies it from.
+  // pending (counted and logged, as by Complete()). The hot path's way: a pop's
+  // array is written once, where the waiter copies it from.
   demi_qresult_t* CompleteInPlace(demi_qtoken_t qt, demi_opcode_t opcode);
 
   // Completes `qt` as failed: qr_opcode DEMI_OPC_FAILED, qr_ret `errnum`
   // (a positive errno such as ECANCELED or ECONNRESET), qr_value zeroed.
-  // Same errors as Complete().
-  absl::Status Fail(demi_qtoken_t qt, int errnum);
+  // A token that is not pending: as Complete().
+  void Fail(demi_qtoken_t qt, int errnum);
 
   // Forgets the pending operation `qt` without a result, for an operation
   // that could not be started after its token was allocated. The token is
-  // consumed. EINVAL if `qt` is unknown; EALREADY (and nothing changes) if it
-  // has already completed: its result must be taken instead.
-  absl::Status Release(demi_qtoken_t qt);
+  // consumed. A token that is not pending (unknown, or already completed:
+  // its result stays for a wait to take) is left alone, counted and logged
+  // as by Complete().
+  void Release(demi_qtoken_t qt);
+
+  // How many Complete(), Fail(), CompleteInPlace() and Release() calls found
+  // their token not pending: each is a bug in the libOS (zero in every
+  // test).
+  uint64_t unmatched() const { return unmatched_; }
 
   // Where `qt` stands. Never fails and never allocates.
   TokenState StateOf(demi_qtoken_t qt) const;
@@ -229,6 +239,9 @@ class TokenTable {
   size_t capacity() const { return capacity_; }
 
  private:
+  // Counts and logs a Complete/Fail/CompleteInPlace/Release of `qt` that
+  // found it not pending.
+  void Unmatched(const char* operation, demi_qtoken_t qt);
   static constexpr uint32_t kNil = UINT32_MAX;  // end of a slot list
   static constexpr int kTagShift = 24;
 
@@ -299,6 +312,7 @@ class TokenTable {
   size_t pending_count_ = 0;
   size_t ready_count_ = 0;
   uint64_t completed_ = 0;
+  uint64_t unmatched_ = 0;
 };
 
 }  // namespace demi::libos
