@@ -54,10 +54,12 @@
 #include "libos/token_table.h"
 #include "rdma/buffer_cache.h"
 #include "rdma/buffer_pool.h"
+#include "rdma/datagram_wire.h"
 #include "rdma/device_registry.h"
 #include "rdma/large_buffer_pool.h"
 #include "rdma/rc_connection.h"
 #include "rdma/region_cache.h"
+#include "rdma/wire.h"
 
 namespace demi::libos {
 
@@ -226,6 +228,12 @@ class PushMemory {
 
 // ---- The push path's checks, defined here to be inlined into every push
 // (each is a few instructions; a call costs as much) -------------------------
+
+// A push's array must fit one stream message and one datagram.
+static_assert(DEMI_SGARRAY_MAXSIZE <= rdma::wire::kMaxSegments,
+              "a demi_sgarray_t's segments must fit one stream message");
+static_assert(DEMI_SGARRAY_MAXSIZE <= rdma::datagram_wire::kMaxSegments,
+              "a demi_sgarray_t's segments must fit one datagram");
 
 inline int CheckPushArray(const demi_sgarray_t* sga, uint64_t* total,
                           const char** why) {

@@ -603,7 +603,8 @@ void StreamSockets::HandleEvent(rdma::CmEvent event) {
   }
   Queue* queue = queues_.Find(QdOf(event.context()));
   if (queue == nullptr) {
-    // A closed queue's event: nothing waits for it; answer a disconnect.
+    // A closed queue's event (its connection is gone or going): nothing
+    // waits for it, and nothing is left to answer.
     return;
   }
   const rdma_cm_event_type type = event.type();

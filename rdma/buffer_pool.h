@@ -1,5 +1,6 @@
 // BufferPool: registered buffers of any size up to a maximum, for
-// demi_sgaalloc and for receive buffers.
+// demi_sgaalloc (connections and datagram endpoints register receive
+// memory of their own).
 //
 //   VerbsRegistrar registrar(pd.get(), IBV_ACCESS_LOCAL_WRITE);
 //   DEMI_ASSIGN_OR_RETURN(std::unique_ptr<BufferPool> pool,

@@ -27,7 +27,8 @@
 // side's own pushes, which progress as long as the peer keeps popping
 // (credit_account.md has the argument).
 //
-// Not thread-safe (the connection's lock covers it); no allocation; O(1).
+// Not thread-safe: its connection's caller serializes every call (the libOS
+// calls under its worker's lock); no allocation; O(1).
 
 #ifndef DEMI_RDMA_CREDIT_ACCOUNT_H_
 #define DEMI_RDMA_CREDIT_ACCOUNT_H_

@@ -384,7 +384,6 @@ class RcConnection final : private CompletionHandler {
 
   // The connection's error (OK while healthy).
   const absl::Status& status() const { return status_; }
-  bool established() const { return established_; }
   // The FIFO of queued sends has no place for data: its last place is kept
   // for the end of stream, so a close can always end a stream whose sends
   // fill it.
