@@ -15,6 +15,7 @@
 
 #include "absl/time/time.h"
 #include "common/fifo.h"
+#include "common/fixed_ring.h"
 #include "libos/receive_handles.h"
 #include "rdma/rc_connection.h"
 #include "rdma/ud_endpoint.h"
@@ -24,38 +25,6 @@ namespace demi::libos {
 
 struct DatagramQueue;
 struct DatagramRoute;
-
-// Datagrams that arrived and were not popped yet, oldest first. Each holds
-// one of its socket's receive buffers, so there are never more than those:
-// a ring of that many entries, allocated when the socket is bound, so that
-// queueing an arrival never allocates.
-class ArrivedDatagrams {
- public:
-  void Reserve(uint32_t receive_buffers) {
-    ring_.assign(receive_buffers, rdma::ReceivedDatagram{});
-    head_ = count_ = 0;
-  }
-  bool empty() const { return count_ == 0; }
-  // False (and nothing queued) if full, which a socket's buffers rule out.
-  bool Push(const rdma::ReceivedDatagram& datagram) {
-    if (count_ == ring_.size()) return false;
-    ring_[(head_ + count_) % ring_.size()] = datagram;
-    ++count_;
-    return true;
-  }
-  // The oldest; the ring must not be empty.
-  rdma::ReceivedDatagram Pop() {
-    rdma::ReceivedDatagram oldest = ring_[head_];
-    head_ = (head_ + 1) % ring_.size();
-    --count_;
-    return oldest;
-  }
-
- private:
-  std::vector<rdma::ReceivedDatagram> ring_;
-  uint32_t head_ = 0;
-  uint32_t count_ = 0;
-};
 
 // One datagram socket. Its receive buffers are lent out by pops
 // (ReceiveBufferOwner).
@@ -85,8 +54,11 @@ struct DatagramQueue final : ReceiveBufferOwner {
   // The default peer's queue pair once a datagram from it was checked
   // against its resolved route (0: not yet); see QueueSink::FromPeer.
   uint32_t default_peer_qp = 0;
-  Fifo<demi_qtoken_t> pop_tokens;    // waiting pops
-  ArrivedDatagrams datagrams;        // arrived, not popped
+  Fifo<demi_qtoken_t> pop_tokens;  // waiting pops
+  // Arrived, not popped, oldest first. Each holds one of the socket's
+  // receive buffers, so a ring of that many (Reset when the socket is
+  // bound) never fills and queueing an arrival never allocates.
+  FixedRing<rdma::ReceivedDatagram> datagrams;
   ReceiveHandle* handles = nullptr;  // one per receive buffer
   uint32_t held = 0;    // buffers lent out by pops, not yet returned
   bool closed = false;  // demi_close was called; kept to finish sends

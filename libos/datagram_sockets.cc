@@ -78,7 +78,7 @@ class DatagramSockets::QueueSink final : public rdma::DatagramSink {
       queue_.pop_tokens.pop_front();
       sockets_.CompletePop(queue_, qt, datagram);
     } else {
-      if (!queue_.datagrams.Push(datagram)) {
+      if (!queue_.datagrams.push_back(datagram)) {
         // Cannot happen (one entry per receive buffer); never lose the
         // buffer if it does.
         DEMI_LOG(kError, "datagram arrival ring full");
@@ -163,7 +163,7 @@ absl::Status DatagramSockets::Bind(int qd, const sockaddr* address,
   DEMI_ASSIGN_OR_RETURN(queue.endpoint,
                         rdma::UdEndpoint::Create(std::move(id), options));
   const uint32_t count = options.receive_buffers;
-  queue.datagrams.Reserve(count);
+  queue.datagrams.Reset(count);
   // No flow control: a freed buffer is re-posted at once.
   queue.handles = ctx_.handles.Add(queue, count, 1, ctx_.worker,
                                    /*return_at_once=*/true);
@@ -631,7 +631,8 @@ absl::StatusOr<demi_qtoken_t> DatagramSockets::Pop(int qd) {
   DEMI_ASSIGN_OR_RETURN(demi_qtoken_t qt,
                         ctx_.tokens.Allocate(queue.qd, DEMI_OPC_POP));
   if (!queue.datagrams.empty()) {
-    const rdma::ReceivedDatagram datagram = queue.datagrams.Pop();
+    const rdma::ReceivedDatagram datagram = queue.datagrams.front();
+    queue.datagrams.pop_front();
     CompletePop(queue, qt, datagram);
   } else if (!queue.endpoint->status().ok()) {
     ctx_.tokens.Fail(qt, ErrnoFromStatus(queue.endpoint->status()));
@@ -702,7 +703,8 @@ absl::Status DatagramSockets::Close(int qd, Linger* /*linger*/) {
   queue->pop_tokens.clear();
   if (queue->endpoint != nullptr) {
     while (!queue->datagrams.empty()) {
-      (void)queue->endpoint->Release(queue->datagrams.Pop().buffer_index);
+      (void)queue->endpoint->Release(queue->datagrams.front().buffer_index);
+      queue->datagrams.pop_front();
     }
     // Cached routes to this socket name a queue pair that is going away; a
     // socket bound to the address later gets resolved anew. The handles may

@@ -400,7 +400,7 @@ absl::Status RcConnection::PostReceive(uint32_t buffer_index) {
 }
 
 DEMI_SEND_STEP bool RcConnection::PostNow() {
-  if (queued_count_ != 0 || !established_ || !credits_->CanSendData() ||
+  if (!queued_.empty() || !established_ || !credits_->CanSendData() ||
       SendQueueFull()) {
     return false;
   }
@@ -420,7 +420,7 @@ DEMI_SEND_STEP RcConnection::Posted RcConnection::PostDataNow(
   // Inline data is copied by ibv_post_send: the caller may have its memory
   // back at once, and its cookie is not reported again.
   const bool inline_data = (wr->send_flags & IBV_SEND_INLINE) != 0;
-  PostedSend& entry = posted_[wr - send_wrs_.data()];
+  PostedSend& entry = posted_.slot(wr - send_wrs_.data());
   entry.report = !(inline_data && may_be_done_at_post);
   // Done at post: no completion needed, but one now and then retires the
   // send slots.
@@ -511,8 +511,7 @@ absl::Status RcConnection::SendInParts(absl::Span<const Segment> segments,
   // Idle: the FIFO is empty, and half of it takes every part.
   uint64_t offset = 0;
   for (uint64_t p = 0; p < parts; ++p) {
-    QueuedSend& entry =
-        queued_[(queued_head_ + queued_count_) % send_queue_depth_];
+    QueuedSend& entry = queued_.slot(queued_.SlotAfterBack(0));
     entry.cookie = cookie;
     entry.kind = p == 0 ? Kind::kFirstPart : Kind::kNextPart;
     entry.num_segments = static_cast<uint8_t>(n);
@@ -522,7 +521,7 @@ absl::Status RcConnection::SendInParts(absl::Span<const Segment> segments,
         static_cast<uint32_t>(std::min(p == 0 ? first : next, total - offset));
     entry.reported = p + 1 < parts;  // only the last part reports the push
     offset += entry.part_bytes;
-    ++queued_count_;
+    queued_.Extend(1);
   }
   // A message this large pays no delay: its parts go now, as far as credits
   // allow, under one doorbell.
@@ -656,7 +655,7 @@ bool RcConnection::BindWindows(OutboundTransfer& transfer) {
   // outstanding and the last is unsignaled, nothing would retire them: a
   // signaled zero-length RDMA WRITE goes after them, and its completion
   // brings the next Pump.
-  if (posted_count_ != 0) {
+  if (!posted_.empty()) {
     if (unsignaled_ != 0 && !SendQueueFull()) {
       ibv_send_wr* probe = PrepareZeroWrite(Kind::kDrain);
       PostChain(probe, probe, 1);
@@ -673,7 +672,7 @@ bool RcConnection::BindWindows(OutboundTransfer& transfer) {
     exposure.rkey = exposure.window->PrepareBind(
         *exposure.region, exposure.region->address(), exposure.region->length(),
         IBV_ACCESS_REMOTE_READ, &wr);
-    posted_[slot] = PostedSend{.kind = Kind::kBind};
+    posted_.slot(slot) = PostedSend{.kind = Kind::kBind};
     if (last != nullptr) last->next = &wr;
     if (first == nullptr) first = &wr;
     last = &wr;
@@ -687,7 +686,7 @@ bool RcConnection::BindWindows(OutboundTransfer& transfer) {
 absl::Status RcConnection::SendEndOfStream() {
   if (!status_.ok()) return status_;
   if (end_of_stream_sent_) return ErrnoError(EPIPE, "end of stream was sent");
-  if (queued_count_ == 0 && established_ && credits_->CanSendData() &&
+  if (queued_.empty() && established_ && credits_->CanSendData() &&
       !SendQueueFull()) {
     uint16_t returned = *credits_->ConsumeForData();
     absl::Status posted = Post(Kind::kEndOfStream, returned, nullptr, 0, 0);
@@ -700,21 +699,19 @@ absl::Status RcConnection::SendEndOfStream() {
   return absl::OkStatus();
 }
 
-bool RcConnection::Stage(uint32_t position, QueuedSend& entry) {
+bool RcConnection::Stage(uint32_t slot, QueuedSend& entry) {
   // Only while credits cover the FIFO up to it: a send staged and reported
   // done must go out without waiting for the peer (a close posts it). None
   // before the peer's parameters are known (the active side, connecting).
-  if (!credits_ || queued_count_ + 2 > credits_->credits()) return false;
+  if (!credits_ || queued_.size() + 2 > credits_->credits()) return false;
   size_t total = 0;
   for (uint32_t i = 0; i < entry.num_segments; ++i) {
     total += entry.segments[i].length;
   }
   if (total > kStageSize) return false;
-  uint8_t* stage =
-      header_memory_.get() +
-      static_cast<size_t>(send_queue_depth_) * kHeaderSlotSize +
-      static_cast<size_t>((queued_head_ + position) % send_queue_depth_) *
-          kStageSize;
+  uint8_t* stage = header_memory_.get() +
+                   static_cast<size_t>(send_queue_depth_) * kHeaderSlotSize +
+                   static_cast<size_t>(slot) * kStageSize;
   for (uint32_t i = 0; i < entry.num_segments; ++i) {
     Segment& segment = entry.segments[i];
     std::memcpy(stage, segment.data, segment.length);
@@ -729,20 +726,19 @@ bool RcConnection::Stage(uint32_t position, QueuedSend& entry) {
 absl::Status RcConnection::Enqueue(Kind kind,
                                    absl::Span<const Segment> segments,
                                    uint64_t cookie, bool* done_at_post) {
-  if (kind == Kind::kEndOfStream ? queued_count_ == send_queue_depth_
-                                 : DataFifoFull()) {
+  if (kind == Kind::kEndOfStream ? queued_.full() : DataFifoFull()) {
     return ErrnoError(EAGAIN, "send queue full");
   }
-  QueuedSend& entry =
-      queued_[(queued_head_ + queued_count_) % send_queue_depth_];
+  const uint32_t slot = queued_.SlotAfterBack(0);
+  QueuedSend& entry = queued_.slot(slot);
   entry.cookie = cookie;
   entry.kind = kind;
   entry.num_segments = static_cast<uint8_t>(segments.size());
   std::copy(segments.begin(), segments.end(), entry.segments);
-  entry.reported = done_at_post != nullptr && kind == Kind::kData &&
-                   Stage(queued_count_, entry);
+  entry.reported =
+      done_at_post != nullptr && kind == Kind::kData && Stage(slot, entry);
   if (entry.reported) *done_at_post = true;
-  ++queued_count_;
+  queued_.Extend(1);
   // The next poll posts it (if credits allow), whether or not this
   // connection has a completion by then: a queued send is never stranded.
   completion_.RequestAfterPoll();
@@ -852,7 +848,7 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
   if (header_size + total <= max_inline_data_) {
     wr.send_flags |= IBV_SEND_INLINE;
   }
-  posted_[slot] = PostedSend{.cookie = cookie, .kind = kind};
+  posted_.slot(slot) = PostedSend{.cookie = cookie, .kind = kind};
   return &wr;
 }
 
@@ -897,7 +893,7 @@ DEMI_SEND_STEP uint32_t RcConnection::PostChain(ibv_send_wr* first,
     // is failed below, so each completes with a flush error of its own.
     Fail(status);
   }
-  posted_count_ += posted;
+  posted_.Extend(posted);
   ++doorbells_;
   return posted;
 }
@@ -946,14 +942,14 @@ ibv_send_wr* RcConnection::PrepareZeroWrite(Kind kind) {
   StartRequest(slot, /*sge=*/nullptr, /*num_sge=*/0, IBV_WR_RDMA_WRITE, &wr);
   wr.wr.rdma.remote_addr = 0;
   wr.wr.rdma.rkey = 0;
-  posted_[slot] = PostedSend{.kind = kind};
+  posted_.slot(slot) = PostedSend{.kind = kind};
   return &wr;
 }
 
 void RcConnection::CheckStall(absl::Time now, absl::Duration limit) {
-  const bool waiting = status_.ok() && established_ &&
-                       ((queued_count_ != 0 && !credits_->CanSendData()) ||
-                        outbound_in_use_ != 0);
+  const bool waiting =
+      status_.ok() && established_ &&
+      ((!queued_.empty() && !credits_->CanSendData()) || outbound_in_use_ != 0);
   if (!waiting) {
     waiting_since_ = absl::InfiniteFuture();
     return;
@@ -970,7 +966,7 @@ void RcConnection::CheckStall(absl::Time now, absl::Duration limit) {
       ETIMEDOUT,
       absl::StrCat("waited ", absl::FormatDuration(now - waiting_since_),
                    " for the peer's credits or rendezvous reads (",
-                   queued_count_, " sends queued, ", outbound_in_use_,
+                   queued_.size(), " sends queued, ", outbound_in_use_,
                    " rendezvous messages unanswered)")));
   completion_.RequestAfterPoll();  // reported by the next poll
 }
@@ -989,7 +985,7 @@ void RcConnection::Pump() {
   // ready to receive yet.
   if (!status_.ok() || !established_) return;
   // Usually nothing to send (the common call, after a re-post).
-  if (dones_count_ == 0 && queued_count_ == 0 && arrival_count_ == 0 &&
+  if (dones_.empty() && queued_.empty() && arrival_.empty() &&
       !credits_->ShouldSendCreditUpdate()) {
     return;
   }
@@ -997,9 +993,9 @@ void RcConnection::Pump() {
   // doorbell of their own; a rendezvous message is large, one more system
   // call is nothing beside it). One the send queue has no room to bind for
   // yet stops the queue here.
-  uint32_t bound = queued_count_;
-  for (uint32_t q = 0; windows_ && q < queued_count_; ++q) {
-    const QueuedSend& entry = queued_[(queued_head_ + q) % send_queue_depth_];
+  uint32_t bound = queued_.size();
+  for (uint32_t q = 0; windows_ && q < queued_.size(); ++q) {
+    const QueuedSend& entry = queued_[q];
     if (entry.kind == Kind::kRendezvous &&
         !BindWindows(outbound_[entry.cookie])) {
       if (!status_.ok()) return;
@@ -1010,7 +1006,7 @@ void RcConnection::Pump() {
   // Chain, for one doorbell: done messages owed to the peer, queued sends
   // that have a credit, RDMA READs of inbound transfers, then a credit update
   // if one is due; all within the send queue's free slots.
-  const uint32_t room = send_queue_depth_ - posted_count_;
+  const uint32_t room = send_queue_depth_ - posted_.size();
   uint32_t count = 0;
   ibv_send_wr* first = nullptr;
   ibv_send_wr* last = nullptr;
@@ -1021,10 +1017,10 @@ void RcConnection::Pump() {
     ++count;
   };
   uint32_t dones = 0;
-  while (dones < dones_count_ && count < room && credits_->CanSendData()) {
+  while (dones < dones_.size() && count < room && credits_->CanSendData()) {
     uint16_t returned = *credits_->ConsumeForData();
     append(Prepare(count, Kind::kRendezvousDone, returned, nullptr, 0,
-                   dones_[(dones_head_ + dones) % options_.receive_buffers]));
+                   dones_[dones]));
     ++dones;
   }
   // Queued sends: one SEND each, or a run of staged ones copied into one
@@ -1039,20 +1035,18 @@ void RcConnection::Pump() {
     if (run > 1) {
       wr = PrepareBatch(count, returned, taken, run);
     } else {
-      const QueuedSend& entry =
-          queued_[(queued_head_ + taken) % send_queue_depth_];
+      const QueuedSend& entry = queued_[taken];
       wr = Prepare(count, entry.kind, returned, entry.segments,
                    entry.num_segments, entry.cookie, entry.part_offset,
                    entry.part_bytes);
-      if (entry.reported) posted_[wr - send_wrs_.data()].report = false;
+      if (entry.reported) posted_.slot(wr - send_wrs_.data()).report = false;
     }
     append(wr);
     ++data;
     taken += run;
   }
-  for (uint32_t a = 0; a < arrival_count_ && count < room; ++a) {
-    const uint32_t index =
-        arrival_[(arrival_head_ + a) % options_.receive_buffers];
+  for (uint32_t a = 0; a < arrival_.size() && count < room; ++a) {
+    const uint32_t index = arrival_[a];
     InboundMessage& inbound = inbound_[index];
     while (inbound.state == InboundMessage::State::kReading &&
            inbound.next_segment < inbound.header.num_segments && count < room) {
@@ -1068,18 +1062,16 @@ void RcConnection::Pump() {
   // What was not posted stays queued (the connection has failed; Poll or
   // FailAll reports it).
   const uint32_t posted_dones = std::min(posted, dones);
-  dones_head_ = (dones_head_ + posted_dones) % options_.receive_buffers;
-  dones_count_ -= posted_dones;
+  dones_.pop_front(posted_dones);
   const uint32_t posted_data = std::min(posted - posted_dones, data);
-  // The queued sends the posted SENDs carried leave the FIFO.
-  const uint32_t chain_head =
-      (posted_head_ + posted_count_ - posted) % send_queue_depth_;
+  // The queued sends the posted SENDs carried leave the FIFO. The chain is
+  // the newest `posted` records of posted_.
+  const uint32_t chain_front = posted_.size() - posted;
   uint32_t consumed = 0;
   for (uint32_t i = dones; i < dones + posted_data; ++i) {
-    consumed += posted_[(chain_head + i) % send_queue_depth_].entries;
+    consumed += posted_[chain_front + i].entries;
   }
-  queued_head_ = (queued_head_ + consumed) % send_queue_depth_;
-  queued_count_ -= consumed;
+  queued_.pop_front(consumed);
 }
 
 uint32_t RcConnection::BatchRun(uint32_t from, uint32_t available) const {
@@ -1088,8 +1080,7 @@ uint32_t RcConnection::BatchRun(uint32_t from, uint32_t available) const {
   size_t bytes = wire::kHeaderFixedSize;
   uint32_t n = 0;
   while (n < available && n < wire::kMaxBatchMessages) {
-    const QueuedSend& entry =
-        queued_[(queued_head_ + from + n) % send_queue_depth_];
+    const QueuedSend& entry = queued_[from + n];
     if (entry.kind != Kind::kData || !entry.reported) break;
     size_t size = wire::HeaderSize(entry.num_segments);
     for (uint32_t i = 0; i < entry.num_segments; ++i) {
@@ -1111,8 +1102,7 @@ ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
                         static_cast<uint8_t>(n), out);
   size_t at = wire::kHeaderFixedSize;
   for (uint32_t k = 0; k < n; ++k) {
-    const QueuedSend& entry =
-        queued_[(queued_head_ + from + k) % send_queue_depth_];
+    const QueuedSend& entry = queued_[from + k];
     const Segment* segments = entry.segments;
     at += wire::EncodeDataHeader(
         0, entry.num_segments, [segments](int i) { return segments[i].length; },
@@ -1130,10 +1120,10 @@ ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
   StartRequest(slot, sge, 1, IBV_WR_SEND, &wr);
   if (at <= max_inline_data_) wr.send_flags |= IBV_SEND_INLINE;
   // Staged: every message of it was reported done by its Send().
-  posted_[slot] = PostedSend{.cookie = 0,
-                             .kind = Kind::kData,
-                             .report = false,
-                             .entries = static_cast<uint8_t>(n)};
+  posted_.slot(slot) = PostedSend{.cookie = 0,
+                                  .kind = Kind::kData,
+                                  .report = false,
+                                  .entries = static_cast<uint8_t>(n)};
   return &wr;
 }
 
@@ -1159,7 +1149,7 @@ ibv_send_wr* RcConnection::PrepareRead(uint32_t position,
   StartRequest(slot, sge, 1, IBV_WR_RDMA_READ, &wr);
   wr.wr.rdma.remote_addr = header.remote[segment].address + inbound.next_offset;
   wr.wr.rdma.rkey = header.remote[segment].rkey;
-  posted_[slot] = PostedSend{.cookie = buffer_index, .kind = Kind::kRead};
+  posted_.slot(slot) = PostedSend{.cookie = buffer_index, .kind = Kind::kRead};
   ++inbound.reads_in_flight;
   inbound.next_offset += length;
   if (inbound.next_offset == header.segment_lengths[segment]) {
@@ -1172,9 +1162,8 @@ ibv_send_wr* RcConnection::PrepareRead(uint32_t position,
 void RcConnection::AdvanceInbound(CompletionSink& sink) {
   // Memory, in arrival order: a transfer the pool cannot serve yet waits,
   // and so do the ones behind it.
-  for (uint32_t a = 0; a < arrival_count_ && status_.ok(); ++a) {
-    const uint32_t arrived =
-        arrival_[(arrival_head_ + a) % options_.receive_buffers];
+  for (uint32_t a = 0; a < arrival_.size() && status_.ok(); ++a) {
+    const uint32_t arrived = arrival_[a];
     InboundMessage& inbound = inbound_[arrived];
     if (inbound.state != InboundMessage::State::kWaitingForMemory) continue;
     const uint64_t total = MessageBytes(inbound.header);
@@ -1199,16 +1188,15 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
     inbound.next_offset = 0;
   }
   // Report complete messages at the head, in order.
-  while (arrival_count_ > 0 && status_.ok()) {
-    const uint32_t index = arrival_[arrival_head_];
+  while (!arrival_.empty() && status_.ok()) {
+    const uint32_t index = arrival_.front();
     InboundMessage& inbound = inbound_[index];
     if (inbound.state == InboundMessage::State::kWaitingForMemory ||
         inbound.state == InboundMessage::State::kReading ||
         inbound.state == InboundMessage::State::kAssembling) {
       break;
     }
-    arrival_head_ = (arrival_head_ + 1) % options_.receive_buffers;
-    --arrival_count_;
+    arrival_.pop_front();
     if (inbound.state == InboundMessage::State::kRead &&
         inbound.header.type == wire::MessageType::kFragmented) {
       inbound.message = ReceivedMessage{};
@@ -1220,15 +1208,12 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
       // read, and the peer announces at most one per receive buffer before
       // it hears back, so the ring holds them all unless the peer broke
       // the credit rules.
-      if (dones_count_ == dones_.size()) {
+      if (!dones_.push_back(inbound.header.transfer_id)) {
         Fail(ErrnoError(EPROTO,
                         "more rendezvous dones owed than the peer "
                         "could announce"));
         return;
       }
-      dones_[(dones_head_ + dones_count_) % options_.receive_buffers] =
-          inbound.header.transfer_id;
-      ++dones_count_;
       inbound.message = ReceivedMessage{};
       DescribeMessage(inbound.header,
                       static_cast<const uint8_t*>(inbound.memory->data()),
@@ -1251,21 +1236,18 @@ void RcConnection::AdvanceInbound(CompletionSink& sink) {
 }
 
 void RcConnection::DropUnreported() {
-  for (uint32_t a = 0; a < arrival_count_; ++a) {
-    const uint32_t index =
-        arrival_[(arrival_head_ + a) % options_.receive_buffers];
-    InboundMessage& inbound = inbound_[index];
+  for (uint32_t a = 0; a < arrival_.size(); ++a) {
+    InboundMessage& inbound = inbound_[arrival_[a]];
     if (inbound.reads_in_flight > 0) return;  // flushes still to come
   }
-  for (uint32_t a = 0; a < arrival_count_; ++a) {
-    const uint32_t index =
-        arrival_[(arrival_head_ + a) % options_.receive_buffers];
+  for (uint32_t a = 0; a < arrival_.size(); ++a) {
+    const uint32_t index = arrival_[a];
     InboundMessage& inbound = inbound_[index];
     FreeInbound(inbound);
     inbound.state = InboundMessage::State::kEager;
     held_[index] = 0;  // never reported: nobody will release it
   }
-  arrival_count_ = 0;
+  arrival_.clear();
 }
 
 CompletionSink& RcConnection::NoSink() {
@@ -1308,7 +1290,7 @@ void RcConnection::AfterPoll() {
   }
   CompletionSink& report = sink();
   if (status_.ok()) PostReleased();
-  if (status_.ok() && arrival_count_ > 0) AdvanceInbound(report);
+  if (status_.ok() && !arrival_.empty()) AdvanceInbound(report);
   if (status_.ok()) Pump();
   if (!status_.ok()) {
     FailQueued(report);
@@ -1321,10 +1303,9 @@ void RcConnection::AfterPoll() {
   }
   // A transfer waiting for memory (another connection's release may free
   // some) is looked at again by the next poll, with or without completions.
-  for (uint32_t a = 0; a < arrival_count_; ++a) {
-    const uint32_t index =
-        arrival_[(arrival_head_ + a) % options_.receive_buffers];
-    if (inbound_[index].state == InboundMessage::State::kWaitingForMemory) {
+  for (uint32_t a = 0; a < arrival_.size(); ++a) {
+    if (inbound_[arrival_[a]].state ==
+        InboundMessage::State::kWaitingForMemory) {
       completion_.RequestAfterPoll();
       break;
     }
@@ -1336,18 +1317,16 @@ void RcConnection::HandleSendCompletion(const ibv_wc& wc, uint32_t slot) {
   // before it (RC completes in order; an error completes only its request,
   // those before it having succeeded).
   CompletionSink& sink = this->sink();
-  const uint32_t distance =
-      (slot + send_queue_depth_ - posted_head_) % send_queue_depth_;
-  if (slot >= send_queue_depth_ || distance >= posted_count_) {
+  const uint32_t distance = posted_.PlacesAfterFront(slot);
+  if (distance >= posted_.size()) {
     DEMI_LOG(kError, "send completion for slot ", slot, ", expected one of ",
-             posted_count_, " from ", posted_head_);
+             posted_.size(), " from ", posted_.front_slot());
     Fail(ErrnoError(EIO, "send completion for no posted request"));
     return;
   }
   for (uint32_t i = 0; i <= distance; ++i) {
-    PostedSend posted = posted_[posted_head_];
-    posted_head_ = (posted_head_ + 1) % send_queue_depth_;
-    --posted_count_;
+    const PostedSend posted = posted_.front();
+    posted_.pop_front();
     absl::Status status;
     if (i == distance && wc.status != IBV_WC_SUCCESS) {
       status = CompletionError(wc);
@@ -1411,7 +1390,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     DescribeMessage(*header, buffer + wire::HeaderSize(header->num_segments),
                     index, 0, &message);
     held_[index] = 1;
-    if (arrival_count_ == 0) {
+    if (arrival_.empty()) {
       sink.OnMessage(message);  // nothing before it: report at once
     } else {
       inbound.state = InboundMessage::State::kEager;
@@ -1427,7 +1406,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
       return;
     }
     held_[index] = static_cast<uint8_t>(count);  // one Release() each
-    if (arrival_count_ == 0) {
+    if (arrival_.empty()) {
       for (uint32_t k = 0; k < count; ++k) sink.OnMessage(batch_[k]);
     } else {
       InboundMessage& inbound = inbound_[index];
@@ -1587,8 +1566,11 @@ void RcConnection::CopyPart(InboundMessage& message, const uint8_t* data,
 }
 
 void RcConnection::Arrive(uint32_t index) {
-  arrival_[(arrival_head_ + arrival_count_) % options_.receive_buffers] = index;
-  ++arrival_count_;
+  // A receive buffer arrives once until released, so the ring (one place
+  // per buffer) always has room; if not, this side's books are wrong.
+  if (!arrival_.push_back(index)) {
+    Fail(ErrnoError(EIO, "more arrivals than receive buffers"));
+  }
 }
 
 absl::Status RcConnection::DecodeBatch(uint32_t index, uint32_t length,
@@ -1677,10 +1659,9 @@ void RcConnection::FailQueued(CompletionSink& sink) {
   absl::Status status =
       ErrnoError(ErrnoFromStatus(status_),
                  absl::StrCat("connection failed: ", status_.message()));
-  while (queued_count_ > 0) {
-    QueuedSend& entry = queued_[queued_head_];
-    queued_head_ = (queued_head_ + 1) % send_queue_depth_;
-    --queued_count_;
+  while (!queued_.empty()) {
+    const QueuedSend& entry = queued_.front();
+    queued_.pop_front();  // the slot keeps its value until reused
     // (A staged send was reported done by its Send(): its bytes are lost
     // with the connection, as an inline one's after its post.)
     if ((entry.kind == Kind::kData || entry.kind == Kind::kNextPart) &&

@@ -117,6 +117,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/fixed_ring.h"
 #include "rdma/cm_event_channel.h"
 #include "rdma/cm_id.h"
 #include "rdma/completion_group.h"
@@ -387,11 +388,11 @@ class RcConnection final : private CompletionHandler {
   // The FIFO of queued sends has no place for data: its last place is kept
   // for the end of stream, so a close can always end a stream whose sends
   // fill it.
-  bool DataFifoFull() const { return queued_count_ + 1 >= send_queue_depth_; }
+  bool DataFifoFull() const { return queued_.size() + 1 >= send_queue_depth_; }
   // No send posted, none queued, and no rendezvous send awaiting the peer's
   // done (the peer may still read its memory): nothing of ours in flight.
   bool idle() const {
-    return posted_count_ == 0 && queued_count_ == 0 && outbound_in_use_ == 0;
+    return posted_.empty() && queued_.empty() && outbound_in_use_ == 0;
   }
 
   CmId& id() { return *id_; }
@@ -401,8 +402,8 @@ class RcConnection final : private CompletionHandler {
   uint32_t rendezvous_threshold() const {
     return options_.rendezvous_threshold;
   }
-  uint32_t queued_sends() const { return queued_count_; }
-  uint32_t posted_sends() const { return posted_count_; }
+  uint32_t queued_sends() const { return queued_.size(); }
+  uint32_t posted_sends() const { return posted_.size(); }
   uint32_t send_queue_depth() const { return send_queue_depth_; }
   // Of the sends done at post, one in this many is signaled.
   uint32_t signal_interval() const { return signal_interval_; }
@@ -561,7 +562,7 @@ class RcConnection final : private CompletionHandler {
   absl::Status SetPeer(const void* private_data, size_t length);
   rdma_conn_param ConnParam(uint8_t private_data[]) const;
 
-  bool SendQueueFull() const { return posted_count_ == send_queue_depth_; }
+  bool SendQueueFull() const { return posted_.full(); }
   // Whether a send may be posted now instead of queued: nothing queued
   // before it, a credit, a free slot, and (coalesce_sends) no send posted
   // at once since the last poll. Records the post when it answers true.
@@ -586,11 +587,11 @@ class RcConnection final : private CompletionHandler {
   // Stage) and *done_at_post set.
   absl::Status Enqueue(Kind kind, absl::Span<const Segment> segments,
                        uint64_t cookie, bool* done_at_post = nullptr);
-  // Copies the bytes of `entry`, about to be queued at FIFO `position`
-  // (from the head), to that position's stage and points its segments
-  // there, if it fits kStageSize and credits cover the FIFO up to it.
-  // Returns whether it did.
-  bool Stage(uint32_t position, QueuedSend& entry);
+  // Copies the bytes of `entry`, about to be queued in ring slot `slot` (the
+  // one after the back of queued_), to that slot's stage and points its
+  // segments there, if it fits kStageSize and credits cover the FIFO up to
+  // it. Returns whether it did.
+  bool Stage(uint32_t slot, QueuedSend& entry);
   // Builds the work request for the send-queue slot `position` places after
   // the last posted one (header, scatter-gather list, posted_ entry); does
   // not post it.
@@ -748,18 +749,14 @@ class RcConnection final : private CompletionHandler {
   uint32_t release_low_water_ = 0;
   std::vector<ibv_recv_wr> release_wrs_;
   std::vector<ibv_sge> release_sges_;
-  // Ring of posted sends, indexed by header slot.
-  std::vector<PostedSend> posted_;
-  uint32_t posted_head_ = 0;
-  uint32_t posted_count_ = 0;
+  // Posted sends, oldest first, by send-queue slot (a ring of
+  // send_queue_depth): the Prepare steps write a record where its work
+  // request goes, and PostChain makes those it posted part of the ring.
+  FixedRing<PostedSend> posted_;
   // The send-queue slot `position` places after the last posted one, the
-  // one place the Prepare steps compute it: head < depth, count <= depth
-  // and position < depth, so the sum wraps at most twice, and subtracting
-  // costs less than a division (a helper call under emulation).
+  // one place the Prepare steps compute it.
   uint32_t SendSlotAfterPosted(uint32_t position) const {
-    uint32_t slot = posted_head_ + posted_count_ + position;
-    while (slot >= send_queue_depth_) slot -= send_queue_depth_;
-    return slot;
+    return posted_.SlotAfterBack(position);
   }
   // Work requests and scatter-gather lists by send-queue slot, kept until
   // posted (a chain is built before its one ibv_post_send).
@@ -777,10 +774,9 @@ class RcConnection final : private CompletionHandler {
   absl::Time keepalive_posted_at_;  // when (the caller's clock)
   uint64_t receive_posts_ = 0;      // ibv_post_recv calls
 
-  // Ring of queued sends.
-  std::vector<QueuedSend> queued_;
-  uint32_t queued_head_ = 0;
-  uint32_t queued_count_ = 0;
+  // Queued sends, oldest first (a ring of send_queue_depth; a send is
+  // staged in the stage slot of its ring slot).
+  FixedRing<QueuedSend> queued_;
 
   // Rendezvous, sending side: by transfer index (send_queue_depth of them).
   std::vector<OutboundTransfer> outbound_;
@@ -793,13 +789,9 @@ class RcConnection final : private CompletionHandler {
   uint64_t inbound_bytes_ = 0;
   uint64_t peer_rendezvous_quota_ = 0;
   std::vector<InboundMessage> inbound_;
-  std::vector<uint32_t> arrival_;
-  uint32_t arrival_head_ = 0;
-  uint32_t arrival_count_ = 0;
+  FixedRing<uint32_t> arrival_;
   // Done messages owed to the peer (transfer ids; a ring of receive_buffers).
-  std::vector<uint32_t> dones_;
-  uint32_t dones_head_ = 0;
-  uint32_t dones_count_ = 0;
+  FixedRing<uint32_t> dones_;
   uint32_t rd_atomic_ = 1;  // RDMA READs in flight the QP allows
   // An accepted peer's request, in rdma_cm's terms from this side: the
   // RDMA READs this side may have outstanding toward the peer (the peer's
