@@ -36,7 +36,7 @@
 #include "common/mutex.h"
 #include "common/pin_count.h"
 #include "common/reserved_range.h"
-#include "rdma/rc_connection.h"  // RegisteredSpan
+#include "rdma/segment.h"
 
 namespace demi::libos {
 

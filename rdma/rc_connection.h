@@ -127,6 +127,7 @@
 #include "rdma/memory_window.h"
 #include "rdma/protection_domain.h"
 #include "rdma/queue_pair.h"
+#include "rdma/segment.h"
 #include "rdma/transfer_nonces.h"
 #include "rdma/wire.h"
 
@@ -198,29 +199,6 @@ struct RcConnectionOptions {
   // standard does only for RNR retries), so a vanished peer would never
   // fail the connection there.
   uint8_t retry_count = 6;
-};
-
-// A part of an outgoing message, in memory registered in the connection's
-// protection domain (lkey). An aggregate without default values, so that an
-// array of them on the push path costs nothing to declare: `Segment{...}`
-// zeroes what it does not name.
-struct Segment {
-  const void* data;
-  uint32_t length;
-  uint32_t lkey;
-  // Unused by RcConnection (a rendezvous announces keys of its own, see
-  // OutboundTransfer); kept zero or the registration's rkey.
-  uint32_t rkey;
-};
-
-// Registered memory: where it lies, its keys, and the protection domain
-// they are valid in. What a held receive buffer is, for pushing it on.
-struct RegisteredSpan {
-  const uint8_t* data = nullptr;  // null: no such memory
-  size_t size = 0;
-  uint32_t lkey = 0;
-  uint32_t rkey = 0;
-  ibv_pd* pd = nullptr;
 };
 
 // A data message received into receive buffer `buffer_index` (or, for a

@@ -68,7 +68,7 @@
 #include "rdma/datagram_wire.h"
 #include "rdma/memory_region.h"
 #include "rdma/queue_pair.h"
-#include "rdma/rc_connection.h"  // Segment
+#include "rdma/segment.h"
 
 namespace demi::rdma {
 
