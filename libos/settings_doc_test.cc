@@ -4,7 +4,6 @@
 // (argv[2]) names each of them.
 
 #include <fstream>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -29,13 +28,15 @@ std::string ReadFile(const char* path) {
 std::set<std::string> ReadmeTableNames() {
   std::set<std::string> names;
   std::istringstream lines(ReadFile(readme_path));
-  const std::regex name("`(DEMI_[A-Z0-9_]+)`");
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind("| `DEMI_", 0) != 0) continue;
+    // Each `DEMI_...` quoted in the first cell.
     const std::string first = line.substr(0, line.find('|', 1));
-    for (std::sregex_iterator it(first.begin(), first.end(), name), end;
-         it != end; ++it) {
-      names.insert((*it)[1]);
+    for (size_t at = first.find("`DEMI_"); at != std::string::npos;
+         at = first.find("`DEMI_", at + 1)) {
+      const size_t end = first.find('`', at + 1);
+      if (end == std::string::npos) break;
+      names.insert(first.substr(at + 1, end - at - 1));
     }
   }
   return names;

@@ -143,7 +143,7 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
 RcConnection::~RcConnection() {
   // The device stops writing into inbound memory once the queue pair is
   // gone; only then does the memory go back to the pool.
-  qp_.reset();
+  resources_.DestroyQueuePair();
   if (options_.large_pool == nullptr) return;
   for (InboundMessage& inbound : inbound_) FreeInbound(inbound);
 }
@@ -316,20 +316,15 @@ absl::Status RcConnection::CreateResources() {
   }
   DEMI_ASSIGN_OR_RETURN(completion_, group->Attach(this, completions));
 
-  size_t receive_bytes =
-      static_cast<size_t>(options_.receive_buffers) * receive_buffer_size_;
-  receive_memory_.reset(new uint8_t[receive_bytes]);
-  DEMI_ASSIGN_OR_RETURN(
-      MemoryRegion receive_mr,
-      Register(receive_memory_.get(), receive_bytes, IBV_ACCESS_LOCAL_WRITE));
-  receive_mr_.emplace(std::move(receive_mr));
   // Header slots, then the FIFO entries' stages: one registration.
-  size_t header_bytes =
-      static_cast<size_t>(send_queue_depth_) * (kHeaderSlotSize + kStageSize);
-  header_memory_.reset(new uint8_t[header_bytes]);
-  DEMI_ASSIGN_OR_RETURN(MemoryRegion header_mr,
-                        Register(header_memory_.get(), header_bytes, 0));
-  header_mr_.emplace(std::move(header_mr));
+  DEMI_RETURN_IF_ERROR(resources_.CreateMemory(
+      {.receive_buffers = options_.receive_buffers,
+       .receive_buffer_size = receive_buffer_size_,
+       .header_bytes = static_cast<size_t>(send_queue_depth_) *
+                       (kHeaderSlotSize + kStageSize)},
+      [this](void* address, size_t length, int access) {
+        return Register(address, length, access);
+      }));
 
   ibv_qp_init_attr attr{};
   attr.send_cq = completion_.cq();
@@ -341,15 +336,7 @@ absl::Status RcConnection::CreateResources() {
   attr.cap.max_send_sge = wire::kMaxSegments + 1;
   attr.cap.max_recv_sge = 1;
   attr.cap.max_inline_data = options_.max_inline_data;
-  absl::StatusOr<QueuePair> qp = QueuePair::Create(*id_, pd_, attr);
-  if (!qp.ok() && options_.max_inline_data > 0) {
-    // Some devices refuse inline data altogether; do without.
-    attr.cap.max_inline_data = 0;
-    qp = QueuePair::Create(*id_, pd_, attr);
-  }
-  if (!qp.ok()) return qp.status();
-  qp_.emplace(std::move(*qp));
-  max_inline_data_ = attr.cap.max_inline_data;
+  DEMI_RETURN_IF_ERROR(resources_.CreateQueuePair(*id_, pd_, attr));
 
   for (uint32_t i = 0; i < options_.receive_buffers; ++i) {
     DEMI_RETURN_IF_ERROR(PostReceive(i));
@@ -379,24 +366,10 @@ absl::Status RcConnection::OnEstablished(const CmEvent& event) {
   return absl::OkStatus();
 }
 
-void RcConnection::PrepareReceive(uint32_t buffer_index, ibv_recv_wr* wr,
-                                  ibv_sge* sge) const {
-  sge->addr = reinterpret_cast<uintptr_t>(receive_memory_.get()) +
-              static_cast<uintptr_t>(buffer_index) * receive_buffer_size_;
-  sge->length = receive_buffer_size_;
-  sge->lkey = receive_mr_->lkey();
-  wr->wr_id = completion_.WrId(kReceiveBit | buffer_index);
-  wr->sg_list = sge;
-  wr->num_sge = 1;
-  wr->next = nullptr;
-}
-
 absl::Status RcConnection::PostReceive(uint32_t buffer_index) {
-  ibv_sge sge;
-  ibv_recv_wr wr;
-  PrepareReceive(buffer_index, &wr, &sge);
   ++receive_posts_;
-  return qp_->PostRecv(&wr);
+  return resources_.PostReceive(buffer_index,
+                                completion_.WrId(kReceiveBit | buffer_index));
 }
 
 DEMI_SEND_STEP bool RcConnection::PostNow() {
@@ -475,7 +448,7 @@ bool RcConnection::TrySendInline(absl::Span<const Segment> segments) {
   uint64_t size = wire::HeaderSize(static_cast<int>(segments.size()));
   for (const Segment& segment : segments) size += segment.length;
   // PostNow last: it records the post when it says yes.
-  if (size > max_inline_data_ || size > peer_receive_buffer_size_ ||
+  if (size > resources_.max_inline_data() || size > peer_receive_buffer_size_ ||
       !PostNow()) {
     return false;
   }
@@ -709,14 +682,14 @@ bool RcConnection::Stage(uint32_t slot, QueuedSend& entry) {
     total += entry.segments[i].length;
   }
   if (total > kStageSize) return false;
-  uint8_t* stage = header_memory_.get() +
+  uint8_t* stage = resources_.header_memory() +
                    static_cast<size_t>(send_queue_depth_) * kHeaderSlotSize +
                    static_cast<size_t>(slot) * kStageSize;
   for (uint32_t i = 0; i < entry.num_segments; ++i) {
     Segment& segment = entry.segments[i];
     std::memcpy(stage, segment.data, segment.length);
     segment.data = stage;
-    segment.lkey = header_mr_->lkey();
+    segment.lkey = resources_.header_lkey();
     segment.rkey = 0;
     stage += segment.length;
   }
@@ -750,7 +723,7 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
     const Segment* segments, uint32_t num_segments, uint64_t cookie,
     uint32_t part_offset, uint32_t part_bytes) {
   const uint32_t slot = SendSlotAfterPosted(position);
-  uint8_t* header_slot = header_memory_.get() + slot * kHeaderSlotSize;
+  uint8_t* header_slot = resources_.header_memory() + slot * kHeaderSlotSize;
   uint64_t total = 0;
   size_t header_size;
   if (kind == Kind::kData) {  // the common case, without a MessageHeader
@@ -816,7 +789,7 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
   ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
   sge[0].addr = reinterpret_cast<uintptr_t>(header_slot);
   sge[0].length = static_cast<uint32_t>(header_size);
-  sge[0].lkey = header_mr_->lkey();
+  sge[0].lkey = resources_.header_lkey();
   for (uint32_t i = 0; i < gathered; ++i) {
     sge[i + 1].addr = reinterpret_cast<uintptr_t>(segments[i].data);
     sge[i + 1].length = segments[i].length;
@@ -845,7 +818,7 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
   }
   ibv_send_wr& wr = send_wrs_[slot];
   StartRequest(slot, sge, static_cast<int>(gathered + 1), IBV_WR_SEND, &wr);
-  if (header_size + total <= max_inline_data_) {
+  if (header_size + total <= resources_.max_inline_data()) {
     wr.send_flags |= IBV_SEND_INLINE;
   }
   posted_.slot(slot) = PostedSend{.cookie = cookie, .kind = kind};
@@ -881,7 +854,7 @@ DEMI_SEND_STEP uint32_t RcConnection::PostChain(ibv_send_wr* first,
     unsignaled_ += count;
   }
   ibv_send_wr* rejected = nullptr;
-  absl::Status status = qp_->PostSend(first, &rejected);
+  absl::Status status = resources_.qp().PostSend(first, &rejected);
   uint32_t posted = count;
   if (!status.ok()) {
     posted = 0;
@@ -1097,7 +1070,7 @@ ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
                                         uint16_t credits_returned,
                                         uint32_t from, uint32_t n) {
   const uint32_t slot = SendSlotAfterPosted(position);
-  uint8_t* out = header_memory_.get() + slot * kHeaderSlotSize;
+  uint8_t* out = resources_.header_memory() + slot * kHeaderSlotSize;
   wire::EncodeFixedPart(wire::MessageType::kBatch, credits_returned,
                         static_cast<uint8_t>(n), out);
   size_t at = wire::kHeaderFixedSize;
@@ -1115,10 +1088,10 @@ ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
   ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
   sge[0].addr = reinterpret_cast<uintptr_t>(out);
   sge[0].length = static_cast<uint32_t>(at);
-  sge[0].lkey = header_mr_->lkey();
+  sge[0].lkey = resources_.header_lkey();
   ibv_send_wr& wr = send_wrs_[slot];
   StartRequest(slot, sge, 1, IBV_WR_SEND, &wr);
-  if (at <= max_inline_data_) wr.send_flags |= IBV_SEND_INLINE;
+  if (at <= resources_.max_inline_data()) wr.send_flags |= IBV_SEND_INLINE;
   // Staged: every message of it was reported done by its Send().
   posted_.slot(slot) = PostedSend{.cookie = 0,
                                   .kind = Kind::kData,
@@ -1364,8 +1337,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     Fail(ErrnoError(EPROTO, "unexpected receive opcode"));
     return;
   }
-  const uint8_t* buffer =
-      receive_memory_.get() + static_cast<size_t>(index) * receive_buffer_size_;
+  const uint8_t* buffer = resources_.receive_buffer(index);
   wire::MessageHeader decoded;
   if (absl::Status status = wire::DecodeHeader(buffer, wc.byte_len, &decoded);
       !status.ok()) {
@@ -1575,8 +1547,7 @@ void RcConnection::Arrive(uint32_t index) {
 
 absl::Status RcConnection::DecodeBatch(uint32_t index, uint32_t length,
                                        uint32_t count) {
-  const uint8_t* buffer =
-      receive_memory_.get() + static_cast<size_t>(index) * receive_buffer_size_;
+  const uint8_t* buffer = resources_.receive_buffer(index);
   size_t at = wire::kHeaderFixedSize;
   wire::MessageHeader entry;
   for (uint32_t k = 0; k < count; ++k) {
@@ -1623,12 +1594,15 @@ void RcConnection::PostReleased() {
   if (!ReleasesDue()) return;
   const size_t count = releases_.size();
   for (size_t i = 0; i < count; ++i) {
-    PrepareReceive(releases_[i], &release_wrs_[i], &release_sges_[i]);
+    resources_.PrepareReceive(releases_[i],
+                              completion_.WrId(kReceiveBit | releases_[i]),
+                              &release_wrs_[i], &release_sges_[i]);
     if (i > 0) release_wrs_[i - 1].next = &release_wrs_[i];
   }
   releases_.clear();
   ++receive_posts_;
-  if (absl::Status posted = qp_->PostRecv(release_wrs_.data()); !posted.ok()) {
+  if (absl::Status posted = resources_.qp().PostRecv(release_wrs_.data());
+      !posted.ok()) {
     Fail(posted);
     return;
   }
@@ -1645,14 +1619,7 @@ void RcConnection::Fail(absl::Status status) {
     status_ = std::move(status);
     DEMI_LOG(kInfo, "connection failed: ", status_.message());
   }
-  if (!qp_flushed_ && qp_) {
-    qp_flushed_ = true;
-    ibv_qp_attr attr{};
-    attr.qp_state = IBV_QPS_ERR;
-    if (int rc = ibv_modify_qp(qp_->get(), &attr, IBV_QP_STATE); rc != 0) {
-      DEMI_LOG(kWarning, "ibv_modify_qp(ERR): ", rc);
-    }
-  }
+  resources_.Flush();
 }
 
 void RcConnection::FailQueued(CompletionSink& sink) {

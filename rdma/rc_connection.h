@@ -127,6 +127,7 @@
 #include "rdma/memory_window.h"
 #include "rdma/protection_domain.h"
 #include "rdma/queue_pair.h"
+#include "rdma/queue_pair_resources.h"
 #include "rdma/segment.h"
 #include "rdma/transfer_nonces.h"
 #include "rdma/wire.h"
@@ -375,7 +376,7 @@ class RcConnection final : private CompletionHandler {
 
   CmId& id() { return *id_; }
   ibv_pd* pd() const { return pd_; }
-  uint32_t max_inline_data() const { return max_inline_data_; }
+  uint32_t max_inline_data() const { return resources_.max_inline_data(); }
   // Sends of more bytes than this go by rendezvous.
   uint32_t rendezvous_threshold() const {
     return options_.rendezvous_threshold;
@@ -525,9 +526,6 @@ class RcConnection final : private CompletionHandler {
   static CompletionSink& NoSink();
 
   absl::Status CreateResources();
-  // Fills *wr and *sge to receive into buffer `buffer_index` (wr->next null).
-  void PrepareReceive(uint32_t buffer_index, ibv_recv_wr* wr,
-                      ibv_sge* sge) const;
   absl::Status PostReceive(uint32_t buffer_index);
   // Whether the buffers Release() left in releases_ are to be posted now: a
   // batch of them is ready (release_batch_), or few buffers are posted
@@ -632,8 +630,7 @@ class RcConnection final : private CompletionHandler {
                        uint32_t length);
   // Bytes [0, ..) of receive buffer `index`.
   const uint8_t* ReceiveBuffer(uint32_t index) const {
-    return receive_memory_.get() +
-           static_cast<size_t>(index) * receive_buffer_size_;
+    return resources_.receive_buffer(index);
   }
   absl::Status SendRendezvous(absl::Span<const Segment> segments,
                               uint64_t cookie);
@@ -665,11 +662,9 @@ class RcConnection final : private CompletionHandler {
   bool windows_ = false;
   std::unique_ptr<CompletionGroup> own_completions_;
   CompletionGroup::Attachment completion_;
-  std::unique_ptr<uint8_t[]> receive_memory_;
-  std::unique_ptr<uint8_t[]> header_memory_;
-  std::optional<MemoryRegion> receive_mr_;
-  std::optional<MemoryRegion> header_mr_;
-  std::optional<QueuePair> qp_;
+  // Receive buffers, header slots and stages, and the queue pair (which
+  // goes first).
+  QueuePairResources resources_;
 
   // MemoryRegion::Register in pd_, tried once more after
   // options_.relieve_pinning drops something when the first try meets the
@@ -690,7 +685,6 @@ class RcConnection final : private CompletionHandler {
   // coalesce_sends, a second one before the next poll is queued instead.
   uint64_t posted_at_poll_ = ~uint64_t{0};
   const uint32_t signal_interval_;
-  uint32_t max_inline_data_ = 0;
   uint32_t peer_receive_buffer_size_ = 0;
   bool peer_rendezvous_ = false;  // the peer has a pool for rendezvous
   // The message in parts still arriving: the buffer of its first part (-1:
@@ -701,7 +695,6 @@ class RcConnection final : private CompletionHandler {
   std::optional<CreditAccount> credits_;
   bool established_ = false;
   bool end_of_stream_sent_ = false;
-  bool qp_flushed_ = false;
   absl::Status status_;
   bool failure_reported_ = false;     // sink().OnFailed was called
   CompletionSink* sink_ = &NoSink();  // never null
@@ -795,11 +788,10 @@ inline RegisteredSpan RcConnection::HeldBuffer(uint32_t buffer_index) const {
     span.rkey = memory->keys().rkey;
     return span;
   }
-  span.data = receive_memory_.get() +
-              static_cast<size_t>(buffer_index) * receive_buffer_size_;
+  span.data = resources_.receive_buffer(buffer_index);
   span.size = receive_buffer_size_;
-  span.lkey = receive_mr_->get()->lkey;
-  span.rkey = receive_mr_->get()->rkey;
+  span.lkey = resources_.receive_lkey();
+  span.rkey = resources_.receive_rkey();
   return span;  // registered IBV_ACCESS_LOCAL_WRITE only
 }
 

@@ -42,8 +42,7 @@ UdEndpoint::UdEndpoint(CmId id, const UdEndpointOptions& options)
     : id_(std::move(id)),
       options_(options),
       held_(options.receive_buffers, 0),
-      posted_(options.send_queue_depth, 0),
-      report_(options.send_queue_depth, 1) {
+      posted_(options.send_queue_depth) {
   releases_.reserve(options.receive_buffers);
   release_wrs_.resize(options.receive_buffers);
   release_sges_.resize(options.receive_buffers);
@@ -102,22 +101,14 @@ absl::Status UdEndpoint::CreateResources() {
     DEMI_RETURN_IF_ERROR(ArmNotify());
   }
 
-  const size_t receive_bytes =
-      static_cast<size_t>(options_.receive_buffers) * receive_buffer_size_;
-  receive_memory_.reset(new uint8_t[receive_bytes]);
-  DEMI_ASSIGN_OR_RETURN(
-      MemoryRegion receive_mr,
-      MemoryRegion::Register(options_.pd, receive_memory_.get(), receive_bytes,
-                             IBV_ACCESS_LOCAL_WRITE));
-  receive_mr_.emplace(std::move(receive_mr));
-  const size_t header_bytes =
-      static_cast<size_t>(options_.send_queue_depth) * kHeaderSlotSize;
-  header_memory_.reset(new uint8_t[header_bytes]);
-  DEMI_ASSIGN_OR_RETURN(
-      MemoryRegion header_mr,
-      MemoryRegion::Register(options_.pd, header_memory_.get(), header_bytes,
-                             0));
-  header_mr_.emplace(std::move(header_mr));
+  DEMI_RETURN_IF_ERROR(resources_.CreateMemory(
+      {.receive_buffers = options_.receive_buffers,
+       .receive_buffer_size = receive_buffer_size_,
+       .header_bytes =
+           static_cast<size_t>(options_.send_queue_depth) * kHeaderSlotSize},
+      [this](void* address, size_t length, int access) {
+        return MemoryRegion::Register(options_.pd, address, length, access);
+      }));
 
   ibv_qp_init_attr attr{};
   attr.send_cq = cq_->get();
@@ -129,14 +120,7 @@ absl::Status UdEndpoint::CreateResources() {
   attr.cap.max_send_sge = kSgesPerSend;
   attr.cap.max_recv_sge = 1;
   attr.cap.max_inline_data = options_.max_inline_data;
-  absl::StatusOr<QueuePair> qp = QueuePair::Create(*id_, options_.pd, attr);
-  if (!qp.ok() && options_.max_inline_data > 0) {
-    attr.cap.max_inline_data = 0;  // some devices refuse inline data
-    qp = QueuePair::Create(*id_, options_.pd, attr);
-  }
-  if (!qp.ok()) return qp.status();
-  qp_.emplace(std::move(*qp));
-  max_inline_data_ = attr.cap.max_inline_data;
+  DEMI_RETURN_IF_ERROR(resources_.CreateQueuePair(*id_, options_.pd, attr));
 
   for (uint32_t i = 0; i < options_.receive_buffers; ++i) {
     DEMI_RETURN_IF_ERROR(PostReceive(i));
@@ -157,29 +141,15 @@ absl::Status UdEndpoint::AcceptResolution(CmEvent request) {
   // For UD, rdma_accept sends the reply (SIDR REP) at once; no further event
   // comes for this id, so it goes when this function returns.
   rdma_conn_param param{};
-  param.qp_num = qp_->qp_num();
+  param.qp_num = resources_.qp().qp_num();
   // The reply's Q_Key is rdma_cm's: RDMA_UDP_QKEY for RDMA_PS_UDP, the one
   // rdma_create_qp gave the queue pair.
   return requester.Accept(param);
 }
 
-void UdEndpoint::PrepareReceive(uint32_t buffer_index, ibv_recv_wr* wr,
-                                ibv_sge* sge) const {
-  sge->addr = reinterpret_cast<uintptr_t>(receive_memory_.get()) +
-              static_cast<uintptr_t>(buffer_index) * receive_buffer_size_;
-  sge->length = receive_buffer_size_;
-  sge->lkey = receive_mr_->lkey();
-  *wr = ibv_recv_wr{};
-  wr->wr_id = kReceiveBit | buffer_index;
-  wr->sg_list = sge;
-  wr->num_sge = 1;
-}
-
 absl::Status UdEndpoint::PostReceive(uint32_t buffer_index) {
-  ibv_sge sge;
-  ibv_recv_wr wr;
-  PrepareReceive(buffer_index, &wr, &sge);
-  DEMI_RETURN_IF_ERROR(qp_->PostRecv(&wr));
+  DEMI_RETURN_IF_ERROR(
+      resources_.PostReceive(buffer_index, kReceiveBit | buffer_index));
   ++posted_receives_;
   return absl::OkStatus();
 }
@@ -188,11 +158,13 @@ void UdEndpoint::PostReleased() {
   const uint32_t count = static_cast<uint32_t>(releases_.size());
   if (count == 0) return;
   for (uint32_t i = 0; i < count; ++i) {
-    PrepareReceive(releases_[i], &release_wrs_[i], &release_sges_[i]);
+    resources_.PrepareReceive(releases_[i], kReceiveBit | releases_[i],
+                              &release_wrs_[i], &release_sges_[i]);
     if (i > 0) release_wrs_[i - 1].next = &release_wrs_[i];
   }
   releases_.clear();
-  if (absl::Status posted = qp_->PostRecv(release_wrs_.data()); !posted.ok()) {
+  if (absl::Status posted = resources_.qp().PostRecv(release_wrs_.data());
+      !posted.ok()) {
     Fail(posted);
     return;
   }
@@ -217,12 +189,11 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
                       absl::StrCat("datagram of ", total, " bytes; at most ",
                                    max_payload_, " fit one"));
   }
-  if (posted_sends() == options_.send_queue_depth) {
+  if (posted_.full()) {
     return ErrnoError(EAGAIN, "datagram send queue full");
   }
-  const uint32_t slot =
-      (posted_head_ + posted_sends()) % options_.send_queue_depth;
-  uint8_t* header_slot = header_memory_.get() + slot * kHeaderSlotSize;
+  const uint32_t slot = posted_.SlotAfterBack(0);
+  uint8_t* header_slot = resources_.header_memory() + slot * kHeaderSlotSize;
   dw::DatagramHeader header;
   header.num_segments = static_cast<uint8_t>(segments.size());
   header.source_ipv4 = local_.sin_addr.s_addr;
@@ -235,7 +206,7 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
   ibv_sge sge[kSgesPerSend];
   sge[0].addr = reinterpret_cast<uintptr_t>(header_slot);
   sge[0].length = static_cast<uint32_t>(header_size);
-  sge[0].lkey = header_mr_->lkey();
+  sge[0].lkey = resources_.header_lkey();
   for (size_t i = 0; i < segments.size(); ++i) {
     sge[i + 1].addr = reinterpret_cast<uintptr_t>(segments[i].data);
     sge[i + 1].length = segments[i].length;
@@ -258,9 +229,9 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
   wr.wr.ud.remote_qpn = destination.qp_num;
   wr.wr.ud.remote_qkey = destination.qkey;
   // A rejected post leaves the endpoint usable: nothing was posted.
-  DEMI_RETURN_IF_ERROR(qp_->PostSend(&wr));
-  posted_[slot] = cookie;
-  report_[slot] = done ? 0 : 1;
+  DEMI_RETURN_IF_ERROR(resources_.qp().PostSend(&wr));
+  posted_.slot(slot) = PostedDatagram{.cookie = cookie, .report = !done};
+  posted_.Extend(1);
   if (done) *done_at_post = true;
   ++sends_posted_;
   return absl::OkStatus();
@@ -292,21 +263,21 @@ absl::Status UdEndpoint::Poll(DatagramSink& sink) {
 void UdEndpoint::HandleSendCompletion(const ibv_wc& wc, DatagramSink& sink) {
   // Every send is signaled and a queue pair completes its sends in order.
   const uint32_t slot = static_cast<uint32_t>(wc.wr_id);
-  if (posted_sends() == 0 || slot != posted_head_) {
+  if (posted_.empty() || slot != posted_.front_slot()) {
     DEMI_LOG(kError, "datagram send completion for slot ", slot, ", expected ",
-             posted_head_, " (", posted_sends(), " posted)");
+             posted_.front_slot(), " (", posted_.size(), " posted)");
     Fail(ErrnoError(EIO, "datagram send completion out of order"));
     return;
   }
-  const uint64_t cookie = posted_[slot];
-  posted_head_ = (posted_head_ + 1) % options_.send_queue_depth;
+  const PostedDatagram posted = posted_.front();
+  posted_.pop_front();
   ++sends_completed_;
   absl::Status status;
   if (wc.status != IBV_WC_SUCCESS) {
     status = CompletionError(wc);
     Fail(status);
   }
-  if (report_[slot]) sink.OnSendComplete(cookie, status);
+  if (posted.report) sink.OnSendComplete(posted.cookie, status);
 }
 
 void UdEndpoint::HandleReceiveCompletion(const ibv_wc& wc, DatagramSink& sink) {
@@ -322,8 +293,7 @@ void UdEndpoint::HandleReceiveCompletion(const ibv_wc& wc, DatagramSink& sink) {
     return;
   }
   if (!status_.ok()) return;
-  const uint8_t* buffer =
-      receive_memory_.get() + static_cast<size_t>(index) * receive_buffer_size_;
+  const uint8_t* buffer = resources_.receive_buffer(index);
   absl::StatusOr<dw::DatagramHeader> header =
       wc.byte_len < dw::kGrhSize
           ? ErrnoError(EPROTO, "datagram shorter than the GRH")
@@ -384,11 +354,10 @@ RegisteredSpan UdEndpoint::HeldBuffer(uint32_t buffer_index) const {
   if (buffer_index >= options_.receive_buffers || !held_[buffer_index]) {
     return span;
   }
-  span.data = receive_memory_.get() +
-              static_cast<size_t>(buffer_index) * receive_buffer_size_;
+  span.data = resources_.receive_buffer(buffer_index);
   span.size = receive_buffer_size_;
-  span.lkey = receive_mr_->get()->lkey;
-  span.rkey = receive_mr_->get()->rkey;
+  span.lkey = resources_.receive_lkey();
+  span.rkey = resources_.receive_rkey();
   span.pd = options_.pd;
   return span;  // registered IBV_ACCESS_LOCAL_WRITE only
 }
@@ -411,14 +380,7 @@ void UdEndpoint::Fail(absl::Status status) {
     status_ = std::move(status);
     DEMI_LOG(kInfo, "datagram endpoint failed: ", status_.message());
   }
-  if (!qp_flushed_ && qp_) {
-    qp_flushed_ = true;
-    ibv_qp_attr attr{};
-    attr.qp_state = IBV_QPS_ERR;
-    if (int rc = ibv_modify_qp(qp_->get(), &attr, IBV_QP_STATE); rc != 0) {
-      DEMI_LOG(kWarning, "ibv_modify_qp(ERR): ", rc);
-    }
-  }
+  resources_.Flush();
 }
 
 }  // namespace demi::rdma

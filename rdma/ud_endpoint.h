@@ -62,12 +62,14 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/fixed_ring.h"
 #include "rdma/cm_event_channel.h"
 #include "rdma/cm_id.h"
 #include "rdma/completion_queue.h"
 #include "rdma/datagram_wire.h"
 #include "rdma/memory_region.h"
 #include "rdma/queue_pair.h"
+#include "rdma/queue_pair_resources.h"
 #include "rdma/segment.h"
 
 namespace demi::rdma {
@@ -177,14 +179,14 @@ class UdEndpoint {
   ibv_pd* pd() const { return options_.pd; }
   // The device the endpoint is on (its protection domain's).
   const ibv_context* device() const { return options_.pd->context; }
-  uint32_t qp_num() const { return qp_->qp_num(); }
+  uint32_t qp_num() const { return resources_.qp().qp_num(); }
   uint32_t max_payload() const { return max_payload_; }
   // Whether a datagram of `num_segments` segments and `total` bytes goes
   // inline: Send then copies its bytes at post (segment keys unused) and,
   // given done_at_post, always reports it done at post.
   bool FitsInline(uint32_t num_segments, uint64_t total) const {
     return datagram_wire::HeaderSize(static_cast<int>(num_segments)) + total <=
-           max_inline_data_;
+           resources_.max_inline_data();
   }
   const absl::Status& status() const { return status_; }
   // Every send posted has completed (the device sent it).
@@ -209,9 +211,6 @@ class UdEndpoint {
   UdEndpoint(CmId id, const UdEndpointOptions& options);
 
   absl::Status CreateResources();
-  // Fills *wr and *sge to receive into buffer `buffer_index` (wr->next null).
-  void PrepareReceive(uint32_t buffer_index, ibv_recv_wr* wr,
-                      ibv_sge* sge) const;
   absl::Status PostReceive(uint32_t buffer_index);
   // Posts the buffers Release() gave back, chained in one ibv_post_recv.
   void PostReleased();
@@ -224,27 +223,25 @@ class UdEndpoint {
   // queues, id.
   std::optional<CmId> id_;
   std::optional<CompletionQueue> cq_;  // sends and receives
-  std::unique_ptr<uint8_t[]> receive_memory_;
-  std::unique_ptr<uint8_t[]> header_memory_;
-  std::optional<MemoryRegion> receive_mr_;
-  std::optional<MemoryRegion> header_mr_;
-  std::optional<QueuePair> qp_;
+  // Receive buffers, header slots and the queue pair (which goes first).
+  QueuePairResources resources_;
 
   const UdEndpointOptions options_;
   sockaddr_in local_{};
   uint8_t port_num_ = 0;
   uint32_t receive_buffer_size_ = 0;  // kGrhSize + MTU
   uint32_t max_payload_ = 0;
-  uint32_t max_inline_data_ = 0;
-  bool qp_flushed_ = false;
   absl::Status status_;
 
   std::vector<uint8_t> held_;  // by buffer index
   uint32_t posted_receives_ = 0;
-  // Ring of posted sends' cookies, by send-queue slot (completion order).
-  std::vector<uint64_t> posted_;
-  std::vector<uint8_t> report_;  // by slot: report posted_[slot] when done
-  uint32_t posted_head_ = 0;     // the oldest; posted_sends() of them in order
+  // Posted sends, oldest first, by send-queue slot (they complete in
+  // order): the cookie, and whether to report it when done.
+  struct PostedDatagram {
+    uint64_t cookie = 0;
+    bool report = false;
+  };
+  FixedRing<PostedDatagram> posted_;
   // Buffers released since the last poll, and that poll's work requests
   // (capacity for every buffer: Release never allocates).
   std::vector<uint32_t> releases_;
