@@ -29,21 +29,18 @@ bool ParseCount(std::string_view text, uint64_t* out) {
   return true;
 }
 
-// A count in [least, most].
-bool ParseCountIn(const char* text, uint64_t least, uint64_t most,
-                  uint64_t* out) {
+// A count in [least, most], stored as T (`most` fits T).
+template <typename T>
+bool CountIn(const char* text, uint64_t least, uint64_t most, T* out) {
   uint64_t value;
   if (!ParseCount(text, &value) || value < least || value > most) return false;
-  *out = value;
+  *out = static_cast<T>(value);
   return true;
 }
 
 template <typename T>
 bool Positive(const char* text, uint64_t most, T* out) {
-  uint64_t value;
-  if (!ParseCountIn(text, 1, most, &value)) return false;
-  *out = static_cast<T>(value);
-  return true;
+  return CountIn(text, 1, most, out);
 }
 
 bool Switch(const char* text, bool* out) {
@@ -54,20 +51,12 @@ bool Switch(const char* text, bool* out) {
 }
 
 bool Milliseconds(const char* text, absl::Duration* out) {
-  uint64_t ms;
+  int64_t ms;
   // Up to about 292 million years: absl::Milliseconds takes an int64_t.
-  if (!ParseCountIn(text, 0, std::numeric_limits<int64_t>::max() / 1000000,
-                    &ms)) {
+  if (!CountIn(text, 0, std::numeric_limits<int64_t>::max() / 1000000, &ms)) {
     return false;
   }
-  *out = absl::Milliseconds(static_cast<int64_t>(ms));
-  return true;
-}
-
-bool Small(const char* text, uint64_t most, uint8_t* out) {
-  uint64_t value;
-  if (!ParseCountIn(text, 0, most, &value)) return false;
-  *out = static_cast<uint8_t>(value);
+  *out = absl::Milliseconds(ms);
   return true;
 }
 
@@ -118,11 +107,11 @@ const Setting kSettings[] = {
      }},
     {"DEMI_ACK_TIMEOUT", "a count from 0 to 31",
      [](const char* t, LibOSOptions* o) {
-       return Small(t, 31, &o->connection.ack_timeout);
+       return CountIn(t, 0, 31, &o->connection.ack_timeout);
      }},
     {"DEMI_RETRY_COUNT", "a count from 0 to 7",
      [](const char* t, LibOSOptions* o) {
-       return Small(t, 7, &o->connection.retry_count);
+       return CountIn(t, 0, 7, &o->connection.retry_count);
      }},
     {"DEMI_KEEPALIVE_MS", "a count of milliseconds (0: never)",
      [](const char* t, LibOSOptions* o) {
