@@ -127,7 +127,7 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
       send_wrs_(options.send_queue_depth),
       send_sges_(options.send_queue_depth * kSgesPerSend),
       queued_(options.send_queue_depth),
-      outbound_(options.send_queue_depth),
+      rendezvous_(options.send_queue_depth),
       inbound_(options.receive_buffers),
       arrival_(options.receive_buffers),
       dones_(options.receive_buffers) {
@@ -290,7 +290,7 @@ absl::Status RcConnection::CreateResources() {
                                             " scatter/gather entries, need ",
                                             wire::kMaxSegments + 1));
   }
-  windows_ = MemoryWindow::Supported(device);
+  const bool windows = MemoryWindow::Supported(device);
   rd_atomic_ = std::max(
       1u,
       std::min({kMaxReadsInFlight, static_cast<uint32_t>(device.max_qp_rd_atom),
@@ -303,6 +303,10 @@ absl::Status RcConnection::CreateResources() {
     own_pd_.emplace(std::move(pd));
     pd_ = own_pd_->get();
   }
+  rendezvous_.Configure(pd_, windows,
+                        [this](void* address, size_t length, int access) {
+                          return Register(address, length, access);
+                        });
   // Every request of ours can be outstanding at once: that many
   // completions are reserved on the group's queue.
   const uint32_t completions = send_queue_depth_ + options_.receive_buffers;
@@ -522,7 +526,7 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
                                                peer_rendezvous_quota_));
     }
   }
-  if (windows_ && segments.size() + 1 > send_queue_depth_) {
+  if (rendezvous_.windows() && segments.size() + 1 > send_queue_depth_) {
     // Its binds and its announcement could never be in the send queue at
     // once (BindWindows): refused rather than left waiting.
     return ErrnoError(EMSGSIZE, absl::StrCat(segments.size(), " segments need ",
@@ -532,36 +536,25 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
                                              send_queue_depth_));
   }
   if (DataFifoFull()) Pump();
-  if (outbound_in_use_ == send_queue_depth_ || DataFifoFull()) {
+  if (DataFifoFull()) {
     return ErrnoError(EAGAIN, "too many rendezvous sends in flight");
   }
-  uint32_t index = 0;
-  while (outbound_[index].in_use) ++index;
-  OutboundTransfer& transfer = outbound_[index];
-  DEMI_RETURN_IF_ERROR(Expose(segments, transfer));
-  transfer.in_use = true;
-  transfer.announced = false;
-  transfer.nonce = nonces_.Next();
-  transfer.cookie = cookie;
-  ++outbound_in_use_;
+  DEMI_ASSIGN_OR_RETURN(const uint32_t index,
+                        rendezvous_.Start(segments, cookie));
   // The announcement travels like data (credits, FIFO), after its windows'
   // binds; the cookie is reported when the done message arrives.
   const bool now = PostNow();  // once: it records the post when it says yes
-  if (now && !BindWindows(transfer) && !status_.ok()) {
-    transfer.in_use = false;  // a bind's post failed
-    --outbound_in_use_;
-    EndTransfer(transfer);
+  if (now && !BindWindows(index) && !status_.ok()) {
+    rendezvous_.Abandon(index);  // a bind's post failed
     return status_;
   }
-  if (now && transfer.bound) {
+  if (now && rendezvous_.bound(index)) {
     uint16_t returned = *credits_->ConsumeForData();
     absl::Status posted = Post(Kind::kRendezvous, returned, segments.data(),
                                static_cast<uint32_t>(segments.size()), index);
     if (!posted.ok()) {
       Fail(posted);
-      transfer.in_use = false;
-      --outbound_in_use_;
-      EndTransfer(transfer);
+      rendezvous_.Abandon(index);
     }
     return posted;
   }
@@ -588,35 +581,9 @@ absl::StatusOr<LargeBuffer*> RcConnection::AllocateLarge(size_t bytes) {
   return memory;
 }
 
-absl::Status RcConnection::Expose(absl::Span<const Segment> segments,
-                                  OutboundTransfer& transfer) {
-  transfer.num_segments = static_cast<uint8_t>(segments.size());
-  transfer.bound = !windows_;
-  const int access = windows_ ? IBV_ACCESS_MW_BIND : IBV_ACCESS_REMOTE_READ;
-  for (size_t i = 0; i < segments.size(); ++i) {
-    Exposure& exposure = transfer.exposed[i];
-    absl::StatusOr<MemoryRegion> region = Register(
-        const_cast<void*>(segments[i].data), segments[i].length, access);
-    if (!region.ok()) {
-      EndTransfer(transfer);
-      return region.status();
-    }
-    exposure.rkey = region->rkey();
-    exposure.region.emplace(*std::move(region));
-    if (!windows_) continue;
-    absl::StatusOr<MemoryWindow> window = MemoryWindow::Allocate(pd_);
-    if (!window.ok()) {
-      EndTransfer(transfer);
-      return window.status();
-    }
-    exposure.window.emplace(*std::move(window));
-  }
-  return absl::OkStatus();
-}
-
-bool RcConnection::BindWindows(OutboundTransfer& transfer) {
-  if (transfer.bound) return true;
-  const uint32_t count = transfer.num_segments;
+bool RcConnection::BindWindows(uint32_t index) {
+  if (rendezvous_.bound(index)) return true;
+  const uint32_t count = rendezvous_.num_segments(index);
   if (!status_.ok() || !established_) return false;
   // Only on a drained send queue. Soft-RoCE, retransmitting a request,
   // executes again the local operations posted after it (it restarts from
@@ -638,13 +605,10 @@ bool RcConnection::BindWindows(OutboundTransfer& transfer) {
   ibv_send_wr* first = nullptr;
   ibv_send_wr* last = nullptr;
   for (uint32_t i = 0; i < count; ++i) {
-    Exposure& exposure = transfer.exposed[i];
     const uint32_t slot = SendSlotAfterPosted(i);
     ibv_send_wr& wr = send_wrs_[slot];
     StartRequest(slot, /*sge=*/nullptr, /*num_sge=*/0, IBV_WR_BIND_MW, &wr);
-    exposure.rkey = exposure.window->PrepareBind(
-        *exposure.region, exposure.region->address(), exposure.region->length(),
-        IBV_ACCESS_REMOTE_READ, &wr);
+    rendezvous_.PrepareBind(index, i, &wr);
     posted_.slot(slot) = PostedSend{.kind = Kind::kBind};
     if (last != nullptr) last->next = &wr;
     if (first == nullptr) first = &wr;
@@ -652,7 +616,7 @@ bool RcConnection::BindWindows(OutboundTransfer& transfer) {
   }
   // Signaled: the binds' slots come back without waiting for a later send.
   if (PostChain(first, last, count, /*signal=*/true) != count) return false;
-  transfer.bound = true;
+  rendezvous_.MarkBound(index);
   return true;
 }
 
@@ -751,9 +715,6 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
         break;
       case Kind::kRendezvous:
         header.type = wire::MessageType::kRendezvous;
-        header.transfer_id = static_cast<uint32_t>(cookie) |
-                             (uint32_t{outbound_[cookie].nonce} << 16);
-        outbound_[cookie].announced = true;
         break;
       case Kind::kRendezvousDone:
         header.type = wire::MessageType::kRendezvousDone;
@@ -774,11 +735,9 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
       header.segment_lengths[i] = segments[i].length;
     }
     if (kind == Kind::kRendezvous) {
-      const OutboundTransfer& transfer = outbound_[cookie];
-      for (uint32_t i = 0; i < num_segments; ++i) {
-        header.remote[i] = {reinterpret_cast<uintptr_t>(segments[i].data),
-                            transfer.exposed[i].rkey};
-      }
+      rendezvous_.Announce(static_cast<uint32_t>(cookie),
+                           absl::MakeConstSpan(segments, num_segments),
+                           &header);
     }
     header_size = wire::EncodeHeader(header, header_slot);
   }
@@ -920,9 +879,9 @@ ibv_send_wr* RcConnection::PrepareZeroWrite(Kind kind) {
 }
 
 void RcConnection::CheckStall(absl::Time now, absl::Duration limit) {
-  const bool waiting =
-      status_.ok() && established_ &&
-      ((!queued_.empty() && !credits_->CanSendData()) || outbound_in_use_ != 0);
+  const bool waiting = status_.ok() && established_ &&
+                       ((!queued_.empty() && !credits_->CanSendData()) ||
+                        rendezvous_.in_use() != 0);
   if (!waiting) {
     waiting_since_ = absl::InfiniteFuture();
     return;
@@ -939,7 +898,7 @@ void RcConnection::CheckStall(absl::Time now, absl::Duration limit) {
       ETIMEDOUT,
       absl::StrCat("waited ", absl::FormatDuration(now - waiting_since_),
                    " for the peer's credits or rendezvous reads (",
-                   queued_.size(), " sends queued, ", outbound_in_use_,
+                   queued_.size(), " sends queued, ", rendezvous_.in_use(),
                    " rendezvous messages unanswered)")));
   completion_.RequestAfterPoll();  // reported by the next poll
 }
@@ -967,10 +926,10 @@ void RcConnection::Pump() {
   // call is nothing beside it). One the send queue has no room to bind for
   // yet stops the queue here.
   uint32_t bound = queued_.size();
-  for (uint32_t q = 0; windows_ && q < queued_.size(); ++q) {
+  for (uint32_t q = 0; rendezvous_.windows() && q < queued_.size(); ++q) {
     const QueuedSend& entry = queued_[q];
     if (entry.kind == Kind::kRendezvous &&
-        !BindWindows(outbound_[entry.cookie])) {
+        !BindWindows(static_cast<uint32_t>(entry.cookie))) {
       if (!status_.ok()) return;
       bound = q;
       break;
@@ -1440,19 +1399,15 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     return;
   }
   if (header->type == wire::MessageType::kRendezvousDone) {
-    const uint32_t transfer = header->transfer_id & 0xffff;
-    if (transfer >= send_queue_depth_ || !outbound_[transfer].in_use ||
-        !outbound_[transfer].announced ||
-        outbound_[transfer].nonce != header->transfer_id >> 16) {
+    const std::optional<uint64_t> cookie =
+        rendezvous_.Finish(header->transfer_id);
+    if (!cookie.has_value()) {
       Fail(ErrnoError(EPROTO,
                       "done message for no transfer announced to the peer"));
       return;
     }
-    outbound_[transfer].in_use = false;
-    --outbound_in_use_;
     ++peer_progress_;
-    EndTransfer(outbound_[transfer]);
-    sink.OnSendComplete(outbound_[transfer].cookie, absl::OkStatus());
+    sink.OnSendComplete(*cookie, absl::OkStatus());
     // Then re-post below, as for the other header-only messages.
   }
   // Header-only: re-post at once, before any other SEND of ours.
@@ -1638,24 +1593,8 @@ void RcConnection::FailQueued(CompletionSink& sink) {
   }
   // Rendezvous sends (queued, posted or awaiting their done message): the
   // peer will not read them now.
-  for (OutboundTransfer& transfer : outbound_) {
-    if (!transfer.in_use) continue;
-    transfer.in_use = false;
-    --outbound_in_use_;
-    EndTransfer(transfer);
-    sink.OnSendComplete(transfer.cookie, status);
-  }
-}
-
-void RcConnection::EndTransfer(OutboundTransfer& transfer) {
-  // The window before the region it is bound to (a region with windows
-  // bound may not be deregistered).
-  for (Exposure& exposure : transfer.exposed) {
-    exposure.window.reset();
-    exposure.region.reset();
-    exposure.rkey = 0;
-  }
-  transfer.bound = false;
+  rendezvous_.EndAll(
+      [&](uint64_t cookie) { sink.OnSendComplete(cookie, status); });
 }
 
 void RcConnection::FailAll(int errnum, CompletionSink& sink) {

@@ -124,12 +124,11 @@
 #include "rdma/credit_account.h"
 #include "rdma/large_buffer_pool.h"
 #include "rdma/memory_region.h"
-#include "rdma/memory_window.h"
 #include "rdma/protection_domain.h"
 #include "rdma/queue_pair.h"
 #include "rdma/queue_pair_resources.h"
+#include "rdma/rendezvous_sender.h"
 #include "rdma/segment.h"
-#include "rdma/transfer_nonces.h"
 #include "rdma/wire.h"
 
 namespace demi::rdma {
@@ -371,7 +370,7 @@ class RcConnection final : private CompletionHandler {
   // No send posted, none queued, and no rendezvous send awaiting the peer's
   // done (the peer may still read its memory): nothing of ours in flight.
   bool idle() const {
-    return posted_.empty() && queued_.empty() && outbound_in_use_ == 0;
+    return posted_.empty() && queued_.empty() && rendezvous_.in_use() == 0;
   }
 
   CmId& id() { return *id_; }
@@ -435,44 +434,12 @@ class RcConnection final : private CompletionHandler {
     bool report = true;   // kData: report the cookie on completion
     uint8_t entries = 1;  // kData: queued sends it carries (a batch: > 1)
   };
-  // A rendezvous send awaiting the peer's done message. Its id on the wire:
-  // slot index | nonce << 16 (transfer_nonces.h). A done is taken only for
-  // a transfer whose announcement was posted, with its id.
-  // What the peer may read of one segment, and only while the transfer
-  // lasts: a registration of exactly the segment's bytes and nothing else
-  // (the memory's other registrations, pool chunk or cached region, grant no
-  // remote access). With windows (a device that binds type-2 windows), the
-  // registration allows only binding, and a window bound over it on this
-  // connection's queue pair is what the peer's key opens: remote read, from
-  // this queue pair alone. Without, the registration itself allows remote
-  // read and its key is announced. Both go when the transfer ends (done,
-  // failure, close); the window first (declared last).
-  struct Exposure {
-    std::optional<MemoryRegion> region;
-    std::optional<MemoryWindow> window;
-    uint32_t rkey = 0;  // the key announced
-  };
-  struct OutboundTransfer {
-    bool in_use = false;
-    bool announced = false;  // its announcement is posted (not queued)
-    bool bound = false;      // its windows' binds are posted (or none needed)
-    uint8_t num_segments = 0;
-    uint16_t nonce = 0;
-    uint64_t cookie = 0;
-    Exposure exposed[wire::kMaxSegments];
-  };
-  // Registers (and with windows_, allocates windows for) each segment of
-  // `transfer`; on failure nothing is left of it.
-  absl::Status Expose(absl::Span<const Segment> segments,
-                      OutboundTransfer& transfer);
-  // With windows_, posts the binds of `transfer`'s windows (one chain, before
-  // its announcement is posted) unless posted already. True if they are
-  // posted, or none are needed; false if they must wait for the send queue
-  // to drain (the connection is usable: a later Pump binds them), or if the
-  // post failed (status_ says so).
-  bool BindWindows(OutboundTransfer& transfer);
-  // Ends `transfer` (done, failed or abandoned): the peer's key for it goes.
-  void EndTransfer(OutboundTransfer& transfer);
+  // With windows, posts the binds of rendezvous transfer `index` (one
+  // chain, before its announcement is posted) unless posted already. True if
+  // they are posted, or none are needed; false if they must wait for the
+  // send queue to drain (the connection is usable: a later Pump binds them),
+  // or if the post failed (status_ says so).
+  bool BindWindows(uint32_t index);
   // Prepares, in the next free send slot, a zero-length
   // RDMA WRITE of `kind` (kKeepalive, kDrain): no address, key or receive at
   // the peer (a zero-length request is checked against none), only its
@@ -657,9 +624,6 @@ class RcConnection final : private CompletionHandler {
   std::optional<CmId> id_;
   std::optional<ProtectionDomain> own_pd_;
   ibv_pd* pd_ = nullptr;
-  // Whether rendezvous keys are type-2 windows on this queue pair (the
-  // device binds them) or the exact registrations' own (see Exposure).
-  bool windows_ = false;
   std::unique_ptr<CompletionGroup> own_completions_;
   CompletionGroup::Attachment completion_;
   // Receive buffers, header slots and stages, and the queue pair (which
@@ -749,10 +713,9 @@ class RcConnection final : private CompletionHandler {
   // staged in the stage slot of its ring slot).
   FixedRing<QueuedSend> queued_;
 
-  // Rendezvous, sending side: by transfer index (send_queue_depth of them).
-  std::vector<OutboundTransfer> outbound_;
-  TransferNonces nonces_;
-  uint32_t outbound_in_use_ = 0;
+  // Rendezvous, sending side: the transfers awaiting the peer's done
+  // (send_queue_depth of them).
+  RendezvousSender rendezvous_;
   // Rendezvous, receiving side: bytes of the messages holding memory (within
   // options_.rendezvous_quota), the peer's quota for ours, messages not yet
   // reported, by receive buffer, and their receive buffers in arrival order

@@ -26,7 +26,7 @@ struct Segment {
   uint32_t length;
   uint32_t lkey;
   // Unused by RcConnection (a rendezvous announces keys of its own, see
-  // OutboundTransfer); kept zero or the registration's rkey.
+  // RendezvousSender); kept zero or the registration's rkey.
   uint32_t rkey;
 };
 
