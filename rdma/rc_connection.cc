@@ -66,16 +66,6 @@ absl::Status CompletionError(const ibv_wc& wc) {
                    " (vendor ", wc.vendor_err, ")"));
 }
 
-// The bytes a message's segments add up to (a rendezvous message: what the
-// receiver allocates and the quota counts).
-uint64_t MessageBytes(const wire::MessageHeader& header) {
-  uint64_t total = 0;
-  for (uint8_t i = 0; i < header.num_segments; ++i) {
-    total += header.segment_lengths[i];
-  }
-  return total;
-}
-
 absl::Status ValidateOptions(const RcConnectionOptions& options) {
   if (options.receive_buffers < CreditAccount::kMinReceiveBuffers ||
       options.receive_buffers > CreditAccount::kMaxReceiveBuffers) {
@@ -100,20 +90,6 @@ absl::Status ValidateOptions(const RcConnectionOptions& options) {
   return absl::OkStatus();
 }
 
-// Points `message` (part `part` of receive buffer `index`) at the segments
-// `header` lists, laid out back to back from `data`.
-void DescribeMessage(const wire::MessageHeader& header, const uint8_t* data,
-                     uint32_t index, uint32_t part, ReceivedMessage* message) {
-  message->buffer_index = index;
-  message->part = part;
-  message->num_segments = header.num_segments;
-  for (uint32_t i = 0; i < header.num_segments; ++i) {
-    message->segment_data[i] = data;
-    message->segment_lengths[i] = header.segment_lengths[i];
-    data += header.segment_lengths[i];
-  }
-}
-
 }  // namespace
 
 RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
@@ -122,39 +98,28 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
       receive_buffer_size_(options.eager_limit + wire::kMaxHeaderSize),
       send_queue_depth_(options.send_queue_depth),
       signal_interval_(std::max<uint32_t>(1, options.send_queue_depth / 4)),
-      held_(options.receive_buffers, 0),
+      inbound_(InboundOptions{.receive_buffers = options.receive_buffers,
+                              .large_pool = options.large_pool,
+                              .quota = options.rendezvous_quota,
+                              .read_chunk = options.read_chunk,
+                              .relieve_pinning = options.relieve_pinning}),
       posted_(options.send_queue_depth),
       send_wrs_(options.send_queue_depth),
       send_sges_(options.send_queue_depth * kSgesPerSend),
       queued_(options.send_queue_depth),
-      rendezvous_(options.send_queue_depth),
-      inbound_(options.receive_buffers),
-      arrival_(options.receive_buffers),
-      dones_(options.receive_buffers) {
+      rendezvous_(options.send_queue_depth) {
   early_receives_.reserve(options.receive_buffers);
-  releases_.reserve(options.receive_buffers);
   release_batch_ = std::max<uint32_t>(1, options.receive_buffers / 8);
   release_low_water_ = options.receive_buffers - options.receive_buffers / 4;
   release_wrs_.resize(options.receive_buffers);
   release_sges_.resize(options.receive_buffers);
-  batch_.resize(kMessagesPerBuffer);
 }
 
 RcConnection::~RcConnection() {
   // The device stops writing into inbound memory once the queue pair is
-  // gone; only then does the memory go back to the pool.
+  // gone; only then does the memory go back to the pool (inbound_'s
+  // destructor, after this).
   resources_.DestroyQueuePair();
-  if (options_.large_pool == nullptr) return;
-  for (InboundMessage& inbound : inbound_) FreeInbound(inbound);
-}
-
-void RcConnection::FreeInbound(InboundMessage& inbound) {
-  if (inbound.memory == nullptr) return;
-  absl::Status freed = options_.large_pool->Free(inbound.memory);
-  if (!freed.ok()) DEMI_LOG(kError, "rendezvous memory: ", freed.message());
-  inbound.memory = nullptr;
-  inbound_bytes_ -= inbound.bytes;
-  inbound.bytes = 0;
 }
 
 absl::StatusOr<std::unique_ptr<RcConnection>> RcConnection::Accept(
@@ -329,6 +294,8 @@ absl::Status RcConnection::CreateResources() {
       [this](void* address, size_t length, int access) {
         return Register(address, length, access);
       }));
+  inbound_.set_receive_buffers(resources_.receive_buffer(0),
+                               receive_buffer_size_);
 
   ibv_qp_init_attr attr{};
   attr.send_cq = completion_.cq();
@@ -570,15 +537,6 @@ absl::StatusOr<MemoryRegion> RcConnection::Register(void* address,
     region = MemoryRegion::Register(pd_, address, length, access);
   }
   return region;
-}
-
-absl::StatusOr<LargeBuffer*> RcConnection::AllocateLarge(size_t bytes) {
-  absl::StatusOr<LargeBuffer*> memory = options_.large_pool->Allocate(bytes);
-  if (!memory.ok() && ErrnoFromStatus(memory.status()) == ENOMEM &&
-      options_.relieve_pinning && options_.relieve_pinning()) {
-    memory = options_.large_pool->Allocate(bytes);
-  }
-  return memory;
 }
 
 bool RcConnection::BindWindows(uint32_t index) {
@@ -917,7 +875,8 @@ void RcConnection::Pump() {
   // ready to receive yet.
   if (!status_.ok() || !established_) return;
   // Usually nothing to send (the common call, after a re-post).
-  if (dones_.empty() && queued_.empty() && arrival_.empty() &&
+  FixedRing<uint32_t>& dones = inbound_.dones();
+  if (dones.empty() && queued_.empty() && !inbound_.waiting() &&
       !credits_->ShouldSendCreditUpdate()) {
     return;
   }
@@ -948,12 +907,12 @@ void RcConnection::Pump() {
     last = wr;
     ++count;
   };
-  uint32_t dones = 0;
-  while (dones < dones_.size() && count < room && credits_->CanSendData()) {
+  uint32_t done_count = 0;
+  while (done_count < dones.size() && count < room && credits_->CanSendData()) {
     uint16_t returned = *credits_->ConsumeForData();
     append(Prepare(count, Kind::kRendezvousDone, returned, nullptr, 0,
-                   dones_[dones]));
-    ++dones;
+                   dones[done_count]));
+    ++done_count;
   }
   // Queued sends: one SEND each, or a run of staged ones copied into one
   // kBatch SEND. Those already reported done (staged) are never reported
@@ -977,13 +936,10 @@ void RcConnection::Pump() {
     ++data;
     taken += run;
   }
-  for (uint32_t a = 0; a < arrival_.size() && count < room; ++a) {
-    const uint32_t index = arrival_[a];
-    InboundMessage& inbound = inbound_[index];
-    while (inbound.state == InboundMessage::State::kReading &&
-           inbound.next_segment < inbound.header.num_segments && count < room) {
-      append(PrepareRead(count, index));
-    }
+  if (inbound_.waiting()) {
+    inbound_.PrepareReads(room - count, [&](const ReadChunk& chunk) {
+      append(PrepareRead(count, chunk));
+    });
   }
   if (count < room && credits_->ShouldSendCreditUpdate()) {
     uint16_t returned = *credits_->ConsumeForCreditUpdate();
@@ -993,14 +949,14 @@ void RcConnection::Pump() {
   uint32_t posted = PostChain(first, last, count);
   // What was not posted stays queued (the connection has failed; Poll or
   // FailAll reports it).
-  const uint32_t posted_dones = std::min(posted, dones);
-  dones_.pop_front(posted_dones);
+  const uint32_t posted_dones = std::min(posted, done_count);
+  dones.pop_front(posted_dones);
   const uint32_t posted_data = std::min(posted - posted_dones, data);
   // The queued sends the posted SENDs carried leave the FIFO. The chain is
   // the newest `posted` records of posted_.
   const uint32_t chain_front = posted_.size() - posted;
   uint32_t consumed = 0;
-  for (uint32_t i = dones; i < dones + posted_data; ++i) {
+  for (uint32_t i = done_count; i < done_count + posted_data; ++i) {
     consumed += posted_[chain_front + i].entries;
   }
   queued_.pop_front(consumed);
@@ -1060,126 +1016,19 @@ ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
 }
 
 ibv_send_wr* RcConnection::PrepareRead(uint32_t position,
-                                       uint32_t buffer_index) {
-  InboundMessage& inbound = inbound_[buffer_index];
-  const wire::MessageHeader& header = inbound.header;
-  const uint8_t segment = inbound.next_segment;
-  uint64_t local_offset = inbound.next_offset;
-  for (uint8_t i = 0; i < segment; ++i) {
-    local_offset += header.segment_lengths[i];
-  }
-  const uint32_t length =
-      std::min(options_.read_chunk,
-               header.segment_lengths[segment] - inbound.next_offset);
+                                       const ReadChunk& chunk) {
   const uint32_t slot = SendSlotAfterPosted(position);
   ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
-  sge[0].addr =
-      reinterpret_cast<uintptr_t>(inbound.memory->data()) + local_offset;
-  sge[0].length = length;
-  sge[0].lkey = inbound.memory->keys().lkey;
+  sge[0].addr = chunk.local_address;
+  sge[0].length = chunk.length;
+  sge[0].lkey = chunk.lkey;
   ibv_send_wr& wr = send_wrs_[slot];
   StartRequest(slot, sge, 1, IBV_WR_RDMA_READ, &wr);
-  wr.wr.rdma.remote_addr = header.remote[segment].address + inbound.next_offset;
-  wr.wr.rdma.rkey = header.remote[segment].rkey;
-  posted_.slot(slot) = PostedSend{.cookie = buffer_index, .kind = Kind::kRead};
-  ++inbound.reads_in_flight;
-  inbound.next_offset += length;
-  if (inbound.next_offset == header.segment_lengths[segment]) {
-    ++inbound.next_segment;
-    inbound.next_offset = 0;
-  }
+  wr.wr.rdma.remote_addr = chunk.remote_address;
+  wr.wr.rdma.rkey = chunk.rkey;
+  posted_.slot(slot) =
+      PostedSend{.cookie = chunk.buffer_index, .kind = Kind::kRead};
   return &wr;
-}
-
-void RcConnection::AdvanceInbound(CompletionSink& sink) {
-  // Memory, in arrival order: a transfer the pool cannot serve yet waits,
-  // and so do the ones behind it.
-  for (uint32_t a = 0; a < arrival_.size() && status_.ok(); ++a) {
-    const uint32_t arrived = arrival_[a];
-    InboundMessage& inbound = inbound_[arrived];
-    if (inbound.state != InboundMessage::State::kWaitingForMemory) continue;
-    const uint64_t total = MessageBytes(inbound.header);
-    // Within the quota: the arrival checked the message alone; here the
-    // messages of this connection holding memory too.
-    if (inbound_bytes_ + total > options_.rendezvous_quota) break;
-    absl::StatusOr<LargeBuffer*> memory = AllocateLarge(total);
-    if (!memory.ok()) {
-      if (ErrnoFromStatus(memory.status()) == EAGAIN) break;
-      Fail(memory.status());  // larger than the receiver will ever take
-      return;
-    }
-    inbound.memory = *memory;
-    inbound.bytes = total;
-    inbound_bytes_ += total;
-    if (inbound.header.type == wire::MessageType::kFragmented) {
-      StartAssembly(arrived);
-      continue;
-    }
-    inbound.state = InboundMessage::State::kReading;
-    inbound.next_segment = 0;
-    inbound.next_offset = 0;
-  }
-  // Report complete messages at the head, in order.
-  while (!arrival_.empty() && status_.ok()) {
-    const uint32_t index = arrival_.front();
-    InboundMessage& inbound = inbound_[index];
-    if (inbound.state == InboundMessage::State::kWaitingForMemory ||
-        inbound.state == InboundMessage::State::kReading ||
-        inbound.state == InboundMessage::State::kAssembling) {
-      break;
-    }
-    arrival_.pop_front();
-    if (inbound.state == InboundMessage::State::kRead &&
-        inbound.header.type == wire::MessageType::kFragmented) {
-      inbound.message = ReceivedMessage{};
-      DescribeMessage(inbound.header,
-                      static_cast<const uint8_t*>(inbound.memory->data()),
-                      index, 0, &inbound.message);
-    } else if (inbound.state == InboundMessage::State::kRead) {
-      // The sender may reuse its memory now. A done is owed per transfer
-      // read, and the peer announces at most one per receive buffer before
-      // it hears back, so the ring holds them all unless the peer broke
-      // the credit rules.
-      if (!dones_.push_back(inbound.header.transfer_id)) {
-        Fail(ErrnoError(EPROTO,
-                        "more rendezvous dones owed than the peer "
-                        "could announce"));
-        return;
-      }
-      inbound.message = ReceivedMessage{};
-      DescribeMessage(inbound.header,
-                      static_cast<const uint8_t*>(inbound.memory->data()),
-                      index, 0, &inbound.message);
-    }
-    inbound.state = InboundMessage::State::kEager;  // reported: nothing left
-    if (inbound.batch_messages == 0) {
-      sink.OnMessage(inbound.message);
-      continue;
-    }
-    const uint32_t count = inbound.batch_messages;
-    inbound.batch_messages = 0;
-    if (absl::Status status = DecodeBatch(index, inbound.batch_bytes, count);
-        !status.ok()) {
-      Fail(status);  // decoded fine on arrival: cannot happen
-      return;
-    }
-    for (uint32_t k = 0; k < count; ++k) sink.OnMessage(batch_[k]);
-  }
-}
-
-void RcConnection::DropUnreported() {
-  for (uint32_t a = 0; a < arrival_.size(); ++a) {
-    InboundMessage& inbound = inbound_[arrival_[a]];
-    if (inbound.reads_in_flight > 0) return;  // flushes still to come
-  }
-  for (uint32_t a = 0; a < arrival_.size(); ++a) {
-    const uint32_t index = arrival_[a];
-    InboundMessage& inbound = inbound_[index];
-    FreeInbound(inbound);
-    inbound.state = InboundMessage::State::kEager;
-    held_[index] = 0;  // never reported: nobody will release it
-  }
-  arrival_.clear();
 }
 
 CompletionSink& RcConnection::NoSink() {
@@ -1222,25 +1071,30 @@ void RcConnection::AfterPoll() {
   }
   CompletionSink& report = sink();
   if (status_.ok()) PostReleased();
-  if (status_.ok() && !arrival_.empty()) AdvanceInbound(report);
+  if (status_.ok() && inbound_.waiting()) {
+    absl::Status advanced =
+        inbound_.Advance([&report](const ReceivedMessage& message) {
+          report.OnMessage(message);
+        });
+    if (!advanced.ok()) Fail(std::move(advanced));
+    // Parts copied into memory taken now free their buffers: this poll
+    // re-posted what it could already, the next one posts these.
+    if (!inbound_.releases().empty()) completion_.RequestAfterPoll();
+  }
   if (status_.ok()) Pump();
   if (!status_.ok()) {
     FailQueued(report);
-    DropUnreported();
+    inbound_.DropUnreported();
     if (!failure_reported_) {
       failure_reported_ = true;
       report.OnFailed(status_);  // last: the sink may call FailAll
     }
     return;
   }
-  // A transfer waiting for memory (another connection's release may free
+  // A message waiting for memory (another connection's release may free
   // some) is looked at again by the next poll, with or without completions.
-  for (uint32_t a = 0; a < arrival_.size(); ++a) {
-    if (inbound_[arrival_[a]].state ==
-        InboundMessage::State::kWaitingForMemory) {
-      completion_.RequestAfterPoll();
-      break;
-    }
+  if (inbound_.waiting() && inbound_.WaitingForMemory()) {
+    completion_.RequestAfterPoll();
   }
 }
 
@@ -1270,12 +1124,8 @@ void RcConnection::HandleSendCompletion(const ibv_wc& wc, uint32_t slot) {
     }
     if (posted.kind == Kind::kKeepalive) keepalive_posted_ = false;
     if (posted.kind == Kind::kRead) {
-      InboundMessage& inbound = inbound_[posted.cookie];
-      --inbound.reads_in_flight;
-      if (status_.ok() && inbound.reads_in_flight == 0 &&
-          inbound.next_segment == inbound.header.num_segments) {
-        inbound.state = InboundMessage::State::kRead;
-      }
+      inbound_.OnReadComplete(static_cast<uint32_t>(posted.cookie),
+                              status_.ok());
     }
   }
 }
@@ -1288,7 +1138,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
   }
   if (!status_.ok()) return;  // failed: drop what still arrives
   CompletionSink& sink = this->sink();
-  if (index >= options_.receive_buffers || held_[index]) {
+  if (index >= options_.receive_buffers || inbound_.held(index)) {
     Fail(ErrnoError(EIO, "receive completion for an unknown buffer"));
     return;
   }
@@ -1309,93 +1159,43 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     return;
   }
   if (header->credits_returned != 0) ++peer_progress_;
-  if (assembling_ >= 0 && header->type != wire::MessageType::kFragment &&
+  if (inbound_.assembling() && header->type != wire::MessageType::kFragment &&
       header->type != wire::MessageType::kCreditUpdate &&
       header->type != wire::MessageType::kRendezvousDone) {
     Fail(ErrnoError(EPROTO, "a message inside the parts of another"));
     return;
   }
-  if (header->type == wire::MessageType::kData) {
-    InboundMessage& inbound = inbound_[index];
-    ReceivedMessage& message = inbound.message;
-    DescribeMessage(*header, buffer + wire::HeaderSize(header->num_segments),
-                    index, 0, &message);
-    held_[index] = 1;
-    if (arrival_.empty()) {
-      sink.OnMessage(message);  // nothing before it: report at once
-    } else {
-      inbound.state = InboundMessage::State::kEager;
-      Arrive(index);
-    }
-    return;
+  // A message with data (or the promise of it) holds its buffer until the
+  // consumer releases it; the others go back at once, below.
+  auto report = [&sink](const ReceivedMessage& message) {
+    sink.OnMessage(message);
+  };
+  std::optional<absl::Status> held;
+  switch (header->type) {
+    case wire::MessageType::kData:
+      held = inbound_.OnData(index, *header, report);
+      break;
+    case wire::MessageType::kBatch:
+      held = inbound_.OnBatch(index, wc.byte_len, header->num_segments, report);
+      break;
+    case wire::MessageType::kRendezvous:  // AfterPoll advances it
+      held = inbound_.OnRendezvous(index, *header);
+      break;
+    case wire::MessageType::kFragmented:  // AfterPoll takes its memory
+      held = inbound_.OnFirstPart(index, *header, wc.byte_len);
+      break;
+    case wire::MessageType::kFragment:  // copied, or held until it can be
+      held = inbound_.OnPart(index, wc.byte_len);
+      break;
+    default:
+      break;
   }
-  if (header->type == wire::MessageType::kBatch) {
-    const uint32_t count = header->num_segments;
-    if (absl::Status status = DecodeBatch(index, wc.byte_len, count);
-        !status.ok()) {
-      Fail(status);
-      return;
+  if (held.has_value()) {
+    if (!held->ok()) {
+      Fail(*std::move(held));
+    } else if (header->type == wire::MessageType::kFragment && ReleasesDue()) {
+      completion_.RequestAfterPoll();  // a part copied: its buffer is free
     }
-    held_[index] = static_cast<uint8_t>(count);  // one Release() each
-    if (arrival_.empty()) {
-      for (uint32_t k = 0; k < count; ++k) sink.OnMessage(batch_[k]);
-    } else {
-      InboundMessage& inbound = inbound_[index];
-      inbound.state = InboundMessage::State::kEager;
-      inbound.batch_messages = static_cast<uint8_t>(count);
-      inbound.batch_bytes = wc.byte_len;
-      Arrive(index);
-    }
-    return;
-  }
-  if (header->type == wire::MessageType::kRendezvous) {
-    if (absl::Status taken = CheckLargeMessage(*header); !taken.ok()) {
-      Fail(std::move(taken));
-      return;
-    }
-    InboundMessage& inbound = inbound_[index];
-    inbound.header = *header;
-    inbound.state = InboundMessage::State::kWaitingForMemory;
-    inbound.reads_in_flight = 0;
-    held_[index] = 1;  // until the message is released
-    Arrive(index);
-    return;  // Poll calls AdvanceInbound
-  }
-  if (header->type == wire::MessageType::kFragmented) {
-    if (absl::Status taken = CheckLargeMessage(*header); !taken.ok()) {
-      Fail(std::move(taken));
-      return;
-    }
-    InboundMessage& inbound = inbound_[index];
-    inbound.header = *header;
-    inbound.first_part = static_cast<uint32_t>(
-        wc.byte_len - wire::HeaderSize(header->num_segments));
-    inbound.copied = 0;
-    inbound.held_parts_head = inbound.held_parts_tail = -1;
-    inbound.state = InboundMessage::State::kWaitingForMemory;
-    held_[index] = 1;  // until the message is released
-    assembling_ = index;
-    assembly_arrived_ = inbound.first_part;
-    Arrive(index);
-    return;  // Poll calls AdvanceInbound, which takes its memory
-  }
-  if (header->type == wire::MessageType::kFragment) {
-    if (assembling_ < 0) {
-      Fail(ErrnoError(EPROTO, "a part of no message"));
-      return;
-    }
-    const uint32_t first = static_cast<uint32_t>(assembling_);
-    const uint64_t total = MessageBytes(inbound_[first].header);
-    const uint32_t length = wc.byte_len - wire::kHeaderFixedSize;
-    if (assembly_arrived_ + length > total) {
-      Fail(ErrnoError(EPROTO,
-                      absl::StrCat("parts of ", assembly_arrived_ + length,
-                                   " bytes for a message of ", total)));
-      return;
-    }
-    assembly_arrived_ += length;
-    if (assembly_arrived_ == total) assembling_ = -1;  // every part is in
-    TakePart(first, index, length);
     return;
   }
   if (header->type == wire::MessageType::kRendezvousDone) {
@@ -1423,120 +1223,17 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
   if (header->type == wire::MessageType::kEndOfStream) sink.OnEndOfStream();
 }
 
-absl::Status RcConnection::CheckLargeMessage(
-    const wire::MessageHeader& header) const {
-  const char* what = header.type == wire::MessageType::kRendezvous
-                         ? "a rendezvous message"
-                         : "a message in parts";
-  if (options_.large_pool == nullptr) {
-    return ErrnoError(ENOTSUP, absl::StrCat("peer sent ", what, "; no pool"));
-  }
-  const uint64_t total = MessageBytes(header);
-  if (total > options_.rendezvous_quota) {
-    return ErrnoError(EPROTO, absl::StrCat("peer sent ", what, " of ", total,
-                                           " bytes, above its quota of ",
-                                           options_.rendezvous_quota));
-  }
-  return absl::OkStatus();
-}
-
-void RcConnection::TakePart(uint32_t first, uint32_t index, uint32_t length) {
-  InboundMessage& message = inbound_[first];
-  if (message.state != InboundMessage::State::kAssembling) {
-    // No memory yet: the buffer waits with its message (the peer's credits
-    // run down meanwhile: backpressure).
-    held_[index] = 1;
-    InboundMessage& part = inbound_[index];
-    part.part_length = length;
-    part.next_part = -1;
-    if (message.held_parts_tail < 0) {
-      message.held_parts_head = static_cast<int32_t>(index);
-    } else {
-      inbound_[message.held_parts_tail].next_part = static_cast<int32_t>(index);
-    }
-    message.held_parts_tail = static_cast<int32_t>(index);
-    return;
-  }
-  CopyPart(message, ReceiveBuffer(index) + wire::kHeaderFixedSize, length);
-  releases_.push_back(index);  // back to the peer (with the next batch)
-  if (ReleasesDue()) completion_.RequestAfterPoll();
-}
-
-void RcConnection::StartAssembly(uint32_t first) {
-  InboundMessage& message = inbound_[first];
-  message.state = InboundMessage::State::kAssembling;
-  message.copied = 0;
-  CopyPart(message,
-           ReceiveBuffer(first) + wire::HeaderSize(message.header.num_segments),
-           message.first_part);
-  for (int32_t p = message.held_parts_head; p >= 0;) {
-    InboundMessage& part = inbound_[p];
-    CopyPart(message, ReceiveBuffer(p) + wire::kHeaderFixedSize,
-             part.part_length);
-    held_[p] = 0;
-    releases_.push_back(static_cast<uint32_t>(p));
-    p = part.next_part;
-  }
-  message.held_parts_head = message.held_parts_tail = -1;
-  // This poll re-posted what it could already: the next one posts these.
-  if (!releases_.empty()) completion_.RequestAfterPoll();
-}
-
-void RcConnection::CopyPart(InboundMessage& message, const uint8_t* data,
-                            uint32_t length) {
-  std::memcpy(static_cast<uint8_t*>(message.memory->data()) + message.copied,
-              data, length);
-  message.copied += length;
-  if (message.copied == message.bytes) {
-    message.state = InboundMessage::State::kRead;
-  }
-}
-
-void RcConnection::Arrive(uint32_t index) {
-  // A receive buffer arrives once until released, so the ring (one place
-  // per buffer) always has room; if not, this side's books are wrong.
-  if (!arrival_.push_back(index)) {
-    Fail(ErrnoError(EIO, "more arrivals than receive buffers"));
-  }
-}
-
-absl::Status RcConnection::DecodeBatch(uint32_t index, uint32_t length,
-                                       uint32_t count) {
-  const uint8_t* buffer = resources_.receive_buffer(index);
-  size_t at = wire::kHeaderFixedSize;
-  wire::MessageHeader entry;
-  for (uint32_t k = 0; k < count; ++k) {
-    size_t size = 0;
-    DEMI_RETURN_IF_ERROR(
-        wire::DecodeBatchEntry(buffer + at, length - at, &entry, &size));
-    DescribeMessage(entry, buffer + at + wire::HeaderSize(entry.num_segments),
-                    index, k, &batch_[k]);
-    at += size;
-  }
-  if (at != length) {
-    return ErrnoError(EPROTO, absl::StrCat("batch of ", length, " bytes has ",
-                                           length - at, " left over"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status RcConnection::Release(uint32_t buffer_index) {
-  if (buffer_index >= options_.receive_buffers || !held_[buffer_index]) {
-    return ErrnoError(
-        EINVAL, absl::StrCat("receive buffer ", buffer_index, " is not held"));
-  }
-  // A batch's buffer goes back with the release of its last message.
-  if (--held_[buffer_index] > 0) return absl::OkStatus();
-  FreeInbound(inbound_[buffer_index]);
-  if (!status_.ok()) return absl::OkStatus();  // nothing to re-post for
-  releases_.push_back(buffer_index);  // within capacity: each buffer once
+  // After a failure there is nothing to re-post for.
+  DEMI_RETURN_IF_ERROR(inbound_.Release(buffer_index, status_.ok()));
   if (ReleasesDue()) completion_.RequestAfterPoll();
   return absl::OkStatus();
 }
 
 bool RcConnection::ReleasesDue() const {
-  if (releases_.empty()) return false;
-  if (releases_.size() >= release_batch_ || !credits_) return true;
+  const std::vector<uint32_t>& releases = inbound_.releases();
+  if (releases.empty()) return false;
+  if (releases.size() >= release_batch_ || !credits_) return true;
   // Buffers posted now: the peer's credits can be no more than these.
   const uint32_t posted =
       credits_->local_receive_buffers() - credits_->unreposted();
@@ -1547,14 +1244,15 @@ void RcConnection::PostReleased() {
   // One ibv_post_recv (and the credits it returns) per batch of releases
   // while most buffers are posted; at once when they run low.
   if (!ReleasesDue()) return;
-  const size_t count = releases_.size();
+  std::vector<uint32_t>& releases = inbound_.releases();
+  const size_t count = releases.size();
   for (size_t i = 0; i < count; ++i) {
-    resources_.PrepareReceive(releases_[i],
-                              completion_.WrId(kReceiveBit | releases_[i]),
+    resources_.PrepareReceive(releases[i],
+                              completion_.WrId(kReceiveBit | releases[i]),
                               &release_wrs_[i], &release_sges_[i]);
     if (i > 0) release_wrs_[i - 1].next = &release_wrs_[i];
   }
-  releases_.clear();
+  releases.clear();
   ++receive_posts_;
   if (absl::Status posted = resources_.qp().PostRecv(release_wrs_.data());
       !posted.ok()) {

@@ -9,6 +9,14 @@
 // matched by a posted receive at the peer (the queue pair uses rnr_retry_count
 // 0, so a receiver-not-ready is a visible error).
 //
+// Its parts, each in its own file: QueuePairResources (the queue pair, the
+// receive buffers and header memory, shared with UdEndpoint), CreditAccount
+// (the credits), InboundMessages (what arrives: held buffers, arrival order,
+// large messages read or assembled), RendezvousSender (transfers announced
+// to the peer and the memory they expose). The connection itself is the
+// eager channel: it decides what is posted now and what is queued, builds
+// and posts the work requests, and dispatches completions to the parts.
+//
 // It knows nothing of queue tokens: the caller passes an opaque uint64 cookie
 // with each Send and gets it back, exactly once, through
 // CompletionSink::OnSendComplete.
@@ -122,6 +130,7 @@
 #include "rdma/cm_id.h"
 #include "rdma/completion_group.h"
 #include "rdma/credit_account.h"
+#include "rdma/inbound_messages.h"
 #include "rdma/large_buffer_pool.h"
 #include "rdma/memory_region.h"
 #include "rdma/protection_domain.h"
@@ -199,20 +208,6 @@ struct RcConnectionOptions {
   // standard does only for RNR retries), so a vanished peer would never
   // fail the connection there.
   uint8_t retry_count = 6;
-};
-
-// A data message received into receive buffer `buffer_index` (or, for a
-// rendezvous message, pulled into a LargeBuffer tied to that receive buffer).
-// The pointers stay valid, and the bytes unchanged, until
-// Release(buffer_index).
-struct ReceivedMessage {
-  uint32_t buffer_index = 0;
-  // Which message of its buffer (0 .. kMessagesPerBuffer - 1): several small
-  // ones may share one (a batch). Release() is called once per message.
-  uint32_t part = 0;
-  uint32_t num_segments = 0;
-  const uint8_t* segment_data[wire::kMaxSegments] = {};
-  uint32_t segment_lengths[wire::kMaxSegments] = {};
 };
 
 // What the connection reports: from its group's polls, Poll() and FailAll().
@@ -445,41 +440,6 @@ class RcConnection final : private CompletionHandler {
   // the peer (a zero-length request is checked against none), only its
   // transport's acknowledgement. The caller checked there is a free slot.
   ibv_send_wr* PrepareZeroWrite(Kind kind);
-  // An incoming message not yet reported, by receive buffer.
-  struct InboundMessage {
-    // kWaitingForMemory, then kReading (rendezvous) or kAssembling (parts),
-    // then kRead: complete, to be reported.
-    enum class State : uint8_t {
-      kEager,
-      kWaitingForMemory,
-      kReading,
-      kAssembling,
-      kRead
-    };
-    State state = State::kEager;
-    ReceivedMessage message;     // kEager: complete; else filled when read
-    wire::MessageHeader header;  // rendezvous: what to read
-    LargeBuffer* memory = nullptr;
-    uint64_t bytes = 0;        // rendezvous: the message's, while `memory`
-    uint8_t next_segment = 0;  // the next READ to post
-    uint32_t next_offset = 0;
-    uint32_t reads_in_flight = 0;
-    // kEager: a batch of this many messages (0: `message` alone), to be
-    // decoded again from its buffer when its turn comes.
-    uint8_t batch_messages = 0;
-    uint32_t batch_bytes = 0;
-    // A message in parts: the bytes its first part (this buffer) carries,
-    // the bytes copied to its memory so far, and the buffers of the parts
-    // that arrived before it had memory (held; a list through next_part).
-    uint32_t first_part = 0;
-    uint64_t copied = 0;
-    int32_t held_parts_head = -1;
-    int32_t held_parts_tail = -1;
-    // This buffer as such a held part: its bytes and the next held part.
-    uint32_t part_length = 0;
-    int32_t next_part = -1;
-  };
-
   RcConnection(CmId id, const RcConnectionOptions& options);
 
   // CompletionHandler: one completion of ours (`local` is a send-queue slot,
@@ -494,11 +454,11 @@ class RcConnection final : private CompletionHandler {
 
   absl::Status CreateResources();
   absl::Status PostReceive(uint32_t buffer_index);
-  // Whether the buffers Release() left in releases_ are to be posted now: a
+  // Whether the buffers in inbound_.releases() are to be posted now: a
   // batch of them is ready (release_batch_), or few buffers are posted
   // (release_low_water_ or fewer: the peer's credits run low).
   bool ReleasesDue() const;
-  // Posts the buffers Release() left in releases_ as one chain when
+  // Posts the buffers in inbound_.releases() as one chain when
   // ReleasesDue(), then counts each re-posted for the credit account. Fails
   // the connection on error.
   void PostReleased();
@@ -567,12 +527,6 @@ class RcConnection final : private CompletionHandler {
   // and staged bytes are copied into the slot's header memory.
   ibv_send_wr* PrepareBatch(uint32_t position, uint16_t credits_returned,
                             uint32_t from, uint32_t n);
-  // Queues receive buffer `index` last in arrival order (reported in turn
-  // by AdvanceInbound).
-  void Arrive(uint32_t index);
-  // Decodes the batch of `count` messages in receive buffer `index`
-  // (`length` bytes) into batch_[0, count). EPROTO if malformed.
-  absl::Status DecodeBatch(uint32_t index, uint32_t length, uint32_t count);
   // Posts queued sends while credits allow (runs of staged ones batched),
   // then a credit update if due.
   void Pump();
@@ -581,41 +535,15 @@ class RcConnection final : private CompletionHandler {
   // its parts queued (EAGAIN if the FIFO cannot take them), then pumped.
   absl::Status SendInParts(absl::Span<const Segment> segments, uint64_t total,
                            uint64_t cookie);
-  // A rendezvous announcement or a first part arrived: OK if this side has a
-  // pool for the message (ENOTSUP) and it is within the quota (EPROTO).
-  absl::Status CheckLargeMessage(const wire::MessageHeader& header) const;
-  // A part (`length` bytes after the fixed header, in receive buffer `index`)
-  // of the message in parts whose first part is in buffer `first` arrived:
-  // copied in and its buffer released, or held until the message has memory.
-  void TakePart(uint32_t first, uint32_t index, uint32_t length);
-  // The message in parts at buffer `first` has memory now: copies its first
-  // part and the parts held meanwhile, and releases their buffers.
-  void StartAssembly(uint32_t first);
-  // Copies `length` bytes to the end of what `message` (in parts) holds;
-  // complete (kRead) once it holds them all.
-  static void CopyPart(InboundMessage& message, const uint8_t* data,
-                       uint32_t length);
-  // Bytes [0, ..) of receive buffer `index`.
-  const uint8_t* ReceiveBuffer(uint32_t index) const {
-    return resources_.receive_buffer(index);
-  }
   absl::Status SendRendezvous(absl::Span<const Segment> segments,
                               uint64_t cookie);
-  // Takes memory for waiting inbound transfers (in order) and reports the
-  // messages at the head of the arrival order that are complete.
-  void AdvanceInbound(CompletionSink& sink);
-  // Appends READs of inbound transfers to a chain being built by Pump.
-  ibv_send_wr* PrepareRead(uint32_t position, uint32_t buffer_index);
-  // Frees the memory of inbound transfers never reported (after a failure),
-  // once no READ of theirs is in flight.
-  void DropUnreported();
+  // Builds the RDMA READ of `chunk` for the send-queue slot `position`
+  // places after the last posted one.
+  ibv_send_wr* PrepareRead(uint32_t position, const ReadChunk& chunk);
   void HandleSendCompletion(const ibv_wc& wc, uint32_t slot);
   void HandleReceiveCompletion(const ibv_wc& wc, uint32_t buffer_index);
   // Marks the connection failed (first error wins) and flushes the QP.
   void Fail(absl::Status status);
-  // Gives a rendezvous message's memory back to the pool and its bytes to
-  // the quota (nothing if it holds none).
-  void FreeInbound(InboundMessage& inbound);
   void FailQueued(CompletionSink& sink);
 
   // Destruction order matters: declared so that the queue pair goes first,
@@ -635,8 +563,6 @@ class RcConnection final : private CompletionHandler {
   // locked-memory limit (ENOMEM).
   absl::StatusOr<MemoryRegion> Register(void* address, size_t length,
                                         int access);
-  // The large pool's Allocate, likewise.
-  absl::StatusOr<LargeBuffer*> AllocateLarge(size_t bytes);
 
   const RcConnectionOptions options_;
   const uint32_t receive_buffer_size_;
@@ -651,11 +577,6 @@ class RcConnection final : private CompletionHandler {
   const uint32_t signal_interval_;
   uint32_t peer_receive_buffer_size_ = 0;
   bool peer_rendezvous_ = false;  // the peer has a pool for rendezvous
-  // The message in parts still arriving: the buffer of its first part (-1:
-  // none) and its bytes that arrived so far. The peer sends one message's
-  // parts back to back, so there is at most one.
-  int64_t assembling_ = -1;
-  uint64_t assembly_arrived_ = 0;
   std::optional<CreditAccount> credits_;
   bool established_ = false;
   bool end_of_stream_sent_ = false;
@@ -667,14 +588,10 @@ class RcConnection final : private CompletionHandler {
   // receive_buffers).
   std::vector<ibv_wc> early_receives_;
 
-  // Buffers held by the consumer (reported, not yet released).
-  // Messages not yet released, by receive buffer (a batch: several).
-  std::vector<uint8_t> held_;
-  // Scratch of the poll path: a batch's messages as reported.
-  std::vector<ReceivedMessage> batch_;
-  // Buffers released since the last poll, to re-post (capacity
-  // receive_buffers), and the work requests that post them.
-  std::vector<uint32_t> releases_;
+  // What arrives: messages held by the consumer, those waiting their turn,
+  // large ones being read or assembled; and the buffers to re-post.
+  InboundMessages inbound_;
+  // The work requests that re-post released buffers (inbound_.releases()).
   // Re-posting in batches (see ReleasesDue): an eighth of the buffers at a
   // time, at once when no more than three quarters are posted. A consumer
   // that frees one message at a time (a ping-pong) thus pays one
@@ -716,16 +633,8 @@ class RcConnection final : private CompletionHandler {
   // Rendezvous, sending side: the transfers awaiting the peer's done
   // (send_queue_depth of them).
   RendezvousSender rendezvous_;
-  // Rendezvous, receiving side: bytes of the messages holding memory (within
-  // options_.rendezvous_quota), the peer's quota for ours, messages not yet
-  // reported, by receive buffer, and their receive buffers in arrival order
-  // (a ring).
-  uint64_t inbound_bytes_ = 0;
+  // The peer's quota for our large messages.
   uint64_t peer_rendezvous_quota_ = 0;
-  std::vector<InboundMessage> inbound_;
-  FixedRing<uint32_t> arrival_;
-  // Done messages owed to the peer (transfer ids; a ring of receive_buffers).
-  FixedRing<uint32_t> dones_;
   uint32_t rd_atomic_ = 1;  // RDMA READs in flight the QP allows
   // An accepted peer's request, in rdma_cm's terms from this side: the
   // RDMA READs this side may have outstanding toward the peer (the peer's
@@ -739,11 +648,12 @@ class RcConnection final : private CompletionHandler {
 // Inline: every push of a popped array asks.
 inline RegisteredSpan RcConnection::HeldBuffer(uint32_t buffer_index) const {
   RegisteredSpan span;
-  if (buffer_index >= options_.receive_buffers || !held_[buffer_index]) {
+  if (buffer_index >= options_.receive_buffers ||
+      !inbound_.held(buffer_index)) {
     return span;
   }
   span.pd = pd_;
-  const LargeBuffer* memory = inbound_[buffer_index].memory;
+  const LargeBuffer* memory = inbound_.memory(buffer_index);
   if (memory != nullptr) {
     span.data = static_cast<const uint8_t*>(memory->data());
     span.size = memory->capacity();
