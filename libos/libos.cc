@@ -1,7 +1,6 @@
 #include "libos/libos.h"
 
 #include <netinet/in.h>
-#include <pthread.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -31,47 +30,6 @@ struct ThreadWorker {
 };
 ABSL_CONST_INIT thread_local ThreadWorker this_thread
     __attribute__((tls_model("initial-exec")));
-
-// Which LibOS is alive: a thread's buffer stock outliving its LibOS must
-// not give buffers back to a pool that is gone.
-std::atomic<uint64_t> live_generation{0};
-std::atomic<uint64_t> last_generation{0};
-
-// The calling thread's stock of free demi_sgaalloc buffers (per LibOS, as
-// ThreadWorker): allocating and freeing small arrays takes no lock. The
-// thread-local is a plain pointer in the static TLS block (one load from
-// %fs, no __tls_get_addr, no guard); the stock is deleted at thread exit by
-// a pthread key's destructor.
-struct ThreadBuffers {
-  explicit ThreadBuffers(uint64_t generation, rdma::BufferPool& pool)
-      : generation(generation), cache(pool) {}
-  const uint64_t generation;
-  rdma::BufferCache cache;
-};
-ABSL_CONST_INIT thread_local ThreadBuffers* this_threads_buffers
-    __attribute__((tls_model("initial-exec"))) = nullptr;
-
-void DeleteThreadBuffers(void* buffers) {
-  auto* stock = static_cast<ThreadBuffers*>(buffers);
-  // A stock that outlived its LibOS drops its buffers (their pool is gone).
-  if (live_generation.load(std::memory_order_acquire) != stock->generation) {
-    stock->cache.Forget();
-  }
-  delete stock;
-}
-
-pthread_key_t ThreadBuffersKey() {
-  static const pthread_key_t key = [] {
-    pthread_key_t made;
-    if (pthread_key_create(&made, DeleteThreadBuffers) != 0) {
-      DEMI_LOG(kError,
-               "pthread_key_create failed: threads' buffer stocks "
-               "are not given back at their exit");
-    }
-    return made;
-  }();
-  return key;
-}
 
 // Where demi_wait_any starts looking, per thread, so a busy early token
 // cannot starve later ones.
@@ -113,13 +71,13 @@ void AddDatagramStats(const DatagramStats& from, DatagramStats* to) {
 absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
     const LibOSOptions& options) {
   std::unique_ptr<LibOS> os(new LibOS(options));
-  os->generation_ = last_generation.fetch_add(1) + 1;
   rdma::BufferPoolOptions pool = options.pool;
   pool.max_buffer_size = options.connection.eager_limit;
   DEMI_ASSIGN_OR_RETURN(
       os->devices_, rdma::DeviceRegistry::Create(pool, options.region_cache,
                                                  options.region_cache_enabled,
                                                  options.large_pool));
+  os->stocks_.emplace(os->devices_->pool());
   // The memory of no worker: demi_sgafree's, from any thread; a popped
   // array it frees goes back through its worker's return stack.
   LibOS* self = os.get();
@@ -130,21 +88,14 @@ absl::StatusOr<std::unique_ptr<LibOS>> LibOS::Create(
   // completion queues) fails demi_init, not the first demi_socket.
   absl::Status error;
   if (os->ThisThreadsWorker(&error) == nullptr) return error;
-  live_generation.store(os->generation_, std::memory_order_release);
+  os->stocks_->MakeLive();
   return os;
 }
 
 LibOS::~LibOS() {
   closing_.store(true, std::memory_order_release);
   // This thread's stock goes back now; other threads' are dropped.
-  if (ThreadBuffers* mine = this_threads_buffers;
-      mine != nullptr && mine->generation == generation_) {
-    pthread_setspecific(ThreadBuffersKey(), nullptr);
-    this_threads_buffers = nullptr;
-    delete mine;
-  }
-  uint64_t live = generation_;
-  live_generation.compare_exchange_strong(live, 0);
+  stocks_.reset();
   // Each worker destroys its queue pairs before the devices go.
   for (std::unique_ptr<Worker>& worker : owned_workers_) worker.reset();
 }
@@ -175,22 +126,6 @@ absl::Status LibOS::EventArm() {
   DEMI_RETURN_IF_ERROR(event_set_->Watch(fds));
   if (!quiet) return ErrnoError(EAGAIN, "operations completed: look first");
   return absl::OkStatus();
-}
-
-rdma::BufferCache& LibOS::ThisThreadsBuffers() {
-  ThreadBuffers* mine = this_threads_buffers;
-  if (mine != nullptr && mine->generation == generation_) return mine->cache;
-  return MakeThisThreadsBuffers();
-}
-
-rdma::BufferCache& LibOS::MakeThisThreadsBuffers() {
-  if (ThreadBuffers* old = this_threads_buffers; old != nullptr) {
-    DeleteThreadBuffers(old);  // an earlier LibOS's
-  }
-  auto* mine = new ThreadBuffers(generation_, devices_->pool());
-  this_threads_buffers = mine;
-  pthread_setspecific(ThreadBuffersKey(), mine);
-  return mine->cache;
 }
 
 Worker* LibOS::ThisThreadsWorker(absl::Status* error) {
@@ -337,7 +272,7 @@ demi_sgarray_t LibOS::SgaAlloc(size_t size) {
   sga.sga_addr = sockaddr_in{};
   if (size == 0 || size > UINT32_MAX) return sga;  // 32-bit segment lengths
   if (size <= devices_->pool().max_buffer_size()) {
-    rdma::PoolBuffer* kept = ThisThreadsBuffers().Allocate(size);
+    rdma::PoolBuffer* kept = stocks_->ThisThreads().Allocate(size);
     if (kept == nullptr) {
       absl::StatusOr<rdma::PoolBuffer*> buffer =
           devices_->pool().Allocate(size);
@@ -394,7 +329,7 @@ absl::Status LibOS::SgaFree(demi_sgarray_t* sga) {
     owner->datagrams().Reap();  // it may have been a closed socket's last
     return absl::OkStatus();
   }
-  return library_memory_->Free(sga->sga_buf, buffer, &ThisThreadsBuffers());
+  return library_memory_->Free(sga->sga_buf, buffer, &stocks_->ThisThreads());
 }
 
 rdma::RegionCacheStats LibOS::CacheStats() const {

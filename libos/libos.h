@@ -47,6 +47,7 @@
 #include "libos/socket_context.h"
 #include "libos/sockets.h"
 #include "libos/stream_sockets.h"
+#include "libos/thread_buffer_stocks.h"
 #include "libos/token_table.h"
 #include "libos/worker.h"
 #include "rdma/buffer_cache.h"
@@ -122,10 +123,6 @@ class LibOS {
   Worker* WorkerOfToken(demi_qtoken_t qt) const {
     return WorkerAt(TokenTable::TagOf(qt));
   }
-  // The calling thread's stock of free demi_sgaalloc buffers, made on its
-  // first call.
-  rdma::BufferCache& ThisThreadsBuffers();
-  rdma::BufferCache& MakeThisThreadsBuffers();
   // Gives back a popped array's buffer released on another worker.
   void ReturnToOwner(ReceiveHandle& handle);
   // `call(sockets)` under the lock of the worker of `qd` (EBADF if none).
@@ -175,6 +172,8 @@ class LibOS {
 
   const LibOSOptions options_;
   std::unique_ptr<rdma::DeviceRegistry> devices_;
+  // Threads' stocks of free demi_sgaalloc buffers (from devices_' pool).
+  std::optional<ThreadBufferStocks> stocks_;
   // Popped arrays' handles of every queue of every worker.
   ReceiveHandleTable handles_;
   // For demi_sgafree of library memory (thread-safe for that use alone).
@@ -189,9 +188,6 @@ class LibOS {
   // Which worker the next new thread gets.
   std::atomic<uint32_t> next_worker_{0};
   demi::Mutex make_mu_;
-  // Tells this LibOS from an earlier one at the same address (the
-  // threads' buffer stocks).
-  uint64_t generation_ = 0;
   // Set when the LibOS is going away: no more returns between workers.
   std::atomic<bool> closing_{false};
 };
