@@ -42,6 +42,15 @@ struct DatagramRouteKey {
   }
 };
 
+// The destination a route leads to.
+inline sockaddr_in DestinationOf(const DatagramRouteKey& key) {
+  sockaddr_in destination{};
+  destination.sin_family = AF_INET;
+  destination.sin_addr.s_addr = key.ipv4;
+  destination.sin_port = key.port;
+  return destination;
+}
+
 struct DatagramQueue final : ReceiveBufferOwner {
   rdma::RegisteredSpan HeldBuffer(uint32_t index) const override {
     return endpoint->HeldBuffer(index);

@@ -9,6 +9,10 @@
 // the background every options.datagram_route_ttl. A pop returns one
 // datagram, with its sender in sga_addr.
 //
+// Where it is: datagram_sockets.cc (sockets, sends, pops, progress),
+// datagram_routes.cc (resolution, refresh and retirement of routes),
+// datagram_close.cc (close and reaping).
+//
 // Lifetime: created by the LibOS with its context, destroyed with it:
 // sockets first (their queue pairs), then routes (the address handles their
 // sends used), then the rdma_cm channel. Thread-safety: none; the LibOS

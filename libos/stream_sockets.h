@@ -13,6 +13,11 @@
 // the connection is kept (retired) until its sends finished and its popped
 // arrays came back.
 //
+// Where it is: stream_sockets.cc (sockets, the data path, progress),
+// stream_connections.cc (rdma_cm events: requests, establishment,
+// disconnects), stream_close.cc (close, linger, retired queues);
+// stream_queue.h holds one queue's state.
+//
 // Lifetime: created by the LibOS with its context, destroyed with it
 // (connections before the channel). Thread-safety: none; the worker's mutex
 // guards every call (and the progress sources it registers).
