@@ -129,6 +129,7 @@
 #include "rdma/cm_event_channel.h"
 #include "rdma/cm_id.h"
 #include "rdma/completion_group.h"
+#include "rdma/completion_sink.h"
 #include "rdma/credit_account.h"
 #include "rdma/inbound_messages.h"
 #include "rdma/large_buffer_pool.h"
@@ -136,96 +137,13 @@
 #include "rdma/protection_domain.h"
 #include "rdma/queue_pair.h"
 #include "rdma/queue_pair_resources.h"
+#include "rdma/rc_connection_options.h"
 #include "rdma/rendezvous_sender.h"
 #include "rdma/segment.h"
+#include "rdma/send_records.h"
 #include "rdma/wire.h"
 
 namespace demi::rdma {
-
-struct RcConnectionOptions {
-  // Receive buffers kept posted: in [CreditAccount::kMinReceiveBuffers,
-  // kMaxReceiveBuffers].
-  uint32_t receive_buffers = 64;
-  // Largest payload of one message (sum of its segments); a receive buffer
-  // holds eager_limit + wire::kMaxHeaderSize bytes.
-  uint32_t eager_limit = 8192;
-  // Send work requests outstanding at once; also the capacity of the FIFO of
-  // sends waiting for credits. >= 2.
-  uint32_t send_queue_depth = 64;
-  // Inline data asked of the queue pair (the device may give more or less;
-  // 0 if it refuses inline sends altogether).
-  uint32_t max_inline_data = 256;
-  // If not null, the protection domain to create everything in (not owned;
-  // must be of the id's device and outlive the connection). Otherwise the
-  // connection allocates its own.
-  ibv_pd* pd = nullptr;
-  // If not null, the completion queues to share (not owned; of the id's
-  // device; must outlive the connection). Otherwise the connection makes a
-  // group of its own.
-  CompletionGroup* completions = nullptr;
-  // Messages of more bytes than this go by rendezvous; smaller ones too
-  // large for one of the peer's receive buffers go in parts (see Sending).
-  uint32_t rendezvous_threshold = 8192;
-  // Where incoming rendezvous messages are pulled to (not owned; registered
-  // in `pd`; must outlive the connection). Null: a peer's rendezvous fails
-  // the connection (ENOTSUP).
-  LargeBufferPool* large_pool = nullptr;
-  // Called when memory for this connection (its receive buffers and
-  // headers, what a rendezvous send exposes, a large buffer to pull into)
-  // cannot be registered for the locked-memory limit (ENOMEM,
-  // rdma/locked_memory.h): drops memory pinned only for reuse elsewhere
-  // (idle cached registrations, kept buffers) and says whether it dropped
-  // any; if so the registration is tried once more. Called on the thread
-  // using the connection. Empty: no second try.
-  std::function<bool()> relieve_pinning;
-  // With a pool: the most bytes of rendezvous messages taken from the peer
-  // at once (allocated, being read or held by the consumer), advertised in
-  // the connection parameters. An announcement that alone exceeds it fails
-  // the connection (EPROTO) before anything is allocated; one that exceeds
-  // what is left waits, as for the pool's cap.
-  uint64_t rendezvous_quota = uint64_t{1} << 30;
-  // Largest RDMA READ posted (a segment is pulled in chunks of this size).
-  uint32_t read_chunk = 1u << 20;
-  // Coalesce bursts: the first Send() after a poll is posted at once (a
-  // lone message, e.g. a ping-pong's, pays no delay); further Send()s before
-  // the next poll are queued and go chained under one doorbell at that poll
-  // (fewer system calls per message: one per burst, not one per message).
-  // False: every Send() is posted at once when nothing is queued before it.
-  bool coalesce_sends = true;
-  // Loss recovery and failure detection (see the README's settings): a
-  // packet not acknowledged within 4.096 us * 2^ack_timeout is sent again,
-  // up to retry_count times; then the connection fails (ETIMEDOUT). The
-  // default, 17, is 0.54 s: what a lost packet with nothing behind it
-  // costs; the retry budget, (retry_count + 1) * 0.54 s = 3.8 s, is the
-  // longest outage a connection survives and how long a peer that stops
-  // answering takes to fail it. Measured on two Soft-RoCE guests: a link
-  // down for 0.2 s was survived with 17 and failed the connection with 14
-  // and 16 (retransmissions during the outage leave the peer's address
-  // unresolved for seconds); rdma_cm's own default on RoCE (18-19) costs
-  // twice as much per loss. In [1, 31]; 0 leaves rdma_cm's default.
-  uint8_t ack_timeout = 17;
-  // In [0, 7]. Not 7: Soft-RoCE (rxe) takes 7 as "retry forever" (as the
-  // standard does only for RNR retries), so a vanished peer would never
-  // fail the connection there.
-  uint8_t retry_count = 6;
-};
-
-// What the connection reports: from its group's polls, Poll() and FailAll().
-class CompletionSink {
- public:
-  virtual ~CompletionSink() = default;
-  // The send of `cookie` finished: OK once the peer's device has the data,
-  // otherwise an error carrying an errno (ECONNRESET, EIO, EMSGSIZE...).
-  virtual void OnSendComplete(uint64_t cookie, const absl::Status& status) = 0;
-  // A data message arrived; release its buffer with Release().
-  virtual void OnMessage(const ReceivedMessage& message) = 0;
-  // The peer closed gracefully; everything it sent before was reported.
-  virtual void OnEndOfStream() = 0;
-  // The connection has failed with `status` (carrying an errno: see
-  // Failure above). Called once, by the first poll after the failure
-  // (FailAll's included), after what that poll could report.
-  virtual void OnFailed(const absl::Status& status) { (void)status; }
-};
 
 class RcConnection final : private CompletionHandler {
  public:
@@ -392,43 +310,6 @@ class RcConnection final : private CompletionHandler {
   }
 
  private:
-  enum class Kind : uint8_t {
-    kData,
-    kCreditUpdate,
-    kEndOfStream,
-    kRendezvous,      // cookie: the outbound transfer's index
-    kRendezvousDone,  // cookie: the peer's transfer id
-    kRead,            // cookie: the receive buffer of the inbound transfer
-    kKeepalive,       // a zero-length RDMA WRITE (SendKeepalive)
-    kBind,            // binds a window of an outbound transfer (BindWindows)
-    kDrain,           // a zero-length RDMA WRITE that retires what is before
-                      // it, so windows can be bound (BindWindows)
-    kFirstPart,       // the first SEND of a message in parts (SendInParts)
-    kNextPart,        // a later one; the last reports the cookie
-  };
-
-  // A send waiting for a credit or a send-queue slot.
-  struct QueuedSend {
-    uint64_t cookie = 0;
-    Kind kind = Kind::kData;
-    uint8_t num_segments = 0;
-    // Staged (its bytes copied to the entry's stage) and so reported done
-    // by its Send() through done_at_post: never reported again.
-    bool reported = false;
-    Segment segments[wire::kMaxSegments];
-    // kFirstPart / kNextPart: `segments` is the whole message; this part is
-    // its bytes [part_offset, part_offset + part_bytes).
-    uint32_t part_offset = 0;
-    uint32_t part_bytes = 0;
-  };
-  // A posted work request, by send-queue slot (ring order = completion
-  // order).
-  struct PostedSend {
-    uint64_t cookie = 0;
-    Kind kind = Kind::kData;
-    bool report = true;   // kData: report the cookie on completion
-    uint8_t entries = 1;  // kData: queued sends it carries (a batch: > 1)
-  };
   // With windows, posts the binds of rendezvous transfer `index` (one
   // chain, before its announcement is posted) unless posted already. True if
   // they are posted, or none are needed; false if they must wait for the
@@ -439,7 +320,19 @@ class RcConnection final : private CompletionHandler {
   // RDMA WRITE of `kind` (kKeepalive, kDrain): no address, key or receive at
   // the peer (a zero-length request is checked against none), only its
   // transport's acknowledgement. The caller checked there is a free slot.
-  ibv_send_wr* PrepareZeroWrite(Kind kind);
+  ibv_send_wr* PrepareZeroWrite(SendKind kind);
+  // A send slot's header memory: the header of one SEND, or a whole batch of
+  // small messages copied there (one IB MTU of rxe: one packet); spaced to
+  // keep each slot on its own cache lines.
+  static constexpr size_t kHeaderSlotSize = 1024;
+  static_assert(wire::kMaxEncodedSize <= kHeaderSlotSize);
+  // A FIFO entry's stage: where a small queued send's bytes are copied, so
+  // that its caller has its memory back at once (see Stage).
+  static constexpr size_t kStageSize = 256;
+  // RDMA READs in flight per queue pair, at most (the device may allow
+  // fewer).
+  static constexpr uint32_t kMaxReadsInFlight = 16;
+
   RcConnection(CmId id, const RcConnectionOptions& options);
 
   // CompletionHandler: one completion of ours (`local` is a send-queue slot,
@@ -488,7 +381,7 @@ class RcConnection final : private CompletionHandler {
                      bool may_be_done_at_post);
   // Queues a send; with `done_at_post` a small data send is staged (see
   // Stage) and *done_at_post set.
-  absl::Status Enqueue(Kind kind, absl::Span<const Segment> segments,
+  absl::Status Enqueue(SendKind kind, absl::Span<const Segment> segments,
                        uint64_t cookie, bool* done_at_post = nullptr);
   // Copies the bytes of `entry`, about to be queued in ring slot `slot` (the
   // one after the back of queued_), to that slot's stage and points its
@@ -500,10 +393,10 @@ class RcConnection final : private CompletionHandler {
   // not post it.
   // A part (kFirstPart, kNextPart) is bytes [part_offset, part_offset +
   // part_bytes) of the message `segments`.
-  ibv_send_wr* Prepare(uint32_t position, Kind kind, uint16_t credits_returned,
-                       const Segment* segments, uint32_t num_segments,
-                       uint64_t cookie, uint32_t part_offset = 0,
-                       uint32_t part_bytes = 0);
+  ibv_send_wr* Prepare(uint32_t position, SendKind kind,
+                       uint16_t credits_returned, const Segment* segments,
+                       uint32_t num_segments, uint64_t cookie,
+                       uint32_t part_offset = 0, uint32_t part_bytes = 0);
   // Fills the fields every request sets (id of `slot`, its gather list,
   // opcode; not signaled, no immediate, not chained).
   void StartRequest(uint32_t slot, ibv_sge* sge, int num_sge,
@@ -514,7 +407,7 @@ class RcConnection final : private CompletionHandler {
   uint32_t PostChain(ibv_send_wr* first, ibv_send_wr* last, uint32_t count,
                      bool signal = true);
   // Posts one SEND now; the caller checked credits and send-queue room.
-  absl::Status Post(Kind kind, uint16_t credits_returned,
+  absl::Status Post(SendKind kind, uint16_t credits_returned,
                     const Segment* segments, uint32_t num_segments,
                     uint64_t cookie);
   // How many queued sends from FIFO position `from` (of `available`) can go

@@ -1,0 +1,92 @@
+// RcConnection, liveness: keepalive probes (zero-length RDMA WRITEs) and
+// the check for a peer that stopped returning credits or dones.
+
+#include <errno.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "rdma/rc_connection.h"
+#include "rdma/rc_connection_steps.h"
+
+namespace demi::rdma {
+
+absl::Duration RcConnection::StuckAfter() const {
+  // A retransmission every 4.096 us * 2^ack_timeout, retry_count of them
+  // after the first try; rdma_cm's default (ack_timeout 0) is taken as 19.
+  const int exponent = options_.ack_timeout != 0 ? options_.ack_timeout : 19;
+  const absl::Duration budget = absl::Nanoseconds(4096) *
+                                (int64_t{1} << exponent) *
+                                (options_.retry_count + 1);
+  return std::max(2 * budget, absl::Seconds(1));
+}
+
+void RcConnection::SendKeepalive(absl::Time now) {
+  if (status_.ok() && keepalive_posted_ &&
+      now - keepalive_posted_at_ > StuckAfter()) {
+    Fail(ErrnoError(
+        ETIMEDOUT,
+        absl::StrCat("a keepalive probe got no completion in ",
+                     absl::FormatDuration(now - keepalive_posted_at_),
+                     ": the transport is stuck")));
+    return;
+  }
+  // Not while one is out, nor into a full send queue. Sends posted before
+  // it may be in flight or long acknowledged (unsignaled ones stay in
+  // posted_ until a signaled completion retires them): the probe goes
+  // anyway, and its completion retires them.
+  if (!status_.ok() || !established_ || keepalive_posted_ || SendQueueFull()) {
+    return;
+  }
+  ibv_send_wr* wr = PrepareZeroWrite(SendKind::kKeepalive);
+  if (PostChain(wr, wr, 1) == 1) {
+    keepalive_posted_ = true;
+    keepalive_posted_at_ = now;
+  }
+  ++keepalives_;
+}
+
+ibv_send_wr* RcConnection::PrepareZeroWrite(SendKind kind) {
+  // A zero-length RDMA WRITE: no address, key or receive at the peer (a
+  // zero-length request is not checked against either), only its
+  // transport's acknowledgement.
+  const uint32_t slot = SendSlotAfterPosted(0);
+  ibv_send_wr& wr = send_wrs_[slot];
+  StartRequest(slot, /*sge=*/nullptr, /*num_sge=*/0, IBV_WR_RDMA_WRITE, &wr);
+  wr.wr.rdma.remote_addr = 0;
+  wr.wr.rdma.rkey = 0;
+  posted_.slot(slot) = PostedSend{.kind = kind};
+  return &wr;
+}
+
+void RcConnection::CheckStall(absl::Time now, absl::Duration limit) {
+  const bool waiting = status_.ok() && established_ &&
+                       ((!queued_.empty() && !credits_->CanSendData()) ||
+                        rendezvous_.in_use() != 0);
+  if (!waiting) {
+    waiting_since_ = absl::InfiniteFuture();
+    return;
+  }
+  // The wait (re)starts when it begins and whenever the peer moved.
+  if (waiting_since_ == absl::InfiniteFuture() ||
+      peer_progress_ != progress_at_check_) {
+    progress_at_check_ = peer_progress_;
+    waiting_since_ = now;
+    return;
+  }
+  if (limit <= absl::ZeroDuration() || now - waiting_since_ <= limit) return;
+  Fail(ErrnoError(
+      ETIMEDOUT,
+      absl::StrCat("waited ", absl::FormatDuration(now - waiting_since_),
+                   " for the peer's credits or rendezvous reads (",
+                   queued_.size(), " sends queued, ", rendezvous_.in_use(),
+                   " rendezvous messages unanswered)")));
+  completion_.RequestAfterPoll();  // reported by the next poll
+}
+
+}  // namespace demi::rdma

@@ -1,0 +1,205 @@
+// RcConnection's send steps (PostNow, PostDataNow, Prepare, StartRequest,
+// PostChain), defined here so that every file of the send path inlines
+// them. Private to RcConnection's implementation files.
+
+#ifndef DEMI_RDMA_RC_CONNECTION_STEPS_H_
+#define DEMI_RDMA_RC_CONNECTION_STEPS_H_
+
+#include <algorithm>
+#include <cstdint>
+
+#include "absl/base/attributes.h"
+#include "rdma/rc_connection.h"
+
+// The steps of posting a send (PostNow, PostDataNow, Prepare, StartRequest,
+// PostChain) are inlined into their few callers: each is small, a call
+// frame costs about as much as its body, and a constant `kind` folds
+// Prepare's switch away.
+#define DEMI_SEND_STEP ABSL_ATTRIBUTE_ALWAYS_INLINE inline
+
+namespace demi::rdma {
+
+DEMI_SEND_STEP bool RcConnection::PostNow() {
+  if (!queued_.empty() || !established_ || !credits_->CanSendData() ||
+      SendQueueFull()) {
+    return false;
+  }
+  if (!options_.coalesce_sends) return true;
+  const uint64_t polls = completion_.polls();
+  if (polls == posted_at_poll_) return false;  // a burst: queue the rest
+  posted_at_poll_ = polls;
+  return true;
+}
+
+DEMI_SEND_STEP RcConnection::Posted RcConnection::PostDataNow(
+    absl::Span<const Segment> segments, uint64_t cookie,
+    bool may_be_done_at_post) {
+  const uint16_t returned = *credits_->ConsumeForData();
+  ibv_send_wr* wr = Prepare(0, SendKind::kData, returned, segments.data(),
+                            static_cast<uint32_t>(segments.size()), cookie);
+  // Inline data is copied by ibv_post_send: the caller may have its memory
+  // back at once, and its cookie is not reported again.
+  const bool inline_data = (wr->send_flags & IBV_SEND_INLINE) != 0;
+  PostedSend& entry = posted_.slot(wr - send_wrs_.data());
+  entry.report = !(inline_data && may_be_done_at_post);
+  // Done at post: no completion needed, but one now and then retires the
+  // send slots.
+  const bool signal = entry.report || unsignaled_ + 1 >= signal_interval_;
+  if (PostChain(wr, wr, 1, signal) != 1) {
+    entry.report = true;  // failed: not posted, never reported
+    return Posted::kFailed;
+  }
+  return entry.report ? Posted::kReported : Posted::kDoneAtPost;
+}
+
+DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
+    uint32_t position, SendKind kind, uint16_t credits_returned,
+    const Segment* segments, uint32_t num_segments, uint64_t cookie,
+    uint32_t part_offset, uint32_t part_bytes) {
+  const uint32_t slot = SendSlotAfterPosted(position);
+  uint8_t* header_slot = resources_.header_memory() + slot * kHeaderSlotSize;
+  uint64_t total = 0;
+  size_t header_size;
+  if (kind == SendKind::kData) {  // the common case, without a MessageHeader
+    header_size = wire::EncodeDataHeader(
+        credits_returned, static_cast<uint8_t>(num_segments),
+        [segments](int i) { return segments[i].length; }, header_slot);
+    for (uint32_t i = 0; i < num_segments; ++i) total += segments[i].length;
+  } else if (kind == SendKind::kFirstPart) {
+    header_size = wire::EncodeDataHeader(
+        credits_returned, static_cast<uint8_t>(num_segments),
+        [segments](int i) { return segments[i].length; }, header_slot,
+        wire::MessageType::kFragmented);
+  } else if (kind == SendKind::kNextPart) {
+    wire::EncodeFixedPart(wire::MessageType::kFragment, credits_returned, 0,
+                          header_slot);
+    header_size = wire::kHeaderFixedSize;
+  } else {
+    wire::MessageHeader header;
+    switch (kind) {
+      case SendKind::kCreditUpdate:
+        header.type = wire::MessageType::kCreditUpdate;
+        break;
+      case SendKind::kEndOfStream:
+        header.type = wire::MessageType::kEndOfStream;
+        break;
+      case SendKind::kRendezvous:
+        header.type = wire::MessageType::kRendezvous;
+        break;
+      case SendKind::kRendezvousDone:
+        header.type = wire::MessageType::kRendezvousDone;
+        header.transfer_id = static_cast<uint32_t>(cookie);
+        break;
+      case SendKind::kData:       // above
+      case SendKind::kFirstPart:  // above
+      case SendKind::kNextPart:   // above
+      case SendKind::kRead:       // not a SEND; see PrepareRead
+      case SendKind::kKeepalive:  // not a SEND; see SendKeepalive
+      case SendKind::kBind:       // not a SEND; see BindWindows
+      case SendKind::kDrain:      // not a SEND; see BindWindows
+        break;
+    }
+    header.credits_returned = credits_returned;
+    header.num_segments = static_cast<uint8_t>(num_segments);
+    for (uint32_t i = 0; i < num_segments; ++i) {
+      header.segment_lengths[i] = segments[i].length;
+    }
+    if (kind == SendKind::kRendezvous) {
+      rendezvous_.Announce(static_cast<uint32_t>(cookie),
+                           absl::MakeConstSpan(segments, num_segments),
+                           &header);
+    }
+    header_size = wire::EncodeHeader(header, header_slot);
+  }
+  // A rendezvous announcement carries no payload: only the header slot
+  // (total stays 0 for every kind but data).
+  uint32_t gathered = kind == SendKind::kData ? num_segments : 0;
+
+  ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
+  sge[0].addr = reinterpret_cast<uintptr_t>(header_slot);
+  sge[0].length = static_cast<uint32_t>(header_size);
+  sge[0].lkey = resources_.header_lkey();
+  for (uint32_t i = 0; i < gathered; ++i) {
+    sge[i + 1].addr = reinterpret_cast<uintptr_t>(segments[i].data);
+    sge[i + 1].length = segments[i].length;
+    sge[i + 1].lkey = segments[i].lkey;
+  }
+  if (kind == SendKind::kFirstPart || kind == SendKind::kNextPart) {
+    // The slices of the segments that make bytes [part_offset, part_offset
+    // + part_bytes) of the message.
+    uint64_t skip = part_offset;
+    uint64_t left = part_bytes;
+    for (uint32_t i = 0; i < num_segments && left > 0; ++i) {
+      const uint64_t length = segments[i].length;
+      if (skip >= length) {
+        skip -= length;
+        continue;
+      }
+      const uint64_t take = std::min(length - skip, left);
+      ibv_sge& slice = sge[++gathered];
+      slice.addr = reinterpret_cast<uintptr_t>(segments[i].data) + skip;
+      slice.length = static_cast<uint32_t>(take);
+      slice.lkey = segments[i].lkey;
+      left -= take;
+      skip = 0;
+    }
+    total = part_bytes;
+  }
+  ibv_send_wr& wr = send_wrs_[slot];
+  StartRequest(slot, sge, static_cast<int>(gathered + 1), IBV_WR_SEND, &wr);
+  if (header_size + total <= resources_.max_inline_data()) {
+    wr.send_flags |= IBV_SEND_INLINE;
+  }
+  posted_.slot(slot) = PostedSend{.cookie = cookie, .kind = kind};
+  return &wr;
+}
+
+DEMI_SEND_STEP void RcConnection::StartRequest(uint32_t slot, ibv_sge* sge,
+                                               int num_sge,
+                                               ibv_wr_opcode opcode,
+                                               ibv_send_wr* wr) {
+  // Field by field rather than zeroing the whole request: the union of
+  // opcode-specific fields is read only for the opcodes that use it (the
+  // RDMA read sets wr.rdma after this).
+  wr->next = nullptr;
+  wr->wr_id = completion_.WrId(slot);
+  wr->sg_list = sge;
+  wr->num_sge = num_sge;
+  wr->opcode = opcode;
+  wr->send_flags = 0;
+  wr->imm_data = 0;
+}
+
+DEMI_SEND_STEP uint32_t RcConnection::PostChain(ibv_send_wr* first,
+                                                ibv_send_wr* last,
+                                                uint32_t count, bool signal) {
+  // One doorbell for the whole chain; only the last request is signaled:
+  // RC completes in order, so its completion retires the ones before it.
+  last->next = nullptr;
+  if (signal) {
+    last->send_flags |= IBV_SEND_SIGNALED;
+    unsignaled_ = 0;
+  } else {
+    unsignaled_ += count;
+  }
+  ibv_send_wr* rejected = nullptr;
+  absl::Status status = resources_.qp().PostSend(first, &rejected);
+  uint32_t posted = count;
+  if (!status.ok()) {
+    posted = 0;
+    for (ibv_send_wr* wr = first; wr != rejected && wr != nullptr;
+         wr = wr->next) {
+      ++posted;
+    }
+    // Requests before the rejected one went out unsignaled; the queue pair
+    // is failed below, so each completes with a flush error of its own.
+    Fail(status);
+  }
+  posted_.Extend(posted);
+  ++doorbells_;
+  return posted;
+}
+
+}  // namespace demi::rdma
+
+#endif  // DEMI_RDMA_RC_CONNECTION_STEPS_H_
