@@ -17,6 +17,8 @@ absl::Status QueuePairResources::CreateMemory(const MemoryOptions& options,
       MemoryRegion receive_mr,
       registrar(receive_memory_.get(), receive_bytes, IBV_ACCESS_LOCAL_WRITE));
   receive_mr_.emplace(std::move(receive_mr));
+  receive_wrs_.resize(options.receive_buffers);
+  receive_sges_.resize(options.receive_buffers);
   header_memory_.reset(new uint8_t[options.header_bytes]);
   DEMI_ASSIGN_OR_RETURN(
       MemoryRegion header_mr,
@@ -45,6 +47,18 @@ absl::Status QueuePairResources::PostReceive(uint32_t index, uint64_t wr_id) {
   ibv_recv_wr wr;
   PrepareReceive(index, wr_id, &wr, &sge);
   return qp_->PostRecv(&wr);
+}
+
+absl::Status QueuePairResources::PostReceives(
+    absl::Span<const uint32_t> indexes,
+    absl::FunctionRef<uint64_t(uint32_t)> wr_id) {
+  if (indexes.empty()) return absl::OkStatus();
+  for (size_t i = 0; i < indexes.size(); ++i) {
+    PrepareReceive(indexes[i], wr_id(indexes[i]), &receive_wrs_[i],
+                   &receive_sges_[i]);
+    if (i > 0) receive_wrs_[i - 1].next = &receive_wrs_[i];
+  }
+  return qp_->PostRecv(receive_wrs_.data());
 }
 
 void QueuePairResources::Flush() {

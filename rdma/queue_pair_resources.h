@@ -32,10 +32,12 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "rdma/cm_id.h"
 #include "rdma/memory_region.h"
 #include "rdma/queue_pair.h"
@@ -96,6 +98,10 @@ class QueuePairResources {
   }
   // Posts one receive for buffer `index`.
   absl::Status PostReceive(uint32_t index, uint64_t wr_id);
+  // Posts receives for the buffers `indexes` (at most receive_buffers of
+  // them) as one chain, one ibv_post_recv; `wr_id(index)` names each.
+  absl::Status PostReceives(absl::Span<const uint32_t> indexes,
+                            absl::FunctionRef<uint64_t(uint32_t)> wr_id);
 
   // Moves the queue pair to the error state, once (later calls, and calls
   // before the queue pair exists, do nothing): every posted request then
@@ -112,6 +118,9 @@ class QueuePairResources {
   std::optional<MemoryRegion> receive_mr_;
   std::optional<MemoryRegion> header_mr_;
   std::optional<QueuePair> qp_;
+  // PostReceives' chain: a request and a gather entry per receive buffer.
+  std::vector<ibv_recv_wr> receive_wrs_;
+  std::vector<ibv_sge> receive_sges_;
   uint32_t receive_buffer_size_ = 0;
   uint32_t max_inline_data_ = 0;
   bool flushed_ = false;

@@ -145,7 +145,7 @@ void RcConnection::HandleSendCompletion(const ibv_wc& wc, uint32_t slot) {
         posted.report) {
       sink.OnSendComplete(posted.cookie, status);
     }
-    if (posted.kind == SendKind::kKeepalive) keepalive_posted_ = false;
+    if (posted.kind == SendKind::kKeepalive) watch_.ProbeDone();
     if (posted.kind == SendKind::kRead) {
       inbound_.OnReadComplete(static_cast<uint32_t>(posted.cookie),
                               status_.ok());
@@ -181,7 +181,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
     Fail(ErrnoError(EPROTO, "peer broke the credit protocol"));
     return;
   }
-  if (header->credits_returned != 0) ++peer_progress_;
+  if (header->credits_returned != 0) watch_.PeerProgressed();
   if (inbound_.assembling() && header->type != wire::MessageType::kFragment &&
       header->type != wire::MessageType::kCreditUpdate &&
       header->type != wire::MessageType::kRendezvousDone) {
@@ -229,7 +229,7 @@ void RcConnection::HandleReceiveCompletion(const ibv_wc& wc, uint32_t index) {
                       "done message for no transfer announced to the peer"));
       return;
     }
-    ++peer_progress_;
+    watch_.PeerProgressed();
     sink.OnSendComplete(*cookie, absl::OkStatus());
     // Then re-post below, as for the other header-only messages.
   }
@@ -269,16 +269,12 @@ void RcConnection::PostReleased() {
   if (!ReleasesDue()) return;
   std::vector<uint32_t>& releases = inbound_.releases();
   const size_t count = releases.size();
-  for (size_t i = 0; i < count; ++i) {
-    resources_.PrepareReceive(releases[i],
-                              completion_.WrId(kReceiveBit | releases[i]),
-                              &release_wrs_[i], &release_sges_[i]);
-    if (i > 0) release_wrs_[i - 1].next = &release_wrs_[i];
-  }
+  absl::Status posted = resources_.PostReceives(
+      releases,
+      [this](uint32_t index) { return completion_.WrId(kReceiveBit | index); });
   releases.clear();
   ++receive_posts_;
-  if (absl::Status posted = resources_.qp().PostRecv(release_wrs_.data());
-      !posted.ok()) {
+  if (!posted.ok()) {
     Fail(posted);
     return;
   }
@@ -302,16 +298,9 @@ void RcConnection::FailQueued(CompletionSink& sink) {
   absl::Status status =
       ErrnoError(ErrnoFromStatus(status_),
                  absl::StrCat("connection failed: ", status_.message()));
-  while (!queued_.empty()) {
-    const QueuedSend& entry = queued_.front();
-    queued_.pop_front();  // the slot keeps its value until reused
-    // (A staged send was reported done by its Send(): its bytes are lost
-    // with the connection, as an inline one's after its post.)
-    if ((entry.kind == SendKind::kData || entry.kind == SendKind::kNextPart) &&
-        !entry.reported) {
-      sink.OnSendComplete(entry.cookie, status);
-    }
-  }
+  // (A staged send was reported done by its Send(): its bytes are lost
+  // with the connection, as an inline one's after its post.)
+  fifo_.Drain([&](uint64_t cookie) { sink.OnSendComplete(cookie, status); });
   // Rendezvous sends (queued, posted or awaiting their done message): the
   // peer will not read them now.
   rendezvous_.EndAll(

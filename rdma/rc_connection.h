@@ -43,50 +43,33 @@
 //
 // Sending. Each message is one SEND work request: sge[0] is a header slot (the
 // wire::MessageHeader and segment lengths), sge[i + 1] is segment i, read in
-// place from the caller's registered memory. A message that fits the queue
-// pair's max_inline_data is posted with IBV_SEND_INLINE (the data is copied
-// at post time; posted at once, Send can report it done: see done_at_post). A
-// SEND posted alone is signaled, except one reported done at post: nothing
-// waits for its completion, so only every signal_interval()-th of those in a
-// row is signaled (as perftest does), and its completion retires the ones
-// before it (RC completes in order; a flushed request still completes). Without
-// a credit, or with the send queue full, the request waits in a FIFO of
-// send_queue_depth entries (data may use all but the last, which is kept for
-// the end of stream) and is posted by a later Poll(), Release() or
-// Flush(), all that can go at once chained in one ibv_post_send with only the
-// last request signaled (selective signaling: one completion retires the
-// chain). With options.coalesce_sends (the default) only the first Send()
-// after a poll is posted at once; the rest of a burst is queued that way and
-// costs one doorbell at the next Poll(). A small send (up to 256 bytes)
-// queued while credits cover it is staged: its bytes are copied at once
-// into memory of the connection's, so Send() reports it done (done_at_post)
-// as it would an inline one; at the post, runs of staged sends go as one
-// kBatch SEND each (see wire.md: one packet, one credit, one receive for up
-// to 16 messages). Until its completion is reported the caller keeps the
-// segments' memory valid and unchanged.
+// place from the caller's registered memory; until its completion is
+// reported the caller keeps that memory valid and unchanged. A message that
+// fits max_inline_data goes with IBV_SEND_INLINE (copied at post: Send can
+// report it done, see done_at_post); of those in a row only every
+// signal_interval()-th is signaled (as perftest does), and a completion
+// retires every request before it (RC completes in order). Without a
+// credit or a send-queue slot a send waits in the SendFifo (send_fifo.h:
+// staging of small sends, kBatch runs) and a later Poll(), Release() or
+// Flush() posts all that can go, chained under one doorbell with only the
+// last request signaled. With options.coalesce_sends (the default) only the
+// first Send() after a poll is posted at once; the rest of a burst waits for
+// the next poll's doorbell.
 //
-// Parts. A message not above rendezvous_threshold but too large for one of
-// the peer's receive buffers goes as several SENDs back to back (wire.md:
-// "Messages in parts"), queued together and posted as credits allow; only
-// the last one's completion reports the cookie. The receiver takes a
-// LargeBuffer for the whole message on the first part (as for a rendezvous
-// message, in order, within the quota), copies each part in and re-posts
-// its buffer, and reports the message when complete. Only on an idle
-// connection (nothing of ours in flight: a request, a reply); behind other
-// sends (a stream), or with more parts than half the send queue, a message
-// goes by rendezvous instead.
-//
-// Rendezvous. A message of more than rendezvous_threshold bytes is announced
-// instead (wire::MessageType::kRendezvous: lengths, addresses, rkeys); the
-// receiver takes a LargeBuffer for it (waiting, in order, while the pool is
-// at its cap), pulls the segments with RDMA READs of at most read_chunk
-// bytes, several in flight, and answers kRendezvousDone; only then is the
-// sender's cookie reported. Messages are reported in arrival order, small
-// and large alike. At most send_queue_depth rendezvous sends may await their
-// done message (EAGAIN beyond).
+// Large messages. Above rendezvous_threshold a message is announced
+// (kRendezvous: lengths, addresses, keys; RendezvousSender) and the receiver
+// pulls it with RDMA READs, then answers kRendezvousDone, which reports the
+// sender's cookie. Not above it but too large for one of the peer's receive
+// buffers, it goes in parts (several SENDs back to back, the last one's
+// completion reporting the cookie), but only on an idle connection; behind
+// other sends, or with more parts than half the send queue, by rendezvous.
+// The receiver (InboundMessages) takes a LargeBuffer for each, in arrival
+// order and within its quota. At most send_queue_depth rendezvous sends may
+// await their done (EAGAIN beyond).
 //
 // Receiving. Poll() reports each data message as a ReceivedMessage pointing
-// into a receive buffer (zero copy). The buffer stays the caller's until it
+// into a receive buffer or a large message's memory (zero copy), in arrival
+// order, small and large alike. The buffer stays the caller's until it
 // calls Release(buffer_index) once for each message it held (a batch's
 // messages share one: ReceivedMessage::part tells them apart); only then is
 // it posted again and a credit returned to the peer, so a consumer that stops
@@ -134,12 +117,14 @@
 #include "rdma/inbound_messages.h"
 #include "rdma/large_buffer_pool.h"
 #include "rdma/memory_region.h"
+#include "rdma/peer_watch.h"
 #include "rdma/protection_domain.h"
 #include "rdma/queue_pair.h"
 #include "rdma/queue_pair_resources.h"
 #include "rdma/rc_connection_options.h"
 #include "rdma/rendezvous_sender.h"
 #include "rdma/segment.h"
+#include "rdma/send_fifo.h"
 #include "rdma/send_records.h"
 #include "rdma/wire.h"
 
@@ -279,11 +264,11 @@ class RcConnection final : private CompletionHandler {
   // The FIFO of queued sends has no place for data: its last place is kept
   // for the end of stream, so a close can always end a stream whose sends
   // fill it.
-  bool DataFifoFull() const { return queued_.size() + 1 >= send_queue_depth_; }
+  bool DataFifoFull() const { return fifo_.DataFull(); }
   // No send posted, none queued, and no rendezvous send awaiting the peer's
   // done (the peer may still read its memory): nothing of ours in flight.
   bool idle() const {
-    return posted_.empty() && queued_.empty() && rendezvous_.in_use() == 0;
+    return posted_.empty() && fifo_.empty() && rendezvous_.in_use() == 0;
   }
 
   CmId& id() { return *id_; }
@@ -293,7 +278,7 @@ class RcConnection final : private CompletionHandler {
   uint32_t rendezvous_threshold() const {
     return options_.rendezvous_threshold;
   }
-  uint32_t queued_sends() const { return queued_.size(); }
+  uint32_t queued_sends() const { return fifo_.size(); }
   uint32_t posted_sends() const { return posted_.size(); }
   uint32_t send_queue_depth() const { return send_queue_depth_; }
   // Of the sends done at post, one in this many is signaled.
@@ -301,7 +286,7 @@ class RcConnection final : private CompletionHandler {
   // ibv_post_send calls made (one per chain of sends).
   uint64_t doorbells() const { return doorbells_; }
   // Keepalive probes posted (SendKeepalive).
-  uint64_t keepalives() const { return keepalives_; }
+  uint64_t keepalives() const { return watch_.probes(); }
   // ibv_post_recv calls made (one per poll that re-posts released buffers).
   uint64_t receive_posts() const { return receive_posts_; }
   // Null until the peer's parameters are known.
@@ -310,25 +295,13 @@ class RcConnection final : private CompletionHandler {
   }
 
  private:
-  // With windows, posts the binds of rendezvous transfer `index` (one
-  // chain, before its announcement is posted) unless posted already. True if
-  // they are posted, or none are needed; false if they must wait for the
-  // send queue to drain (the connection is usable: a later Pump binds them),
-  // or if the post failed (status_ says so).
   bool BindWindows(uint32_t index);
-  // Prepares, in the next free send slot, a zero-length
-  // RDMA WRITE of `kind` (kKeepalive, kDrain): no address, key or receive at
-  // the peer (a zero-length request is checked against none), only its
-  // transport's acknowledgement. The caller checked there is a free slot.
   ibv_send_wr* PrepareZeroWrite(SendKind kind);
   // A send slot's header memory: the header of one SEND, or a whole batch of
   // small messages copied there (one IB MTU of rxe: one packet); spaced to
   // keep each slot on its own cache lines.
   static constexpr size_t kHeaderSlotSize = 1024;
   static_assert(wire::kMaxEncodedSize <= kHeaderSlotSize);
-  // A FIFO entry's stage: where a small queued send's bytes are copied, so
-  // that its caller has its memory back at once (see Stage).
-  static constexpr size_t kStageSize = 256;
   // RDMA READs in flight per queue pair, at most (the device may allow
   // fewer).
   static constexpr uint32_t kMaxReadsInFlight = 16;
@@ -359,9 +332,8 @@ class RcConnection final : private CompletionHandler {
   rdma_conn_param ConnParam(uint8_t private_data[]) const;
 
   bool SendQueueFull() const { return posted_.full(); }
-  // Whether a send may be posted now instead of queued: nothing queued
-  // before it, a credit, a free slot, and (coalesce_sends) no send posted
-  // at once since the last poll. Records the post when it answers true.
+  // The send path's private steps are documented at their definitions
+  // (rc_connection_steps.h, rc_connection_send.cc).
   bool PostNow();
   // Whether a data message of `segments` may be sent at all: the connection
   // has not failed, 1 to kMaxSegments segments, no end of stream sent. The
@@ -372,52 +344,24 @@ class RcConnection final : private CompletionHandler {
   }
   // How PostDataNow went.
   enum class Posted { kFailed, kReported, kDoneAtPost };
-  // Posts one data message now (PostNow() said yes) with a credit. With
-  // `may_be_done_at_post`, a message whose bytes went inline is done at
-  // post (kDoneAtPost: its cookie is never reported); otherwise its
-  // completion reports `cookie` (kReported). kFailed: not posted, the
-  // connection failed (status_).
   Posted PostDataNow(absl::Span<const Segment> segments, uint64_t cookie,
                      bool may_be_done_at_post);
-  // Queues a send; with `done_at_post` a small data send is staged (see
-  // Stage) and *done_at_post set.
+  // Queues a send; with `done_at_post` a small data send may be staged
+  // (SendFifo) and *done_at_post set.
   absl::Status Enqueue(SendKind kind, absl::Span<const Segment> segments,
                        uint64_t cookie, bool* done_at_post = nullptr);
-  // Copies the bytes of `entry`, about to be queued in ring slot `slot` (the
-  // one after the back of queued_), to that slot's stage and points its
-  // segments there, if it fits kStageSize and credits cover the FIFO up to
-  // it. Returns whether it did.
-  bool Stage(uint32_t slot, QueuedSend& entry);
-  // Builds the work request for the send-queue slot `position` places after
-  // the last posted one (header, scatter-gather list, posted_ entry); does
-  // not post it.
-  // A part (kFirstPart, kNextPart) is bytes [part_offset, part_offset +
-  // part_bytes) of the message `segments`.
   ibv_send_wr* Prepare(uint32_t position, SendKind kind,
                        uint16_t credits_returned, const Segment* segments,
                        uint32_t num_segments, uint64_t cookie,
                        uint32_t part_offset = 0, uint32_t part_bytes = 0);
-  // Fills the fields every request sets (id of `slot`, its gather list,
-  // opcode; not signaled, no immediate, not chained).
   void StartRequest(uint32_t slot, ibv_sge* sge, int num_sge,
                     ibv_wr_opcode opcode, ibv_send_wr* wr);
-  // Posts a chain of `count` prepared requests with one ibv_post_send,
-  // signaling only the last (none if !signal); returns how many were posted
-  // (all, unless the post failed, which fails the connection).
   uint32_t PostChain(ibv_send_wr* first, ibv_send_wr* last, uint32_t count,
                      bool signal = true);
   // Posts one SEND now; the caller checked credits and send-queue room.
   absl::Status Post(SendKind kind, uint16_t credits_returned,
                     const Segment* segments, uint32_t num_segments,
                     uint64_t cookie);
-  // How many queued sends from FIFO position `from` (of `available`) can go
-  // as one kBatch SEND: consecutive staged data sends fitting one header
-  // slot and the peer's buffer together, at most wire::kMaxBatchMessages; 1
-  // if fewer than two.
-  uint32_t BatchRun(uint32_t from, uint32_t available) const;
-  // Builds the kBatch SEND of queued sends from..from + n - 1 for the send
-  // queue slot `position` places after the last posted one: their headers
-  // and staged bytes are copied into the slot's header memory.
   ibv_send_wr* PrepareBatch(uint32_t position, uint16_t credits_returned,
                             uint32_t from, uint32_t n);
   // Posts queued sends while credits allow (runs of staged ones batched),
@@ -430,8 +374,6 @@ class RcConnection final : private CompletionHandler {
                            uint64_t cookie);
   absl::Status SendRendezvous(absl::Span<const Segment> segments,
                               uint64_t cookie);
-  // Builds the RDMA READ of `chunk` for the send-queue slot `position`
-  // places after the last posted one.
   ibv_send_wr* PrepareRead(uint32_t position, const ReadChunk& chunk);
   void HandleSendCompletion(const ibv_wc& wc, uint32_t slot);
   void HandleReceiveCompletion(const ibv_wc& wc, uint32_t buffer_index);
@@ -484,16 +426,14 @@ class RcConnection final : private CompletionHandler {
   // What arrives: messages held by the consumer, those waiting their turn,
   // large ones being read or assembled; and the buffers to re-post.
   InboundMessages inbound_;
-  // The work requests that re-post released buffers (inbound_.releases()).
-  // Re-posting in batches (see ReleasesDue): an eighth of the buffers at a
-  // time, at once when no more than three quarters are posted. A consumer
-  // that frees one message at a time (a ping-pong) thus pays one
-  // ibv_post_recv per eight messages; a peer short of credits never waits
-  // for a batch, since its credits cannot exceed the posted buffers.
+  // Re-posting released buffers (inbound_.releases()) in batches (see
+  // ReleasesDue): an eighth of the buffers at a time, at once when no more than
+  // three quarters are posted. A consumer that frees one message at a time (a
+  // ping-pong) thus pays one ibv_post_recv per eight messages; a peer short of
+  // credits never waits for a batch, since its credits cannot exceed the posted
+  // buffers.
   uint32_t release_batch_ = 1;
   uint32_t release_low_water_ = 0;
-  std::vector<ibv_recv_wr> release_wrs_;
-  std::vector<ibv_sge> release_sges_;
   // Posted sends, oldest first, by send-queue slot (a ring of
   // send_queue_depth): the Prepare steps write a record where its work
   // request goes, and PostChain makes those it posted part of the ring.
@@ -508,20 +448,14 @@ class RcConnection final : private CompletionHandler {
   static constexpr size_t kSgesPerSend = wire::kMaxSegments + 1;
   std::vector<ibv_send_wr> send_wrs_;
   std::vector<ibv_sge> send_sges_;
-  uint64_t doorbells_ = 0;   // ibv_post_send calls
-  uint64_t keepalives_ = 0;  // SendKeepalive probes posted
-  // CheckStall: credits returned and dones received so far, their count at
-  // the last check, and since when the connection waits with no change.
-  uint64_t peer_progress_ = 0;
-  uint64_t progress_at_check_ = 0;
-  absl::Time waiting_since_ = absl::InfiniteFuture();
-  bool keepalive_posted_ = false;   // a probe awaits its completion
-  absl::Time keepalive_posted_at_;  // when (the caller's clock)
-  uint64_t receive_posts_ = 0;      // ibv_post_recv calls
+  uint64_t doorbells_ = 0;  // ibv_post_send calls
+  // Keepalive probes and the peer's progress (SendKeepalive, CheckStall).
+  PeerWatch watch_;
+  uint64_t receive_posts_ = 0;  // ibv_post_recv calls
 
   // Queued sends, oldest first (a ring of send_queue_depth; a send is
   // staged in the stage slot of its ring slot).
-  FixedRing<QueuedSend> queued_;
+  SendFifo fifo_;
 
   // Rendezvous, sending side: the transfers awaiting the peer's done
   // (send_queue_depth of them).

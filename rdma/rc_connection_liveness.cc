@@ -27,30 +27,30 @@ absl::Duration RcConnection::StuckAfter() const {
 }
 
 void RcConnection::SendKeepalive(absl::Time now) {
-  if (status_.ok() && keepalive_posted_ &&
-      now - keepalive_posted_at_ > StuckAfter()) {
+  if (std::optional<absl::Duration> out =
+          watch_.ProbeStuckFor(now, StuckAfter());
+      status_.ok() && out.has_value()) {
     Fail(ErrnoError(
         ETIMEDOUT,
         absl::StrCat("a keepalive probe got no completion in ",
-                     absl::FormatDuration(now - keepalive_posted_at_),
-                     ": the transport is stuck")));
+                     absl::FormatDuration(*out), ": the transport is stuck")));
     return;
   }
   // Not while one is out, nor into a full send queue. Sends posted before
   // it may be in flight or long acknowledged (unsignaled ones stay in
   // posted_ until a signaled completion retires them): the probe goes
   // anyway, and its completion retires them.
-  if (!status_.ok() || !established_ || keepalive_posted_ || SendQueueFull()) {
+  if (!status_.ok() || !established_ || watch_.probe_out() || SendQueueFull()) {
     return;
   }
   ibv_send_wr* wr = PrepareZeroWrite(SendKind::kKeepalive);
-  if (PostChain(wr, wr, 1) == 1) {
-    keepalive_posted_ = true;
-    keepalive_posted_at_ = now;
-  }
-  ++keepalives_;
+  if (PostChain(wr, wr, 1) == 1) watch_.ProbePosted(now);
 }
 
+// Prepares, in the next free send slot, a zero-length
+// RDMA WRITE of `kind` (kKeepalive, kDrain): no address, key or receive at
+// the peer (a zero-length request is checked against none), only its
+// transport's acknowledgement. The caller checked there is a free slot.
 ibv_send_wr* RcConnection::PrepareZeroWrite(SendKind kind) {
   // A zero-length RDMA WRITE: no address, key or receive at the peer (a
   // zero-length request is not checked against either), only its
@@ -66,25 +66,16 @@ ibv_send_wr* RcConnection::PrepareZeroWrite(SendKind kind) {
 
 void RcConnection::CheckStall(absl::Time now, absl::Duration limit) {
   const bool waiting = status_.ok() && established_ &&
-                       ((!queued_.empty() && !credits_->CanSendData()) ||
+                       ((!fifo_.empty() && !credits_->CanSendData()) ||
                         rendezvous_.in_use() != 0);
-  if (!waiting) {
-    waiting_since_ = absl::InfiniteFuture();
-    return;
-  }
-  // The wait (re)starts when it begins and whenever the peer moved.
-  if (waiting_since_ == absl::InfiniteFuture() ||
-      peer_progress_ != progress_at_check_) {
-    progress_at_check_ = peer_progress_;
-    waiting_since_ = now;
-    return;
-  }
-  if (limit <= absl::ZeroDuration() || now - waiting_since_ <= limit) return;
+  const std::optional<absl::Duration> stalled =
+      watch_.StalledFor(now, waiting, limit);
+  if (!stalled.has_value()) return;
   Fail(ErrnoError(
       ETIMEDOUT,
-      absl::StrCat("waited ", absl::FormatDuration(now - waiting_since_),
+      absl::StrCat("waited ", absl::FormatDuration(*stalled),
                    " for the peer's credits or rendezvous reads (",
-                   queued_.size(), " sends queued, ", rendezvous_.in_use(),
+                   fifo_.size(), " sends queued, ", rendezvous_.in_use(),
                    " rendezvous messages unanswered)")));
   completion_.RequestAfterPoll();  // reported by the next poll
 }

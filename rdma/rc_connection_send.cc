@@ -96,17 +96,11 @@ absl::Status RcConnection::SendInParts(absl::Span<const Segment> segments,
   // Idle: the FIFO is empty, and half of it takes every part.
   uint64_t offset = 0;
   for (uint64_t p = 0; p < parts; ++p) {
-    QueuedSend& entry = queued_.slot(queued_.SlotAfterBack(0));
-    entry.cookie = cookie;
-    entry.kind = p == 0 ? SendKind::kFirstPart : SendKind::kNextPart;
-    entry.num_segments = static_cast<uint8_t>(n);
-    std::copy(segments.begin(), segments.end(), entry.segments);
-    entry.part_offset = static_cast<uint32_t>(offset);
-    entry.part_bytes =
-        static_cast<uint32_t>(std::min(p == 0 ? first : next, total - offset));
-    entry.reported = p + 1 < parts;  // only the last part reports the push
-    offset += entry.part_bytes;
-    queued_.Extend(1);
+    const uint64_t bytes = std::min(p == 0 ? first : next, total - offset);
+    fifo_.PushPart(p == 0 ? SendKind::kFirstPart : SendKind::kNextPart,
+                   segments, cookie, static_cast<uint32_t>(offset),
+                   static_cast<uint32_t>(bytes), /*last=*/p + 1 == parts);
+    offset += bytes;
   }
   // A message this large pays no delay: its parts go now, as far as credits
   // allow, under one doorbell.
@@ -169,6 +163,11 @@ absl::Status RcConnection::SendRendezvous(absl::Span<const Segment> segments,
   return Enqueue(SendKind::kRendezvous, segments, index);
 }
 
+// With windows, posts the binds of rendezvous transfer `index` (one
+// chain, before its announcement is posted) unless posted already. True if
+// they are posted, or none are needed; false if they must wait for the
+// send queue to drain (the connection is usable: a later Pump binds them),
+// or if the post failed (status_ says so).
 bool RcConnection::BindWindows(uint32_t index) {
   if (rendezvous_.bound(index)) return true;
   const uint32_t count = rendezvous_.num_segments(index);
@@ -211,7 +210,7 @@ bool RcConnection::BindWindows(uint32_t index) {
 absl::Status RcConnection::SendEndOfStream() {
   if (!status_.ok()) return status_;
   if (end_of_stream_sent_) return ErrnoError(EPIPE, "end of stream was sent");
-  if (queued_.empty() && established_ && credits_->CanSendData() &&
+  if (fifo_.empty() && established_ && credits_->CanSendData() &&
       !SendQueueFull()) {
     uint16_t returned = *credits_->ConsumeForData();
     absl::Status posted = Post(SendKind::kEndOfStream, returned, nullptr, 0, 0);
@@ -224,46 +223,18 @@ absl::Status RcConnection::SendEndOfStream() {
   return absl::OkStatus();
 }
 
-bool RcConnection::Stage(uint32_t slot, QueuedSend& entry) {
-  // Only while credits cover the FIFO up to it: a send staged and reported
-  // done must go out without waiting for the peer (a close posts it). None
-  // before the peer's parameters are known (the active side, connecting).
-  if (!credits_ || queued_.size() + 2 > credits_->credits()) return false;
-  size_t total = 0;
-  for (uint32_t i = 0; i < entry.num_segments; ++i) {
-    total += entry.segments[i].length;
-  }
-  if (total > kStageSize) return false;
-  uint8_t* stage = resources_.header_memory() +
-                   static_cast<size_t>(send_queue_depth_) * kHeaderSlotSize +
-                   static_cast<size_t>(slot) * kStageSize;
-  for (uint32_t i = 0; i < entry.num_segments; ++i) {
-    Segment& segment = entry.segments[i];
-    std::memcpy(stage, segment.data, segment.length);
-    segment.data = stage;
-    segment.lkey = resources_.header_lkey();
-    segment.rkey = 0;
-    stage += segment.length;
-  }
-  return true;
-}
-
 absl::Status RcConnection::Enqueue(SendKind kind,
                                    absl::Span<const Segment> segments,
                                    uint64_t cookie, bool* done_at_post) {
-  if (kind == SendKind::kEndOfStream ? queued_.full() : DataFifoFull()) {
-    return ErrnoError(EAGAIN, "send queue full");
-  }
-  const uint32_t slot = queued_.SlotAfterBack(0);
-  QueuedSend& entry = queued_.slot(slot);
-  entry.cookie = cookie;
-  entry.kind = kind;
-  entry.num_segments = static_cast<uint8_t>(segments.size());
-  std::copy(segments.begin(), segments.end(), entry.segments);
-  entry.reported =
-      done_at_post != nullptr && kind == SendKind::kData && Stage(slot, entry);
-  if (entry.reported) *done_at_post = true;
-  queued_.Extend(1);
+  // Staged only while credits cover the FIFO up to it: a send staged and
+  // reported done must go out without waiting for the peer (a close posts
+  // it). None before the peer's parameters are known (the active side,
+  // connecting).
+  const bool stage = done_at_post != nullptr && credits_ &&
+                     fifo_.size() + 2 <= credits_->credits();
+  bool staged = false;
+  DEMI_RETURN_IF_ERROR(fifo_.Push(kind, segments, cookie, stage, &staged));
+  if (staged) *done_at_post = true;
   // The next poll posts it (if credits allow), whether or not this
   // connection has a completion by then: a queued send is never stranded.
   completion_.RequestAfterPoll();
@@ -285,7 +256,7 @@ void RcConnection::Pump() {
   if (!status_.ok() || !established_) return;
   // Usually nothing to send (the common call, after a re-post).
   FixedRing<uint32_t>& dones = inbound_.dones();
-  if (dones.empty() && queued_.empty() && !inbound_.waiting() &&
+  if (dones.empty() && fifo_.empty() && !inbound_.waiting() &&
       !credits_->ShouldSendCreditUpdate()) {
     return;
   }
@@ -293,9 +264,9 @@ void RcConnection::Pump() {
   // doorbell of their own; a rendezvous message is large, one more system
   // call is nothing beside it). One the send queue has no room to bind for
   // yet stops the queue here.
-  uint32_t bound = queued_.size();
-  for (uint32_t q = 0; rendezvous_.windows() && q < queued_.size(); ++q) {
-    const QueuedSend& entry = queued_[q];
+  uint32_t bound = fifo_.size();
+  for (uint32_t q = 0; rendezvous_.windows() && q < fifo_.size(); ++q) {
+    const QueuedSend& entry = fifo_[q];
     if (entry.kind == SendKind::kRendezvous &&
         !BindWindows(static_cast<uint32_t>(entry.cookie))) {
       if (!status_.ok()) return;
@@ -329,13 +300,15 @@ void RcConnection::Pump() {
   uint32_t data = 0;   // SENDs of queued sends in the chain
   uint32_t taken = 0;  // queued sends they carry
   while (taken < bound && count < room && credits_->CanSendData()) {
-    const uint32_t run = BatchRun(taken, bound - taken);
+    const uint32_t run = fifo_.BatchRun(
+        taken, bound - taken,
+        std::min<size_t>(kHeaderSlotSize, peer_receive_buffer_size_));
     uint16_t returned = *credits_->ConsumeForData();
     ibv_send_wr* wr;
     if (run > 1) {
       wr = PrepareBatch(count, returned, taken, run);
     } else {
-      const QueuedSend& entry = queued_[taken];
+      const QueuedSend& entry = fifo_[taken];
       wr = Prepare(count, entry.kind, returned, entry.segments,
                    entry.num_segments, entry.cookie, entry.part_offset,
                    entry.part_bytes);
@@ -368,47 +341,18 @@ void RcConnection::Pump() {
   for (uint32_t i = done_count; i < done_count + posted_data; ++i) {
     consumed += posted_[chain_front + i].entries;
   }
-  queued_.pop_front(consumed);
+  fifo_.pop_front(consumed);
 }
 
-uint32_t RcConnection::BatchRun(uint32_t from, uint32_t available) const {
-  const size_t limit =
-      std::min<size_t>(kHeaderSlotSize, peer_receive_buffer_size_);
-  size_t bytes = wire::kHeaderFixedSize;
-  uint32_t n = 0;
-  while (n < available && n < wire::kMaxBatchMessages) {
-    const QueuedSend& entry = queued_[from + n];
-    if (entry.kind != SendKind::kData || !entry.reported) break;
-    size_t size = wire::HeaderSize(entry.num_segments);
-    for (uint32_t i = 0; i < entry.num_segments; ++i) {
-      size += entry.segments[i].length;
-    }
-    if (bytes + size > limit) break;
-    bytes += size;
-    ++n;
-  }
-  return n >= 2 ? n : 1;
-}
-
+// Builds the kBatch SEND of queued sends from..from + n - 1 for the send
+// queue slot `position` places after the last posted one: their headers
+// and staged bytes are copied into the slot's header memory.
 ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
                                         uint16_t credits_returned,
                                         uint32_t from, uint32_t n) {
   const uint32_t slot = SendSlotAfterPosted(position);
   uint8_t* out = resources_.header_memory() + slot * kHeaderSlotSize;
-  wire::EncodeFixedPart(wire::MessageType::kBatch, credits_returned,
-                        static_cast<uint8_t>(n), out);
-  size_t at = wire::kHeaderFixedSize;
-  for (uint32_t k = 0; k < n; ++k) {
-    const QueuedSend& entry = queued_[from + k];
-    const Segment* segments = entry.segments;
-    at += wire::EncodeDataHeader(
-        0, entry.num_segments, [segments](int i) { return segments[i].length; },
-        out + at);
-    for (uint32_t i = 0; i < entry.num_segments; ++i) {
-      std::memcpy(out + at, segments[i].data, segments[i].length);
-      at += segments[i].length;
-    }
-  }
+  const size_t at = fifo_.EncodeBatch(from, n, credits_returned, out);
   ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
   sge[0].addr = reinterpret_cast<uintptr_t>(out);
   sge[0].length = static_cast<uint32_t>(at);
@@ -424,6 +368,8 @@ ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
   return &wr;
 }
 
+// Builds the RDMA READ of `chunk` for the send-queue slot `position`
+// places after the last posted one.
 ibv_send_wr* RcConnection::PrepareRead(uint32_t position,
                                        const ReadChunk& chunk) {
   const uint32_t slot = SendSlotAfterPosted(position);

@@ -57,13 +57,11 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
       posted_(options.send_queue_depth),
       send_wrs_(options.send_queue_depth),
       send_sges_(options.send_queue_depth * kSgesPerSend),
-      queued_(options.send_queue_depth),
+      fifo_(options.send_queue_depth),
       rendezvous_(options.send_queue_depth) {
   early_receives_.reserve(options.receive_buffers);
   release_batch_ = std::max<uint32_t>(1, options.receive_buffers / 8);
   release_low_water_ = options.receive_buffers - options.receive_buffers / 4;
-  release_wrs_.resize(options.receive_buffers);
-  release_sges_.resize(options.receive_buffers);
 }
 
 RcConnection::~RcConnection() {
@@ -241,12 +239,15 @@ absl::Status RcConnection::CreateResources() {
       {.receive_buffers = options_.receive_buffers,
        .receive_buffer_size = receive_buffer_size_,
        .header_bytes = static_cast<size_t>(send_queue_depth_) *
-                       (kHeaderSlotSize + kStageSize)},
+                       (kHeaderSlotSize + SendFifo::kStageSize)},
       [this](void* address, size_t length, int access) {
         return Register(address, length, access);
       }));
   inbound_.set_receive_buffers(resources_.receive_buffer(0),
                                receive_buffer_size_);
+  fifo_.set_stages(resources_.header_memory() +
+                       static_cast<size_t>(send_queue_depth_) * kHeaderSlotSize,
+                   resources_.header_lkey());
 
   ibv_qp_init_attr attr{};
   attr.send_cq = completion_.cq();

@@ -19,8 +19,11 @@
 
 namespace demi::rdma {
 
+// Whether a send may be posted now instead of queued: nothing queued
+// before it, a credit, a free slot, and (coalesce_sends) no send posted
+// at once since the last poll. Records the post when it answers true.
 DEMI_SEND_STEP bool RcConnection::PostNow() {
-  if (!queued_.empty() || !established_ || !credits_->CanSendData() ||
+  if (!fifo_.empty() || !established_ || !credits_->CanSendData() ||
       SendQueueFull()) {
     return false;
   }
@@ -31,6 +34,11 @@ DEMI_SEND_STEP bool RcConnection::PostNow() {
   return true;
 }
 
+// Posts one data message now (PostNow() said yes) with a credit. With
+// `may_be_done_at_post`, a message whose bytes went inline is done at
+// post (kDoneAtPost: its cookie is never reported); otherwise its
+// completion reports `cookie` (kReported). kFailed: not posted, the
+// connection failed (status_).
 DEMI_SEND_STEP RcConnection::Posted RcConnection::PostDataNow(
     absl::Span<const Segment> segments, uint64_t cookie,
     bool may_be_done_at_post) {
@@ -52,6 +60,11 @@ DEMI_SEND_STEP RcConnection::Posted RcConnection::PostDataNow(
   return entry.report ? Posted::kReported : Posted::kDoneAtPost;
 }
 
+// Builds the work request for the send-queue slot `position` places after
+// the last posted one (header, scatter-gather list, posted_ entry); does
+// not post it.
+// A part (kFirstPart, kNextPart) is bytes [part_offset, part_offset +
+// part_bytes) of the message `segments`.
 DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
     uint32_t position, SendKind kind, uint16_t credits_returned,
     const Segment* segments, uint32_t num_segments, uint64_t cookie,
@@ -154,6 +167,8 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
   return &wr;
 }
 
+// Fills the fields every request sets (id of `slot`, its gather list,
+// opcode; not signaled, no immediate, not chained).
 DEMI_SEND_STEP void RcConnection::StartRequest(uint32_t slot, ibv_sge* sge,
                                                int num_sge,
                                                ibv_wr_opcode opcode,
@@ -170,6 +185,9 @@ DEMI_SEND_STEP void RcConnection::StartRequest(uint32_t slot, ibv_sge* sge,
   wr->imm_data = 0;
 }
 
+// Posts a chain of `count` prepared requests with one ibv_post_send,
+// signaling only the last (none if !signal); returns how many were posted
+// (all, unless the post failed, which fails the connection).
 DEMI_SEND_STEP uint32_t RcConnection::PostChain(ibv_send_wr* first,
                                                 ibv_send_wr* last,
                                                 uint32_t count, bool signal) {

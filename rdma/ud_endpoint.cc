@@ -44,8 +44,6 @@ UdEndpoint::UdEndpoint(CmId id, const UdEndpointOptions& options)
       held_(options.receive_buffers, 0),
       posted_(options.send_queue_depth) {
   releases_.reserve(options.receive_buffers);
-  release_wrs_.resize(options.receive_buffers);
-  release_sges_.resize(options.receive_buffers);
 }
 
 UdEndpoint::~UdEndpoint() = default;
@@ -157,14 +155,10 @@ absl::Status UdEndpoint::PostReceive(uint32_t buffer_index) {
 void UdEndpoint::PostReleased() {
   const uint32_t count = static_cast<uint32_t>(releases_.size());
   if (count == 0) return;
-  for (uint32_t i = 0; i < count; ++i) {
-    resources_.PrepareReceive(releases_[i], kReceiveBit | releases_[i],
-                              &release_wrs_[i], &release_sges_[i]);
-    if (i > 0) release_wrs_[i - 1].next = &release_wrs_[i];
-  }
+  absl::Status posted = resources_.PostReceives(
+      releases_, [](uint32_t index) { return kReceiveBit | index; });
   releases_.clear();
-  if (absl::Status posted = resources_.qp().PostRecv(release_wrs_.data());
-      !posted.ok()) {
+  if (!posted.ok()) {
     Fail(posted);
     return;
   }

@@ -242,11 +242,9 @@ class UdEndpoint {
     bool report = false;
   };
   FixedRing<PostedDatagram> posted_;
-  // Buffers released since the last poll, and that poll's work requests
-  // (capacity for every buffer: Release never allocates).
+  // Buffers released since the last poll (capacity for every buffer:
+  // Release never allocates), re-posted by it in one chain.
   std::vector<uint32_t> releases_;
-  std::vector<ibv_recv_wr> release_wrs_;
-  std::vector<ibv_sge> release_sges_;
   uint64_t malformed_ = 0;
   uint64_t forged_ = 0;
   uint64_t sends_posted_ = 0;
