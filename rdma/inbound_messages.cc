@@ -22,20 +22,6 @@ uint64_t MessageBytes(const wire::MessageHeader& header) {
   return total;
 }
 
-// Points `message` (part `part` of receive buffer `index`) at the segments
-// `header` lists, laid out back to back from `data`.
-void Describe(const wire::MessageHeader& header, const uint8_t* data,
-              uint32_t index, uint32_t part, ReceivedMessage* message) {
-  message->buffer_index = index;
-  message->part = part;
-  message->num_segments = header.num_segments;
-  for (uint32_t i = 0; i < header.num_segments; ++i) {
-    message->segment_data[i] = data;
-    message->segment_lengths[i] = header.segment_lengths[i];
-    data += header.segment_lengths[i];
-  }
-}
-
 }  // namespace
 
 InboundMessages::InboundMessages(const InboundOptions& options)
@@ -59,21 +45,6 @@ void InboundMessages::FreeMemory(Inbound& inbound) {
   inbound.memory = nullptr;
   bytes_held_ -= inbound.bytes;
   inbound.bytes = 0;
-}
-
-absl::Status InboundMessages::OnData(uint32_t index,
-                                     const wire::MessageHeader& header,
-                                     Report report) {
-  Inbound& inbound = inbound_[index];
-  Describe(header, ReceiveBuffer(index) + wire::HeaderSize(header.num_segments),
-           index, 0, &inbound.message);
-  held_[index] = 1;
-  if (arrival_.empty()) {
-    report(inbound.message);  // nothing before it: report at once
-    return absl::OkStatus();
-  }
-  inbound.state = Inbound::State::kEager;
-  return Arrive(index);
 }
 
 absl::Status InboundMessages::OnBatch(uint32_t index, uint32_t length,

@@ -117,8 +117,22 @@ class InboundMessages {
   // Arrivals, by header type; `length` is the bytes received. Each holds
   // buffer `index` until released.
   // kData: reported through `report` now, or queued behind earlier ones.
+  // (A template, inline: the common arrival of a ping-pong.)
+  template <typename Fn>
   absl::Status OnData(uint32_t index, const wire::MessageHeader& header,
-                      Report report);
+                      Fn&& report) {
+    Inbound& inbound = inbound_[index];
+    Describe(header,
+             ReceiveBuffer(index) + wire::HeaderSize(header.num_segments),
+             index, 0, &inbound.message);
+    held_[index] = 1;
+    if (arrival_.empty()) {
+      report(inbound.message);  // nothing before it: report at once
+      return absl::OkStatus();
+    }
+    inbound.state = Inbound::State::kEager;
+    return Arrive(index);
+  }
   // kBatch of `count` messages: likewise, each released on its own.
   absl::Status OnBatch(uint32_t index, uint32_t length, uint32_t count,
                        Report report);
@@ -197,6 +211,20 @@ class InboundMessages {
     int32_t next_part = -1;
   };
 
+  // Points `message` (part `part` of receive buffer `index`) at the
+  // segments `header` lists, laid out back to back from `data`.
+  static void Describe(const wire::MessageHeader& header, const uint8_t* data,
+                       uint32_t index, uint32_t part,
+                       ReceivedMessage* message) {
+    message->buffer_index = index;
+    message->part = part;
+    message->num_segments = header.num_segments;
+    for (uint32_t i = 0; i < header.num_segments; ++i) {
+      message->segment_data[i] = data;
+      message->segment_lengths[i] = header.segment_lengths[i];
+      data += header.segment_lengths[i];
+    }
+  }
   // OK if this side takes a large message of `header` (a pool: ENOTSUP;
   // within the quota: EPROTO).
   absl::Status CheckLarge(const wire::MessageHeader& header) const;

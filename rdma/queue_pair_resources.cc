@@ -49,18 +49,6 @@ absl::Status QueuePairResources::PostReceive(uint32_t index, uint64_t wr_id) {
   return qp_->PostRecv(&wr);
 }
 
-absl::Status QueuePairResources::PostReceives(
-    absl::Span<const uint32_t> indexes,
-    absl::FunctionRef<uint64_t(uint32_t)> wr_id) {
-  if (indexes.empty()) return absl::OkStatus();
-  for (size_t i = 0; i < indexes.size(); ++i) {
-    PrepareReceive(indexes[i], wr_id(indexes[i]), &receive_wrs_[i],
-                   &receive_sges_[i]);
-    if (i > 0) receive_wrs_[i - 1].next = &receive_wrs_[i];
-  }
-  return qp_->PostRecv(receive_wrs_.data());
-}
-
 void QueuePairResources::Flush() {
   if (flushed_ || !qp_) return;
   flushed_ = true;

@@ -100,8 +100,16 @@ class QueuePairResources {
   absl::Status PostReceive(uint32_t index, uint64_t wr_id);
   // Posts receives for the buffers `indexes` (at most receive_buffers of
   // them) as one chain, one ibv_post_recv; `wr_id(index)` names each.
-  absl::Status PostReceives(absl::Span<const uint32_t> indexes,
-                            absl::FunctionRef<uint64_t(uint32_t)> wr_id);
+  template <typename WrId>
+  absl::Status PostReceives(absl::Span<const uint32_t> indexes, WrId wr_id) {
+    if (indexes.empty()) return absl::OkStatus();
+    for (size_t i = 0; i < indexes.size(); ++i) {
+      PrepareReceive(indexes[i], wr_id(indexes[i]), &receive_wrs_[i],
+                     &receive_sges_[i]);
+      if (i > 0) receive_wrs_[i - 1].next = &receive_wrs_[i];
+    }
+    return qp_->PostRecv(receive_wrs_.data());
+  }
 
   // Moves the queue pair to the error state, once (later calls, and calls
   // before the queue pair exists, do nothing): every posted request then
