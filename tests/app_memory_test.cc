@@ -27,6 +27,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/libos_test_util.h"
+#include "tests/pattern.h"
 
 namespace demi::testing {
 namespace {
@@ -42,15 +43,6 @@ demi_mr_cache_stats_t Stats() {
   demi_mr_cache_stats_t stats{};
   EXPECT_EQ(demi_mr_cache_stats(&stats), 0);
   return stats;
-}
-
-uint8_t Pattern(uint64_t seed, size_t offset) {
-  return static_cast<uint8_t>(seed * 197 + offset * 13 + 1);
-}
-
-void Fill(void* data, size_t length, uint64_t seed) {
-  auto* bytes = static_cast<uint8_t*>(data);
-  for (size_t i = 0; i < length; ++i) bytes[i] = Pattern(seed, i);
 }
 
 // An array of application-memory segments.
@@ -104,10 +96,10 @@ class AppMemoryTest : public ::testing::Test {
           static_cast<const uint8_t*>(sga.sga_segs[s].sgaseg_buf);
       for (uint32_t i = 0; i < lengths[s] && i < sga.sga_segs[s].sgaseg_len;
            ++i) {
-        if (bytes[i] != Pattern(seeds[s], i)) {
+        if (bytes[i] != PatternByte(seeds[s], i)) {
           ADD_FAILURE() << "segment " << s << " byte " << i << ": got "
                         << int(bytes[i]) << ", pushed "
-                        << int(Pattern(seeds[s], i));
+                        << int(PatternByte(seeds[s], i));
           break;
         }
         ++checked;
@@ -129,10 +121,10 @@ TEST_F(AppMemoryTest, StackHeapMmapAndLibraryMemoryInOnePush) {
   demi_sgarray_t library = demi_sgaalloc(700);
   ASSERT_EQ(library.sga_numsegs, 1u);
   static const char kConstant[] = "read-only data from .rodata";
-  Fill(stack, sizeof(stack), 1);
-  Fill(heap.data(), heap.size(), 2);
-  Fill(static_cast<uint8_t*>(mapped) + 4000, 3000, 3);  // crosses a page
-  Fill(library.sga_segs[0].sgaseg_buf, 700, 4);
+  FillPattern(stack, sizeof(stack), 1);
+  FillPattern(heap.data(), heap.size(), 2);
+  FillPattern(static_cast<uint8_t*>(mapped) + 4000, 3000, 3);  // crosses a page
+  FillPattern(library.sga_segs[0].sgaseg_buf, 700, 4);
   for (int round = 0; round < 3; ++round) {
     // sga_buf set to the library buffer: its segment uses the pool's keys,
     // the others go through the cache.
@@ -174,7 +166,7 @@ TEST_F(AppMemoryTest, OneBufferReusedThousandsOfTimesWithNewBytes) {
   for (int i = 0; i < kRounds; ++i) {
     const uint32_t length = 1 + (i * 37) % 4096;
     if (length > 1024) ++above_inline;
-    Fill(buffer.data() + 100, length, 1000 + i);
+    FillPattern(buffer.data() + 100, length, 1000 + i);
     Segments segments;
     segments.Add(buffer.data() + 100, length);
     CompletePush(Push(segments.sga));
@@ -223,7 +215,7 @@ TEST_F(AppMemoryTest, FreeRightAfterPushThenNewMemoryWithOtherBytes) {
       auto* memory = static_cast<uint8_t*>(malloc(block));
       ASSERT_NE(memory, nullptr);
       uint8_t* data = memory + (block - length);  // ends at the block's end
-      Fill(data, length, seed);
+      FillPattern(data, length, seed);
       Segments segments;
       segments.Add(data, length);
       pushes.push_back(Push(segments.sga));
@@ -262,7 +254,7 @@ TEST_F(AppMemoryTest, MunmapThenMapFixedAtTheSameAddressSendsNewBytes) {
   ASSERT_NE(base, MAP_FAILED);
   const demi_mr_cache_stats_t before = Stats();
   for (int round = 0; round < 100; ++round) {
-    Fill(base + 1000, 6000, 5000 + round);
+    FillPattern(base + 1000, 6000, 5000 + round);
     Segments segments;
     segments.Add(base + 1000, 2000);
     segments.Add(base + 3000, 4000);
@@ -286,7 +278,7 @@ TEST_F(AppMemoryTest, MunmapThenMapFixedAtTheSameAddressSendsNewBytes) {
       const size_t offset = s == 0 ? 0 : 2000;
       for (uint32_t i = 0; i < result.qr_value.sga.sga_segs[s].sgaseg_len;
            ++i) {
-        if (bytes[i] != Pattern(5000 + round, offset + i)) {
+        if (bytes[i] != PatternByte(5000 + round, offset + i)) {
           FAIL() << "round " << round << " segment " << s << " byte " << i
                  << " is stale or wrong";
         }
@@ -332,7 +324,7 @@ TEST_F(AppMemoryTest, EvictionUnderASmallCapWithPushesInFlight) {
       } while (!in_flight.insert(index).second);
       uint8_t* data = arena + index * 2 * kPage + 512;
       push.seeds[s] = next_seed++;
-      Fill(data, 1024, push.seeds[s]);
+      FillPattern(data, 1024, push.seeds[s]);
       segments.Add(data, 1024);
     }
     demi_qtoken_t qt = 0;
@@ -439,7 +431,7 @@ TEST_F(AppMemoryTest, InlinePushOfUnmappedMemoryIsEfault) {
                                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(page, MAP_FAILED);
   for (int round = 0; round < 3; ++round) {
-    Fill(page + 64, 32, 900 + round);
+    FillPattern(page + 64, 32, 900 + round);
     Segments segments;
     segments.Add(page + 64, 32);
     CompletePush(Push(segments.sga));
@@ -458,7 +450,7 @@ TEST_F(AppMemoryTest, InlinePushOfUnmappedMemoryIsEfault) {
   EXPECT_EQ(demi_push(&qt, client_, &outside), EFAULT);
   EXPECT_EQ(demi_sgafree(&sga), 0);
   uint8_t ok[16];
-  Fill(ok, sizeof(ok), 77);
+  FillPattern(ok, sizeof(ok), 77);
   Segments good;
   good.Add(ok, sizeof(ok));
   CompletePush(Push(good.sga));
@@ -480,7 +472,7 @@ TEST_F(AppMemoryTest, BadApplicationMemoryIsRejectedAndNothingLeaks) {
   EXPECT_EQ(demi_push(&qt, client_, &wraps.sga), EINVAL);
   // Nothing stayed leased: the connection still works and no region is held
   // beyond the cached ones.
-  Fill(ok, sizeof(ok), 7);
+  FillPattern(ok, sizeof(ok), 7);
   Segments good;
   good.Add(ok, sizeof(ok));
   CompletePush(Push(good.sga));

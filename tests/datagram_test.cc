@@ -32,6 +32,7 @@
 #include "gtest/gtest.h"
 #include "rdma/datagram_wire.h"
 #include "tests/libos_test_util.h"
+#include "tests/pattern.h"
 #include "tests/rdma_env.h"
 
 extern char** environ;
@@ -39,25 +40,9 @@ extern char** environ;
 namespace demi::testing {
 namespace {
 
-constexpr timespec kZero = {0, 0};
-
-uint8_t Pattern(uint64_t message, size_t offset) {
-  return static_cast<uint8_t>(message * 151 + offset * 13 + 5);
-}
-
-// The test address with a port no other socket of this process has.
-sockaddr_in FreshTestAddress() {
-  absl::StatusOr<sockaddr_in> base = RdmaTestAddress(0);
-  EXPECT_TRUE(base.ok()) << base.status();
-  static uint16_t next_port = 30000 + (getpid() % 1000) * 30;
-  sockaddr_in address = base.ok() ? *base : sockaddr_in{};
-  address.sin_port = htons(next_port++);
-  return address;
-}
-
 // A datagram socket bound to the test address on a port of its own.
 int BoundSocket(sockaddr_in* address) {
-  *address = FreshTestAddress();
+  *address = NextTestAddress();
   int qd = -1;
   EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_DGRAM, 0), 0);
   EXPECT_EQ(
@@ -76,7 +61,7 @@ demi_sgarray_t MessageArray(uint64_t index, uint32_t size, uint32_t segments) {
   EXPECT_EQ(sga.sga_numsegs, 1u) << "demi_sgaalloc(" << size << ")";
   if (sga.sga_numsegs != 1) return sga;
   auto* data = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
-  for (uint32_t j = 0; j < size; ++j) data[j] = Pattern(index, j);
+  for (uint32_t j = 0; j < size; ++j) data[j] = PatternByte(index, j);
   segments = std::min(segments, size);
   sga.sga_numsegs = segments;
   uint32_t offset = 0;
@@ -113,7 +98,7 @@ void CheckDatagram(demi_qresult_t& result, uint64_t index, uint32_t size,
   for (uint32_t s = 0; s < sga.sga_numsegs; ++s) {
     auto* data = static_cast<const uint8_t*>(sga.sga_segs[s].sgaseg_buf);
     for (uint32_t j = 0; j < sga.sga_segs[s].sgaseg_len; ++j) {
-      if (data[j] != Pattern(index, offset + j)) {
+      if (data[j] != PatternByte(index, offset + j)) {
         ADD_FAILURE() << "message " << index << " byte " << offset + j;
         break;
       }
@@ -178,7 +163,7 @@ TEST_F(DatagramTest, EchoEverySizeUpToTheLimit) {
 
   // Application memory (sga_buf == NULL) goes the same way.
   std::vector<uint8_t> heap(limit);
-  for (uint32_t j = 0; j < limit; ++j) heap[j] = Pattern(7777, j);
+  for (uint32_t j = 0; j < limit; ++j) heap[j] = PatternByte(7777, j);
   demi_sgarray_t app{};
   app.sga_numsegs = 1;
   app.sga_segs[0] = {heap.data(), limit};
@@ -299,7 +284,7 @@ TEST_F(DatagramTest, SeveralSendersEachIdentifiedBySgaAddr) {
     const int i = next[s]++;
     ASSERT_GT(sga.sga_numsegs, 0u);
     auto* first = static_cast<const uint8_t*>(sga.sga_segs[0].sgaseg_buf);
-    EXPECT_EQ(first[0], Pattern(s * 1000 + i, 0)) << "sender " << s;
+    EXPECT_EQ(first[0], PatternByte(s * 1000 + i, 0)) << "sender " << s;
     uint32_t total = 0;
     for (uint32_t k = 0; k < sga.sga_numsegs; ++k) {
       total += sga.sga_segs[k].sgaseg_len;
@@ -365,7 +350,7 @@ TEST_F(DatagramTest, InlineDatagramOfUnmappedMemoryIsEfault) {
                        sizeof(receiver_address));
   };
   for (uint64_t i = 1; i <= 3; ++i) {
-    for (uint32_t j = 0; j < 48; ++j) page[j] = Pattern(i, j);
+    for (uint32_t j = 0; j < 48; ++j) page[j] = PatternByte(i, j);
     demi_qtoken_t qt = 0;
     ASSERT_EQ(push_page(&qt), 0);
     EXPECT_EQ(WaitResult(qt).qr_opcode, DEMI_OPC_PUSH);  // application memory
@@ -712,7 +697,7 @@ TEST_F(DatagramTest, NoReceiveBufferDropsDatagramsNeverBlocks) {
   ASSERT_EQ(result.qr_value.sga.sga_segs[0].sgaseg_len, 64u);
   EXPECT_EQ(
       static_cast<uint8_t*>(result.qr_value.sga.sga_segs[0].sgaseg_buf)[63],
-      Pattern(9999, 63));
+      PatternByte(9999, 63));
   EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
   CloseQueues({sender, receiver});
 }
@@ -736,7 +721,7 @@ TEST_F(DatagramTest, CloseCancelsPendingPopsAndKeepsPoppedMemory) {
   // The popped datagram stays readable until freed, after close too.
   auto* data =
       static_cast<const uint8_t*>(kept.qr_value.sga.sga_segs[0].sgaseg_buf);
-  EXPECT_EQ(data[0], Pattern(5, 0));
+  EXPECT_EQ(data[0], PatternByte(5, 0));
   EXPECT_EQ(demi_sgafree(&kept.qr_value.sga), 0);
   EXPECT_EQ(demi_sgafree(&kept.qr_value.sga), EINVAL);  // twice
   EXPECT_EQ(demi_close(a), 0);
@@ -905,7 +890,7 @@ TEST_F(DatagramTest, PeerThatRebindsElsewhereIsFoundAgain) {
   // background (DEMI_DGRAM_ROUTE_TTL_MS, 200 ms in this test: see main).
   sockaddr_in self_address;
   const int self = BoundSocket(&self_address);
-  const sockaddr_in peer = FreshTestAddress();
+  const sockaddr_in peer = NextTestAddress();
   const demi_dgram_stats_t before = Stats();
   constexpr uint32_t kSize = 100;
   int lost = 0;
@@ -977,7 +962,7 @@ TEST_F(DatagramTest, ConnectFindsAPeerThatRestartedAtTheSameAddress) {
   // using it until its age, DEMI_DGRAM_ROUTE_TTL_MS, passes).
   sockaddr_in self_address;
   const int self = BoundSocket(&self_address);
-  const sockaddr_in peer = FreshTestAddress();
+  const sockaddr_in peer = NextTestAddress();
   constexpr uint32_t kSize = 64;
   for (uint64_t generation = 0; generation < 3; ++generation) {
     SCOPED_TRACE("generation " + std::to_string(generation));

@@ -29,6 +29,7 @@
 #include "gtest/gtest.h"
 #include "rdma/wire.h"
 #include "tests/libos_test_util.h"
+#include "tests/pattern.h"
 #include "tests/rdma_env.h"
 
 namespace demi::testing {
@@ -298,11 +299,10 @@ class HostilePeerTest : public ::testing::Test {
   }
 
   // Byte i of the arrays PushPattern pushes.
-  static uint8_t Pattern(uint32_t i) { return static_cast<uint8_t>(i * 7 + 3); }
 
   // Pushes a demi_sgaalloc array of `size` bytes (one segment, byte i
-  // Pattern(i)) on qd_ into *sga and *push, and decodes into *announced the
-  // rendezvous announcement the hostile peer received for it. False (with
+  // PatternByte(0, i)) on qd_ into *sga and *push, and decodes into *announced
+  // the rendezvous announcement the hostile peer received for it. False (with
   // the failure reported) if any step failed.
   bool PushPattern(uint32_t size, demi_sgarray_t* sga, demi_qtoken_t* push,
                    wire::MessageHeader* announced) {
@@ -312,7 +312,7 @@ class HostilePeerTest : public ::testing::Test {
       return false;
     }
     auto* bytes = static_cast<uint8_t*>(sga->sga_segs[0].sgaseg_buf);
-    for (uint32_t i = 0; i < size; ++i) bytes[i] = Pattern(i);
+    for (uint32_t i = 0; i < size; ++i) bytes[i] = PatternByte(0, i);
     if (demi_push(push, qd_, sga) != 0) {
       ADD_FAILURE() << "demi_push failed";
       return false;
@@ -745,7 +745,7 @@ TEST_F(HostilePeerTest, RendezvousReadsAreScopedToTheAnnouncedBytes) {
           peer_->Read(remote.address, remote.rkey, kSize);
       ASSERT_TRUE(read.has_value());
       for (uint32_t i = 0; i < kSize; i += 997) {
-        ASSERT_EQ((*read)[i], Pattern(i)) << "byte " << i;
+        ASSERT_EQ((*read)[i], PatternByte(0, i)) << "byte " << i;
       }
       ASSERT_TRUE(peer_->Send(Done(announced.transfer_id)));
       EXPECT_EQ(WaitResult(push).qr_opcode, DEMI_OPC_PUSH);
@@ -797,7 +797,7 @@ TEST_F(HostilePeerTest, RendezvousKeysOpenNothingOnAnotherQueuePair) {
       peer_->Read(remote.address, remote.rkey, kSize);
   ASSERT_TRUE(read.has_value());
   for (uint32_t i = 0; i < kSize; i += 991) {
-    ASSERT_EQ((*read)[i], Pattern(i)) << "byte " << i;
+    ASSERT_EQ((*read)[i], PatternByte(0, i)) << "byte " << i;
   }
   ASSERT_TRUE(peer_->Send(Done(announced.transfer_id)));
   EXPECT_EQ(WaitResult(push).qr_opcode, DEMI_OPC_PUSH);

@@ -29,6 +29,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/libos_test_util.h"
+#include "tests/pattern.h"
 #include "tests/rdma_env.h"
 
 namespace demi::testing {
@@ -38,43 +39,6 @@ constexpr size_t kMiB = 1 << 20;
 constexpr size_t kEagerLimit = 8192;      // larger: in parts
 constexpr size_t kThreshold = 64 * 1024;  // larger: by rendezvous
 constexpr timespec kTwoMinutes = {120, 0};
-
-// Pattern: 64-bit word k of message `seed` is seed * kMix + k (tail bytes of
-// the last word likewise), so any shifted, stale or foreign byte shows.
-constexpr uint64_t kMix = 0x9E3779B97F4A7C15ull;
-
-void Fill(void* data, size_t length, uint64_t seed, size_t offset = 0) {
-  auto* bytes = static_cast<uint8_t*>(data);
-  for (size_t i = 0; i < length;) {
-    const uint64_t word = seed * kMix + (offset + i) / 8;
-    if ((offset + i) % 8 == 0 && length - i >= 8) {
-      std::memcpy(bytes + i, &word, 8);
-      i += 8;
-    } else {
-      bytes[i] = static_cast<uint8_t>(word >> (8 * ((offset + i) % 8)));
-      ++i;
-    }
-  }
-}
-
-// The first bad byte's index, or -1.
-int64_t Check(const void* data, size_t length, uint64_t seed,
-              size_t offset = 0) {
-  const auto* bytes = static_cast<const uint8_t*>(data);
-  for (size_t i = 0; i < length;) {
-    const uint64_t word = seed * kMix + (offset + i) / 8;
-    if ((offset + i) % 8 == 0 && length - i >= 8) {
-      if (std::memcmp(bytes + i, &word, 8) != 0) return static_cast<int64_t>(i);
-      i += 8;
-    } else {
-      if (bytes[i] != static_cast<uint8_t>(word >> (8 * ((offset + i) % 8)))) {
-        return static_cast<int64_t>(i);
-      }
-      ++i;
-    }
-  }
-  return -1;
-}
 
 // Memory for one segment: from demi_sgaalloc or from mmap.
 struct Buffer {
@@ -118,11 +82,7 @@ demi_qtoken_t PushOne(int qd, const Buffer& buffer) {
   return qt;
 }
 
-demi_qresult_t Wait(demi_qtoken_t qt, const timespec& timeout = kTwoMinutes) {
-  demi_qresult_t result{};
-  EXPECT_EQ(demi_wait(&result, qt, &timeout), 0);
-  return result;
-}
+demi_qresult_t Wait(demi_qtoken_t qt) { return WaitResult(qt, kTwoMinutes); }
 
 // Pops one message and checks it is one segment of `length` bytes of
 // pattern `seed`.
@@ -134,7 +94,7 @@ void PopAndCheck(int qd, size_t length, uint64_t seed) {
   demi_sgarray_t& sga = result.qr_value.sga;
   ASSERT_EQ(sga.sga_numsegs, 1u);
   ASSERT_EQ(sga.sga_segs[0].sgaseg_len, length);
-  EXPECT_EQ(Check(sga.sga_segs[0].sgaseg_buf, length, seed), -1)
+  EXPECT_EQ(FindPatternMismatch(sga.sga_segs[0].sgaseg_buf, length, seed), -1)
       << length << "-byte message " << seed;
   EXPECT_EQ(demi_sgafree(&sga), 0);
 }
@@ -159,7 +119,7 @@ TEST_F(LargeMessageTest, SizesAroundTheThresholdUpToOneGiB) {
     for (size_t size : sizes) {
       Buffer buffer = Buffer::Make(library, size);
       ASSERT_NE(buffer.data, nullptr) << size << " bytes";
-      Fill(buffer.data, size, seed);
+      FillPattern(buffer.data, size, seed);
       const auto start = std::chrono::steady_clock::now();
       demi_qtoken_t push = PushOne(client_, buffer);
       ASSERT_NO_FATAL_FAILURE(PopAndCheck(server_, size, seed));
@@ -183,7 +143,7 @@ TEST_F(LargeMessageTest, ThreeSegmentsOfFiveMiB) {
     // Mixed: the middle one from the library.
     buffers.push_back(Buffer::Make(s == 1, 5 * kMiB));
     ASSERT_NE(buffers.back().data, nullptr);
-    Fill(buffers.back().data, 5 * kMiB, 100 + s);
+    FillPattern(buffers.back().data, 5 * kMiB, 100 + s);
     sga.sga_segs[s] = {buffers.back().data, static_cast<uint32_t>(5 * kMiB)};
   }
   sga.sga_buf = buffers[1].sga.sga_buf;
@@ -196,9 +156,9 @@ TEST_F(LargeMessageTest, ThreeSegmentsOfFiveMiB) {
   ASSERT_EQ(result.qr_value.sga.sga_numsegs, 3u);
   for (int s = 0; s < 3; ++s) {
     ASSERT_EQ(result.qr_value.sga.sga_segs[s].sgaseg_len, 5 * kMiB);
-    EXPECT_EQ(
-        Check(result.qr_value.sga.sga_segs[s].sgaseg_buf, 5 * kMiB, 100 + s),
-        -1)
+    EXPECT_EQ(FindPatternMismatch(result.qr_value.sga.sga_segs[s].sgaseg_buf,
+                                  5 * kMiB, 100 + s),
+              -1)
         << "segment " << s;
   }
   EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
@@ -216,7 +176,7 @@ TEST_F(LargeMessageTest, SixteenSegmentsAcrossTheParts) {
   for (int s = 0; s < 16; ++s) {
     buffers.push_back(Buffer::Make(s == 5, kSegment));
     ASSERT_NE(buffers.back().data, nullptr);
-    Fill(buffers.back().data, kSegment, 200 + s);
+    FillPattern(buffers.back().data, kSegment, 200 + s);
     sga.sga_segs[s] = {buffers.back().data, static_cast<uint32_t>(kSegment)};
   }
   sga.sga_buf = buffers[5].sga.sga_buf;
@@ -230,9 +190,9 @@ TEST_F(LargeMessageTest, SixteenSegmentsAcrossTheParts) {
   ASSERT_EQ(result.qr_value.sga.sga_numsegs, 16u);
   for (int s = 0; s < 16; ++s) {
     ASSERT_EQ(result.qr_value.sga.sga_segs[s].sgaseg_len, kSegment);
-    EXPECT_EQ(
-        Check(result.qr_value.sga.sga_segs[s].sgaseg_buf, kSegment, 200 + s),
-        -1)
+    EXPECT_EQ(FindPatternMismatch(result.qr_value.sga.sga_segs[s].sgaseg_buf,
+                                  kSegment, 200 + s),
+              -1)
         << "segment " << s;
   }
   EXPECT_EQ(demi_sgafree(&result.qr_value.sga), 0);
@@ -252,7 +212,7 @@ TEST_F(LargeMessageTest, SmallAndLargeInterleavedArriveInOrder) {
     const size_t size = pattern[i % std::size(pattern)];
     buffers[i] = Buffer::Make(i % 3 == 0, size);
     ASSERT_NE(buffers[i].data, nullptr);
-    Fill(buffers[i].data, size, 1000 + i);
+    FillPattern(buffers[i].data, size, 1000 + i);
     pushes[i] = PushOne(client_, buffers[i]);
     if (i + 1 - popped == kWindow || i + 1 == kMessages) {
       for (; popped <= i; ++popped) {
@@ -276,7 +236,7 @@ void RunCappedReceiver(int client, int server) {
   std::vector<demi_qtoken_t> pushes(kPushes);
   for (int i = 0; i < kPushes; ++i) {
     buffers[i] = Buffer::Make(false, 2 * kMiB);
-    Fill(buffers[i].data, 2 * kMiB, 500 + i);
+    FillPattern(buffers[i].data, 2 * kMiB, 500 + i);
     pushes[i] = PushOne(client, buffers[i]);
   }
   // Drive progress for a while without popping.
@@ -323,15 +283,15 @@ void RunCappedParts(int client, int server) {
   for (size_t i = 0; i < large.size(); ++i) {
     large[i] = Buffer::Make(false, 2 * kMiB);  // the cap is the receiver's
     ASSERT_NE(large[i].data, nullptr);
-    Fill(large[i].data, 2 * kMiB, 700 + i);
+    FillPattern(large[i].data, 2 * kMiB, 700 + i);
     demi_qtoken_t push = PushOne(client, large[i]);
     demi_qtoken_t pop = 0;
     ASSERT_EQ(demi_pop(&pop, server), 0);
     demi_qresult_t popped = Wait(pop);
     ASSERT_EQ(popped.qr_opcode, DEMI_OPC_POP) << popped.qr_ret;
-    EXPECT_EQ(
-        Check(popped.qr_value.sga.sga_segs[0].sgaseg_buf, 2 * kMiB, 700 + i),
-        -1);
+    EXPECT_EQ(FindPatternMismatch(popped.qr_value.sga.sga_segs[0].sgaseg_buf,
+                                  2 * kMiB, 700 + i),
+              -1);
     kept.push_back(popped.qr_value.sga);
     EXPECT_EQ(Wait(push).qr_opcode, DEMI_OPC_PUSH);
   }
@@ -340,7 +300,7 @@ void RunCappedParts(int client, int server) {
   for (size_t i = 0; i < small.size(); ++i) {
     small[i] = Buffer::Make(false, kParts);
     ASSERT_NE(small[i].data, nullptr);
-    Fill(small[i].data, kParts, 800 + i);
+    FillPattern(small[i].data, kParts, 800 + i);
     // Done once its parts are at the peer's device, memory or not.
     EXPECT_EQ(Wait(PushOne(client, small[i])).qr_opcode, DEMI_OPC_PUSH);
   }
@@ -354,7 +314,9 @@ void RunCappedParts(int client, int server) {
   demi_qresult_t first = Wait(pop);
   ASSERT_EQ(first.qr_opcode, DEMI_OPC_POP) << first.qr_ret;
   ASSERT_EQ(first.qr_value.sga.sga_segs[0].sgaseg_len, kParts);
-  EXPECT_EQ(Check(first.qr_value.sga.sga_segs[0].sgaseg_buf, kParts, 800), -1);
+  EXPECT_EQ(FindPatternMismatch(first.qr_value.sga.sga_segs[0].sgaseg_buf,
+                                kParts, 800),
+            -1);
   EXPECT_EQ(demi_sgafree(&first.qr_value.sga), 0);
   for (size_t i = 1; i < small.size(); ++i) {
     ASSERT_NO_FATAL_FAILURE(PopAndCheck(server, kParts, 800 + i));
@@ -404,7 +366,7 @@ int RunPeer(bool sender, uint16_t port, int ready_fd) {
   }
   if (sender) {
     Buffer buffer = Buffer::Make(false, 64 * kMiB);
-    Fill(buffer.data, 64 * kMiB, 7);
+    FillPattern(buffer.data, 64 * kMiB, 7);
     qt = PushOne(qd, buffer);
   } else if (demi_pop(&qt, qd) != 0) {
     return 15;
@@ -431,7 +393,7 @@ pid_t StartPeer(bool sender, int listener, uint16_t port, int* qd,
   *ready_fd = ready[0];
   demi_qtoken_t accept = 0;
   EXPECT_EQ(demi_accept(&accept, listener), 0);
-  demi_qresult_t accepted = Wait(accept, kTenSeconds);
+  demi_qresult_t accepted = WaitResult(accept);
   EXPECT_EQ(accepted.qr_opcode, DEMI_OPC_ACCEPT);
   *qd = accepted.qr_value.ares.qd;
   return child;
@@ -454,13 +416,13 @@ TEST_F(LargeMessageTest, SenderKilledWithA64MiBTransferAnnounced) {
   // find no peer.
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
-  demi_qresult_t result = Wait(pop, kTenSeconds);
+  demi_qresult_t result = WaitResult(pop);
   EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
   EXPECT_EQ(result.qr_ret, ECONNRESET);
   CloseQueues({qd, listener});
   // This process still moves large messages.
   Buffer buffer = Buffer::Make(false, kMiB);
-  Fill(buffer.data, kMiB, 9);
+  FillPattern(buffer.data, kMiB, 9);
   demi_qtoken_t push = PushOne(client_, buffer);
   ASSERT_NO_FATAL_FAILURE(PopAndCheck(server_, kMiB, 9));
   EXPECT_EQ(Wait(push).qr_opcode, DEMI_OPC_PUSH);
@@ -478,7 +440,7 @@ TEST_F(LargeMessageTest, ReceiverKilledDuringA64MiBTransfer) {
   ASSERT_EQ(read(ready, &byte, 1), 1);  // the peer's pop is pending
   close(ready);
   Buffer buffer = Buffer::Make(false, 64 * kMiB);
-  Fill(buffer.data, 64 * kMiB, 8);
+  FillPattern(buffer.data, 64 * kMiB, 8);
   demi_qtoken_t push = PushOne(qd, buffer);
   // One round of progress sends the announcement; the peer is killed while
   // it takes memory for the message or pulls it.
@@ -487,7 +449,7 @@ TEST_F(LargeMessageTest, ReceiverKilledDuringA64MiBTransfer) {
   EXPECT_EQ(demi_wait(&result, push, &zero), ETIMEDOUT);
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
-  result = Wait(push, kTenSeconds);
+  result = WaitResult(push);
   EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
   EXPECT_EQ(result.qr_ret, ECONNRESET);
   buffer.Release();

@@ -23,8 +23,6 @@
 namespace demi::testing {
 namespace {
 
-constexpr timespec kZero = {0, 0};
-
 struct Pair {
   int client = -1, server = -1, listener = -1;
 };

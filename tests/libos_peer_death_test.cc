@@ -43,21 +43,19 @@ namespace {
 }
 
 TEST(LibosPeerDeathTest, KilledPeerFailsPendingPopsWithinTwoSeconds) {
-  absl::StatusOr<sockaddr_in> address =
-      RdmaTestAddress(static_cast<uint16_t>(40000 + getpid() % 1000));
-  ASSERT_TRUE(address.ok()) << address.status();
+  sockaddr_in address = NextTestAddress();
   int start[2];
   ASSERT_EQ(pipe(start), 0);
   // Fork before this process touches RDMA: the child starts its own libOS.
   pid_t child = fork();
   ASSERT_GE(child, 0);
-  if (child == 0) RunDoomedPeer(*address, start[0]);
+  if (child == 0) RunDoomedPeer(address, start[0]);
 
   ASSERT_EQ(demi_init(nullptr), 0);
   int listener = -1;
   ASSERT_EQ(demi_socket(&listener, AF_INET, SOCK_STREAM, 0), 0);
-  ASSERT_EQ(demi_bind(listener, reinterpret_cast<sockaddr*>(&*address),
-                      sizeof(*address)),
+  ASSERT_EQ(demi_bind(listener, reinterpret_cast<sockaddr*>(&address),
+                      sizeof(address)),
             0);
   ASSERT_EQ(demi_listen(listener, 4), 0);
   demi_qtoken_t accept = 0;

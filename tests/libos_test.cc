@@ -25,8 +25,6 @@
 namespace demi::testing {
 namespace {
 
-constexpr timespec kZero = {0, 0};
-
 class LibosTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

@@ -9,14 +9,11 @@
 
 #include "absl/status/statusor.h"
 #include "gtest/gtest.h"
+#include "tests/pattern.h"
 #include "tests/rdma_env.h"
 
 namespace demi::testing {
 namespace {
-
-uint8_t PatternByte(uint64_t message, size_t offset) {
-  return static_cast<uint8_t>(message * 131 + offset * 7 + 3);
-}
 
 uint32_t SegmentLength(uint32_t size, uint32_t segments, uint32_t s,
                        uint32_t offset) {
@@ -25,24 +22,16 @@ uint32_t SegmentLength(uint32_t size, uint32_t segments, uint32_t s,
 
 }  // namespace
 
-demi_qresult_t WaitResult(demi_qtoken_t qt) {
+demi_qresult_t WaitResult(demi_qtoken_t qt, const timespec& timeout) {
   demi_qresult_t result{};
-  EXPECT_EQ(demi_wait(&result, qt, &kTenSeconds), 0);
+  EXPECT_EQ(demi_wait(&result, qt, &timeout), 0);
   return result;
 }
 
 int ListenOnTestAddress(sockaddr_in* address, int backlog) {
-  absl::StatusOr<sockaddr_in> base = RdmaTestAddress(0);
-  EXPECT_TRUE(base.ok()) << base.status();
   int qd = -1;
   EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
-  // demi has no getsockname, so each listener takes the next port of a
-  // range chosen per process.
-  // Atomic: threads of a test make listeners at once.
-  static std::atomic<uint16_t> next_port{
-      static_cast<uint16_t>(20000 + (getpid() % 1000) * 20)};
-  *address = base.ok() ? *base : sockaddr_in{};
-  address->sin_port = htons(next_port.fetch_add(1));
+  *address = NextTestAddress();
   EXPECT_EQ(
       demi_bind(qd, reinterpret_cast<sockaddr*>(address), sizeof(*address)), 0);
   EXPECT_EQ(demi_listen(qd, backlog), 0);

@@ -16,8 +16,12 @@ namespace demi::testing {
 
 inline constexpr timespec kTenSeconds = {10, 0};
 
-// Waits up to 10 s for `qt` and returns its result (a test failure if not).
-demi_qresult_t WaitResult(demi_qtoken_t qt);
+inline constexpr timespec kZero = {0, 0};
+
+// Waits up to `timeout` for `qt` and returns its result (a test failure if
+// it does not complete).
+demi_qresult_t WaitResult(demi_qtoken_t qt,
+                          const timespec& timeout = kTenSeconds);
 
 // A listening socket on the test address with a port of its own.
 int ListenOnTestAddress(sockaddr_in* address, int backlog = 128);

@@ -18,19 +18,13 @@
 
 #include "gtest/gtest.h"
 #include "tests/libos_test_util.h"
+#include "tests/pattern.h"
 #include "tests/rdma_env.h"
 
 namespace demi::testing {
 namespace {
 
-constexpr timespec kZero = {0, 0};
 constexpr timespec kShort = {0, 200 * 1000 * 1000};
-
-// The byte PushMessage writes at `offset` of message `index` (as
-// libos_test_util.cc), for checking arrays built here.
-uint8_t Pattern(uint64_t index, size_t offset) {
-  return static_cast<uint8_t>(index * 131 + offset * 7 + 3);
-}
 
 uint64_t CacheLookups() {
   demi_mr_cache_stats_t stats{};
@@ -146,9 +140,10 @@ TEST_F(PoppedPushTest, TrimmedAdvancedFewerAndMixedSegments) {
   auto byte = [&](uint32_t s, uint32_t j) {
     return static_cast<const uint8_t*>(got.sga_segs[s].sgaseg_buf)[j];
   };
-  for (uint32_t j = 0; j < 985; ++j) ASSERT_EQ(byte(0, j), Pattern(5, 10 + j));
+  for (uint32_t j = 0; j < 985; ++j)
+    ASSERT_EQ(byte(0, j), PatternByte(5, 10 + j));
   for (uint32_t j = 0; j < 1000; ++j) {
-    ASSERT_EQ(byte(1, j), Pattern(5, 2000 + j));
+    ASSERT_EQ(byte(1, j), PatternByte(5, 2000 + j));
   }
   for (uint32_t j = 0; j < 100; ++j) ASSERT_EQ(byte(2, j), 0xab);
   for (uint32_t j = 0; j < 50; ++j) ASSERT_EQ(byte(3, j), 0xcd);
@@ -308,17 +303,8 @@ TEST_F(PoppedPushTest, CloseOfTheSourceDuringRelayPushIsSafe) {
 
 // ---- Datagrams --------------------------------------------------------------
 
-sockaddr_in DatagramAddress() {
-  absl::StatusOr<sockaddr_in> base = RdmaTestAddress(0);
-  EXPECT_TRUE(base.ok()) << base.status();
-  static uint16_t next_port = 40000 + (getpid() % 1000) * 10;
-  sockaddr_in address = base.ok() ? *base : sockaddr_in{};
-  address.sin_port = htons(next_port++);
-  return address;
-}
-
 int BoundDatagramSocket(sockaddr_in* address) {
-  *address = DatagramAddress();
+  *address = NextTestAddress();
   int qd = -1;
   EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_DGRAM, 0), 0);
   EXPECT_EQ(
@@ -338,7 +324,7 @@ demi_qresult_t SendDatagram(int from, int to_qd, const sockaddr_in& to,
     demi_sgarray_t sga = demi_sgaalloc(size);
     EXPECT_EQ(sga.sga_numsegs, 1u);
     auto* data = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
-    for (uint32_t j = 0; j < size; ++j) data[j] = Pattern(index, j);
+    for (uint32_t j = 0; j < size; ++j) data[j] = PatternByte(index, j);
     demi_qtoken_t push = 0;
     EXPECT_EQ(demi_pushto(&push, from, &sga, Sa(to), sizeof(to)), 0);
     CompletePush(push);
@@ -392,7 +378,7 @@ TEST_F(PoppedPushTest, DatagramEchoAnswersWithThePoppedArray) {
     auto* data =
         static_cast<const uint8_t*>(echoed.qr_value.sga.sga_segs[0].sgaseg_buf);
     for (uint32_t j = 0; j + skip < size; ++j) {
-      ASSERT_EQ(data[j], Pattern(i, j + skip)) << "datagram " << i;
+      ASSERT_EQ(data[j], PatternByte(i, j + skip)) << "datagram " << i;
     }
     ASSERT_EQ(demi_sgafree(&echoed.qr_value.sga), 0);
   }

@@ -17,8 +17,6 @@
 namespace demi::testing {
 namespace {
 
-constexpr timespec kZero = {0, 0};
-
 uint8_t Byte(uint64_t index, size_t offset) {
   return static_cast<uint8_t>(index * 29 + offset * 3 + 1);
 }

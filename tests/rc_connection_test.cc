@@ -33,17 +33,16 @@
 #include "rdma/cm_id.h"
 #include "rdma/completion_group.h"
 #include "rdma/memory_region.h"
+#include "tests/pattern.h"
 #include "tests/rdma_env.h"
 
 namespace demi::rdma {
 namespace {
 
+using ::demi::testing::PatternByte;
+
 constexpr absl::Duration kStepTimeout = absl::Seconds(10);
 constexpr uint32_t kEagerLimit = 8192;
-
-uint8_t PatternByte(uint64_t message, size_t offset) {
-  return static_cast<uint8_t>(message * 131 + offset * 7 + 1);
-}
 
 // Segment lengths of message `index`: 1..16 segments (each >= 1 byte)
 // totalling 1..kEagerLimit bytes, derived from the index alone so both ends
@@ -519,6 +518,8 @@ TEST(RcConnectionTest, DisconnectFailsQueuedSendsOnce) {
 
 namespace demi::rdma {
 namespace {
+
+using ::demi::testing::PatternByte;
 
 // A message that fits max_inline_data is done when Send returns (its memory
 // copied into the work request): done_at_post is set, the cookie is never

@@ -2,11 +2,14 @@
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
 
 namespace demi::testing {
 
@@ -47,6 +50,16 @@ absl::StatusOr<sockaddr_in> RdmaTestAddress(uint16_t port) {
         "with tools/rdma_test (plain bazel test skips them), or set "
         "DEMI_RDMA_ADDR to the IPv4 address of an RDMA-capable interface"));
   }
+  return address;
+}
+
+sockaddr_in NextTestAddress() {
+  static std::atomic<uint16_t> next_port{
+      static_cast<uint16_t>(20000 + (getpid() % 1000) * 40)};
+  absl::StatusOr<sockaddr_in> base = RdmaTestAddress(0);
+  EXPECT_TRUE(base.ok()) << base.status();
+  sockaddr_in address = base.ok() ? *base : sockaddr_in{};
+  address.sin_port = htons(next_port.fetch_add(1));
   return address;
 }
 

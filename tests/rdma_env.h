@@ -25,6 +25,12 @@ inline constexpr char kDefaultRdmaTestAddress[] = "10.77.0.1";
 // (host order), or an error saying how to run the tests or set it.
 absl::StatusOr<sockaddr_in> RdmaTestAddress(uint16_t port = 0);
 
+// The test address with a port no other socket of this process has taken
+// (demi has no getsockname, so tests pick ports): ports from a range of 40
+// per process id, then on; safe from any thread. A test failure if there is
+// no test address.
+sockaddr_in NextTestAddress();
+
 // DEMI_RDMA_DEVICE, or "" if unset (then any device is accepted).
 std::string RdmaTestDevice();
 

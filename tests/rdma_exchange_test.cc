@@ -27,19 +27,18 @@
 #include "rdma/memory_region.h"
 #include "rdma/protection_domain.h"
 #include "rdma/queue_pair.h"
+#include "tests/pattern.h"
 #include "tests/rdma_env.h"
 
 namespace demi::rdma {
 namespace {
 
+using ::demi::testing::PatternByte;
+
 constexpr int kMessages = 1000;
 constexpr size_t kMaxMessage = 4096;
 constexpr int kBuffers = 4;  // receive buffers per side, all kept posted
 constexpr absl::Duration kStepTimeout = absl::Seconds(10);
-
-uint8_t PatternByte(int message, size_t offset) {
-  return static_cast<uint8_t>(message * 131 + offset * 7 + 1);
-}
 
 size_t MessageSize(int message) { return 1 + (message * 977) % kMaxMessage; }
 

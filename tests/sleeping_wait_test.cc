@@ -197,14 +197,12 @@ TEST_F(SleepingWaitTest, AcceptConnectPopAndPushEachWakeASleeper) {
 }
 
 TEST_F(SleepingWaitTest, ARefusedConnectWakesTheSleeper) {
-  absl::StatusOr<sockaddr_in> address =
-      RdmaTestAddress(static_cast<uint16_t>(47000 + getpid() % 1000));
-  ASSERT_TRUE(address.ok()) << address.status();
+  sockaddr_in address = NextTestAddress();
   int qd = -1;
   demi_qtoken_t qt = 0;
   ASSERT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
-  ASSERT_EQ(demi_connect(&qt, qd, reinterpret_cast<sockaddr*>(&*address),
-                         sizeof(*address)),
+  ASSERT_EQ(demi_connect(&qt, qd, reinterpret_cast<sockaddr*>(&address),
+                         sizeof(address)),
             0);
   demi_qresult_t result = SleepFor(qt);  // nobody listens there
   EXPECT_EQ(result.qr_opcode, DEMI_OPC_FAILED);
@@ -213,10 +211,8 @@ TEST_F(SleepingWaitTest, ARefusedConnectWakesTheSleeper) {
 }
 
 TEST_F(SleepingWaitTest, ADatagramWakesTheSleeper) {
-  absl::StatusOr<sockaddr_in> base =
-      RdmaTestAddress(static_cast<uint16_t>(52000 + (getpid() % 500) * 4));
-  ASSERT_TRUE(base.ok()) << base.status();
-  sockaddr_in to = *base;
+  sockaddr_in to = NextTestAddress();
+  const sockaddr_in from_address = NextTestAddress();
   int receiver = -1;
   ASSERT_EQ(demi_socket(&receiver, AF_INET, SOCK_DGRAM, 0), 0);
   ASSERT_EQ(demi_bind(receiver, reinterpret_cast<sockaddr*>(&to), sizeof(to)),
@@ -224,8 +220,7 @@ TEST_F(SleepingWaitTest, ADatagramWakesTheSleeper) {
   demi_qtoken_t pop = 0;
   ASSERT_EQ(demi_pop(&pop, receiver), 0);
   std::thread sender([&] {
-    sockaddr_in from = *base;
-    from.sin_port = htons(ntohs(base->sin_port) + 1);
+    sockaddr_in from = from_address;
     int qd = -1;
     ASSERT_EQ(demi_socket(&qd, AF_INET, SOCK_DGRAM, 0), 0);
     ASSERT_EQ(demi_bind(qd, reinterpret_cast<sockaddr*>(&from), sizeof(from)),
