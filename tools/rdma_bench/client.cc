@@ -1,4 +1,5 @@
-#include "tools/rdma_bench/bench.h"
+// rdma_bench's client: one session of connections to the server, and the
+// workloads it drives on them cell by cell (ping-pong, stream).
 
 #include <demi/libos.h>
 #include <demi/sga.h>
@@ -15,439 +16,18 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "tools/rdma_bench/bench.h"
 #include "tools/rdma_bench/buffer.h"
+#include "tools/rdma_bench/control.h"
 #include "tools/rdma_bench/cycle_clock.h"
 
 namespace demi::bench {
-namespace {
-
-// ---- the control protocol --------------------------------------------------
-
-constexpr uint32_t kMagic = 0x48434252;  // "RBCH" in memory order
-
-enum class Kind : uint32_t {
-  kBegin = 1,  // client: a cell starts (workload, memory, size)
-  kReady,      // server: value 0, or the errno that stops the cell
-  kEnd,        // client: the cell is over
-  kDone,       // server: value = data messages received in the cell
-  kFailed,     // server: replying failed with errno `value` (ping-pong)
-};
-
-// What failed on the server side (kReady, kFailed).
-enum class Detail : uint32_t { kNone = 0, kAllocate, kPush };
-
-struct Control {
-  uint32_t magic = kMagic;
-  Kind kind = Kind::kBegin;
-  Workload workload = Workload::kPingPong;
-  Memory memory = Memory::kLibrary;
-  uint64_t size = 0;
-  uint64_t value = 0;
-  Detail detail = Detail::kNone;
-  uint32_t reserved = 0;
-};
-
-// A control message travels as two segments split here; data as one.
-constexpr uint32_t kControlSplit = 8;
-
-bool DecodeControl(const demi_sgarray_t& sga, Control* control) {
-  if (sga.sga_numsegs != 2 || sga.sga_segs[0].sgaseg_len != kControlSplit ||
-      sga.sga_segs[1].sgaseg_len != sizeof(Control) - kControlSplit) {
-    return false;
-  }
-  auto* bytes = reinterpret_cast<char*>(control);
-  std::memcpy(bytes, sga.sga_segs[0].sgaseg_buf, kControlSplit);
-  std::memcpy(bytes + kControlSplit, sga.sga_segs[1].sgaseg_buf,
-              sizeof(Control) - kControlSplit);
-  return control->magic == kMagic;
-}
-
-uint64_t MessageBytes(const demi_sgarray_t& sga) {
-  uint64_t bytes = 0;
-  for (uint32_t i = 0; i < sga.sga_numsegs; ++i) {
-    bytes += sga.sga_segs[i].sgaseg_len;
-  }
-  return bytes;
-}
-
-// ---- small helpers ---------------------------------------------------------
-
-// Pops kept posted per connection on both sides.
-constexpr int kPopsPosted = 32;
-// A wait that sees nothing at all for this long means the peer is gone.
-constexpr absl::Duration kStall = absl::Seconds(60);
-
-// Read around every sample: a cycle counter, not a system call.
-int64_t NowNs() { return CycleClock::NowNs(); }
-
-std::string ErrnoText(int err) {
-  const char* name = strerrorname_np(err);
-  return absl::StrCat(name != nullptr ? name : "errno", " (",
-                      std::strerror(err), ")");
-}
-
-absl::Status DemiError(int err, absl::string_view what) {
-  return absl::ErrnoToStatus(err, absl::StrCat(what, ": ", ErrnoText(err)));
-}
-
-// Errors with which the library says it cannot do this (yet): the cell is
-// reported as n/a, and the run goes on.
-bool IsUnsupported(int err) {
-  return err == EINVAL || err == EMSGSIZE || err == ENOTSUP ||
-         err == EOPNOTSUPP || err == ENOMEM || err == ENOBUFS;
-}
-
-std::string MemoryName(Memory memory) {
-  return memory == Memory::kLibrary ? "library memory" : "application memory";
-}
-
-// Waits up to `timeout` for results of any operation of the process and
-// hands each to `handle`. Returns how many there were (0 on a timeout).
-absl::StatusOr<int> Pump(
-    absl::Duration timeout,
-    absl::FunctionRef<absl::Status(demi_qresult_t&)> handle) {
-  demi_qresult_t results[32];
-  int count = 0;
-  timespec limit = absl::ToTimespec(timeout);
-  int rc = demi_wait_next_n(results, 32, &count, &limit);
-  if (rc == ETIMEDOUT) return 0;
-  if (rc != 0) return DemiError(rc, "demi_wait_next_n");
-  for (int i = 0; i < count; ++i) {
-    if (absl::Status s = handle(results[i]); !s.ok()) return s;
-  }
-  return count;
-}
-
-absl::Status PostPop(int qd) {
-  demi_qtoken_t qt = 0;
-  int rc = demi_pop(&qt, qd);
-  return rc == 0 ? absl::OkStatus() : DemiError(rc, "demi_pop");
-}
-
-// Control messages waiting for the library to take them (EAGAIN).
-class Outbox {
- public:
-  void Add(const Control& control) { pending_.push_back(control); }
-
-  // Pushes what it can; EAGAIN leaves the rest for the next call.
-  absl::Status Flush(int qd) {
-    while (!pending_.empty()) {
-      demi_sgarray_t sga = demi_sgaalloc(sizeof(Control));
-      if (sga.sga_numsegs != 1) {
-        return absl::ResourceExhaustedError(
-            "demi_sgaalloc for a control message failed");
-      }
-      auto* bytes = static_cast<char*>(sga.sga_segs[0].sgaseg_buf);
-      std::memcpy(bytes, &pending_.front(), sizeof(Control));
-      sga.sga_numsegs = 2;
-      sga.sga_segs[0] = {bytes, kControlSplit};
-      sga.sga_segs[1] = {bytes + kControlSplit,
-                         sizeof(Control) - kControlSplit};
-      demi_qtoken_t qt = 0;
-      int rc = demi_push(&qt, qd, &sga);
-      if (rc != 0) {
-        (void)demi_sgafree(&sga);
-        if (rc == EAGAIN) return absl::OkStatus();
-        return DemiError(rc, "demi_push of a control message");
-      }
-      pending_.pop_front();  // the push result frees the array
-    }
-    return absl::OkStatus();
-  }
-
-  bool empty() const { return pending_.empty(); }
-
- private:
-  std::deque<Control> pending_;
-};
-
-// A completed push of a control message: give its array back. True if it
-// was one.
-bool FreeIfControlPush(demi_qresult_t& result) {
-  demi_sgarray_t& sga = result.qr_value.sga;
-  if (sga.sga_numsegs != 2 || sga.sga_buf == nullptr) return false;
-  (void)demi_sgafree(&sga);
-  return true;
-}
-
-// ---- the server
-// --------------------------------------------------------------
-
-struct ServerConnection {
-  int qd = -1;
-  bool open = true;
-  Outbox outbox;
-  Control cell;                            // the last kBegin
-  std::unique_ptr<Buffer> reply;           // ping-pong replies
-  std::deque<demi_sgarray_t> echoes_owed;  // popped pings to push (EAGAIN)
-  std::vector<std::unique_ptr<Buffer>> retired;  // freed once pushes finish
-  uint32_t pushes_in_flight = 0;
-  uint32_t replies_owed = 0;  // deferred by EAGAIN
-  uint64_t received = 0;
-};
-
-class Server {
- public:
-  explicit Server(EchoMode echo) : echo_(echo) {}
-
-  absl::Status Run(const sockaddr_in& address, absl::Duration idle,
-                   const std::function<void()>& listening) {
-    int rc = demi_socket(&listener_, AF_INET, SOCK_STREAM, 0);
-    if (rc != 0) return DemiError(rc, "demi_socket");
-    rc = demi_bind(listener_, reinterpret_cast<const sockaddr*>(&address),
-                   sizeof(address));
-    if (rc != 0) return DemiError(rc, "demi_bind");
-    rc = demi_listen(listener_, 64);
-    if (rc != 0) return DemiError(rc, "demi_listen");
-    if (absl::Status s = Accept(); !s.ok()) return s;
-    listening();
-    while (!finished_) {
-      absl::StatusOr<int> n =
-          Pump(idle, [this](demi_qresult_t& r) { return Handle(r); });
-      if (!n.ok()) return n.status();
-      if (*n == 0) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "server: nothing happened for ", absl::FormatDuration(idle)));
-      }
-      for (ServerConnection& c : connections_) {
-        if (!c.open) continue;
-        if (absl::Status s = SendReplies(c); !s.ok()) return s;
-        if (absl::Status s = c.outbox.Flush(c.qd); !s.ok()) return s;
-      }
-    }
-    (void)demi_close(listener_);
-    return absl::OkStatus();
-  }
-
- private:
-  absl::Status Accept() {
-    int rc = demi_accept(&accept_qt_, listener_);
-    return rc == 0 ? absl::OkStatus() : DemiError(rc, "demi_accept");
-  }
-
-  ServerConnection* Find(int qd) {
-    for (ServerConnection& c : connections_) {
-      if (c.qd == qd && c.open) return &c;
-    }
-    return nullptr;
-  }
-
-  absl::Status Handle(demi_qresult_t& result) {
-    if (result.qr_qt == accept_qt_) {
-      if (result.qr_opcode != DEMI_OPC_ACCEPT) {
-        return DemiError(static_cast<int>(result.qr_ret), "demi_accept");
-      }
-      connections_.emplace_back();
-      connections_.back().qd = result.qr_value.ares.qd;
-      for (int i = 0; i < kPopsPosted; ++i) {
-        if (absl::Status s = PostPop(result.qr_value.ares.qd); !s.ok()) {
-          return s;
-        }
-      }
-      return Accept();
-    }
-    ServerConnection* c = Find(result.qr_qd);
-    switch (result.qr_opcode) {
-      case DEMI_OPC_PUSH:
-        if (FreeIfControlPush(result) || c == nullptr) return absl::OkStatus();
-        if (--c->pushes_in_flight == 0) c->retired.clear();
-        return absl::OkStatus();
-      case DEMI_OPC_POP:
-        if (c == nullptr) {
-          (void)demi_sgafree(&result.qr_value.sga);
-          return absl::OkStatus();
-        }
-        return OnMessage(*c, result.qr_value.sga);
-      case DEMI_OPC_FAILED:
-        // After a close every pending operation fails (ECANCELED); a lost
-        // client shows up as ECONNRESET. Either way the connection is over.
-        if (c != nullptr) {
-          int err = static_cast<int>(result.qr_ret);
-          if (err != ECANCELED && err != ECONNRESET) {
-            return DemiError(err, "server: an operation failed");
-          }
-          CloseConnection(*c);
-        }
-        return absl::OkStatus();
-      default:
-        return absl::InternalError(
-            absl::StrCat("server: unexpected result opcode ",
-                         static_cast<int>(result.qr_opcode)));
-    }
-  }
-
-  void CloseConnection(ServerConnection& c) {
-    for (demi_sgarray_t& sga : c.echoes_owed) (void)demi_sgafree(&sga);
-    c.echoes_owed.clear();
-    c.open = false;
-    (void)demi_close(c.qd);
-    finished_ = std::none_of(connections_.begin(), connections_.end(),
-                             [](const ServerConnection& x) { return x.open; });
-  }
-
-  absl::Status OnMessage(ServerConnection& c, demi_sgarray_t& sga) {
-    if (sga.sga_numsegs == 0) {  // the client closed
-      CloseConnection(c);
-      return absl::OkStatus();
-    }
-    Control control;
-    const bool is_control = DecodeControl(sga, &control);
-    const uint64_t bytes = MessageBytes(sga);
-    // A ping is answered with the popped array itself (zero copy) unless
-    // the server replies from a buffer of its own.
-    const bool echo = !is_control && bytes == c.cell.size &&
-                      c.cell.workload == Workload::kPingPong &&
-                      echo_ == EchoMode::kPopped;
-    if (!echo) (void)demi_sgafree(&sga);
-    if (is_control) {
-      if (absl::Status s = PostPop(c.qd); !s.ok()) return s;
-      return OnControl(c, control);
-    }
-    if (bytes != c.cell.size) {
-      return absl::DataLossError(absl::StrCat(
-          "server: a message of ", bytes, " bytes, expected ", c.cell.size));
-    }
-    ++c.received;
-    if (c.cell.workload == Workload::kPingPong) {
-      // The reply first: the client waits for it, nobody for the new pop.
-      if (echo) {
-        if (absl::Status s = Echo(c, sga); !s.ok()) return s;
-      } else {
-        ++c.replies_owed;
-      }
-      if (absl::Status s = SendReplies(c); !s.ok()) return s;
-    }
-    return PostPop(c.qd);
-  }
-
-  absl::Status OnControl(ServerConnection& c, const Control& control) {
-    Control answer;
-    answer.workload = control.workload;
-    answer.memory = control.memory;
-    answer.size = control.size;
-    switch (control.kind) {
-      case Kind::kBegin: {
-        c.cell = control;
-        c.received = 0;
-        c.replies_owed = 0;
-        answer.kind = Kind::kReady;
-        if (control.workload == Workload::kPingPong &&
-            echo_ == EchoMode::kBuffer) {
-          absl::StatusOr<std::unique_ptr<Buffer>> reply =
-              Buffer::Allocate(control.memory, control.size);
-          if (!reply.ok()) {
-            answer.value = ENOMEM;
-            answer.detail = Detail::kAllocate;
-          } else {
-            c.reply = *std::move(reply);
-          }
-        }
-        break;
-      }
-      case Kind::kEnd:
-        answer.kind = Kind::kDone;
-        answer.value = c.received;
-        if (c.reply != nullptr) c.retired.push_back(std::move(c.reply));
-        if (c.pushes_in_flight == 0) c.retired.clear();
-        break;
-      default:
-        return absl::DataLossError(
-            absl::StrCat("server: unexpected control message ",
-                         static_cast<uint32_t>(control.kind)));
-    }
-    c.outbox.Add(answer);
-    return c.outbox.Flush(c.qd);
-  }
-
-  // The result `rc` of pushing one reply (not EAGAIN): counted in flight,
-  // or, if the library cannot take it, a kFailed for the client; any other
-  // error is the server's.
-  absl::Status AfterReplyPush(ServerConnection& c, int rc) {
-    if (rc == 0) {
-      ++c.pushes_in_flight;
-      return absl::OkStatus();
-    }
-    if (!IsUnsupported(rc)) return DemiError(rc, "server: demi_push");
-    Control failed;
-    failed.kind = Kind::kFailed;
-    failed.value = static_cast<uint64_t>(rc);
-    failed.detail = Detail::kPush;
-    c.outbox.Add(failed);
-    return absl::OkStatus();
-  }
-
-  // Pushes back the popped array `sga` now, or, behind earlier echoes or on
-  // EAGAIN, owes it.
-  absl::Status Echo(ServerConnection& c, demi_sgarray_t& sga) {
-    if (c.echoes_owed.empty()) {
-      bool taken = false;
-      if (absl::Status s = PushEcho(c, sga, &taken); !s.ok() || taken) {
-        return s;
-      }
-    }
-    c.echoes_owed.push_back(sga);
-    return absl::OkStatus();
-  }
-
-  // One echo push; *taken is false on EAGAIN (the array is still the
-  // caller's), else the array is freed (the library keeps the buffer until
-  // the push is done).
-  absl::Status PushEcho(ServerConnection& c, demi_sgarray_t& sga, bool* taken) {
-    demi_qtoken_t qt = 0;
-    int rc = demi_push(&qt, c.qd, &sga);
-    *taken = rc != EAGAIN;
-    if (!*taken) return absl::OkStatus();
-    (void)demi_sgafree(&sga);
-    return AfterReplyPush(c, rc);
-  }
-
-  // Pushes the owed ping-pong replies; EAGAIN leaves them owed.
-  absl::Status SendReplies(ServerConnection& c) {
-    while (!c.echoes_owed.empty()) {
-      bool taken = false;
-      if (absl::Status s = PushEcho(c, c.echoes_owed.front(), &taken);
-          !s.ok() || !taken) {
-        return s;
-      }
-      c.echoes_owed.pop_front();
-    }
-    while (c.replies_owed > 0) {
-      if (c.reply == nullptr) {  // the Ready said it could not
-        c.replies_owed = 0;
-        break;
-      }
-      demi_qtoken_t qt = 0;
-      int rc = demi_push(&qt, c.qd, &c.reply->sga());
-      if (rc == EAGAIN) return absl::OkStatus();
-      --c.replies_owed;
-      if (absl::Status s = AfterReplyPush(c, rc); !s.ok()) return s;
-    }
-    return c.outbox.Flush(c.qd);
-  }
-
-  const EchoMode echo_;
-  int listener_ = -1;
-  demi_qtoken_t accept_qt_ = 0;
-  std::deque<ServerConnection> connections_;  // stable addresses
-  bool finished_ = false;
-};
-
-}  // namespace
 
 uint32_t EffectiveWindow(uint32_t window, uint64_t size) {
   constexpr uint64_t kInFlight = 32 << 20;
   uint64_t fits = std::max<uint64_t>(2, kInFlight / size);
   return static_cast<uint32_t>(std::min<uint64_t>(window, fits));
 }
-
-absl::Status Serve(const sockaddr_in& address, absl::Duration idle,
-                   EchoMode echo, const std::function<void()>& listening) {
-  Server server(echo);
-  return server.Run(address, idle, listening);
-}
-
-// ---- the client
-// ----------------------------------------------------------------
 
 struct Client::Connection {
   int qd = -1;
@@ -609,7 +189,7 @@ class Client::Session {
 
   // Waits for a `kind` control message on every connection; returns them in
   // connection order. kFailed messages met on the way are kept in *failed.
-  absl::StatusOr<std::vector<Control>> AwaitAll(Kind kind,
+  absl::StatusOr<std::vector<Control>> AwaitAll(ControlKind kind,
                                                 std::vector<Control>* failed) {
     std::vector<Control> got(connections.size());
     std::vector<bool> have(connections.size(), false);
@@ -624,7 +204,7 @@ class Client::Session {
             got[i] = control;
             have[i] = true;
             --remaining;
-          } else if (control.kind == Kind::kFailed) {
+          } else if (control.kind == ControlKind::kFailed) {
             failed->push_back(control);
           } else {
             return absl::DataLossError(absl::StrCat(
@@ -644,7 +224,7 @@ class Client::Session {
   // means everything is ready.
   absl::StatusOr<std::string> Begin(const Cell& cell, size_t buffers) {
     Control begin;
-    begin.kind = Kind::kBegin;
+    begin.kind = ControlKind::kBegin;
     begin.workload = cell.workload;
     begin.memory = cell.memory;
     begin.size = cell.size;
@@ -652,7 +232,7 @@ class Client::Session {
     if (absl::Status s = Broadcast(begin); !s.ok()) return s;
     std::vector<Control> failed;
     absl::StatusOr<std::vector<Control>> ready =
-        AwaitAll(Kind::kReady, &failed);
+        AwaitAll(ControlKind::kReady, &failed);
     if (!ready.ok()) return ready.status();
     for (Connection& c : connections) {
       for (size_t i = 0; i < buffers; ++i) {
@@ -685,10 +265,11 @@ class Client::Session {
       if (absl::Status s = StepOrStall(); !s.ok()) return s;
     }
     Control end;
-    end.kind = Kind::kEnd;
+    end.kind = ControlKind::kEnd;
     if (absl::Status s = Broadcast(end); !s.ok()) return s;
     std::vector<Control> failed;
-    absl::StatusOr<std::vector<Control>> done = AwaitAll(Kind::kDone, &failed);
+    absl::StatusOr<std::vector<Control>> done =
+        AwaitAll(ControlKind::kDone, &failed);
     if (!done.ok()) return done.status();
     for (size_t i = 0; i < connections.size(); ++i) {
       Connection& c = connections[i];
@@ -784,7 +365,7 @@ absl::StatusOr<CellResult> Client::Session::PingPong(const Cell& cell,
       State& state = states[i];
       // The server answers a ping it cannot echo with kFailed.
       for (const Control& control : c.controls) {
-        if (control.kind == Kind::kFailed && state.waiting) {
+        if (control.kind == ControlKind::kFailed && state.waiting) {
           state.waiting = false;
           stop = true;
           if (reason.empty()) {
