@@ -210,8 +210,9 @@ bool RcConnection::BindWindows(uint32_t index) {
 absl::Status RcConnection::SendEndOfStream() {
   if (!status_.ok()) return status_;
   if (end_of_stream_sent_) return ErrnoError(EPIPE, "end of stream was sent");
-  if (fifo_.empty() && established_ && credits_->CanSendData() &&
-      !SendQueueFull()) {
+  // The one decision data and announcements take too (PostNow): after a
+  // send posted since the last poll it waits for that poll's doorbell.
+  if (PostNow()) {
     uint16_t returned = *credits_->ConsumeForData();
     absl::Status posted = Post(SendKind::kEndOfStream, returned, nullptr, 0, 0);
     if (!posted.ok()) Fail(posted);

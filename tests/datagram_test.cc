@@ -40,20 +40,6 @@ extern char** environ;
 namespace demi::testing {
 namespace {
 
-// A datagram socket bound to the test address on a port of its own.
-int BoundSocket(sockaddr_in* address) {
-  *address = NextTestAddress();
-  int qd = -1;
-  EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_DGRAM, 0), 0);
-  EXPECT_EQ(
-      demi_bind(qd, reinterpret_cast<sockaddr*>(address), sizeof(*address)), 0);
-  return qd;
-}
-
-const sockaddr* Sa(const sockaddr_in& address) {
-  return reinterpret_cast<const sockaddr*>(&address);
-}
-
 // Message `index` of `size` bytes in `segments` segments of one
 // demi_sgaalloc buffer.
 demi_sgarray_t MessageArray(uint64_t index, uint32_t size, uint32_t segments) {
@@ -94,18 +80,7 @@ void CheckDatagram(demi_qresult_t& result, uint64_t index, uint32_t size,
   EXPECT_EQ(ntohs(sga.sga_addr.sin_port), ntohs(sender.sin_port));
   segments = std::min(segments, size);
   EXPECT_EQ(sga.sga_numsegs, segments);
-  uint32_t offset = 0;
-  for (uint32_t s = 0; s < sga.sga_numsegs; ++s) {
-    auto* data = static_cast<const uint8_t*>(sga.sga_segs[s].sgaseg_buf);
-    for (uint32_t j = 0; j < sga.sga_segs[s].sgaseg_len; ++j) {
-      if (data[j] != PatternByte(index, offset + j)) {
-        ADD_FAILURE() << "message " << index << " byte " << offset + j;
-        break;
-      }
-    }
-    offset += sga.sga_segs[s].sgaseg_len;
-  }
-  EXPECT_EQ(offset, size);
+  EXPECT_EQ(ExpectPatternIn(sga, index), size);
   EXPECT_EQ(demi_sgafree(&sga), 0);
 }
 
@@ -131,8 +106,8 @@ class DatagramTest : public ::testing::Test {
 
 TEST_F(DatagramTest, EchoEverySizeUpToTheLimit) {
   sockaddr_in server_address, client_address;
-  const int server = BoundSocket(&server_address);
-  const int client = BoundSocket(&client_address);
+  const int server = BoundDatagramSocket(&server_address);
+  const int client = BoundDatagramSocket(&client_address);
   const uint32_t limit = Stats().max_payload;
   ASSERT_GT(limit, 0u);
   std::printf("datagram payload limit: %u bytes\n", limit);
@@ -187,8 +162,8 @@ TEST_F(DatagramTest, EchoEverySizeUpToTheLimit) {
 
 TEST_F(DatagramTest, PingPongLatencyAt64Bytes) {
   sockaddr_in a_address, b_address;
-  const int a = BoundSocket(&a_address);
-  const int b = BoundSocket(&b_address);
+  const int a = BoundDatagramSocket(&a_address);
+  const int b = BoundDatagramSocket(&b_address);
   // The pushed arrays are never written, so several pushes of each may be in
   // flight: push tokens are collected behind the ping-pong, as perftest
   // polls its send completions. (rxe reports UD send completions from a
@@ -248,12 +223,12 @@ TEST_F(DatagramTest, PingPongLatencyAt64Bytes) {
 
 TEST_F(DatagramTest, SeveralSendersEachIdentifiedBySgaAddr) {
   sockaddr_in receiver_address;
-  const int receiver = BoundSocket(&receiver_address);
+  const int receiver = BoundDatagramSocket(&receiver_address);
   constexpr int kSenders = 4, kEach = 50;  // 200 < the 256 receive buffers
   int senders[kSenders];
   sockaddr_in sender_addresses[kSenders];
   for (int s = 0; s < kSenders; ++s) {
-    senders[s] = BoundSocket(&sender_addresses[s]);
+    senders[s] = BoundDatagramSocket(&sender_addresses[s]);
   }
   std::vector<demi_qtoken_t> pushes;
   for (int i = 0; i < kEach; ++i) {
@@ -299,8 +274,8 @@ TEST_F(DatagramTest, SeveralSendersEachIdentifiedBySgaAddr) {
 
 TEST_F(DatagramTest, AddressHandleCacheServesRepeatedDestinations) {
   sockaddr_in receiver_address, sender_address;
-  const int receiver = BoundSocket(&receiver_address);
-  const int sender = BoundSocket(&sender_address);
+  const int receiver = BoundDatagramSocket(&receiver_address);
+  const int sender = BoundDatagramSocket(&sender_address);
   const demi_dgram_stats_t before = Stats();
   // The first pushto resolves the destination (asynchronously).
   CompletePush(PushTo(sender, 0, 100, 1, receiver_address));
@@ -334,8 +309,8 @@ TEST_F(DatagramTest, AddressHandleCacheServesRepeatedDestinations) {
 // after munmap the same push is EFAULT, not a crash, and nothing is sent.
 TEST_F(DatagramTest, InlineDatagramOfUnmappedMemoryIsEfault) {
   sockaddr_in receiver_address, sender_address;
-  const int receiver = BoundSocket(&receiver_address);
-  const int sender = BoundSocket(&sender_address);
+  const int receiver = BoundDatagramSocket(&receiver_address);
+  const int sender = BoundDatagramSocket(&sender_address);
   CompletePush(PushTo(sender, 0, 100, 1, receiver_address));  // resolves
   ASSERT_NO_FATAL_FAILURE(PopAndCheck(receiver, 0, 100, 1, sender_address));
   auto* page = static_cast<uint8_t*>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE,
@@ -366,9 +341,9 @@ TEST_F(DatagramTest, InlineDatagramOfUnmappedMemoryIsEfault) {
 
 TEST_F(DatagramTest, ConnectSetsTheDefaultDestination) {
   sockaddr_in server_address, client_address, other_address;
-  const int server = BoundSocket(&server_address);
-  const int client = BoundSocket(&client_address);
-  const int other = BoundSocket(&other_address);
+  const int server = BoundDatagramSocket(&server_address);
+  const int client = BoundDatagramSocket(&client_address);
+  const int other = BoundDatagramSocket(&other_address);
   demi_sgarray_t sga = MessageArray(1, 10, 1);
   demi_qtoken_t qt = 0;
   EXPECT_EQ(demi_push(&qt, client, &sga), EDESTADDRREQ);
@@ -550,7 +525,7 @@ class ForgingSender {
 std::unique_ptr<ForgingSender> ResolveWithIdleSocket(
     const sockaddr_in& destination, int* idle) {
   sockaddr_in idle_address;
-  *idle = BoundSocket(&idle_address);
+  *idle = BoundDatagramSocket(&idle_address);
   demi_qtoken_t idle_pop = 0;
   EXPECT_EQ(demi_pop(&idle_pop, *idle), 0);
   auto progress = [idle_pop] {
@@ -588,7 +563,7 @@ std::string PopPayload(int qd, sockaddr_in* sender) {
 // counted as forged; sga_addr carries the packet's address.
 TEST_F(DatagramTest, HeaderNamingAnotherSourceAddressIsDropped) {
   sockaddr_in target_address;
-  const int target = BoundSocket(&target_address);
+  const int target = BoundDatagramSocket(&target_address);
   int idle = -1;
   std::unique_ptr<ForgingSender> sender =
       ResolveWithIdleSocket(target_address, &idle);
@@ -615,8 +590,8 @@ TEST_F(DatagramTest, HeaderNamingAnotherSourceAddressIsDropped) {
 // peer's port into its header is filtered out.
 TEST_F(DatagramTest, ConnectedSocketTakesOnlyItsPeersQueuePair) {
   sockaddr_in client_address, peer_address;
-  const int client = BoundSocket(&client_address);
-  const int peer = BoundSocket(&peer_address);
+  const int client = BoundDatagramSocket(&client_address);
+  const int peer = BoundDatagramSocket(&peer_address);
   demi_qtoken_t qt = 0;
   ASSERT_EQ(demi_connect(&qt, client, Sa(peer_address), sizeof(peer_address)),
             0);
@@ -636,8 +611,8 @@ TEST_F(DatagramTest, ConnectedSocketTakesOnlyItsPeersQueuePair) {
 
 TEST_F(DatagramTest, ResolutionFailureFailsTheToken) {
   sockaddr_in sender_address, nobody;
-  const int sender = BoundSocket(&sender_address);
-  const int closed = BoundSocket(&nobody);
+  const int sender = BoundDatagramSocket(&sender_address);
+  const int closed = BoundDatagramSocket(&nobody);
   ASSERT_EQ(demi_close(closed), 0);  // nobody listens on that port now
   const demi_dgram_stats_t before = Stats();
   demi_qtoken_t qt = PushTo(sender, 0, 10, 1, nobody);
@@ -655,8 +630,8 @@ TEST_F(DatagramTest, ResolutionFailureFailsTheToken) {
 
 TEST_F(DatagramTest, NoReceiveBufferDropsDatagramsNeverBlocks) {
   sockaddr_in receiver_address, sender_address;
-  const int receiver = BoundSocket(&receiver_address);
-  const int sender = BoundSocket(&sender_address);
+  const int receiver = BoundDatagramSocket(&receiver_address);
+  const int sender = BoundDatagramSocket(&sender_address);
   // The receiver does not pop: past its 256 buffers, datagrams are dropped,
   // and every push still completes.
   constexpr int kSent = 600;
@@ -704,8 +679,8 @@ TEST_F(DatagramTest, NoReceiveBufferDropsDatagramsNeverBlocks) {
 
 TEST_F(DatagramTest, CloseCancelsPendingPopsAndKeepsPoppedMemory) {
   sockaddr_in a_address, b_address;
-  const int a = BoundSocket(&a_address);
-  const int b = BoundSocket(&b_address);
+  const int a = BoundDatagramSocket(&a_address);
+  const int b = BoundDatagramSocket(&b_address);
   CompletePush(PushTo(a, 5, 300, 3, b_address));
   demi_qtoken_t pop = 0;
   ASSERT_EQ(demi_pop(&pop, b), 0);
@@ -754,8 +729,8 @@ TEST_F(DatagramTest, PushToOnAStreamSocketIgnoresTheAddress) {
 
 TEST_F(DatagramTest, InvalidArguments) {
   sockaddr_in bound_address, peer_address;
-  const int bound = BoundSocket(&bound_address);
-  const int peer = BoundSocket(&peer_address);
+  const int bound = BoundDatagramSocket(&bound_address);
+  const int peer = BoundDatagramSocket(&peer_address);
   demi_sgarray_t sga = MessageArray(0, 32, 1);
   demi_qtoken_t qt = 0;
   const socklen_t size = sizeof(peer_address);
@@ -889,7 +864,7 @@ TEST_F(DatagramTest, PeerThatRebindsElsewhereIsFoundAgain) {
   // the cached queue pair are lost until the route is resolved again in the
   // background (DEMI_DGRAM_ROUTE_TTL_MS, 200 ms in this test: see main).
   sockaddr_in self_address;
-  const int self = BoundSocket(&self_address);
+  const int self = BoundDatagramSocket(&self_address);
   const sockaddr_in peer = NextTestAddress();
   const demi_dgram_stats_t before = Stats();
   constexpr uint32_t kSize = 100;
@@ -961,7 +936,7 @@ TEST_F(DatagramTest, ConnectFindsAPeerThatRestartedAtTheSameAddress) {
   // the address now, however young the cached route (pushto alone keeps
   // using it until its age, DEMI_DGRAM_ROUTE_TTL_MS, passes).
   sockaddr_in self_address;
-  const int self = BoundSocket(&self_address);
+  const int self = BoundDatagramSocket(&self_address);
   const sockaddr_in peer = NextTestAddress();
   constexpr uint32_t kSize = 64;
   for (uint64_t generation = 0; generation < 3; ++generation) {

@@ -115,6 +115,27 @@ std::vector<demi_qtoken_t> PushUntilEagain(int qd, uint32_t size) {
   return pushes;
 }
 
+int BoundDatagramSocket(sockaddr_in* address) {
+  *address = NextTestAddress();
+  int qd = -1;
+  EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_DGRAM, 0), 0);
+  EXPECT_EQ(demi_bind(qd, Sa(*address), sizeof(*address)), 0);
+  return qd;
+}
+
+uint64_t ExpectPatternIn(const demi_sgarray_t& sga, uint64_t seed) {
+  uint64_t offset = 0;
+  for (uint32_t s = 0; s < sga.sga_numsegs && s < DEMI_SGARRAY_MAXSIZE; ++s) {
+    const int64_t bad = FindPatternMismatch(
+        sga.sga_segs[s].sgaseg_buf, sga.sga_segs[s].sgaseg_len, seed, offset);
+    if (bad >= 0) {
+      ADD_FAILURE() << "message " << seed << " byte " << offset + bad;
+    }
+    offset += sga.sga_segs[s].sgaseg_len;
+  }
+  return offset;
+}
+
 void CompletePush(demi_qtoken_t qt) {
   demi_qresult_t result = WaitResult(qt);
   EXPECT_EQ(result.qr_opcode, DEMI_OPC_PUSH) << result.qr_ret;
@@ -132,17 +153,11 @@ uint64_t CheckMessage(demi_qresult_t& result, uint64_t index, uint32_t size,
   for (uint32_t s = 0; s < sga.sga_numsegs && s < segments; ++s) {
     EXPECT_EQ(sga.sga_segs[s].sgaseg_len,
               SegmentLength(size, segments, s, offset));
-    auto* data = static_cast<const uint8_t*>(sga.sga_segs[s].sgaseg_buf);
-    for (uint32_t j = 0; j < sga.sga_segs[s].sgaseg_len; ++j) {
-      if (data[j] != PatternByte(index, offset + j)) {
-        ADD_FAILURE() << "message " << index << " byte " << offset + j;
-        break;
-      }
-    }
     offset += sga.sga_segs[s].sgaseg_len;
   }
+  const uint64_t checked = ExpectPatternIn(sga, index);
   EXPECT_EQ(demi_sgafree(&sga), 0);
-  return offset;
+  return checked;
 }
 
 }  // namespace demi::testing

@@ -41,6 +41,19 @@ void ConnectTo(const sockaddr_in& address, int listener, int* client,
 demi_qtoken_t PushMessage(int qd, uint64_t index, uint32_t size,
                           uint32_t segments);
 
+// A datagram socket bound to a test address of its own (*address).
+int BoundDatagramSocket(sockaddr_in* address);
+
+// `address` as the sockaddr* the demi_* calls take.
+inline const sockaddr* Sa(const sockaddr_in& address) {
+  return reinterpret_cast<const sockaddr*>(&address);
+}
+
+// Checks that the segments of `sga`, in order, hold bytes [0, n) of the
+// pattern of `seed` (tests/pattern.h), adding a failure at the first byte
+// that does not; returns n, the bytes the segments hold.
+uint64_t ExpectPatternIn(const demi_sgarray_t& sga, uint64_t seed);
+
 // Closes each queue, expecting success.
 void CloseQueues(std::initializer_list<int> qds);
 

@@ -303,19 +303,6 @@ TEST_F(PoppedPushTest, CloseOfTheSourceDuringRelayPushIsSafe) {
 
 // ---- Datagrams --------------------------------------------------------------
 
-int BoundDatagramSocket(sockaddr_in* address) {
-  *address = NextTestAddress();
-  int qd = -1;
-  EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_DGRAM, 0), 0);
-  EXPECT_EQ(
-      demi_bind(qd, reinterpret_cast<sockaddr*>(address), sizeof(*address)), 0);
-  return qd;
-}
-
-const sockaddr* Sa(const sockaddr_in& address) {
-  return reinterpret_cast<const sockaddr*>(&address);
-}
-
 // Sends one datagram of `size` pattern bytes from `from` to `to` and returns
 // its pop on `to_qd`, retrying (a datagram may be lost) up to 20 times.
 demi_qresult_t SendDatagram(int from, int to_qd, const sockaddr_in& to,
