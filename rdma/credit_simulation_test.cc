@@ -224,6 +224,29 @@ const std::vector<std::pair<uint32_t, uint32_t>> kWindows = {
     {3, 3}, {3, 4},  {4, 3}, {3, 64},  {64, 3},  {4, 4},  {5, 5},
     {6, 6}, {7, 11}, {8, 8}, {16, 16}, {33, 17}, {64, 64}};
 
+// One step of side `i`: 0 pushes (`pushes()` messages), 1 sends data, 2
+// a credit update, 3 delivers, 4 frees.
+template <typename Pushes>
+void Act(Simulation& sim, int i, int action, Pushes pushes) {
+  switch (action) {
+    case 0:
+      sim.Push(i, pushes());
+      break;
+    case 1:
+      sim.SendData(i);
+      break;
+    case 2:
+      sim.SendCreditUpdate(i);
+      break;
+    case 3:
+      sim.Deliver(i);
+      break;
+    case 4:
+      sim.Free(i);
+      break;
+  }
+}
+
 class CreditSimulationTest
     : public ::testing::TestWithParam<std::pair<uint32_t, uint32_t>> {};
 
@@ -263,23 +286,7 @@ TEST_P(CreditSimulationTest, RandomSchedulesAreSafeAndLive) {
       uint64_t pick = uniform(0, w[0] + w[1] + w[2] + w[3] + w[4] - 1);
       int kind = 0;
       while (pick >= w[kind]) pick -= w[kind++];
-      switch (kind) {
-        case 0:
-          sim.Push(i, uniform(1, 4));
-          break;
-        case 1:
-          sim.SendData(i);
-          break;
-        case 2:
-          sim.SendCreditUpdate(i);
-          break;
-        case 3:
-          sim.Deliver(i);
-          break;
-        case 4:
-          sim.Free(i);
-          break;
-      }
+      Act(sim, i, kind, [&] { return uniform(1, 4); });
       ASSERT_EQ(sim.error(), "") << "step " << step;
     }
     for (int i = 0; i < 2; ++i) sim.side(i).stalled = false;
@@ -304,23 +311,8 @@ TEST_P(CreditSimulationTest, StalledConsumerStopsOnlyThePeer) {
     sim.side(0).stalled = true;  // A's consumer never frees
     for (int step = 0; step < 5000; ++step) {
       const int i = static_cast<int>(uniform(0, 1));
-      switch (uniform(0, 4)) {
-        case 0:
-          sim.Push(i, uniform(1, 3));
-          break;
-        case 1:
-          sim.SendData(i);
-          break;
-        case 2:
-          sim.SendCreditUpdate(i);
-          break;
-        case 3:
-          sim.Deliver(i);
-          break;
-        case 4:
-          sim.Free(i);
-          break;
-      }
+      Act(sim, i, static_cast<int>(uniform(0, 4)),
+          [&] { return uniform(1, 3); });
       ASSERT_EQ(sim.error(), "") << "step " << step;
     }
     sim.Push(0, 500);

@@ -41,6 +41,18 @@ namespace {
 
 using ::demi::testing::PatternByte;
 
+// Checks that `message` is one segment of `length` bytes of the pattern of
+// message `index`.
+void ExpectOneSegmentOfPattern(const ReceivedMessage& message, uint64_t index,
+                               uint32_t length) {
+  ASSERT_EQ(message.num_segments, 1u);
+  ASSERT_EQ(message.segment_lengths[0], length);
+  EXPECT_EQ(demi::testing::FindPatternMismatch(message.segment_data[0], length,
+                                               index),
+            -1)
+      << "message " << index;
+}
+
 constexpr absl::Duration kStepTimeout = absl::Seconds(10);
 constexpr uint32_t kEagerLimit = 8192;
 
@@ -665,12 +677,7 @@ TEST(RcConnectionTest, InlineSendsAreDoneAtPost) {
     while (!pair.server_sink.messages.empty()) {
       ReceivedMessage message = pair.server_sink.messages.front();
       pair.server_sink.messages.pop_front();
-      ASSERT_EQ(message.num_segments, 1u);
-      ASSERT_EQ(message.segment_lengths[0], 64u);
-      for (int j = 0; j < 64; ++j) {
-        ASSERT_EQ(message.segment_data[0][j], PatternByte(received, j))
-            << "message " << received << " byte " << j;
-      }
+      ExpectOneSegmentOfPattern(message, received, 64);
       ++received;
       ASSERT_TRUE(pair.server->Release(message.buffer_index).ok());
     }
@@ -1110,12 +1117,7 @@ TEST(RcConnectionTest, BurstBetweenPollsGoesUnderOneDoorbellAtTheNextPoll) {
     while (!pair.server_sink.messages.empty()) {
       ReceivedMessage message = pair.server_sink.messages.front();
       pair.server_sink.messages.pop_front();
-      ASSERT_EQ(message.num_segments, 1u);
-      ASSERT_EQ(message.segment_lengths[0], 64u);
-      for (int j = 0; j < 64; ++j) {
-        ASSERT_EQ(message.segment_data[0][j], PatternByte(received, j))
-            << "message " << received << " byte " << j;
-      }
+      ExpectOneSegmentOfPattern(message, received, 64);
       ++received;
       if (message.part > 0) ++shared;
       to_release.push_back(message.buffer_index);

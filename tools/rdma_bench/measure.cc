@@ -49,6 +49,34 @@ const char* MemoryLabel(Memory memory) {
   return memory == Memory::kLibrary ? "lib" : "app";
 }
 
+// The row of one of the single-connection latency loops (datagram,
+// Demikernel-style: library memory) from `result`, with its progress line
+// ("`label` 64 B lib: ...").
+Row SingleLatencyRow(const char* workload, const std::string& label,
+                     uint64_t size, const CellResult& result) {
+  Row row;
+  row.workload = workload;
+  row.size = size;
+  row.memory = Memory::kLibrary;
+  row.iterations = result.iterations;
+  row.seconds = result.seconds;
+  row.reason = result.reason;
+  const std::string head = absl::StrCat(label, " ", FormatSize(size), " lib: ");
+  if (!result.supported) {
+    Progress(head + "n/a: " + result.reason);
+    return row;
+  }
+  const LatencySummary& l = result.latency;
+  row.value = row.median_us = l.median;
+  row.p99_us = l.p99;
+  row.p999_us = l.p999;
+  row.mean_us = l.mean;
+  Progress(head + absl::StrFormat(
+                      "median %.2f us, p99 %.2f us (%u round trips in %.2f s)",
+                      l.median, l.p99, l.samples, result.seconds));
+  return row;
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
@@ -169,28 +197,8 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
     absl::StatusOr<CellResult> result = MeasureDatagramLatency(
         datagram_server, kDatagramSize, limits, kWaitForServer);
     if (!result.ok()) return result.status();
-    Row row;
-    row.workload = "dgram_latency";
-    row.size = kDatagramSize;
-    row.memory = Memory::kLibrary;
-    row.iterations = result->iterations;
-    row.seconds = result->seconds;
-    row.reason = result->reason;
-    const std::string head = "datagram latency 64 B lib: ";
-    if (result->supported) {
-      const LatencySummary& l = result->latency;
-      row.value = row.median_us = l.median;
-      row.p99_us = l.p99;
-      row.p999_us = l.p999;
-      row.mean_us = l.mean;
-      Progress(head + absl::StrFormat("median %.2f us, p99 %.2f us (%u round "
-                                      "trips in %.2f s)",
-                                      l.median, l.p99, l.samples,
-                                      result->seconds));
-    } else {
-      Progress(head + "n/a: " + result->reason);
-    }
-    latency.push_back(row);
+    latency.push_back(SingleLatencyRow("dgram_latency", "datagram latency",
+                                       kDatagramSize, *result));
   }
   // Then the Demikernel-style loop, once the datagram server is done.
   {
@@ -199,22 +207,9 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
         kWaitForServer, options.workloads.latency);
     if (!result.ok()) return result.status();
     if (options.workloads.latency) {
-      Row row;
-      row.workload = "demi_latency";
-      row.size = kDemiStyleSize;
-      row.memory = Memory::kLibrary;
-      row.iterations = result->iterations;
-      row.seconds = result->seconds;
-      const LatencySummary& l = result->latency;
-      row.value = row.median_us = l.median;
-      row.p99_us = l.p99;
-      row.p999_us = l.p999;
-      row.mean_us = l.mean;
-      Progress(absl::StrFormat(
-          "Demikernel-style ping-pong 64 B lib: median %.2f us, p99 %.2f us "
-          "(%u round trips in %.2f s)",
-          l.median, l.p99, l.samples, result->seconds));
-      latency.push_back(row);
+      latency.push_back(SingleLatencyRow("demi_latency",
+                                         "Demikernel-style ping-pong",
+                                         kDemiStyleSize, *result));
     }
   }
   std::vector<Row> rows = std::move(latency);
