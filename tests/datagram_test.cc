@@ -47,7 +47,7 @@ demi_sgarray_t MessageArray(uint64_t index, uint32_t size, uint32_t segments) {
   EXPECT_EQ(sga.sga_numsegs, 1u) << "demi_sgaalloc(" << size << ")";
   if (sga.sga_numsegs != 1) return sga;
   auto* data = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
-  for (uint32_t j = 0; j < size; ++j) data[j] = PatternByte(index, j);
+  FillPattern(data, size, index);
   segments = std::min(segments, size);
   sga.sga_numsegs = segments;
   uint32_t offset = 0;
@@ -138,7 +138,7 @@ TEST_F(DatagramTest, EchoEverySizeUpToTheLimit) {
 
   // Application memory (sga_buf == NULL) goes the same way.
   std::vector<uint8_t> heap(limit);
-  for (uint32_t j = 0; j < limit; ++j) heap[j] = PatternByte(7777, j);
+  FillPattern(heap.data(), limit, 7777);
   demi_sgarray_t app{};
   app.sga_numsegs = 1;
   app.sga_segs[0] = {heap.data(), limit};
@@ -325,7 +325,7 @@ TEST_F(DatagramTest, InlineDatagramOfUnmappedMemoryIsEfault) {
                        sizeof(receiver_address));
   };
   for (uint64_t i = 1; i <= 3; ++i) {
-    for (uint32_t j = 0; j < 48; ++j) page[j] = PatternByte(i, j);
+    FillPattern(page, 48, i);
     demi_qtoken_t qt = 0;
     ASSERT_EQ(push_page(&qt), 0);
     EXPECT_EQ(WaitResult(qt).qr_opcode, DEMI_OPC_PUSH);  // application memory

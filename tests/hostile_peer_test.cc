@@ -312,7 +312,7 @@ class HostilePeerTest : public ::testing::Test {
       return false;
     }
     auto* bytes = static_cast<uint8_t*>(sga->sga_segs[0].sgaseg_buf);
-    for (uint32_t i = 0; i < size; ++i) bytes[i] = PatternByte(0, i);
+    FillPattern(bytes, size, 0);
     if (demi_push(push, qd_, sga) != 0) {
       ADD_FAILURE() << "demi_push failed";
       return false;

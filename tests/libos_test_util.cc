@@ -75,7 +75,7 @@ demi_qtoken_t PushMessage(int qd, uint64_t index, uint32_t size,
     return 0;
   }
   auto* data = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
-  for (size_t j = 0; j < size; ++j) data[j] = PatternByte(index, j);
+  FillPattern(data, size, index);
   if (segments > size) segments = size;
   sga.sga_numsegs = segments;
   uint32_t offset = 0;

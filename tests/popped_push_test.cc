@@ -311,7 +311,7 @@ demi_qresult_t SendDatagram(int from, int to_qd, const sockaddr_in& to,
     demi_sgarray_t sga = demi_sgaalloc(size);
     EXPECT_EQ(sga.sga_numsegs, 1u);
     auto* data = static_cast<uint8_t*>(sga.sga_segs[0].sgaseg_buf);
-    for (uint32_t j = 0; j < size; ++j) data[j] = PatternByte(index, j);
+    FillPattern(data, size, index);
     demi_qtoken_t push = 0;
     EXPECT_EQ(demi_pushto(&push, from, &sga, Sa(to), sizeof(to)), 0);
     CompletePush(push);

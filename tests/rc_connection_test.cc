@@ -228,7 +228,7 @@ class Stream {
       offset += lengths[s];
     }
     if (prepared_ != index + 1) {
-      for (size_t j = 0; j < offset; ++j) slot[j] = PatternByte(index, j);
+      demi::testing::FillPattern(slot, offset, index);
       prepared_ = index + 1;
     }
     absl::Status status = pair_.client->Send(
@@ -686,7 +686,7 @@ TEST(RcConnectionTest, InlineSendsAreDoneAtPost) {
   constexpr int kSmall = 200;
   int done_count = 0;
   for (int i = 0; i < kSmall; ++i) {
-    for (int j = 0; j < 64; ++j) memory[j] = PatternByte(i, j);
+    demi::testing::FillPattern(memory.data(), 64, i);
     Segment segment{memory.data(), 64, mr->lkey(), 0};
     bool done = false;
     absl::Status sent =
@@ -968,9 +968,7 @@ TEST(RcConnectionTest, SharedQueuesRouteEachConnectionsCompletions) {
   for (int p = 0; p < kSenders; ++p) {
     memory[p].resize(kMessages * 100);
     for (int m = 0; m < kMessages; ++m) {
-      for (int j = 0; j < 100; ++j) {
-        memory[p][m * 100 + j] = PatternByte(p * 1000 + m, j);
-      }
+      demi::testing::FillPattern(&memory[p][m * 100], 100, p * 1000 + m);
     }
     absl::StatusOr<MemoryRegion> mr =
         MemoryRegion::Register(pairs[p]->client->pd(), memory[p].data(),
@@ -1078,7 +1076,7 @@ TEST(RcConnectionTest, BurstBetweenPollsGoesUnderOneDoorbellAtTheNextPoll) {
   constexpr int kBurst = 12;
   std::vector<uint8_t> memory(kBurst * 64);
   for (int m = 0; m < kBurst; ++m) {
-    for (int j = 0; j < 64; ++j) memory[m * 64 + j] = PatternByte(m, j);
+    demi::testing::FillPattern(&memory[m * 64], 64, m);
   }
   absl::StatusOr<MemoryRegion> mr = MemoryRegion::Register(
       pair.client->pd(), memory.data(), memory.size(), IBV_ACCESS_LOCAL_WRITE);

@@ -232,8 +232,7 @@ absl::Status Connect(Endpoint& client, const sockaddr_in& server_address) {
 absl::Status PingPong(Endpoint& client) {
   for (int i = 0; i < kMessages; ++i) {
     size_t size = MessageSize(i);
-    for (size_t j = 0; j < size; ++j)
-      client.SendBuffer()[j] = PatternByte(i, j);
+    demi::testing::FillPattern(client.SendBuffer(), size, i);
     DEMI_RETURN_IF_ERROR(client.PostSend(client.SendBuffer(), size));
     DEMI_RETURN_IF_ERROR(client.WaitFor(IBV_WC_SEND).status());
     // Scribble over the send buffer: the echo must come from the server.
