@@ -13,7 +13,12 @@
  * Nothing may block on a loss: a burst waits for its answers at most
  * SOAK_PATIENCE_MS after the last one arrived, then the next burst goes; an
  * answer arriving later still counts (late). Fails if more than
- * MAX_LOST_PERCENT of the datagrams were lost, or on any wrong byte. */
+ * MAX_LOST_PERCENT of the datagrams were lost, or on any wrong byte.
+ * Before the soak it exchanges one warm-up datagram, resent each second until
+ * answered: the first datagram each way waits for its route (rdma_cm asks the
+ * peer for its queue pair number; when loss takes that request or its answer,
+ * the kernel asks again only after 4 s), and the soak measures datagrams
+ * lost, not that wait. */
 
 #define _POSIX_C_SOURCE 200809L
 
@@ -64,6 +69,10 @@ static int server(int argc, char *const argv[]) {
     CHECK(demi_pushto(&qt, qd, &sga, (const struct sockaddr *)&source,
                       sizeof(source)) == 0);
     CHECK(demi_wait(&qr, qt, NULL) == 0);
+    if (qr.qr_opcode != DEMI_OPC_PUSH) {
+      fprintf(stderr, "udp_echo: answer %llu failed: %s\n", answered + 1,
+              strerror(qr.qr_ret));
+    }
     CHECK(qr.qr_opcode == DEMI_OPC_PUSH);
     CHECK(demi_sgafree(&sga) == 0);
     ++answered;
@@ -158,13 +167,50 @@ static uint32_t soak_size(uint64_t index, uint32_t max) {
   return size == QUIT_SIZE ? size + 1 : size;
 }
 
+/* The sequence number of the warm-up datagram (no soak datagram has it). */
+#define SOAK_WARM_UP UINT64_MAX
+
+/* The sequence number in the first 8 bytes of a popped answer. */
+static uint64_t soak_index(const demi_sgarray_t *sga) {
+  uint64_t index;
+  CHECK(sga->sga_numsegs == 1 && sga->sga_segs[0].sgaseg_len >= sizeof(index));
+  memcpy(&index, sga->sga_segs[0].sgaseg_buf, sizeof(index));
+  return index;
+}
+
+/* Exchanges the warm-up datagram with the server, resending it each second
+ * (at most 60 times) until an answer comes back: then both hosts have their
+ * route to the other. Leaves a pop pending in *pop; returns the number of
+ * times it was sent. */
+static int soak_warm_up(int qd, demi_qtoken_t *pop) {
+  demi_sgarray_t sga = demi_sgaalloc(sizeof(uint64_t));
+  const uint64_t index = SOAK_WARM_UP;
+  int answered = 0, attempt = 0;
+  CHECK(sga.sga_numsegs == 1);
+  memcpy(sga.sga_segs[0].sgaseg_buf, &index, sizeof(index));
+  for (; !answered; ++attempt) {
+    const struct timespec patience = {1, 0};
+    demi_qresult_t qr;
+    int rc;
+    CHECK(attempt < 60);
+    send_to_server(qd, &sga);
+    rc = demi_wait(&qr, *pop, &patience);
+    if (rc == ETIMEDOUT) continue;
+    CHECK(rc == 0 && qr.qr_opcode == DEMI_OPC_POP);
+    answered = soak_index(&qr.qr_value.sga) == SOAK_WARM_UP;
+    CHECK(answered);
+    CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
+    CHECK(demi_pop(pop, qd) == 0);
+  }
+  CHECK(demi_sgafree(&sga) == 0);
+  return attempt;
+}
+
 /* Checks one popped answer of the soak; returns its sequence number. */
 static uint64_t check_soak_answer(const demi_sgarray_t *sga, uint64_t sent,
                                   uint32_t max) {
   const demi_sgaseg_t *segment = &sga->sga_segs[0];
-  uint64_t index;
-  CHECK(sga->sga_numsegs == 1 && segment->sgaseg_len >= sizeof(index));
-  memcpy(&index, segment->sgaseg_buf, sizeof(index));
+  const uint64_t index = soak_index(sga);
   CHECK(index < sent); /* an answer to something sent */
   CHECK(segment->sgaseg_len == soak_size(index, max));
   CHECK(has_pattern((const uint8_t *)segment->sgaseg_buf + sizeof(index),
@@ -182,7 +228,7 @@ static int soak_client(int argc, char *const argv[], uint64_t count,
   demi_qtoken_t pop = 0;
   double started, lost_percent;
   uint32_t max;
-  int qd;
+  int qd, warm_up_sends;
   CHECK(seen != NULL);
   init_demi(argc, argv);
   /* This host's address (another host's, across a wire), the next port. */
@@ -192,8 +238,9 @@ static int soak_client(int argc, char *const argv[], uint64_t count,
   CHECK(demi_dgram_stats(&stats) == 0);
   max = stats.max_payload;
   CHECK(max > QUIT_SIZE && max > 16);
-  started = now_seconds();
   CHECK(demi_pop(&pop, qd) == 0);
+  warm_up_sends = soak_warm_up(qd, &pop);
+  started = now_seconds();
   for (uint64_t first = 0; first < count; first += SOAK_BURST) {
     const uint64_t end =
         first + SOAK_BURST < count ? first + SOAK_BURST : count;
@@ -216,6 +263,12 @@ static int soak_client(int argc, char *const argv[], uint64_t count,
       if (rc == ETIMEDOUT) break; /* the rest of the burst is lost */
       CHECK(rc == 0);
       CHECK(qr.qr_opcode == DEMI_OPC_POP);
+      if (soak_index(&qr.qr_value.sga) == SOAK_WARM_UP) {
+        /* A resent warm-up's answer, after the first one. */
+        CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
+        CHECK(demi_pop(&pop, qd) == 0);
+        continue;
+      }
       index = check_soak_answer(&qr.qr_value.sga, end, max);
       CHECK(demi_sgafree(&qr.qr_value.sga) == 0);
       CHECK(demi_pop(&pop, qd) == 0);
@@ -246,12 +299,12 @@ static int soak_client(int argc, char *const argv[], uint64_t count,
       "udp_echo: soak of %llu datagrams (8 B to %u B) in %.1f s: %llu "
       "answered and checked, %llu lost (%.2f%%, at most %.1f%% allowed), %llu "
       "late, %llu duplicated; library: %llu sent, %llu received, receive "
-      "queue empty %llu times\n",
+      "queue empty %llu times; warm-up sent %d times\n",
       (unsigned long long)count, max, now_seconds() - started, answered,
       (unsigned long long)(count - answered), lost_percent, max_lost_percent,
       late, duplicated, (unsigned long long)stats.sent,
       (unsigned long long)stats.received,
-      (unsigned long long)stats.receive_queue_empty);
+      (unsigned long long)stats.receive_queue_empty, warm_up_sends);
   free(seen);
   CHECK(lost_percent <= max_lost_percent);
   CHECK(demi_close(qd) == 0);
