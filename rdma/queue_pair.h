@@ -28,6 +28,9 @@ struct QueuePairTraits {
   }
 };
 
+// The bytes of an MTU as the verbs enumerate it (IBV_MTU_256 .. 4096).
+inline uint32_t MtuBytes(ibv_mtu mtu) { return 128u << static_cast<int>(mtu); }
+
 class QueuePair {
  public:
   // Creates the queue pair of `id` (which must be bound to a device) in `pd`
@@ -38,6 +41,11 @@ class QueuePair {
 
   ibv_qp* get() const { return id_->qp; }
   uint32_t qp_num() const { return id_->qp->qp_num; }
+
+  // The path MTU in bytes (a payload this long is one packet on the wire),
+  // once rdma_cm has moved the queue pair to RTR. Asks the device (a system
+  // call): for setup, not the data path.
+  absl::StatusOr<uint32_t> PathMtuBytes() const;
 
   // Posts a chain of send work requests. On failure nothing from the first
   // rejected request on was posted; *bad (if given) points at it.

@@ -60,9 +60,9 @@
 // (kRendezvous: lengths, addresses, keys; RendezvousSender) and the receiver
 // pulls it with RDMA READs, then answers kRendezvousDone, which reports the
 // sender's cookie. Not above it but too large for one of the peer's receive
-// buffers, it goes in parts (several SENDs back to back, the last one's
-// completion reporting the cookie), but only on an idle connection; behind
-// other sends, or with more parts than half the send queue, by rendezvous.
+// buffers, it goes in parts (SENDs of whole packets back to back, the last
+// one's completion reporting the cookie) when every part can go at once (the
+// FIFO empty, a credit each, parts <= half the send queue), else rendezvous.
 // The receiver (InboundMessages) takes a LargeBuffer for each, in arrival
 // order and within its quota. At most send_queue_depth rendezvous sends may
 // await their done (EAGAIN beyond).
@@ -393,9 +393,8 @@ class RcConnection final : private CompletionHandler {
   // goes first).
   QueuePairResources resources_;
 
-  // MemoryRegion::Register in pd_, tried once more after
-  // options_.relieve_pinning drops something when the first try meets the
-  // locked-memory limit (ENOMEM).
+  // MemoryRegion::Register in pd_, tried once more if the locked-memory
+  // limit (ENOMEM) met it and options_.relieve_pinning dropped something.
   absl::StatusOr<MemoryRegion> Register(void* address, size_t length,
                                         int access);
 
@@ -411,6 +410,7 @@ class RcConnection final : private CompletionHandler {
   uint64_t posted_at_poll_ = ~uint64_t{0};
   const uint32_t signal_interval_;
   uint32_t peer_receive_buffer_size_ = 0;
+  uint32_t part_send_bytes_ = 0;  // a full part's SEND: PartSendBytes
   bool peer_rendezvous_ = false;  // the peer has a pool for rendezvous
   std::optional<CreditAccount> credits_;
   bool established_ = false;

@@ -81,19 +81,19 @@ absl::Status RcConnection::SendInParts(absl::Span<const Segment> segments,
   }
   if (total > peer_rendezvous_quota_) return SendRendezvous(segments, cookie);
   const int n = static_cast<int>(segments.size());
-  const uint64_t first = peer_receive_buffer_size_ - wire::HeaderSize(n);
-  const uint64_t next = peer_receive_buffer_size_ - wire::kHeaderFixedSize;
+  const uint64_t first = part_send_bytes_ - wire::HeaderSize(n);
+  const uint64_t next = part_send_bytes_ - wire::kHeaderFixedSize;
   const uint64_t parts = 1 + (total - first + next - 1) / next;
-  // In parts only on a connection with nothing else in flight (a request,
-  // a reply): there the round trip a rendezvous adds is what the message
-  // waits for. Behind other sends (a stream of large pushes) the peer's
-  // reads pipeline without our credits and its bytes are copied once (by
-  // the device) instead of twice: rendezvous. So is a message of many parts.
-  if (parts > send_queue_depth_ / 2 || !established_ || !idle() ||
+  // In parts when every part can go now: nothing queued before them, a
+  // credit for each. A rendezvous costs a round trip and an RDMA READ; on
+  // rxe that costs more than the receiver's copy of the parts, alone (64 KiB
+  // latency) and in a stream (64 KiB bandwidth) alike. A message of more
+  // parts than half the send queue goes by rendezvous.
+  if (parts > send_queue_depth_ / 2 || !established_ || !fifo_.empty() ||
       credits_->credits() < parts) {
     return SendRendezvous(segments, cookie);
   }
-  // Idle: the FIFO is empty, and half of it takes every part.
+  // The FIFO is empty, and half of it takes every part.
   uint64_t offset = 0;
   for (uint64_t p = 0; p < parts; ++p) {
     const uint64_t bytes = std::min(p == 0 ? first : next, total - offset);

@@ -282,6 +282,12 @@ absl::Status RcConnection::OnEstablished(const CmEvent& event) {
       return peer;
     }
   }
+  // Parts fill whole packets: the path MTU is known once the queue pair is
+  // ready to receive, which it is by now.
+  absl::StatusOr<uint32_t> mtu = resources_.qp().PathMtuBytes();
+  if (!mtu.ok())
+    DEMI_LOG(kInfo, "parts fill receive buffers: ", mtu.status().message());
+  part_send_bytes_ = PartSendBytes(peer_receive_buffer_size_, mtu.value_or(0));
   established_ = true;
   // Queued sends (and receives that waited for the parameters) go at the
   // next poll.

@@ -23,8 +23,22 @@
 #include "common/fixed_ring.h"
 #include "rdma/segment.h"
 #include "rdma/send_records.h"
+#include "rdma/wire.h"
 
 namespace demi::rdma {
+
+// The bytes of each full SEND of a message in parts, for a peer whose
+// receive buffers hold `peer_buffer` bytes, on a path of `path_mtu`-byte
+// packets (0: unknown): the buffer rounded down to whole packets when that
+// still carries the largest data header and a byte, else the buffer. So no
+// part ends in a nearly empty packet: 64 KiB in parts of 8264 bytes (an 8 KiB
+// eager limit and its header) is 71 packets of 1024 bytes; in parts of 8192
+// bytes, 65.
+inline uint32_t PartSendBytes(uint32_t peer_buffer, uint32_t path_mtu) {
+  if (path_mtu == 0) return peer_buffer;
+  const uint32_t whole = peer_buffer / path_mtu * path_mtu;
+  return whole > wire::kMaxHeaderSize ? whole : peer_buffer;
+}
 
 class SendFifo {
  public:

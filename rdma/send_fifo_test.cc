@@ -134,5 +134,19 @@ TEST_F(SendFifoTest, PartsReportOnlyTheLastAndDrainOwesTheRest) {
   EXPECT_TRUE(fifo_.empty());
 }
 
+TEST(PartSendBytesTest, PartsFillWholePacketsWhenTheBufferAllows) {
+  // An 8 KiB eager limit and its header, 1024-byte packets: 8 whole ones.
+  EXPECT_EQ(PartSendBytes(8192 + wire::kMaxHeaderSize, 1024), 8192u);
+  EXPECT_EQ(PartSendBytes(8192 + wire::kMaxHeaderSize, 4096), 8192u);
+  // Already whole packets.
+  EXPECT_EQ(PartSendBytes(4096, 1024), 4096u);
+  // Path MTU unknown: the whole buffer.
+  EXPECT_EQ(PartSendBytes(8264, 0), 8264u);
+  // A buffer smaller than a packet: the whole buffer.
+  EXPECT_EQ(PartSendBytes(300, 1024), 300u);
+  EXPECT_EQ(PartSendBytes(300, 256), 256u);
+  EXPECT_EQ(PartSendBytes(600, 256), 512u);
+}
+
 }  // namespace
 }  // namespace demi::rdma

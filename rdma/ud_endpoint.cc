@@ -34,8 +34,6 @@ absl::Status CompletionError(const ibv_wc& wc) {
                                          " (vendor ", wc.vendor_err, ")"));
 }
 
-uint32_t MtuBytes(ibv_mtu mtu) { return 128u << static_cast<int>(mtu); }
-
 }  // namespace
 
 UdEndpoint::UdEndpoint(CmId id, const UdEndpointOptions& options)

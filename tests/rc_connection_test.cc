@@ -32,7 +32,10 @@
 #include "rdma/cm_event_channel.h"
 #include "rdma/cm_id.h"
 #include "rdma/completion_group.h"
+#include "rdma/large_buffer_pool.h"
 #include "rdma/memory_region.h"
+#include "rdma/protection_domain.h"
+#include "rdma/registrar.h"
 #include "tests/pattern.h"
 #include "tests/rdma_env.h"
 
@@ -1143,6 +1146,87 @@ TEST(RcConnectionTest, BurstBetweenPollsGoesUnderOneDoorbellAtTheNextPoll) {
 // A send before the connection is established (the active side does not
 // know the peer's credits yet) is queued, not staged: not done at post, and
 // reported once it went, after ESTABLISHED.
+// A message between the eager limit and the rendezvous threshold goes in
+// parts whenever every part can go at once, also behind sends still in
+// flight; each part but the last fills whole packets of the path MTU, so the
+// message takes as many SENDs as its bytes and headers need in such packets.
+TEST(RcConnectionTest, MessagesInPartsFillWholePacketsAlsoBehindOtherSends) {
+  // The server takes large messages into a pool in the protection domain of
+  // rdma_cm's context for the test device.
+  absl::StatusOr<sockaddr_in> address = testing::RdmaTestAddress();
+  ASSERT_TRUE(address.ok()) << address.status();
+  absl::StatusOr<EventChannel> channel = EventChannel::Create();
+  ASSERT_TRUE(channel.ok());
+  absl::StatusOr<CmId> probe = CmId::Create(*channel, RDMA_PS_TCP);
+  ASSERT_TRUE(probe.ok());
+  ASSERT_TRUE(probe->Bind(*address).ok());
+  absl::StatusOr<ProtectionDomain> pd =
+      ProtectionDomain::Create(probe->verbs());
+  ASSERT_TRUE(pd.ok()) << pd.status();
+  VerbsRegistrar registrar(pd->get(), IBV_ACCESS_LOCAL_WRITE);
+  absl::StatusOr<std::unique_ptr<LargeBufferPool>> pool =
+      LargeBufferPool::Create(&registrar, {.max_bytes = 4 << 20});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ibv_port_attr port{};
+  ASSERT_EQ(ibv_query_port(probe->verbs(), probe->get()->port_num, &port), 0);
+  const uint32_t mtu = MtuBytes(port.active_mtu);
+
+  constexpr uint32_t kMessage = 64 * 1024;
+  RcConnectionOptions options;
+  options.eager_limit = kEagerLimit;
+  options.rendezvous_threshold = kMessage;
+  RcConnectionOptions server_options = options;
+  server_options.pd = pd->get();
+  server_options.large_pool = pool->get();
+  Pair pair;
+  ASSERT_TRUE(ConnectPair(pair, options, &server_options).ok());
+
+  // The parts of one message: a SEND of whole packets carries a first
+  // part's header (kHeaderFixedSize and one length) or a next part's
+  // (kHeaderFixedSize); the last part carries the rest.
+  const uint32_t buffer = kEagerLimit + wire::kMaxHeaderSize;
+  const uint32_t send = buffer / mtu * mtu;
+  const uint32_t first = send - wire::HeaderSize(1);
+  const uint32_t next = send - wire::kHeaderFixedSize;
+  const uint32_t parts = 1 + (kMessage - first + next - 1) / next;
+  if (mtu == 1024) {
+    EXPECT_EQ(parts, 9u);  // rxe on a 1500-byte Ethernet
+  }
+
+  std::vector<uint8_t> memory(2 * kMessage);
+  demi::testing::FillPattern(memory.data(), kMessage, 0);
+  demi::testing::FillPattern(memory.data() + kMessage, kMessage, 1);
+  absl::StatusOr<MemoryRegion> mr = MemoryRegion::Register(
+      pair.client->pd(), memory.data(), memory.size(), IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_TRUE(mr.ok()) << mr.status();
+  for (uint64_t i = 0; i < 2; ++i) {
+    const Segment segment{memory.data() + i * kMessage, kMessage, mr->lkey(),
+                          0};
+    ASSERT_TRUE(pair.client->Send({&segment, 1}, i, nullptr).ok());
+    // The first message's parts are not done yet (nothing was polled): the
+    // second goes in parts behind them, not by rendezvous.
+    EXPECT_EQ(pair.client->posted_sends(), (i + 1) * parts) << "message " << i;
+  }
+  const absl::Time deadline = absl::Now() + kStepTimeout;
+  while ((pair.server_sink.messages.size() < 2 ||
+          pair.client_sink.completed.size() < 2) &&
+         absl::Now() < deadline) {
+    ASSERT_TRUE(pair.client->Poll(pair.client_sink).ok());
+    ASSERT_TRUE(pair.server->Poll(pair.server_sink).ok());
+  }
+  ASSERT_EQ(pair.server_sink.messages.size(), 2u);
+  EXPECT_EQ(pair.client_sink.completed, (std::vector<uint64_t>{0, 1}));
+  for (uint64_t i = 0; i < 2; ++i) {
+    ExpectOneSegmentOfPattern(pair.server_sink.messages.front(), i, kMessage);
+    ASSERT_TRUE(
+        pair.server->Release(pair.server_sink.messages.front().buffer_index)
+            .ok());
+    pair.server_sink.messages.pop_front();
+  }
+  EXPECT_TRUE(pair.client_sink.errors.empty());
+  EXPECT_TRUE(pair.server_sink.errors.empty());
+}
+
 TEST(RcConnectionTest, SendBeforeEstablishedGoesAfterIt) {
   std::vector<uint8_t> memory(64, 0x5a);
   Pair pair;
