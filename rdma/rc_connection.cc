@@ -256,11 +256,10 @@ absl::Status RcConnection::Release(uint32_t buffer_index) {
 bool RcConnection::ReleasesDue() const {
   const std::vector<uint32_t>& releases = inbound_.releases();
   if (releases.empty()) return false;
-  if (releases.size() >= release_batch_ || !credits_) return true;
+  if (!credits_) return true;
   // Buffers posted now: the peer's credits can be no more than these.
-  const uint32_t posted =
-      credits_->local_receive_buffers() - credits_->unreposted();
-  return posted <= release_low_water_;
+  return repost_.Due(releases.size(), credits_->local_receive_buffers() -
+                                          credits_->unreposted());
 }
 
 void RcConnection::PostReleased() {

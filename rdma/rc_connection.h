@@ -123,6 +123,7 @@
 #include "rdma/queue_pair_resources.h"
 #include "rdma/rc_connection_options.h"
 #include "rdma/rendezvous_sender.h"
+#include "rdma/repost_rule.h"
 #include "rdma/segment.h"
 #include "rdma/send_fifo.h"
 #include "rdma/send_records.h"
@@ -320,9 +321,8 @@ class RcConnection final : private CompletionHandler {
 
   absl::Status CreateResources();
   absl::Status PostReceive(uint32_t buffer_index);
-  // Whether the buffers in inbound_.releases() are to be posted now: a
-  // batch of them is ready (release_batch_), or few buffers are posted
-  // (release_low_water_ or fewer: the peer's credits run low).
+  // Whether the buffers in inbound_.releases() are to be posted now
+  // (repost_; before the peer's parameters, always).
   bool ReleasesDue() const;
   // Posts the buffers in inbound_.releases() as one chain when
   // ReleasesDue(), then counts each re-posted for the credit account. Fails
@@ -426,14 +426,11 @@ class RcConnection final : private CompletionHandler {
   // What arrives: messages held by the consumer, those waiting their turn,
   // large ones being read or assembled; and the buffers to re-post.
   InboundMessages inbound_;
-  // Re-posting released buffers (inbound_.releases()) in batches (see
-  // ReleasesDue): an eighth of the buffers at a time, at once when no more than
-  // three quarters are posted. A consumer that frees one message at a time (a
-  // ping-pong) thus pays one ibv_post_recv per eight messages; a peer short of
-  // credits never waits for a batch, since its credits cannot exceed the posted
-  // buffers.
-  uint32_t release_batch_ = 1;
-  uint32_t release_low_water_ = 0;
+  // Re-posting released buffers (inbound_.releases()) in batches: a consumer
+  // that frees one message at a time pays one ibv_post_recv per batch; a
+  // peer short of credits never waits for one (its credits cannot exceed the
+  // posted buffers, and few posted means at once).
+  const RepostRule repost_;
   // Posted sends, oldest first, by send-queue slot (a ring of
   // send_queue_depth): the Prepare steps write a record where its work
   // request goes, and PostChain makes those it posted part of the ring.

@@ -54,14 +54,13 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
                               .quota = options.rendezvous_quota,
                               .read_chunk = options.read_chunk,
                               .relieve_pinning = options.relieve_pinning}),
+      repost_(options.receive_buffers),
       posted_(options.send_queue_depth),
       send_wrs_(options.send_queue_depth),
       send_sges_(options.send_queue_depth * kSgesPerSend),
       fifo_(options.send_queue_depth),
       rendezvous_(options.send_queue_depth) {
   early_receives_.reserve(options.receive_buffers);
-  release_batch_ = std::max<uint32_t>(1, options.receive_buffers / 8);
-  release_low_water_ = options.receive_buffers - options.receive_buffers / 4;
 }
 
 RcConnection::~RcConnection() {

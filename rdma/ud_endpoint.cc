@@ -40,6 +40,7 @@ UdEndpoint::UdEndpoint(CmId id, const UdEndpointOptions& options)
     : id_(std::move(id)),
       options_(options),
       held_(options.receive_buffers, 0),
+      repost_(options.receive_buffers),
       posted_(options.send_queue_depth) {
   releases_.reserve(options.receive_buffers);
 }
@@ -118,10 +119,12 @@ absl::Status UdEndpoint::CreateResources() {
   attr.cap.max_inline_data = options_.max_inline_data;
   DEMI_RETURN_IF_ERROR(resources_.CreateQueuePair(*id_, options_.pd, attr));
 
+  // Every buffer, in one chain.
   for (uint32_t i = 0; i < options_.receive_buffers; ++i) {
-    DEMI_RETURN_IF_ERROR(PostReceive(i));
+    releases_.push_back(i);
   }
-  return absl::OkStatus();
+  PostReleased();
+  return status_;
 }
 
 absl::Status UdEndpoint::AcceptResolution(CmEvent request) {
@@ -143,19 +146,13 @@ absl::Status UdEndpoint::AcceptResolution(CmEvent request) {
   return requester.Accept(param);
 }
 
-absl::Status UdEndpoint::PostReceive(uint32_t buffer_index) {
-  DEMI_RETURN_IF_ERROR(
-      resources_.PostReceive(buffer_index, kReceiveBit | buffer_index));
-  ++posted_receives_;
-  return absl::OkStatus();
-}
-
 void UdEndpoint::PostReleased() {
   const uint32_t count = static_cast<uint32_t>(releases_.size());
   if (count == 0) return;
   absl::Status posted = resources_.PostReceives(
       releases_, [](uint32_t index) { return kReceiveBit | index; });
   releases_.clear();
+  ++receive_posts_;
   if (!posted.ok()) {
     Fail(posted);
     return;
@@ -232,7 +229,9 @@ absl::Status UdEndpoint::Send(const UdDestination& destination,
 absl::Status UdEndpoint::ArmNotify() { return rdma::ArmNotify(cq_->get()); }
 
 absl::Status UdEndpoint::Poll(DatagramSink& sink) {
-  if (status_.ok()) PostReleased();
+  if (status_.ok() && repost_.Due(releases_.size(), posted_receives_)) {
+    PostReleased();
+  }
   ibv_wc wc[kPollBatch];
   for (;;) {
     const int n = cq_->Poll(absl::MakeSpan(wc));
@@ -291,12 +290,11 @@ void UdEndpoint::HandleReceiveCompletion(const ibv_wc& wc, DatagramSink& sink) {
           ? ErrnoError(EPROTO, "datagram shorter than the GRH")
           : dw::DecodeHeader(buffer + dw::kGrhSize, wc.byte_len - dw::kGrhSize);
   // Not ours to trust, but not a reason to fail: dropped, counted, the
-  // buffer posted again.
+  // buffer posted again with the released ones.
   auto drop = [&](uint64_t& counter, absl::string_view why) {
     ++counter;
     DEMI_LOG(kDebug, "dropped a datagram: ", why);
-    absl::Status reposted = PostReceive(index);
-    if (!reposted.ok()) Fail(reposted);
+    releases_.push_back(index);  // not held: within capacity
   };
   if (!header.ok()) return drop(malformed_, header.status().message());
   // The source address is the packet's, not the header's word for it. (A
@@ -335,9 +333,9 @@ absl::Status UdEndpoint::Release(uint32_t buffer_index) {
   held_[buffer_index] = 0;
   if (!status_.ok()) return absl::OkStatus();  // nothing to re-post for
   releases_.push_back(buffer_index);  // within capacity: each buffer once
-  // No credits hold the peer back: a receive queue running low is refilled
-  // at once (a datagram finding it empty is dropped), else at the next poll.
-  if (posted_receives_ < options_.receive_buffers / 4) PostReleased();
+  // A batch, or a receive queue running low (a datagram finding it empty is
+  // dropped), goes at once; else at a later poll or release.
+  if (repost_.Due(releases_.size(), posted_receives_)) PostReleased();
   return status_;
 }
 

@@ -29,9 +29,9 @@
 // counted; it never fails the endpoint.
 //
 // Receiving. Poll() reports each datagram as a ReceivedDatagram pointing into
-// a receive buffer (zero copy), held by the consumer until Release(); the
-// buffers released between two polls are posted again by the next Poll(), in
-// one ibv_post_recv (at once when the receive queue runs low).
+// a receive buffer (zero copy), held by the consumer until Release(); released
+// buffers are posted again in batches, each one ibv_post_recv (RepostRule: at
+// once when the receive queue runs low).
 //
 // Failure. An error completion (other than the flush of a failed endpoint) or
 // a failed post of a receive marks the endpoint failed and moves the queue
@@ -70,6 +70,7 @@
 #include "rdma/memory_region.h"
 #include "rdma/queue_pair.h"
 #include "rdma/queue_pair_resources.h"
+#include "rdma/repost_rule.h"
 #include "rdma/segment.h"
 
 namespace demi::rdma {
@@ -158,10 +159,10 @@ class UdEndpoint {
   // event on options.channel (completion_channel.h). EINVAL without one.
   absl::Status ArmNotify();
 
-  // The consumer is done with the datagram in `buffer_index`: the next
-  // Poll() re-posts it (or this call, with all released so far, when fewer
-  // than a quarter of the buffers are posted). EINVAL if the buffer is not
-  // held; the endpoint's error if that post failed.
+  // The consumer is done with the datagram in `buffer_index`: it goes back
+  // to the device with a batch of others (RepostRule: this call or a later
+  // Poll() posts them in one chain; at once when few are posted). EINVAL if
+  // the buffer is not held; the endpoint's error if that post failed.
   absl::Status Release(uint32_t buffer_index);
 
   // The receive buffer `buffer_index` while the consumer holds it (every
@@ -206,12 +207,14 @@ class UdEndpoint {
   // than the packet's network header.
   uint64_t forged() const { return forged_; }
   uint64_t receive_queue_empty() const { return receive_queue_empty_; }
+  // ibv_post_recv calls since the endpoint was made (the first posting of
+  // every buffer: one each).
+  uint64_t receive_posts() const { return receive_posts_; }
 
  private:
   UdEndpoint(CmId id, const UdEndpointOptions& options);
 
   absl::Status CreateResources();
-  absl::Status PostReceive(uint32_t buffer_index);
   // Posts the buffers Release() gave back, chained in one ibv_post_recv.
   void PostReleased();
   void HandleSendCompletion(const ibv_wc& wc, DatagramSink& sink);
@@ -235,6 +238,8 @@ class UdEndpoint {
 
   std::vector<uint8_t> held_;  // by buffer index
   uint32_t posted_receives_ = 0;
+  // Released buffers go back in batches, at once when few are posted.
+  const RepostRule repost_;
   // Posted sends, oldest first, by send-queue slot (they complete in
   // order): the cookie, and whether to report it when done.
   struct PostedDatagram {
@@ -242,9 +247,10 @@ class UdEndpoint {
     bool report = false;
   };
   FixedRing<PostedDatagram> posted_;
-  // Buffers released since the last poll (capacity for every buffer:
-  // Release never allocates), re-posted by it in one chain.
+  // Buffers released and not yet re-posted (capacity for every buffer:
+  // Release never allocates), re-posted in one chain (repost_).
   std::vector<uint32_t> releases_;
+  uint64_t receive_posts_ = 0;
   uint64_t malformed_ = 0;
   uint64_t forged_ = 0;
   uint64_t sends_posted_ = 0;
