@@ -43,10 +43,7 @@ absl::Status QueuePairResources::CreateQueuePair(CmId& id, ibv_pd* pd,
 }
 
 absl::Status QueuePairResources::PostReceive(uint32_t index, uint64_t wr_id) {
-  ibv_sge sge;
-  ibv_recv_wr wr;
-  PrepareReceive(index, wr_id, &wr, &sge);
-  return qp_->PostRecv(&wr);
+  return PostReceives({&index, 1}, [wr_id](uint32_t) { return wr_id; });
 }
 
 void QueuePairResources::Flush() {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
@@ -260,10 +261,13 @@ absl::Status RcConnection::CreateResources() {
   attr.cap.max_inline_data = options_.max_inline_data;
   DEMI_RETURN_IF_ERROR(resources_.CreateQueuePair(*id_, pd_, attr));
 
-  for (uint32_t i = 0; i < options_.receive_buffers; ++i) {
-    DEMI_RETURN_IF_ERROR(PostReceive(i));
-  }
-  return absl::OkStatus();
+  // Every buffer, in one chain.
+  std::vector<uint32_t> all(options_.receive_buffers);
+  for (uint32_t i = 0; i < options_.receive_buffers; ++i) all[i] = i;
+  ++receive_posts_;
+  return resources_.PostReceives(all, [this](uint32_t index) {
+    return completion_.WrId(kReceiveBit | index);
+  });
 }
 
 absl::Status RcConnection::OnEstablished(const CmEvent& event) {
