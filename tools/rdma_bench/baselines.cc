@@ -36,6 +36,7 @@
 #include "tools/rdma_bench/progress.h"
 #include "tools/rdma_bench/report.h"
 #include "tools/rdma_bench/rounds.h"
+#include "tools/rdma_bench/row_workload.h"
 #include "tools/rdma_bench/runs.h"
 #include "tools/rdma_bench/server_half.h"
 
@@ -52,11 +53,12 @@ namespace {
 constexpr char kUdLatencyTool[] = "ib_send_lat -c UD";
 
 // The perftest run a row is compared with.
-std::string BaselineToolOf(const std::string& workload) {
-  if (workload == "latency" || workload == "demi_latency") {
+std::string BaselineToolOf(RowWorkload workload) {
+  if (workload == RowWorkload::kLatency ||
+      workload == RowWorkload::kDemiLatency) {
     return "ib_send_lat";
   }
-  if (workload == "dgram_latency") return kUdLatencyTool;
+  if (workload == RowWorkload::kDgramLatency) return kUdLatencyTool;
   return "ib_send_bw";
 }
 
@@ -116,8 +118,7 @@ struct BaselineKey {
 
 // The library's best figure of `workload` at `size` (any memory), if any.
 std::optional<double> LibraryFigure(const std::vector<Row>& rows,
-                                    const std::string& workload,
-                                    uint64_t size) {
+                                    RowWorkload workload, uint64_t size) {
   std::optional<double> best;
   for (const Row& row : rows) {
     if (row.workload == workload && row.size == size && row.value) {
@@ -137,10 +138,12 @@ uint64_t Iterations(const std::vector<Row>& rows, const std::string& tool,
   if (tool == kUdLatencyTool) {
     per_iteration_us = 2 * model_us;  // ours is far slower (see the table)
   } else if (tool == "ib_send_lat") {
-    std::optional<double> lib = LibraryFigure(rows, "latency", size);
+    std::optional<double> lib =
+        LibraryFigure(rows, RowWorkload::kLatency, size);
     per_iteration_us = 2 * (lib ? *lib : model_us);
   } else {
-    std::optional<double> lib = LibraryFigure(rows, "msgrate", size);
+    std::optional<double> lib =
+        LibraryFigure(rows, RowWorkload::kMsgRate, size);
     per_iteration_us = lib && *lib > 0 ? 1.0 / *lib : model_us;
   }
   const double n = absl::ToDoubleMicroseconds(budget) / per_iteration_us;
@@ -166,7 +169,7 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
       const std::string tool = BaselineToolOf(row.workload);
       row.baseline =
           Baseline{tool, std::nullopt, std::nullopt, std::nullopt, reason};
-      if (row.workload == "bandwidth" && row.size > kEagerSize) {
+      if (row.workload == RowWorkload::kBandwidth && row.size > kEagerSize) {
         row.read_baseline = Baseline{"ib_read_bw", std::nullopt, std::nullopt,
                                      std::nullopt, reason};
       }
@@ -178,7 +181,7 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
   std::map<BaselineKey, PerftestFigures> results;
   for (const Row& row : rows) {
     results.try_emplace({BaselineToolOf(row.workload), row.size});
-    if (row.workload == "bandwidth" && row.size > kEagerSize) {
+    if (row.workload == RowWorkload::kBandwidth && row.size > kEagerSize) {
       results.try_emplace({"ib_read_bw", row.size});
     }
   }
@@ -188,8 +191,9 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
   std::string tx_depth;
   for (auto& [key, baseline] : results) {
     ++done;
-    const std::string workload =
-        key.tool == "ib_send_bw" ? "msgrate" : "latency";
+    const RowWorkload workload = key.tool == "ib_send_bw"
+                                     ? RowWorkload::kMsgRate
+                                     : RowWorkload::kLatency;
     if (!options.baseline_all && key.size > kAlwaysBaseline &&
         !LibraryFigure(rows, workload, key.size)) {
       baseline.reason =
@@ -249,9 +253,10 @@ void RunBaselines(const Options& options, std::vector<Row>& rows,
     }
     const PerftestFigures& send = results[{"ib_send_bw", row.size}];
     row.baseline = Baseline{
-        "ib_send_bw", row.workload == "msgrate" ? send.mpps : send.mib_per_s,
+        "ib_send_bw",
+        row.workload == RowWorkload::kMsgRate ? send.mpps : send.mib_per_s,
         std::nullopt, std::nullopt, send.reason};
-    if (row.workload == "bandwidth" && row.size > kEagerSize) {
+    if (row.workload == RowWorkload::kBandwidth && row.size > kEagerSize) {
       const PerftestFigures& read = results[{"ib_read_bw", row.size}];
       row.read_baseline = Baseline{"ib_read_bw", read.mib_per_s, std::nullopt,
                                    std::nullopt, read.reason};
@@ -275,8 +280,9 @@ std::vector<PeerRow> RunPeerRows(const Options& options,
   std::vector<PeerCell> cells;
   for (const Row& row : rows) {
     if (row.memory != Memory::kLibrary || row.size > kAlwaysBaseline ||
-        (row.workload != "latency" && row.workload != "msgrate" &&
-         row.workload != "bandwidth")) {
+        (row.workload != RowWorkload::kLatency &&
+         row.workload != RowWorkload::kMsgRate &&
+         row.workload != RowWorkload::kBandwidth)) {
       continue;
     }
     cells.push_back(PeerCell{row.workload, row.size});

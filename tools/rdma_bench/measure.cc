@@ -36,6 +36,7 @@
 #include "tools/rdma_bench/progress.h"
 #include "tools/rdma_bench/report.h"
 #include "tools/rdma_bench/rounds.h"
+#include "tools/rdma_bench/row_workload.h"
 #include "tools/rdma_bench/runs.h"
 #include "tools/rdma_bench/server_half.h"
 
@@ -52,7 +53,7 @@ const char* MemoryLabel(Memory memory) {
 // The row of one of the single-connection latency loops (datagram,
 // Demikernel-style: library memory) from `result`, with its progress line
 // ("`label` 64 B lib: ...").
-Row SingleLatencyRow(const char* workload, const std::string& label,
+Row SingleLatencyRow(RowWorkload workload, const std::string& label,
                      uint64_t size, const CellResult& result) {
   Row row;
   row.workload = workload;
@@ -163,7 +164,7 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
                               result->window, cache_note));
         }
         if (ping) {
-          row.workload = "latency";
+          row.workload = RowWorkload::kLatency;
           if (result->supported) {
             row.value = row.median_us = result->latency.median;
             row.p99_us = result->latency.p99;
@@ -174,12 +175,12 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
           continue;
         }
         if (options.workloads.rate) {
-          row.workload = "msgrate";
+          row.workload = RowWorkload::kMsgRate;
           if (result->supported) row.value = result->mpps;
           rate.push_back(row);
         }
         if (options.workloads.bandwidth) {
-          row.workload = "bandwidth";
+          row.workload = RowWorkload::kBandwidth;
           row.value.reset();
           if (result->supported) row.value = result->mib_per_s;
           bandwidth.push_back(row);
@@ -197,8 +198,9 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
     absl::StatusOr<CellResult> result = MeasureDatagramLatency(
         datagram_server, kDatagramSize, limits, kWaitForServer);
     if (!result.ok()) return result.status();
-    latency.push_back(SingleLatencyRow("dgram_latency", "datagram latency",
-                                       kDatagramSize, *result));
+    latency.push_back(SingleLatencyRow(RowWorkload::kDgramLatency,
+                                       "datagram latency", kDatagramSize,
+                                       *result));
   }
   // Then the Demikernel-style loop, once the datagram server is done.
   {
@@ -207,7 +209,7 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
         kWaitForServer, options.workloads.latency);
     if (!result.ok()) return result.status();
     if (options.workloads.latency) {
-      latency.push_back(SingleLatencyRow("demi_latency",
+      latency.push_back(SingleLatencyRow(RowWorkload::kDemiLatency,
                                          "Demikernel-style ping-pong",
                                          kDemiStyleSize, *result));
     }

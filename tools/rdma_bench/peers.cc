@@ -90,7 +90,7 @@ std::optional<Figures> Measure(
 PeerRow RunUcx(const std::string& api, const PeerCell& cell,
                const PeerSettings& settings, uint16_t port, RunCache& cache) {
   PeerRow row = RowFor(absl::StrCat("ucx ", api), cell);
-  const bool latency = cell.workload == "latency";
+  const bool latency = cell.workload == RowWorkload::kLatency;
   const std::string test = api == "am" ? (latency ? "ucp_am_lat" : "ucp_am_bw")
                                        : (latency ? "tag_lat" : "tag_bw");
   const uint64_t n =
@@ -119,7 +119,7 @@ PeerRow RunUcx(const std::string& api, const PeerCell& cell,
   if (!figures) return row;
   if (latency) {
     row.value = figures->median_us;
-  } else if (cell.workload == "msgrate") {
+  } else if (cell.workload == RowWorkload::kMsgRate) {
     row.value = figures->messages_per_s / 1e6;
   } else {
     row.value = figures->mib_per_s;
@@ -130,7 +130,7 @@ PeerRow RunUcx(const std::string& api, const PeerCell& cell,
 PeerRow RunRstream(const PeerCell& cell, const PeerSettings& settings,
                    uint16_t port, RunCache& cache) {
   PeerRow row = RowFor("rstream", cell);
-  const bool latency = cell.workload == "latency";
+  const bool latency = cell.workload == RowWorkload::kLatency;
   // Latency: one transfer each way per iteration; streams: one iteration
   // of many transfers.
   const uint64_t transfers = latency ? 1 : StreamMessages(cell.size);
@@ -156,7 +156,7 @@ PeerRow RunRstream(const PeerCell& cell, const PeerSettings& settings,
   if (!figures) return row;
   if (latency) {
     row.value = figures->usec_per_transfer;
-  } else if (cell.workload == "msgrate") {
+  } else if (cell.workload == RowWorkload::kMsgRate) {
     row.value = 1.0 / figures->usec_per_transfer;  // per microsecond = M/s
   } else {
     // Bytes per transfer time (its Gb/sec has two decimals: 0.00 at 64 B).
@@ -233,7 +233,7 @@ std::vector<PeerRow> RunPeers(const std::vector<PeerCell>& cells,
   auto report = [&](const PeerRow& row) {
     if (progress == nullptr) return;
     progress(absl::StrCat(
-        "peer ", row.tool, " ", row.workload, " ", row.size,
+        "peer ", row.tool, " ", WorkloadName(row.workload), " ", row.size,
         " B: ", row.value ? absl::StrCat(*row.value) : row.reason));
   };
   for (const PeerCell& cell : cells) {

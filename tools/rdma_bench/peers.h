@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "tools/rdma_bench/row_workload.h"
 
 namespace demi::bench {
 
@@ -27,7 +28,7 @@ namespace demi::bench {
 // messages per second; bandwidth: MiB/s).
 struct PeerRow {
   std::string tool;  // "ucx am", "ucx tag", "rstream"
-  std::string workload;
+  RowWorkload workload = RowWorkload::kLatency;
   uint64_t size = 0;
   std::optional<double> value;
   std::string reason;  // why there is no value
@@ -62,10 +63,10 @@ struct PeerSettings {
   uint64_t latency_iterations = 2000;
 };
 
-// The cells to measure: (workload, size) for "latency", "msgrate" and
-// "bandwidth".
+// The cells to measure: (workload, size) for kLatency, kMsgRate and
+// kBandwidth.
 struct PeerCell {
-  std::string workload;
+  RowWorkload workload = RowWorkload::kLatency;
   uint64_t size = 0;
 };
 

@@ -92,7 +92,8 @@ std::vector<Field> Fields(const Row& row, const std::vector<Row>& rows,
     return Field{std::move(name), absl::StrCat(value), absl::StrCat(value)};
   };
   std::vector<Field> fields = {
-      Field{"workload", JsonString(row.workload), row.workload},
+      Field{"workload", JsonString(WorkloadName(row.workload)),
+            WorkloadName(row.workload)},
       integer("size", row.size),
       Field{"memory", JsonString(MemoryLabel(row.memory)),
             MemoryLabel(row.memory)},
@@ -107,9 +108,11 @@ std::vector<Field> Fields(const Row& row, const std::vector<Row>& rows,
       number("p99_us", row.p99_us),
       number("p999_us", row.p999_us),
       number("mean_us", row.mean_us),
-      number("mpps", row.workload == "msgrate" ? row.value : std::nullopt),
-      number("mib_per_s",
-             row.workload == "bandwidth" ? row.value : std::nullopt),
+      number("mpps",
+             row.workload == RowWorkload::kMsgRate ? row.value : std::nullopt),
+      number("mib_per_s", row.workload == RowWorkload::kBandwidth
+                              ? row.value
+                              : std::nullopt),
       text("reason", row.value ? std::string() : row.reason),
       number("app_memory_cost", RowAppMemoryCost(row, rows)),
   };
@@ -167,7 +170,7 @@ std::string RatioText(const std::optional<double>& ratio) {
   return ratio ? absl::StrFormat("%.2fx", *ratio) : "-";
 }
 
-const Row* FindRow(const std::vector<Row>& rows, const std::string& workload,
+const Row* FindRow(const std::vector<Row>& rows, RowWorkload workload,
                    uint64_t size, Memory memory) {
   for (const Row& row : rows) {
     if (row.workload == workload && row.size == size && row.memory == memory) {
@@ -200,9 +203,9 @@ std::string PeerSection(const std::vector<Row>& rows, const RunInfo& info,
     absl::StrAppend(&out, absl::StrFormat(" | %18s", tool));
   }
   out += "\n";
-  std::vector<std::pair<std::string, uint64_t>> cells;
+  std::vector<std::pair<RowWorkload, uint64_t>> cells;
   for (const PeerRow& peer : info.peers) {
-    std::pair<std::string, uint64_t> cell{peer.workload, peer.size};
+    std::pair<RowWorkload, uint64_t> cell{peer.workload, peer.size};
     if (std::find(cells.begin(), cells.end(), cell) == cells.end()) {
       cells.push_back(cell);
     }
@@ -211,7 +214,7 @@ std::string PeerSection(const std::vector<Row>& rows, const RunInfo& info,
     const Row* demi = FindRow(rows, workload, size, Memory::kLibrary);
     absl::StrAppend(
         &out, absl::StrFormat(
-                  "%-10s %9s | %7s", workload, FormatSize(size),
+                  "%-10s %9s | %7s", WorkloadName(workload), FormatSize(size),
                   RatioText(demi != nullptr ? RowRatio(*demi) : std::nullopt)));
     for (const std::string& tool : tools) {
       std::string cell = "-";
@@ -220,9 +223,10 @@ std::string PeerSection(const std::vector<Row>& rows, const RunInfo& info,
             peer.size != size) {
           continue;
         }
-        cell = absl::StrCat(Figure(peer.value, peer.reason, notes,
-                                   workload == "msgrate" ? "%.4f" : "%.2f"),
-                            " (", RatioText(PeerRatio(peer, rows)), ")");
+        cell = absl::StrCat(
+            Figure(peer.value, peer.reason, notes,
+                   workload == RowWorkload::kMsgRate ? "%.4f" : "%.2f"),
+            " (", RatioText(PeerRatio(peer, rows)), ")");
       }
       absl::StrAppend(&out, absl::StrFormat(" | %18s", cell));
     }
@@ -231,7 +235,7 @@ std::string PeerSection(const std::vector<Row>& rows, const RunInfo& info,
   return out;
 }
 
-std::string Target(const std::vector<Row>& rows, const std::string& workload,
+std::string Target(const std::vector<Row>& rows, RowWorkload workload,
                    uint64_t size, const char* what) {
   const Row* row = FindRow(rows, workload, size, Memory::kLibrary);
   if (row == nullptr) return absl::StrCat("  ", what, ": not measured\n");
@@ -274,8 +278,9 @@ std::string AppMemorySection(const std::vector<Row>& rows) {
           "rate and bandwidth lib / app).\n",
           absl::StrFormat("%-10s %9s %7s\n", "workload", "size", "cost"));
     }
-    absl::StrAppend(&out, absl::StrFormat("%-10s %9s %6.2fx\n", row.workload,
-                                          FormatSize(row.size), *cost));
+    absl::StrAppend(
+        &out, absl::StrFormat("%-10s %9s %6.2fx\n", WorkloadName(row.workload),
+                              FormatSize(row.size), *cost));
   }
   return out;
 }
@@ -294,7 +299,8 @@ std::string AppMemoryTarget(const std::vector<Row>& rows) {
       worst_cost = *cost;
     }
     if (*cost > kTarget) {
-      missed.push_back(absl::StrFormat("%s %s %.2fx", row.workload,
+      missed.push_back(absl::StrFormat("%s %s %.2fx",
+                                       WorkloadName(row.workload),
                                        FormatSize(row.size), *cost));
     }
   }
@@ -303,7 +309,7 @@ std::string AppMemoryTarget(const std::vector<Row>& rows) {
     return absl::StrFormat(
         "  application memory: within 5%% of library memory at every size "
         "(worst: %s %s %.2fx)\n",
-        worst->workload, FormatSize(worst->size), worst_cost);
+        WorkloadName(worst->workload), FormatSize(worst->size), worst_cost);
   }
   return absl::StrCat("  application memory: more than 5% slower at ",
                       absl::StrJoin(missed, ", "), "\n");
@@ -311,20 +317,19 @@ std::string AppMemoryTarget(const std::vector<Row>& rows) {
 
 }  // namespace
 
-bool IsLatencyWorkload(const std::string& workload) {
-  return workload == "latency" || workload == "dgram_latency" ||
-         workload == "demi_latency";
+bool IsLatencyWorkload(RowWorkload workload) {
+  return workload == RowWorkload::kLatency ||
+         workload == RowWorkload::kDgramLatency ||
+         workload == RowWorkload::kDemiLatency;
 }
 
-const char* UnitOf(const std::string& workload) {
+const char* UnitOf(RowWorkload workload) {
   if (IsLatencyWorkload(workload)) return "us";
-  if (workload == "msgrate") return "Mpps";
+  if (workload == RowWorkload::kMsgRate) return "Mpps";
   return "MiB/s";
 }
 
-bool LowerIsBetter(const std::string& workload) {
-  return IsLatencyWorkload(workload);
-}
+bool LowerIsBetter(RowWorkload workload) { return IsLatencyWorkload(workload); }
 
 std::optional<double> Ratio(const std::optional<double>& value,
                             const std::optional<Baseline>& baseline) {
@@ -373,8 +378,8 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
   const bool base = info.baseline;
 
   // A latency section: `workload`'s rows beside `tool`.
-  auto latency_section = [&](const std::string& workload,
-                             const std::string& title, const char* tool) {
+  auto latency_section = [&](RowWorkload workload, const std::string& title,
+                             const char* tool) {
     bool any = false;
     for (const Row& row : rows) any |= row.workload == workload;
     if (!any) return;
@@ -407,17 +412,17 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
       out += "\n";
     }
   };
-  latency_section("latency",
+  latency_section(RowWorkload::kLatency,
                   "Latency, one way (round trip / 2, as ib_send_lat), "
                   "microseconds.",
                   "ib_send_lat");
-  latency_section("demi_latency",
+  latency_section(RowWorkload::kDemiLatency,
                   "Demikernel-style ping-pong (push, wait for the push, pop, "
                   "wait for the pop, on both sides; the server pushes back "
                   "the popped array), one way, microseconds; beside "
                   "ib_send_lat.",
                   "ib_send_lat");
-  latency_section("dgram_latency",
+  latency_section(RowWorkload::kDgramLatency,
                   "Datagram latency (SOCK_DGRAM on unreliable-datagram queue "
                   "pairs; client and echo server in two processes, as "
                   "perftest), one way, microseconds; beside ib_send_lat -c "
@@ -425,7 +430,7 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
                   "-c UD");
 
   bool any = false;
-  for (const Row& row : rows) any |= row.workload == "msgrate";
+  for (const Row& row : rows) any |= row.workload == RowWorkload::kMsgRate;
   if (any) {
     absl::StrAppend(
         &out,
@@ -441,7 +446,7 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
     }
     out += "\n";
     for (const Row& row : rows) {
-      if (row.workload != "msgrate") continue;
+      if (row.workload != RowWorkload::kMsgRate) continue;
       absl::StrAppend(
           &out, absl::StrFormat("%9s  %-6s %10s", FormatSize(row.size),
                                 MemoryLabel(row.memory),
@@ -458,7 +463,7 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
   }
 
   any = false;
-  for (const Row& row : rows) any |= row.workload == "bandwidth";
+  for (const Row& row : rows) any |= row.workload == RowWorkload::kBandwidth;
   if (any) {
     absl::StrAppend(&out,
                     absl::StrFormat("\nBandwidth, MiB/s (2^20 bytes/s, "
@@ -476,7 +481,7 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
     }
     out += "\n";
     for (const Row& row : rows) {
-      if (row.workload != "bandwidth") continue;
+      if (row.workload != RowWorkload::kBandwidth) continue;
       absl::StrAppend(
           &out, absl::StrFormat("%9s  %-6s %10s", FormatSize(row.size),
                                 MemoryLabel(row.memory),
@@ -505,16 +510,18 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
   if (!footnotes.empty()) absl::StrAppend(&out, "\nn/a:\n", footnotes);
 
   absl::StrAppend(&out, "\nTargets (library memory unless said):\n",
-                  Target(rows, "latency", 64, "64 B latency"));
-  const Row* bw64k = FindRow(rows, "bandwidth", 64 << 10, Memory::kLibrary);
-  absl::StrAppend(&out,
-                  Target(rows, "bandwidth", 64 << 10, "64 KiB bandwidth"));
+                  Target(rows, RowWorkload::kLatency, 64, "64 B latency"));
+  const Row* bw64k =
+      FindRow(rows, RowWorkload::kBandwidth, 64 << 10, Memory::kLibrary);
+  absl::StrAppend(&out, Target(rows, RowWorkload::kBandwidth, 64 << 10,
+                               "64 KiB bandwidth"));
   if (bw64k == nullptr || !bw64k->value) {
     // The largest size up to 64 KiB with a figure stands in.
     const Row* best = nullptr;
     for (const Row& row : rows) {
-      if (row.workload == "bandwidth" && row.memory == Memory::kLibrary &&
-          row.value && row.size <= (64 << 10) &&
+      if (row.workload == RowWorkload::kBandwidth &&
+          row.memory == Memory::kLibrary && row.value &&
+          row.size <= (64 << 10) &&
           (best == nullptr || row.size > best->size)) {
         best = &row;
       }
@@ -522,11 +529,12 @@ std::string FormatTable(const std::vector<Row>& rows, const RunInfo& info) {
     if (best != nullptr) {
       absl::StrAppend(
           &out,
-          Target(rows, "bandwidth", best->size,
+          Target(rows, RowWorkload::kBandwidth, best->size,
                  absl::StrCat(FormatSize(best->size), " bandwidth").c_str()));
     }
   }
-  absl::StrAppend(&out, Target(rows, "msgrate", 64, "64 B message rate"));
+  absl::StrAppend(&out,
+                  Target(rows, RowWorkload::kMsgRate, 64, "64 B message rate"));
   absl::StrAppend(&out, AppMemoryTarget(rows));
   if (!info.notes.empty()) absl::StrAppend(&out, "\n", info.notes, "\n");
   return out;
@@ -561,7 +569,7 @@ std::string FormatJson(const std::vector<Row>& rows, const RunInfo& info) {
       absl::StrAppend(
           &out, i == 0 ? "\n    {" : ",\n    {",
           "\"tool\": ", JsonString(peer.tool),
-          ", \"workload\": ", JsonString(peer.workload),
+          ", \"workload\": ", JsonString(WorkloadName(peer.workload)),
           ", \"size\": ", peer.size, ", \"value\": ", JsonNumber(peer.value),
           ", \"unit\": ", JsonString(UnitOf(peer.workload)),
           ", \"ratio\": ", JsonNumber(PeerRatio(peer, rows)),
@@ -652,12 +660,12 @@ std::string GnuplotScript(const std::vector<Row>& rows,
   std::map<std::string, std::map<uint64_t, double>> series;
   for (const Row& row : rows) {
     std::string memory = MemoryLabel(row.memory);
-    if (row.workload == "latency") {
+    if (row.workload == RowWorkload::kLatency) {
       if (row.value) series["lat demi " + memory][row.size] = *row.value;
       if (row.baseline && row.baseline->value) {
         series["lat ib_send_lat"][row.size] = *row.baseline->value;
       }
-    } else if (row.workload == "bandwidth") {
+    } else if (row.workload == RowWorkload::kBandwidth) {
       if (row.value) series["bw demi " + memory][row.size] = *row.value;
       if (row.baseline && row.baseline->value) {
         series["bw ib_send_bw"][row.size] = *row.baseline->value;

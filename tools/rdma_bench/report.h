@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "tools/rdma_bench/options.h"
 #include "tools/rdma_bench/peers.h"
+#include "tools/rdma_bench/row_workload.h"
 
 namespace demi::bench {
 
@@ -27,8 +28,7 @@ struct Baseline {
 // One line of the results: a workload at a size from one kind of memory.
 // A figure the library could not produce is nullopt with `reason` set.
 struct Row {
-  // "latency", "dgram_latency", "demi_latency", "msgrate" or "bandwidth"
-  std::string workload;
+  RowWorkload workload = RowWorkload::kLatency;
   uint64_t size = 0;
   Memory memory = Memory::kLibrary;
   uint32_t connections = 1;
@@ -51,11 +51,11 @@ struct Row {
 };
 
 // The unit of a workload's value and whether lower is better.
-// A ping-pong row ("latency", "dgram_latency", "demi_latency"): its figure
-// is one-way microseconds, beside an ib_send_lat run.
-bool IsLatencyWorkload(const std::string& workload);
-const char* UnitOf(const std::string& workload);
-bool LowerIsBetter(const std::string& workload);
+// A ping-pong row (kLatency, kDgramLatency, kDemiLatency): its figure is
+// one-way microseconds, beside an ib_send_lat run.
+bool IsLatencyWorkload(RowWorkload workload);
+const char* UnitOf(RowWorkload workload);
+bool LowerIsBetter(RowWorkload workload);
 
 // value / baseline value, if both exist (and the baseline is not zero).
 std::optional<double> Ratio(const std::optional<double>& value,

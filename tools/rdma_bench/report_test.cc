@@ -12,7 +12,7 @@ namespace {
 
 std::vector<Row> SampleRows() {
   Row lat;
-  lat.workload = "latency";
+  lat.workload = RowWorkload::kLatency;
   lat.size = 64;
   lat.iterations = 1000;
   lat.seconds = 0.2;
@@ -27,7 +27,7 @@ std::vector<Row> SampleRows() {
       std::nullopt;
   app.reason = "demi_push of application memory: EINVAL (Invalid argument)";
   Row bw;
-  bw.workload = "bandwidth";
+  bw.workload = RowWorkload::kBandwidth;
   bw.size = 65536;
   bw.window = 32;
   bw.reason = "demi_sgaalloc(65536) returned no memory";
@@ -35,7 +35,7 @@ std::vector<Row> SampleRows() {
   bw.read_baseline = Baseline{"ib_read_bw", std::nullopt, std::nullopt,
                               std::nullopt, "calibration \"failed\""};
   Row rate;
-  rate.workload = "msgrate";
+  rate.workload = RowWorkload::kMsgRate;
   rate.size = 64;
   rate.window = 32;
   rate.value = 0.05;
@@ -151,12 +151,12 @@ TEST(PeersReportTest, TableAndJsonCarryPeersAgainstTheSameBaseline) {
   info.baseline = true;
   PeerRow am;
   am.tool = "ucx am";
-  am.workload = "latency";
+  am.workload = RowWorkload::kLatency;
   am.size = 64;
   am.value = 15.0;  // 15 / 12.5 = 1.20x
   PeerRow rstream;
   rstream.tool = "rstream";
-  rstream.workload = "latency";
+  rstream.workload = RowWorkload::kLatency;
   rstream.size = 64;
   rstream.reason = "rstream is not installed";
   info.peers = {am, rstream};
@@ -184,14 +184,14 @@ TEST(PeersReportTest, TableAndJsonCarryPeersAgainstTheSameBaseline) {
 // names every cell more than 5% slower.
 TEST(AppMemoryCostTest, SlowerIsAboveOneForEveryWorkload) {
   Row lat;
-  lat.workload = "latency";
+  lat.workload = RowWorkload::kLatency;
   lat.size = 4096;
   lat.value = lat.median_us = 100.0;
   Row lat_app = lat;
   lat_app.memory = Memory::kApplication;
   lat_app.value = lat_app.median_us = 103.0;
   Row bw;
-  bw.workload = "bandwidth";
+  bw.workload = RowWorkload::kBandwidth;
   bw.size = 65536;
   bw.value = 40.0;
   Row bw_app = bw;

@@ -15,7 +15,7 @@ TEST(MedianOfTest, OddEvenAndMissing) {
 
 Row LatencyRow(double median, std::optional<double> baseline) {
   Row row;
-  row.workload = "latency";
+  row.workload = RowWorkload::kLatency;
   row.size = 64;
   row.iterations = 100;
   row.seconds = 0.5;
@@ -33,7 +33,7 @@ Row LatencyRow(double median, std::optional<double> baseline) {
 
 TEST(MedianOfRoundsTest, EachFigureIsTheMedianOfItsRounds) {
   Row missing;
-  missing.workload = "bandwidth";
+  missing.workload = RowWorkload::kBandwidth;
   missing.size = 8;
   missing.reason = "EMSGSIZE";
   std::vector<std::vector<Row>> rounds = {
