@@ -13,8 +13,7 @@
 //   QueuePairResources resources;
 //   DEMI_RETURN_IF_ERROR(resources.CreateMemory({64, 8264, 4096}, reg));
 //   DEMI_RETURN_IF_ERROR(resources.CreateQueuePair(id, pd, attr));
-//   for (uint32_t i = 0; i < 64; ++i)
-//     DEMI_RETURN_IF_ERROR(resources.PostReceive(i, wr_id_of(i)));
+//   DEMI_RETURN_IF_ERROR(resources.PostAllReceives(wr_id_of));
 //
 // Lifetime: destroying it destroys the queue pair first, then the
 // registrations, then the memory. The id, protection domain and completion
@@ -102,13 +101,15 @@ class QueuePairResources {
   // them) as one chain, one ibv_post_recv; `wr_id(index)` names each.
   template <typename WrId>
   absl::Status PostReceives(absl::Span<const uint32_t> indexes, WrId wr_id) {
-    if (indexes.empty()) return absl::OkStatus();
-    for (size_t i = 0; i < indexes.size(); ++i) {
-      PrepareReceive(indexes[i], wr_id(indexes[i]), &receive_wrs_[i],
-                     &receive_sges_[i]);
-      if (i > 0) receive_wrs_[i - 1].next = &receive_wrs_[i];
-    }
-    return qp_->PostRecv(receive_wrs_.data());
+    return PostReceiveChain(
+        indexes.size(), [indexes](size_t i) { return indexes[i]; }, wr_id);
+  }
+  // Posts a receive for every buffer as one chain (at creation).
+  template <typename WrId>
+  absl::Status PostAllReceives(WrId wr_id) {
+    return PostReceiveChain(
+        receive_wrs_.size(), [](size_t i) { return static_cast<uint32_t>(i); },
+        wr_id);
   }
 
   // Moves the queue pair to the error state, once (later calls, and calls
@@ -120,6 +121,18 @@ class QueuePairResources {
   void DestroyQueuePair() { qp_.reset(); }
 
  private:
+  // Posts `count` receives, the i-th for buffer index_of(i), as one chain.
+  template <typename IndexOf, typename WrId>
+  absl::Status PostReceiveChain(size_t count, IndexOf index_of, WrId wr_id) {
+    if (count == 0) return absl::OkStatus();
+    for (size_t i = 0; i < count; ++i) {
+      const uint32_t index = index_of(i);
+      PrepareReceive(index, wr_id(index), &receive_wrs_[i], &receive_sges_[i]);
+      if (i > 0) receive_wrs_[i - 1].next = &receive_wrs_[i];
+    }
+    return qp_->PostRecv(receive_wrs_.data());
+  }
+
   // Destruction order: the queue pair, then the registrations, then memory.
   std::unique_ptr<uint8_t[]> receive_memory_;
   std::unique_ptr<uint8_t[]> header_memory_;

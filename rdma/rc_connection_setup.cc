@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
@@ -261,13 +260,9 @@ absl::Status RcConnection::CreateResources() {
   attr.cap.max_inline_data = options_.max_inline_data;
   DEMI_RETURN_IF_ERROR(resources_.CreateQueuePair(*id_, pd_, attr));
 
-  // Every buffer, in one chain.
-  std::vector<uint32_t> all(options_.receive_buffers);
-  for (uint32_t i = 0; i < options_.receive_buffers; ++i) all[i] = i;
   ++receive_posts_;
-  return resources_.PostReceives(all, [this](uint32_t index) {
-    return completion_.WrId(kReceiveBit | index);
-  });
+  return resources_.PostAllReceives(
+      [this](uint32_t index) { return completion_.WrId(kReceiveBit | index); });
 }
 
 absl::Status RcConnection::OnEstablished(const CmEvent& event) {
@@ -288,8 +283,9 @@ absl::Status RcConnection::OnEstablished(const CmEvent& event) {
   // Parts fill whole packets: the path MTU is known once the queue pair is
   // ready to receive, which it is by now.
   absl::StatusOr<uint32_t> mtu = resources_.qp().PathMtuBytes();
-  if (!mtu.ok())
+  if (!mtu.ok()) {
     DEMI_LOG(kInfo, "parts fill receive buffers: ", mtu.status().message());
+  }
   part_send_bytes_ = PartSendBytes(peer_receive_buffer_size_, mtu.value_or(0));
   established_ = true;
   // Queued sends (and receives that waited for the parameters) go at the

@@ -119,12 +119,11 @@ absl::Status UdEndpoint::CreateResources() {
   attr.cap.max_inline_data = options_.max_inline_data;
   DEMI_RETURN_IF_ERROR(resources_.CreateQueuePair(*id_, options_.pd, attr));
 
-  // Every buffer, in one chain.
-  for (uint32_t i = 0; i < options_.receive_buffers; ++i) {
-    releases_.push_back(i);
-  }
-  PostReleased();
-  return status_;
+  ++receive_posts_;
+  DEMI_RETURN_IF_ERROR(resources_.PostAllReceives(
+      [](uint32_t index) { return kReceiveBit | index; }));
+  posted_receives_ = options_.receive_buffers;
+  return absl::OkStatus();
 }
 
 absl::Status UdEndpoint::AcceptResolution(CmEvent request) {
