@@ -119,8 +119,8 @@ int ReapServer(pid_t pid, absl::Duration limit) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
-// Results the previous round left behind (operations of its closed queues,
-// cancelled at close): taken, their arrays freed, so that the next round's
+// Results the previous step left behind (operations of its closed queues,
+// cancelled at close): taken, their arrays freed, so that the next step's
 // waits see only its own.
 void DropLeftovers() {
   demi_qresult_t results[16];
@@ -137,7 +137,7 @@ void DropLeftovers() {
   }
 }
 
-// A --local server child waiting for its round (see Main).
+// A --local server child waiting for its step (see ForkServers).
 struct LocalServer {
   pid_t pid = -1;
   int start = -1;  // write one byte to start it
@@ -161,46 +161,58 @@ int RunClient(const Options& options, std::vector<LocalServer> servers) {
                         options.sizes.size(), " sizes, ", options.duration_ms,
                         " ms per cell", rounds > 1 ? ", " : "",
                         rounds > 1 ? absl::StrCat(rounds, " rounds") : ""));
+  const std::vector<Options> steps = StepsOfRound(options);
   std::vector<std::vector<Row>> measured;
   std::string notes;
+  size_t next = 0;  // the next server child (one per step of every round)
   for (uint32_t round = 0; round < rounds; ++round) {
-    if (rounds > 1) Progress(absl::StrCat("round ", round + 1, " of ", rounds));
-    const bool local = round < servers.size();
-    if (local) {
-      const char go = 1;
-      if (write(servers[round].start, &go, 1) != 1) {
-        Progress("cannot start the server of this round");
-        reap_all(round);
+    std::vector<Row> round_rows;
+    for (const Options& step : steps) {
+      if (rounds > 1 || steps.size() > 1) {
+        Progress(absl::StrCat("round ", round + 1, " of ", rounds, ", ",
+                              FormatSize(step.sizes.front())));
+      }
+      const size_t server = next++;
+      const bool local = server < servers.size();
+      if (local) {
+        const char go = 1;
+        if (write(servers[server].start, &go, 1) != 1) {
+          Progress("cannot start the server of this step");
+          reap_all(server);
+          return 1;
+        }
+        close(servers[server].start);
+      }
+      if (server > 0) DropLeftovers();
+      absl::StatusOr<std::vector<Row>> rows = Measure(step);
+      if (local) {
+        int status =
+            ReapServer(servers[server].pid,
+                       rows.ok() ? absl::Seconds(10) : absl::ZeroDuration());
+        if (rows.ok() && status != 0) {
+          Progress(absl::StrCat("the server exited with status ", status));
+        }
+      }
+      if (!rows.ok()) {
+        Progress(absl::StrCat("failed: ", rows.status().message()));
+        reap_all(server + 1);
         return 1;
       }
-      close(servers[round].start);
+      // This step's perftest cells at once, seconds after the library's.
+      std::string step_notes;
+      if (options.baseline) RunBaselines(step, *rows, &step_notes);
+      if (server == 0) notes = step_notes;
+      round_rows.insert(round_rows.end(), rows->begin(), rows->end());
     }
-    if (round > 0) DropLeftovers();
-    absl::StatusOr<std::vector<Row>> rows = Measure(options);
-    if (local) {
-      int status =
-          ReapServer(servers[round].pid,
-                     rows.ok() ? absl::Seconds(10) : absl::ZeroDuration());
-      if (rows.ok() && status != 0) {
-        Progress(absl::StrCat("the server exited with status ", status));
-      }
-    }
-    if (!rows.ok()) {
-      Progress(absl::StrCat("failed: ", rows.status().message()));
-      reap_all(round + 1);
-      return 1;
-    }
-    std::string round_notes;
-    if (options.baseline) RunBaselines(options, *rows, &round_notes);
-    if (round == 0) notes = round_notes;
-    measured.push_back(*std::move(rows));
+    SortRoundRows(&round_rows);
+    measured.push_back(std::move(round_rows));
   }
   std::vector<Row> rows = MedianOfRounds(measured);
   if (rounds > 1) {
     notes += absl::StrCat(
         notes.empty() ? "" : "; ", "every figure is the median of ", rounds,
-        " rounds, each the library's cells then perftest's; a ratio is the "
-        "median of the rounds' own ratios");
+        " rounds, each size by size (its library cells, then its perftest "
+        "cells); a ratio is the median of the rounds' own ratios");
   }
   std::vector<PeerRow> peers;
   if (options.peers) peers = RunPeerRows(options, rows);
@@ -210,14 +222,16 @@ int RunClient(const Options& options, std::vector<LocalServer> servers) {
   return code;
 }
 
-// Forks one server child per round of `options`, before this process
-// touches the library or starts a thread: each child has a libOS of its own
-// and waits (blocked in read, not spinning) until its round starts (a byte
-// on its pipe), so only one server runs at a time and none while perftest
-// runs. False (after a message) if a fork failed.
+// Forks one server child per step of every round of `options`
+// (StepsOfRound), before this process touches the library or starts a
+// thread: each child has a libOS of its own and waits (blocked in read, not
+// spinning) until its step starts (a byte on its pipe), so only one server
+// runs at a time and none while perftest runs. False (after a message) if a
+// fork failed.
 bool ForkServers(const Options& options, std::vector<LocalServer>* servers) {
-  for (uint32_t round = 0; round < std::max<uint32_t>(1, options.rounds);
-       ++round) {
+  const size_t count =
+      std::max<uint32_t>(1, options.rounds) * StepsOfRound(options).size();
+  for (size_t step = 0; step < count; ++step) {
     int fds[2];
     if (pipe(fds) != 0) {
       std::perror("rdma_bench: pipe");
@@ -240,7 +254,7 @@ bool ForkServers(const Options& options, std::vector<LocalServer>* servers) {
         n = read(fds[0], &go, 1);
       } while (n < 0 && errno == EINTR);
       close(fds[0]);
-      const bool quiet = options.role != Role::kServer || round > 0;
+      const bool quiet = options.role != Role::kServer || step > 0;
       _exit(n == 1 ? RunServer(options, quiet) : 0);
     }
     close(fds[0]);
@@ -249,7 +263,7 @@ bool ForkServers(const Options& options, std::vector<LocalServer>* servers) {
   return true;
 }
 
-// --server: serves the client's rounds one after another (a fresh server
+// --server: serves the client's steps one after another (a fresh server
 // process each, as --local), and meanwhile runs the server halves of its
 // baseline and peer pairs through the pair helper (server_half.h) until the
 // client says it is done.
@@ -264,24 +278,24 @@ int RunRemoteServer(const Options& options) {
     for (const LocalServer& server : servers) close(server.start);
     return 1;
   }
-  int failed_rounds = 0;
-  std::thread rounds([&] {
+  int failed_steps = 0;
+  std::thread steps([&] {
     for (LocalServer& server : servers) {
       const char go = 1;
       const bool started = write(server.start, &go, 1) == 1;
       close(server.start);
       if (ReapServer(server.pid, absl::Hours(2)) != 0 || !started) {
-        ++failed_rounds;
+        ++failed_steps;
       }
     }
   });
   absl::Status helped = (*helper)->Serve(absl::Minutes(15));
-  rounds.join();
+  steps.join();
   if (!helped.ok()) Progress(std::string(helped.message()));
-  if (failed_rounds > 0) {
-    Progress(absl::StrCat(failed_rounds, " round(s) of the server failed"));
+  if (failed_steps > 0) {
+    Progress(absl::StrCat(failed_steps, " step(s) of the server failed"));
   }
-  return helped.ok() && failed_rounds == 0 ? 0 : 1;
+  return helped.ok() && failed_steps == 0 ? 0 : 1;
 }
 
 int Main(int argc, char** argv) {

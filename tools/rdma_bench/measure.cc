@@ -192,7 +192,8 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
   // Datagrams last: the server serves them once the session above ends.
   const sockaddr_in datagram_server = DatagramServerAddress(options.address);
   constexpr absl::Duration kWaitForServer = absl::Seconds(10);
-  if (!options.workloads.latency) {
+  const bool single_rows = options.workloads.latency && options.single_rows;
+  if (!single_rows) {
     StopDatagramServer(datagram_server, kWaitForServer);
   } else {
     absl::StatusOr<CellResult> result = MeasureDatagramLatency(
@@ -204,11 +205,11 @@ absl::StatusOr<std::vector<Row>> Measure(const Options& options) {
   }
   // Then the Demikernel-style loop, once the datagram server is done.
   {
-    absl::StatusOr<CellResult> result = MeasureDemiStyle(
-        DemiStyleServerAddress(options.address), kDemiStyleSize, limits,
-        kWaitForServer, options.workloads.latency);
+    absl::StatusOr<CellResult> result =
+        MeasureDemiStyle(DemiStyleServerAddress(options.address),
+                         kDemiStyleSize, limits, kWaitForServer, single_rows);
     if (!result.ok()) return result.status();
-    if (options.workloads.latency) {
+    if (single_rows) {
       latency.push_back(SingleLatencyRow(RowWorkload::kDemiLatency,
                                          "Demikernel-style ping-pong",
                                          kDemiStyleSize, *result));

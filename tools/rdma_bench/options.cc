@@ -352,9 +352,10 @@ Options:
   --connections N       connections measured at once (default 1)
   --duration-ms N       time budget of each measured cell (default 200)
   --min-iterations N    measured iterations per cell, at least (default 5)
-  --rounds N            measure everything, library then perftest,
-                        N times in turn (1 to 9, default 1); each figure is
-                        the median of its N rounds
+  --rounds N            measure everything N times in turn (1 to 9,
+                        default 1), each round size by size (the library's
+                        cells, then perftest's); each figure is the median
+                        of its N rounds
   --echo popped|buffer  how the server answers pings: push back the popped
                         array (zero copy, as Demikernel's echo servers do;
                         the default) or push a reply buffer of its own

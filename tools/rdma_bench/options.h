@@ -43,10 +43,15 @@ struct Options {
   uint32_t connections = 1;     // connections used at once
   uint32_t duration_ms = 200;   // time budget of one measured cell
   uint32_t min_iterations = 5;  // measured iterations, at least
-  // --local: the whole measurement (library, then perftest) this many times
-  // in turn, each figure the median of its rounds (the emulated machine's
-  // speed drifts between cells; interleaved rounds cancel most of it).
+  // The whole measurement this many times in turn, each figure the median
+  // of its rounds (the emulated machine's speed drifts between cells;
+  // interleaved rounds cancel most of it). A round goes size by size, each
+  // size's library cells then its perftest cells (StepsOfRound).
   uint32_t rounds = 1;
+  // Not a flag: whether this measurement includes the single-connection
+  // rows (datagram and Demikernel-style latency, with latency on). A round
+  // runs them in its first step only (StepsOfRound, rounds.h).
+  bool single_rows = true;
   EchoMode echo = EchoMode::kPopped;  // how the server answers pings
   bool quick = false;                 // the short preset (tests)
   bool baseline = false;              // also run perftest

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <utility>
 
 namespace demi::bench {
 
@@ -15,6 +17,44 @@ std::optional<double> MedianOf(const std::vector<std::optional<double>>& v) {
   const size_t n = present.size();
   return n % 2 == 1 ? present[n / 2]
                     : (present[n / 2 - 1] + present[n / 2]) / 2;
+}
+
+std::vector<Options> StepsOfRound(const Options& options) {
+  std::vector<Options> steps;
+  for (uint64_t size : options.sizes) {
+    Options step = options;
+    step.sizes = {size};
+    step.single_rows = options.single_rows && steps.empty();
+    steps.push_back(std::move(step));
+  }
+  return steps;
+}
+
+namespace {
+
+// A row's place in the table (SortRoundRows).
+int TableRank(RowWorkload workload) {
+  switch (workload) {
+    case RowWorkload::kLatency:
+      return 0;
+    case RowWorkload::kDgramLatency:
+      return 1;
+    case RowWorkload::kDemiLatency:
+      return 2;
+    case RowWorkload::kMsgRate:
+      return 3;
+    case RowWorkload::kBandwidth:
+      return 4;
+  }
+  return 5;
+}
+
+}  // namespace
+
+void SortRoundRows(std::vector<Row>* rows) {
+  std::stable_sort(rows->begin(), rows->end(), [](const Row& a, const Row& b) {
+    return TableRank(a.workload) < TableRank(b.workload);
+  });
 }
 
 namespace {

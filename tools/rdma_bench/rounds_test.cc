@@ -1,5 +1,8 @@
 #include "tools/rdma_bench/rounds.h"
 
+#include <utility>
+#include <vector>
+
 #include "gtest/gtest.h"
 
 namespace demi::bench {
@@ -101,6 +104,48 @@ TEST(MedianOfRoundsTest, AppMemoryCostIsTheMedianOfEachRoundsOwn) {
   EXPECT_DOUBLE_EQ(*RowAppMemoryCost(merged[1], merged), 1.02);
   // The medians alone: 100 / 100.
   EXPECT_DOUBLE_EQ(*AppMemoryCost(merged[1], merged), 1.0);
+}
+
+TEST(StepsOfRoundTest, OneStepPerSizeAndTheSingleRowsInTheFirst) {
+  Options options;
+  options.sizes = {64, 8192, 65536};
+  std::vector<Options> steps = StepsOfRound(options);
+  ASSERT_EQ(steps.size(), 3u);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    EXPECT_EQ(steps[i].sizes, std::vector<uint64_t>{options.sizes[i]});
+    EXPECT_EQ(steps[i].single_rows, i == 0);
+  }
+  options.single_rows = false;
+  EXPECT_FALSE(StepsOfRound(options)[0].single_rows);
+}
+
+// Steps give [latency, rate, bandwidth] per size plus the single-connection
+// rows in the first; the table wants each workload together, sizes in order.
+TEST(SortRoundRowsTest, WorkloadsTogetherSizesInStepOrder) {
+  auto row = [](RowWorkload workload, uint64_t size) {
+    Row r;
+    r.workload = workload;
+    r.size = size;
+    return r;
+  };
+  std::vector<Row> rows = {
+      row(RowWorkload::kLatency, 64),     row(RowWorkload::kDgramLatency, 64),
+      row(RowWorkload::kDemiLatency, 64), row(RowWorkload::kMsgRate, 64),
+      row(RowWorkload::kBandwidth, 64),   row(RowWorkload::kLatency, 4096),
+      row(RowWorkload::kMsgRate, 4096),   row(RowWorkload::kBandwidth, 4096),
+  };
+  SortRoundRows(&rows);
+  const std::vector<std::pair<RowWorkload, uint64_t>> want = {
+      {RowWorkload::kLatency, 64},      {RowWorkload::kLatency, 4096},
+      {RowWorkload::kDgramLatency, 64}, {RowWorkload::kDemiLatency, 64},
+      {RowWorkload::kMsgRate, 64},      {RowWorkload::kMsgRate, 4096},
+      {RowWorkload::kBandwidth, 64},    {RowWorkload::kBandwidth, 4096},
+  };
+  ASSERT_EQ(rows.size(), want.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i].workload, want[i].first) << i;
+    EXPECT_EQ(rows[i].size, want[i].second) << i;
+  }
 }
 
 }  // namespace
