@@ -125,16 +125,15 @@ void RcConnection::HandleSendCompletion(const ibv_wc& wc, uint32_t slot) {
   // before it (RC completes in order; an error completes only its request,
   // those before it having succeeded).
   CompletionSink& sink = this->sink();
-  const uint32_t distance = posted_.PlacesAfterFront(slot);
-  if (distance >= posted_.size()) {
+  const uint32_t distance = sends_.PlacesAfterFront(slot);
+  if (distance >= sends_.size()) {
     DEMI_LOG(kError, "send completion for slot ", slot, ", expected one of ",
-             posted_.size(), " from ", posted_.front_slot());
+             sends_.size(), " from ", sends_.front_slot());
     Fail(ErrnoError(EIO, "send completion for no posted request"));
     return;
   }
   for (uint32_t i = 0; i <= distance; ++i) {
-    const PostedSend posted = posted_.front();
-    posted_.pop_front();
+    const PostedSend posted = sends_.TakeFront();
     absl::Status status;
     if (i == distance && wc.status != IBV_WC_SUCCESS) {
       status = CompletionError(wc);

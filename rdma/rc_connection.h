@@ -10,12 +10,14 @@
 // 0, so a receiver-not-ready is a visible error).
 //
 // Its parts, each in its own file: QueuePairResources (the queue pair, the
-// receive buffers and header memory, shared with UdEndpoint), CreditAccount
-// (the credits), InboundMessages (what arrives: held buffers, arrival order,
+// receive buffers and header memory, shared with UdEndpoint), SendQueue
+// (the send queue's requests by slot, their signaling, the doorbell),
+// SendFifo (sends waiting for a credit or a slot), CreditAccount (the
+// credits), InboundMessages (what arrives: held buffers, arrival order,
 // large messages read or assembled), RendezvousSender (transfers announced
 // to the peer and the memory they expose). The connection itself is the
 // eager channel: it decides what is posted now and what is queued, builds
-// and posts the work requests, and dispatches completions to the parts.
+// the work requests, and dispatches completions to the parts.
 //
 // It knows nothing of queue tokens: the caller passes an opaque uint64 cookie
 // with each Send and gets it back, exactly once, through
@@ -126,6 +128,7 @@
 #include "rdma/repost_rule.h"
 #include "rdma/segment.h"
 #include "rdma/send_fifo.h"
+#include "rdma/send_queue.h"
 #include "rdma/send_records.h"
 #include "rdma/wire.h"
 
@@ -269,7 +272,7 @@ class RcConnection final : private CompletionHandler {
   // No send posted, none queued, and no rendezvous send awaiting the peer's
   // done (the peer may still read its memory): nothing of ours in flight.
   bool idle() const {
-    return posted_.empty() && fifo_.empty() && rendezvous_.in_use() == 0;
+    return sends_.empty() && fifo_.empty() && rendezvous_.in_use() == 0;
   }
 
   CmId& id() { return *id_; }
@@ -280,12 +283,12 @@ class RcConnection final : private CompletionHandler {
     return options_.rendezvous_threshold;
   }
   uint32_t queued_sends() const { return fifo_.size(); }
-  uint32_t posted_sends() const { return posted_.size(); }
+  uint32_t posted_sends() const { return sends_.size(); }
   uint32_t send_queue_depth() const { return send_queue_depth_; }
   // Of the sends done at post, one in this many is signaled.
-  uint32_t signal_interval() const { return signal_interval_; }
+  uint32_t signal_interval() const { return sends_.signal_interval(); }
   // ibv_post_send calls made (one per chain of sends).
-  uint64_t doorbells() const { return doorbells_; }
+  uint64_t doorbells() const { return sends_.doorbells(); }
   // Keepalive probes posted (SendKeepalive).
   uint64_t keepalives() const { return watch_.probes(); }
   // ibv_post_recv calls made (one per poll that re-posts released buffers).
@@ -331,7 +334,7 @@ class RcConnection final : private CompletionHandler {
   absl::Status SetPeer(const void* private_data, size_t length);
   rdma_conn_param ConnParam(uint8_t private_data[]) const;
 
-  bool SendQueueFull() const { return posted_.full(); }
+  bool SendQueueFull() const { return sends_.full(); }
   // The send path's private steps are documented at their definitions
   // (rc_connection_steps.h, rc_connection_send.cc).
   bool PostNow();
@@ -354,8 +357,6 @@ class RcConnection final : private CompletionHandler {
                        uint16_t credits_returned, const Segment* segments,
                        uint32_t num_segments, uint64_t cookie,
                        uint32_t part_offset = 0, uint32_t part_bytes = 0);
-  void StartRequest(uint32_t slot, ibv_sge* sge, int num_sge,
-                    ibv_wr_opcode opcode, ibv_send_wr* wr);
   uint32_t PostChain(ibv_send_wr* first, ibv_send_wr* last, uint32_t count,
                      bool signal = true);
   // Posts one SEND now; the caller checked credits and send-queue room.
@@ -401,14 +402,9 @@ class RcConnection final : private CompletionHandler {
   const RcConnectionOptions options_;
   const uint32_t receive_buffer_size_;
   const uint32_t send_queue_depth_;
-  // Unsignaled requests posted since the last signaled one (each done at
-  // post); at signal_interval_ the next is signaled, so at most that many
-  // send slots wait for a completion to retire them.
-  uint32_t unsignaled_ = 0;
   // completion_.polls() at the last send posted at once by Send(): with
   // coalesce_sends, a second one before the next poll is queued instead.
   uint64_t posted_at_poll_ = ~uint64_t{0};
-  const uint32_t signal_interval_;
   uint32_t peer_receive_buffer_size_ = 0;
   uint32_t part_send_bytes_ = 0;  // a full part's SEND: PartSendBytes
   bool peer_rendezvous_ = false;  // the peer has a pool for rendezvous
@@ -431,21 +427,10 @@ class RcConnection final : private CompletionHandler {
   // peer short of credits never waits for one (its credits cannot exceed the
   // posted buffers, and few posted means at once).
   const RepostRule repost_;
-  // Posted sends, oldest first, by send-queue slot (a ring of
-  // send_queue_depth): the Prepare steps write a record where its work
-  // request goes, and PostChain makes those it posted part of the ring.
-  FixedRing<PostedSend> posted_;
-  // The send-queue slot `position` places after the last posted one, the
-  // one place the Prepare steps compute it.
-  uint32_t SendSlotAfterPosted(uint32_t position) const {
-    return posted_.SlotAfterBack(position);
-  }
-  // Work requests and scatter-gather lists by send-queue slot, kept until
-  // posted (a chain is built before its one ibv_post_send).
-  static constexpr size_t kSgesPerSend = wire::kMaxSegments + 1;
-  std::vector<ibv_send_wr> send_wrs_;
-  std::vector<ibv_sge> send_sges_;
-  uint64_t doorbells_ = 0;  // ibv_post_send calls
+  // The send queue: requests being built and those posted, by slot, in
+  // completion order; which are signaled.
+  static constexpr uint32_t kSgesPerSend = wire::kMaxSegments + 1;
+  SendQueue sends_;
   // Keepalive probes and the peer's progress (SendKeepalive, CheckStall).
   PeerWatch watch_;
   uint64_t receive_posts_ = 0;  // ibv_post_recv calls

@@ -38,7 +38,7 @@ void RcConnection::SendKeepalive(absl::Time now) {
   }
   // Not while one is out, nor into a full send queue. Sends posted before
   // it may be in flight or long acknowledged (unsignaled ones stay in
-  // posted_ until a signaled completion retires them): the probe goes
+  // the send queue until a signaled completion retires them): the probe goes
   // anyway, and its completion retires them.
   if (!status_.ok() || !established_ || watch_.probe_out() || SendQueueFull()) {
     return;
@@ -55,12 +55,12 @@ ibv_send_wr* RcConnection::PrepareZeroWrite(SendKind kind) {
   // A zero-length RDMA WRITE: no address, key or receive at the peer (a
   // zero-length request is not checked against either), only its
   // transport's acknowledgement.
-  const uint32_t slot = SendSlotAfterPosted(0);
-  ibv_send_wr& wr = send_wrs_[slot];
-  StartRequest(slot, /*sge=*/nullptr, /*num_sge=*/0, IBV_WR_RDMA_WRITE, &wr);
+  const uint32_t slot = sends_.SlotAfterPosted(0);
+  ibv_send_wr& wr = sends_.Start(slot, completion_.WrId(slot), /*sge=*/nullptr,
+                                 /*num_sge=*/0, IBV_WR_RDMA_WRITE);
   wr.wr.rdma.remote_addr = 0;
   wr.wr.rdma.rkey = 0;
-  posted_.slot(slot) = PostedSend{.kind = kind};
+  sends_.record(slot) = PostedSend{.kind = kind};
   return &wr;
 }
 

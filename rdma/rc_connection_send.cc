@@ -182,8 +182,8 @@ bool RcConnection::BindWindows(uint32_t index) {
   // outstanding and the last is unsignaled, nothing would retire them: a
   // signaled zero-length RDMA WRITE goes after them, and its completion
   // brings the next Pump.
-  if (!posted_.empty()) {
-    if (unsignaled_ != 0 && !SendQueueFull()) {
+  if (!sends_.empty()) {
+    if (sends_.unsignaled() != 0 && !SendQueueFull()) {
       ibv_send_wr* probe = PrepareZeroWrite(SendKind::kDrain);
       PostChain(probe, probe, 1);
     }
@@ -192,11 +192,12 @@ bool RcConnection::BindWindows(uint32_t index) {
   ibv_send_wr* first = nullptr;
   ibv_send_wr* last = nullptr;
   for (uint32_t i = 0; i < count; ++i) {
-    const uint32_t slot = SendSlotAfterPosted(i);
-    ibv_send_wr& wr = send_wrs_[slot];
-    StartRequest(slot, /*sge=*/nullptr, /*num_sge=*/0, IBV_WR_BIND_MW, &wr);
+    const uint32_t slot = sends_.SlotAfterPosted(i);
+    ibv_send_wr& wr =
+        sends_.Start(slot, completion_.WrId(slot),
+                     /*sge=*/nullptr, /*num_sge=*/0, IBV_WR_BIND_MW);
     rendezvous_.PrepareBind(index, i, &wr);
-    posted_.slot(slot) = PostedSend{.kind = SendKind::kBind};
+    sends_.record(slot) = PostedSend{.kind = SendKind::kBind};
     if (last != nullptr) last->next = &wr;
     if (first == nullptr) first = &wr;
     last = &wr;
@@ -278,7 +279,7 @@ void RcConnection::Pump() {
   // Chain, for one doorbell: done messages owed to the peer, queued sends
   // that have a credit, RDMA READs of inbound transfers, then a credit update
   // if one is due; all within the send queue's free slots.
-  const uint32_t room = send_queue_depth_ - posted_.size();
+  const uint32_t room = sends_.room();
   uint32_t count = 0;
   ibv_send_wr* first = nullptr;
   ibv_send_wr* last = nullptr;
@@ -313,7 +314,7 @@ void RcConnection::Pump() {
       wr = Prepare(count, entry.kind, returned, entry.segments,
                    entry.num_segments, entry.cookie, entry.part_offset,
                    entry.part_bytes);
-      if (entry.reported) posted_.slot(wr - send_wrs_.data()).report = false;
+      if (entry.reported) sends_.record(sends_.SlotOf(wr)).report = false;
     }
     append(wr);
     ++data;
@@ -336,11 +337,11 @@ void RcConnection::Pump() {
   dones.pop_front(posted_dones);
   const uint32_t posted_data = std::min(posted - posted_dones, data);
   // The queued sends the posted SENDs carried leave the FIFO. The chain is
-  // the newest `posted` records of posted_.
-  const uint32_t chain_front = posted_.size() - posted;
+  // the newest `posted` records of the send queue.
+  const uint32_t chain_front = sends_.size() - posted;
   uint32_t consumed = 0;
   for (uint32_t i = done_count; i < done_count + posted_data; ++i) {
-    consumed += posted_[chain_front + i].entries;
+    consumed += sends_.posted()[chain_front + i].entries;
   }
   fifo_.pop_front(consumed);
 }
@@ -351,21 +352,21 @@ void RcConnection::Pump() {
 ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
                                         uint16_t credits_returned,
                                         uint32_t from, uint32_t n) {
-  const uint32_t slot = SendSlotAfterPosted(position);
+  const uint32_t slot = sends_.SlotAfterPosted(position);
   uint8_t* out = resources_.header_memory() + slot * kHeaderSlotSize;
   const size_t at = fifo_.EncodeBatch(from, n, credits_returned, out);
-  ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
+  ibv_sge* sge = sends_.sges(slot);
   sge[0].addr = reinterpret_cast<uintptr_t>(out);
   sge[0].length = static_cast<uint32_t>(at);
   sge[0].lkey = resources_.header_lkey();
-  ibv_send_wr& wr = send_wrs_[slot];
-  StartRequest(slot, sge, 1, IBV_WR_SEND, &wr);
+  ibv_send_wr& wr =
+      sends_.Start(slot, completion_.WrId(slot), sge, 1, IBV_WR_SEND);
   if (at <= resources_.max_inline_data()) wr.send_flags |= IBV_SEND_INLINE;
   // Staged: every message of it was reported done by its Send().
-  posted_.slot(slot) = PostedSend{.cookie = 0,
-                                  .kind = SendKind::kData,
-                                  .report = false,
-                                  .entries = static_cast<uint8_t>(n)};
+  sends_.record(slot) = PostedSend{.cookie = 0,
+                                   .kind = SendKind::kData,
+                                   .report = false,
+                                   .entries = static_cast<uint8_t>(n)};
   return &wr;
 }
 
@@ -373,16 +374,16 @@ ibv_send_wr* RcConnection::PrepareBatch(uint32_t position,
 // places after the last posted one.
 ibv_send_wr* RcConnection::PrepareRead(uint32_t position,
                                        const ReadChunk& chunk) {
-  const uint32_t slot = SendSlotAfterPosted(position);
-  ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
+  const uint32_t slot = sends_.SlotAfterPosted(position);
+  ibv_sge* sge = sends_.sges(slot);
   sge[0].addr = chunk.local_address;
   sge[0].length = chunk.length;
   sge[0].lkey = chunk.lkey;
-  ibv_send_wr& wr = send_wrs_[slot];
-  StartRequest(slot, sge, 1, IBV_WR_RDMA_READ, &wr);
+  ibv_send_wr& wr =
+      sends_.Start(slot, completion_.WrId(slot), sge, 1, IBV_WR_RDMA_READ);
   wr.wr.rdma.remote_addr = chunk.remote_address;
   wr.wr.rdma.rkey = chunk.rkey;
-  posted_.slot(slot) =
+  sends_.record(slot) =
       PostedSend{.cookie = chunk.buffer_index, .kind = SendKind::kRead};
   return &wr;
 }

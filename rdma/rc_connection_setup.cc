@@ -48,16 +48,16 @@ RcConnection::RcConnection(CmId id, const RcConnectionOptions& options)
       options_(options),
       receive_buffer_size_(options.eager_limit + wire::kMaxHeaderSize),
       send_queue_depth_(options.send_queue_depth),
-      signal_interval_(std::max<uint32_t>(1, options.send_queue_depth / 4)),
       inbound_(InboundOptions{.receive_buffers = options.receive_buffers,
                               .large_pool = options.large_pool,
                               .quota = options.rendezvous_quota,
                               .read_chunk = options.read_chunk,
                               .relieve_pinning = options.relieve_pinning}),
       repost_(options.receive_buffers),
-      posted_(options.send_queue_depth),
-      send_wrs_(options.send_queue_depth),
-      send_sges_(options.send_queue_depth * kSgesPerSend),
+      // Of the sends done at post, one in a quarter of the queue is
+      // signaled.
+      sends_(options.send_queue_depth, kSgesPerSend,
+             std::max<uint32_t>(1, options.send_queue_depth / 4)),
       fifo_(options.send_queue_depth),
       rendezvous_(options.send_queue_depth) {
   early_receives_.reserve(options.receive_buffers);

@@ -1,5 +1,5 @@
-// RcConnection's send steps (PostNow, PostDataNow, Prepare, StartRequest,
-// PostChain), defined here so that every file of the send path inlines
+// RcConnection's send steps (PostNow, PostDataNow, Prepare, PostChain),
+// defined here so that every file of the send path inlines
 // them. Private to RcConnection's implementation files.
 
 #ifndef DEMI_RDMA_RC_CONNECTION_STEPS_H_
@@ -11,8 +11,8 @@
 #include "absl/base/attributes.h"
 #include "rdma/rc_connection.h"
 
-// The steps of posting a send (PostNow, PostDataNow, Prepare, StartRequest,
-// PostChain) are inlined into their few callers: each is small, a call
+// The steps of posting a send (PostNow, PostDataNow, Prepare, PostChain)
+// are inlined into their few callers: each is small, a call
 // frame costs about as much as its body, and a constant `kind` folds
 // Prepare's switch away.
 #define DEMI_SEND_STEP ABSL_ATTRIBUTE_ALWAYS_INLINE inline
@@ -48,11 +48,11 @@ DEMI_SEND_STEP RcConnection::Posted RcConnection::PostDataNow(
   // Inline data is copied by ibv_post_send: the caller may have its memory
   // back at once, and its cookie is not reported again.
   const bool inline_data = (wr->send_flags & IBV_SEND_INLINE) != 0;
-  PostedSend& entry = posted_.slot(wr - send_wrs_.data());
+  PostedSend& entry = sends_.record(sends_.SlotOf(wr));
   entry.report = !(inline_data && may_be_done_at_post);
   // Done at post: no completion needed, but one now and then retires the
   // send slots.
-  const bool signal = entry.report || unsignaled_ + 1 >= signal_interval_;
+  const bool signal = entry.report || sends_.SignalDue();
   if (PostChain(wr, wr, 1, signal) != 1) {
     entry.report = true;  // failed: not posted, never reported
     return Posted::kFailed;
@@ -61,7 +61,7 @@ DEMI_SEND_STEP RcConnection::Posted RcConnection::PostDataNow(
 }
 
 // Builds the work request for the send-queue slot `position` places after
-// the last posted one (header, scatter-gather list, posted_ entry); does
+// the last posted one (header, scatter-gather list, send-queue record); does
 // not post it.
 // A part (kFirstPart, kNextPart) is bytes [part_offset, part_offset +
 // part_bytes) of the message `segments`.
@@ -69,7 +69,7 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
     uint32_t position, SendKind kind, uint16_t credits_returned,
     const Segment* segments, uint32_t num_segments, uint64_t cookie,
     uint32_t part_offset, uint32_t part_bytes) {
-  const uint32_t slot = SendSlotAfterPosted(position);
+  const uint32_t slot = sends_.SlotAfterPosted(position);
   uint8_t* header_slot = resources_.header_memory() + slot * kHeaderSlotSize;
   uint64_t total = 0;
   size_t header_size;
@@ -128,7 +128,7 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
   // (total stays 0 for every kind but data).
   uint32_t gathered = kind == SendKind::kData ? num_segments : 0;
 
-  ibv_sge* sge = &send_sges_[static_cast<size_t>(slot) * kSgesPerSend];
+  ibv_sge* sge = sends_.sges(slot);
   sge[0].addr = reinterpret_cast<uintptr_t>(header_slot);
   sge[0].length = static_cast<uint32_t>(header_size);
   sge[0].lkey = resources_.header_lkey();
@@ -158,31 +158,13 @@ DEMI_SEND_STEP ibv_send_wr* RcConnection::Prepare(
     }
     total = part_bytes;
   }
-  ibv_send_wr& wr = send_wrs_[slot];
-  StartRequest(slot, sge, static_cast<int>(gathered + 1), IBV_WR_SEND, &wr);
+  ibv_send_wr& wr = sends_.Start(slot, completion_.WrId(slot), sge,
+                                 static_cast<int>(gathered + 1), IBV_WR_SEND);
   if (header_size + total <= resources_.max_inline_data()) {
     wr.send_flags |= IBV_SEND_INLINE;
   }
-  posted_.slot(slot) = PostedSend{.cookie = cookie, .kind = kind};
+  sends_.record(slot) = PostedSend{.cookie = cookie, .kind = kind};
   return &wr;
-}
-
-// Fills the fields every request sets (id of `slot`, its gather list,
-// opcode; not signaled, no immediate, not chained).
-DEMI_SEND_STEP void RcConnection::StartRequest(uint32_t slot, ibv_sge* sge,
-                                               int num_sge,
-                                               ibv_wr_opcode opcode,
-                                               ibv_send_wr* wr) {
-  // Field by field rather than zeroing the whole request: the union of
-  // opcode-specific fields is read only for the opcodes that use it (the
-  // RDMA read sets wr.rdma after this).
-  wr->next = nullptr;
-  wr->wr_id = completion_.WrId(slot);
-  wr->sg_list = sge;
-  wr->num_sge = num_sge;
-  wr->opcode = opcode;
-  wr->send_flags = 0;
-  wr->imm_data = 0;
 }
 
 // Posts a chain of `count` prepared requests with one ibv_post_send,
@@ -191,30 +173,16 @@ DEMI_SEND_STEP void RcConnection::StartRequest(uint32_t slot, ibv_sge* sge,
 DEMI_SEND_STEP uint32_t RcConnection::PostChain(ibv_send_wr* first,
                                                 ibv_send_wr* last,
                                                 uint32_t count, bool signal) {
-  // One doorbell for the whole chain; only the last request is signaled:
-  // RC completes in order, so its completion retires the ones before it.
-  last->next = nullptr;
-  if (signal) {
-    last->send_flags |= IBV_SEND_SIGNALED;
-    unsignaled_ = 0;
-  } else {
-    unsignaled_ += count;
-  }
-  ibv_send_wr* rejected = nullptr;
-  absl::Status status = resources_.qp().PostSend(first, &rejected);
-  uint32_t posted = count;
-  if (!status.ok()) {
-    posted = 0;
-    for (ibv_send_wr* wr = first; wr != rejected && wr != nullptr;
-         wr = wr->next) {
-      ++posted;
-    }
-    // Requests before the rejected one went out unsignaled; the queue pair
-    // is failed below, so each completes with a flush error of its own.
-    Fail(status);
-  }
-  posted_.Extend(posted);
-  ++doorbells_;
+  absl::Status failed;
+  const uint32_t posted = sends_.Post(
+      first, last, count, signal,
+      [this](ibv_send_wr* chain, ibv_send_wr** bad) {
+        return resources_.qp().PostSend(chain, bad);
+      },
+      &failed);
+  // Requests before a rejected one went out unsignaled; the queue pair is
+  // failed here, so each completes with a flush error of its own.
+  if (!failed.ok()) Fail(std::move(failed));
   return posted;
 }
 
