@@ -46,10 +46,6 @@ namespace {
 constexpr uint64_t kDatagramSize = 64;   // the datagram latency row
 constexpr uint64_t kDemiStyleSize = 64;  // the Demikernel-style row
 
-const char* MemoryLabel(Memory memory) {
-  return memory == Memory::kLibrary ? "lib" : "app";
-}
-
 // The row of one of the single-connection latency loops (datagram,
 // Demikernel-style: library memory) from `result`, with its progress line
 // ("`label` 64 B lib: ...").

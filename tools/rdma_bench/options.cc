@@ -74,6 +74,10 @@ absl::StatusOr<sockaddr_in> LocalAddress() {
 
 }  // namespace
 
+const char* MemoryLabel(Memory memory) {
+  return memory == Memory::kLibrary ? "lib" : "app";
+}
+
 std::vector<uint64_t> DefaultSizes() {
   std::vector<uint64_t> sizes = {8};
   for (uint64_t size = 64; size <= 64 * kMiB; size *= 4) sizes.push_back(size);

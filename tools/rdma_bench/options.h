@@ -20,6 +20,9 @@ enum class Role { kLocal, kServer, kClient };
 // own (malloc'ed, pushed with sga_buf == NULL).
 enum class Memory { kLibrary, kApplication };
 
+// "lib" or "app": what --memory takes and the table, JSON and CSV print.
+const char* MemoryLabel(Memory memory);
+
 // How the server answers a ping-pong message: by pushing back the array it
 // popped (zero copy, what Demikernel's echo servers do: the default), or by
 // pushing a reply buffer of its own, of the cell's memory kind.

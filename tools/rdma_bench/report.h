@@ -1,5 +1,5 @@
-// Rows of results and their output: the table (stdout), JSON, CSV, and a
-// gnuplot chart.
+// Rows of results and their output: the table (stdout; report.cc, with the
+// ratios), JSON and CSV (report_files.cc), and a gnuplot chart (plot.cc).
 
 #ifndef DEMI_TOOLS_RDMA_BENCH_REPORT_H_
 #define DEMI_TOOLS_RDMA_BENCH_REPORT_H_
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "tools/rdma_bench/options.h"
 #include "tools/rdma_bench/peers.h"
 #include "tools/rdma_bench/row_workload.h"
@@ -114,6 +115,10 @@ std::string FormatCsv(const std::vector<Row>& rows, const RunInfo& info);
 // with the library's memories and the baselines as separate lines.
 std::string GnuplotScript(const std::vector<Row>& rows,
                           const std::string& png_path);
+
+// `text` in double quotes with JSON's escapes: a JSON string, and a
+// gnuplot string too.
+std::string JsonString(absl::string_view text);
 
 // Writes `text` to `path`.
 absl::Status WriteFile(const std::string& path, const std::string& text);
