@@ -20,6 +20,19 @@ uint32_t SegmentLength(uint32_t size, uint32_t segments, uint32_t s,
   return s + 1 == segments ? size - offset : size / segments;
 }
 
+// Binds `qd` to the test address at a port of NextTestAddress, stored in
+// *address. Ports come from a window per process id; a test that takes
+// many can reach into the window of a process run just before it whose
+// ports the kernel has not released yet: it takes the next one then.
+void BindTestAddress(int qd, sockaddr_in* address) {
+  int bound = EADDRINUSE;
+  for (int attempt = 0; attempt < 100 && bound == EADDRINUSE; ++attempt) {
+    *address = NextTestAddress();
+    bound = demi_bind(qd, Sa(*address), sizeof(*address));
+  }
+  EXPECT_EQ(bound, 0);
+}
+
 }  // namespace
 
 demi_qresult_t WaitResult(demi_qtoken_t qt, const timespec& timeout) {
@@ -31,16 +44,7 @@ demi_qresult_t WaitResult(demi_qtoken_t qt, const timespec& timeout) {
 int ListenOnTestAddress(sockaddr_in* address, int backlog) {
   int qd = -1;
   EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_STREAM, 0), 0);
-  // Ports come from a window per process id (NextTestAddress); a test that
-  // takes many can reach into the window of a process run just before it
-  // whose ports the kernel has not released yet: take the next one then.
-  int bound = EADDRINUSE;
-  for (int attempt = 0; attempt < 100 && bound == EADDRINUSE; ++attempt) {
-    *address = NextTestAddress();
-    bound =
-        demi_bind(qd, reinterpret_cast<sockaddr*>(address), sizeof(*address));
-  }
-  EXPECT_EQ(bound, 0);
+  BindTestAddress(qd, address);
   EXPECT_EQ(demi_listen(qd, backlog), 0);
   return qd;
 }
@@ -123,10 +127,9 @@ std::vector<demi_qtoken_t> PushUntilEagain(int qd, uint32_t size) {
 }
 
 int BoundDatagramSocket(sockaddr_in* address) {
-  *address = NextTestAddress();
   int qd = -1;
   EXPECT_EQ(demi_socket(&qd, AF_INET, SOCK_DGRAM, 0), 0);
-  EXPECT_EQ(demi_bind(qd, Sa(*address), sizeof(*address)), 0);
+  BindTestAddress(qd, address);
   return qd;
 }
 
