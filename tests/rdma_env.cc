@@ -54,8 +54,11 @@ absl::StatusOr<sockaddr_in> RdmaTestAddress(uint16_t port) {
 }
 
 sockaddr_in NextTestAddress() {
+  // A window of 100 ports per process id (20000 to 64999). A process that
+  // takes more reaches into the next window; the binds of the test library
+  // take the next port when one is in use (libos_test_util.cc).
   static std::atomic<uint16_t> next_port{
-      static_cast<uint16_t>(20000 + (getpid() % 1000) * 40)};
+      static_cast<uint16_t>(20000 + (getpid() % 450) * 100)};
   absl::StatusOr<sockaddr_in> base = RdmaTestAddress(0);
   EXPECT_TRUE(base.ok()) << base.status();
   sockaddr_in address = base.ok() ? *base : sockaddr_in{};

@@ -26,7 +26,7 @@ inline constexpr char kDefaultRdmaTestAddress[] = "10.77.0.1";
 absl::StatusOr<sockaddr_in> RdmaTestAddress(uint16_t port = 0);
 
 // The test address with a port no other socket of this process has taken
-// (demi has no getsockname, so tests pick ports): ports from a range of 40
+// (demi has no getsockname, so tests pick ports): ports from a range of 100
 // per process id, then on; safe from any thread. A test failure if there is
 // no test address.
 sockaddr_in NextTestAddress();
