@@ -56,6 +56,10 @@ struct DatagramQueue final : ReceiveBufferOwner {
     return endpoint->HeldBuffer(index);
   }
   void ReturnBuffer(uint32_t index) override;
+  // Gives an arrival's buffer back to the endpoint without lending it (a
+  // datagram filtered, dropped at close, or with no room to wait); a
+  // failure, which only a bug can cause, is logged.
+  void ReleaseArrival(uint32_t index);
 
   int qd = 0;
   std::unique_ptr<rdma::UdEndpoint> endpoint;  // null until demi_bind

@@ -39,7 +39,7 @@ absl::Status DatagramSockets::Close(int qd, Linger* /*linger*/) {
   queue->pop_tokens.clear();
   if (queue->endpoint != nullptr) {
     while (!queue->datagrams.empty()) {
-      (void)queue->endpoint->Release(queue->datagrams.front().buffer_index);
+      queue->ReleaseArrival(queue->datagrams.front().buffer_index);
       queue->datagrams.pop_front();
     }
     // Cached routes to this socket name a queue pair that is going away; a

@@ -61,7 +61,7 @@ class DatagramSockets::QueueSink final : public rdma::DatagramSink {
         queue_.default_peer.has_value() && !FromPeer(datagram);
     if (queue_.closed || unwanted) {
       if (unwanted) ++sockets_.counters_.filtered;
-      (void)queue_.endpoint->Release(datagram.buffer_index);
+      queue_.ReleaseArrival(datagram.buffer_index);
       return;
     }
     if (!queue_.pop_tokens.empty()) {
@@ -73,7 +73,7 @@ class DatagramSockets::QueueSink final : public rdma::DatagramSink {
         // Cannot happen (one entry per receive buffer); never lose the
         // buffer if it does.
         DEMI_LOG(kError, "datagram arrival ring full");
-        (void)queue_.endpoint->Release(datagram.buffer_index);
+        queue_.ReleaseArrival(datagram.buffer_index);
       }
     }
   }
@@ -407,6 +407,10 @@ absl::Status DatagramSockets::GetPeerName(int qd, sockaddr* address,
 
 void DatagramQueue::ReturnBuffer(uint32_t index) {
   --held;
+  ReleaseArrival(index);
+}
+
+void DatagramQueue::ReleaseArrival(uint32_t index) {
   absl::Status released = endpoint->Release(index);
   if (!released.ok()) {
     DEMI_LOG(kWarning, "re-posting a datagram buffer: ", released.message());

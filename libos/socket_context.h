@@ -55,11 +55,17 @@ struct SocketContext {
   // its memory is released (PushMemory::Finished) and its token completes
   // with the pushed array, as PUSH or as FAILED with the errno of `status`,
   // or ECANCELED whatever the flush said when `closed` (demi_close stopped
-  // it). Returns false, doing nothing, if `qt` has no record (a close
-  // cancelled it already).
+  // it). Returns false, changing nothing, if `qt` has no record: a close
+  // cancels the records of its pushes before their flushed completions
+  // come back; on an open queue every reported push has one, so a
+  // completion without is the libOS's bug, counted and logged
+  // (TokenTable::unmatched()).
   bool FinishPush(demi_qtoken_t qt, const absl::Status& status, bool closed) {
     PushRecord* push = pushes.Find(qt);
-    if (push == nullptr) return false;
+    if (push == nullptr) {
+      if (!closed) tokens.ReportUnmatched("finishing a push", qt);
+      return false;
+    }
     demi_qresult_t result{};
     result.qr_opcode = status.ok() ? DEMI_OPC_PUSH : DEMI_OPC_FAILED;
     result.qr_ret = status.ok() ? 0
@@ -73,7 +79,7 @@ struct SocketContext {
   }
 
   // A push of `qd` sent inline without mapping before it had a token
-  // (RcConnection::TrySendInline): the memory is the application's again,
+  // (RcConnection::TrySendCopied): the memory is the application's again,
   // so its token is born done with `sga`. The caller checked
   // tokens.has_free_slot() before sending.
   demi_qtoken_t PushDoneInline(int qd, const demi_sgarray_t& sga) {
@@ -83,7 +89,7 @@ struct SocketContext {
     return qt;
   }
 
-  // A push sent inline without mapping (RcConnection::TrySendInline): the
+  // A push sent inline without mapping (RcConnection::TrySendCopied): the
   // memory is the application's again, the token completes now with `sga`.
   void CompletePushInline(demi_qtoken_t qt, const demi_sgarray_t& sga) {
     demi_qresult_t* result = tokens.CompleteInPlace(qt, DEMI_OPC_PUSH);

@@ -81,7 +81,8 @@ class StreamSockets::QueueSink final : public rdma::CompletionSink {
 
   void OnSendComplete(uint64_t cookie, const absl::Status& status) override
       ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under the worker's mutex
-    (void)sockets_.ctx_.FinishPush(cookie, status, queue_.closed);
+    // False only after a close (or a bug, which FinishPush counts).
+    sockets_.ctx_.FinishPush(cookie, status, queue_.closed);
   }
 
   void OnMessage(const rdma::ReceivedMessage& message) override

@@ -171,9 +171,15 @@ class TokenTable {
   void Release(demi_qtoken_t qt);
 
   // How many Complete(), Fail(), CompleteInPlace() and Release() calls found
-  // their token not pending: each is a bug in the libOS (zero in every
-  // test).
+  // their token not pending, and how many ReportUnmatched() calls were made:
+  // each is a bug in the libOS (zero in every test).
   uint64_t unmatched() const { return unmatched_; }
+  // Counts and logs `operation` on `qt` as unmatched, for a caller that
+  // found an operation's own record of `qt` missing (a push completion
+  // without its push record).
+  void ReportUnmatched(const char* operation, demi_qtoken_t qt) {
+    Unmatched(operation, qt);
+  }
 
   // Where `qt` stands. Never fails and never allocates.
   TokenState StateOf(demi_qtoken_t qt) const;

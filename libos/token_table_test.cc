@@ -117,6 +117,10 @@ TEST(TokenTableTest, CompleteTwiceIsCountedAndKeepsFirstResult) {
   table.Fail(qt, ECANCELED);
   EXPECT_EQ(table.CompleteInPlace(qt, DEMI_OPC_POP), nullptr);
   EXPECT_EQ(table.unmatched(), 3u);
+  // A caller's own record missing (a push completion without its push
+  // record, SocketContext::FinishPush) counts the same way.
+  table.ReportUnmatched("finishing a push", qt);
+  EXPECT_EQ(table.unmatched(), 4u);
   EXPECT_EQ(table.ready_count(), 1u);
   absl::StatusOr<demi_qresult_t> got = table.Take(qt);
   ASSERT_TRUE(got.ok());
