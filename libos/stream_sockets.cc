@@ -160,13 +160,14 @@ absl::StatusOr<demi_qtoken_t> StreamSockets::Push(int qd,
   rdma::RcConnection& connection = *queue->connection;
   const uint32_t num_segments = sga->sga_numsegs;
   rdma::Segment segments[DEMI_SGARRAY_MAXSIZE];
-  // The common small push: its bytes go inline, copied by ibv_post_send,
-  // so no keys are needed (no mapping, no lease) and the push is done now:
-  // its token is made done once the send is posted.
-  if (total <= connection.max_inline_data() && ctx_.tokens.has_free_slot() &&
+  // The common small push: its bytes are copied now (inline by
+  // ibv_post_send, or into a stage of the connection's), so no keys are
+  // needed (no mapping, no lease) and the push is done now: its token is
+  // made done once the send is posted or staged.
+  if (total <= connection.copied_send_limit() && ctx_.tokens.has_free_slot() &&
       ctx_.memory.InlineReadable(*sga, buffer, connection.pd())) {
     UnmappedSegments(*sga, segments);
-    if (connection.TrySendInline(absl::MakeConstSpan(segments, num_segments))) {
+    if (connection.TrySendCopied(absl::MakeConstSpan(segments, num_segments))) {
       return ctx_.PushDoneInline(qd, *sga);
     }
   }

@@ -100,6 +100,7 @@
 
 #include <infiniband/verbs.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -178,17 +179,25 @@ class RcConnection final : private CompletionHandler {
   absl::Status Send(absl::Span<const Segment> segments, uint64_t cookie,
                     bool* done_at_post = nullptr);
 
-  // The small-message fast path: posts the data message of `segments` at
-  // once with its bytes inline (ibv_post_send copies them, so the segments'
-  // keys are not used and their memory is free again on return) and returns
-  // true. Returns false, having changed nothing, when that is not possible:
-  // the message does not fit inline (or the peer's buffers), Send would queue
-  // it (no credit, a full send queue, sends queued before it, or
-  // coalesce_sends), end of stream was sent, or the connection failed; also
-  // when the post itself fails, which fails the connection. Use Send then,
-  // which queues the message or reports the error. No cookie is ever
-  // reported for a message sent here.
-  bool TrySendInline(absl::Span<const Segment> segments);
+  // The small-message fast path: sends the data message of `segments` with
+  // its bytes copied before return, so the segments' keys are not used and
+  // their memory is free again on return, and returns true. Copied either by
+  // ibv_post_send (posted at once with its bytes inline) or, when Send would
+  // queue it (no credit, a full send queue, sends queued before it, or
+  // coalesce_sends), into a SendFifo stage, under Send's staging rule
+  // (credits cover the FIFO up to it). Returns false, having changed
+  // nothing, when neither is possible: the message fits neither inline nor
+  // a stage (or not the peer's buffers), staging is not allowed, end of
+  // stream was sent, or the connection failed; also when the post itself
+  // fails, which fails the connection. Use Send then, which queues the
+  // message or reports the error. No cookie is ever reported for a message
+  // sent here.
+  bool TrySendCopied(absl::Span<const Segment> segments);
+  // The largest message (bytes of its segments) TrySendCopied may take.
+  uint32_t copied_send_limit() const {
+    return std::max<uint32_t>(resources_.max_inline_data(),
+                              SendFifo::kStageSize);
+  }
 
   // Posts now what Send() queued, as far as credits and the send queue
   // allow (one doorbell). Poll() and Release() do this too.
@@ -335,12 +344,19 @@ class RcConnection final : private CompletionHandler {
   rdma_conn_param ConnParam(uint8_t private_data[]) const;
 
   bool SendQueueFull() const { return sends_.full(); }
+  // Whether a send queued now may be staged and reported done: only while
+  // the peer's credits cover the FIFO up to it, so it goes out without
+  // waiting for the peer (a close posts it). Never before the peer's
+  // parameters are known (the active side, connecting).
+  bool MayStage() const {
+    return credits_ && fifo_.size() + 2 <= credits_->credits();
+  }
   // The send path's private steps are documented at their definitions
   // (rc_connection_steps.h, rc_connection_send.cc).
   bool PostNow();
   // Whether a data message of `segments` may be sent at all: the connection
   // has not failed, 1 to kMaxSegments segments, no end of stream sent. The
-  // one prelude of Send and TrySendInline.
+  // one prelude of Send and TrySendCopied.
   bool Sendable(absl::Span<const Segment> segments) const {
     return status_.ok() && !segments.empty() &&
            segments.size() <= wire::kMaxSegments && !end_of_stream_sent_;

@@ -55,19 +55,35 @@ absl::Status RcConnection::Send(absl::Span<const Segment> segments,
   return Enqueue(SendKind::kData, segments, cookie, done_at_post);
 }
 
-bool RcConnection::TrySendInline(absl::Span<const Segment> segments) {
+bool RcConnection::TrySendCopied(absl::Span<const Segment> segments) {
   if (!Sendable(segments)) return false;
-  uint64_t size = wire::HeaderSize(static_cast<int>(segments.size()));
-  for (const Segment& segment : segments) size += segment.length;
+  uint64_t payload = 0;
+  for (const Segment& segment : segments) payload += segment.length;
+  const uint64_t size =
+      wire::HeaderSize(static_cast<int>(segments.size())) + payload;
+  if (size > peer_receive_buffer_size_) return false;
   // PostNow last: it records the post when it says yes.
-  if (size > resources_.max_inline_data() || size > peer_receive_buffer_size_ ||
-      !PostNow()) {
+  if (size <= resources_.max_inline_data() && PostNow()) {
+    // It fits inline, so it is done at post. (Were it reported, it is
+    // still posted: declining now would send it twice.)
+    return PostDataNow(segments, 0, /*may_be_done_at_post=*/true) !=
+           Posted::kFailed;
+  }
+  // It would be queued: staged instead, as Send would stage it, if it fits
+  // a stage. Staged, it needs no cookie (done now) and goes with the next
+  // poll's doorbell.
+  if (!MayStage() || DataFifoFull() || !fifo_.CanStage(payload)) return false;
+  bool staged = false;
+  absl::Status queued = fifo_.Push(SendKind::kData, segments, /*cookie=*/0,
+                                   /*stage=*/true, &staged);
+  if (!queued.ok() || !staged) {
+    // CanStage and room were checked: a failure here is this class's bug.
+    DEMI_LOG(kError, "a send that could be staged was not: ", queued.message());
+    Fail(ErrnoError(EIO, "staging a send failed"));
     return false;
   }
-  // It fits inline, so it is done at post. (Were it reported, it is still
-  // posted: declining now would send it twice.)
-  return PostDataNow(segments, 0, /*may_be_done_at_post=*/true) !=
-         Posted::kFailed;
+  completion_.RequestAfterPoll();
+  return true;
 }
 
 void RcConnection::Flush() { Pump(); }
@@ -228,12 +244,8 @@ absl::Status RcConnection::SendEndOfStream() {
 absl::Status RcConnection::Enqueue(SendKind kind,
                                    absl::Span<const Segment> segments,
                                    uint64_t cookie, bool* done_at_post) {
-  // Staged only while credits cover the FIFO up to it: a send staged and
-  // reported done must go out without waiting for the peer (a close posts
-  // it). None before the peer's parameters are known (the active side,
-  // connecting).
-  const bool stage = done_at_post != nullptr && credits_ &&
-                     fifo_.size() + 2 <= credits_->credits();
+  // Staged only under MayStage.
+  const bool stage = done_at_post != nullptr && MayStage();
   bool staged = false;
   DEMI_RETURN_IF_ERROR(fifo_.Push(kind, segments, cookie, stage, &staged));
   if (staged) *done_at_post = true;

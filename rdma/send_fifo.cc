@@ -46,7 +46,7 @@ bool SendFifo::Stage(uint32_t slot, QueuedSend& entry) {
   for (uint32_t i = 0; i < entry.num_segments; ++i) {
     total += entry.segments[i].length;
   }
-  if (total > kStageSize || stages_ == nullptr) return false;
+  if (!CanStage(total)) return false;
   uint8_t* stage = stages_ + static_cast<size_t>(slot) * kStageSize;
   for (uint32_t i = 0; i < entry.num_segments; ++i) {
     Segment& segment = entry.segments[i];

@@ -54,6 +54,11 @@ class SendFifo {
     lkey_ = lkey;
   }
 
+  // Whether a data send of `bytes` would be staged by Push(..., stage).
+  bool CanStage(uint64_t bytes) const {
+    return stages_ != nullptr && bytes <= kStageSize;
+  }
+
   uint32_t size() const { return ring_.size(); }
   bool empty() const { return ring_.empty(); }
   // No place for data: the last is kept for the end of stream.

@@ -184,6 +184,32 @@ absl::Status ConnectPair(
   return absl::OkStatus();
 }
 
+// A completion group of the test's own on the test device, which `probe`
+// (a pair kept only for that, and alive as long as the group) tells.
+struct OwnGroup {
+  Pair probe;
+  std::unique_ptr<CompletionGroup> group;
+};
+absl::Status MakeOwnGroup(OwnGroup& own,
+                          const CompletionGroupOptions& group_options = {}) {
+  DEMI_RETURN_IF_ERROR(ConnectPair(own.probe, RcConnectionOptions{}));
+  DEMI_ASSIGN_OR_RETURN(
+      own.group,
+      CompletionGroup::Create(own.probe.client->id().verbs(), group_options));
+  return absl::OkStatus();
+}
+
+// Connects `pair` with `options` on `group` (both ends), each end reporting
+// to its own sink.
+absl::Status ConnectOnGroup(Pair& pair, RcConnectionOptions options,
+                            CompletionGroup& group) {
+  options.completions = &group;
+  DEMI_RETURN_IF_ERROR(ConnectPair(pair, options));
+  pair.client->set_sink(&pair.client_sink);
+  pair.server->set_sink(&pair.server_sink);
+  return absl::OkStatus();
+}
+
 // Drives a client streaming to a server; checks everything the server gets.
 // The client disconnects, the server answers, and both connections fail
 // what they still hold with ECONNRESET, as the libOS does on DISCONNECTED.
@@ -938,26 +964,21 @@ TEST(RcConnectionTest, ReleasesOneAtATimeArePostedInBatches) {
 // connection that posted its request, polled only through the group; queues
 // are added as reservations fill them and go when their last connection does.
 TEST(RcConnectionTest, SharedQueuesRouteEachConnectionsCompletions) {
-  Pair probe;  // only to learn the device's context
-  ASSERT_TRUE(ConnectPair(probe, RcConnectionOptions{}).ok());
   // 8 sends + 8 receives = 16 completions a connection; a queue of 64
   // reserves at most 48: three connections a queue.
-  absl::StatusOr<std::unique_ptr<CompletionGroup>> group =
-      CompletionGroup::Create(probe.client->id().verbs(),
-                              CompletionGroupOptions{.queue_entries = 64});
-  ASSERT_TRUE(group.ok()) << group.status();
+  OwnGroup own;
+  ASSERT_TRUE(
+      MakeOwnGroup(own, CompletionGroupOptions{.queue_entries = 64}).ok());
+  std::unique_ptr<CompletionGroup>* group = &own.group;
   RcConnectionOptions options;
   options.send_queue_depth = 8;
   options.receive_buffers = 8;
-  options.completions = group->get();
   constexpr int kPairs = 6;
   std::vector<std::unique_ptr<Pair>> pairs;
   for (int p = 0; p < kPairs; ++p) {
     pairs.push_back(std::make_unique<Pair>());
-    absl::Status connected = ConnectPair(*pairs.back(), options);
+    absl::Status connected = ConnectOnGroup(*pairs.back(), options, **group);
     ASSERT_TRUE(connected.ok()) << connected;
-    pairs.back()->client->set_sink(&pairs.back()->client_sink);
-    pairs.back()->server->set_sink(&pairs.back()->server_sink);
   }
   EXPECT_EQ((*group)->endpoint_count(), 2u * kPairs);
   EXPECT_EQ((*group)->queue_count(), 4u);
@@ -1043,12 +1064,12 @@ TEST(RcConnectionTest, SharedQueuesRouteEachConnectionsCompletions) {
   pairs.resize(2);
   EXPECT_EQ((*group)->queue_count(), 2u);
   pairs.push_back(std::make_unique<Pair>());
-  ASSERT_TRUE(ConnectPair(*pairs.back(), options).ok());
+  ASSERT_TRUE(ConnectOnGroup(*pairs.back(), options, **group).ok());
   EXPECT_EQ((*group)->queue_count(), 3u);
   // ...and after a poll the freed room takes the next one.
   (*group)->Poll();
   pairs.push_back(std::make_unique<Pair>());
-  ASSERT_TRUE(ConnectPair(*pairs.back(), options).ok());
+  ASSERT_TRUE(ConnectOnGroup(*pairs.back(), options, **group).ok());
   EXPECT_EQ((*group)->queue_count(), 3u);
   EXPECT_EQ((*group)->endpoint_count(), 8u);
 }
@@ -1062,19 +1083,14 @@ TEST(RcConnectionTest, SharedQueuesRouteEachConnectionsCompletions) {
 // reported by its completion. Every byte arrives, in order, one message per
 // send, though the memory the sends came from was overwritten at once.
 TEST(RcConnectionTest, BurstBetweenPollsGoesUnderOneDoorbellAtTheNextPoll) {
-  Pair probe;
-  ASSERT_TRUE(ConnectPair(probe, RcConnectionOptions{}).ok());
-  absl::StatusOr<std::unique_ptr<CompletionGroup>> group =
-      CompletionGroup::Create(probe.client->id().verbs());
-  ASSERT_TRUE(group.ok()) << group.status();
+  OwnGroup own;
+  ASSERT_TRUE(MakeOwnGroup(own).ok());
+  std::unique_ptr<CompletionGroup>* group = &own.group;
   RcConnectionOptions options;
   ASSERT_TRUE(options.coalesce_sends);
-  options.completions = group->get();
   Pair pair;
-  absl::Status connected = ConnectPair(pair, options);
+  absl::Status connected = ConnectOnGroup(pair, options, **group);
   ASSERT_TRUE(connected.ok()) << connected;
-  pair.client->set_sink(&pair.client_sink);
-  pair.server->set_sink(&pair.server_sink);
   ASSERT_GT(pair.client->max_inline_data(), 64u + 16u);
   constexpr int kBurst = 12;
   std::vector<uint8_t> memory(kBurst * 64);
@@ -1141,6 +1157,73 @@ TEST(RcConnectionTest, BurstBetweenPollsGoesUnderOneDoorbellAtTheNextPoll) {
   ASSERT_EQ(pair.client_sink.completed.size(), 1u);
   EXPECT_EQ(pair.client_sink.completed.back(), uint64_t{kBurst - 1});
   EXPECT_TRUE(pair.client_sink.errors.empty());
+}
+
+// TrySendCopied, the libOS's path for small pushes: the bytes are copied
+// before it returns (inline at post, or into a stage when the send would
+// be queued), so the memory needs no registration and is free at once, and
+// no cookie is ever reported. A burst between two polls: the first goes
+// inline at once, the rest are staged and go under one doorbell at the next
+// poll. A message that fits neither inline nor a stage is declined with
+// nothing changed.
+TEST(RcConnectionTest, TrySendCopiedPostsInlineOrStagesWithoutKeys) {
+  OwnGroup own;
+  ASSERT_TRUE(MakeOwnGroup(own).ok());
+  CompletionGroup& group = *own.group;
+  Pair pair;
+  ASSERT_TRUE(ConnectOnGroup(pair, RcConnectionOptions{}, group).ok());
+  ASSERT_TRUE(RcConnectionOptions{}.coalesce_sends);
+  for (int i = 0; i < 10; ++i) group.Poll();  // credits, established
+
+  // Unregistered memory: keys 0.
+  constexpr uint32_t kSize = 200;  // fits a stage (256)
+  ASSERT_LE(kSize, pair.client->copied_send_limit());
+  constexpr int kBurst = 8;
+  std::vector<uint8_t> memory(kSize);
+  const uint64_t doorbells = pair.client->doorbells();
+  for (int m = 0; m < kBurst; ++m) {
+    demi::testing::FillPattern(memory.data(), kSize, m);
+    Segment segment{memory.data(), kSize, 0, 0};
+    ASSERT_TRUE(pair.client->TrySendCopied(absl::MakeConstSpan(&segment, 1)))
+        << "send " << m;
+    std::memset(memory.data(), 0xee, kSize);  // free again at once
+  }
+  // Inline only if the device takes 200 bytes and a header inline: then
+  // the first is posted now and the rest staged; else all are staged.
+  const bool first_inline =
+      pair.client->max_inline_data() >= kSize + wire::HeaderSize(1);
+  EXPECT_EQ(pair.client->doorbells(), doorbells + (first_inline ? 1 : 0));
+  EXPECT_EQ(pair.client->queued_sends(),
+            static_cast<uint32_t>(first_inline ? kBurst - 1 : kBurst));
+
+  // Too large for either: declined, nothing queued or posted.
+  std::vector<uint8_t> large(pair.client->copied_send_limit() + 1);
+  Segment too_large{large.data(), static_cast<uint32_t>(large.size()), 0, 0};
+  const uint32_t queued = pair.client->queued_sends();
+  EXPECT_FALSE(pair.client->TrySendCopied(absl::MakeConstSpan(&too_large, 1)));
+  EXPECT_EQ(pair.client->queued_sends(), queued);
+
+  group.Poll();  // the staged ones, under one doorbell
+  EXPECT_EQ(pair.client->queued_sends(), 0u);
+  EXPECT_EQ(pair.client->doorbells(), doorbells + (first_inline ? 2 : 1));
+
+  int received = 0;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (received < kBurst && absl::Now() < deadline) {
+    group.Poll();
+    while (!pair.server_sink.messages.empty()) {
+      ReceivedMessage message = pair.server_sink.messages.front();
+      pair.server_sink.messages.pop_front();
+      ExpectOneSegmentOfPattern(message, received, kSize);
+      ++received;
+      ASSERT_TRUE(pair.server->Release(message.buffer_index).ok());
+    }
+  }
+  EXPECT_EQ(received, kBurst);
+  for (int i = 0; i < 10; ++i) group.Poll();
+  EXPECT_TRUE(pair.client_sink.completed.empty()) << "a cookie was reported";
+  EXPECT_TRUE(pair.client->status().ok());
+  EXPECT_EQ(pair.client_sink.failures, 0);
 }
 
 // A send before the connection is established (the active side does not
@@ -1265,11 +1348,9 @@ TEST(RcConnectionTest, SendBeforeEstablishedGoesAfterIt) {
 // queue was polled is dropped (counted), never handed to the connection that
 // took its place in the group.
 TEST(RcConnectionTest, SharedQueueDropsCompletionsOfDestroyedConnections) {
-  Pair probe;
-  ASSERT_TRUE(ConnectPair(probe, RcConnectionOptions{}).ok());
-  absl::StatusOr<std::unique_ptr<CompletionGroup>> group =
-      CompletionGroup::Create(probe.client->id().verbs());
-  ASSERT_TRUE(group.ok()) << group.status();
+  OwnGroup own;
+  ASSERT_TRUE(MakeOwnGroup(own).ok());
+  std::unique_ptr<CompletionGroup>* group = &own.group;
   RcConnectionOptions client_options;  // a group of its own
   RcConnectionOptions server_options;
   server_options.completions = group->get();
