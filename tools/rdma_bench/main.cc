@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -278,18 +279,40 @@ int RunRemoteServer(const Options& options) {
     for (const LocalServer& server : servers) close(server.start);
     return 1;
   }
+  // The steps run one after another until the client ends the pair helper
+  // (after its last step). It may have measured fewer steps than this side
+  // forked (other --sizes or --rounds, e.g. --quick on the client only):
+  // then the step server started after its last waits for a client that
+  // never comes; it is stopped, and the rest are never started.
+  std::atomic<bool> client_done{false};
+  std::atomic<pid_t> serving{-1};
+  std::atomic<bool> finished{false};
   int failed_steps = 0;
   std::thread steps([&] {
     for (LocalServer& server : servers) {
+      if (client_done.load()) {
+        close(server.start);  // EOF: the child exits without serving
+        ReapServer(server.pid, absl::Seconds(5));
+        continue;
+      }
       const char go = 1;
       const bool started = write(server.start, &go, 1) == 1;
       close(server.start);
-      if (ReapServer(server.pid, absl::Hours(2)) != 0 || !started) {
-        ++failed_steps;
-      }
+      serving.store(server.pid);
+      const int status = ReapServer(server.pid, absl::Hours(2));
+      serving.store(-1);
+      if ((status != 0 || !started) && !client_done.load()) ++failed_steps;
     }
+    finished.store(true);
   });
   absl::Status helped = (*helper)->Serve(absl::Minutes(15));
+  // Only a client that said it is done ends the steps early; else they
+  // run to their end as before.
+  client_done.store(helped.ok());
+  while (helped.ok() && !finished.load()) {
+    if (const pid_t pid = serving.load(); pid > 0) kill(pid, SIGTERM);
+    absl::SleepFor(absl::Milliseconds(100));
+  }
   steps.join();
   if (!helped.ok()) Progress(std::string(helped.message()));
   if (failed_steps > 0) {
