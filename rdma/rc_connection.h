@@ -354,6 +354,7 @@ class RcConnection final : private CompletionHandler {
   // The send path's private steps are documented at their definitions
   // (rc_connection_steps.h, rc_connection_send.cc).
   bool PostNow();
+  bool WouldPostNow() const;
   // Whether a data message of `segments` may be sent at all: the connection
   // has not failed, 1 to kMaxSegments segments, no end of stream sent. The
   // one prelude of Send and TrySendCopied.

@@ -62,27 +62,28 @@ bool RcConnection::TrySendCopied(absl::Span<const Segment> segments) {
   const uint64_t size =
       wire::HeaderSize(static_cast<int>(segments.size())) + payload;
   if (size > peer_receive_buffer_size_) return false;
-  // PostNow last: it records the post when it says yes.
-  if (size <= resources_.max_inline_data() && PostNow()) {
+  if (WouldPostNow()) {
+    // Too large for inline: Send posts it from its own memory, now.
+    if (size > resources_.max_inline_data()) return false;
+    PostNow();  // records the post
     // It fits inline, so it is done at post. (Were it reported, it is
     // still posted: declining now would send it twice.)
     return PostDataNow(segments, 0, /*may_be_done_at_post=*/true) !=
            Posted::kFailed;
   }
-  // It would be queued: staged instead, as Send would stage it, if it fits
-  // a stage. Staged, it needs no cookie (done now) and goes with the next
-  // poll's doorbell.
+  // It would be queued: staged instead, as Send's Enqueue stages it, if it
+  // fits a stage. Staged, it needs no cookie (done now) and goes with the
+  // next poll's doorbell.
   if (!MayStage() || DataFifoFull() || !fifo_.CanStage(payload)) return false;
   bool staged = false;
-  absl::Status queued = fifo_.Push(SendKind::kData, segments, /*cookie=*/0,
-                                   /*stage=*/true, &staged);
+  absl::Status queued =
+      Enqueue(SendKind::kData, segments, /*cookie=*/0, &staged);
   if (!queued.ok() || !staged) {
-    // CanStage and room were checked: a failure here is this class's bug.
+    // MayStage, CanStage and room were checked: this class's bug.
     DEMI_LOG(kError, "a send that could be staged was not: ", queued.message());
     Fail(ErrnoError(EIO, "staging a send failed"));
     return false;
   }
-  completion_.RequestAfterPoll();
   return true;
 }
 

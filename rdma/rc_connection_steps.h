@@ -23,15 +23,20 @@ namespace demi::rdma {
 // before it, a credit, a free slot, and (coalesce_sends) no send posted
 // at once since the last poll. Records the post when it answers true.
 DEMI_SEND_STEP bool RcConnection::PostNow() {
+  if (!WouldPostNow()) return false;
+  posted_at_poll_ = completion_.polls();
+  return true;
+}
+
+// PostNow's answer without recording anything.
+DEMI_SEND_STEP bool RcConnection::WouldPostNow() const {
   if (!fifo_.empty() || !established_ || !credits_->CanSendData() ||
       SendQueueFull()) {
     return false;
   }
-  if (!options_.coalesce_sends) return true;
-  const uint64_t polls = completion_.polls();
-  if (polls == posted_at_poll_) return false;  // a burst: queue the rest
-  posted_at_poll_ = polls;
-  return true;
+  // With coalesce_sends, a burst: after a send posted at once since the
+  // last poll, the rest are queued.
+  return !options_.coalesce_sends || completion_.polls() != posted_at_poll_;
 }
 
 // Posts one data message now (PostNow() said yes) with a credit. With

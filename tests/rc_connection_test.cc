@@ -1222,6 +1222,17 @@ TEST(RcConnectionTest, TrySendCopiedPostsInlineOrStagesWithoutKeys) {
   EXPECT_EQ(received, kBurst);
   for (int i = 0; i < 10; ++i) group.Poll();
   EXPECT_TRUE(pair.client_sink.completed.empty()) << "a cookie was reported";
+
+  // A message that fits a stage but not inline, on a connection that can
+  // post it now, is declined: Send posts it at once from its own memory
+  // rather than staging it for the next poll.
+  constexpr uint32_t kNotInline = 250;
+  if (kNotInline + wire::HeaderSize(1) > pair.client->max_inline_data()) {
+    std::vector<uint8_t> bytes(kNotInline);
+    Segment segment{bytes.data(), kNotInline, 0, 0};
+    EXPECT_FALSE(pair.client->TrySendCopied(absl::MakeConstSpan(&segment, 1)));
+    EXPECT_EQ(pair.client->queued_sends(), 0u);
+  }
   EXPECT_TRUE(pair.client->status().ok());
   EXPECT_EQ(pair.client_sink.failures, 0);
 }
