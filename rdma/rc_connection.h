@@ -355,6 +355,7 @@ class RcConnection final : private CompletionHandler {
   // (rc_connection_steps.h, rc_connection_send.cc).
   bool PostNow();
   bool WouldPostNow() const;
+  void RecordPostNow();
   // Whether a data message of `segments` may be sent at all: the connection
   // has not failed, 1 to kMaxSegments segments, no end of stream sent. The
   // one prelude of Send and TrySendCopied.

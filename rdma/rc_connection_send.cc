@@ -65,7 +65,7 @@ bool RcConnection::TrySendCopied(absl::Span<const Segment> segments) {
   if (WouldPostNow()) {
     // Too large for inline: Send posts it from its own memory, now.
     if (size > resources_.max_inline_data()) return false;
-    PostNow();  // records the post
+    RecordPostNow();
     // It fits inline, so it is done at post. (Were it reported, it is
     // still posted: declining now would send it twice.)
     return PostDataNow(segments, 0, /*may_be_done_at_post=*/true) !=

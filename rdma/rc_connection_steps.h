@@ -24,8 +24,14 @@ namespace demi::rdma {
 // at once since the last poll. Records the post when it answers true.
 DEMI_SEND_STEP bool RcConnection::PostNow() {
   if (!WouldPostNow()) return false;
-  posted_at_poll_ = completion_.polls();
+  RecordPostNow();
   return true;
+}
+
+// Records a send posted at once (what PostNow does when it says yes), for
+// a caller that asked WouldPostNow itself.
+DEMI_SEND_STEP void RcConnection::RecordPostNow() {
+  posted_at_poll_ = completion_.polls();
 }
 
 // PostNow's answer without recording anything.
